@@ -1,0 +1,152 @@
+//! The one place bytes are made: bincode 1.3.3 with explicit options, and the exact byte
+//! strings that are signed and hashed. ARCHITECTURE.md documents these bytes and
+//! `tests/vectors.rs` pins them, so a wallet written in another language can produce them.
+//!
+//! Options, everywhere: little-endian fixed-width integers (u16 = 2 bytes, u32 = 4, u64 = 8),
+//! strings and sequences prefixed by their length as a u64, `Option` as one byte 0/1 then the
+//! value, enums as a u32 variant index, fixed arrays as their raw bytes, a byte limit on every
+//! decode (checked before allocating), and trailing bytes rejected.
+
+use crate::limits::MESSAGE_BYTES_MAX;
+use crate::types::{BlockHeader, MetricReport, Transfer};
+use bincode::Options;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Domain tags: the first field of every signed byte string, so a signature made for one
+/// purpose is never valid for another.
+pub const TRANSFER_TAG: &str = "tinychain/transfer/v1";
+pub const BLOCK_TAG: &str = "tinychain/block/v1";
+pub const REPORT_TAG: &str = "tinychain/report/v1";
+/// Used by the network handshake (net crate); listed here so all tags live side by side.
+pub const HANDSHAKE_TAG: &str = "tinychain/handshake/v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("cannot decode {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+}
+
+fn options(limit_bytes: u64) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(limit_bytes)
+        .reject_trailing_bytes()
+}
+
+/// Encodes any protocol value. Cannot fail for our types (no maps with non-string keys, and
+/// the limit is far above any value we build).
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    options(u64::MAX).serialize(value).expect("protocol types always encode")
+}
+
+/// Decodes one value that must use all of `bytes`, allocating no more than `limit_bytes`.
+pub fn decode_limited<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+    limit_bytes: u64,
+) -> Result<T, CodecError> {
+    options(limit_bytes)
+        .deserialize(bytes)
+        .map_err(|error| CodecError::Malformed { what, reason: error.to_string() })
+}
+
+/// Decodes one value with the default message limit.
+pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
+    decode_limited(what, bytes, MESSAGE_BYTES_MAX)
+}
+
+/// The bytes a transfer's signature covers: tag, then every field but the signature.
+pub fn transfer_signing_bytes(transfer: &Transfer) -> Vec<u8> {
+    encode(&(
+        TRANSFER_TAG,
+        &transfer.chain_id,
+        &transfer.from,
+        &transfer.to,
+        transfer.amount,
+        transfer.fee,
+        transfer.nonce,
+    ))
+}
+
+/// The bytes a metric report's signature covers: tag, chain id, then every field but the
+/// signature.
+pub fn report_signing_bytes(chain_id: &str, report: &MetricReport) -> Vec<u8> {
+    encode(&(
+        REPORT_TAG,
+        chain_id,
+        &report.node,
+        report.sequence,
+        &report.tip,
+        report.cpu,
+        report.net,
+        report.score,
+        &report.vote,
+    ))
+}
+
+/// The bytes a block producer signs: tag, then every header field but the signature.
+pub fn header_signing_bytes(header: &BlockHeader) -> Vec<u8> {
+    encode(&(
+        BLOCK_TAG,
+        &header.chain_id,
+        header.height,
+        &header.prev_hash,
+        header.timestamp_ms,
+        &header.producer,
+        header.rank,
+        &header.tx_root,
+        &header.report_root,
+        &header.state_root,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Address, Signature};
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = encode(&7u64);
+        bytes.push(0);
+        assert!(decode::<u64>("u64", &bytes).is_err());
+    }
+
+    #[test]
+    fn length_prefix_beyond_the_limit_is_rejected_before_allocating() {
+        // A vector claiming 2^40 elements in 8 bytes of input.
+        let bytes = (1u64 << 40).to_le_bytes();
+        let result = decode_limited::<Vec<u8>>("vec", &bytes, 1024);
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn transfer_signing_bytes_have_the_documented_layout() {
+        let transfer = Transfer {
+            chain_id: "t".into(),
+            from: Address([1; 32]),
+            to: Address([2; 32]),
+            amount: 3,
+            fee: 4,
+            nonce: 5,
+            signature: Signature([9; 64]),
+        };
+        let bytes = transfer_signing_bytes(&transfer);
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&(TRANSFER_TAG.len() as u64).to_le_bytes());
+        expected.extend_from_slice(TRANSFER_TAG.as_bytes());
+        expected.extend_from_slice(&1u64.to_le_bytes());
+        expected.extend_from_slice(b"t");
+        expected.extend_from_slice(&[1; 32]);
+        expected.extend_from_slice(&[2; 32]);
+        expected.extend_from_slice(&3u64.to_le_bytes());
+        expected.extend_from_slice(&4u64.to_le_bytes());
+        expected.extend_from_slice(&5u64.to_le_bytes());
+        assert_eq!(bytes, expected);
+        // The wire form is the same fields (without the tag) followed by the 64 signature bytes.
+        let wire = encode(&transfer);
+        assert_eq!(wire.len(), 8 + 1 + 32 + 32 + 8 + 8 + 8 + 64);
+        assert_eq!(&wire[wire.len() - 64..], &[9; 64]);
+    }
+}

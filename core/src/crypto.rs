@@ -1,0 +1,269 @@
+//! Hashing (Blake3), Merkle roots, Ed25519 signing and strict verification, and the cache of
+//! verified signatures.
+//!
+//! `verify_strict` is the one acceptance rule. `verify_batch` is never used: it can accept
+//! signatures `verify_strict` rejects, and nodes would then disagree about validity. To use both
+//! cores, a block's uncached signatures are split across scoped threads instead (a fork-join
+//! over pure functions: the result does not depend on the thread count).
+
+use crate::types::{Address, Hash, Signature};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+pub fn hash_bytes(bytes: &[u8]) -> Hash {
+    Hash(*blake3::hash(bytes).as_bytes())
+}
+
+const MERKLE_LEAF_PREFIX: u8 = 0x00;
+const MERKLE_NODE_PREFIX: u8 = 0x01;
+const MERKLE_EMPTY_PREFIX: u8 = 0x02;
+
+/// Blake3 Merkle root. Leaves are `blake3(0x00 || item)`, inner nodes `blake3(0x01 || left ||
+/// right)`, the empty tree is `blake3(0x02)`. An odd node at the end of a level is carried up
+/// unchanged (never paired with itself, which would let two different lists share a root).
+pub fn merkle_root(items: &[Hash]) -> Hash {
+    if items.is_empty() {
+        return hash_bytes(&[MERKLE_EMPTY_PREFIX]);
+    }
+    let mut level: Vec<Hash> = items
+        .iter()
+        .map(|item| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&[MERKLE_LEAF_PREFIX]);
+            hasher.update(&item.0);
+            Hash(*hasher.finalize().as_bytes())
+        })
+        .collect();
+    while level.len() > 1 {
+        let mut next = Vec::with_capacity(level.len().div_ceil(2));
+        for pair in level.chunks(2) {
+            match pair {
+                [left, right] => {
+                    let mut hasher = blake3::Hasher::new();
+                    hasher.update(&[MERKLE_NODE_PREFIX]);
+                    hasher.update(&left.0);
+                    hasher.update(&right.0);
+                    next.push(Hash(*hasher.finalize().as_bytes()));
+                }
+                [odd] => next.push(*odd),
+                _ => unreachable!("chunks(2) yields one or two items"),
+            }
+        }
+        level = next;
+    }
+    level[0]
+}
+
+/// A node's or wallet's signing key. The core never generates one: keys come from the caller
+/// (the keystore, the simulator's seeded generator, or a test).
+#[derive(Clone)]
+pub struct Keypair {
+    signing_key: SigningKey,
+}
+
+impl Keypair {
+    pub fn from_secret_bytes(secret: &[u8; 32]) -> Keypair {
+        Keypair { signing_key: SigningKey::from_bytes(secret) }
+    }
+
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.signing_key.to_bytes()
+    }
+
+    pub fn address(&self) -> Address {
+        Address(self.signing_key.verifying_key().to_bytes())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.signing_key.sign(message).to_bytes())
+    }
+}
+
+impl std::fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keypair({:?})", self.address())
+    }
+}
+
+/// Strict Ed25519 verification (rejects small-order keys and non-canonical encodings).
+pub fn verify_strict(signer: &Address, message: &[u8], signature: &Signature) -> bool {
+    let Ok(key) = VerifyingKey::from_bytes(&signer.0) else {
+        return false;
+    };
+    let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+    key.verify_strict(message, &signature).is_ok()
+}
+
+/// Remembers (key, message, signature) triples that verified, so a transfer checked when it
+/// entered the mempool is not checked again in its block. Only successes are cached, and
+/// verification is pure, so a hit or a miss never changes an outcome, only its cost. Bounded:
+/// the oldest entry is forgotten first. Interior locking lets the simulator share one cache
+/// across all its nodes and lets verification threads record their results.
+#[derive(Debug, Default)]
+pub struct SignatureCache {
+    inner: Mutex<CacheInner>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    entries: HashSet<Hash>,
+    order: VecDeque<Hash>,
+}
+
+fn cache_key(signer: &Address, message: &[u8], signature: &Signature) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&signer.0);
+    hasher.update(&signature.0);
+    hasher.update(message);
+    Hash(*hasher.finalize().as_bytes())
+}
+
+impl SignatureCache {
+    pub fn new(capacity: usize) -> SignatureCache {
+        SignatureCache { inner: Mutex::new(CacheInner::default()), capacity }
+    }
+
+    fn contains(&self, key: &Hash) -> bool {
+        self.inner.lock().expect("cache lock is never poisoned: no panics while held").entries.contains(key)
+    }
+
+    fn insert(&self, key: Hash) {
+        let mut inner = self.inner.lock().expect("cache lock is never poisoned: no panics while held");
+        if self.capacity == 0 || !inner.entries.insert(key) {
+            return;
+        }
+        inner.order.push_back(key);
+        while inner.order.len() > self.capacity {
+            if let Some(oldest) = inner.order.pop_front() {
+                inner.entries.remove(&oldest);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("cache lock is never poisoned: no panics while held").order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Verifies one signature, consulting and feeding the cache.
+    pub fn verify(&self, signer: &Address, message: &[u8], signature: &Signature) -> bool {
+        let key = cache_key(signer, message, signature);
+        if self.contains(&key) {
+            return true;
+        }
+        let valid = verify_strict(signer, message, signature);
+        if valid {
+            self.insert(key);
+        }
+        valid
+    }
+
+    /// Verifies many signatures, the uncached ones split across `threads` scoped threads.
+    /// Returns the index of the first invalid item, if any. The answer is the same for every
+    /// thread count.
+    pub fn verify_all(&self, items: &[(Address, Vec<u8>, Signature)], threads: usize) -> Option<usize> {
+        let keys: Vec<Hash> = items.iter().map(|(signer, message, signature)| cache_key(signer, message, signature)).collect();
+        let uncached: Vec<usize> = (0..items.len()).filter(|&index| !self.contains(&keys[index])).collect();
+        let threads = threads.clamp(1, 64).min(uncached.len().max(1));
+        let check = |indexes: &[usize]| -> Vec<(usize, bool)> {
+            indexes
+                .iter()
+                .map(|&index| {
+                    let (signer, message, signature) = &items[index];
+                    (index, verify_strict(signer, message, signature))
+                })
+                .collect()
+        };
+        let results: Vec<(usize, bool)> = if threads <= 1 || uncached.len() < 64 {
+            check(&uncached)
+        } else {
+            let chunk_len = uncached.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = uncached.chunks(chunk_len).map(|chunk| scope.spawn(move || check(chunk))).collect();
+                handles
+                    .into_iter()
+                    .flat_map(|handle| handle.join().expect("signature verification does not panic"))
+                    .collect()
+            })
+        };
+        let mut first_invalid = None;
+        for (index, valid) in results {
+            if valid {
+                self.insert(keys[index]);
+            } else if first_invalid.is_none_or(|first| index < first) {
+                first_invalid = Some(index);
+            }
+        }
+        first_invalid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(n: u8) -> Hash {
+        Hash([n; 32])
+    }
+
+    #[test]
+    fn merkle_root_distinguishes_odd_lists_from_their_padded_twins() {
+        let three = merkle_root(&[leaf(1), leaf(2), leaf(3)]);
+        let padded = merkle_root(&[leaf(1), leaf(2), leaf(3), leaf(3)]);
+        assert_ne!(three, padded);
+        assert_ne!(merkle_root(&[]), merkle_root(&[leaf(0)]));
+        assert_ne!(merkle_root(&[leaf(1)]), leaf(1), "a single leaf is still hashed as a leaf");
+    }
+
+    #[test]
+    fn merkle_root_depends_on_order() {
+        assert_ne!(merkle_root(&[leaf(1), leaf(2)]), merkle_root(&[leaf(2), leaf(1)]));
+    }
+
+    #[test]
+    fn signatures_verify_only_for_their_message_and_key() {
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let other = Keypair::from_secret_bytes(&[6; 32]);
+        let signature = key.sign(b"hello");
+        assert!(verify_strict(&key.address(), b"hello", &signature));
+        assert!(!verify_strict(&key.address(), b"hellp", &signature));
+        assert!(!verify_strict(&other.address(), b"hello", &signature));
+    }
+
+    #[test]
+    fn cache_only_remembers_valid_signatures_and_stays_bounded() {
+        let cache = SignatureCache::new(2);
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let bad = Signature([0; 64]);
+        assert!(!cache.verify(&key.address(), b"m", &bad));
+        assert_eq!(cache.len(), 0);
+        for message in [b"a", b"b", b"c"] {
+            assert!(cache.verify(&key.address(), message, &key.sign(message)));
+        }
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn parallel_verification_finds_the_first_invalid_item_whatever_the_thread_count() {
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let mut items: Vec<(Address, Vec<u8>, Signature)> = (0..200u32)
+            .map(|n| {
+                let message = n.to_le_bytes().to_vec();
+                let signature = key.sign(&message);
+                (key.address(), message, signature)
+            })
+            .collect();
+        items[150].2 = Signature([1; 64]);
+        items[170].2 = Signature([1; 64]);
+        for threads in [1, 2, 3, 8] {
+            let cache = SignatureCache::new(1000);
+            assert_eq!(cache.verify_all(&items, threads), Some(150), "threads = {threads}");
+            assert_eq!(cache.len(), 198);
+        }
+    }
+}
