@@ -39,17 +39,26 @@ impl std::str::FromStr for Address {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         use bech32::primitives::decode::CheckedHrpstring;
-        let checked = CheckedHrpstring::new::<Bech32m>(text)
-            .map_err(|_| AddressError::BadChecksumOrCharacters { text: text.to_string() })?;
+        let checked = CheckedHrpstring::new::<Bech32m>(text).map_err(|_| {
+            AddressError::BadChecksumOrCharacters {
+                text: text.to_string(),
+            }
+        })?;
         let prefix = checked.hrp().to_lowercase();
         if prefix != ADDRESS_PREFIX {
-            return Err(AddressError::WrongPrefix { text: text.to_string(), prefix });
+            return Err(AddressError::WrongPrefix {
+                text: text.to_string(),
+                prefix,
+            });
         }
         let bytes: Vec<u8> = checked.byte_iter().collect();
         let key: [u8; 32] = bytes
             .as_slice()
             .try_into()
-            .map_err(|_| AddressError::WrongLength { text: text.to_string(), length: bytes.len() })?;
+            .map_err(|_| AddressError::WrongLength {
+                text: text.to_string(),
+                length: bytes.len(),
+            })?;
         Ok(Address(key))
     }
 }
@@ -86,8 +95,14 @@ mod tests {
     #[test]
     fn wrong_prefix_and_length_are_named() {
         let other = bech32::encode::<Bech32m>(Hrp::parse_unchecked("bc"), &[1u8; 32]).unwrap();
-        assert!(matches!(other.parse::<Address>(), Err(AddressError::WrongPrefix { .. })));
+        assert!(matches!(
+            other.parse::<Address>(),
+            Err(AddressError::WrongPrefix { .. })
+        ));
         let short = bech32::encode::<Bech32m>(Hrp::parse_unchecked("tc"), &[1u8; 20]).unwrap();
-        assert!(matches!(short.parse::<Address>(), Err(AddressError::WrongLength { length: 20, .. })));
+        assert!(matches!(
+            short.parse::<Address>(),
+            Err(AddressError::WrongLength { length: 20, .. })
+        ));
     }
 }

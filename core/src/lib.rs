@@ -9,6 +9,10 @@
 pub mod address;
 pub mod codec;
 pub mod crypto;
+pub mod election;
+pub mod finality;
 pub mod genesis;
 pub mod limits;
+pub mod state;
 pub mod types;
+pub mod validate;

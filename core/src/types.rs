@@ -55,7 +55,9 @@ pub struct Transfer {
 }
 
 /// A (height, hash) pair naming one block: a tip, or a Casper-FFG checkpoint.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct Checkpoint {
     pub height: Height,
     pub hash: Hash,
@@ -200,7 +202,9 @@ impl<'de> Deserialize<'de> for Signature {
             hex::decode_to_slice(&text, &mut bytes).map_err(serde::de::Error::custom)?;
             Ok(Signature(bytes))
         } else {
-            Ok(Signature(serde_big_array::BigArray::deserialize(deserializer)?))
+            Ok(Signature(serde_big_array::BigArray::deserialize(
+                deserializer,
+            )?))
         }
     }
 }

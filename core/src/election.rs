@@ -1,0 +1,270 @@
+//! Producer election, computed from the chain so every node agrees: rank the validators by the
+//! score of their latest recorded report, ties broken by Blake3(tag, prev_hash, node id); a
+//! validator with no fresh report, or that missed its turn and has not reported a tip at or
+//! after that block since, goes to the end, ordered by the same tie-break hash.
+//! Integer arithmetic only.
+
+use crate::codec;
+use crate::crypto::hash_bytes;
+use crate::genesis::{Genesis, Parameters};
+use crate::state::ValidatorRecord;
+use crate::types::{Checkpoint, Hash, Height, NodeId};
+use serde::{Deserialize, Serialize};
+
+const ELECTION_TAG: &str = "tinychain/election/v1";
+
+pub fn tie_break(prev_hash: &Hash, node: &NodeId) -> Hash {
+    hash_bytes(&codec::encode(&(ELECTION_TAG, prev_hash, node)))
+}
+
+/// Why a validator sits at the end of the ranking.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Demotion {
+    /// No report of it is recorded on this chain (as at genesis).
+    NoReport,
+    /// Its latest recorded report names a tip more than `report_ttl_blocks` below the parent.
+    StaleReport { tip_height: Height },
+    /// It missed its turn at this block and has reported no tip at or after it since.
+    MissedTurn { at_height: Height },
+}
+
+/// One line of an election: who, with which committed score, and why demoted if so.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Candidate {
+    pub rank: u32,
+    pub validator_index: u32,
+    pub node: NodeId,
+    pub score: Option<u16>,
+    pub demotion: Option<Demotion>,
+    pub tie_break: Hash,
+}
+
+pub fn demotion(
+    parameters: &Parameters,
+    record: &ValidatorRecord,
+    parent_height: Height,
+) -> Option<Demotion> {
+    let Some(report) = record.latest_report else {
+        return Some(Demotion::NoReport);
+    };
+    if let Some(at_height) = record.missed_turn_at {
+        return Some(Demotion::MissedTurn { at_height });
+    }
+    if report
+        .tip
+        .height
+        .saturating_add(parameters.report_ttl_blocks)
+        < parent_height
+    {
+        return Some(Demotion::StaleReport {
+            tip_height: report.tip.height,
+        });
+    }
+    None
+}
+
+/// The full ranking for the block after `parent`: rank 0 first.
+pub fn rank_candidates(
+    genesis: &Genesis,
+    records: &[ValidatorRecord],
+    parent: &Checkpoint,
+) -> Vec<Candidate> {
+    assert_eq!(
+        records.len(),
+        genesis.validators.len(),
+        "one record per genesis validator"
+    );
+    let mut candidates: Vec<Candidate> = genesis
+        .validators
+        .iter()
+        .zip(records)
+        .enumerate()
+        .map(|(index, (validator, record))| Candidate {
+            rank: 0,
+            validator_index: u32::try_from(index)
+                .expect("validator count is bounded by VALIDATORS_MAX"),
+            node: validator.id,
+            score: record.latest_report.map(|report| report.score),
+            demotion: demotion(&genesis.parameters, record, parent.height),
+            tie_break: tie_break(&parent.hash, &validator.id),
+        })
+        .collect();
+    // Active validators first by (score, tie-break); demoted ones after, by tie-break alone.
+    candidates.sort_by_key(|candidate| match candidate.demotion {
+        None => (
+            0u8,
+            candidate.score.unwrap_or(u16::MAX),
+            candidate.tie_break,
+        ),
+        Some(_) => (1u8, 0, candidate.tie_break),
+    });
+    for (rank, candidate) in candidates.iter_mut().enumerate() {
+        candidate.rank = u32::try_from(rank).expect("validator count is bounded by VALIDATORS_MAX");
+    }
+    candidates
+}
+
+/// The producer at `rank` for the block after `parent`, if the rank exists.
+pub fn producer_at_rank(
+    genesis: &Genesis,
+    records: &[ValidatorRecord],
+    parent: &Checkpoint,
+    rank: u32,
+) -> Option<NodeId> {
+    rank_candidates(genesis, records, parent)
+        .get(rank as usize)
+        .map(|candidate| candidate.node)
+}
+
+/// The earliest time a block at `rank` may carry: rank 0 at parent + block_interval, rank r >= 1
+/// at parent + r * producer_timeout.
+pub fn eligible_at_ms(parameters: &Parameters, parent_timestamp_ms: u64, rank: u32) -> u64 {
+    let delay_ms = if rank == 0 {
+        parameters.block_interval_ms
+    } else {
+        u64::from(rank).saturating_mul(parameters.producer_timeout_ms)
+    };
+    parent_timestamp_ms.saturating_add(delay_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::ValidatorEntry;
+    use crate::state::RecordedReport;
+    use crate::types::Address;
+
+    fn genesis(count: u8) -> Genesis {
+        Genesis {
+            chain_id: "t".into(),
+            genesis_time_ms: 0,
+            validators: (0..count)
+                .map(|n| ValidatorEntry {
+                    id: Address([n + 1; 32]),
+                    name: format!("n{n}"),
+                    addr: String::new(),
+                })
+                .collect(),
+            allocations: vec![],
+            parameters: Parameters::default(),
+        }
+    }
+
+    fn reported(score: u16, tip_height: Height) -> ValidatorRecord {
+        ValidatorRecord {
+            latest_report: Some(RecordedReport {
+                sequence: 1,
+                tip: Checkpoint {
+                    height: tip_height,
+                    hash: Hash::default(),
+                },
+                cpu: score,
+                net: score,
+                score,
+            }),
+            missed_turn_at: None,
+            blocks_produced: 0,
+        }
+    }
+
+    fn parent(height: Height, byte: u8) -> Checkpoint {
+        Checkpoint {
+            height,
+            hash: Hash([byte; 32]),
+        }
+    }
+
+    #[test]
+    fn lowest_score_ranks_first_and_demoted_go_last() {
+        let genesis = genesis(4);
+        let records = vec![
+            reported(500, 10),
+            reported(100, 10),
+            ValidatorRecord {
+                missed_turn_at: Some(9),
+                ..reported(1, 10)
+            },
+            ValidatorRecord::default(),
+        ];
+        let ranking = rank_candidates(&genesis, &records, &parent(10, 1));
+        let order: Vec<u32> = ranking
+            .iter()
+            .map(|candidate| candidate.validator_index)
+            .collect();
+        assert_eq!(&order[..2], &[1, 0]);
+        assert_eq!(ranking[2].demotion.is_some(), true);
+        assert_eq!(ranking[3].demotion.is_some(), true);
+        assert_eq!(
+            ranking
+                .iter()
+                .find(|c| c.validator_index == 2)
+                .unwrap()
+                .demotion,
+            Some(Demotion::MissedTurn { at_height: 9 })
+        );
+        assert_eq!(
+            ranking
+                .iter()
+                .find(|c| c.validator_index == 3)
+                .unwrap()
+                .demotion,
+            Some(Demotion::NoReport)
+        );
+    }
+
+    #[test]
+    fn a_report_older_than_the_ttl_demotes() {
+        let genesis = genesis(2);
+        let records = vec![reported(1, 10), reported(900, 30)];
+        // Parent at 31: validator 0's tip (10) is 21 below, more than the TTL of 20.
+        let ranking = rank_candidates(&genesis, &records, &parent(31, 1));
+        assert_eq!(ranking[0].validator_index, 1);
+        assert_eq!(
+            ranking[1].demotion,
+            Some(Demotion::StaleReport { tip_height: 10 })
+        );
+        // At parent 30 it is exactly 20 below: still active, and the better score wins.
+        assert_eq!(
+            rank_candidates(&genesis, &records, &parent(30, 1))[0].validator_index,
+            0
+        );
+    }
+
+    #[test]
+    fn equal_scores_and_genesis_order_rotate_with_the_parent_hash() {
+        let genesis = genesis(4);
+        let records = vec![ValidatorRecord::default(); 4];
+        let first_ranked: std::collections::BTreeSet<u32> = (0..32u8)
+            .map(|byte| rank_candidates(&genesis, &records, &parent(0, byte))[0].validator_index)
+            .collect();
+        assert!(
+            first_ranked.len() >= 3,
+            "rank 0 should rotate among validators: {first_ranked:?}"
+        );
+    }
+
+    #[test]
+    fn every_node_computes_the_same_ranking() {
+        let genesis = genesis(7);
+        let records: Vec<ValidatorRecord> =
+            (0..7).map(|n| reported((n * 37 % 5) as u16, 3)).collect();
+        let reference = rank_candidates(&genesis, &records, &parent(4, 9));
+        for _ in 0..10 {
+            assert_eq!(
+                rank_candidates(&genesis, &records.clone(), &parent(4, 9)),
+                reference
+            );
+        }
+        let producers: std::collections::BTreeSet<_> = reference.iter().map(|c| c.node).collect();
+        assert_eq!(producers.len(), 7, "a ranking is a permutation");
+    }
+
+    #[test]
+    fn eligibility_times_follow_the_rank() {
+        let parameters = Parameters::default();
+        assert_eq!(eligible_at_ms(&parameters, 1_000, 0), 3_000);
+        assert_eq!(eligible_at_ms(&parameters, 1_000, 1), 11_000);
+        assert_eq!(eligible_at_ms(&parameters, 1_000, 3), 31_000);
+        assert_eq!(eligible_at_ms(&parameters, u64::MAX - 1, 3), u64::MAX);
+    }
+}

@@ -1,0 +1,204 @@
+//! The consensus state after a block: the account table (the "coins database"), one election
+//! record per validator, and the finality state. Blocks change it only through a `StateDelta`
+//! computed by validation, so applying is infallible and every change has an exact undo.
+
+use crate::crypto::{hash_bytes, merkle_root};
+use crate::finality::FinalityState;
+use crate::genesis::Genesis;
+use crate::types::{Account, Address, Checkpoint, Hash, Height};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The parts of a validator's latest recorded report that the election reads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RecordedReport {
+    pub sequence: u64,
+    pub tip: Checkpoint,
+    pub cpu: u16,
+    pub net: u16,
+    pub score: u16,
+}
+
+/// What the chain remembers about one validator for the election.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct ValidatorRecord {
+    /// The recorded report with the highest sequence, if any.
+    pub latest_report: Option<RecordedReport>,
+    /// The height of the last block at which it missed its turn (a lower-priority rank
+    /// produced while it was ahead), unless a later report of a tip at or above that height on
+    /// this chain has been recorded since.
+    pub missed_turn_at: Option<Height>,
+    /// Blocks this validator produced, for observability.
+    pub blocks_produced: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ChainState {
+    pub tip: Checkpoint,
+    pub tip_timestamp_ms: u64,
+    pub accounts: BTreeMap<Address, Account>,
+    /// Indexed like `Genesis::validators`.
+    pub validators: Vec<ValidatorRecord>,
+    pub finality: FinalityState,
+    /// Base units in existence: genesis allocations plus every block reward (fees move coins,
+    /// they do not create them). Checked against the accounts by the simulator.
+    pub supply: u64,
+}
+
+/// A change to the state: the new value of every touched entry. A block's delta holds the
+/// values after it; its undo holds the values before (`None` for an account it created).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StateDelta {
+    pub tip: Checkpoint,
+    pub tip_timestamp_ms: u64,
+    pub accounts: Vec<(Address, Option<Account>)>,
+    pub validators: Vec<(u32, ValidatorRecord)>,
+    pub finality: FinalityState,
+    pub supply: u64,
+}
+
+const ACCOUNT_LEAF_TAG: &str = "tinychain/account/v1";
+const VALIDATOR_LEAF_TAG: &str = "tinychain/validator/v1";
+
+impl ChainState {
+    /// The state at genesis: allocations, empty validator records, genesis justified and final.
+    pub fn at_genesis(genesis: &Genesis, genesis_hash: Hash) -> ChainState {
+        let accounts: BTreeMap<Address, Account> = genesis
+            .allocations
+            .iter()
+            .map(|allocation| {
+                (
+                    allocation.address,
+                    Account {
+                        balance: allocation.amount,
+                        nonce: 0,
+                    },
+                )
+            })
+            .collect();
+        let supply = genesis
+            .allocations
+            .iter()
+            .map(|allocation| allocation.amount)
+            .sum();
+        let tip = Checkpoint {
+            height: 0,
+            hash: genesis_hash,
+        };
+        ChainState {
+            tip,
+            tip_timestamp_ms: genesis.genesis_time_ms,
+            accounts,
+            validators: vec![ValidatorRecord::default(); genesis.validators.len()],
+            finality: FinalityState::at_genesis(tip),
+            supply,
+        }
+    }
+
+    pub fn account(&self, address: &Address) -> Account {
+        self.accounts.get(address).copied().unwrap_or_default()
+    }
+
+    /// Writes a delta in. Cannot fail: deltas come from validation against this very state.
+    pub fn apply_delta(&mut self, delta: &StateDelta) {
+        self.tip = delta.tip;
+        self.tip_timestamp_ms = delta.tip_timestamp_ms;
+        for (address, account) in &delta.accounts {
+            match account {
+                Some(account) => {
+                    self.accounts.insert(*address, *account);
+                }
+                None => {
+                    self.accounts.remove(address);
+                }
+            }
+        }
+        for (index, record) in &delta.validators {
+            self.validators[*index as usize] = *record;
+        }
+        self.finality = delta.finality.clone();
+        self.supply = delta.supply;
+    }
+
+    /// The undo of `delta` against the current state: apply it after `delta` to come back.
+    pub fn undo_for(&self, delta: &StateDelta) -> StateDelta {
+        StateDelta {
+            tip: self.tip,
+            tip_timestamp_ms: self.tip_timestamp_ms,
+            accounts: delta
+                .accounts
+                .iter()
+                .map(|(address, _)| (*address, self.accounts.get(address).copied()))
+                .collect(),
+            validators: delta
+                .validators
+                .iter()
+                .map(|(index, _)| (*index, self.validators[*index as usize]))
+                .collect(),
+            finality: self.finality.clone(),
+            supply: self.supply,
+        }
+    }
+
+    /// The state root a block commits to, as if `delta` were applied (pass an empty overlay for
+    /// the current state). Root = merkle([accounts root, validators root]); account leaves are
+    /// Blake3 of (tag, address, balance, nonce) in address order, validator leaves Blake3 of
+    /// (tag, index, record) in genesis order.
+    pub fn root_with(
+        &self,
+        overlay_accounts: &BTreeMap<Address, Account>,
+        overlay_validators: &BTreeMap<u32, ValidatorRecord>,
+    ) -> Hash {
+        let mut account_leaves = Vec::with_capacity(self.accounts.len() + overlay_accounts.len());
+        let mut base = self.accounts.iter().peekable();
+        let mut overlay = overlay_accounts.iter().peekable();
+        loop {
+            let next = match (base.peek(), overlay.peek()) {
+                (None, None) => break,
+                (Some(_), None) => base.next(),
+                (None, Some(_)) => overlay.next(),
+                (Some((base_address, _)), Some((overlay_address, _))) => {
+                    match base_address.cmp(overlay_address) {
+                        std::cmp::Ordering::Less => base.next(),
+                        std::cmp::Ordering::Greater => overlay.next(),
+                        std::cmp::Ordering::Equal => {
+                            base.next();
+                            overlay.next()
+                        }
+                    }
+                }
+            };
+            let (address, account) = next.expect("peeked a value on at least one side");
+            account_leaves.push(hash_bytes(&crate::codec::encode(&(
+                ACCOUNT_LEAF_TAG,
+                address,
+                account.balance,
+                account.nonce,
+            ))));
+        }
+        let validator_leaves: Vec<Hash> = self
+            .validators
+            .iter()
+            .enumerate()
+            .map(|(index, record)| {
+                let index =
+                    u32::try_from(index).expect("validator count is bounded by VALIDATORS_MAX");
+                let record = overlay_validators.get(&index).unwrap_or(record);
+                hash_bytes(&crate::codec::encode(&(VALIDATOR_LEAF_TAG, index, record)))
+            })
+            .collect();
+        merkle_root(&[merkle_root(&account_leaves), merkle_root(&validator_leaves)])
+    }
+
+    pub fn root(&self) -> Hash {
+        self.root_with(&BTreeMap::new(), &BTreeMap::new())
+    }
+
+    /// Sum of all balances; equals `supply` after every block (an invariant the simulator checks).
+    pub fn balances_total(&self) -> u128 {
+        self.accounts
+            .values()
+            .map(|account| u128::from(account.balance))
+            .sum()
+    }
+}

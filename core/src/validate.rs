@@ -1,0 +1,656 @@
+//! The validation engine: transfer and block validity, and the state delta a block makes.
+//!
+//! Validation never mutates. `validate_block` returns a `ValidBlock` carrying the exact
+//! `StateDelta` the block makes; `apply_block` writes it in and cannot fail. Block assembly
+//! (`build_block`) runs the very same delta computation, so a node never produces a block its
+//! own validation would reject.
+
+use crate::codec::{self, header_signing_bytes, report_signing_bytes, transfer_signing_bytes};
+use crate::crypto::{hash_bytes, merkle_root, Keypair, SignatureCache};
+use crate::election::{self, eligible_at_ms};
+use crate::finality::VoteIgnored;
+use crate::genesis::Genesis;
+use crate::state::{ChainState, RecordedReport, StateDelta, ValidatorRecord};
+use crate::types::{
+    Account, Address, Amount, Block, BlockHeader, Checkpoint, Hash, Height, MetricReport, NodeId,
+    Signature, Transfer, Vote,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("transfer is for chain {got:?}, this node runs {expected:?}")]
+    WrongChainId { expected: String, got: String },
+    #[error("transfer amount is zero; send at least one base unit")]
+    ZeroAmount,
+    #[error("transfer signature does not verify under the sender's key")]
+    BadSignature,
+    #[error("transfer nonce is {got}, the account's next nonce is {expected}")]
+    WrongNonce { expected: u64, got: u64 },
+    #[error("balance {balance} is below amount + fee = {needed} (base units)")]
+    InsufficientBalance { balance: Amount, needed: Amount },
+    #[error("amount + fee overflows a u64")]
+    AmountOverflow,
+    #[error("the recipient's balance would overflow a u64")]
+    RecipientBalanceOverflow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("report from {node}, which is not a genesis validator")]
+    UnknownValidator { node: NodeId },
+    #[error("report values out of range: cpu {cpu}, net {net} (per-mille, 0..=1000)")]
+    OutOfRange { cpu: u16, net: u16 },
+    #[error("report score is {got}, its cpu, net and the genesis weights give {expected}")]
+    WrongScore { expected: u16, got: u16 },
+    #[error("report sequence {got} is not above the recorded {recorded}")]
+    StaleSequence { recorded: u64, got: u64 },
+    #[error("report tip height {tip_height} is not below the block height {block_height}")]
+    TipNotBelowBlock {
+        tip_height: Height,
+        block_height: Height,
+    },
+    #[error(
+        "report vote is malformed: the target must be the report's tip and the source below it"
+    )]
+    MalformedVote,
+    #[error("report signature does not verify under the validator's key")]
+    BadSignature,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error("block is for chain {got:?}, this node runs {expected:?}")]
+    WrongChainId { expected: String, got: String },
+    #[error("block height is {got}, the parent's child is at {expected}")]
+    WrongHeight { expected: Height, got: Height },
+    #[error("block parent is {got}, expected {expected}")]
+    WrongParent { expected: Hash, got: Hash },
+    #[error("block producer {producer} is not a genesis validator")]
+    UnknownProducer { producer: NodeId },
+    #[error("block claims rank {rank}, but there are only {validators} validators")]
+    RankOutOfRange { rank: u32, validators: usize },
+    #[error("block producer {got} is not the validator at rank {rank} ({expected})")]
+    WrongProducerForRank {
+        rank: u32,
+        expected: NodeId,
+        got: NodeId,
+    },
+    #[error("block timestamp {timestamp_ms} is before rank {rank} may produce ({earliest_ms})")]
+    TooEarly {
+        rank: u32,
+        earliest_ms: u64,
+        timestamp_ms: u64,
+    },
+    #[error("block timestamp {timestamp_ms} is more than {max_drift_ms} ms ahead of the local clock {now_ms}")]
+    TimestampInFuture {
+        timestamp_ms: u64,
+        now_ms: u64,
+        max_drift_ms: u64,
+    },
+    #[error("block producer signature does not verify")]
+    BadProducerSignature,
+    #[error("block has {count} transfers, the limit is {max}")]
+    TooManyTransfers { count: usize, max: u32 },
+    #[error("block encodes to {bytes} bytes, the limit is {max}")]
+    TooLarge { bytes: usize, max: u32 },
+    #[error("block holds transfer {id} twice")]
+    DuplicateTransfer { id: Hash },
+    #[error("block has {count} reports from {node}, the limit is {max}")]
+    TooManyReportsFromValidator { node: NodeId, count: u32, max: u32 },
+    #[error("block tx_root is {got}, its transfers give {expected}")]
+    TxRootMismatch { expected: Hash, got: Hash },
+    #[error("block report_root is {got}, its reports give {expected}")]
+    ReportRootMismatch { expected: Hash, got: Hash },
+    #[error("block state_root is {got}, applying it gives {expected}")]
+    StateRootMismatch { expected: Hash, got: Hash },
+    #[error("transfer {index} of the block is invalid: {error}")]
+    InvalidTransfer { index: usize, error: TxError },
+    #[error("report {index} of the block is invalid: {error}")]
+    InvalidReport { index: usize, error: ReportError },
+    #[error("paying the producer overflows its balance or the supply")]
+    RewardOverflow,
+}
+
+pub fn transfer_id(transfer: &Transfer) -> Hash {
+    hash_bytes(&codec::encode(transfer))
+}
+
+pub fn report_id(report: &MetricReport) -> Hash {
+    hash_bytes(&codec::encode(report))
+}
+
+pub fn block_hash(header: &BlockHeader) -> Hash {
+    hash_bytes(&codec::encode(header))
+}
+
+/// Checks a transfer on its own: chain id, amount and signature (through the cache).
+pub fn check_transfer_alone(
+    chain_id: &str,
+    transfer: &Transfer,
+    cache: &SignatureCache,
+) -> Result<(), TxError> {
+    check_transfer_fields(chain_id, transfer)?;
+    if !cache.verify(
+        &transfer.from,
+        &transfer_signing_bytes(transfer),
+        &transfer.signature,
+    ) {
+        return Err(TxError::BadSignature);
+    }
+    Ok(())
+}
+
+fn check_transfer_fields(chain_id: &str, transfer: &Transfer) -> Result<(), TxError> {
+    if transfer.chain_id != chain_id {
+        return Err(TxError::WrongChainId {
+            expected: chain_id.to_string(),
+            got: transfer.chain_id.clone(),
+        });
+    }
+    if transfer.amount == 0 {
+        return Err(TxError::ZeroAmount);
+    }
+    Ok(())
+}
+
+/// Checks a transfer against the sender's account: nonce and balance.
+pub fn check_transfer_against(account: &Account, transfer: &Transfer) -> Result<Amount, TxError> {
+    if transfer.nonce != account.nonce {
+        return Err(TxError::WrongNonce {
+            expected: account.nonce,
+            got: transfer.nonce,
+        });
+    }
+    let needed = transfer
+        .amount
+        .checked_add(transfer.fee)
+        .ok_or(TxError::AmountOverflow)?;
+    if needed > account.balance {
+        return Err(TxError::InsufficientBalance {
+            balance: account.balance,
+            needed,
+        });
+    }
+    Ok(needed)
+}
+
+/// Checks a report on its own (no chain context): validator, ranges, score, vote shape, signature.
+pub fn check_report_alone(
+    genesis: &Genesis,
+    report: &MetricReport,
+    cache: &SignatureCache,
+) -> Result<u32, ReportError> {
+    let index = check_report_fields(genesis, report)?;
+    if !cache.verify(
+        &report.node,
+        &report_signing_bytes(&genesis.chain_id, report),
+        &report.signature,
+    ) {
+        return Err(ReportError::BadSignature);
+    }
+    Ok(index)
+}
+
+fn check_report_fields(genesis: &Genesis, report: &MetricReport) -> Result<u32, ReportError> {
+    let index = genesis
+        .validator_index(&report.node)
+        .ok_or(ReportError::UnknownValidator { node: report.node })?;
+    if report.cpu > 1000 || report.net > 1000 {
+        return Err(ReportError::OutOfRange {
+            cpu: report.cpu,
+            net: report.net,
+        });
+    }
+    let expected = genesis.score(report.cpu, report.net);
+    if report.score != expected {
+        return Err(ReportError::WrongScore {
+            expected,
+            got: report.score,
+        });
+    }
+    if let Some(vote) = &report.vote {
+        if vote.target != report.tip || vote.source.height >= vote.target.height {
+            return Err(ReportError::MalformedVote);
+        }
+    }
+    Ok(u32::try_from(index).expect("validator count is bounded by VALIDATORS_MAX"))
+}
+
+/// What validation needs to know about the chain a block extends.
+pub struct BlockContext<'a> {
+    pub genesis: &'a Genesis,
+    /// The state after the parent.
+    pub state: &'a ChainState,
+    /// The hash of this chain's block at a height at or below the parent's.
+    pub ancestor_hash: &'a dyn Fn(Height) -> Option<Hash>,
+    pub now_ms: u64,
+    pub cache: &'a SignatureCache,
+    pub verify_threads: usize,
+}
+
+impl BlockContext<'_> {
+    fn parent(&self) -> Checkpoint {
+        self.state.tip
+    }
+
+    /// Is this checkpoint a block of the chain being extended (at or below the parent)?
+    pub fn is_on_chain(&self, checkpoint: &Checkpoint) -> bool {
+        checkpoint.height <= self.parent().height
+            && (self.ancestor_hash)(checkpoint.height) == Some(checkpoint.hash)
+    }
+}
+
+/// A block that passed every check, with the state change it makes.
+#[derive(Clone, Debug)]
+pub struct ValidBlock {
+    pub block: Arc<Block>,
+    pub hash: Hash,
+    pub delta: StateDelta,
+    /// Per report: whether its vote counted (for traces).
+    pub votes_ignored: Vec<(NodeId, VoteIgnored)>,
+}
+
+/// Structure checks that need no chain state: chain id, producer, limits, duplicates, roots and
+/// the producer's signature. Cheap, so side-branch and orphan blocks are screened with it.
+pub fn check_block_shape(
+    genesis: &Genesis,
+    block: &Block,
+    cache: &SignatureCache,
+) -> Result<Hash, BlockError> {
+    let header = &block.header;
+    let parameters = &genesis.parameters;
+    if header.chain_id != genesis.chain_id {
+        return Err(BlockError::WrongChainId {
+            expected: genesis.chain_id.clone(),
+            got: header.chain_id.clone(),
+        });
+    }
+    if genesis.validator_index(&header.producer).is_none() {
+        return Err(BlockError::UnknownProducer {
+            producer: header.producer,
+        });
+    }
+    if header.rank as usize >= genesis.validators.len() {
+        return Err(BlockError::RankOutOfRange {
+            rank: header.rank,
+            validators: genesis.validators.len(),
+        });
+    }
+    if block.transfers.len() > parameters.block_transfers_max as usize {
+        return Err(BlockError::TooManyTransfers {
+            count: block.transfers.len(),
+            max: parameters.block_transfers_max,
+        });
+    }
+    let bytes = codec::encode(block).len();
+    if bytes > parameters.block_bytes_max as usize {
+        return Err(BlockError::TooLarge {
+            bytes,
+            max: parameters.block_bytes_max,
+        });
+    }
+    let transfer_ids: Vec<Hash> = block.transfers.iter().map(transfer_id).collect();
+    let mut unique = BTreeSet::new();
+    for id in &transfer_ids {
+        if !unique.insert(*id) {
+            return Err(BlockError::DuplicateTransfer { id: *id });
+        }
+    }
+    let mut reports_per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for report in &block.reports {
+        let count = reports_per_node.entry(report.node).or_default();
+        *count += 1;
+        if *count > parameters.reports_per_validator_per_block_max {
+            return Err(BlockError::TooManyReportsFromValidator {
+                node: report.node,
+                count: *count,
+                max: parameters.reports_per_validator_per_block_max,
+            });
+        }
+    }
+    let tx_root = merkle_root(&transfer_ids);
+    if tx_root != header.tx_root {
+        return Err(BlockError::TxRootMismatch {
+            expected: tx_root,
+            got: header.tx_root,
+        });
+    }
+    let report_ids: Vec<Hash> = block.reports.iter().map(report_id).collect();
+    let report_root = merkle_root(&report_ids);
+    if report_root != header.report_root {
+        return Err(BlockError::ReportRootMismatch {
+            expected: report_root,
+            got: header.report_root,
+        });
+    }
+    if !cache.verify(
+        &header.producer,
+        &header_signing_bytes(header),
+        &header.signature,
+    ) {
+        return Err(BlockError::BadProducerSignature);
+    }
+    Ok(block_hash(header))
+}
+
+/// Full validation of a block extending `context.state.tip`.
+pub fn validate_block(
+    context: &BlockContext<'_>,
+    block: Arc<Block>,
+) -> Result<ValidBlock, BlockError> {
+    let hash = check_block_shape(context.genesis, &block, context.cache)?;
+    let header = &block.header;
+    let parent = context.parent();
+    let parameters = &context.genesis.parameters;
+    if header.height != parent.height + 1 {
+        return Err(BlockError::WrongHeight {
+            expected: parent.height + 1,
+            got: header.height,
+        });
+    }
+    if header.prev_hash != parent.hash {
+        return Err(BlockError::WrongParent {
+            expected: parent.hash,
+            got: header.prev_hash,
+        });
+    }
+    let expected_producer = election::producer_at_rank(
+        context.genesis,
+        &context.state.validators,
+        &parent,
+        header.rank,
+    )
+    .expect("rank was checked against the validator count");
+    if expected_producer != header.producer {
+        return Err(BlockError::WrongProducerForRank {
+            rank: header.rank,
+            expected: expected_producer,
+            got: header.producer,
+        });
+    }
+    let earliest_ms = eligible_at_ms(parameters, context.state.tip_timestamp_ms, header.rank);
+    if header.timestamp_ms < earliest_ms {
+        return Err(BlockError::TooEarly {
+            rank: header.rank,
+            earliest_ms,
+            timestamp_ms: header.timestamp_ms,
+        });
+    }
+    if header.timestamp_ms > context.now_ms.saturating_add(parameters.max_clock_drift_ms) {
+        return Err(BlockError::TimestampInFuture {
+            timestamp_ms: header.timestamp_ms,
+            now_ms: context.now_ms,
+            max_drift_ms: parameters.max_clock_drift_ms,
+        });
+    }
+    verify_body_signatures(context, &block)?;
+    let (mut delta, votes_ignored, state_root) =
+        compute_delta(context, header, &block.transfers, &block.reports)?;
+    if state_root != header.state_root {
+        return Err(BlockError::StateRootMismatch {
+            expected: state_root,
+            got: header.state_root,
+        });
+    }
+    delta.tip.hash = hash;
+    Ok(ValidBlock {
+        block,
+        hash,
+        delta,
+        votes_ignored,
+    })
+}
+
+/// Verifies every transfer and report signature of a block, the uncached ones in parallel.
+fn verify_body_signatures(context: &BlockContext<'_>, block: &Block) -> Result<(), BlockError> {
+    for (index, transfer) in block.transfers.iter().enumerate() {
+        check_transfer_fields(&context.genesis.chain_id, transfer)
+            .map_err(|error| BlockError::InvalidTransfer { index, error })?;
+    }
+    for (index, report) in block.reports.iter().enumerate() {
+        check_report_fields(context.genesis, report)
+            .map_err(|error| BlockError::InvalidReport { index, error })?;
+    }
+    let mut items: Vec<(Address, Vec<u8>, Signature)> =
+        Vec::with_capacity(block.transfers.len() + block.reports.len());
+    items.extend(block.transfers.iter().map(|transfer| {
+        (
+            transfer.from,
+            transfer_signing_bytes(transfer),
+            transfer.signature,
+        )
+    }));
+    items.extend(block.reports.iter().map(|report| {
+        (
+            report.node,
+            report_signing_bytes(&context.genesis.chain_id, report),
+            report.signature,
+        )
+    }));
+    match context.cache.verify_all(&items, context.verify_threads) {
+        None => Ok(()),
+        Some(index) if index < block.transfers.len() => Err(BlockError::InvalidTransfer {
+            index,
+            error: TxError::BadSignature,
+        }),
+        Some(index) => Err(BlockError::InvalidReport {
+            index: index - block.transfers.len(),
+            error: ReportError::BadSignature,
+        }),
+    }
+}
+
+/// The state change of a block with this header and body on top of `context.state`, assuming
+/// signatures were checked. Order: pay the producer reward + fees, apply transfers in order,
+/// record the reports, mark validators that missed their turn, count the votes.
+fn compute_delta(
+    context: &BlockContext<'_>,
+    header: &BlockHeader,
+    transfers: &[Transfer],
+    reports: &[MetricReport],
+) -> Result<(StateDelta, Vec<(NodeId, VoteIgnored)>, Hash), BlockError> {
+    let genesis = context.genesis;
+    let state = context.state;
+    let parent = context.parent();
+    let mut accounts: BTreeMap<Address, Account> = BTreeMap::new();
+    let account_of = |accounts: &BTreeMap<Address, Account>, address: &Address| {
+        accounts
+            .get(address)
+            .copied()
+            .unwrap_or_else(|| state.account(address))
+    };
+
+    // Reward and fees. Fees move coins; only the reward creates them.
+    let mut fees: Amount = 0;
+    for transfer in transfers {
+        fees = fees
+            .checked_add(transfer.fee)
+            .ok_or(BlockError::RewardOverflow)?;
+    }
+    let reward = genesis.parameters.block_reward;
+    let supply = state
+        .supply
+        .checked_add(reward)
+        .ok_or(BlockError::RewardOverflow)?;
+    let mut producer_account = account_of(&accounts, &header.producer);
+    producer_account.balance = producer_account
+        .balance
+        .checked_add(reward)
+        .and_then(|balance| balance.checked_add(fees))
+        .ok_or(BlockError::RewardOverflow)?;
+    accounts.insert(header.producer, producer_account);
+    // The fees are paid out of the senders' balances below; pre-crediting them is safe because
+    // every transfer must succeed for the block to be valid.
+
+    for (index, transfer) in transfers.iter().enumerate() {
+        let invalid = |error| BlockError::InvalidTransfer { index, error };
+        let mut sender = account_of(&accounts, &transfer.from);
+        let needed = check_transfer_against(&sender, transfer).map_err(invalid)?;
+        sender.balance -= needed;
+        sender.nonce += 1;
+        accounts.insert(transfer.from, sender);
+        let mut recipient = account_of(&accounts, &transfer.to);
+        recipient.balance = recipient
+            .balance
+            .checked_add(transfer.amount)
+            .ok_or(invalid(TxError::RecipientBalanceOverflow))?;
+        accounts.insert(transfer.to, recipient);
+    }
+
+    let mut validators: BTreeMap<u32, ValidatorRecord> = BTreeMap::new();
+    let mut votes: Vec<(u32, Vote)> = Vec::new();
+    let mut voters: Vec<NodeId> = Vec::new();
+    for (index, report) in reports.iter().enumerate() {
+        let invalid = |error| BlockError::InvalidReport { index, error };
+        let validator = check_report_fields(genesis, report).map_err(invalid)?;
+        if report.tip.height >= header.height {
+            return Err(invalid(ReportError::TipNotBelowBlock {
+                tip_height: report.tip.height,
+                block_height: header.height,
+            }));
+        }
+        let mut record = validators
+            .get(&validator)
+            .copied()
+            .unwrap_or(state.validators[validator as usize]);
+        let recorded = record.latest_report.map(|latest| latest.sequence);
+        if let Some(recorded) = recorded {
+            if report.sequence <= recorded {
+                return Err(invalid(ReportError::StaleSequence {
+                    recorded,
+                    got: report.sequence,
+                }));
+            }
+        }
+        record.latest_report = Some(RecordedReport {
+            sequence: report.sequence,
+            tip: report.tip,
+            cpu: report.cpu,
+            net: report.net,
+            score: report.score,
+        });
+        if let Some(missed_at) = record.missed_turn_at {
+            // A report brings a validator back only if it names a tip at or after the missed
+            // block, on this chain: a report signed before the miss does not undo the demotion.
+            if report.tip.height >= missed_at && context.is_on_chain(&report.tip) {
+                record.missed_turn_at = None;
+            }
+        }
+        validators.insert(validator, record);
+        if let Some(vote) = report.vote {
+            votes.push((validator, vote));
+            voters.push(report.node);
+        }
+    }
+
+    // Validators ranked ahead of the producer missed their turn at this height.
+    let ranking = election::rank_candidates(genesis, &state.validators, &parent);
+    for candidate in ranking.iter().take(header.rank as usize) {
+        let mut record = validators
+            .get(&candidate.validator_index)
+            .copied()
+            .unwrap_or(state.validators[candidate.validator_index as usize]);
+        record.missed_turn_at = Some(header.height);
+        validators.insert(candidate.validator_index, record);
+    }
+    let producer_index = u32::try_from(
+        genesis
+            .validator_index(&header.producer)
+            .expect("producer was checked to be a validator"),
+    )
+    .expect("validator count is bounded by VALIDATORS_MAX");
+    let mut producer_record = validators
+        .get(&producer_index)
+        .copied()
+        .unwrap_or(state.validators[producer_index as usize]);
+    producer_record.blocks_produced += 1;
+    validators.insert(producer_index, producer_record);
+
+    let is_on_chain = |checkpoint: &Checkpoint| context.is_on_chain(checkpoint);
+    let (finality, outcomes) = state
+        .finality
+        .with_votes(&votes, genesis.quorum(), &is_on_chain);
+    let votes_ignored = voters
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(node, outcome)| outcome.err().map(|reason| (node, reason)))
+        .collect();
+
+    let state_root = state.root_with(&accounts, &validators);
+    let delta = StateDelta {
+        // The block hash is filled in by the caller once the header is complete.
+        tip: Checkpoint {
+            height: header.height,
+            hash: Hash::default(),
+        },
+        tip_timestamp_ms: header.timestamp_ms,
+        accounts: accounts
+            .into_iter()
+            .map(|(address, account)| (address, Some(account)))
+            .collect(),
+        validators: validators.into_iter().collect(),
+        finality,
+        supply,
+    };
+    Ok((delta, votes_ignored, state_root))
+}
+
+/// Writes a validated block's delta into the state and returns the undo delta.
+pub fn apply_block(state: &mut ChainState, valid: &ValidBlock) -> StateDelta {
+    assert_eq!(
+        valid.block.header.prev_hash, state.tip.hash,
+        "a valid block extends the state it was validated against"
+    );
+    assert_eq!(
+        valid.delta.tip.hash, valid.hash,
+        "the delta names its block"
+    );
+    let undo = state.undo_for(&valid.delta);
+    state.apply_delta(&valid.delta);
+    undo
+}
+
+/// Assembles and signs a block at `rank` from transfers and reports the caller selected. Runs
+/// the same delta computation as validation; the caller passes items it already checked, so an
+/// error here means a bug or a race the caller resolves by dropping the item and retrying.
+pub fn build_block(
+    context: &BlockContext<'_>,
+    producer: &Keypair,
+    rank: u32,
+    timestamp_ms: u64,
+    transfers: Vec<Transfer>,
+    reports: Vec<MetricReport>,
+) -> Result<ValidBlock, BlockError> {
+    let parent = context.parent();
+    let mut header = BlockHeader {
+        chain_id: context.genesis.chain_id.clone(),
+        height: parent.height + 1,
+        prev_hash: parent.hash,
+        timestamp_ms,
+        producer: producer.address(),
+        rank,
+        tx_root: merkle_root(&transfers.iter().map(transfer_id).collect::<Vec<_>>()),
+        report_root: merkle_root(&reports.iter().map(report_id).collect::<Vec<_>>()),
+        state_root: Hash::default(),
+        signature: Signature::default(),
+    };
+    let (mut delta, votes_ignored, state_root) =
+        compute_delta(context, &header, &transfers, &reports)?;
+    header.state_root = state_root;
+    header.signature = producer.sign(&header_signing_bytes(&header));
+    let hash = block_hash(&header);
+    delta.tip.hash = hash;
+    let block = Arc::new(Block {
+        header,
+        transfers,
+        reports,
+    });
+    Ok(ValidBlock {
+        block,
+        hash,
+        delta,
+        votes_ignored,
+    })
+}
