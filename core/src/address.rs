@@ -9,7 +9,9 @@ pub const ADDRESS_PREFIX: &str = "tc";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
-    #[error("address {text:?} is not valid bech32m (a character is wrong or the checksum does not match: check for a typo)")]
+    #[error(
+        "address {text:?} is not valid bech32m (a character is wrong or the checksum does not match: check for a typo)"
+    )]
     BadChecksumOrCharacters { text: String },
     #[error("address {text:?} has prefix {prefix:?}; tinychain addresses start with \"tc1\"")]
     WrongPrefix { text: String, prefix: String },
@@ -20,8 +22,8 @@ pub enum AddressError {
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hrp = Hrp::parse_unchecked(ADDRESS_PREFIX);
-        let text = bech32::encode::<Bech32m>(hrp, &self.0)
-            .expect("a 32-byte payload is far below bech32m's length limit");
+        let text =
+            bech32::encode::<Bech32m>(hrp, &self.0).expect("a 32-byte payload is far below bech32m's length limit");
         f.write_str(&text)
     }
 }
@@ -39,26 +41,17 @@ impl std::str::FromStr for Address {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         use bech32::primitives::decode::CheckedHrpstring;
-        let checked = CheckedHrpstring::new::<Bech32m>(text).map_err(|_| {
-            AddressError::BadChecksumOrCharacters {
-                text: text.to_string(),
-            }
-        })?;
+        let checked = CheckedHrpstring::new::<Bech32m>(text)
+            .map_err(|_| AddressError::BadChecksumOrCharacters { text: text.to_string() })?;
         let prefix = checked.hrp().to_lowercase();
         if prefix != ADDRESS_PREFIX {
-            return Err(AddressError::WrongPrefix {
-                text: text.to_string(),
-                prefix,
-            });
+            return Err(AddressError::WrongPrefix { text: text.to_string(), prefix });
         }
         let bytes: Vec<u8> = checked.byte_iter().collect();
         let key: [u8; 32] = bytes
             .as_slice()
             .try_into()
-            .map_err(|_| AddressError::WrongLength {
-                text: text.to_string(),
-                length: bytes.len(),
-            })?;
+            .map_err(|_| AddressError::WrongLength { text: text.to_string(), length: bytes.len() })?;
         Ok(Address(key))
     }
 }
@@ -95,14 +88,8 @@ mod tests {
     #[test]
     fn wrong_prefix_and_length_are_named() {
         let other = bech32::encode::<Bech32m>(Hrp::parse_unchecked("bc"), &[1u8; 32]).unwrap();
-        assert!(matches!(
-            other.parse::<Address>(),
-            Err(AddressError::WrongPrefix { .. })
-        ));
+        assert!(matches!(other.parse::<Address>(), Err(AddressError::WrongPrefix { .. })));
         let short = bech32::encode::<Bech32m>(Hrp::parse_unchecked("tc"), &[1u8; 20]).unwrap();
-        assert!(matches!(
-            short.parse::<Address>(),
-            Err(AddressError::WrongLength { length: 20, .. })
-        ));
+        assert!(matches!(short.parse::<Address>(), Err(AddressError::WrongLength { length: 20, .. })));
     }
 }

@@ -37,9 +37,7 @@ fn options(limit_bytes: u64) -> impl Options {
 /// Encodes any protocol value. Cannot fail for our types (no maps with non-string keys, and
 /// the limit is far above any value we build).
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    options(u64::MAX)
-        .serialize(value)
-        .expect("protocol types always encode")
+    options(u64::MAX).serialize(value).expect("protocol types always encode")
 }
 
 /// Decodes one value that must use all of `bytes`, allocating no more than `limit_bytes`.
@@ -48,12 +46,7 @@ pub fn decode_limited<T: DeserializeOwned>(
     bytes: &[u8],
     limit_bytes: u64,
 ) -> Result<T, CodecError> {
-    options(limit_bytes)
-        .deserialize(bytes)
-        .map_err(|error| CodecError::Malformed {
-            what,
-            reason: error.to_string(),
-        })
+    options(limit_bytes).deserialize(bytes).map_err(|error| CodecError::Malformed { what, reason: error.to_string() })
 }
 
 /// Decodes one value with the default message limit.

@@ -64,9 +64,7 @@ pub struct Keypair {
 
 impl Keypair {
     pub fn from_secret_bytes(secret: &[u8; 32]) -> Keypair {
-        Keypair {
-            signing_key: SigningKey::from_bytes(secret),
-        }
+        Keypair { signing_key: SigningKey::from_bytes(secret) }
     }
 
     pub fn secret_bytes(&self) -> [u8; 32] {
@@ -124,25 +122,15 @@ fn cache_key(signer: &Address, message: &[u8], signature: &Signature) -> Hash {
 
 impl SignatureCache {
     pub fn new(capacity: usize) -> SignatureCache {
-        SignatureCache {
-            inner: Mutex::new(CacheInner::default()),
-            capacity,
-        }
+        SignatureCache { inner: Mutex::new(CacheInner::default()), capacity }
     }
 
     fn contains(&self, key: &Hash) -> bool {
-        self.inner
-            .lock()
-            .expect("cache lock is never poisoned: no panics while held")
-            .entries
-            .contains(key)
+        self.inner.lock().expect("cache lock is never poisoned: no panics while held").entries.contains(key)
     }
 
     fn insert(&self, key: Hash) {
-        let mut inner = self
-            .inner
-            .lock()
-            .expect("cache lock is never poisoned: no panics while held");
+        let mut inner = self.inner.lock().expect("cache lock is never poisoned: no panics while held");
         if self.capacity == 0 || !inner.entries.insert(key) {
             return;
         }
@@ -155,11 +143,7 @@ impl SignatureCache {
     }
 
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .expect("cache lock is never poisoned: no panics while held")
-            .order
-            .len()
+        self.inner.lock().expect("cache lock is never poisoned: no panics while held").order.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,18 +166,10 @@ impl SignatureCache {
     /// Verifies many signatures, the uncached ones split across `threads` scoped threads.
     /// Returns the index of the first invalid item, if any. The answer is the same for every
     /// thread count.
-    pub fn verify_all(
-        &self,
-        items: &[(Address, Vec<u8>, Signature)],
-        threads: usize,
-    ) -> Option<usize> {
-        let keys: Vec<Hash> = items
-            .iter()
-            .map(|(signer, message, signature)| cache_key(signer, message, signature))
-            .collect();
-        let uncached: Vec<usize> = (0..items.len())
-            .filter(|&index| !self.contains(&keys[index]))
-            .collect();
+    pub fn verify_all(&self, items: &[(Address, Vec<u8>, Signature)], threads: usize) -> Option<usize> {
+        let keys: Vec<Hash> =
+            items.iter().map(|(signer, message, signature)| cache_key(signer, message, signature)).collect();
+        let uncached: Vec<usize> = (0..items.len()).filter(|&index| !self.contains(&keys[index])).collect();
         let threads = threads.clamp(1, 64).min(uncached.len().max(1));
         let check = |indexes: &[usize]| -> Vec<(usize, bool)> {
             indexes
@@ -209,17 +185,11 @@ impl SignatureCache {
         } else {
             let chunk_len = uncached.len().div_ceil(threads);
             std::thread::scope(|scope| {
-                let handles: Vec<_> = uncached
-                    .chunks(chunk_len)
-                    .map(|chunk| scope.spawn(move || check(chunk)))
-                    .collect();
+                let handles: Vec<_> =
+                    uncached.chunks(chunk_len).map(|chunk| scope.spawn(move || check(chunk))).collect();
                 handles
                     .into_iter()
-                    .flat_map(|handle| {
-                        handle
-                            .join()
-                            .expect("signature verification does not panic")
-                    })
+                    .flat_map(|handle| handle.join().expect("signature verification does not panic"))
                     .collect()
             })
         };
@@ -249,19 +219,12 @@ mod tests {
         let padded = merkle_root(&[leaf(1), leaf(2), leaf(3), leaf(3)]);
         assert_ne!(three, padded);
         assert_ne!(merkle_root(&[]), merkle_root(&[leaf(0)]));
-        assert_ne!(
-            merkle_root(&[leaf(1)]),
-            leaf(1),
-            "a single leaf is still hashed as a leaf"
-        );
+        assert_ne!(merkle_root(&[leaf(1)]), leaf(1), "a single leaf is still hashed as a leaf");
     }
 
     #[test]
     fn merkle_root_depends_on_order() {
-        assert_ne!(
-            merkle_root(&[leaf(1), leaf(2)]),
-            merkle_root(&[leaf(2), leaf(1)])
-        );
+        assert_ne!(merkle_root(&[leaf(1), leaf(2)]), merkle_root(&[leaf(2), leaf(1)]));
     }
 
     #[test]
@@ -301,11 +264,7 @@ mod tests {
         items[170].2 = Signature([1; 64]);
         for threads in [1, 2, 3, 8] {
             let cache = SignatureCache::new(1000);
-            assert_eq!(
-                cache.verify_all(&items, threads),
-                Some(150),
-                "threads = {threads}"
-            );
+            assert_eq!(cache.verify_all(&items, threads), Some(150), "threads = {threads}");
             assert_eq!(cache.len(), 198);
         }
     }

@@ -39,41 +39,22 @@ pub struct Candidate {
     pub tie_break: Hash,
 }
 
-pub fn demotion(
-    parameters: &Parameters,
-    record: &ValidatorRecord,
-    parent_height: Height,
-) -> Option<Demotion> {
+pub fn demotion(parameters: &Parameters, record: &ValidatorRecord, parent_height: Height) -> Option<Demotion> {
     let Some(report) = record.latest_report else {
         return Some(Demotion::NoReport);
     };
     if let Some(at_height) = record.missed_turn_at {
         return Some(Demotion::MissedTurn { at_height });
     }
-    if report
-        .tip
-        .height
-        .saturating_add(parameters.report_ttl_blocks)
-        < parent_height
-    {
-        return Some(Demotion::StaleReport {
-            tip_height: report.tip.height,
-        });
+    if report.tip.height.saturating_add(parameters.report_ttl_blocks) < parent_height {
+        return Some(Demotion::StaleReport { tip_height: report.tip.height });
     }
     None
 }
 
 /// The full ranking for the block after `parent`: rank 0 first.
-pub fn rank_candidates(
-    genesis: &Genesis,
-    records: &[ValidatorRecord],
-    parent: &Checkpoint,
-) -> Vec<Candidate> {
-    assert_eq!(
-        records.len(),
-        genesis.validators.len(),
-        "one record per genesis validator"
-    );
+pub fn rank_candidates(genesis: &Genesis, records: &[ValidatorRecord], parent: &Checkpoint) -> Vec<Candidate> {
+    assert_eq!(records.len(), genesis.validators.len(), "one record per genesis validator");
     let mut candidates: Vec<Candidate> = genesis
         .validators
         .iter()
@@ -81,8 +62,7 @@ pub fn rank_candidates(
         .enumerate()
         .map(|(index, (validator, record))| Candidate {
             rank: 0,
-            validator_index: u32::try_from(index)
-                .expect("validator count is bounded by VALIDATORS_MAX"),
+            validator_index: u32::try_from(index).expect("validator count is bounded by VALIDATORS_MAX"),
             node: validator.id,
             score: record.latest_report.map(|report| report.score),
             demotion: demotion(&genesis.parameters, record, parent.height),
@@ -91,11 +71,7 @@ pub fn rank_candidates(
         .collect();
     // Active validators first by (score, tie-break); demoted ones after, by tie-break alone.
     candidates.sort_by_key(|candidate| match candidate.demotion {
-        None => (
-            0u8,
-            candidate.score.unwrap_or(u16::MAX),
-            candidate.tie_break,
-        ),
+        None => (0u8, candidate.score.unwrap_or(u16::MAX), candidate.tie_break),
         Some(_) => (1u8, 0, candidate.tie_break),
     });
     for (rank, candidate) in candidates.iter_mut().enumerate() {
@@ -111,9 +87,7 @@ pub fn producer_at_rank(
     parent: &Checkpoint,
     rank: u32,
 ) -> Option<NodeId> {
-    rank_candidates(genesis, records, parent)
-        .get(rank as usize)
-        .map(|candidate| candidate.node)
+    rank_candidates(genesis, records, parent).get(rank as usize).map(|candidate| candidate.node)
 }
 
 /// The earliest time a block at `rank` may carry: rank 0 at parent + block_interval, rank r >= 1
@@ -139,11 +113,7 @@ mod tests {
             chain_id: "t".into(),
             genesis_time_ms: 0,
             validators: (0..count)
-                .map(|n| ValidatorEntry {
-                    id: Address([n + 1; 32]),
-                    name: format!("n{n}"),
-                    addr: String::new(),
-                })
+                .map(|n| ValidatorEntry { id: Address([n + 1; 32]), name: format!("n{n}"), addr: String::new() })
                 .collect(),
             allocations: vec![],
             parameters: Parameters::default(),
@@ -154,10 +124,7 @@ mod tests {
         ValidatorRecord {
             latest_report: Some(RecordedReport {
                 sequence: 1,
-                tip: Checkpoint {
-                    height: tip_height,
-                    hash: Hash::default(),
-                },
+                tip: Checkpoint { height: tip_height, hash: Hash::default() },
                 cpu: score,
                 net: score,
                 score,
@@ -168,10 +135,7 @@ mod tests {
     }
 
     fn parent(height: Height, byte: u8) -> Checkpoint {
-        Checkpoint {
-            height,
-            hash: Hash([byte; 32]),
-        }
+        Checkpoint { height, hash: Hash([byte; 32]) }
     }
 
     #[test]
@@ -180,36 +144,19 @@ mod tests {
         let records = vec![
             reported(500, 10),
             reported(100, 10),
-            ValidatorRecord {
-                missed_turn_at: Some(9),
-                ..reported(1, 10)
-            },
+            ValidatorRecord { missed_turn_at: Some(9), ..reported(1, 10) },
             ValidatorRecord::default(),
         ];
         let ranking = rank_candidates(&genesis, &records, &parent(10, 1));
-        let order: Vec<u32> = ranking
-            .iter()
-            .map(|candidate| candidate.validator_index)
-            .collect();
+        let order: Vec<u32> = ranking.iter().map(|candidate| candidate.validator_index).collect();
         assert_eq!(&order[..2], &[1, 0]);
         assert_eq!(ranking[2].demotion.is_some(), true);
         assert_eq!(ranking[3].demotion.is_some(), true);
         assert_eq!(
-            ranking
-                .iter()
-                .find(|c| c.validator_index == 2)
-                .unwrap()
-                .demotion,
+            ranking.iter().find(|c| c.validator_index == 2).unwrap().demotion,
             Some(Demotion::MissedTurn { at_height: 9 })
         );
-        assert_eq!(
-            ranking
-                .iter()
-                .find(|c| c.validator_index == 3)
-                .unwrap()
-                .demotion,
-            Some(Demotion::NoReport)
-        );
+        assert_eq!(ranking.iter().find(|c| c.validator_index == 3).unwrap().demotion, Some(Demotion::NoReport));
     }
 
     #[test]
@@ -219,41 +166,27 @@ mod tests {
         // Parent at 31: validator 0's tip (10) is 21 below, more than the TTL of 20.
         let ranking = rank_candidates(&genesis, &records, &parent(31, 1));
         assert_eq!(ranking[0].validator_index, 1);
-        assert_eq!(
-            ranking[1].demotion,
-            Some(Demotion::StaleReport { tip_height: 10 })
-        );
+        assert_eq!(ranking[1].demotion, Some(Demotion::StaleReport { tip_height: 10 }));
         // At parent 30 it is exactly 20 below: still active, and the better score wins.
-        assert_eq!(
-            rank_candidates(&genesis, &records, &parent(30, 1))[0].validator_index,
-            0
-        );
+        assert_eq!(rank_candidates(&genesis, &records, &parent(30, 1))[0].validator_index, 0);
     }
 
     #[test]
     fn equal_scores_and_genesis_order_rotate_with_the_parent_hash() {
         let genesis = genesis(4);
         let records = vec![ValidatorRecord::default(); 4];
-        let first_ranked: std::collections::BTreeSet<u32> = (0..32u8)
-            .map(|byte| rank_candidates(&genesis, &records, &parent(0, byte))[0].validator_index)
-            .collect();
-        assert!(
-            first_ranked.len() >= 3,
-            "rank 0 should rotate among validators: {first_ranked:?}"
-        );
+        let first_ranked: std::collections::BTreeSet<u32> =
+            (0..32u8).map(|byte| rank_candidates(&genesis, &records, &parent(0, byte))[0].validator_index).collect();
+        assert!(first_ranked.len() >= 3, "rank 0 should rotate among validators: {first_ranked:?}");
     }
 
     #[test]
     fn every_node_computes_the_same_ranking() {
         let genesis = genesis(7);
-        let records: Vec<ValidatorRecord> =
-            (0..7).map(|n| reported((n * 37 % 5) as u16, 3)).collect();
+        let records: Vec<ValidatorRecord> = (0..7).map(|n| reported((n * 37 % 5) as u16, 3)).collect();
         let reference = rank_candidates(&genesis, &records, &parent(4, 9));
         for _ in 0..10 {
-            assert_eq!(
-                rank_candidates(&genesis, &records.clone(), &parent(4, 9)),
-                reference
-            );
+            assert_eq!(rank_candidates(&genesis, &records.clone(), &parent(4, 9)), reference);
         }
         let producers: std::collections::BTreeSet<_> = reference.iter().map(|c| c.node).collect();
         assert_eq!(producers.len(), 7, "a ranking is a permutation");

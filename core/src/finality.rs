@@ -84,10 +84,7 @@ impl FinalityState {
             return Err(VoteIgnored::SourceNotOnChain);
         }
         // A set: a validator's duplicate vote for the same link counts once.
-        self.links
-            .entry((vote.source, vote.target))
-            .or_default()
-            .insert(voter);
+        self.links.entry((vote.source, vote.target)).or_default().insert(voter);
         Ok(())
     }
 
@@ -129,10 +126,8 @@ impl FinalityState {
             if final_checkpoint.height > self.finalized.height {
                 self.finalized = final_checkpoint;
                 let final_height = final_checkpoint.height;
-                self.justified_above_final
-                    .retain(|checkpoint| checkpoint.height >= final_height);
-                self.links
-                    .retain(|(source, _), _| source.height >= final_height);
+                self.justified_above_final.retain(|checkpoint| checkpoint.height >= final_height);
+                self.links.retain(|(source, _), _| source.height >= final_height);
             }
         }
     }
@@ -144,17 +139,11 @@ mod tests {
     use crate::types::Hash;
 
     fn checkpoint(height: u64) -> Checkpoint {
-        Checkpoint {
-            height,
-            hash: Hash([height as u8; 32]),
-        }
+        Checkpoint { height, hash: Hash([height as u8; 32]) }
     }
 
     fn vote(source: u64, target: u64) -> Vote {
-        Vote {
-            source: checkpoint(source),
-            target: checkpoint(target),
-        }
+        Vote { source: checkpoint(source), target: checkpoint(target) }
     }
 
     fn on_chain(checkpoint: &Checkpoint) -> bool {
@@ -172,12 +161,7 @@ mod tests {
     #[test]
     fn justification_and_finalization_table() {
         let cases = vec![
-            Case {
-                desc: "no votes",
-                votes: vec![],
-                justified: 0,
-                finalized: 0,
-            },
+            Case { desc: "no votes", votes: vec![], justified: 0, finalized: 0 },
             Case {
                 desc: "two votes are not a quorum",
                 votes: vec![(0, vote(0, 1)), (1, vote(0, 1))],
@@ -192,12 +176,7 @@ mod tests {
             },
             Case {
                 desc: "duplicate votes count once",
-                votes: vec![
-                    (0, vote(0, 1)),
-                    (0, vote(0, 1)),
-                    (1, vote(0, 1)),
-                    (1, vote(0, 1)),
-                ],
+                votes: vec![(0, vote(0, 1)), (0, vote(0, 1)), (1, vote(0, 1)), (1, vote(0, 1))],
                 justified: 0,
                 finalized: 0,
             },
@@ -228,48 +207,16 @@ mod tests {
             },
             Case {
                 desc: "genesis to its child finalizes genesis only",
-                votes: vec![
-                    (0, vote(0, 1)),
-                    (1, vote(0, 1)),
-                    (2, vote(0, 1)),
-                    (3, vote(0, 1)),
-                ],
+                votes: vec![(0, vote(0, 1)), (1, vote(0, 1)), (2, vote(0, 1)), (3, vote(0, 1))],
                 justified: 1,
                 finalized: 0,
             },
             Case {
                 desc: "votes whose target is off this chain are ignored",
                 votes: vec![
-                    (
-                        0,
-                        Vote {
-                            source: checkpoint(0),
-                            target: Checkpoint {
-                                height: 1,
-                                hash: Hash([99; 32]),
-                            },
-                        },
-                    ),
-                    (
-                        1,
-                        Vote {
-                            source: checkpoint(0),
-                            target: Checkpoint {
-                                height: 1,
-                                hash: Hash([99; 32]),
-                            },
-                        },
-                    ),
-                    (
-                        2,
-                        Vote {
-                            source: checkpoint(0),
-                            target: Checkpoint {
-                                height: 1,
-                                hash: Hash([99; 32]),
-                            },
-                        },
-                    ),
+                    (0, Vote { source: checkpoint(0), target: Checkpoint { height: 1, hash: Hash([99; 32]) } }),
+                    (1, Vote { source: checkpoint(0), target: Checkpoint { height: 1, hash: Hash([99; 32]) } }),
+                    (2, Vote { source: checkpoint(0), target: Checkpoint { height: 1, hash: Hash([99; 32]) } }),
                 ],
                 justified: 0,
                 finalized: 0,
@@ -286,22 +233,9 @@ mod tests {
     #[test]
     fn a_source_that_is_not_an_ancestor_is_ignored_and_said_so() {
         let start = FinalityState::at_genesis(checkpoint(0));
-        let foreign_source = Vote {
-            source: Checkpoint {
-                height: 1,
-                hash: Hash([77; 32]),
-            },
-            target: checkpoint(2),
-        };
-        let (state, outcomes) =
-            start.with_votes(&[(0, foreign_source), (1, vote(2, 1))], 3, &on_chain);
-        assert_eq!(
-            outcomes,
-            vec![
-                Err(VoteIgnored::SourceNotOnChain),
-                Err(VoteIgnored::SourceNotBelowTarget)
-            ]
-        );
+        let foreign_source = Vote { source: Checkpoint { height: 1, hash: Hash([77; 32]) }, target: checkpoint(2) };
+        let (state, outcomes) = start.with_votes(&[(0, foreign_source), (1, vote(2, 1))], 3, &on_chain);
+        assert_eq!(outcomes, vec![Err(VoteIgnored::SourceNotOnChain), Err(VoteIgnored::SourceNotBelowTarget)]);
         assert!(state.links.is_empty());
     }
 
@@ -309,18 +243,13 @@ mod tests {
     fn finalizing_prunes_links_and_justified_blocks_below_final() {
         let mut state = FinalityState::at_genesis(checkpoint(0));
         for height in 1..=5u64 {
-            let votes: Vec<(u32, Vote)> = (0..3)
-                .map(|voter| (voter, vote(height - 1, height)))
-                .collect();
+            let votes: Vec<(u32, Vote)> = (0..3).map(|voter| (voter, vote(height - 1, height))).collect();
             state = state.with_votes(&votes, 3, &on_chain).0;
         }
         assert_eq!(state.justified.height, 5);
         assert_eq!(state.finalized.height, 4);
         assert!(state.links.keys().all(|(source, _)| source.height >= 4));
-        assert!(state
-            .justified_above_final
-            .iter()
-            .all(|checkpoint| checkpoint.height >= 4));
+        assert!(state.justified_above_final.iter().all(|checkpoint| checkpoint.height >= 4));
         // A late vote whose source is below final no longer counts.
         let (_, outcomes) = state.with_votes(&[(3, vote(1, 2))], 3, &on_chain);
         assert_eq!(outcomes, vec![Err(VoteIgnored::SourceBelowFinal)]);

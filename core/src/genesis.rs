@@ -3,9 +3,7 @@
 
 use crate::codec;
 use crate::crypto::hash_bytes;
-use crate::limits::{
-    BLOCK_BYTES_MAX_DEFAULT, BLOCK_TRANSFERS_MAX_DEFAULT, CHAIN_ID_BYTES_MAX, VALIDATORS_MAX,
-};
+use crate::limits::{BLOCK_BYTES_MAX_DEFAULT, BLOCK_TRANSFERS_MAX_DEFAULT, CHAIN_ID_BYTES_MAX, VALIDATORS_MAX};
 use crate::types::{amount_serde, Address, Amount, Hash, NodeId, UNITS_PER_COIN};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -109,22 +107,15 @@ impl Genesis {
     pub fn validate(&self) -> Result<(), GenesisError> {
         let chain_id_ok = !self.chain_id.is_empty()
             && self.chain_id.len() <= CHAIN_ID_BYTES_MAX
-            && self
-                .chain_id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            && self.chain_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
         if !chain_id_ok {
-            return Err(GenesisError::BadChainId {
-                chain_id: self.chain_id.clone(),
-            });
+            return Err(GenesisError::BadChainId { chain_id: self.chain_id.clone() });
         }
         if self.validators.is_empty() {
             return Err(GenesisError::NoValidators);
         }
         if self.validators.len() > VALIDATORS_MAX {
-            return Err(GenesisError::TooManyValidators {
-                count: self.validators.len(),
-            });
+            return Err(GenesisError::TooManyValidators { count: self.validators.len() });
         }
         let mut ids = BTreeSet::new();
         let mut names = BTreeSet::new();
@@ -133,14 +124,9 @@ impl Genesis {
                 return Err(GenesisError::DuplicateValidator { id: validator.id });
             }
             if !names.insert(validator.name.as_str()) {
-                return Err(GenesisError::DuplicateValidatorName {
-                    name: validator.name.clone(),
-                });
+                return Err(GenesisError::DuplicateValidatorName { name: validator.name.clone() });
             }
-            if ed25519_dalek::VerifyingKey::from_bytes(&validator.id.0)
-                .map(|key| key.is_weak())
-                .unwrap_or(true)
-            {
+            if ed25519_dalek::VerifyingKey::from_bytes(&validator.id.0).map(|key| key.is_weak()).unwrap_or(true) {
                 return Err(GenesisError::BadValidatorKey { index });
             }
         }
@@ -148,21 +134,13 @@ impl Genesis {
         let mut total: Amount = 0;
         for allocation in &self.allocations {
             if !addresses.insert(allocation.address) {
-                return Err(GenesisError::DuplicateAllocation {
-                    address: allocation.address,
-                });
+                return Err(GenesisError::DuplicateAllocation { address: allocation.address });
             }
-            total = total
-                .checked_add(allocation.amount)
-                .ok_or(GenesisError::AllocationOverflow)?;
+            total = total.checked_add(allocation.amount).ok_or(GenesisError::AllocationOverflow)?;
         }
         let parameters = &self.parameters;
-        let bad = |field: &'static str, reason: &str| {
-            Err(GenesisError::BadParameter {
-                field,
-                reason: reason.to_string(),
-            })
-        };
+        let bad =
+            |field: &'static str, reason: &str| Err(GenesisError::BadParameter { field, reason: reason.to_string() });
         if parameters.block_interval_ms == 0 {
             return bad("block_interval_ms", "must be above zero");
         }
@@ -172,21 +150,11 @@ impl Genesis {
                 "must be above block_interval_ms, so rank 1 never produces before rank 0",
             );
         }
-        if parameters
-            .weight_cpu
-            .checked_add(parameters.weight_net)
-            .is_none_or(|sum| sum == 0 || sum > 1_000_000)
-        {
-            return bad(
-                "weight_cpu",
-                "weight_cpu + weight_net must be between 1 and 1,000,000",
-            );
+        if parameters.weight_cpu.checked_add(parameters.weight_net).is_none_or(|sum| sum == 0 || sum > 1_000_000) {
+            return bad("weight_cpu", "weight_cpu + weight_net must be between 1 and 1,000,000");
         }
         if parameters.reports_per_validator_per_block_max == 0 {
-            return bad(
-                "reports_per_validator_per_block_max",
-                "must be at least 1, or no vote could ever be recorded",
-            );
+            return bad("reports_per_validator_per_block_max", "must be at least 1, or no vote could ever be recorded");
         }
         if parameters.report_ttl_blocks == 0 {
             return bad("report_ttl_blocks", "must be at least 1");
@@ -197,10 +165,7 @@ impl Genesis {
         if u64::from(parameters.block_bytes_max) < 64 * 1024
             || u64::from(parameters.block_bytes_max) > crate::limits::MESSAGE_BYTES_MAX / 2
         {
-            return bad(
-                "block_bytes_max",
-                "must be between 64 KiB and half the 16 MiB message limit",
-            );
+            return bad("block_bytes_max", "must be between 64 KiB and half the 16 MiB message limit");
         }
         Ok(())
     }
@@ -212,9 +177,7 @@ impl Genesis {
     }
 
     pub fn validator_index(&self, id: &NodeId) -> Option<usize> {
-        self.validators
-            .iter()
-            .position(|validator| &validator.id == id)
+        self.validators.iter().position(|validator| &validator.id == id)
     }
 
     /// Votes from more than 2/3 of the validators: `2N/3 + 1`, integer division.
@@ -225,8 +188,7 @@ impl Genesis {
     /// `(w_cpu * cpu + w_net * net) / (w_cpu + w_net)`, integer division.
     pub fn score(&self, cpu: u16, net: u16) -> u16 {
         let parameters = &self.parameters;
-        let weighted =
-            parameters.weight_cpu * u64::from(cpu) + parameters.weight_net * u64::from(net);
+        let weighted = parameters.weight_cpu * u64::from(cpu) + parameters.weight_net * u64::from(net);
         let score = weighted / (parameters.weight_cpu + parameters.weight_net);
         u16::try_from(score).expect("a weighted mean of values <= 1000 is <= 1000")
     }
@@ -241,15 +203,8 @@ mod tests {
         Genesis {
             chain_id: "tinychain-test".into(),
             genesis_time_ms: 0,
-            validators: vec![ValidatorEntry {
-                id: key.address(),
-                name: "node0".into(),
-                addr: "127.0.0.1:7740".into(),
-            }],
-            allocations: vec![Allocation {
-                address: key.address(),
-                amount: 5,
-            }],
+            validators: vec![ValidatorEntry { id: key.address(), name: "node0".into(), addr: "127.0.0.1:7740".into() }],
+            allocations: vec![Allocation { address: key.address(), amount: 5 }],
             parameters: Parameters::default(),
         }
     }
@@ -273,18 +228,10 @@ mod tests {
         let mut genesis = sample();
         genesis.parameters.producer_timeout_ms = 1_000;
         let error = genesis.validate().unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with("parameters.producer_timeout_ms"),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("parameters.producer_timeout_ms"), "{error}");
         let mut genesis = sample();
         genesis.chain_id = "Bad Id".into();
-        assert!(matches!(
-            genesis.validate(),
-            Err(GenesisError::BadChainId { .. })
-        ));
+        assert!(matches!(genesis.validate(), Err(GenesisError::BadChainId { .. })));
         let mut genesis = sample();
         genesis.validators.clear();
         assert_eq!(genesis.validate(), Err(GenesisError::NoValidators));
@@ -305,11 +252,7 @@ mod tests {
         let mut genesis = sample();
         for (count, quorum) in [(1, 1), (3, 3), (4, 3), (5, 4), (6, 5), (7, 5), (100, 67)] {
             genesis.validators = (0..count)
-                .map(|n| ValidatorEntry {
-                    id: Address([n as u8; 32]),
-                    name: format!("n{n}"),
-                    addr: String::new(),
-                })
+                .map(|n| ValidatorEntry { id: Address([n as u8; 32]), name: format!("n{n}"), addr: String::new() })
                 .collect();
             assert_eq!(genesis.quorum(), quorum, "N = {count}");
             assert!(3 * genesis.quorum() > 2 * count);
@@ -338,12 +281,5 @@ pub fn genesis_block(genesis: &Genesis) -> (crate::types::Block, crate::state::C
     let tip = crate::types::Checkpoint { height: 0, hash };
     state.tip = tip;
     state.finality = crate::finality::FinalityState::at_genesis(tip);
-    (
-        Block {
-            header,
-            transfers: vec![],
-            reports: vec![],
-        },
-        state,
-    )
+    (Block { header, transfers: vec![], reports: vec![] }, state)
 }

@@ -66,25 +66,10 @@ impl ChainState {
         let accounts: BTreeMap<Address, Account> = genesis
             .allocations
             .iter()
-            .map(|allocation| {
-                (
-                    allocation.address,
-                    Account {
-                        balance: allocation.amount,
-                        nonce: 0,
-                    },
-                )
-            })
+            .map(|allocation| (allocation.address, Account { balance: allocation.amount, nonce: 0 }))
             .collect();
-        let supply = genesis
-            .allocations
-            .iter()
-            .map(|allocation| allocation.amount)
-            .sum();
-        let tip = Checkpoint {
-            height: 0,
-            hash: genesis_hash,
-        };
+        let supply = genesis.allocations.iter().map(|allocation| allocation.amount).sum();
+        let tip = Checkpoint { height: 0, hash: genesis_hash };
         ChainState {
             tip,
             tip_timestamp_ms: genesis.genesis_time_ms,
@@ -130,11 +115,7 @@ impl ChainState {
                 .iter()
                 .map(|(address, _)| (*address, self.accounts.get(address).copied()))
                 .collect(),
-            validators: delta
-                .validators
-                .iter()
-                .map(|(index, _)| (*index, self.validators[*index as usize]))
-                .collect(),
+            validators: delta.validators.iter().map(|(index, _)| (*index, self.validators[*index as usize])).collect(),
             finality: self.finality.clone(),
             supply: self.supply,
         }
@@ -157,16 +138,14 @@ impl ChainState {
                 (None, None) => break,
                 (Some(_), None) => base.next(),
                 (None, Some(_)) => overlay.next(),
-                (Some((base_address, _)), Some((overlay_address, _))) => {
-                    match base_address.cmp(overlay_address) {
-                        std::cmp::Ordering::Less => base.next(),
-                        std::cmp::Ordering::Greater => overlay.next(),
-                        std::cmp::Ordering::Equal => {
-                            base.next();
-                            overlay.next()
-                        }
+                (Some((base_address, _)), Some((overlay_address, _))) => match base_address.cmp(overlay_address) {
+                    std::cmp::Ordering::Less => base.next(),
+                    std::cmp::Ordering::Greater => overlay.next(),
+                    std::cmp::Ordering::Equal => {
+                        base.next();
+                        overlay.next()
                     }
-                }
+                },
             };
             let (address, account) = next.expect("peeked a value on at least one side");
             account_leaves.push(hash_bytes(&crate::codec::encode(&(
@@ -181,8 +160,7 @@ impl ChainState {
             .iter()
             .enumerate()
             .map(|(index, record)| {
-                let index =
-                    u32::try_from(index).expect("validator count is bounded by VALIDATORS_MAX");
+                let index = u32::try_from(index).expect("validator count is bounded by VALIDATORS_MAX");
                 let record = overlay_validators.get(&index).unwrap_or(record);
                 hash_bytes(&crate::codec::encode(&(VALIDATOR_LEAF_TAG, index, record)))
             })
@@ -196,9 +174,6 @@ impl ChainState {
 
     /// Sum of all balances; equals `supply` after every block (an invariant the simulator checks).
     pub fn balances_total(&self) -> u128 {
-        self.accounts
-            .values()
-            .map(|account| u128::from(account.balance))
-            .sum()
+        self.accounts.values().map(|account| u128::from(account.balance)).sum()
     }
 }

@@ -55,9 +55,7 @@ pub struct Transfer {
 }
 
 /// A (height, hash) pair naming one block: a tip, or a Casper-FFG checkpoint.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub height: Height,
     pub hash: Hash,
@@ -202,9 +200,7 @@ impl<'de> Deserialize<'de> for Signature {
             hex::decode_to_slice(&text, &mut bytes).map_err(serde::de::Error::custom)?;
             Ok(Signature(bytes))
         } else {
-            Ok(Signature(serde_big_array::BigArray::deserialize(
-                deserializer,
-            )?))
+            Ok(Signature(serde_big_array::BigArray::deserialize(deserializer)?))
         }
     }
 }
@@ -229,9 +225,8 @@ pub mod amount_serde {
                     "amount {text:?} is not a string of base units (digits only, e.g. \"150000000\" for 1.5 TC)"
                 )));
             }
-            text.parse::<u64>().map_err(|_| {
-                serde::de::Error::custom(format!("amount {text:?} does not fit in 64 bits"))
-            })
+            text.parse::<u64>()
+                .map_err(|_| serde::de::Error::custom(format!("amount {text:?} does not fit in 64 bits")))
         } else {
             u64::deserialize(deserializer)
         }

@@ -12,8 +12,8 @@ use crate::finality::VoteIgnored;
 use crate::genesis::Genesis;
 use crate::state::{ChainState, RecordedReport, StateDelta, ValidatorRecord};
 use crate::types::{
-    Account, Address, Amount, Block, BlockHeader, Checkpoint, Hash, Height, MetricReport, NodeId,
-    Signature, Transfer, Vote,
+    Account, Address, Amount, Block, BlockHeader, Checkpoint, Hash, Height, MetricReport, NodeId, Signature, Transfer,
+    Vote,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,13 +47,8 @@ pub enum ReportError {
     #[error("report sequence {got} is not above the recorded {recorded}")]
     StaleSequence { recorded: u64, got: u64 },
     #[error("report tip height {tip_height} is not below the block height {block_height}")]
-    TipNotBelowBlock {
-        tip_height: Height,
-        block_height: Height,
-    },
-    #[error(
-        "report vote is malformed: the target must be the report's tip and the source below it"
-    )]
+    TipNotBelowBlock { tip_height: Height, block_height: Height },
+    #[error("report vote is malformed: the target must be the report's tip and the source below it")]
     MalformedVote,
     #[error("report signature does not verify under the validator's key")]
     BadSignature,
@@ -72,23 +67,11 @@ pub enum BlockError {
     #[error("block claims rank {rank}, but there are only {validators} validators")]
     RankOutOfRange { rank: u32, validators: usize },
     #[error("block producer {got} is not the validator at rank {rank} ({expected})")]
-    WrongProducerForRank {
-        rank: u32,
-        expected: NodeId,
-        got: NodeId,
-    },
+    WrongProducerForRank { rank: u32, expected: NodeId, got: NodeId },
     #[error("block timestamp {timestamp_ms} is before rank {rank} may produce ({earliest_ms})")]
-    TooEarly {
-        rank: u32,
-        earliest_ms: u64,
-        timestamp_ms: u64,
-    },
+    TooEarly { rank: u32, earliest_ms: u64, timestamp_ms: u64 },
     #[error("block timestamp {timestamp_ms} is more than {max_drift_ms} ms ahead of the local clock {now_ms}")]
-    TimestampInFuture {
-        timestamp_ms: u64,
-        now_ms: u64,
-        max_drift_ms: u64,
-    },
+    TimestampInFuture { timestamp_ms: u64, now_ms: u64, max_drift_ms: u64 },
     #[error("block producer signature does not verify")]
     BadProducerSignature,
     #[error("block has {count} transfers, the limit is {max}")]
@@ -126,17 +109,9 @@ pub fn block_hash(header: &BlockHeader) -> Hash {
 }
 
 /// Checks a transfer on its own: chain id, amount and signature (through the cache).
-pub fn check_transfer_alone(
-    chain_id: &str,
-    transfer: &Transfer,
-    cache: &SignatureCache,
-) -> Result<(), TxError> {
+pub fn check_transfer_alone(chain_id: &str, transfer: &Transfer, cache: &SignatureCache) -> Result<(), TxError> {
     check_transfer_fields(chain_id, transfer)?;
-    if !cache.verify(
-        &transfer.from,
-        &transfer_signing_bytes(transfer),
-        &transfer.signature,
-    ) {
+    if !cache.verify(&transfer.from, &transfer_signing_bytes(transfer), &transfer.signature) {
         return Err(TxError::BadSignature);
     }
     Ok(())
@@ -144,10 +119,7 @@ pub fn check_transfer_alone(
 
 fn check_transfer_fields(chain_id: &str, transfer: &Transfer) -> Result<(), TxError> {
     if transfer.chain_id != chain_id {
-        return Err(TxError::WrongChainId {
-            expected: chain_id.to_string(),
-            got: transfer.chain_id.clone(),
-        });
+        return Err(TxError::WrongChainId { expected: chain_id.to_string(), got: transfer.chain_id.clone() });
     }
     if transfer.amount == 0 {
         return Err(TxError::ZeroAmount);
@@ -158,20 +130,11 @@ fn check_transfer_fields(chain_id: &str, transfer: &Transfer) -> Result<(), TxEr
 /// Checks a transfer against the sender's account: nonce and balance.
 pub fn check_transfer_against(account: &Account, transfer: &Transfer) -> Result<Amount, TxError> {
     if transfer.nonce != account.nonce {
-        return Err(TxError::WrongNonce {
-            expected: account.nonce,
-            got: transfer.nonce,
-        });
+        return Err(TxError::WrongNonce { expected: account.nonce, got: transfer.nonce });
     }
-    let needed = transfer
-        .amount
-        .checked_add(transfer.fee)
-        .ok_or(TxError::AmountOverflow)?;
+    let needed = transfer.amount.checked_add(transfer.fee).ok_or(TxError::AmountOverflow)?;
     if needed > account.balance {
-        return Err(TxError::InsufficientBalance {
-            balance: account.balance,
-            needed,
-        });
+        return Err(TxError::InsufficientBalance { balance: account.balance, needed });
     }
     Ok(needed)
 }
@@ -183,32 +146,20 @@ pub fn check_report_alone(
     cache: &SignatureCache,
 ) -> Result<u32, ReportError> {
     let index = check_report_fields(genesis, report)?;
-    if !cache.verify(
-        &report.node,
-        &report_signing_bytes(&genesis.chain_id, report),
-        &report.signature,
-    ) {
+    if !cache.verify(&report.node, &report_signing_bytes(&genesis.chain_id, report), &report.signature) {
         return Err(ReportError::BadSignature);
     }
     Ok(index)
 }
 
 fn check_report_fields(genesis: &Genesis, report: &MetricReport) -> Result<u32, ReportError> {
-    let index = genesis
-        .validator_index(&report.node)
-        .ok_or(ReportError::UnknownValidator { node: report.node })?;
+    let index = genesis.validator_index(&report.node).ok_or(ReportError::UnknownValidator { node: report.node })?;
     if report.cpu > 1000 || report.net > 1000 {
-        return Err(ReportError::OutOfRange {
-            cpu: report.cpu,
-            net: report.net,
-        });
+        return Err(ReportError::OutOfRange { cpu: report.cpu, net: report.net });
     }
     let expected = genesis.score(report.cpu, report.net);
     if report.score != expected {
-        return Err(ReportError::WrongScore {
-            expected,
-            got: report.score,
-        });
+        return Err(ReportError::WrongScore { expected, got: report.score });
     }
     if let Some(vote) = &report.vote {
         if vote.target != report.tip || vote.source.height >= vote.target.height {
@@ -237,8 +188,7 @@ impl BlockContext<'_> {
 
     /// Is this checkpoint a block of the chain being extended (at or below the parent)?
     pub fn is_on_chain(&self, checkpoint: &Checkpoint) -> bool {
-        checkpoint.height <= self.parent().height
-            && (self.ancestor_hash)(checkpoint.height) == Some(checkpoint.hash)
+        checkpoint.height <= self.parent().height && (self.ancestor_hash)(checkpoint.height) == Some(checkpoint.hash)
     }
 }
 
@@ -254,42 +204,24 @@ pub struct ValidBlock {
 
 /// Structure checks that need no chain state: chain id, producer, limits, duplicates, roots and
 /// the producer's signature. Cheap, so side-branch and orphan blocks are screened with it.
-pub fn check_block_shape(
-    genesis: &Genesis,
-    block: &Block,
-    cache: &SignatureCache,
-) -> Result<Hash, BlockError> {
+pub fn check_block_shape(genesis: &Genesis, block: &Block, cache: &SignatureCache) -> Result<Hash, BlockError> {
     let header = &block.header;
     let parameters = &genesis.parameters;
     if header.chain_id != genesis.chain_id {
-        return Err(BlockError::WrongChainId {
-            expected: genesis.chain_id.clone(),
-            got: header.chain_id.clone(),
-        });
+        return Err(BlockError::WrongChainId { expected: genesis.chain_id.clone(), got: header.chain_id.clone() });
     }
     if genesis.validator_index(&header.producer).is_none() {
-        return Err(BlockError::UnknownProducer {
-            producer: header.producer,
-        });
+        return Err(BlockError::UnknownProducer { producer: header.producer });
     }
     if header.rank as usize >= genesis.validators.len() {
-        return Err(BlockError::RankOutOfRange {
-            rank: header.rank,
-            validators: genesis.validators.len(),
-        });
+        return Err(BlockError::RankOutOfRange { rank: header.rank, validators: genesis.validators.len() });
     }
     if block.transfers.len() > parameters.block_transfers_max as usize {
-        return Err(BlockError::TooManyTransfers {
-            count: block.transfers.len(),
-            max: parameters.block_transfers_max,
-        });
+        return Err(BlockError::TooManyTransfers { count: block.transfers.len(), max: parameters.block_transfers_max });
     }
     let bytes = codec::encode(block).len();
     if bytes > parameters.block_bytes_max as usize {
-        return Err(BlockError::TooLarge {
-            bytes,
-            max: parameters.block_bytes_max,
-        });
+        return Err(BlockError::TooLarge { bytes, max: parameters.block_bytes_max });
     }
     let transfer_ids: Vec<Hash> = block.transfers.iter().map(transfer_id).collect();
     let mut unique = BTreeSet::new();
@@ -312,57 +244,34 @@ pub fn check_block_shape(
     }
     let tx_root = merkle_root(&transfer_ids);
     if tx_root != header.tx_root {
-        return Err(BlockError::TxRootMismatch {
-            expected: tx_root,
-            got: header.tx_root,
-        });
+        return Err(BlockError::TxRootMismatch { expected: tx_root, got: header.tx_root });
     }
     let report_ids: Vec<Hash> = block.reports.iter().map(report_id).collect();
     let report_root = merkle_root(&report_ids);
     if report_root != header.report_root {
-        return Err(BlockError::ReportRootMismatch {
-            expected: report_root,
-            got: header.report_root,
-        });
+        return Err(BlockError::ReportRootMismatch { expected: report_root, got: header.report_root });
     }
-    if !cache.verify(
-        &header.producer,
-        &header_signing_bytes(header),
-        &header.signature,
-    ) {
+    if !cache.verify(&header.producer, &header_signing_bytes(header), &header.signature) {
         return Err(BlockError::BadProducerSignature);
     }
     Ok(block_hash(header))
 }
 
 /// Full validation of a block extending `context.state.tip`.
-pub fn validate_block(
-    context: &BlockContext<'_>,
-    block: Arc<Block>,
-) -> Result<ValidBlock, BlockError> {
+pub fn validate_block(context: &BlockContext<'_>, block: Arc<Block>) -> Result<ValidBlock, BlockError> {
     let hash = check_block_shape(context.genesis, &block, context.cache)?;
     let header = &block.header;
     let parent = context.parent();
     let parameters = &context.genesis.parameters;
     if header.height != parent.height + 1 {
-        return Err(BlockError::WrongHeight {
-            expected: parent.height + 1,
-            got: header.height,
-        });
+        return Err(BlockError::WrongHeight { expected: parent.height + 1, got: header.height });
     }
     if header.prev_hash != parent.hash {
-        return Err(BlockError::WrongParent {
-            expected: parent.hash,
-            got: header.prev_hash,
-        });
+        return Err(BlockError::WrongParent { expected: parent.hash, got: header.prev_hash });
     }
-    let expected_producer = election::producer_at_rank(
-        context.genesis,
-        &context.state.validators,
-        &parent,
-        header.rank,
-    )
-    .expect("rank was checked against the validator count");
+    let expected_producer =
+        election::producer_at_rank(context.genesis, &context.state.validators, &parent, header.rank)
+            .expect("rank was checked against the validator count");
     if expected_producer != header.producer {
         return Err(BlockError::WrongProducerForRank {
             rank: header.rank,
@@ -372,11 +281,7 @@ pub fn validate_block(
     }
     let earliest_ms = eligible_at_ms(parameters, context.state.tip_timestamp_ms, header.rank);
     if header.timestamp_ms < earliest_ms {
-        return Err(BlockError::TooEarly {
-            rank: header.rank,
-            earliest_ms,
-            timestamp_ms: header.timestamp_ms,
-        });
+        return Err(BlockError::TooEarly { rank: header.rank, earliest_ms, timestamp_ms: header.timestamp_ms });
     }
     if header.timestamp_ms > context.now_ms.saturating_add(parameters.max_clock_drift_ms) {
         return Err(BlockError::TimestampInFuture {
@@ -386,21 +291,12 @@ pub fn validate_block(
         });
     }
     verify_body_signatures(context, &block)?;
-    let (mut delta, votes_ignored, state_root) =
-        compute_delta(context, header, &block.transfers, &block.reports)?;
+    let (mut delta, votes_ignored, state_root) = compute_delta(context, header, &block.transfers, &block.reports)?;
     if state_root != header.state_root {
-        return Err(BlockError::StateRootMismatch {
-            expected: state_root,
-            got: header.state_root,
-        });
+        return Err(BlockError::StateRootMismatch { expected: state_root, got: header.state_root });
     }
     delta.tip.hash = hash;
-    Ok(ValidBlock {
-        block,
-        hash,
-        delta,
-        votes_ignored,
-    })
+    Ok(ValidBlock { block, hash, delta, votes_ignored })
 }
 
 /// Verifies every transfer and report signature of a block, the uncached ones in parallel.
@@ -410,35 +306,26 @@ fn verify_body_signatures(context: &BlockContext<'_>, block: &Block) -> Result<(
             .map_err(|error| BlockError::InvalidTransfer { index, error })?;
     }
     for (index, report) in block.reports.iter().enumerate() {
-        check_report_fields(context.genesis, report)
-            .map_err(|error| BlockError::InvalidReport { index, error })?;
+        check_report_fields(context.genesis, report).map_err(|error| BlockError::InvalidReport { index, error })?;
     }
-    let mut items: Vec<(Address, Vec<u8>, Signature)> =
-        Vec::with_capacity(block.transfers.len() + block.reports.len());
-    items.extend(block.transfers.iter().map(|transfer| {
-        (
-            transfer.from,
-            transfer_signing_bytes(transfer),
-            transfer.signature,
-        )
-    }));
-    items.extend(block.reports.iter().map(|report| {
-        (
-            report.node,
-            report_signing_bytes(&context.genesis.chain_id, report),
-            report.signature,
-        )
-    }));
+    let mut items: Vec<(Address, Vec<u8>, Signature)> = Vec::with_capacity(block.transfers.len() + block.reports.len());
+    items.extend(
+        block.transfers.iter().map(|transfer| (transfer.from, transfer_signing_bytes(transfer), transfer.signature)),
+    );
+    items.extend(
+        block
+            .reports
+            .iter()
+            .map(|report| (report.node, report_signing_bytes(&context.genesis.chain_id, report), report.signature)),
+    );
     match context.cache.verify_all(&items, context.verify_threads) {
         None => Ok(()),
-        Some(index) if index < block.transfers.len() => Err(BlockError::InvalidTransfer {
-            index,
-            error: TxError::BadSignature,
-        }),
-        Some(index) => Err(BlockError::InvalidReport {
-            index: index - block.transfers.len(),
-            error: ReportError::BadSignature,
-        }),
+        Some(index) if index < block.transfers.len() => {
+            Err(BlockError::InvalidTransfer { index, error: TxError::BadSignature })
+        }
+        Some(index) => {
+            Err(BlockError::InvalidReport { index: index - block.transfers.len(), error: ReportError::BadSignature })
+        }
     }
 }
 
@@ -456,24 +343,16 @@ fn compute_delta(
     let parent = context.parent();
     let mut accounts: BTreeMap<Address, Account> = BTreeMap::new();
     let account_of = |accounts: &BTreeMap<Address, Account>, address: &Address| {
-        accounts
-            .get(address)
-            .copied()
-            .unwrap_or_else(|| state.account(address))
+        accounts.get(address).copied().unwrap_or_else(|| state.account(address))
     };
 
     // Reward and fees. Fees move coins; only the reward creates them.
     let mut fees: Amount = 0;
     for transfer in transfers {
-        fees = fees
-            .checked_add(transfer.fee)
-            .ok_or(BlockError::RewardOverflow)?;
+        fees = fees.checked_add(transfer.fee).ok_or(BlockError::RewardOverflow)?;
     }
     let reward = genesis.parameters.block_reward;
-    let supply = state
-        .supply
-        .checked_add(reward)
-        .ok_or(BlockError::RewardOverflow)?;
+    let supply = state.supply.checked_add(reward).ok_or(BlockError::RewardOverflow)?;
     let mut producer_account = account_of(&accounts, &header.producer);
     producer_account.balance = producer_account
         .balance
@@ -492,10 +371,8 @@ fn compute_delta(
         sender.nonce += 1;
         accounts.insert(transfer.from, sender);
         let mut recipient = account_of(&accounts, &transfer.to);
-        recipient.balance = recipient
-            .balance
-            .checked_add(transfer.amount)
-            .ok_or(invalid(TxError::RecipientBalanceOverflow))?;
+        recipient.balance =
+            recipient.balance.checked_add(transfer.amount).ok_or(invalid(TxError::RecipientBalanceOverflow))?;
         accounts.insert(transfer.to, recipient);
     }
 
@@ -511,17 +388,11 @@ fn compute_delta(
                 block_height: header.height,
             }));
         }
-        let mut record = validators
-            .get(&validator)
-            .copied()
-            .unwrap_or(state.validators[validator as usize]);
+        let mut record = validators.get(&validator).copied().unwrap_or(state.validators[validator as usize]);
         let recorded = record.latest_report.map(|latest| latest.sequence);
         if let Some(recorded) = recorded {
             if report.sequence <= recorded {
-                return Err(invalid(ReportError::StaleSequence {
-                    recorded,
-                    got: report.sequence,
-                }));
+                return Err(invalid(ReportError::StaleSequence { recorded, got: report.sequence }));
             }
         }
         record.latest_report = Some(RecordedReport {
@@ -555,23 +426,16 @@ fn compute_delta(
         record.missed_turn_at = Some(header.height);
         validators.insert(candidate.validator_index, record);
     }
-    let producer_index = u32::try_from(
-        genesis
-            .validator_index(&header.producer)
-            .expect("producer was checked to be a validator"),
-    )
-    .expect("validator count is bounded by VALIDATORS_MAX");
-    let mut producer_record = validators
-        .get(&producer_index)
-        .copied()
-        .unwrap_or(state.validators[producer_index as usize]);
+    let producer_index =
+        u32::try_from(genesis.validator_index(&header.producer).expect("producer was checked to be a validator"))
+            .expect("validator count is bounded by VALIDATORS_MAX");
+    let mut producer_record =
+        validators.get(&producer_index).copied().unwrap_or(state.validators[producer_index as usize]);
     producer_record.blocks_produced += 1;
     validators.insert(producer_index, producer_record);
 
     let is_on_chain = |checkpoint: &Checkpoint| context.is_on_chain(checkpoint);
-    let (finality, outcomes) = state
-        .finality
-        .with_votes(&votes, genesis.quorum(), &is_on_chain);
+    let (finality, outcomes) = state.finality.with_votes(&votes, genesis.quorum(), &is_on_chain);
     let votes_ignored = voters
         .into_iter()
         .zip(outcomes)
@@ -581,15 +445,9 @@ fn compute_delta(
     let state_root = state.root_with(&accounts, &validators);
     let delta = StateDelta {
         // The block hash is filled in by the caller once the header is complete.
-        tip: Checkpoint {
-            height: header.height,
-            hash: Hash::default(),
-        },
+        tip: Checkpoint { height: header.height, hash: Hash::default() },
         tip_timestamp_ms: header.timestamp_ms,
-        accounts: accounts
-            .into_iter()
-            .map(|(address, account)| (address, Some(account)))
-            .collect(),
+        accounts: accounts.into_iter().map(|(address, account)| (address, Some(account))).collect(),
         validators: validators.into_iter().collect(),
         finality,
         supply,
@@ -603,10 +461,7 @@ pub fn apply_block(state: &mut ChainState, valid: &ValidBlock) -> StateDelta {
         valid.block.header.prev_hash, state.tip.hash,
         "a valid block extends the state it was validated against"
     );
-    assert_eq!(
-        valid.delta.tip.hash, valid.hash,
-        "the delta names its block"
-    );
+    assert_eq!(valid.delta.tip.hash, valid.hash, "the delta names its block");
     let undo = state.undo_for(&valid.delta);
     state.apply_delta(&valid.delta);
     undo
@@ -636,21 +491,11 @@ pub fn build_block(
         state_root: Hash::default(),
         signature: Signature::default(),
     };
-    let (mut delta, votes_ignored, state_root) =
-        compute_delta(context, &header, &transfers, &reports)?;
+    let (mut delta, votes_ignored, state_root) = compute_delta(context, &header, &transfers, &reports)?;
     header.state_root = state_root;
     header.signature = producer.sign(&header_signing_bytes(&header));
     let hash = block_hash(&header);
     delta.tip.hash = hash;
-    let block = Arc::new(Block {
-        header,
-        transfers,
-        reports,
-    });
-    Ok(ValidBlock {
-        block,
-        hash,
-        delta,
-        votes_ignored,
-    })
+    let block = Arc::new(Block { header, transfers, reports });
+    Ok(ValidBlock { block, hash, delta, votes_ignored })
 }

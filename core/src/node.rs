@@ -1,0 +1,1129 @@
+//! One validator's whole behaviour as a sans-IO state machine: `Node::step(now_ms, event)`
+//! returns the actions to carry out.
+//!
+//! # The driver contract
+//!
+//! The driver (the simulator, or the real node's event loop) owns every clock, socket and disk.
+//! It calls `step` with the current time in milliseconds and one `Event`, then carries out the
+//! returned actions **in order, all of them, before taking the next event**:
+//!
+//! - `CommitBlocks` is one atomic storage transaction (roll back and apply blocks in the order
+//!   given). `PersistReportState` is persisted before the next action runs: it always comes
+//!   before the `Broadcast` of the report that carries the vote, so a restarted node cannot
+//!   vote twice.
+//! - `SendTo` / `Broadcast` deliver messages to authenticated peers (best effort).
+//! - `ServeBlocks` reads canonical blocks from storage and sends them to the peer as one
+//!   `Message::Blocks`, cut to `limits::SYNC_RESPONSE_BYTES_MAX`.
+//! - `WakeAt(ms)` replaces any earlier wake-up: deliver `Event::Tick` at or after that time.
+//! - `TxAccepted` / `TxRejected` answer a local `TxSubmitted`; `Trace` is observability only.
+//!
+//! On start the driver either calls `step` with `Event::Restored` carrying what storage holds,
+//! or (a fresh node) starts from genesis as `Node::new` builds it; then it sends `Tick`.
+//!
+//! Everything that decides what a node says is here: production when eligible, a fresh report
+//! (and vote) each new tip, relaying each message once, noticing it is behind and fetching
+//! blocks, fork choice and reorganisation.
+
+use crate::crypto::{Keypair, SignatureCache};
+use crate::election::{self, eligible_at_ms};
+use crate::finality::FinalityState;
+use crate::genesis::{genesis_block, Genesis};
+use crate::limits::{
+    LOCATOR_HASHES_MAX, ORPHAN_BLOCKS_MAX, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX, SIDE_BLOCKS_MAX,
+    SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_RETRY_MS,
+};
+use crate::mempool::{Mempool, MempoolConfig};
+use crate::message::Message;
+use crate::state::{ChainState, StateDelta};
+use crate::types::{Address, Block, Checkpoint, Hash, Height, MetricReport, NodeId, Transfer, Vote};
+use crate::validate::{
+    self, apply_block, block_hash, build_block, check_block_shape, check_report_alone, check_transfer_alone, report_id,
+    transfer_id, BlockContext, BlockError, ValidBlock,
+};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
+use tracing::debug;
+
+/// Bytes of a block kept free for the header and reports when filling it with transfers.
+const BLOCK_BYTES_RESERVED_FOR_REPORTS: usize = 64 * 1024;
+
+/// What a node is configured with. Deterministic: no paths, no clocks.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub genesis: Genesis,
+    pub key: Keypair,
+    /// Threads used to verify a block's uncached signatures (the driver passes the core count).
+    pub verify_threads: usize,
+    pub mempool: MempoolConfig,
+}
+
+/// What storage held when the node restarted.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// The state after the stored tip.
+    pub state: ChainState,
+    /// The canonical block hash at every height, genesis first.
+    pub canonical_hashes: Vec<Hash>,
+    /// The final block (the lowest block fork choice may still build on).
+    pub final_block: Arc<Block>,
+    /// Canonical blocks above the final one, in height order, each with its undo delta.
+    pub recent_blocks: Vec<(Arc<Block>, StateDelta)>,
+    pub last_vote: Option<Vote>,
+    pub report_sequence: u64,
+}
+
+/// Facts the driver reports, in the past tense.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Tick,
+    MessageReceived { from: NodeId, message: Message },
+    PeerConnected { peer: NodeId },
+    PeerDisconnected { peer: NodeId },
+    TxSubmitted(Transfer),
+    MetricsSampled { cpu: u16, net: u16 },
+    Restored(Box<Restored>),
+}
+
+/// One step of a storage transaction.
+#[derive(Clone, Debug)]
+pub enum ChainOp {
+    /// Undo the canonical block at `height`: write `undo` into the state, drop the height index.
+    Rollback { height: Height, hash: Hash, undo: StateDelta },
+    /// Make `block` canonical at its height: store it, write `delta`, keep `undo` for reorgs.
+    Apply { block: Arc<Block>, hash: Hash, delta: StateDelta, undo: StateDelta },
+}
+
+#[derive(Clone, Debug)]
+pub struct Commit {
+    pub ops: Vec<ChainOp>,
+    pub tip: Checkpoint,
+    pub justified: Checkpoint,
+    pub finalized: Checkpoint,
+}
+
+/// Commands for the driver.
+#[derive(Clone, Debug)]
+pub enum Action {
+    SendTo { peer: NodeId, message: Message },
+    Broadcast { message: Message, except: Option<NodeId> },
+    WakeAt(u64),
+    CommitBlocks(Box<Commit>),
+    PersistReportState { last_vote: Option<Vote>, report_sequence: u64 },
+    ServeBlocks { peer: NodeId, from_height: Height, to_height: Height },
+    DisconnectPeer { peer: NodeId, reason: String },
+    TxAccepted { id: Hash },
+    TxRejected { id: Hash, reason: String },
+    Trace(TraceEvent),
+}
+
+/// What happened, for traces, logs and tests. Deterministic: no wall-clock times or addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceEvent {
+    BlockProduced {
+        height: Height,
+        hash: Hash,
+        rank: u32,
+        transfers: usize,
+        reports: usize,
+    },
+    BlockCommitted {
+        height: Height,
+        hash: Hash,
+        producer: NodeId,
+        rank: u32,
+        transfers: usize,
+    },
+    /// A block at rank > 0 was committed: the `skipped_ranks` validators ahead of it missed their turn.
+    TimeoutFired {
+        height: Height,
+        skipped_ranks: u32,
+    },
+    Reorg {
+        fork_height: Height,
+        rolled_back: u64,
+        applied: u64,
+        new_tip: Checkpoint,
+    },
+    Justified {
+        checkpoint: Checkpoint,
+    },
+    Finalized {
+        checkpoint: Checkpoint,
+    },
+    BlockRejected {
+        hash: Hash,
+        reason: String,
+    },
+    SyncRequested {
+        peer: NodeId,
+        have_height: Height,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct TreeEntry {
+    block: Arc<Block>,
+    parent: Hash,
+    height: Height,
+    rank: u32,
+    /// Finality after this block on its branch (computed from its committed votes).
+    finality: FinalityState,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PeerState {
+    tip: Option<Checkpoint>,
+    sync_requested_at_ms: Option<u64>,
+}
+
+/// Remembers message ids so each is relayed once. Membership only: never iterated.
+#[derive(Debug, Default)]
+struct SeenSet {
+    ids: HashSet<Hash>,
+    order: VecDeque<Hash>,
+}
+
+impl SeenSet {
+    /// Returns true if the id is new.
+    fn insert(&mut self, id: Hash) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_MESSAGES_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
+    }
+}
+
+pub struct Node {
+    config: NodeConfig,
+    genesis_hash: Hash,
+    validator_index: Option<u32>,
+    cache: Arc<SignatureCache>,
+    state: ChainState,
+    /// Canonical block hash per height, genesis first; mirrors `state` at all times.
+    canonical: Vec<Hash>,
+    /// Every known block at or above the final height that descends from the final block.
+    tree: BTreeMap<Hash, TreeEntry>,
+    children: BTreeMap<Hash, BTreeSet<Hash>>,
+    /// Undo deltas of canonical blocks above the final height.
+    undo: BTreeMap<Height, StateDelta>,
+    invalid: SeenSet,
+    orphans: BTreeMap<Hash, Arc<Block>>,
+    mempool: Mempool,
+    /// Reports the chain has not recorded yet, per validator index, by sequence.
+    report_pool: BTreeMap<u32, BTreeMap<u64, MetricReport>>,
+    seen: SeenSet,
+    peers: BTreeMap<NodeId, PeerState>,
+    last_vote: Option<Vote>,
+    report_sequence: u64,
+    latest_metrics: (u16, u16),
+    produced_on_parent: Option<Hash>,
+    reported_tip: Option<Checkpoint>,
+}
+
+impl Node {
+    /// A node at genesis. `cache` may be shared (the simulator shares one across its nodes).
+    pub fn new(config: NodeConfig, cache: Arc<SignatureCache>) -> Node {
+        let (block, state) = genesis_block(&config.genesis);
+        let genesis_hash = state.tip.hash;
+        let validator_index = config.genesis.validator_index(&config.key.address()).map(|index| index as u32);
+        let mut tree = BTreeMap::new();
+        tree.insert(
+            genesis_hash,
+            TreeEntry {
+                block: Arc::new(block),
+                parent: Hash::default(),
+                height: 0,
+                rank: 0,
+                finality: state.finality.clone(),
+            },
+        );
+        let mempool = Mempool::new(config.mempool.clone());
+        Node {
+            config,
+            genesis_hash,
+            validator_index,
+            cache,
+            state,
+            canonical: vec![genesis_hash],
+            tree,
+            children: BTreeMap::new(),
+            undo: BTreeMap::new(),
+            invalid: SeenSet::default(),
+            orphans: BTreeMap::new(),
+            mempool,
+            report_pool: BTreeMap::new(),
+            seen: SeenSet::default(),
+            peers: BTreeMap::new(),
+            last_vote: None,
+            report_sequence: 0,
+            latest_metrics: (0, 0),
+            produced_on_parent: None,
+            reported_tip: None,
+        }
+    }
+
+    // ---- read-only views for drivers, RPC and tests ----------------------------------------
+
+    pub fn genesis(&self) -> &Genesis {
+        &self.config.genesis
+    }
+    pub fn genesis_hash(&self) -> Hash {
+        self.genesis_hash
+    }
+    pub fn node_id(&self) -> NodeId {
+        self.config.key.address()
+    }
+    pub fn state(&self) -> &ChainState {
+        &self.state
+    }
+    pub fn tip(&self) -> Checkpoint {
+        self.state.tip
+    }
+    pub fn finality(&self) -> &FinalityState {
+        &self.state.finality
+    }
+    pub fn canonical_hash(&self, height: Height) -> Option<Hash> {
+        self.canonical.get(height as usize).copied()
+    }
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+    pub fn last_vote(&self) -> Option<Vote> {
+        self.last_vote
+    }
+    pub fn report_sequence(&self) -> u64 {
+        self.report_sequence
+    }
+    /// A block the node holds in memory (canonical above the final block, or a side branch).
+    pub fn block(&self, hash: &Hash) -> Option<Arc<Block>> {
+        self.tree.get(hash).map(|entry| entry.block.clone())
+    }
+    /// The ranking for the block after the current tip.
+    pub fn next_election(&self) -> Vec<election::Candidate> {
+        election::rank_candidates(&self.config.genesis, &self.state.validators, &self.state.tip)
+    }
+    pub fn connected_peers(&self) -> Vec<NodeId> {
+        self.peers.keys().copied().collect()
+    }
+    pub fn side_blocks(&self) -> usize {
+        self.tree
+            .len()
+            .saturating_sub(self.canonical.len().saturating_sub(self.state.finality.finalized.height as usize))
+    }
+
+    // ---- the one entry point -----------------------------------------------------------------
+
+    #[must_use]
+    pub fn step(&mut self, now_ms: u64, event: Event) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match event {
+            Event::Tick => self.on_tick(now_ms, &mut actions),
+            Event::MessageReceived { from, message } => self.on_message(now_ms, from, message, &mut actions),
+            Event::PeerConnected { peer } => self.on_peer_connected(peer, &mut actions),
+            Event::PeerDisconnected { peer } => {
+                self.peers.remove(&peer);
+            }
+            Event::TxSubmitted(transfer) => self.on_transfer(None, transfer, &mut actions),
+            Event::MetricsSampled { cpu, net } => self.latest_metrics = (cpu.min(1000), net.min(1000)),
+            Event::Restored(restored) => self.on_restored(*restored),
+        }
+        self.after_event(now_ms, &mut actions);
+        actions
+    }
+
+    fn on_tick(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        for (peer, peer_state) in self.peers.iter_mut() {
+            if peer_state.sync_requested_at_ms.is_some_and(|at| now_ms >= at.saturating_add(SYNC_RETRY_MS)) {
+                debug!(peer = ?peer, "sync request unanswered: may ask again");
+                peer_state.sync_requested_at_ms = None;
+            }
+        }
+        // Ask again any peer whose tip we still lack.
+        let behind: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, peer_state)| peer_state.tip.is_some_and(|tip| !self.knows_block(&tip)))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in behind {
+            self.request_sync(now_ms, peer, actions);
+        }
+    }
+
+    /// Runs after every event: a fresh report when the tip moved, production when eligible,
+    /// and the next wake-up.
+    fn after_event(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        self.try_produce(now_ms, actions);
+        if self.reported_tip != Some(self.state.tip) {
+            self.send_report(actions);
+        }
+        let mut wake_at_ms = u64::MAX;
+        if let Some(eligible_ms) = self.my_eligible_time() {
+            if eligible_ms > now_ms {
+                wake_at_ms = wake_at_ms.min(eligible_ms);
+            }
+        }
+        for peer_state in self.peers.values() {
+            if let Some(at) = peer_state.sync_requested_at_ms {
+                wake_at_ms = wake_at_ms.min(at.saturating_add(SYNC_RETRY_MS));
+            }
+        }
+        if wake_at_ms == u64::MAX {
+            // Nothing scheduled: check again after one block interval (sync retries, liveness).
+            wake_at_ms = now_ms.saturating_add(self.config.genesis.parameters.block_interval_ms);
+        }
+        actions.push(Action::WakeAt(wake_at_ms.max(now_ms.saturating_add(1))));
+    }
+
+    fn on_peer_connected(&mut self, peer: NodeId, actions: &mut Vec<Action>) {
+        self.peers.insert(peer, PeerState::default());
+        actions.push(Action::SendTo {
+            peer,
+            message: Message::Status { tip: self.state.tip, finalized: self.state.finality.finalized },
+        });
+        if let Some(index) = self.validator_index {
+            if let Some(latest) = self.report_pool.get(&index).and_then(|reports| reports.values().next_back()) {
+                actions.push(Action::SendTo { peer, message: Message::Report(latest.clone()) });
+            }
+        }
+    }
+
+    fn on_message(&mut self, now_ms: u64, from: NodeId, message: Message, actions: &mut Vec<Action>) {
+        match message {
+            Message::Transfer(transfer) => self.on_transfer(Some(from), transfer, actions),
+            Message::Block(block) => self.on_block(now_ms, Some(from), block, true, actions),
+            Message::Report(report) => self.on_report(now_ms, from, report, actions),
+            Message::Status { tip, finalized: _ } => {
+                self.peers.entry(from).or_default().tip = Some(tip);
+                if !self.knows_block(&tip) {
+                    self.request_sync(now_ms, from, actions);
+                }
+            }
+            Message::GetBlocks { locator } => self.on_get_blocks(from, &locator, actions),
+            Message::Blocks(blocks) => {
+                let peer_state = self.peers.entry(from).or_default();
+                peer_state.sync_requested_at_ms = None;
+                let received = blocks.len();
+                for block in blocks.into_iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
+                    self.on_block(now_ms, Some(from), block, false, actions);
+                }
+                let peer_tip = self.peers.get(&from).and_then(|peer_state| peer_state.tip);
+                if received > 0 && peer_tip.is_some_and(|tip| !self.knows_block(&tip)) {
+                    self.request_sync(now_ms, from, actions);
+                }
+            }
+        }
+    }
+
+    // ---- transfers ----------------------------------------------------------------------------
+
+    fn on_transfer(&mut self, from: Option<NodeId>, transfer: Transfer, actions: &mut Vec<Action>) {
+        let id = transfer_id(&transfer);
+        let reject = |actions: &mut Vec<Action>, reason: String| {
+            if from.is_none() {
+                actions.push(Action::TxRejected { id, reason });
+            }
+        };
+        if from.is_some() && !self.seen.insert(id) {
+            debug!(?id, "ignoring transfer: already seen");
+            return;
+        }
+        if let Err(error) = check_transfer_alone(&self.config.genesis.chain_id, &transfer, &self.cache) {
+            debug!(?id, %error, "rejecting transfer");
+            reject(actions, error.to_string());
+            return;
+        }
+        let sender = self.state.account(&transfer.from);
+        match self.mempool.insert(transfer.clone(), id, &sender) {
+            Ok(_) => {
+                if from.is_none() {
+                    self.seen.insert(id);
+                    actions.push(Action::TxAccepted { id });
+                }
+                actions.push(Action::Broadcast { message: Message::Transfer(transfer), except: from });
+            }
+            Err(error) => {
+                debug!(?id, %error, "transfer not pooled");
+                reject(actions, error.to_string());
+            }
+        }
+    }
+
+    // ---- reports ------------------------------------------------------------------------------
+
+    fn on_report(&mut self, now_ms: u64, from: NodeId, report: MetricReport, actions: &mut Vec<Action>) {
+        let id = report_id(&report);
+        if !self.seen.insert(id) {
+            return;
+        }
+        let validator = match check_report_alone(&self.config.genesis, &report, &self.cache) {
+            Ok(validator) => validator,
+            Err(error) => {
+                debug!(%error, "rejecting report");
+                if matches!(error, validate::ReportError::BadSignature) {
+                    actions.push(Action::DisconnectPeer { peer: from, reason: error.to_string() });
+                }
+                return;
+            }
+        };
+        if !self.pool_report(validator, report.clone()) {
+            debug!(sequence = report.sequence, "ignoring report: the chain already records a later one");
+            return;
+        }
+        let tip = report.tip;
+        actions.push(Action::Broadcast { message: Message::Report(report), except: Some(from) });
+        if !self.knows_block(&tip) && tip.height > self.state.finality.finalized.height {
+            self.request_sync(now_ms, from, actions);
+        }
+    }
+
+    /// Keeps a report the chain has not recorded yet. Returns false if it is stale.
+    fn pool_report(&mut self, validator: u32, report: MetricReport) -> bool {
+        let recorded = self.recorded_sequence(validator);
+        if recorded.is_some_and(|recorded| report.sequence <= recorded) {
+            return false;
+        }
+        let pool = self.report_pool.entry(validator).or_default();
+        pool.insert(report.sequence, report);
+        while pool.len() > REPORT_POOL_PER_VALIDATOR_MAX {
+            pool.pop_first();
+        }
+        true
+    }
+
+    fn recorded_sequence(&self, validator: u32) -> Option<u64> {
+        self.state.validators[validator as usize].latest_report.map(|report| report.sequence)
+    }
+
+    /// Signs and sends a fresh report for the current tip, with a vote when the tip moved past
+    /// the last vote and the two voting rules allow it.
+    fn send_report(&mut self, actions: &mut Vec<Action>) {
+        self.reported_tip = Some(self.state.tip);
+        let Some(validator) = self.validator_index else {
+            return;
+        };
+        let tip = self.state.tip;
+        let source = self.state.finality.justified;
+        let last_target_height = self.last_vote.map_or(0, |vote| vote.target.height);
+        let last_source_height = self.last_vote.map_or(0, |vote| vote.source.height);
+        // Rule 1: target heights strictly increase. Rule 2: source heights never decrease.
+        let vote =
+            (tip.height > last_target_height && source.height >= last_source_height && source.height < tip.height)
+                .then_some(Vote { source, target: tip });
+        let (cpu, net) = self.latest_metrics;
+        let sequence = self.report_sequence + 1;
+        let mut report = MetricReport {
+            node: self.config.key.address(),
+            sequence,
+            tip,
+            cpu,
+            net,
+            score: self.config.genesis.score(cpu, net),
+            vote,
+            signature: Default::default(),
+        };
+        report.signature =
+            self.config.key.sign(&crate::codec::report_signing_bytes(&self.config.genesis.chain_id, &report));
+        self.report_sequence = sequence;
+        if vote.is_some() {
+            self.last_vote = vote;
+        }
+        // Persisted before it is sent: a restarted node resumes above this sequence and vote.
+        actions.push(Action::PersistReportState { last_vote: self.last_vote, report_sequence: sequence });
+        self.seen.insert(report_id(&report));
+        self.pool_report(validator, report.clone());
+        actions.push(Action::Broadcast { message: Message::Report(report), except: None });
+    }
+
+    // ---- blocks -------------------------------------------------------------------------------
+
+    fn knows_block(&self, checkpoint: &Checkpoint) -> bool {
+        self.tree.contains_key(&checkpoint.hash)
+            || self.canonical_hash(checkpoint.height) == Some(checkpoint.hash)
+            || self.invalid.ids.contains(&checkpoint.hash)
+            || checkpoint.height < self.state.finality.finalized.height
+    }
+
+    fn on_block(
+        &mut self,
+        now_ms: u64,
+        from: Option<NodeId>,
+        block: Arc<Block>,
+        relay: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let hash = block_hash(&block.header);
+        let height = block.header.height;
+        if self.tree.contains_key(&hash) || self.orphans.contains_key(&hash) || self.invalid.ids.contains(&hash) {
+            return;
+        }
+        if height <= self.state.finality.finalized.height {
+            debug!(height, "ignoring block: at or below the final height");
+            return;
+        }
+        let max_drift_ms = self.config.genesis.parameters.max_clock_drift_ms;
+        if block.header.timestamp_ms > now_ms.saturating_add(max_drift_ms) {
+            // Not marked invalid: it may become acceptable; sync will offer it again.
+            debug!(
+                height,
+                timestamp_ms = block.header.timestamp_ms,
+                now_ms,
+                "ignoring block: timestamp ahead of the local clock"
+            );
+            return;
+        }
+        if let Err(error) = check_block_shape(&self.config.genesis, &block, &self.cache) {
+            self.reject_block(hash, &error, from, actions);
+            return;
+        }
+        let parent = block.header.prev_hash;
+        if !self.tree.contains_key(&parent) {
+            if self.orphans.len() >= ORPHAN_BLOCKS_MAX {
+                if let Some(highest) =
+                    self.orphans.iter().max_by_key(|(_, orphan)| orphan.header.height).map(|(hash, _)| *hash)
+                {
+                    self.orphans.remove(&highest);
+                }
+            }
+            debug!(height, "holding block: parent unknown, asking for it");
+            self.orphans.insert(hash, block);
+            if let Some(peer) = from {
+                self.request_sync(now_ms, peer, actions);
+            }
+            return;
+        }
+        if relay {
+            actions.push(Action::Broadcast { message: Message::Block(block.clone()), except: from });
+        }
+        // Insert it, then any held orphans that descend from it.
+        let mut ready = vec![(hash, block)];
+        while let Some((hash, block)) = ready.pop() {
+            if let Err(error) = self.insert_into_tree(hash, block) {
+                self.reject_block(hash, &error, from, actions);
+                continue;
+            }
+            let children: Vec<Hash> = self
+                .orphans
+                .iter()
+                .filter(|(_, orphan)| orphan.header.prev_hash == hash)
+                .map(|(hash, _)| *hash)
+                .collect();
+            for child in children {
+                if let Some(orphan) = self.orphans.remove(&child) {
+                    ready.push((child, orphan));
+                }
+            }
+        }
+        self.prune_side_blocks();
+        self.activate_best_chain(now_ms, actions);
+    }
+
+    fn reject_block(&mut self, hash: Hash, error: &BlockError, from: Option<NodeId>, actions: &mut Vec<Action>) {
+        debug!(?hash, %error, "rejecting block");
+        self.invalid.insert(hash);
+        actions.push(Action::Trace(TraceEvent::BlockRejected { hash, reason: error.to_string() }));
+        let is_forgery = matches!(
+            error,
+            BlockError::BadProducerSignature
+                | BlockError::InvalidTransfer { error: validate::TxError::BadSignature, .. }
+                | BlockError::InvalidReport { error: validate::ReportError::BadSignature, .. }
+        );
+        if let (true, Some(peer)) = (is_forgery, from) {
+            actions.push(Action::DisconnectPeer { peer, reason: error.to_string() });
+        }
+    }
+
+    /// Adds a shape-checked block whose parent is in the tree, computing the finality its
+    /// committed votes give on its branch (so fork choice can compare branches before applying).
+    fn insert_into_tree(&mut self, hash: Hash, block: Arc<Block>) -> Result<(), BlockError> {
+        let parent_hash = block.header.prev_hash;
+        let parent = self.tree.get(&parent_hash).expect("callers insert only blocks whose parent is in the tree");
+        if block.header.height != parent.height + 1 {
+            return Err(BlockError::WrongHeight { expected: parent.height + 1, got: block.header.height });
+        }
+        let mut votes = Vec::new();
+        for (index, report) in block.reports.iter().enumerate() {
+            let validator = check_report_alone(&self.config.genesis, report, &self.cache)
+                .map_err(|error| BlockError::InvalidReport { index, error })?;
+            if let Some(vote) = report.vote {
+                votes.push((validator, vote));
+            }
+        }
+        let parent_height = parent.height;
+        let is_on_chain = |checkpoint: &Checkpoint| {
+            checkpoint.height <= parent_height
+                && self.ancestor_hash(parent_hash, checkpoint.height) == Some(checkpoint.hash)
+        };
+        let (finality, _) = parent.finality.with_votes(&votes, self.config.genesis.quorum(), &is_on_chain);
+        let entry =
+            TreeEntry { parent: parent_hash, height: block.header.height, rank: block.header.rank, finality, block };
+        self.tree.insert(hash, entry);
+        self.children.entry(parent_hash).or_default().insert(hash);
+        Ok(())
+    }
+
+    /// The hash at `height` on the branch ending at `from` (which must be in the tree).
+    fn ancestor_hash(&self, from: Hash, height: Height) -> Option<Hash> {
+        let mut current = from;
+        loop {
+            if self.canonical.get(self.tree.get(&current)?.height as usize) == Some(&current) {
+                let entry_height = self.tree.get(&current)?.height;
+                return if height <= entry_height { self.canonical_hash(height) } else { None };
+            }
+            let entry = self.tree.get(&current)?;
+            if entry.height == height {
+                return Some(current);
+            }
+            if entry.height < height {
+                return None;
+            }
+            current = entry.parent;
+        }
+    }
+
+    /// Is branch tip `a` strictly preferred to branch tip `b`? Highest justified block, then the
+    /// longest chain, then lower ranks compared block by block from the fork point, then the
+    /// lower hash of the first differing block. Both contain the final block (the tree only
+    /// holds its descendants).
+    fn is_preferred(&self, a: Hash, b: Hash) -> bool {
+        if a == b {
+            return false;
+        }
+        let (entry_a, entry_b) = (&self.tree[&a], &self.tree[&b]);
+        let (justified_a, justified_b) = (entry_a.finality.justified.height, entry_b.finality.justified.height);
+        if justified_a != justified_b {
+            return justified_a > justified_b;
+        }
+        if entry_a.height != entry_b.height {
+            return entry_a.height > entry_b.height;
+        }
+        // Same height: walk both back to the fork point, remembering each side's blocks.
+        let (mut path_a, mut path_b) = (vec![a], vec![b]);
+        let (mut cursor_a, mut cursor_b) = (entry_a.parent, entry_b.parent);
+        while cursor_a != cursor_b {
+            path_a.push(cursor_a);
+            path_b.push(cursor_b);
+            cursor_a = self.tree[&cursor_a].parent;
+            cursor_b = self.tree[&cursor_b].parent;
+        }
+        for (block_a, block_b) in path_a.iter().rev().zip(path_b.iter().rev()) {
+            let (rank_a, rank_b) = (self.tree[block_a].rank, self.tree[block_b].rank);
+            if rank_a != rank_b {
+                return rank_a < rank_b;
+            }
+        }
+        path_a.last() < path_b.last()
+    }
+
+    fn best_tip(&self) -> Hash {
+        let leaves =
+            self.tree.keys().filter(|hash| self.children.get(*hash).is_none_or(|children| children.is_empty()));
+        leaves.fold(self.state.tip.hash, |best, &leaf| if self.is_preferred(leaf, best) { leaf } else { best })
+    }
+
+    /// Moves the canonical chain to the best branch, validating each block as it is applied; a
+    /// block that fails is removed with its descendants and the choice is made again. All
+    /// storage changes go out as one atomic `CommitBlocks`.
+    fn activate_best_chain(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let old_tip = self.state.tip;
+        let old_justified = self.state.finality.justified;
+        let old_final = self.state.finality.finalized;
+        let mut ops = Vec::new();
+        let mut abandoned: Vec<Arc<Block>> = Vec::new();
+        let mut applied: Vec<Arc<Block>> = Vec::new();
+        let mut lowest_fork_height = old_tip.height;
+        // Each round either reaches the best tip or removes an invalid block: bounded.
+        for _round in 0..=self.tree.len() {
+            let best = self.best_tip();
+            if best == self.state.tip.hash {
+                break;
+            }
+            let mut branch = vec![best];
+            let mut cursor = self.tree[&best].parent;
+            while self.canonical_hash(self.tree[&cursor].height) != Some(cursor) {
+                branch.push(cursor);
+                cursor = self.tree[&cursor].parent;
+            }
+            branch.reverse();
+            let fork_height = self.tree[&cursor].height;
+            assert!(fork_height >= self.state.finality.finalized.height, "fork choice never leaves the final block");
+            lowest_fork_height = lowest_fork_height.min(fork_height);
+            while self.state.tip.height > fork_height {
+                let height = self.state.tip.height;
+                let hash = self.canonical.pop().expect("the canonical chain reaches the tip");
+                let undo =
+                    self.undo.remove(&height).expect("undo is kept for every canonical block above the final one");
+                self.state.apply_delta(&undo);
+                abandoned.push(self.tree[&hash].block.clone());
+                ops.push(ChainOp::Rollback { height, hash, undo });
+            }
+            for hash in branch {
+                let block = self.tree[&hash].block.clone();
+                let canonical = &self.canonical;
+                let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
+                let context = BlockContext {
+                    genesis: &self.config.genesis,
+                    state: &self.state,
+                    ancestor_hash: &ancestor_hash,
+                    now_ms,
+                    cache: &self.cache,
+                    verify_threads: self.config.verify_threads,
+                };
+                match validate::validate_block(&context, block.clone()) {
+                    Ok(valid) => self.apply_valid(valid, &mut ops, &mut applied),
+                    Err(error) => {
+                        let is_early = matches!(error, BlockError::TimestampInFuture { .. });
+                        self.remove_subtree(hash);
+                        if is_early {
+                            debug!(?hash, "dropping block for now: timestamp ahead of the local clock");
+                        } else {
+                            self.reject_block(hash, &error, None, actions);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        self.finish_tip_change(old_justified, old_final, lowest_fork_height, ops, abandoned, applied, actions);
+    }
+
+    fn apply_valid(&mut self, valid: ValidBlock, ops: &mut Vec<ChainOp>, applied: &mut Vec<Arc<Block>>) {
+        let undo = apply_block(&mut self.state, &valid);
+        self.canonical.push(valid.hash);
+        self.undo.insert(valid.block.header.height, undo.clone());
+        if let Some(entry) = self.tree.get_mut(&valid.hash) {
+            entry.finality = self.state.finality.clone();
+        }
+        applied.push(valid.block.clone());
+        ops.push(ChainOp::Apply { block: valid.block, hash: valid.hash, delta: valid.delta, undo });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_tip_change(
+        &mut self,
+        old_justified: Checkpoint,
+        old_final: Checkpoint,
+        fork_height: Height,
+        ops: Vec<ChainOp>,
+        abandoned: Vec<Arc<Block>>,
+        applied: Vec<Arc<Block>>,
+        actions: &mut Vec<Action>,
+    ) {
+        let finality = self.state.finality.clone();
+        actions.push(Action::CommitBlocks(Box::new(Commit {
+            ops,
+            tip: self.state.tip,
+            justified: finality.justified,
+            finalized: finality.finalized,
+        })));
+        // Net effect: blocks rolled back and not re-applied, and blocks newly applied.
+        let applied_hashes: BTreeSet<Hash> = applied.iter().map(|block| block_hash(&block.header)).collect();
+        let abandoned_hashes: BTreeSet<Hash> = abandoned.iter().map(|block| block_hash(&block.header)).collect();
+        let rolled_back =
+            abandoned.iter().filter(|block| !applied_hashes.contains(&block_hash(&block.header))).count() as u64;
+        let newly_applied: Vec<&Arc<Block>> =
+            applied.iter().filter(|block| !abandoned_hashes.contains(&block_hash(&block.header))).collect();
+        if rolled_back > 0 {
+            actions.push(Action::Trace(TraceEvent::Reorg {
+                fork_height,
+                rolled_back,
+                applied: newly_applied.len() as u64,
+                new_tip: self.state.tip,
+            }));
+        }
+        let mut touched_senders: BTreeSet<Address> = BTreeSet::new();
+        for block in &newly_applied {
+            let header = &block.header;
+            if header.rank > 0 {
+                actions.push(Action::Trace(TraceEvent::TimeoutFired {
+                    height: header.height,
+                    skipped_ranks: header.rank,
+                }));
+            }
+            actions.push(Action::Trace(TraceEvent::BlockCommitted {
+                height: header.height,
+                hash: block_hash(header),
+                producer: header.producer,
+                rank: header.rank,
+                transfers: block.transfers.len(),
+            }));
+            touched_senders.extend(block.transfers.iter().map(|transfer| transfer.from));
+        }
+        // Transfers and reports of abandoned blocks go back to their pools.
+        for block in abandoned.iter().filter(|block| !applied_hashes.contains(&block_hash(&block.header))) {
+            for transfer in &block.transfers {
+                touched_senders.insert(transfer.from);
+                let sender = self.state.account(&transfer.from);
+                let _ = self.mempool.insert(transfer.clone(), transfer_id(transfer), &sender);
+            }
+            for report in &block.reports {
+                if let Some(validator) = self.config.genesis.validator_index(&report.node) {
+                    self.pool_report(validator as u32, report.clone());
+                }
+            }
+        }
+        let state = &self.state;
+        self.mempool.revalidate_senders(&touched_senders, |address| state.account(address));
+        for (validator, pool) in self.report_pool.iter_mut() {
+            if let Some(recorded) =
+                self.state.validators[*validator as usize].latest_report.map(|report| report.sequence)
+            {
+                pool.retain(|sequence, _| *sequence > recorded);
+            }
+        }
+        if finality.justified != old_justified {
+            actions.push(Action::Trace(TraceEvent::Justified { checkpoint: finality.justified }));
+        }
+        if finality.finalized != old_final {
+            assert!(finality.finalized.height >= old_final.height, "the final block never moves back");
+            actions.push(Action::Trace(TraceEvent::Finalized { checkpoint: finality.finalized }));
+            self.prune_below_final();
+        }
+    }
+
+    /// Removes a block and all its descendants from the tree.
+    fn remove_subtree(&mut self, root: Hash) {
+        let mut stack = vec![root];
+        while let Some(hash) = stack.pop() {
+            if let Some(entry) = self.tree.remove(&hash) {
+                if let Some(siblings) = self.children.get_mut(&entry.parent) {
+                    siblings.remove(&hash);
+                }
+            }
+            if let Some(children) = self.children.remove(&hash) {
+                stack.extend(children);
+            }
+        }
+    }
+
+    /// After finality advances: forget blocks that are below the final one or do not descend
+    /// from it, and undo data that can no longer be used.
+    fn prune_below_final(&mut self) {
+        let finalized = self.state.finality.finalized;
+        let keep: BTreeSet<Hash> = self
+            .tree
+            .iter()
+            .filter(|(hash, entry)| {
+                entry.height >= finalized.height && self.ancestor_hash(**hash, finalized.height) == Some(finalized.hash)
+            })
+            .map(|(hash, _)| *hash)
+            .collect();
+        self.tree.retain(|hash, _| keep.contains(hash));
+        self.children.retain(|hash, _| keep.contains(hash));
+        for children in self.children.values_mut() {
+            children.retain(|child| keep.contains(child));
+        }
+        self.undo.retain(|height, _| *height > finalized.height);
+        self.orphans.retain(|_, orphan| orphan.header.height > finalized.height);
+    }
+
+    /// Bounds side branches: past the limit, the lowest non-canonical leaves go first.
+    fn prune_side_blocks(&mut self) {
+        let final_height = self.state.finality.finalized.height as usize;
+        while self.tree.len() > SIDE_BLOCKS_MAX + (self.canonical.len() - final_height) {
+            let lowest_side_leaf = self
+                .tree
+                .iter()
+                .filter(|(hash, entry)| {
+                    self.canonical_hash(entry.height) != Some(**hash)
+                        && self.children.get(*hash).is_none_or(|children| children.is_empty())
+                })
+                .min_by_key(|(hash, entry)| (entry.height, **hash))
+                .map(|(hash, _)| *hash);
+            match lowest_side_leaf {
+                Some(hash) => self.remove_subtree(hash),
+                None => break,
+            }
+        }
+    }
+
+    // ---- sync ---------------------------------------------------------------------------------
+
+    fn request_sync(&mut self, now_ms: u64, peer: NodeId, actions: &mut Vec<Action>) {
+        let peer_state = self.peers.entry(peer).or_default();
+        if peer_state.sync_requested_at_ms.is_some() {
+            return;
+        }
+        peer_state.sync_requested_at_ms = Some(now_ms);
+        actions.push(Action::Trace(TraceEvent::SyncRequested { peer, have_height: self.state.tip.height }));
+        actions.push(Action::SendTo { peer, message: Message::GetBlocks { locator: self.locator() } });
+    }
+
+    /// Canonical checkpoints from the tip back to genesis: the last ten, then exponentially spaced.
+    fn locator(&self) -> Vec<Checkpoint> {
+        let mut locator = Vec::new();
+        let mut height = self.state.tip.height;
+        let mut step = 1u64;
+        loop {
+            locator.push(Checkpoint { height, hash: self.canonical[height as usize] });
+            if height == 0 || locator.len() + 1 >= LOCATOR_HASHES_MAX {
+                break;
+            }
+            if locator.len() >= 10 {
+                step = step.saturating_mul(2);
+            }
+            height = height.saturating_sub(step);
+        }
+        if locator.last().is_some_and(|last| last.height != 0) {
+            locator.push(Checkpoint { height: 0, hash: self.genesis_hash });
+        }
+        locator
+    }
+
+    fn on_get_blocks(&mut self, from: NodeId, locator: &[Checkpoint], actions: &mut Vec<Action>) {
+        let shared = locator
+            .iter()
+            .take(LOCATOR_HASHES_MAX)
+            .filter(|checkpoint| self.canonical_hash(checkpoint.height) == Some(checkpoint.hash))
+            .map(|checkpoint| checkpoint.height)
+            .max();
+        let Some(shared_height) = shared else {
+            debug!("ignoring block request: no locator checkpoint is on this chain");
+            return;
+        };
+        if shared_height >= self.state.tip.height {
+            return;
+        }
+        let from_height = shared_height + 1;
+        let to_height = self.state.tip.height.min(shared_height + SYNC_BLOCKS_PER_RESPONSE_MAX as u64);
+        actions.push(Action::ServeBlocks { peer: from, from_height, to_height });
+    }
+
+    // ---- production ---------------------------------------------------------------------------
+
+    fn my_rank(&self) -> Option<u32> {
+        let index = self.validator_index?;
+        self.next_election().iter().find(|candidate| candidate.validator_index == index).map(|candidate| candidate.rank)
+    }
+
+    fn my_eligible_time(&self) -> Option<u64> {
+        if self.produced_on_parent == Some(self.state.tip.hash) {
+            return None;
+        }
+        let rank = self.my_rank()?;
+        Some(eligible_at_ms(&self.config.genesis.parameters, self.state.tip_timestamp_ms, rank))
+    }
+
+    fn try_produce(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let (Some(rank), Some(eligible_ms)) = (self.my_rank(), self.my_eligible_time()) else {
+            return;
+        };
+        if now_ms < eligible_ms {
+            return;
+        }
+        let parameters = &self.config.genesis.parameters;
+        let height = self.state.tip.height + 1;
+        let state = &self.state;
+        let transfer_bytes_max = (parameters.block_bytes_max as usize).saturating_sub(BLOCK_BYTES_RESERVED_FOR_REPORTS);
+        let transfers = self.mempool.select_for_block(
+            |address| state.account(address),
+            parameters.block_transfers_max as usize,
+            transfer_bytes_max,
+        );
+        let per_validator_max = parameters.reports_per_validator_per_block_max as usize;
+        let reports: Vec<MetricReport> = self
+            .report_pool
+            .iter()
+            .flat_map(|(validator, pool)| {
+                let recorded = state.validators[*validator as usize].latest_report.map(|report| report.sequence);
+                pool.values()
+                    .filter(move |report| {
+                        recorded.is_none_or(|recorded| report.sequence > recorded) && report.tip.height < height
+                    })
+                    .take(per_validator_max)
+            })
+            .cloned()
+            .collect();
+        self.produced_on_parent = Some(self.state.tip.hash);
+        let canonical = &self.canonical;
+        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
+        let context = BlockContext {
+            genesis: &self.config.genesis,
+            state: &self.state,
+            ancestor_hash: &ancestor_hash,
+            now_ms,
+            cache: &self.cache,
+            verify_threads: self.config.verify_threads,
+        };
+        let built = build_block(&context, &self.config.key, rank, now_ms, transfers, reports).or_else(|error| {
+            debug!(%error, "block assembly failed: producing an empty block instead");
+            build_block(&context, &self.config.key, rank, now_ms, Vec::new(), Vec::new())
+        });
+        let valid = match built {
+            Ok(valid) => valid,
+            Err(error) => {
+                debug!(%error, "cannot produce even an empty block");
+                return;
+            }
+        };
+        actions.push(Action::Trace(TraceEvent::BlockProduced {
+            height,
+            hash: valid.hash,
+            rank,
+            transfers: valid.block.transfers.len(),
+            reports: valid.block.reports.len(),
+        }));
+        self.seen.insert(valid.hash);
+        self.on_block(now_ms, None, valid.block, true, actions);
+    }
+
+    // ---- restart --------------------------------------------------------------------------------
+
+    fn on_restored(&mut self, restored: Restored) {
+        let Restored { state, canonical_hashes, final_block, recent_blocks, last_vote, report_sequence } = restored;
+        assert_eq!(canonical_hashes.first(), Some(&self.genesis_hash), "storage belongs to this genesis");
+        assert_eq!(canonical_hashes.len() as u64, state.tip.height + 1, "one canonical hash per height");
+        let finalized = state.finality.finalized;
+        assert_eq!(
+            block_hash(&final_block.header),
+            finalized.hash,
+            "the restored final block is the state's final block"
+        );
+        // Finality after each recent block: the next block's undo holds it; the tip's is the state's.
+        let mut finality_after: Vec<FinalityState> =
+            recent_blocks.iter().skip(1).map(|(_, undo)| undo.finality.clone()).collect();
+        finality_after.push(state.finality.clone());
+        let final_finality =
+            recent_blocks.first().map_or_else(|| state.finality.clone(), |(_, undo)| undo.finality.clone());
+        self.tree.clear();
+        self.children.clear();
+        self.undo.clear();
+        self.tree.insert(
+            finalized.hash,
+            TreeEntry {
+                parent: final_block.header.prev_hash,
+                height: finalized.height,
+                rank: final_block.header.rank,
+                finality: final_finality,
+                block: final_block,
+            },
+        );
+        for ((block, undo), finality) in recent_blocks.into_iter().zip(finality_after) {
+            let hash = block_hash(&block.header);
+            let height = block.header.height;
+            self.children.entry(block.header.prev_hash).or_default().insert(hash);
+            self.tree.insert(
+                hash,
+                TreeEntry { parent: block.header.prev_hash, height, rank: block.header.rank, finality, block },
+            );
+            self.undo.insert(height, undo);
+        }
+        self.state = state;
+        self.canonical = canonical_hashes;
+        self.last_vote = last_vote;
+        self.report_sequence = report_sequence;
+        self.produced_on_parent = None;
+        self.reported_tip = None;
+        self.report_pool.clear();
+        self.orphans.clear();
+    }
+}
