@@ -1,1 +1,368 @@
-fn main() {}
+//! Criterion benchmarks of the core's hot paths, named `module::operation/key=value`.
+//!
+//! Every speed claimed here is set against the machine's limit measured in the same run:
+//! `ed25519::verify_strict/raw` is one core's strict Ed25519 verifications per second, and the
+//! summary printed at the end gives each `core::apply_block/txs=10000` variant as a ratio of it.
+//!
+//! Run with `cargo bench --bench core` (about two minutes on the 2-core dev machine). Under
+//! `cargo test --benches` criterion runs each benchmark once and the summary is skipped.
+
+use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tinychain_core::codec::transfer_signing_bytes;
+use tinychain_core::crypto::{hash_bytes, merkle_root, Keypair, SignatureCache};
+use tinychain_core::election::rank_candidates;
+use tinychain_core::finality::FinalityState;
+use tinychain_core::genesis::{genesis_block, Genesis};
+use tinychain_core::state::{ChainState, RecordedReport, ValidatorRecord};
+use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_key};
+use tinychain_core::types::{Block, Checkpoint, Hash, Height, Transfer, Vote};
+use tinychain_core::validate::{
+    apply_block, build_block, check_transfer_alone, validate_block, BlockContext, ValidBlock,
+};
+
+/// Enough entries to hold every signature of the largest block benchmarked.
+const WARM_CACHE_ENTRIES: usize = 100_000;
+
+/// How `core::apply_block` treats signatures.
+#[derive(Clone, Copy)]
+enum Verify {
+    /// An empty cache of capacity 0: every signature is verified, on this many threads.
+    Uncached { threads: usize },
+    /// A cache already holding every signature of the block (as after mempool admission).
+    Cached,
+}
+
+impl Verify {
+    const ALL: [Verify; 3] = [Verify::Uncached { threads: 1 }, Verify::Uncached { threads: 2 }, Verify::Cached];
+
+    fn label(self) -> String {
+        match self {
+            Verify::Uncached { threads } => format!("uncached_threads={threads}"),
+            Verify::Cached => "cached".to_string(),
+        }
+    }
+}
+
+/// A genesis with `txs` funded accounts and a block 1 holding one transfer from each of them.
+struct BlockSetup {
+    txs: usize,
+    genesis: Genesis,
+    state: ChainState,
+    block: Arc<Block>,
+    now_ms: u64,
+    /// Every signature of `block` (and its header) verified once.
+    warm_cache: SignatureCache,
+}
+
+impl BlockSetup {
+    fn new(txs: usize) -> BlockSetup {
+        let mut genesis = fast_genesis(4, txs);
+        genesis.parameters.block_transfers_max = u32::try_from(txs.max(10_000)).expect("a small count");
+        genesis.parameters.block_bytes_max = 8 * 1024 * 1024;
+        genesis.validate().expect("the benchmark genesis is valid");
+        let (_, state) = genesis_block(&genesis);
+        // One transfer from each account to the next: distinct senders, each funded, each
+        // recipient a different account.
+        let transfers: Vec<Transfer> = (0..txs)
+            .map(|index| {
+                let to = account_key((index + 1) % txs).address();
+                sign_transfer(&account_key(index), &genesis.chain_id, to, 1_000, 10, 0)
+            })
+            .collect();
+        let producer_id = rank_candidates(&genesis, &state.validators, &state.tip)[0].node;
+        let producer: Keypair = (0..genesis.validators.len())
+            .map(validator_key)
+            .find(|key| key.address() == producer_id)
+            .expect("the rank-0 validator is one of the genesis validators");
+        let now_ms = genesis.genesis_time_ms + genesis.parameters.block_interval_ms;
+        let build_cache = SignatureCache::new(0);
+        let ancestor_hash = genesis_ancestor(&state);
+        let context = BlockContext {
+            genesis: &genesis,
+            state: &state,
+            ancestor_hash: &ancestor_hash,
+            now_ms,
+            cache: &build_cache,
+            verify_threads: 1,
+        };
+        let built = build_block(&context, &producer, 0, now_ms, transfers, Vec::new()).expect("the block builds");
+        let block = built.block;
+        let warm_cache = SignatureCache::new(WARM_CACHE_ENTRIES);
+        let setup = BlockSetup { txs, genesis, state, block, now_ms, warm_cache };
+        // Warm the cache by validating once; this also checks the block is valid.
+        setup.validate(&setup.warm_cache, 1);
+        assert_eq!(setup.warm_cache.len(), txs + 1, "every transfer and the header are cached");
+        setup
+    }
+
+    fn validate(&self, cache: &SignatureCache, verify_threads: usize) -> ValidBlock {
+        let ancestor_hash = genesis_ancestor(&self.state);
+        let context = BlockContext {
+            genesis: &self.genesis,
+            state: &self.state,
+            ancestor_hash: &ancestor_hash,
+            now_ms: self.now_ms,
+            cache,
+            verify_threads,
+        };
+        validate_block(&context, self.block.clone()).expect("the benchmark block is valid")
+    }
+
+    /// Validate the block against the genesis state and apply it to `state` (a clone of it).
+    fn validate_and_apply(&self, state: &mut ChainState, verify: Verify, cold_cache: &SignatureCache) {
+        let valid = match verify {
+            Verify::Uncached { threads } => self.validate(cold_cache, threads),
+            Verify::Cached => self.validate(&self.warm_cache, 1),
+        };
+        black_box(apply_block(state, &valid));
+    }
+}
+
+/// `ancestor_hash` for a block extending genesis: only height 0 is known.
+fn genesis_ancestor(state: &ChainState) -> impl Fn(Height) -> Option<Hash> {
+    let genesis_hash = state.tip.hash;
+    move |height| (height == 0).then_some(genesis_hash)
+}
+
+/// A cheap deterministic generator for "random-ish" benchmark inputs (splitmix64).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+fn one_transfer() -> (Keypair, Transfer) {
+    let key = account_key(0);
+    let transfer = sign_transfer(&key, "tinychain-test", account_key(1).address(), 1_000, 10, 0);
+    (key, transfer)
+}
+
+fn bench_verify_transfer(c: &mut Criterion) {
+    let (_, transfer) = one_transfer();
+    let mut group = c.benchmark_group("core::verify_transfer");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(3));
+    // A fresh, capacity-0 cache each time: the signature really is verified.
+    group.bench_function("", |b| {
+        b.iter(|| {
+            let cache = SignatureCache::new(0);
+            check_transfer_alone(black_box("tinychain-test"), black_box(&transfer), &cache)
+                .expect("the transfer is valid")
+        })
+    });
+    group.finish();
+}
+
+/// The inputs of one raw strict verification: a decompressed key, a signature and the transfer
+/// signing bytes (the message every transfer verification checks).
+fn raw_verify_inputs() -> (ed25519_dalek::VerifyingKey, ed25519_dalek::Signature, Vec<u8>) {
+    let (key, transfer) = one_transfer();
+    let verifying_key = ed25519_dalek::VerifyingKey::from_bytes(&key.address().0).expect("a valid key");
+    let signature = ed25519_dalek::Signature::from_bytes(&transfer.signature.0);
+    (verifying_key, signature, transfer_signing_bytes(&transfer))
+}
+
+fn bench_raw_verify(c: &mut Criterion) {
+    let (key, signature, message) = raw_verify_inputs();
+    let mut group = c.benchmark_group("ed25519::verify_strict");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("raw", |b| {
+        b.iter(|| black_box(&key).verify_strict(black_box(&message), black_box(&signature)).expect("valid"))
+    });
+    group.finish();
+}
+
+fn bench_apply_block(c: &mut Criterion, setups: &[&BlockSetup]) {
+    let mut group = c.benchmark_group("core::apply_block");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    let cold_cache = SignatureCache::new(0);
+    for setup in setups {
+        group.throughput(Throughput::Elements(setup.txs as u64));
+        group.measurement_time(Duration::from_secs(if setup.txs >= 10_000 { 5 } else { 3 }));
+        for verify in Verify::ALL {
+            group.bench_function(BenchmarkId::new(format!("txs={}", setup.txs), verify.label()), |b| {
+                b.iter_batched(
+                    || setup.state.clone(),
+                    |mut state| {
+                        setup.validate_and_apply(&mut state, verify, &cold_cache);
+                        state
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_merkle_root(c: &mut Criterion) {
+    let leaves: Vec<Hash> = (0..10_000u32).map(|n| hash_bytes(&n.to_le_bytes())).collect();
+    let mut group = c.benchmark_group("core::merkle_root");
+    group.throughput(Throughput::Elements(leaves.len() as u64));
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("leaves=10000", |b| b.iter(|| merkle_root(black_box(&leaves))));
+    group.finish();
+}
+
+fn bench_election(c: &mut Criterion) {
+    const VALIDATORS: usize = 100;
+    let genesis = fast_genesis(VALIDATORS, 0);
+    let parent = Checkpoint { height: 40, hash: hash_bytes(b"parent") };
+    let mut rng = SplitMix(7);
+    // Random-ish records: most active with varied scores, some stale, some demoted, some silent.
+    let records: Vec<ValidatorRecord> = (0..VALIDATORS)
+        .map(|_| {
+            let cpu = rng.below(1_001) as u16;
+            let net = rng.below(1_001) as u16;
+            let tip_height = parent.height - rng.below(30);
+            let silent = rng.below(10) == 0;
+            ValidatorRecord {
+                latest_report: (!silent).then(|| RecordedReport {
+                    sequence: rng.below(1_000),
+                    tip: Checkpoint { height: tip_height, hash: hash_bytes(&tip_height.to_le_bytes()) },
+                    cpu,
+                    net,
+                    score: genesis.score(cpu, net),
+                }),
+                missed_turn_at: (rng.below(10) == 0).then_some(parent.height - 1),
+                blocks_produced: rng.below(100),
+            }
+        })
+        .collect();
+    let mut group = c.benchmark_group("core::election");
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function(format!("validators={VALIDATORS}"), |b| {
+        b.iter(|| rank_candidates(black_box(&genesis), black_box(&records), black_box(&parent)))
+    });
+    group.finish();
+}
+
+fn bench_finality(c: &mut Criterion) {
+    const HISTORY: u64 = 3;
+    // The chain: one checkpoint per height; the benchmarked block commits votes for the tip.
+    let chain: Vec<Checkpoint> =
+        (0..=HISTORY + 1).map(|height| Checkpoint { height, hash: hash_bytes(&height.to_le_bytes()) }).collect();
+    let by_height: BTreeMap<Height, Hash> =
+        chain.iter().map(|checkpoint| (checkpoint.height, checkpoint.hash)).collect();
+    let is_on_chain = |checkpoint: &Checkpoint| by_height.get(&checkpoint.height) == Some(&checkpoint.hash);
+    let mut group = c.benchmark_group("core::finality");
+    group.measurement_time(Duration::from_secs(3));
+    for validators in [4usize, 16, 100] {
+        let quorum = 2 * validators / 3 + 1;
+        let votes_for = |state: &FinalityState, target: Checkpoint| -> Vec<(u32, Vote)> {
+            (0..validators as u32).map(|voter| (voter, Vote { source: state.justified, target })).collect()
+        };
+        // A few blocks of history: each block commits every validator's vote for its parent.
+        let mut state = FinalityState::at_genesis(chain[0]);
+        for checkpoint in &chain[1..=HISTORY as usize] {
+            state = state.with_votes(&votes_for(&state, *checkpoint), quorum, &is_on_chain).0;
+        }
+        assert_eq!(state.justified, chain[HISTORY as usize], "the history justified its tip");
+        let votes = votes_for(&state, chain[HISTORY as usize + 1]);
+        group.throughput(Throughput::Elements(validators as u64));
+        group.bench_function(format!("validators={validators}"), |b| {
+            b.iter(|| {
+                let (next, outcomes) = black_box(&state).with_votes(black_box(&votes), quorum, &is_on_chain);
+                debug_assert_eq!(next.justified, chain[HISTORY as usize + 1]);
+                (next, outcomes)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Best of `repeats` timings of `run`, each after `setup` (setup is not timed).
+fn best_of<S>(repeats: usize, mut setup: impl FnMut() -> S, mut run: impl FnMut(S)) -> Duration {
+    (0..repeats)
+        .map(|_| {
+            let input = setup();
+            let start = Instant::now();
+            run(input);
+            start.elapsed()
+        })
+        .min()
+        .expect("at least one repeat")
+}
+
+/// A short manual measurement, so the ratios to the machine's limit print in the same run.
+fn print_summary(setup: &BlockSetup) {
+    const RAW_BATCH: u32 = 2_000;
+    let (key, signature, message) = raw_verify_inputs();
+    let raw = best_of(
+        5,
+        || (),
+        |()| {
+            for _ in 0..RAW_BATCH {
+                black_box(&key).verify_strict(black_box(&message), black_box(&signature)).expect("valid");
+            }
+        },
+    );
+    let raw_per_s = f64::from(RAW_BATCH) / raw.as_secs_f64();
+    let cold_cache = SignatureCache::new(0);
+    let per_s = |verify: Verify| -> f64 {
+        let time =
+            best_of(3, || setup.state.clone(), |mut state| setup.validate_and_apply(&mut state, verify, &cold_cache));
+        setup.txs as f64 / time.as_secs_f64()
+    };
+    let uncached_1 = per_s(Verify::Uncached { threads: 1 });
+    let uncached_2 = per_s(Verify::Uncached { threads: 2 });
+    let cached = per_s(Verify::Cached);
+    let txs = setup.txs;
+    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!();
+    println!("summary (best of a few runs, measured after the criterion benches):");
+    println!("raw verify_strict (1 core): {raw_per_s:.0}/s");
+    let ratio_1 = uncached_1 / raw_per_s;
+    println!(
+        "apply_block txs={txs} uncached threads=1: {uncached_1:.0} transfers/s = {ratio_1:.2}x raw   (target >= 0.80x: {})",
+        verdict(ratio_1 >= 0.80)
+    );
+    let ratio_2 = uncached_2 / raw_per_s;
+    println!(
+        "apply_block txs={txs} uncached threads=2: {uncached_2:.0} transfers/s = {ratio_2:.2}x raw   (target >= 1.5x: {})",
+        verdict(ratio_2 >= 1.5)
+    );
+    let speedup = cached / uncached_1;
+    println!(
+        "apply_block txs={txs} cached: {cached:.0} transfers/s = {speedup:.1}x faster than uncached threads=1   (target >= 10x: {})",
+        verdict(speedup >= 10.0)
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default().without_plots().configure_from_args();
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not (criterion's test mode).
+    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let listing = std::env::args().any(|arg| arg == "--list");
+
+    bench_verify_transfer(&mut criterion);
+    bench_raw_verify(&mut criterion);
+    let small = BlockSetup::new(1_000);
+    let large = BlockSetup::new(10_000);
+    bench_apply_block(&mut criterion, &[&small, &large]);
+    bench_merkle_root(&mut criterion);
+    bench_election(&mut criterion);
+    bench_finality(&mut criterion);
+    criterion.final_summary();
+
+    if benchmarking && !listing {
+        print_summary(&large);
+    }
+}

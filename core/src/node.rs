@@ -224,6 +224,10 @@ pub struct Node {
     latest_metrics: (u16, u16),
     produced_on_parent: Option<Hash>,
     reported_tip: Option<Checkpoint>,
+    /// When this run of the node began (the time of its first event). Until every other
+    /// validator has told us its tip, or one producer timeout has passed, the node does not
+    /// produce: a restarted node must not build on a tip it has not checked is current.
+    started_at_ms: Option<u64>,
 }
 
 impl Node {
@@ -265,6 +269,7 @@ impl Node {
             latest_metrics: (0, 0),
             produced_on_parent: None,
             reported_tip: None,
+            started_at_ms: None,
         }
     }
 
@@ -322,6 +327,9 @@ impl Node {
     #[must_use]
     pub fn step(&mut self, now_ms: u64, event: Event) -> Vec<Action> {
         let mut actions = Vec::new();
+        if self.started_at_ms.is_none() || matches!(event, Event::Restored(_)) {
+            self.started_at_ms = Some(now_ms);
+        }
         match event {
             Event::Tick => self.on_tick(now_ms, &mut actions),
             Event::MessageReceived { from, message } => self.on_message(now_ms, from, message, &mut actions),
@@ -409,6 +417,10 @@ impl Node {
             Message::Blocks(blocks) => {
                 let peer_state = self.peers.entry(from).or_default();
                 peer_state.sync_requested_at_ms = None;
+                if blocks.is_empty() {
+                    // It has nothing after our chain: whatever tip it advertised is not on offer.
+                    peer_state.tip = None;
+                }
                 let received = blocks.len();
                 for block in blocks.into_iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
                     self.on_block(now_ms, Some(from), block, false, actions);
@@ -1005,6 +1017,25 @@ impl Node {
         self.next_election().iter().find(|candidate| candidate.validator_index == index).map(|candidate| candidate.rank)
     }
 
+    /// A peer advertised a higher tip that we do not have: we are behind and syncing.
+    fn is_syncing(&self) -> bool {
+        self.peers.values().any(|peer_state| {
+            peer_state.tip.is_some_and(|tip| tip.height > self.state.tip.height && !self.knows_block(&tip))
+        })
+    }
+
+    /// Just (re)started and not every other validator has told us its tip yet.
+    fn is_warming_up(&self, now_ms: u64) -> bool {
+        let started_at_ms = self.started_at_ms.unwrap_or(now_ms);
+        if now_ms >= started_at_ms.saturating_add(self.config.genesis.parameters.producer_timeout_ms) {
+            return false;
+        }
+        let me = self.config.key.address();
+        let heard_from = self.peers.values().filter(|peer_state| peer_state.tip.is_some()).count();
+        let others = self.config.genesis.validators.iter().filter(|validator| validator.id != me).count();
+        heard_from < others
+    }
+
     fn my_eligible_time(&self) -> Option<u64> {
         if self.produced_on_parent == Some(self.state.tip.hash) {
             return None;
@@ -1018,6 +1049,14 @@ impl Node {
             return;
         };
         if now_ms < eligible_ms {
+            return;
+        }
+        if self.is_syncing() {
+            debug!(height = self.state.tip.height, "not producing: a peer has a higher tip we are fetching");
+            return;
+        }
+        if self.is_warming_up(now_ms) {
+            debug!("not producing: just started, waiting for the other validators' tips");
             return;
         }
         let parameters = &self.config.genesis.parameters;

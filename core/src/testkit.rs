@@ -302,12 +302,11 @@ impl LocalNet {
 
     /// Restarts a crashed node from its storage and reconnects it.
     pub fn restart(&mut self, index: usize) {
-        let mut node = Self::fresh_node(&self.genesis, index, &self.cache);
-        let restored = self.storage[index].restored();
-        let _ = node.step(self.now_ms, Event::Restored(Box::new(restored)));
-        self.nodes[index] = node;
+        self.nodes[index] = Self::fresh_node(&self.genesis, index, &self.cache);
         self.up[index] = true;
         self.wake_at[index] = self.now_ms;
+        let restored = self.storage[index].restored();
+        self.deliver(index, Event::Restored(Box::new(restored)));
         for other in 0..self.nodes.len() {
             if other != index {
                 let peer_other = self.nodes[other].node_id();

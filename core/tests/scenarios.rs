@@ -50,3 +50,186 @@ fn transfers_commit_and_balances_move_exactly() {
     assert_eq!(state.balances_total(), u128::from(state.supply));
     assert_eq!(state.supply, 2_000 * UNITS_PER_COIN + state.tip.height * reward);
 }
+
+/// The validator ranked first for the next block on node `observer`'s chain.
+fn next_producer(net: &LocalNet, observer: usize) -> usize {
+    let id = net.nodes[observer].next_election()[0].node;
+    net.nodes.iter().position(|node| node.node_id() == id).unwrap()
+}
+
+#[test]
+fn a_crashed_top_producer_costs_one_timeout_then_drops_to_the_end() {
+    let genesis = fast_genesis(4, 0);
+    let timeout_ms = genesis.parameters.producer_timeout_ms;
+    let interval_ms = genesis.parameters.block_interval_ms;
+    let mut net = LocalNet::new(genesis, 5);
+    net.run_until(1_000);
+    let victim = next_producer(&net, 0);
+    let crash_height = net.nodes[0].tip().height;
+    let crashed_at = net.now_ms;
+    net.crash(victim);
+    net.run_until(crashed_at + 3_000);
+    let observer = (victim + 1) % 4;
+    let commits: Vec<(u64, u64, u32)> = net
+        .committed()
+        .into_iter()
+        .filter(|(at, node, height, _)| *node == observer && *at > crashed_at && *height > crash_height)
+        .map(|(at, _, height, rank)| (at, height, rank))
+        .collect();
+    // The first block after the crash comes from rank 1 after the producer timeout...
+    let (first_at, first_height, first_rank) = commits[0];
+    assert_eq!(first_height, crash_height + 1);
+    assert_eq!(first_rank, 1, "the fallback producer is rank 1");
+    assert!(first_at - crashed_at <= timeout_ms + 50, "fallback after {} ms", first_at - crashed_at);
+    // ...and every later one at rank 0 again: the dead node sits at the end of the ranking.
+    assert!(commits[1..].iter().all(|(_, _, rank)| *rank == 0), "{commits:?}");
+    for window in commits[1..].windows(2) {
+        assert!(window[1].0 - window[0].0 <= interval_ms + 50, "{commits:?}");
+    }
+    let demoted = net.nodes[observer].next_election();
+    assert_eq!(demoted.last().unwrap().node, net.nodes[victim].node_id());
+    // Three of four validators still finalize.
+    let lag = net.nodes[observer].tip().height - net.nodes[observer].finality().finalized.height;
+    assert!(lag <= 3, "final lag {lag}");
+}
+
+#[test]
+fn a_restarted_node_resumes_from_storage_catches_up_and_never_votes_twice() {
+    let mut net = LocalNet::new(fast_genesis(4, 0), 5);
+    net.run_until(1_000);
+    let victim = 3;
+    let stored_tip = net.storage[victim].state.tip;
+    let last_vote = net.storage[victim].last_vote.expect("a running validator has voted");
+    let sequence = net.storage[victim].report_sequence;
+    net.crash(victim);
+    net.run_until(2_000);
+    net.restart(victim);
+    // Restored exactly what storage held.
+    assert_eq!(net.nodes[victim].last_vote(), Some(last_vote));
+    assert!(net.nodes[victim].tip().height >= stored_tip.height);
+    net.run_until(3_500);
+    let reference_tip = net.nodes[0].tip();
+    assert!(net.nodes[victim].tip().height + 2 >= reference_tip.height, "caught up");
+    assert_agree(&net, net.nodes[victim].tip().height.min(reference_tip.height));
+    // Its report sequence continued above the stored one, and vote targets kept rising.
+    assert!(net.nodes[victim].report_sequence() > sequence);
+    assert!(net.nodes[victim].last_vote().unwrap().target.height > last_vote.target.height);
+}
+
+#[test]
+fn a_restored_node_does_not_vote_again_at_its_last_vote_height() {
+    use tinychain_core::message::Message;
+    use tinychain_core::node::{Action, Event};
+    let mut net = LocalNet::new(fast_genesis(4, 0), 5);
+    net.run_until(600);
+    let victim = 2;
+    net.crash(victim);
+    // Restart from storage but before any new block arrives: the tip equals its last vote
+    // target, so its fresh report must carry no vote.
+    let (node, actions) = {
+        let restored = net.storage[victim].restored();
+        let config = tinychain_core::node::NodeConfig {
+            genesis: net.nodes[victim].genesis().clone(),
+            key: tinychain_core::testkit::validator_key(victim),
+            verify_threads: 1,
+            mempool: Default::default(),
+        };
+        let mut node = tinychain_core::node::Node::new(config, std::sync::Arc::new(Default::default()));
+        let actions = node.step(net.now_ms, Event::Restored(Box::new(restored)));
+        (node, actions)
+    };
+    let last_vote = node.last_vote().unwrap();
+    assert_eq!(last_vote.target, node.tip(), "it had voted for its tip before the crash");
+    let reports: Vec<_> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Broadcast { message: Message::Report(report), .. } => Some(report.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "a restarted node reports its tip once");
+    assert_eq!(reports[0].vote, None, "no second vote at the same target height");
+    assert!(reports[0].sequence > net.storage[victim].report_sequence);
+    // The persist action comes before the broadcast that carries the report.
+    let persist = actions.iter().position(|action| matches!(action, Action::PersistReportState { .. })).unwrap();
+    let broadcast = actions
+        .iter()
+        .position(|action| matches!(action, Action::Broadcast { message: Message::Report(_), .. }))
+        .unwrap();
+    assert!(persist < broadcast);
+}
+
+#[test]
+fn a_minority_partition_never_finalizes_and_adopts_the_majority_chain_on_heal() {
+    let mut net = LocalNet::new(fast_genesis(4, 0), 5);
+    net.run_until(1_000);
+    let final_before = net.nodes[0].finality().finalized;
+    let minority = 3;
+    net.partition(&[minority]);
+    net.run_until(6_000);
+    // The minority keeps producing on its own, yet never finalizes anything new.
+    let minority_node = &net.nodes[minority];
+    assert!(minority_node.tip().height > final_before.height + 2, "minority stalled at {:?}", minority_node.tip());
+    assert!(minority_node.finality().finalized.height <= final_before.height + 2);
+    let majority_final = net.nodes[0].finality().finalized;
+    assert!(majority_final.height > final_before.height + 10, "majority finalizes: {majority_final:?}");
+    // The minority's chain may even be longer; it still loses to the justified majority chain.
+    net.heal();
+    net.run_until(8_000);
+    let tip = net.nodes[0].tip().height.min(net.nodes[minority].tip().height);
+    assert_agree(&net, tip);
+    assert_eq!(net.nodes[minority].canonical_hash(majority_final.height), Some(majority_final.hash));
+    assert!(net.nodes[minority].finality().finalized.height >= majority_final.height);
+    let reorgs = net
+        .traces
+        .iter()
+        .filter(|(_, node, event)| *node == minority && matches!(event, tinychain_core::node::TraceEvent::Reorg { .. }))
+        .count();
+    assert!(reorgs >= 1, "the minority rolled back its own branch");
+}
+
+#[test]
+fn after_a_reorg_the_state_equals_a_fresh_replay_of_the_winning_chain() {
+    use std::sync::Arc;
+    use tinychain_core::crypto::SignatureCache;
+    use tinychain_core::genesis::genesis_block;
+    use tinychain_core::validate::{apply_block, validate_block, BlockContext};
+    let genesis = fast_genesis(4, 2);
+    let chain_id = genesis.chain_id.clone();
+    let mut net = LocalNet::new(genesis.clone(), 5);
+    net.run_until(500);
+    let minority = 0;
+    net.partition(&[minority]);
+    // Conflicting transfers on both sides: the minority's must be undone by the reorg.
+    let sender = account_key(0);
+    net.submit(minority, sign_transfer(&sender, &chain_id, account_key(1).address(), 7 * UNITS_PER_COIN, 10, 0));
+    net.submit(1, sign_transfer(&sender, &chain_id, account_key(1).address(), 3 * UNITS_PER_COIN, 20, 0));
+    net.run_until(3_000);
+    net.heal();
+    net.run_until(4_500);
+    let node = &net.nodes[minority];
+    // Replay the winning chain from genesis into a fresh state.
+    let (_, mut state) = genesis_block(&genesis);
+    let cache = SignatureCache::new(100_000);
+    let mut hashes = vec![state.tip.hash];
+    for height in 1..=node.tip().height {
+        let block = net.storage[minority].block_at(height).unwrap();
+        let ancestor_hash = |h: u64| hashes.get(h as usize).copied();
+        let context = BlockContext {
+            genesis: &genesis,
+            state: &state,
+            ancestor_hash: &ancestor_hash,
+            now_ms: u64::MAX / 2,
+            cache: &cache,
+            verify_threads: 1,
+        };
+        let valid = validate_block(&context, block).expect("the winning chain replays");
+        let hash = valid.hash;
+        let _undo = apply_block(&mut state, &valid);
+        hashes.push(hash);
+    }
+    assert_eq!(&state, node.state(), "in-memory state after the reorg equals a fresh replay");
+    assert_eq!(&state, &net.storage[minority].state, "stored state after the reorg equals a fresh replay");
+    assert_eq!(state.account(&account_key(1).address()).balance, 1_003 * UNITS_PER_COIN, "the majority's transfer won");
+    let _ = Arc::new(());
+}
