@@ -1,1 +1,5 @@
-fn main() {}
+//! The `tinychain` binary: a thin main over the node crate's command line.
+
+fn main() -> anyhow::Result<()> {
+    tinychain_node::cli::main()
+}

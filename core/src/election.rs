@@ -150,8 +150,8 @@ mod tests {
         let ranking = rank_candidates(&genesis, &records, &parent(10, 1));
         let order: Vec<u32> = ranking.iter().map(|candidate| candidate.validator_index).collect();
         assert_eq!(&order[..2], &[1, 0]);
-        assert_eq!(ranking[2].demotion.is_some(), true);
-        assert_eq!(ranking[3].demotion.is_some(), true);
+        assert!(ranking[2].demotion.is_some());
+        assert!(ranking[3].demotion.is_some());
         assert_eq!(
             ranking.iter().find(|c| c.validator_index == 2).unwrap().demotion,
             Some(Demotion::MissedTurn { at_height: 9 })

@@ -194,6 +194,30 @@ impl Genesis {
     }
 }
 
+/// The genesis block and the state after it. The header's `prev_hash` is the genesis spec hash,
+/// so the genesis block hash commits to every field of the genesis file.
+pub fn genesis_block(genesis: &Genesis) -> (crate::types::Block, crate::state::ChainState) {
+    use crate::types::{Block, BlockHeader, Signature};
+    let mut state = crate::state::ChainState::at_genesis(genesis, Hash::default());
+    let header = BlockHeader {
+        chain_id: genesis.chain_id.clone(),
+        height: 0,
+        prev_hash: genesis.spec_hash(),
+        timestamp_ms: genesis.genesis_time_ms,
+        producer: Address::default(),
+        rank: 0,
+        tx_root: crate::crypto::merkle_root(&[]),
+        report_root: crate::crypto::merkle_root(&[]),
+        state_root: state.root(),
+        signature: Signature::default(),
+    };
+    let hash = crate::crypto::hash_bytes(&codec::encode(&header));
+    let tip = crate::types::Checkpoint { height: 0, hash };
+    state.tip = tip;
+    state.finality = crate::finality::FinalityState::at_genesis(tip);
+    (Block { header, transfers: vec![], reports: vec![] }, state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,28 +282,4 @@ mod tests {
             assert!(3 * genesis.quorum() > 2 * count);
         }
     }
-}
-
-/// The genesis block and the state after it. The header's `prev_hash` is the genesis spec hash,
-/// so the genesis block hash commits to every field of the genesis file.
-pub fn genesis_block(genesis: &Genesis) -> (crate::types::Block, crate::state::ChainState) {
-    use crate::types::{Block, BlockHeader, Signature};
-    let mut state = crate::state::ChainState::at_genesis(genesis, Hash::default());
-    let header = BlockHeader {
-        chain_id: genesis.chain_id.clone(),
-        height: 0,
-        prev_hash: genesis.spec_hash(),
-        timestamp_ms: genesis.genesis_time_ms,
-        producer: Address::default(),
-        rank: 0,
-        tx_root: crate::crypto::merkle_root(&[]),
-        report_root: crate::crypto::merkle_root(&[]),
-        state_root: state.root(),
-        signature: Signature::default(),
-    };
-    let hash = crate::crypto::hash_bytes(&codec::encode(&header));
-    let tip = crate::types::Checkpoint { height: 0, hash };
-    state.tip = tip;
-    state.finality = crate::finality::FinalityState::at_genesis(tip);
-    (Block { header, transfers: vec![], reports: vec![] }, state)
 }

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
 /// Local policy: two nodes may differ here without disagreeing about the chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MempoolConfig {
     pub txs_max: usize,
     pub per_sender_max: usize,
@@ -98,8 +98,8 @@ pub struct Mempool {
 
 impl Mempool {
     pub fn new(config: MempoolConfig) -> Self {
-        assert!(config.txs_max > 0, "a mempool must hold at least one transfer");
-        assert!(config.per_sender_max > 0, "a sender must be allowed one pending transfer");
+        assert!(config.txs_max > 0, "txs_max must be at least 1");
+        assert!(config.per_sender_max > 0, "per_sender_max must be at least 1");
         Mempool {
             config,
             by_sender: BTreeMap::new(),
@@ -110,7 +110,9 @@ impl Mempool {
     }
 
     /// Admits `transfer` (whose id is `id`) given its sender's committed account, or explains why
-    /// not. A rejected insert changes nothing.
+    /// not. A rejected insert changes nothing. Transfers below the committed nonce that
+    /// `revalidate_senders` has not dropped yet are ignored, but still count toward the sender's
+    /// limit.
     pub fn insert(&mut self, transfer: Transfer, id: Hash, sender: &Account) -> Result<Inserted, MempoolError> {
         let plan = self.plan_insert(&transfer, &id, sender)?;
         Ok(self.apply_insert(transfer, id, plan))
@@ -227,7 +229,8 @@ impl Mempool {
 
     /// All pending transfers, highest fee first (ties by lower id), for RPC `get_mempool`.
     pub fn iter_by_fee(&self) -> impl Iterator<Item = (&Hash, &Transfer)> + '_ {
-        self.by_fee.iter().map(|(_, id)| (id, &self.entry(id).expect("by_fee indexes only pending transfers").transfer))
+        let transfer_of = |id| self.get(id).expect("by_fee indexes only pending transfers");
+        self.by_fee.iter().map(move |(_, id)| (id, transfer_of(id)))
     }
 
     /// Fee estimate to get into the next block: `min_fee` when the pool holds fewer than
@@ -333,7 +336,7 @@ impl Mempool {
             evicted.push(self.remove_entry(&evicted_sender, last_nonce).id);
             self.index_tail(&evicted_sender);
         }
-        assert!(self.len() <= self.config.txs_max, "an insert never overfills the pool");
+        assert!(self.len() <= self.config.txs_max, "inserts evict to fit");
         Inserted { replaced, evicted }
     }
 
@@ -345,11 +348,15 @@ impl Mempool {
 
     /// Callers unindex the sender's tail before and reindex it after changing its queue.
     fn add_entry(&mut self, entry: Entry) {
-        let (sender, nonce, fee, id) = (entry.transfer.from, entry.transfer.nonce, entry.transfer.fee, entry.id);
+        let Entry { transfer, id, .. } = &entry;
+        let (sender, nonce, fee, id) = (transfer.from, transfer.nonce, transfer.fee, *id);
+        let is_new_in_by_fee = self.by_fee.insert((Reverse(fee), id));
+        assert!(is_new_in_by_fee, "plan_insert rejects known ids");
+        let previous_slot = self.by_id.insert(id, (sender, nonce));
+        assert!(previous_slot.is_none(), "plan_insert rejects known ids");
         let queue = self.by_sender.entry(sender).or_default();
-        assert!(queue.insert(nonce, entry).is_none(), "a nonce slot is freed before reuse");
-        assert!(self.by_id.insert(id, (sender, nonce)).is_none(), "ids are checked unique");
-        assert!(self.by_fee.insert((Reverse(fee), id)), "ids are checked unique");
+        let previous_entry = queue.insert(nonce, entry);
+        assert!(previous_entry.is_none(), "a replaced entry is removed first");
     }
 
     fn remove_entry(&mut self, sender: &Address, nonce: u64) -> Entry {
@@ -365,24 +372,27 @@ impl Mempool {
         entry
     }
 
+    /// The `eviction_order` key of the sender's last pending transfer.
+    fn tail_key(&self, sender: &Address) -> Option<(Amount, Reverse<Hash>, Address)> {
+        let (_, last) = self.by_sender.get(sender)?.last_key_value()?;
+        Some((last.transfer.fee, Reverse(last.id), *sender))
+    }
+
     fn unindex_tail(&mut self, sender: &Address) {
-        if let Some((_, last)) = self.by_sender.get(sender).and_then(|queue| queue.last_key_value()) {
-            let was_indexed = self.eviction_order.remove(&(last.transfer.fee, Reverse(last.id), *sender));
-            assert!(was_indexed, "every sender's last transfer is in eviction_order");
+        if let Some(key) = self.tail_key(sender) {
+            let was_indexed = self.eviction_order.remove(&key);
+            assert!(was_indexed, "every sender's last transfer is indexed");
         }
     }
 
-    /// Also drops the sender's queue once it is empty.
+    /// Also drops the sender's queue once it is empty, so no queue is ever empty.
     fn index_tail(&mut self, sender: &Address) {
-        let Some(queue) = self.by_sender.get(sender) else {
-            return;
-        };
-        match queue.last_key_value() {
+        match self.tail_key(sender) {
+            Some(key) => {
+                self.eviction_order.insert(key);
+            }
             None => {
                 self.by_sender.remove(sender);
-            }
-            Some((_, last)) => {
-                self.eviction_order.insert((last.transfer.fee, Reverse(last.id), *sender));
             }
         }
     }
@@ -423,7 +433,11 @@ mod tests {
     use crate::crypto::hash_bytes;
     use crate::types::Signature;
 
-    const RICH: Account = Account { balance: 1_000_000, nonce: 0 };
+    const RICH: Account = account(1_000_000, 0);
+
+    const fn account(balance: Amount, nonce: u64) -> Account {
+        Account { balance, nonce }
+    }
 
     fn rich(_: &Address) -> Account {
         RICH
@@ -435,17 +449,14 @@ mod tests {
 
     /// A transfer from `Address([from; 32])`, and its id.
     fn transfer(from: u8, nonce: u64, amount: Amount, fee: Amount) -> (Transfer, Hash) {
-        let transfer = Transfer {
-            chain_id: "tinychain-test".into(),
-            from: address(from),
-            to: address(0xEE),
-            amount,
-            fee,
-            nonce,
-            signature: Signature([0; 64]),
-        };
+        let (to, chain_id, signature) = (address(0xEE), "test".into(), Signature([0; 64]));
+        let transfer = Transfer { chain_id, from: address(from), to, amount, fee, nonce, signature };
         let id = hash_bytes(&encode(&transfer));
         (transfer, id)
+    }
+
+    fn id(from: u8, nonce: u64, amount: Amount, fee: Amount) -> Hash {
+        transfer(from, nonce, amount, fee).1
     }
 
     fn pool(txs_max: usize, per_sender_max: usize, min_fee: Amount) -> Mempool {
@@ -455,19 +466,16 @@ mod tests {
     /// Checks that every index agrees with `by_sender`.
     fn assert_consistent(pool: &Mempool) {
         let mut tails = BTreeSet::new();
-        let mut count = 0;
         for (sender, queue) in &pool.by_sender {
             for (nonce, entry) in queue {
                 assert_eq!((entry.transfer.from, entry.transfer.nonce), (*sender, *nonce));
                 assert_eq!(pool.by_id.get(&entry.id), Some(&(*sender, *nonce)));
                 assert!(pool.by_fee.contains(&(Reverse(entry.transfer.fee), entry.id)));
-                count += 1;
             }
-            let (_, last) = queue.last_key_value().expect("no queue is empty");
-            tails.insert((last.transfer.fee, Reverse(last.id), *sender));
+            tails.insert(pool.tail_key(sender).expect("no queue is empty"));
         }
-        assert_eq!(pool.by_id.len(), count);
-        assert_eq!(pool.by_fee.len(), count);
+        let count: usize = pool.by_sender.values().map(BTreeMap::len).sum();
+        assert_eq!((pool.by_id.len(), pool.by_fee.len()), (count, count));
         assert_eq!(pool.eviction_order, tails);
         assert!(count <= pool.config.txs_max);
     }
@@ -492,71 +500,65 @@ mod tests {
     #[test]
     fn already_known_is_rejected() {
         let mut pool = pool(10, 10, 0);
-        let (tx, id) = transfer(1, 0, 10, 1);
-        insert_ok(&mut pool, (tx.clone(), id), &RICH);
-        assert_rejected(&mut pool, (tx, id), &RICH, MempoolError::AlreadyKnown { id });
-        assert!(pool.contains(&id));
+        insert_ok(&mut pool, transfer(1, 0, 10, 1), &RICH);
+        let already_known = MempoolError::AlreadyKnown { id: id(1, 0, 10, 1) };
+        assert_rejected(&mut pool, transfer(1, 0, 10, 1), &RICH, already_known);
     }
 
     #[test]
     fn nonce_below_committed_is_rejected() {
-        let mut pool = pool(10, 10, 0);
-        let sender = Account { balance: 100, nonce: 5 };
-        let expected = MempoolError::NonceTooLow { expected: 5, got: 4 };
-        assert_rejected(&mut pool, transfer(1, 4, 10, 1), &sender, expected);
+        let too_low = MempoolError::NonceTooLow { expected: 5, got: 4 };
+        assert_rejected(&mut pool(10, 10, 0), transfer(1, 4, 10, 1), &account(100, 5), too_low);
     }
 
     #[test]
     fn nonce_gap_is_rejected() {
         let mut pool = pool(10, 10, 0);
-        let expected = MempoolError::NonceGap { expected: 0, got: 1 };
-        assert_rejected(&mut pool, transfer(1, 1, 10, 1), &RICH, expected);
+        let gap = MempoolError::NonceGap { expected: 0, got: 1 };
+        assert_rejected(&mut pool, transfer(1, 1, 10, 1), &RICH, gap);
         insert_ok(&mut pool, transfer(1, 0, 10, 1), &RICH);
-        let expected = MempoolError::NonceGap { expected: 1, got: 2 };
-        assert_rejected(&mut pool, transfer(1, 2, 10, 1), &RICH, expected);
+        let gap = MempoolError::NonceGap { expected: 1, got: 2 };
+        assert_rejected(&mut pool, transfer(1, 2, 10, 1), &RICH, gap);
     }
 
     #[test]
     fn fee_below_minimum_is_rejected() {
         let mut pool = pool(10, 10, 5);
-        let expected = MempoolError::FeeBelowMinimum { minimum: 5, got: 4 };
-        assert_rejected(&mut pool, transfer(1, 0, 10, 4), &RICH, expected);
+        let below = MempoolError::FeeBelowMinimum { minimum: 5, got: 4 };
+        assert_rejected(&mut pool, transfer(1, 0, 10, 4), &RICH, below);
         insert_ok(&mut pool, transfer(1, 0, 10, 5), &RICH);
     }
 
     #[test]
     fn replacement_needs_a_strictly_higher_fee() {
         let mut pool = pool(10, 10, 0);
-        let (_, old_id) = transfer(1, 0, 10, 5);
         insert_ok(&mut pool, transfer(1, 0, 10, 5), &RICH);
         insert_ok(&mut pool, transfer(1, 1, 10, 5), &RICH);
         for fee in [4, 5] {
-            let expected = MempoolError::ReplacementFeeTooLow { pending_fee: 5, got: fee };
-            assert_rejected(&mut pool, transfer(1, 0, 11, fee), &RICH, expected);
+            let too_low = MempoolError::ReplacementFeeTooLow { pending_fee: 5, got: fee };
+            assert_rejected(&mut pool, transfer(1, 0, 11, fee), &RICH, too_low);
         }
-        let (replacement, new_id) = transfer(1, 0, 11, 6);
-        let inserted = insert_ok(&mut pool, (replacement.clone(), new_id), &RICH);
+        let inserted = insert_ok(&mut pool, transfer(1, 0, 11, 6), &RICH);
+        let old_id = id(1, 0, 10, 5);
         assert_eq!(inserted, Inserted { replaced: Some(old_id), evicted: vec![] });
         assert!(!pool.contains(&old_id));
-        assert_eq!(pool.get(&new_id), Some(&replacement));
+        assert_eq!(pool.get(&id(1, 0, 11, 6)), Some(&transfer(1, 0, 11, 6).0));
         assert_eq!(pool.len(), 2);
     }
 
     #[test]
     fn insufficient_balance_counts_lower_nonce_pending_transfers() {
         let mut pool = pool(10, 10, 0);
-        let sender = Account { balance: 100, nonce: 0 };
-        insert_ok(&mut pool, transfer(1, 0, 50, 10), &sender);
-        let expected = MempoolError::InsufficientBalance { balance: 100, needed: 101 };
-        assert_rejected(&mut pool, transfer(1, 1, 30, 11), &sender, expected);
-        insert_ok(&mut pool, transfer(1, 1, 30, 10), &sender);
-        assert_eq!(pool.select_for_block(rich, 100, usize::MAX).len(), 2);
+        insert_ok(&mut pool, transfer(1, 0, 50, 10), &account(100, 0));
+        let short = MempoolError::InsufficientBalance { balance: 100, needed: 101 };
+        assert_rejected(&mut pool, transfer(1, 1, 30, 11), &account(100, 0), short);
+        insert_ok(&mut pool, transfer(1, 1, 30, 10), &account(100, 0));
     }
 
     #[test]
     fn amount_overflow_is_rejected_not_a_panic() {
         let mut pool = pool(10, 10, 0);
-        let sender = Account { balance: u64::MAX, nonce: 0 };
+        let sender = account(u64::MAX, 0);
         let overflow = MempoolError::AmountOverflow;
         assert_rejected(&mut pool, transfer(1, 0, u64::MAX, 1), &sender, overflow.clone());
         insert_ok(&mut pool, transfer(1, 0, u64::MAX - 1, 1), &sender);
@@ -568,94 +570,91 @@ mod tests {
         let mut pool = pool(10, 2, 0);
         insert_ok(&mut pool, transfer(1, 0, 10, 1), &RICH);
         insert_ok(&mut pool, transfer(1, 1, 10, 1), &RICH);
-        let expected = MempoolError::SenderQueueFull { pending: 2 };
-        assert_rejected(&mut pool, transfer(1, 2, 10, 1), &RICH, expected);
+        let full = MempoolError::SenderQueueFull { pending: 2 };
+        assert_rejected(&mut pool, transfer(1, 2, 10, 1), &RICH, full);
         insert_ok(&mut pool, transfer(2, 0, 10, 1), &RICH);
     }
 
     #[test]
-    fn full_pool_rejects_a_fee_that_does_not_beat_the_lowest() {
+    fn full_pool_admits_only_a_fee_above_the_lowest() {
         let mut pool = pool(2, 10, 0);
         insert_ok(&mut pool, transfer(1, 0, 10, 5), &RICH);
         insert_ok(&mut pool, transfer(2, 0, 10, 7), &RICH);
-        let expected = MempoolError::PoolFull { lowest_fee: 5 };
-        assert_rejected(&mut pool, transfer(3, 0, 10, 5), &RICH, expected);
-        let (_, lowest_id) = transfer(1, 0, 10, 5);
+        let full = MempoolError::PoolFull { lowest_fee: 5 };
+        assert_rejected(&mut pool, transfer(3, 0, 10, 5), &RICH, full);
         let inserted = insert_ok(&mut pool, transfer(3, 0, 10, 6), &RICH);
-        assert_eq!(inserted, Inserted { replaced: None, evicted: vec![lowest_id] });
+        assert_eq!(inserted, Inserted { replaced: None, evicted: vec![id(1, 0, 10, 5)] });
     }
 
     #[test]
-    fn full_pool_evicts_the_lowest_fee_last_transfer_and_never_a_gap() {
+    fn full_pool_evicts_the_lowest_fee_last_transfer_and_never_leaves_a_gap() {
         let mut pool = pool(3, 10, 0);
         insert_ok(&mut pool, transfer(1, 0, 10, 1), &RICH);
         insert_ok(&mut pool, transfer(1, 1, 10, 10), &RICH);
         insert_ok(&mut pool, transfer(2, 0, 10, 5), &RICH);
         // Sender 1's nonce 0 has the lowest fee, but evicting it would strand nonce 1.
         let inserted = insert_ok(&mut pool, transfer(3, 0, 10, 6), &RICH);
-        assert_eq!(inserted.evicted, vec![transfer(2, 0, 10, 5).1]);
+        assert_eq!(inserted.evicted, vec![id(2, 0, 10, 5)]);
         assert_eq!(pool.pending_nonce(&address(1), &RICH), 2);
         // Sender 3's nonce 0 (fee 6) is now the lowest last transfer, but it is the new
         // transfer's predecessor: only other senders' last transfers may make room.
-        let expected = MempoolError::PoolFull { lowest_fee: 10 };
-        assert_rejected(&mut pool, transfer(3, 1, 10, 2), &RICH, expected);
+        let full = MempoolError::PoolFull { lowest_fee: 10 };
+        assert_rejected(&mut pool, transfer(3, 1, 10, 2), &RICH, full);
     }
 
     #[test]
     fn eviction_ties_on_fee_evict_the_higher_id() {
         let mut pool = pool(2, 10, 0);
-        let (_, first_id) = transfer(1, 0, 10, 5);
-        let (_, second_id) = transfer(2, 0, 10, 5);
         insert_ok(&mut pool, transfer(1, 0, 10, 5), &RICH);
         insert_ok(&mut pool, transfer(2, 0, 10, 5), &RICH);
         let inserted = insert_ok(&mut pool, transfer(3, 0, 10, 6), &RICH);
-        assert_eq!(inserted.evicted, vec![first_id.max(second_id)]);
-        assert!(pool.contains(&first_id.min(second_id)));
+        let (first, second) = (id(1, 0, 10, 5), id(2, 0, 10, 5));
+        assert_eq!(inserted.evicted, vec![first.max(second)]);
+        assert!(pool.contains(&first.min(second)));
     }
 
     #[test]
     fn replacement_evicts_later_transfers_it_makes_unaffordable() {
-        let mut pool = pool(10, 10, 0);
-        let sender = Account { balance: 100, nonce: 0 };
+        let (mut pool, sender) = (pool(10, 10, 0), account(100, 0));
         insert_ok(&mut pool, transfer(1, 0, 10, 1), &sender);
         insert_ok(&mut pool, transfer(1, 1, 30, 1), &sender);
         insert_ok(&mut pool, transfer(1, 2, 30, 1), &sender);
         // 42 + 31 fits in 100; adding the last 31 does not.
         let inserted = insert_ok(&mut pool, transfer(1, 0, 40, 2), &sender);
-        let expected = Inserted { replaced: Some(transfer(1, 0, 10, 1).1), evicted: vec![transfer(1, 2, 30, 1).1] };
-        assert_eq!(inserted, expected);
+        let replaced = Some(id(1, 0, 10, 1));
+        assert_eq!(inserted, Inserted { replaced, evicted: vec![id(1, 2, 30, 1)] });
         assert_eq!(pool.pending_nonce(&address(1), &sender), 2);
         // A replacement that is itself unaffordable is refused.
-        let expected = MempoolError::InsufficientBalance { balance: 100, needed: 144 };
-        assert_rejected(&mut pool, transfer(1, 1, 100, 2), &sender, expected);
+        let short = MempoolError::InsufficientBalance { balance: 100, needed: 144 };
+        assert_rejected(&mut pool, transfer(1, 1, 100, 2), &sender, short);
     }
 
     #[test]
     fn filling_a_gap_left_by_a_reorg_drops_later_transfers_it_makes_unaffordable() {
         let mut pool = pool(10, 10, 0);
-        insert_ok(&mut pool, transfer(1, 5, 40, 0), &Account { balance: 100, nonce: 5 });
-        insert_ok(&mut pool, transfer(1, 6, 40, 0), &Account { balance: 100, nonce: 5 });
-        // The block that used nonces 3 and 4 was reverted.
-        let reverted = Account { balance: 90, nonce: 3 };
+        insert_ok(&mut pool, transfer(1, 5, 40, 0), &account(100, 5));
+        insert_ok(&mut pool, transfer(1, 6, 40, 0), &account(100, 5));
+        // The block that used nonces 3 and 4 was reverted, and the balance is now 90.
+        let reverted = account(90, 3);
         assert_eq!(pool.pending_nonce(&address(1), &reverted), 3);
         insert_ok(&mut pool, transfer(1, 3, 10, 0), &reverted);
         let inserted = insert_ok(&mut pool, transfer(1, 4, 10, 0), &reverted);
-        assert_eq!(inserted.evicted, vec![transfer(1, 6, 40, 0).1]);
+        assert_eq!(inserted.evicted, vec![id(1, 6, 40, 0)]);
         assert_eq!(pool.pending_nonce(&address(1), &reverted), 6);
     }
 
     #[test]
     fn each_sender_is_selected_in_nonce_order() {
         let mut pool = pool(10, 10, 0);
-        insert_ok(&mut pool, transfer(1, 0, 10, 1), &RICH);
-        insert_ok(&mut pool, transfer(1, 1, 10, 50), &RICH);
-        insert_ok(&mut pool, transfer(1, 2, 10, 100), &RICH);
+        for (nonce, fee) in [(0, 1), (1, 50), (2, 100)] {
+            insert_ok(&mut pool, transfer(1, nonce, 10, fee), &RICH);
+        }
         insert_ok(&mut pool, transfer(2, 0, 10, 10), &RICH);
         let selected = pool.select_for_block(rich, 100, usize::MAX);
-        assert_eq!(keys(&selected), vec![(2, 0), (1, 0), (1, 1), (1, 2)]);
+        assert_eq!(keys(&selected), [(2, 0), (1, 0), (1, 1), (1, 2)]);
         assert_eq!(pool.pending_nonce(&address(1), &RICH), 3);
-        assert_eq!(pool.pending_nonce(&address(1), &Account { balance: 0, nonce: 1 }), 3);
-        assert_eq!(pool.pending_nonce(&address(9), &Account { balance: 0, nonce: 7 }), 7);
+        assert_eq!(pool.pending_nonce(&address(1), &account(0, 1)), 3);
+        assert_eq!(pool.pending_nonce(&address(9), &account(0, 7)), 7);
     }
 
     #[test]
@@ -664,9 +663,9 @@ mod tests {
         for (from, fee) in [(1, 3), (2, 9), (3, 5), (4, 5)] {
             insert_ok(&mut pool, transfer(from, 0, 10, fee), &RICH);
         }
-        let tied = if transfer(3, 0, 10, 5).1 < transfer(4, 0, 10, 5).1 { [3, 4] } else { [4, 3] };
+        let tied = if id(3, 0, 10, 5) < id(4, 0, 10, 5) { (3, 4) } else { (4, 3) };
         let selected = pool.select_for_block(rich, 100, usize::MAX);
-        assert_eq!(keys(&selected), vec![(2, 0), (tied[0], 0), (tied[1], 0), (1, 0)]);
+        assert_eq!(keys(&selected), [(2, 0), (tied.0, 0), (tied.1, 0), (1, 0)]);
         let listed: Vec<Transfer> = pool.iter_by_fee().map(|(_, tx)| tx.clone()).collect();
         assert_eq!(listed, selected);
     }
@@ -678,9 +677,10 @@ mod tests {
             insert_ok(&mut pool, transfer(from, 0, 10, u64::from(from)), &RICH);
         }
         let size_bytes = encode(&transfer(1, 0, 10, 1).0).len();
-        assert_eq!(keys(&pool.select_for_block(rich, 3, usize::MAX)), vec![(5, 0), (4, 0), (3, 0)]);
+        let by_count = pool.select_for_block(rich, 3, usize::MAX);
+        assert_eq!(keys(&by_count), [(5, 0), (4, 0), (3, 0)]);
         let by_bytes = pool.select_for_block(rich, 100, 3 * size_bytes - 1);
-        assert_eq!(keys(&by_bytes), vec![(5, 0), (4, 0)]);
+        assert_eq!(keys(&by_bytes), [(5, 0), (4, 0)]);
         assert!(pool.select_for_block(rich, 100, size_bytes - 1).is_empty());
         assert!(pool.select_for_block(rich, 0, usize::MAX).is_empty());
     }
@@ -688,25 +688,23 @@ mod tests {
     #[test]
     fn select_starts_each_sender_exactly_at_its_committed_nonce() {
         let mut pool = pool(10, 10, 0);
-        let at_five = Account { balance: 100, nonce: 5 };
-        insert_ok(&mut pool, transfer(1, 5, 10, 9), &at_five);
-        insert_ok(&mut pool, transfer(1, 6, 10, 9), &at_five);
+        insert_ok(&mut pool, transfer(1, 5, 10, 9), &account(100, 5));
+        insert_ok(&mut pool, transfer(1, 6, 10, 9), &account(100, 5));
         insert_ok(&mut pool, transfer(2, 0, 10, 1), &RICH);
-        let committed_nonce_of = |nonce: u64| {
+        let sender_1_at = |nonce| {
             move |sender: &Address| {
                 if *sender == address(1) {
-                    Account { balance: 100, nonce }
+                    account(100, nonce)
                 } else {
                     RICH
                 }
             }
         };
         // A reorg moved sender 1 back to nonce 3: its transfers wait for the gap to be filled.
-        let selected = pool.select_for_block(committed_nonce_of(3), 100, usize::MAX);
-        assert_eq!(keys(&selected), vec![(2, 0)]);
+        assert_eq!(keys(&pool.select_for_block(sender_1_at(3), 100, usize::MAX)), [(2, 0)]);
         // Nonce 5 was committed but not yet revalidated away: start at 6.
-        let selected = pool.select_for_block(committed_nonce_of(6), 100, usize::MAX);
-        assert_eq!(keys(&selected), vec![(1, 6), (2, 0)]);
+        let selected = pool.select_for_block(sender_1_at(6), 100, usize::MAX);
+        assert_eq!(keys(&selected), [(1, 6), (2, 0)]);
     }
 
     #[test]
@@ -715,37 +713,41 @@ mod tests {
         insert_ok(&mut pool, transfer(1, 0, 50, 2), &RICH);
         insert_ok(&mut pool, transfer(1, 1, 50, 2), &RICH);
         insert_ok(&mut pool, transfer(2, 0, 50, 1), &RICH);
-        let balances = |sender: &Address| {
-            let balance = if *sender == address(1) { 60 } else { u64::MAX };
-            Account { balance, nonce: 0 }
+        let sender_1_has_60 = |sender: &Address| {
+            if *sender == address(1) {
+                account(60, 0)
+            } else {
+                RICH
+            }
         };
-        let selected = pool.select_for_block(balances, 100, usize::MAX);
-        assert_eq!(keys(&selected), vec![(1, 0), (2, 0)]);
+        let selected = pool.select_for_block(sender_1_has_60, 100, usize::MAX);
+        assert_eq!(keys(&selected), [(1, 0), (2, 0)]);
     }
 
     #[test]
     fn revalidate_drops_committed_and_unaffordable_transfers() {
         let mut pool = pool(10, 10, 0);
-        for (from, nonce) in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (3, 0)] {
-            insert_ok(&mut pool, transfer(from, nonce, 10, 1), &RICH);
+        let pending = [(1, 0, 10), (1, 1, 10), (1, 2, 10), (1, 3, 1), (2, 0, 10), (2, 1, 10)];
+        for (from, nonce, amount) in pending.into_iter().chain([(3, 0, 10)]) {
+            insert_ok(&mut pool, transfer(from, nonce, amount, 1), &RICH);
         }
         let after_block = |sender: &Address| match sender.0[0] {
-            // Nonce 0 was committed; 15 left pays for nonce 1 but not nonce 2.
-            1 => Account { balance: 15, nonce: 1 },
+            // Nonce 0 was committed; 15 left pays for nonce 1 but not nonce 2, and nonce 3
+            // (which alone would fit) cannot be used without nonce 2.
+            1 => account(15, 1),
             // Nonce 0 is no longer affordable, so nonce 1 can never be used either.
-            2 => Account { balance: 5, nonce: 0 },
-            _ => Account { balance: 0, nonce: 0 },
+            2 => account(5, 0),
+            _ => account(0, 0),
         };
         let senders: BTreeSet<Address> = [address(2), address(1), address(4)].into();
         let removed = pool.revalidate_senders(&senders, after_block);
-        let expected: Vec<Hash> =
-            [(1, 0), (1, 2), (2, 0), (2, 1)].into_iter().map(|(from, nonce)| transfer(from, nonce, 10, 1).1).collect();
-        assert_eq!(removed, expected);
+        let dropped = [(1, 0, 10), (1, 2, 10), (1, 3, 1), (2, 0, 10), (2, 1, 10)];
+        assert_eq!(removed, dropped.map(|(from, nonce, amount)| id(from, nonce, amount, 1)));
         assert_consistent(&pool);
         // Sender 3 was not named, so it is untouched even though it can no longer pay.
         assert_eq!(pool.len(), 2);
-        assert!(pool.contains(&transfer(3, 0, 10, 1).1));
-        assert_eq!(pool.pending_nonce(&address(1), &after_block(&address(1))), 2);
+        assert!(pool.contains(&id(3, 0, 10, 1)));
+        assert_eq!(pool.pending_nonce(&address(1), &account(15, 1)), 2);
         assert!(pool.revalidate_senders(&senders, after_block).is_empty());
     }
 
@@ -756,42 +758,30 @@ mod tests {
         for (from, fee) in [(1, 20), (2, 10), (3, 30)] {
             insert_ok(&mut pool, transfer(from, 0, 10, fee), &RICH);
         }
-        assert_eq!(pool.estimate_fee(4), 2);
-        assert_eq!(pool.estimate_fee(3), 11);
-        assert_eq!(pool.estimate_fee(1), 31);
-        assert_eq!(pool.estimate_fee(0), 2);
+        let estimates = [0, 1, 3, 4].map(|transfers_max| pool.estimate_fee(transfers_max));
+        assert_eq!(estimates, [2, 31, 11, 2]);
     }
 
     #[test]
     fn arrival_order_across_senders_does_not_change_the_pool_or_the_block() {
-        let per_sender: Vec<Vec<(Transfer, Hash)>> = (1..=4u8)
-            .map(|from| {
-                (0..3u64).map(|nonce| transfer(from, nonce, 10, (u64::from(from) * 7 + nonce * 5) % 6)).collect()
-            })
-            .collect();
-        let fill = |sender_order: [usize; 4], round_robin: bool| {
-            let mut pool = pool(100, 10, 0);
-            let mut arrivals = Vec::new();
-            if round_robin {
-                for nonce in 0..3 {
-                    arrivals.extend(sender_order.iter().map(|s| per_sender[*s][nonce].clone()));
-                }
-            } else {
-                for s in sender_order {
-                    arrivals.extend(per_sender[s].iter().cloned());
-                }
+        // Four senders with three nonces each and a spread of fees (ties included).
+        let arrival = |from: u8, nonce: u64| transfer(from, nonce, 10, (u64::from(from) * 7 + nonce * 5) % 6);
+        let mut sender_by_sender = pool(100, 10, 0);
+        for from in 1..=4 {
+            for nonce in 0..3 {
+                insert_ok(&mut sender_by_sender, arrival(from, nonce), &RICH);
             }
-            for arrival in arrivals {
-                insert_ok(&mut pool, arrival, &RICH);
+        }
+        let mut interleaved = pool(100, 10, 0);
+        for nonce in 0..3 {
+            for from in [4, 2, 1, 3] {
+                insert_ok(&mut interleaved, arrival(from, nonce), &RICH);
             }
-            pool
-        };
-        let first = fill([0, 1, 2, 3], false);
-        let second = fill([3, 1, 0, 2], true);
-        assert_eq!(first, second);
-        let block = first.select_for_block(rich, 7, usize::MAX);
+        }
+        assert_eq!(sender_by_sender, interleaved);
+        let block = sender_by_sender.select_for_block(rich, 7, usize::MAX);
         assert_eq!(block.len(), 7);
-        assert_eq!(block, second.select_for_block(rich, 7, usize::MAX));
-        assert!(first.iter_by_fee().eq(second.iter_by_fee()));
+        assert_eq!(block, interleaved.select_for_block(rich, 7, usize::MAX));
+        assert!(sender_by_sender.iter_by_fee().eq(interleaved.iter_by_fee()));
     }
 }

@@ -85,6 +85,8 @@ pub enum Event {
 }
 
 /// One step of a storage transaction.
+// Both variants are a few hundred bytes and live briefly in a short Vec: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum ChainOp {
     /// Undo the canonical block at `height`: write `undo` into the state, drop the height index.

@@ -291,7 +291,8 @@ pub fn validate_block(context: &BlockContext<'_>, block: Arc<Block>) -> Result<V
         });
     }
     verify_body_signatures(context, &block)?;
-    let (mut delta, votes_ignored, state_root) = compute_delta(context, header, &block.transfers, &block.reports)?;
+    let BlockEffects { mut delta, votes_ignored, state_root } =
+        compute_delta(context, header, &block.transfers, &block.reports)?;
     if state_root != header.state_root {
         return Err(BlockError::StateRootMismatch { expected: state_root, got: header.state_root });
     }
@@ -329,6 +330,13 @@ fn verify_body_signatures(context: &BlockContext<'_>, block: &Block) -> Result<(
     }
 }
 
+/// What a block does to the state, computed without changing it.
+struct BlockEffects {
+    delta: StateDelta,
+    votes_ignored: Vec<(NodeId, VoteIgnored)>,
+    state_root: Hash,
+}
+
 /// The state change of a block with this header and body on top of `context.state`, assuming
 /// signatures were checked. Order: pay the producer reward + fees, apply transfers in order,
 /// record the reports, mark validators that missed their turn, count the votes.
@@ -337,7 +345,7 @@ fn compute_delta(
     header: &BlockHeader,
     transfers: &[Transfer],
     reports: &[MetricReport],
-) -> Result<(StateDelta, Vec<(NodeId, VoteIgnored)>, Hash), BlockError> {
+) -> Result<BlockEffects, BlockError> {
     let genesis = context.genesis;
     let state = context.state;
     let parent = context.parent();
@@ -452,7 +460,7 @@ fn compute_delta(
         finality,
         supply,
     };
-    Ok((delta, votes_ignored, state_root))
+    Ok(BlockEffects { delta, votes_ignored, state_root })
 }
 
 /// Writes a validated block's delta into the state and returns the undo delta.
@@ -491,7 +499,7 @@ pub fn build_block(
         state_root: Hash::default(),
         signature: Signature::default(),
     };
-    let (mut delta, votes_ignored, state_root) = compute_delta(context, &header, &transfers, &reports)?;
+    let BlockEffects { mut delta, votes_ignored, state_root } = compute_delta(context, &header, &transfers, &reports)?;
     header.state_root = state_root;
     header.signature = producer.sign(&header_signing_bytes(&header));
     let hash = block_hash(&header);

@@ -1,5 +1,8 @@
 //! Whole-node scenarios on the lock-step `LocalNet`: real `Node`s, real codec, virtual time.
 
+// Test helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, LocalNet};
 use tinychain_core::types::UNITS_PER_COIN;
 

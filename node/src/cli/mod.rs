@@ -1,0 +1,30 @@
+//! The `tinychain` command line: parses arguments with clap and dispatches to one module per
+//! subcommand, so work on different subcommands does not collide.
+
+mod check_genesis;
+
+use clap::{Parser, Subcommand};
+
+/// tinychain: a permissioned, account-based blockchain node with a metric-elected block
+/// producer and Casper-FFG finality.
+#[derive(Debug, Parser)]
+#[command(name = "tinychain", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a genesis file: parse it, validate every field, and print its chain id, validators,
+    /// allocations, parameters and genesis block hash (which every node of the chain must share).
+    CheckGenesis(check_genesis::Args),
+}
+
+/// Parses the process arguments and runs the chosen subcommand.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckGenesis(args) => check_genesis::run(&args),
+    }
+}
