@@ -612,7 +612,11 @@ impl Node {
             }
             return;
         }
-        if relay {
+        // A received block is relayed at once (it passed the checks that need no state); our
+        // own block only after it is committed, so a crash cannot make us sign a second block
+        // at the same height after restart.
+        let own_block = from.is_none().then(|| block.clone());
+        if relay && from.is_some() {
             actions.push(Action::Broadcast { message: Message::Block(block.clone()), except: from });
         }
         // Insert it, then any held orphans that descend from it.
@@ -636,6 +640,9 @@ impl Node {
         }
         self.prune_side_blocks();
         self.activate_best_chain(now_ms, actions);
+        if let (true, Some(block)) = (relay, own_block) {
+            actions.push(Action::Broadcast { message: Message::Block(block), except: None });
+        }
     }
 
     fn reject_block(&mut self, hash: Hash, error: &BlockError, from: Option<NodeId>, actions: &mut Vec<Action>) {
