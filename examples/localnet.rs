@@ -20,13 +20,11 @@ fn main() {
     println!("4 validators, 2 s blocks, 20 ms links; {seconds} virtual seconds\n");
     println!("{:>7}  {:>6}  {:<6} {:>4}  {:>9}", "time", "height", "by", "rank", "transfers");
     let mut printed = 0;
-    let mut nonce = 0;
     for second in 1..=seconds {
         // One transfer a second from account 0 to account 1.
         let transfer =
             sign_transfer(&account_key(0), &chain_id, account_key(1).address(), UNITS_PER_COIN, 1_000, nonce);
         net.submit((second % 4) as usize, transfer);
-        nonce += 1;
         net.run_until(second * 1_000);
         for (at_ms, node, event) in &net.traces[printed..] {
             if let (0, TraceEvent::BlockCommitted { height, producer, rank, transfers, .. }) = (node, event) {
