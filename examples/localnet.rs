@@ -22,6 +22,7 @@ fn main() {
     let mut printed = 0;
     for second in 1..=seconds {
         // One transfer a second from account 0 to account 1.
+        let nonce = second - 1;
         let transfer =
             sign_transfer(&account_key(0), &chain_id, account_key(1).address(), UNITS_PER_COIN, 1_000, nonce);
         net.submit((second % 4) as usize, transfer);
