@@ -419,16 +419,19 @@ impl Node {
             Message::Blocks(blocks) => {
                 let peer_state = self.peers.entry(from).or_default();
                 peer_state.sync_requested_at_ms = None;
-                if blocks.is_empty() {
-                    // It has nothing after our chain: whatever tip it advertised is not on offer.
-                    peer_state.tip = None;
-                }
-                let received = blocks.len();
+                let known_before = self.tree.len() + self.orphans.len();
                 for block in blocks.into_iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
                     self.on_block(now_ms, Some(from), block, false, actions);
                 }
-                let peer_tip = self.peers.get(&from).and_then(|peer_state| peer_state.tip);
-                if received > 0 && peer_tip.is_some_and(|tip| !self.knows_block(&tip)) {
+                let learned_something = self.tree.len() + self.orphans.len() != known_before;
+                let peer_state = self.peers.entry(from).or_default();
+                if !learned_something {
+                    // Nothing new: whatever tip it advertised is not on its canonical chain any
+                    // more. Stop asking (and stop holding production back) until it says more.
+                    peer_state.tip = None;
+                }
+                let peer_tip = peer_state.tip;
+                if learned_something && peer_tip.is_some_and(|tip| !self.knows_block(&tip)) {
                     self.request_sync(now_ms, from, actions);
                 }
             }

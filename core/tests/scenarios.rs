@@ -236,3 +236,34 @@ fn after_a_reorg_the_state_equals_a_fresh_replay_of_the_winning_chain() {
     assert_eq!(state.account(&account_key(1).address()).balance, 1_003 * UNITS_PER_COIN, "the majority's transfer won");
     let _ = Arc::new(());
 }
+
+#[test]
+fn a_node_far_behind_syncs_in_several_rounds_and_then_produces_again() {
+    let mut net = LocalNet::new(fast_genesis(4, 0), 5);
+    net.run_until(500);
+    let victim = 1;
+    net.crash(victim);
+    // 100 ms blocks for 20 s: about 200 blocks, several 64-block sync responses.
+    net.run_until(20_500);
+    let behind = net.nodes[0].tip().height - net.storage[victim].state.tip.height;
+    assert!(behind > 150, "the node should be far behind, is {behind} blocks");
+    net.restart(victim);
+    net.run_until(23_000);
+    assert!(net.nodes[victim].tip().height + 2 >= net.nodes[0].tip().height);
+    assert_agree(&net, net.nodes[victim].tip().height.min(net.nodes[0].tip().height));
+    let sync_requests = net
+        .traces
+        .iter()
+        .filter(|(at, node, event)| {
+            *node == victim && *at >= 20_500 && matches!(event, tinychain_core::node::TraceEvent::SyncRequested { .. })
+        })
+        .count();
+    assert!(sync_requests >= 3, "expected several sync rounds, saw {sync_requests}");
+    // Once caught up and reporting again, it is back in the rotation (which rank it gets
+    // depends on the tie-break, so allow a few more seconds).
+    net.run_until(30_000);
+    let produced = net.traces.iter().any(|(at, node, event)| {
+        *node == victim && *at > 21_000 && matches!(event, tinychain_core::node::TraceEvent::BlockProduced { .. })
+    });
+    assert!(produced, "the restarted validator is back in the rotation");
+}
