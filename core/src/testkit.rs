@@ -157,6 +157,9 @@ pub struct LocalNet {
     pub up: Vec<bool>,
     /// `blocked[a][b]`: messages from a to b are dropped.
     pub blocked: Vec<Vec<bool>>,
+    /// `extra_delay_ms[a][b]`: added to `latency_ms` on the link from a to b (to vary delivery
+    /// orders and make producers race).
+    pub extra_delay_ms: Vec<Vec<u64>>,
     pub traces: Vec<(u64, usize, TraceEvent)>,
     wake_at: Vec<u64>,
     queue: BTreeMap<(u64, u64), (usize, usize, Message)>,
@@ -178,6 +181,7 @@ impl LocalNet {
             storage,
             up: vec![true; count],
             blocked: vec![vec![false; count]; count],
+            extra_delay_ms: vec![vec![0; count]; count],
             traces: Vec::new(),
             wake_at: vec![0; count],
             queue: BTreeMap::new(),
@@ -253,7 +257,8 @@ impl LocalNet {
         // Every message goes through the real codec, as on the wire.
         let decoded = Message::decode(&message.encode()).expect("the codec round-trips every message");
         self.sequence += 1;
-        self.queue.insert((self.now_ms + self.latency_ms, self.sequence), (from, to, decoded));
+        let delay_ms = self.latency_ms + self.extra_delay_ms[from][to];
+        self.queue.insert((self.now_ms + delay_ms, self.sequence), (from, to, decoded));
     }
 
     /// Runs until virtual time `until_ms`, delivering messages and ticks in time order.
