@@ -982,24 +982,47 @@ impl Node {
         actions.push(Action::SendTo { peer, message: Message::GetBlocks { locator: self.locator() } });
     }
 
-    /// Canonical checkpoints from the tip back to genesis: the last ten, then exponentially spaced.
+    /// Checkpoints the peer can match against its canonical chain: first along the highest
+    /// side branch we hold (which may be one we are still fetching, so the next response
+    /// continues it instead of repeating itself), then along our canonical chain; each from its
+    /// tip back to genesis, the last ten densely, then exponentially spaced.
     fn locator(&self) -> Vec<Checkpoint> {
+        let highest_side_leaf = self
+            .tree
+            .iter()
+            .filter(|(hash, _)| {
+                **hash != self.state.tip.hash && self.children.get(*hash).is_none_or(|children| children.is_empty())
+            })
+            .max_by_key(|(hash, entry)| (entry.height, std::cmp::Reverse(**hash)))
+            .map(|(hash, entry)| Checkpoint { height: entry.height, hash: *hash });
         let mut locator = Vec::new();
-        let mut height = self.state.tip.height;
+        let half = LOCATOR_HASHES_MAX / 2;
+        if let Some(leaf) = highest_side_leaf {
+            locator.extend(self.locator_along(leaf, half));
+        }
+        let budget = LOCATOR_HASHES_MAX - locator.len();
+        locator.extend(self.locator_along(self.state.tip, budget));
+        locator
+    }
+
+    fn locator_along(&self, tip: Checkpoint, budget: usize) -> Vec<Checkpoint> {
+        let mut locator = Vec::new();
+        let mut height = tip.height;
         let mut step = 1u64;
-        loop {
-            locator.push(Checkpoint { height, hash: self.canonical[height as usize] });
-            if height == 0 || locator.len() + 1 >= LOCATOR_HASHES_MAX {
+        while locator.len() + 1 < budget {
+            let Some(hash) = self.ancestor_hash(tip.hash, height) else {
                 break;
+            };
+            locator.push(Checkpoint { height, hash });
+            if height == 0 {
+                return locator;
             }
             if locator.len() >= 10 {
                 step = step.saturating_mul(2);
             }
             height = height.saturating_sub(step);
         }
-        if locator.last().is_some_and(|last| last.height != 0) {
-            locator.push(Checkpoint { height: 0, hash: self.genesis_hash });
-        }
+        locator.push(Checkpoint { height: 0, hash: self.genesis_hash });
         locator
     }
 

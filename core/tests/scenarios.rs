@@ -267,3 +267,32 @@ fn a_node_far_behind_syncs_in_several_rounds_and_then_produces_again() {
     });
     assert!(produced, "the restarted validator is back in the rotation");
 }
+
+/// Regression (found by `finality_safety`): two halves that forked long ago, neither holding a
+/// quorum, must converge after the heal. Sync used to fetch 64 blocks of the other branch and
+/// then ask again with a locator of its own canonical chain only, getting the same 64 blocks
+/// forever; the locator now follows the highest side branch too.
+#[test]
+fn halves_that_forked_long_ago_converge_and_finalize_after_the_heal() {
+    let mut net = LocalNet::new(fast_genesis(5, 0), 5);
+    net.run_until(305);
+    net.partition(&[2, 3]);
+    net.run_until(7_885);
+    net.partition(&[0, 1]);
+    net.run_until(9_808);
+    let final_before = net.nodes[0].finality().finalized.height;
+    net.heal();
+    let healed_at = net.now_ms;
+    net.run_until(healed_at + 4_000);
+    let tip = net.nodes.iter().map(|node| node.tip().height).min().unwrap();
+    assert_agree(&net, tip);
+    for node in &net.nodes {
+        assert!(
+            node.finality().finalized.height > final_before + 50,
+            "finality resumed: {:?}",
+            node.finality().finalized
+        );
+        assert!(node.tip().height - node.finality().finalized.height <= 3);
+        assert_eq!(node.side_blocks(), 0, "the losing branch was pruned once finality passed it");
+    }
+}
