@@ -96,7 +96,9 @@ pub enum GenesisError {
     BadValidatorKey { index: usize },
     #[error("allocations: {address} is listed twice")]
     DuplicateAllocation { address: Address },
-    #[error("allocations: the total exceeds the largest amount (u64 base units)")]
+    #[error(
+        "allocations: the total exceeds half the largest amount (u64 base units), leaving no room for block rewards"
+    )]
     AllocationOverflow,
     #[error("parameters.{field}: {reason}")]
     BadParameter { field: &'static str, reason: String },
@@ -137,6 +139,11 @@ impl Genesis {
                 return Err(GenesisError::DuplicateAllocation { address: allocation.address });
             }
             total = total.checked_add(allocation.amount).ok_or(GenesisError::AllocationOverflow)?;
+        }
+        // Rewards add to the supply forever: keep at least half of u64 for them (centuries of
+        // blocks at any sane reward), so no block can fail for lack of room.
+        if total > u64::MAX / 2 {
+            return Err(GenesisError::AllocationOverflow);
         }
         let parameters = &self.parameters;
         let bad =
@@ -260,6 +267,18 @@ mod tests {
         genesis.validators.clear();
         assert_eq!(genesis.validate(), Err(GenesisError::NoValidators));
         assert_eq!(sample().validate(), Ok(()));
+    }
+
+    #[test]
+    fn allocations_must_leave_room_for_rewards() {
+        let mut genesis = sample();
+        genesis.allocations[0].amount = u64::MAX / 2;
+        assert_eq!(genesis.validate(), Ok(()));
+        genesis.allocations[0].amount = u64::MAX / 2 + 1;
+        assert_eq!(genesis.validate(), Err(GenesisError::AllocationOverflow));
+        genesis.allocations[0].amount = u64::MAX;
+        genesis.allocations.push(Allocation { address: Address([9; 32]), amount: 1 });
+        assert_eq!(genesis.validate(), Err(GenesisError::AllocationOverflow));
     }
 
     #[test]

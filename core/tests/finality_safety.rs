@@ -36,7 +36,11 @@ fn check_safety(net: &LocalNet) {
     for (_, node, event) in &net.traces {
         if let TraceEvent::Finalized { checkpoint } = event {
             let previous = final_at_height.entry(checkpoint.height).or_insert(*checkpoint);
-            assert_eq!(previous, checkpoint, "node {node} finalized a conflicting block at height {}", checkpoint.height);
+            assert_eq!(
+                previous, checkpoint,
+                "node {node} finalized a conflicting block at height {}",
+                checkpoint.height
+            );
         }
     }
     for a in 0..net.nodes.len() {
