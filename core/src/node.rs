@@ -887,7 +887,11 @@ impl Node {
             for transfer in &block.transfers {
                 touched_senders.insert(transfer.from);
                 let sender = self.state.account(&transfer.from);
-                let _ = self.mempool.insert(transfer.clone(), transfer_id(transfer), &sender);
+                // Back in the pool, and gossiped again: peers on the winning branch may never
+                // have seen it (it may have travelled only inside the abandoned block).
+                if self.mempool.insert(transfer.clone(), transfer_id(transfer), &sender).is_ok() {
+                    actions.push(Action::Broadcast { message: Message::Transfer(transfer.clone()), except: None });
+                }
             }
             for report in &block.reports {
                 if let Some(validator) = self.config.genesis.validator_index(&report.node) {

@@ -296,3 +296,40 @@ fn halves_that_forked_long_ago_converge_and_finalize_after_the_heal() {
         assert_eq!(node.side_blocks(), 0, "the losing branch was pruned once finality passed it");
     }
 }
+
+#[test]
+fn a_transfer_only_the_minority_committed_is_regossiped_and_commits_on_the_winning_chain() {
+    let genesis = fast_genesis(4, 2);
+    let chain_id = genesis.chain_id.clone();
+    let mut net = LocalNet::new(genesis, 5);
+    net.run_until(500);
+    let minority = 0;
+    net.partition(&[minority]);
+    let sender = account_key(0);
+    let recipient = account_key(1).address();
+    net.submit(minority, sign_transfer(&sender, &chain_id, recipient, 2 * UNITS_PER_COIN, 5, 0));
+    // Let the minority produce a block with it (its rank comes up within a few blocks).
+    net.run_until(4_000);
+    let minority_included = net.storage[minority].blocks.values().any(|(block, _)| !block.transfers.is_empty());
+    assert!(minority_included, "the minority committed the transfer on its branch");
+    assert_eq!(net.nodes[1].state().account(&sender.address()).nonce, 0, "the majority never saw it");
+    net.heal();
+    // Step until the minority has rolled back its branch, then crash it at once: from then on
+    // only the re-gossiped copy can bring the transfer to the majority.
+    let has_reorged = |net: &LocalNet| {
+        net.traces.iter().any(|(_, node, event)| {
+            *node == minority && matches!(event, tinychain_core::node::TraceEvent::Reorg { .. })
+        })
+    };
+    while !has_reorged(&net) {
+        let next = net.now_ms + 1;
+        net.run_until(next);
+        assert!(net.now_ms < 6_000, "the minority reorganises after the heal");
+    }
+    net.crash(minority);
+    net.run_until(8_000);
+    for node in &net.nodes[1..] {
+        assert_eq!(node.state().account(&sender.address()).nonce, 1, "committed on the winning chain");
+        assert_eq!(node.state().account(&recipient).balance, 1_002 * UNITS_PER_COIN);
+    }
+}
