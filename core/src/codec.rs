@@ -40,6 +40,12 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     options(u64::MAX).serialize(value).expect("protocol types always encode")
 }
 
+/// The length `encode` would produce, computed without allocating the bytes.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let length = options(u64::MAX).serialized_size(value).expect("protocol types always encode");
+    usize::try_from(length).expect("an encoded value fits in memory")
+}
+
 /// Decodes one value that must use all of `bytes`, allocating no more than `limit_bytes`.
 pub fn decode_limited<T: DeserializeOwned>(
     what: &'static str,
@@ -145,6 +151,7 @@ mod tests {
         // The wire form is the same fields (without the tag) followed by the 64 signature bytes.
         let wire = encode(&transfer);
         assert_eq!(wire.len(), 8 + 1 + 32 + 32 + 8 + 8 + 8 + 64);
+        assert_eq!(encoded_len(&transfer), wire.len());
         assert_eq!(&wire[wire.len() - 64..], &[9; 64]);
     }
 }

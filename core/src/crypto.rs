@@ -163,42 +163,59 @@ impl SignatureCache {
         valid
     }
 
-    /// Verifies many signatures, the uncached ones split across `threads` scoped threads.
-    /// Returns the index of the first invalid item, if any. The answer is the same for every
-    /// thread count.
-    pub fn verify_all(&self, items: &[(Address, Vec<u8>, Signature)], threads: usize) -> Option<usize> {
-        let keys: Vec<Hash> =
-            items.iter().map(|(signer, message, signature)| cache_key(signer, message, signature)).collect();
-        let uncached: Vec<usize> = (0..items.len()).filter(|&index| !self.contains(&keys[index])).collect();
-        let threads = threads.clamp(1, 64).min(uncached.len().max(1));
-        let check = |indexes: &[usize]| -> Vec<(usize, bool)> {
-            indexes
-                .iter()
-                .map(|&index| {
-                    let (signer, message, signature) = &items[index];
-                    (index, verify_strict(signer, message, signature))
-                })
-                .collect()
+    /// Verifies `count` signatures, split across `threads` scoped threads. `item(index)` builds
+    /// the (signer, message, signature) triple; it runs inside the threads, so encoding the
+    /// signed bytes and hashing the cache key are parallel too, and only the verdicts are
+    /// gathered. Returns the index of the first invalid item, if any: the same for every thread
+    /// count.
+    pub fn verify_all<F>(&self, count: usize, threads: usize, item: F) -> Option<usize>
+    where
+        F: Fn(usize) -> (Address, Vec<u8>, Signature) + Sync,
+    {
+        // Below this many items a thread costs more than it saves.
+        const ITEMS_PER_THREAD_MIN: usize = 64;
+        let check = |range: std::ops::Range<usize>| -> (Vec<Hash>, Option<usize>) {
+            let mut verified = Vec::new();
+            for index in range {
+                let (signer, message, signature) = item(index);
+                let key = cache_key(&signer, &message, &signature);
+                if self.contains(&key) {
+                    continue;
+                }
+                if verify_strict(&signer, &message, &signature) {
+                    verified.push(key);
+                } else {
+                    // Later items need not be checked: the block is invalid at the first failure.
+                    return (verified, Some(index));
+                }
+            }
+            (verified, None)
         };
-        let results: Vec<(usize, bool)> = if threads <= 1 || uncached.len() < 64 {
-            check(&uncached)
+        let threads = threads.clamp(1, 64).min(count.div_ceil(ITEMS_PER_THREAD_MIN)).max(1);
+        let results: Vec<(Vec<Hash>, Option<usize>)> = if threads == 1 {
+            vec![check(0..count)]
         } else {
-            let chunk_len = uncached.len().div_ceil(threads);
+            let chunk_len = count.div_ceil(threads);
             std::thread::scope(|scope| {
-                let handles: Vec<_> =
-                    uncached.chunks(chunk_len).map(|chunk| scope.spawn(move || check(chunk))).collect();
+                let handles: Vec<_> = (0..threads)
+                    .map(|thread| {
+                        let range = (thread * chunk_len).min(count)..((thread + 1) * chunk_len).min(count);
+                        scope.spawn(move || check(range))
+                    })
+                    .collect();
                 handles
                     .into_iter()
-                    .flat_map(|handle| handle.join().expect("signature verification does not panic"))
+                    .map(|handle| handle.join().expect("signature verification does not panic"))
                     .collect()
             })
         };
-        let mut first_invalid = None;
-        for (index, valid) in results {
-            if valid {
-                self.insert(keys[index]);
-            } else if first_invalid.is_none_or(|first| index < first) {
-                first_invalid = Some(index);
+        let mut first_invalid: Option<usize> = None;
+        for (verified, invalid) in results {
+            for key in verified {
+                self.insert(key);
+            }
+            if let Some(index) = invalid {
+                first_invalid = Some(first_invalid.map_or(index, |first| first.min(index)));
             }
         }
         first_invalid
@@ -253,19 +270,27 @@ mod tests {
     #[test]
     fn parallel_verification_finds_the_first_invalid_item_whatever_the_thread_count() {
         let key = Keypair::from_secret_bytes(&[5; 32]);
-        let mut items: Vec<(Address, Vec<u8>, Signature)> = (0..200u32)
-            .map(|n| {
-                let message = n.to_le_bytes().to_vec();
-                let signature = key.sign(&message);
-                (key.address(), message, signature)
-            })
-            .collect();
+        let signed = |n: u32| {
+            let message = n.to_le_bytes().to_vec();
+            let signature = key.sign(&message);
+            (key.address(), message, signature)
+        };
+        let mut items: Vec<(Address, Vec<u8>, Signature)> = (0..200u32).map(signed).collect();
         items[150].2 = Signature([1; 64]);
         items[170].2 = Signature([1; 64]);
         for threads in [1, 2, 3, 8] {
             let cache = SignatureCache::new(1000);
-            assert_eq!(cache.verify_all(&items, threads), Some(150), "threads = {threads}");
-            assert_eq!(cache.len(), 198);
+            let first = cache.verify_all(items.len(), threads, |index| items[index].clone());
+            assert_eq!(first, Some(150), "threads = {threads}");
+            // Each thread stops at its first failure; everything before item 150 was verified.
+            assert!(cache.len() >= 150, "threads = {threads}: {} cached", cache.len());
+            // A second pass, now mostly from the cache, finds the same first failure.
+            assert_eq!(cache.verify_all(items.len(), threads, |index| items[index].clone()), Some(150));
         }
+        items[150] = signed(150);
+        items[170] = signed(170);
+        let cache = SignatureCache::new(1000);
+        assert_eq!(cache.verify_all(items.len(), 2, |index| items[index].clone()), None);
+        assert_eq!(cache.len(), 200);
     }
 }

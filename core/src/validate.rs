@@ -219,7 +219,7 @@ pub fn check_block_shape(genesis: &Genesis, block: &Block, cache: &SignatureCach
     if block.transfers.len() > parameters.block_transfers_max as usize {
         return Err(BlockError::TooManyTransfers { count: block.transfers.len(), max: parameters.block_transfers_max });
     }
-    let bytes = codec::encode(block).len();
+    let bytes = codec::encoded_len(block);
     if bytes > parameters.block_bytes_max as usize {
         return Err(BlockError::TooLarge { bytes, max: parameters.block_bytes_max });
     }
@@ -309,17 +309,17 @@ fn verify_body_signatures(context: &BlockContext<'_>, block: &Block) -> Result<(
     for (index, report) in block.reports.iter().enumerate() {
         check_report_fields(context.genesis, report).map_err(|error| BlockError::InvalidReport { index, error })?;
     }
-    let mut items: Vec<(Address, Vec<u8>, Signature)> = Vec::with_capacity(block.transfers.len() + block.reports.len());
-    items.extend(
-        block.transfers.iter().map(|transfer| (transfer.from, transfer_signing_bytes(transfer), transfer.signature)),
-    );
-    items.extend(
-        block
-            .reports
-            .iter()
-            .map(|report| (report.node, report_signing_bytes(&context.genesis.chain_id, report), report.signature)),
-    );
-    match context.cache.verify_all(&items, context.verify_threads) {
+    let transfers = block.transfers.len();
+    let item = |index: usize| -> (Address, Vec<u8>, Signature) {
+        if index < transfers {
+            let transfer = &block.transfers[index];
+            (transfer.from, transfer_signing_bytes(transfer), transfer.signature)
+        } else {
+            let report = &block.reports[index - transfers];
+            (report.node, report_signing_bytes(&context.genesis.chain_id, report), report.signature)
+        }
+    };
+    match context.cache.verify_all(transfers + block.reports.len(), context.verify_threads, item) {
         None => Ok(()),
         Some(index) if index < block.transfers.len() => {
             Err(BlockError::InvalidTransfer { index, error: TxError::BadSignature })
