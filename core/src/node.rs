@@ -174,7 +174,10 @@ struct TreeEntry {
 
 #[derive(Clone, Debug, Default)]
 struct PeerState {
+    /// The tip it advertised, while that may still be worth fetching.
     tip: Option<Checkpoint>,
+    /// It has sent its status since it connected (the warm-up waits for every validator's).
+    status_received: bool,
     sync_requested_at_ms: Option<u64>,
 }
 
@@ -226,9 +229,9 @@ pub struct Node {
     latest_metrics: (u16, u16),
     produced_on_parent: Option<Hash>,
     reported_tip: Option<Checkpoint>,
-    /// When this run of the node began (the time of its first event). Until every other
-    /// validator has told us its tip, or one producer timeout has passed, the node does not
-    /// produce: a restarted node must not build on a tip it has not checked is current.
+    /// When this run of the node began (the time of its first event). Until enough validators
+    /// have told us their tips (see `is_warming_up`), or one producer timeout has passed, the
+    /// node does not produce: a restarted node must not build on a tip it has not checked.
     started_at_ms: Option<u64>,
 }
 
@@ -317,6 +320,11 @@ impl Node {
     }
     pub fn connected_peers(&self) -> Vec<NodeId> {
         self.peers.keys().copied().collect()
+    }
+    /// Each connected peer and the tip it last advertised (None until it does, or once it had
+    /// nothing to offer for an advertised tip we still lack).
+    pub fn peer_tips(&self) -> Vec<(NodeId, Option<Checkpoint>)> {
+        self.peers.iter().map(|(peer, peer_state)| (*peer, peer_state.tip)).collect()
     }
     pub fn side_blocks(&self) -> usize {
         self.tree
@@ -410,7 +418,9 @@ impl Node {
             Message::Block(block) => self.on_block(now_ms, Some(from), block, true, actions),
             Message::Report(report) => self.on_report(now_ms, from, report, actions),
             Message::Status { tip, finalized: _ } => {
-                self.peers.entry(from).or_default().tip = Some(tip);
+                let peer_state = self.peers.entry(from).or_default();
+                peer_state.tip = Some(tip);
+                peer_state.status_received = true;
                 if !self.knows_block(&tip) {
                     self.request_sync(now_ms, from, actions);
                 }
@@ -424,10 +434,16 @@ impl Node {
                     self.on_block(now_ms, Some(from), block, false, actions);
                 }
                 let learned_something = self.tree.len() + self.orphans.len() != known_before;
+                let advertised_is_unknown = self
+                    .peers
+                    .get(&from)
+                    .and_then(|peer_state| peer_state.tip)
+                    .is_some_and(|tip| !self.knows_block(&tip));
                 let peer_state = self.peers.entry(from).or_default();
-                if !learned_something {
-                    // Nothing new: whatever tip it advertised is not on its canonical chain any
-                    // more. Stop asking (and stop holding production back) until it says more.
+                if !learned_something && advertised_is_unknown {
+                    // Nothing new, and the tip it advertised is still unknown: that tip is not on
+                    // its canonical chain any more. Stop asking (and stop holding production
+                    // back) until it says more.
                     peer_state.tip = None;
                 }
                 let peer_tip = peer_state.tip;
@@ -1063,16 +1079,17 @@ impl Node {
         })
     }
 
-    /// Just (re)started and not every other validator has told us its tip yet.
+    /// Just (re)started, and fewer validators than make a supermajority with us have told us
+    /// their tips. An up-to-date one among them would advertise a newer tip and sync would
+    /// hold production back; waiting for every validator would let one dead node delay a
+    /// restarted producer by a whole timeout.
     fn is_warming_up(&self, now_ms: u64) -> bool {
         let started_at_ms = self.started_at_ms.unwrap_or(now_ms);
         if now_ms >= started_at_ms.saturating_add(self.config.genesis.parameters.producer_timeout_ms) {
             return false;
         }
-        let me = self.config.key.address();
-        let heard_from = self.peers.values().filter(|peer_state| peer_state.tip.is_some()).count();
-        let others = self.config.genesis.validators.iter().filter(|validator| validator.id != me).count();
-        heard_from < others
+        let heard_from = self.peers.values().filter(|peer_state| peer_state.status_received).count();
+        heard_from + 1 < self.config.genesis.quorum()
     }
 
     fn my_eligible_time(&self) -> Option<u64> {

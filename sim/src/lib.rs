@@ -1,6 +1,22 @@
-//! tinychain-sim: the deterministic simulator that drives many `tinychain-core` nodes on one
-//! virtual clock from one seed, with injected network, crash, clock and metric faults and
-//! safety/liveness checkers after every step.
+//! tinychain-sim: the deterministic simulator. It runs N real `tinychain-core` nodes (the same
+//! `step` code a server runs) on one virtual clock, from one `u64` seed, with injected network,
+//! crash, pause, clock and metric faults, and checks safety after every step and liveness after
+//! the faults heal.
 //!
-//! Empty until the simulator issue fills it. Today `tinychain_core::testkit::LocalNet` is the
-//! small fault-free-by-default harness the core's own scenario tests use.
+//! - `options`: what to simulate (`SimOptions`, fault kinds, durations).
+//! - `rng`: the seeded random streams, one per purpose.
+//! - `network`: latency, jitter, loss, duplication, partitions, bandwidth.
+//! - `faults`: the fault schedule and the events it injects.
+//! - `metrics`: fake CPU and network usage per node.
+//! - `workload`: signed transfers, some deliberately invalid.
+//! - `checker`: the invariants checked after every step, and the liveness phase.
+//! - `engine`: the event loop that ties them together, the trace and the report.
+
+pub mod checker;
+pub mod engine;
+pub mod faults;
+pub mod metrics;
+pub mod network;
+pub mod options;
+pub mod rng;
+pub mod workload;

@@ -2,6 +2,7 @@
 //! subcommand, so work on different subcommands does not collide.
 
 mod check_genesis;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,9 @@ pub enum Command {
     /// Check a genesis file: parse it, validate every field, and print its chain id, validators,
     /// allocations, parameters and genesis block hash (which every node of the chain must share).
     CheckGenesis(check_genesis::Args),
+    /// Simulate a whole network on virtual time from one seed, with injected faults, checking
+    /// safety after every step and liveness after the faults heal.
+    Sim(sim::Args),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -26,5 +30,6 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckGenesis(args) => check_genesis::run(&args),
+        Command::Sim(args) => sim::run(&args),
     }
 }

@@ -1,0 +1,178 @@
+//! `tinychain sim`: runs seeded simulations of a whole network on virtual time (the same core
+//! code a server runs), with injected faults, and reports what happened. A failing run prints
+//! the one command that replays it and exits non-zero.
+
+use anyhow::{bail, Context};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+use tinychain_sim::engine::{SimReport, Simulation};
+use tinychain_sim::options::{parse_duration_ms, parse_faults, parse_seed_range, SimOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Validators in the simulated network.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// The seed: the same seed and options give a byte-identical trace.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Sweep seeds A..B (inclusive) instead of one seed, and list the failing ones.
+    #[arg(long, value_name = "A..B")]
+    pub seeds: Option<String>,
+    /// Virtual time to simulate: 500ms, 30s, 10m, 1h.
+    #[arg(long, default_value = "10m")]
+    pub duration: String,
+    /// Valid transfers submitted per virtual second (about 5% invalid ones are added).
+    #[arg(long, default_value_t = 0)]
+    pub tx_rate: u64,
+    /// Faults to inject: none, all, or a comma list of crash, pause, partition, loss, dup,
+    /// reorder, skew, metrics. They stop at 70% of the run; the rest checks liveness.
+    #[arg(long, default_value = "none")]
+    pub faults: String,
+    /// Write the trace (one line per event of interest, see docs/sim-trace.md) to this file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Print one JSON object per run (and a summary object after a sweep).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn options_for(args: &Args, seed: u64) -> anyhow::Result<SimOptions> {
+    if args.nodes == 0 || args.nodes > 1024 {
+        bail!("--nodes must be between 1 and 1024, got {}", args.nodes);
+    }
+    let mut options = SimOptions::new(args.nodes, seed, parse_duration_ms(&args.duration).context("--duration")?);
+    options.tx_rate_per_s = args.tx_rate;
+    options.faults = parse_faults(&args.faults).context("--faults")?;
+    options.keep_trace = args.trace.is_some();
+    Ok(options)
+}
+
+/// Runs one simulation, with a progress bar on stderr when it is a terminal.
+fn run_one(options: SimOptions, show_progress: bool) -> (SimReport, Vec<String>) {
+    let started = Instant::now();
+    let duration_ms = options.duration_ms;
+    let mut simulation = Simulation::new(options);
+    let bar = show_progress.then(|| {
+        let bar = indicatif::ProgressBar::new(duration_ms / 1_000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} simulating {pos}/{len} virtual s [{bar:30}] {elapsed} elapsed, {eta} left",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let step_ms = (duration_ms / 200).max(1_000);
+    let mut at_ms = 0;
+    while at_ms < duration_ms {
+        at_ms = (at_ms + step_ms).min(duration_ms);
+        simulation.run_until(at_ms);
+        if let Some(bar) = &bar {
+            bar.set_position(at_ms / 1_000);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let (mut report, trace) = simulation.run();
+    report.wall_ms = started.elapsed().as_millis() as u64;
+    (report, trace)
+}
+
+fn print_human(report: &SimReport) {
+    let verdict = if report.passed() { "PASS" } else { "FAIL" };
+    println!(
+        "{verdict}  seed {}  {} nodes  {} virtual s in {} ms wall",
+        report.seed,
+        report.nodes,
+        report.virtual_ms / 1_000,
+        report.wall_ms
+    );
+    println!(
+        "  chain      height {}, final {}, blocks by rank {:?}",
+        report.height, report.final_height, report.blocks_by_rank
+    );
+    println!(
+        "  intervals  p50 {} ms, p99 {} ms, max {} ms; max gap before a final block {} ms",
+        report.interval_ms.p50, report.interval_ms.p99, report.interval_ms.max, report.max_final_gap_ms
+    );
+    println!(
+        "  transfers  {} submitted (+{} invalid), {} committed, latency p50 {} ms p99 {} ms",
+        report.txs_submitted,
+        report.invalid_txs_submitted,
+        report.txs_committed,
+        report.tx_latency_ms.p50,
+        report.tx_latency_ms.p99
+    );
+    println!(
+        "  faults     {} injected, {} timeouts fired, {} reorgs (deepest {})",
+        report.faults_injected, report.timeouts_fired, report.reorgs, report.max_reorg_depth
+    );
+    println!("  safety     {} violations", report.safety_violations);
+    for violation in &report.violations {
+        println!("    {violation}");
+    }
+    println!("  liveness   {}: {}", if report.liveness_ok { "ok" } else { "FAILED" }, report.liveness);
+    println!("  trace      {} lines, hash {}", report.trace_lines, report.trace_hash);
+    if !report.passed() {
+        println!("  replay     {}", report.replay);
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let seeds = match &args.seeds {
+        Some(range) => parse_seed_range(range).context("--seeds")?,
+        None => args.seed..=args.seed,
+    };
+    let sweep = args.seeds.is_some();
+    let show_progress = !sweep && std::io::stderr().is_terminal();
+    let mut failing = Vec::new();
+    let mut runs = 0u64;
+    for seed in seeds {
+        let options = options_for(args, seed)?;
+        let (report, trace) = run_one(options, show_progress);
+        runs += 1;
+        if let Some(path) = &args.trace {
+            let mut file =
+                std::fs::File::create(path).with_context(|| format!("cannot create trace file {}", path.display()))?;
+            for line in &trace {
+                writeln!(file, "{line}").with_context(|| format!("cannot write trace file {}", path.display()))?;
+            }
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&report).expect("reports serialize"));
+        } else if sweep {
+            let verdict = if report.passed() { "ok  " } else { "FAIL" };
+            println!(
+                "{verdict} seed {seed}: height {} final {} reorgs {} violations {} liveness {}",
+                report.height,
+                report.final_height,
+                report.reorgs,
+                report.safety_violations,
+                if report.liveness_ok { "ok" } else { "FAILED" }
+            );
+        } else {
+            print_human(&report);
+        }
+        if !report.passed() {
+            if sweep && !args.json {
+                eprintln!("  replay: {}", report.replay);
+            }
+            failing.push(seed);
+        }
+    }
+    if sweep {
+        if args.json {
+            println!("{}", serde_json::json!({ "summary": true, "runs": runs, "failing_seeds": failing }));
+        } else {
+            println!("{} of {runs} seeds passed; failing: {failing:?}", runs - failing.len() as u64);
+        }
+    }
+    if !failing.is_empty() {
+        bail!("{} simulation(s) failed: seeds {failing:?}", failing.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! The invariants checked after every step, on every node:
+//!
+//! - safety: no two different final blocks at one height on any two nodes, and a node's final
+//!   block never moves back or changes (so each node's final chain is a prefix of every other's);
+//! - supply: the sum of balances equals genesis + rewards (fees only move coins), so no balance
+//!   went negative or appeared from nowhere;
+//! - every committed transfer is valid: none of the deliberately invalid ones commits, and no
+//!   transfer is committed twice on one chain;
+//! - no committed transfer is lost: a final block never leaves a node's chain;
+//! - no recorded report holds out-of-range metrics;
+//! - the gap between consecutive final blocks is within what the timeout rule allows for the
+//!   block's rank (each unreachable candidate ahead costs one `producer_timeout_ms`), plus one
+//!   interval and the network delay, whenever the network is otherwise calm: crashes are the
+//!   fault the timeout rule bounds; a producer returning from a pause, a partition or a skewed
+//!   clock may legitimately produce late, so gaps next to those faults are not judged.
+//!
+//! Violations are collected (the run goes on) and reported; a failing run exits non-zero.
+
+use std::collections::{BTreeMap, BTreeSet};
+use tinychain_core::election::eligible_at_ms;
+use tinychain_core::genesis::Genesis;
+use tinychain_core::node::{ChainOp, Commit};
+use tinychain_core::testkit::ModelStorage;
+use tinychain_core::types::{Checkpoint, Hash, Height};
+use tinychain_core::validate::{block_hash, transfer_id};
+
+/// Violations kept in full; beyond this only the count grows.
+const VIOLATIONS_KEPT: usize = 20;
+
+pub struct Checker {
+    genesis_supply: u64,
+    block_reward: u64,
+    /// The one final block at each height, across all nodes.
+    final_by_height: BTreeMap<Height, Hash>,
+    node_final: Vec<Checkpoint>,
+    /// Per node: transfer ids on its canonical chain, by height.
+    chain_transfers: Vec<BTreeMap<Height, Vec<Hash>>>,
+    chain_transfer_ids: Vec<BTreeSet<Hash>>,
+    /// Final heights whose gap to the parent was checked.
+    gap_checked_to: Height,
+    pub violations: Vec<String>,
+    pub violation_count: u64,
+    /// The longest gap before any final block, and before one judged against the timeout rule.
+    pub max_final_gap_ms: u64,
+    pub max_judged_gap_ms: u64,
+}
+
+/// How gaps between final blocks are judged right now.
+#[derive(Clone, Copy, Debug)]
+pub struct GapRule {
+    /// Since when no fault other than crashes has been active (None: one is active now).
+    pub calm_since_ms: Option<u64>,
+    /// Network delay and tick slack added to what the rank allows.
+    pub slack_ms: u64,
+}
+
+impl Checker {
+    pub fn new(genesis: &Genesis, nodes: usize, genesis_hash: Hash) -> Checker {
+        Checker {
+            genesis_supply: genesis.allocations.iter().map(|allocation| allocation.amount).sum(),
+            block_reward: genesis.parameters.block_reward,
+            final_by_height: BTreeMap::from([(0, genesis_hash)]),
+            node_final: vec![Checkpoint { height: 0, hash: genesis_hash }; nodes],
+            chain_transfers: vec![BTreeMap::new(); nodes],
+            chain_transfer_ids: vec![BTreeSet::new(); nodes],
+            gap_checked_to: 0,
+            violations: Vec::new(),
+            violation_count: 0,
+            max_final_gap_ms: 0,
+            max_judged_gap_ms: 0,
+        }
+    }
+
+    fn violation(&mut self, at_ms: u64, text: String) {
+        self.violation_count += 1;
+        if self.violations.len() < VIOLATIONS_KEPT {
+            self.violations.push(format!("t={at_ms}ms {text}"));
+        }
+    }
+
+    /// A node restarted: its chain is what its storage holds.
+    pub fn on_restart(&mut self, node: usize, storage: &ModelStorage) {
+        self.chain_transfers[node].clear();
+        self.chain_transfer_ids[node].clear();
+        for (height, (block, _)) in &storage.blocks {
+            let ids: Vec<Hash> = block.transfers.iter().map(transfer_id).collect();
+            self.chain_transfer_ids[node].extend(ids.iter().copied());
+            self.chain_transfers[node].insert(*height, ids);
+        }
+    }
+
+    /// Checks a commit once storage has carried it out.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_commit(
+        &mut self,
+        at_ms: u64,
+        node: usize,
+        commit: &Commit,
+        storage: &ModelStorage,
+        genesis: &Genesis,
+        invalid_ids: &BTreeSet<Hash>,
+        gap_rule: GapRule,
+    ) {
+        for op in &commit.ops {
+            match op {
+                ChainOp::Rollback { height, .. } => {
+                    for id in self.chain_transfers[node].remove(height).unwrap_or_default() {
+                        self.chain_transfer_ids[node].remove(&id);
+                    }
+                }
+                ChainOp::Apply { block, .. } => {
+                    let height = block.header.height;
+                    let ids: Vec<Hash> = block.transfers.iter().map(transfer_id).collect();
+                    for id in &ids {
+                        if invalid_ids.contains(id) {
+                            self.violation(
+                                at_ms,
+                                format!("n{node} committed invalid transfer {id} at height {height}"),
+                            );
+                        }
+                        if !self.chain_transfer_ids[node].insert(*id) {
+                            self.violation(
+                                at_ms,
+                                format!("n{node} committed transfer {id} twice (again at height {height})"),
+                            );
+                        }
+                    }
+                    self.chain_transfers[node].insert(height, ids);
+                }
+            }
+        }
+        // Supply: balances sum to genesis + rewards, and nothing overflowed on the way.
+        let state = &storage.state;
+        let expected_supply =
+            u128::from(self.genesis_supply) + u128::from(state.tip.height) * u128::from(self.block_reward);
+        if state.balances_total() != expected_supply || u128::from(state.supply) != expected_supply {
+            self.violation(
+                at_ms,
+                format!(
+                    "n{node} supply {} and balances {} differ from genesis + rewards {expected_supply}",
+                    state.supply,
+                    state.balances_total()
+                ),
+            );
+        }
+        for record in &state.validators {
+            if let Some(report) = record.latest_report {
+                if report.cpu > 1000 || report.net > 1000 {
+                    self.violation(
+                        at_ms,
+                        format!("n{node} recorded an out-of-range report ({}, {})", report.cpu, report.net),
+                    );
+                }
+            }
+        }
+        self.check_finality(at_ms, node, commit.finalized, storage, genesis, gap_rule);
+    }
+
+    fn check_finality(
+        &mut self,
+        at_ms: u64,
+        node: usize,
+        finalized: Checkpoint,
+        storage: &ModelStorage,
+        genesis: &Genesis,
+        gap_rule: GapRule,
+    ) {
+        let previous = self.node_final[node];
+        if finalized.height < previous.height {
+            self.violation(
+                at_ms,
+                format!("n{node} final block moved back from {} to {}", previous.height, finalized.height),
+            );
+            return;
+        }
+        let still_there = storage.block_at(previous.height).map(|block| block_hash(&block.header));
+        if still_there != Some(previous.hash) {
+            self.violation(at_ms, format!("n{node} lost its final block at height {}", previous.height));
+        }
+        if finalized.height == previous.height {
+            return;
+        }
+        // Every block that just became final on this node must be the one final everywhere.
+        for height in previous.height + 1..=finalized.height {
+            let Some(block) = storage.block_at(height) else {
+                self.violation(at_ms, format!("n{node} finalized height {height} it does not store"));
+                continue;
+            };
+            let hash = block_hash(&block.header);
+            match self.final_by_height.get(&height) {
+                Some(other) if *other != hash => {
+                    self.violation(
+                        at_ms,
+                        format!("SAFETY: n{node} finalized {hash} at height {height}, another node finalized {other}"),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    self.final_by_height.insert(height, hash);
+                    if height > self.gap_checked_to {
+                        self.check_gap(at_ms, height, storage, genesis, gap_rule);
+                        self.gap_checked_to = height;
+                    }
+                }
+            }
+        }
+        self.node_final[node] = finalized;
+    }
+
+    /// A final block came no later than its rank allows after its parent, plus slack.
+    fn check_gap(&mut self, at_ms: u64, height: Height, storage: &ModelStorage, genesis: &Genesis, gap_rule: GapRule) {
+        let (Some(block), Some(parent)) = (storage.block_at(height), storage.block_at(height - 1)) else {
+            return;
+        };
+        let gap_ms = block.header.timestamp_ms.saturating_sub(parent.header.timestamp_ms);
+        self.max_final_gap_ms = self.max_final_gap_ms.max(gap_ms);
+        let settle_ms = 2 * genesis.parameters.producer_timeout_ms;
+        let judged =
+            gap_rule.calm_since_ms.is_some_and(|calm_since_ms| parent.header.timestamp_ms >= calm_since_ms + settle_ms);
+        if !judged {
+            return;
+        }
+        self.max_judged_gap_ms = self.max_judged_gap_ms.max(gap_ms);
+        let slack_ms = gap_rule.slack_ms;
+        let allowed_ms = eligible_at_ms(&genesis.parameters, parent.header.timestamp_ms, block.header.rank)
+            - parent.header.timestamp_ms
+            + slack_ms;
+        if gap_ms > allowed_ms {
+            self.violation(
+                at_ms,
+                format!("gap of {gap_ms} ms before final block {height} at rank {} exceeds the {allowed_ms} ms the timeout rule allows", block.header.rank),
+            );
+        }
+    }
+
+    pub fn final_heights(&self) -> &[Checkpoint] {
+        &self.node_final
+    }
+}
