@@ -60,33 +60,77 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     decode_limited(what, bytes, MESSAGE_BYTES_MAX)
 }
 
+/// Writes a transfer's fields in the canonical layout (the same bytes bincode produces, built
+/// directly: this is on the hot path of every gossiped transfer, and bincode writes fixed
+/// arrays one byte at a time). `codec::tests` checks the two agree.
+fn write_transfer_fields(bytes: &mut Vec<u8>, transfer: &Transfer) {
+    bytes.extend_from_slice(&(transfer.chain_id.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(transfer.chain_id.as_bytes());
+    bytes.extend_from_slice(&transfer.from.0);
+    bytes.extend_from_slice(&transfer.to.0);
+    bytes.extend_from_slice(&transfer.amount.to_le_bytes());
+    bytes.extend_from_slice(&transfer.fee.to_le_bytes());
+    bytes.extend_from_slice(&transfer.nonce.to_le_bytes());
+}
+
 /// The bytes a transfer's signature covers: tag, then every field but the signature.
 pub fn transfer_signing_bytes(transfer: &Transfer) -> Vec<u8> {
-    encode(&(
-        TRANSFER_TAG,
-        &transfer.chain_id,
-        &transfer.from,
-        &transfer.to,
-        transfer.amount,
-        transfer.fee,
-        transfer.nonce,
-    ))
+    let mut bytes = Vec::with_capacity(8 + TRANSFER_TAG.len() + 8 + transfer.chain_id.len() + 88);
+    bytes.extend_from_slice(&(TRANSFER_TAG.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(TRANSFER_TAG.as_bytes());
+    write_transfer_fields(&mut bytes, transfer);
+    bytes
+}
+
+/// A transfer's wire encoding (`encode(transfer)`), built directly; its Blake3 is the tx id.
+pub fn transfer_bytes(transfer: &Transfer) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + transfer.chain_id.len() + 88 + 64);
+    write_transfer_fields(&mut bytes, transfer);
+    bytes.extend_from_slice(&transfer.signature.0);
+    bytes
+}
+
+/// Writes a report's fields but the signature in the canonical layout, directly (reports are
+/// gossiped every block by every validator; `codec::tests` checks this matches bincode).
+fn write_report_fields(bytes: &mut Vec<u8>, report: &MetricReport) {
+    let checkpoint = |bytes: &mut Vec<u8>, checkpoint: &crate::types::Checkpoint| {
+        bytes.extend_from_slice(&checkpoint.height.to_le_bytes());
+        bytes.extend_from_slice(&checkpoint.hash.0);
+    };
+    bytes.extend_from_slice(&report.node.0);
+    bytes.extend_from_slice(&report.sequence.to_le_bytes());
+    checkpoint(bytes, &report.tip);
+    bytes.extend_from_slice(&report.cpu.to_le_bytes());
+    bytes.extend_from_slice(&report.net.to_le_bytes());
+    bytes.extend_from_slice(&report.score.to_le_bytes());
+    match &report.vote {
+        None => bytes.push(0),
+        Some(vote) => {
+            bytes.push(1);
+            checkpoint(bytes, &vote.source);
+            checkpoint(bytes, &vote.target);
+        }
+    }
 }
 
 /// The bytes a metric report's signature covers: tag, chain id, then every field but the
 /// signature.
 pub fn report_signing_bytes(chain_id: &str, report: &MetricReport) -> Vec<u8> {
-    encode(&(
-        REPORT_TAG,
-        chain_id,
-        &report.node,
-        report.sequence,
-        &report.tip,
-        report.cpu,
-        report.net,
-        report.score,
-        &report.vote,
-    ))
+    let mut bytes = Vec::with_capacity(8 + REPORT_TAG.len() + 8 + chain_id.len() + 160);
+    bytes.extend_from_slice(&(REPORT_TAG.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(REPORT_TAG.as_bytes());
+    bytes.extend_from_slice(&(chain_id.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(chain_id.as_bytes());
+    write_report_fields(&mut bytes, report);
+    bytes
+}
+
+/// A report's encoding (`encode(report)`), built directly; its Blake3 is the report id.
+pub fn report_bytes(report: &MetricReport) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(224);
+    write_report_fields(&mut bytes, report);
+    bytes.extend_from_slice(&report.signature.0);
+    bytes
 }
 
 /// The bytes a block producer signs: tag, then every header field but the signature.
@@ -126,6 +170,38 @@ mod tests {
     }
 
     #[test]
+    fn direct_report_writers_match_bincode() {
+        use crate::types::{Checkpoint, Hash, Vote};
+        let tip = Checkpoint { height: 9, hash: Hash([3; 32]) };
+        let mut report = MetricReport {
+            node: Address([1; 32]),
+            sequence: 7,
+            tip,
+            cpu: 10,
+            net: 20,
+            score: 15,
+            vote: Some(Vote { source: Checkpoint { height: 8, hash: Hash([2; 32]) }, target: tip }),
+            signature: Signature([5; 64]),
+        };
+        for _ in 0..2 {
+            assert_eq!(report_bytes(&report), encode(&report));
+            let expected = encode(&(
+                REPORT_TAG,
+                "chain",
+                &report.node,
+                report.sequence,
+                &report.tip,
+                report.cpu,
+                report.net,
+                report.score,
+                &report.vote,
+            ));
+            assert_eq!(report_signing_bytes("chain", &report), expected);
+            report.vote = None;
+        }
+    }
+
+    #[test]
     fn transfer_signing_bytes_have_the_documented_layout() {
         let transfer = Transfer {
             chain_id: "t".into(),
@@ -151,6 +227,9 @@ mod tests {
         // The wire form is the same fields (without the tag) followed by the 64 signature bytes.
         let wire = encode(&transfer);
         assert_eq!(wire.len(), 8 + 1 + 32 + 32 + 8 + 8 + 8 + 64);
+        assert_eq!(transfer_bytes(&transfer), wire, "the direct writer matches bincode");
+        let tagged = encode(&(TRANSFER_TAG, &transfer.chain_id, &transfer.from, &transfer.to, 3u64, 4u64, 5u64));
+        assert_eq!(bytes, tagged, "the direct signing bytes match bincode");
         assert_eq!(encoded_len(&transfer), wire.len());
         assert_eq!(&wire[wire.len() - 64..], &[9; 64]);
     }

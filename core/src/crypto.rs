@@ -91,9 +91,17 @@ pub fn verify_strict(signer: &Address, message: &[u8], signature: &Signature) ->
     let Ok(key) = VerifyingKey::from_bytes(&signer.0) else {
         return false;
     };
+    verify_with_key(&key, message, signature)
+}
+
+fn verify_with_key(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
     let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
     key.verify_strict(message, &signature).is_ok()
 }
+
+/// Decompressed public keys (decompression is ~10% of a verification, and senders and
+/// validators sign again and again). Bounded: cleared when full.
+const DECOMPRESSED_KEYS_MAX: usize = 65_536;
 
 /// Remembers (key, message, signature) triples that verified, so a transfer checked when it
 /// entered the mempool is not checked again in its block. Only successes are cached, and
@@ -104,6 +112,7 @@ pub fn verify_strict(signer: &Address, message: &[u8], signature: &Signature) ->
 pub struct SignatureCache {
     inner: Mutex<CacheInner>,
     capacity: usize,
+    keys: Mutex<std::collections::HashMap<Address, VerifyingKey>>,
 }
 
 #[derive(Debug, Default)]
@@ -122,7 +131,27 @@ fn cache_key(signer: &Address, message: &[u8], signature: &Signature) -> Hash {
 
 impl SignatureCache {
     pub fn new(capacity: usize) -> SignatureCache {
-        SignatureCache { inner: Mutex::new(CacheInner::default()), capacity }
+        SignatureCache { inner: Mutex::new(CacheInner::default()), capacity, keys: Mutex::default() }
+    }
+
+    /// Strict verification with the signer's key decompressed once and remembered.
+    fn verify_uncached(&self, signer: &Address, message: &[u8], signature: &Signature) -> bool {
+        let known = self.keys.lock().expect("key lock is never poisoned: no panics while held").get(signer).copied();
+        let key = match known {
+            Some(key) => key,
+            None => {
+                let Ok(key) = VerifyingKey::from_bytes(&signer.0) else {
+                    return false;
+                };
+                let mut keys = self.keys.lock().expect("key lock is never poisoned: no panics while held");
+                if keys.len() >= DECOMPRESSED_KEYS_MAX {
+                    keys.clear();
+                }
+                keys.insert(*signer, key);
+                key
+            }
+        };
+        verify_with_key(&key, message, signature)
     }
 
     fn contains(&self, key: &Hash) -> bool {
@@ -156,7 +185,7 @@ impl SignatureCache {
         if self.contains(&key) {
             return true;
         }
-        let valid = verify_strict(signer, message, signature);
+        let valid = self.verify_uncached(signer, message, signature);
         if valid {
             self.insert(key);
         }
@@ -182,7 +211,7 @@ impl SignatureCache {
                 if self.contains(&key) {
                     continue;
                 }
-                if verify_strict(&signer, &message, &signature) {
+                if self.verify_uncached(&signer, &message, &signature) {
                     verified.push(key);
                 } else {
                     // Later items need not be checked: the block is invalid at the first failure.

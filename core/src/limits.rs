@@ -42,6 +42,12 @@ pub const SYNC_RETRY_MS: u64 = 2_000;
 /// Hashes in a block locator (exponentially spaced back from the tip).
 pub const LOCATOR_HASHES_MAX: usize = 64;
 
+/// Peers a node forwards a gossiped message to when it is not the message's origin. The origin
+/// sends to every peer; relays are the backup for links that failed, so a few suffice, and
+/// without a bound every message would cost N^2 deliveries. Networks of up to this many + 1
+/// validators relay to everyone.
+pub const RELAY_FANOUT: usize = 6;
+
 /// Message ids remembered to relay each gossiped message once.
 pub const SEEN_MESSAGES_MAX: usize = 100_000;
 

@@ -29,8 +29,8 @@ use crate::election::{self, eligible_at_ms};
 use crate::finality::FinalityState;
 use crate::genesis::{genesis_block, Genesis};
 use crate::limits::{
-    LOCATOR_HASHES_MAX, ORPHAN_BLOCKS_MAX, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX, SIDE_BLOCKS_MAX,
-    SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_RETRY_MS,
+    LOCATOR_HASHES_MAX, ORPHAN_BLOCKS_MAX, RELAY_FANOUT, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX,
+    SIDE_BLOCKS_MAX, SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_RETRY_MS,
 };
 use crate::mempool::{Mempool, MempoolConfig};
 use crate::message::Message;
@@ -233,6 +233,9 @@ pub struct Node {
     /// have told us their tips (see `is_warming_up`), or one producer timeout has passed, the
     /// node does not produce: a restarted node must not build on a tip it has not checked.
     started_at_ms: Option<u64>,
+    /// The ranking for the block after `ranking_parent`: computed once per tip, not per event.
+    ranking: Vec<election::Candidate>,
+    ranking_parent: Option<Checkpoint>,
 }
 
 impl Node {
@@ -275,6 +278,8 @@ impl Node {
             produced_on_parent: None,
             reported_tip: None,
             started_at_ms: None,
+            ranking: Vec::new(),
+            ranking_parent: None,
         }
     }
 
@@ -377,7 +382,9 @@ impl Node {
     /// Runs after every event: a fresh report when the tip moved, production when eligible,
     /// and the next wake-up.
     fn after_event(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        self.refresh_ranking();
         self.try_produce(now_ms, actions);
+        self.refresh_ranking();
         if self.reported_tip != Some(self.state.tip) {
             self.send_report(actions);
         }
@@ -454,6 +461,29 @@ impl Node {
         }
     }
 
+    // ---- gossip -------------------------------------------------------------------------------
+
+    /// Sends a message on: to every peer when we are its origin (`from` is None), else to at most
+    /// `RELAY_FANOUT` peers other than the sender: a window of the (ordered) peer list starting
+    /// at a position given by the message id, so different messages use different relays and
+    /// the choice is deterministic.
+    fn gossip(&self, id: Hash, message: Message, from: Option<NodeId>, actions: &mut Vec<Action>) {
+        let Some(sender) = from else {
+            actions.push(Action::Broadcast { message, except: None });
+            return;
+        };
+        let candidates: Vec<NodeId> = self.peers.keys().filter(|peer| **peer != sender).copied().collect();
+        if candidates.len() <= RELAY_FANOUT {
+            actions.push(Action::Broadcast { message, except: Some(sender) });
+            return;
+        }
+        let start = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes")) as usize % candidates.len();
+        for offset in 0..RELAY_FANOUT {
+            let peer = candidates[(start + offset) % candidates.len()];
+            actions.push(Action::SendTo { peer, message: message.clone() });
+        }
+    }
+
     // ---- transfers ----------------------------------------------------------------------------
 
     fn on_transfer(&mut self, from: Option<NodeId>, transfer: Transfer, actions: &mut Vec<Action>) {
@@ -479,7 +509,7 @@ impl Node {
                     self.seen.insert(id);
                     actions.push(Action::TxAccepted { id });
                 }
-                actions.push(Action::Broadcast { message: Message::Transfer(transfer), except: from });
+                self.gossip(id, Message::Transfer(transfer), from, actions);
             }
             Err(error) => {
                 debug!(?id, %error, "transfer not pooled");
@@ -510,7 +540,7 @@ impl Node {
             return;
         }
         let tip = report.tip;
-        actions.push(Action::Broadcast { message: Message::Report(report), except: Some(from) });
+        self.gossip(id, Message::Report(report), Some(from), actions);
         if !self.knows_block(&tip) && tip.height > self.state.finality.finalized.height {
             self.request_sync(now_ms, from, actions);
         }
@@ -636,7 +666,7 @@ impl Node {
         // at the same height after restart.
         let own_block = from.is_none().then(|| block.clone());
         if relay && from.is_some() {
-            actions.push(Action::Broadcast { message: Message::Block(block.clone()), except: from });
+            self.gossip(hash, Message::Block(block.clone()), from, actions);
         }
         // Insert it, then any held orphans that descend from it.
         let mut ready = vec![(hash, block)];
@@ -1067,9 +1097,18 @@ impl Node {
 
     // ---- production ---------------------------------------------------------------------------
 
+    /// Recomputes the cached ranking if the tip moved since it was computed.
+    fn refresh_ranking(&mut self) {
+        if self.ranking_parent != Some(self.state.tip) {
+            self.ranking = self.next_election();
+            self.ranking_parent = Some(self.state.tip);
+        }
+    }
+
     fn my_rank(&self) -> Option<u32> {
         let index = self.validator_index?;
-        self.next_election().iter().find(|candidate| candidate.validator_index == index).map(|candidate| candidate.rank)
+        assert_eq!(self.ranking_parent, Some(self.state.tip), "the ranking is refreshed before it is read");
+        self.ranking.iter().find(|candidate| candidate.validator_index == index).map(|candidate| candidate.rank)
     }
 
     /// A peer advertised a higher tip that we do not have: we are behind and syncing.

@@ -97,11 +97,11 @@ pub enum BlockError {
 }
 
 pub fn transfer_id(transfer: &Transfer) -> Hash {
-    hash_bytes(&codec::encode(transfer))
+    hash_bytes(&codec::transfer_bytes(transfer))
 }
 
 pub fn report_id(report: &MetricReport) -> Hash {
-    hash_bytes(&codec::encode(report))
+    hash_bytes(&codec::report_bytes(report))
 }
 
 pub fn block_hash(header: &BlockHeader) -> Hash {

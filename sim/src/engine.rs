@@ -313,10 +313,11 @@ impl Simulation {
                     self.send(index, to, message);
                 }
                 Action::Broadcast { message, except } => {
+                    let bytes = self.size_of(&message);
                     let message = Arc::new(message);
                     for to in 0..self.nodes.len() {
                         if to != index && Some(self.nodes[to].node.node_id()) != except {
-                            self.send_shared(index, to, message.clone());
+                            self.send_shared(index, to, message.clone(), bytes);
                         }
                     }
                 }
@@ -355,12 +356,23 @@ impl Simulation {
     }
 
     fn send(&mut self, from: usize, to: usize, message: Message) {
-        self.send_shared(from, to, Arc::new(message));
+        let bytes = self.size_of(&message);
+        self.send_shared(from, to, Arc::new(message), bytes);
     }
 
-    /// Sends one message (shared, not copied, between the recipients of a broadcast).
-    fn send_shared(&mut self, from: usize, to: usize, message: Arc<Message>) {
-        let bytes = codec::encoded_len(&*message);
+    /// A message's encoded size, when a model needs it (bandwidth or traffic-derived metrics);
+    /// sizing walks the whole message, so it is skipped otherwise.
+    fn size_of(&self, message: &Message) -> usize {
+        if self.options.bandwidth_bytes_per_ms.is_some() || self.options.net_from_traffic_bytes_per_s.is_some() {
+            codec::encoded_len(message)
+        } else {
+            0
+        }
+    }
+
+    /// Sends one message of `bytes` encoded bytes (shared, not copied, between the recipients of
+    /// a broadcast, and sized once).
+    fn send_shared(&mut self, from: usize, to: usize, message: Arc<Message>, bytes: usize) {
         self.nodes[from].bytes_sent_since_sample += bytes as u64;
         for at_ms in self.network.arrivals(&mut self.network_rng, from, to, bytes, self.now_ms) {
             self.schedule(at_ms, Scheduled::Deliver { from, to, message: message.clone() });
