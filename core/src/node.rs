@@ -176,9 +176,8 @@ struct TreeEntry {
 struct PeerState {
     /// The tip it advertised, while that may still be worth fetching.
     tip: Option<Checkpoint>,
-    /// It has sent its status since it connected (the warm-up waits for every validator's).
+    /// It has sent its status since it connected (the warm-up counts these).
     status_received: bool,
-    sync_requested_at_ms: Option<u64>,
 }
 
 /// Remembers message ids so each is relayed once. Membership only: never iterated.
@@ -224,6 +223,9 @@ pub struct Node {
     report_pool: BTreeMap<u32, BTreeMap<u64, MetricReport>>,
     seen: SeenSet,
     peers: BTreeMap<NodeId, PeerState>,
+    /// Peers we asked for blocks and when: one request per peer in flight (kept apart from
+    /// `peers` so the per-event wake-up computation does not scan every peer).
+    sync_requested_at_ms: BTreeMap<NodeId, u64>,
     last_vote: Option<Vote>,
     report_sequence: u64,
     latest_metrics: (u16, u16),
@@ -272,6 +274,7 @@ impl Node {
             report_pool: BTreeMap::new(),
             seen: SeenSet::default(),
             peers: BTreeMap::new(),
+            sync_requested_at_ms: BTreeMap::new(),
             last_vote: None,
             report_sequence: 0,
             latest_metrics: (0, 0),
@@ -351,6 +354,7 @@ impl Node {
             Event::PeerConnected { peer } => self.on_peer_connected(peer, &mut actions),
             Event::PeerDisconnected { peer } => {
                 self.peers.remove(&peer);
+                self.sync_requested_at_ms.remove(&peer);
             }
             Event::TxSubmitted(transfer) => self.on_transfer(None, transfer, &mut actions),
             Event::MetricsSampled { cpu, net } => self.latest_metrics = (cpu.min(1000), net.min(1000)),
@@ -361,12 +365,13 @@ impl Node {
     }
 
     fn on_tick(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
-        for (peer, peer_state) in self.peers.iter_mut() {
-            if peer_state.sync_requested_at_ms.is_some_and(|at| now_ms >= at.saturating_add(SYNC_RETRY_MS)) {
+        self.sync_requested_at_ms.retain(|peer, at| {
+            let expired = now_ms >= at.saturating_add(SYNC_RETRY_MS);
+            if expired {
                 debug!(peer = ?peer, "sync request unanswered: may ask again");
-                peer_state.sync_requested_at_ms = None;
             }
-        }
+            !expired
+        });
         // Ask again any peer whose tip we still lack.
         let behind: Vec<NodeId> = self
             .peers
@@ -394,10 +399,8 @@ impl Node {
                 wake_at_ms = wake_at_ms.min(eligible_ms);
             }
         }
-        for peer_state in self.peers.values() {
-            if let Some(at) = peer_state.sync_requested_at_ms {
-                wake_at_ms = wake_at_ms.min(at.saturating_add(SYNC_RETRY_MS));
-            }
+        for at in self.sync_requested_at_ms.values() {
+            wake_at_ms = wake_at_ms.min(at.saturating_add(SYNC_RETRY_MS));
         }
         if wake_at_ms == u64::MAX {
             // Nothing scheduled: check again after one block interval (sync retries, liveness).
@@ -408,6 +411,7 @@ impl Node {
 
     fn on_peer_connected(&mut self, peer: NodeId, actions: &mut Vec<Action>) {
         self.peers.insert(peer, PeerState::default());
+        self.sync_requested_at_ms.remove(&peer);
         actions.push(Action::SendTo {
             peer,
             message: Message::Status { tip: self.state.tip, finalized: self.state.finality.finalized },
@@ -434,8 +438,7 @@ impl Node {
             }
             Message::GetBlocks { locator } => self.on_get_blocks(from, &locator, actions),
             Message::Blocks(blocks) => {
-                let peer_state = self.peers.entry(from).or_default();
-                peer_state.sync_requested_at_ms = None;
+                self.sync_requested_at_ms.remove(&from);
                 let known_before = self.tree.len() + self.orphans.len();
                 for block in blocks.into_iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
                     self.on_block(now_ms, Some(from), block, false, actions);
@@ -472,15 +475,15 @@ impl Node {
             actions.push(Action::Broadcast { message, except: None });
             return;
         };
-        let candidates: Vec<NodeId> = self.peers.keys().filter(|peer| **peer != sender).copied().collect();
-        if candidates.len() <= RELAY_FANOUT {
+        let candidates = self.peers.len() - usize::from(self.peers.contains_key(&sender));
+        if candidates <= RELAY_FANOUT {
             actions.push(Action::Broadcast { message, except: Some(sender) });
             return;
         }
-        let start = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes")) as usize % candidates.len();
-        for offset in 0..RELAY_FANOUT {
-            let peer = candidates[(start + offset) % candidates.len()];
-            actions.push(Action::SendTo { peer, message: message.clone() });
+        let start = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes")) as usize % candidates;
+        let others = self.peers.keys().filter(|peer| **peer != sender);
+        for peer in others.cycle().skip(start).take(RELAY_FANOUT) {
+            actions.push(Action::SendTo { peer: *peer, message: message.clone() });
         }
     }
 
@@ -1023,11 +1026,10 @@ impl Node {
     // ---- sync ---------------------------------------------------------------------------------
 
     fn request_sync(&mut self, now_ms: u64, peer: NodeId, actions: &mut Vec<Action>) {
-        let peer_state = self.peers.entry(peer).or_default();
-        if peer_state.sync_requested_at_ms.is_some() {
+        if self.sync_requested_at_ms.contains_key(&peer) {
             return;
         }
-        peer_state.sync_requested_at_ms = Some(now_ms);
+        self.sync_requested_at_ms.insert(peer, now_ms);
         actions.push(Action::Trace(TraceEvent::SyncRequested { peer, have_height: self.state.tip.height }));
         actions.push(Action::SendTo { peer, message: Message::GetBlocks { locator: self.locator() } });
     }
