@@ -696,6 +696,11 @@ impl Simulation {
         &self.nodes[index].node
     }
 
+    /// A block node `index` has stored at `height` on its canonical chain.
+    pub fn stored_block(&self, index: usize, height: Height) -> Option<Arc<Block>> {
+        self.nodes[index].storage.block_at(height)
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
