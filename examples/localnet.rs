@@ -37,13 +37,8 @@ fn main() {
         printed = net.traces.len();
     }
     let node = &net.nodes[0];
-    let finality = node.finality();
-    println!(
-        "\ntip {}  justified {}  final {}",
-        node.tip().height,
-        finality.justified.height,
-        finality.finalized.height
-    );
+    let finalized = node.finalized();
+    println!("\ntip {}  justified {}  final {}", node.tip().height, node.finality().justified.height, finalized.height);
     let state = node.state();
     for index in 0..2 {
         let account = state.account(&account_key(index).address());
@@ -54,7 +49,6 @@ fn main() {
         state.supply,
         u128::from(state.supply) == state.balances_total()
     );
-    let agree =
-        net.nodes.iter().all(|other| other.canonical_hash(finality.finalized.height) == Some(finality.finalized.hash));
+    let agree = net.nodes.iter().all(|other| other.canonical_hash(finalized.height) == Some(finalized.hash));
     println!("all nodes share the final block: {agree}");
 }

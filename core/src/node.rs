@@ -238,6 +238,11 @@ pub struct Node {
     /// The ranking for the block after `ranking_parent`: computed once per tip, not per event.
     ranking: Vec<election::Candidate>,
     ranking_parent: Option<Checkpoint>,
+    /// The highest block this node has seen finalized on its chain. Monotonic: a branch's own
+    /// votes may finalize less than this (the link that finalized it can sit in blocks of an
+    /// abandoned branch, until those reports are committed again), but fork choice only ever
+    /// considers branches that contain this block, so it stays final.
+    finalized: Checkpoint,
 }
 
 impl Node {
@@ -283,6 +288,7 @@ impl Node {
             started_at_ms: None,
             ranking: Vec::new(),
             ranking_parent: None,
+            finalized: Checkpoint { height: 0, hash: genesis_hash },
         }
     }
 
@@ -303,8 +309,13 @@ impl Node {
     pub fn tip(&self) -> Checkpoint {
         self.state.tip
     }
+    /// Justification and finality as the votes committed on the current chain give them.
     pub fn finality(&self) -> &FinalityState {
         &self.state.finality
+    }
+    /// The latest final block: never moves back, always on the canonical chain.
+    pub fn finalized(&self) -> Checkpoint {
+        self.finalized
     }
     pub fn canonical_hash(&self, height: Height) -> Option<Hash> {
         self.canonical.get(height as usize).copied()
@@ -335,9 +346,7 @@ impl Node {
         self.peers.iter().map(|(peer, peer_state)| (*peer, peer_state.tip)).collect()
     }
     pub fn side_blocks(&self) -> usize {
-        self.tree
-            .len()
-            .saturating_sub(self.canonical.len().saturating_sub(self.state.finality.finalized.height as usize))
+        self.tree.len().saturating_sub(self.canonical.len().saturating_sub(self.finalized.height as usize))
     }
 
     // ---- the one entry point -----------------------------------------------------------------
@@ -412,10 +421,8 @@ impl Node {
     fn on_peer_connected(&mut self, peer: NodeId, actions: &mut Vec<Action>) {
         self.peers.insert(peer, PeerState::default());
         self.sync_requested_at_ms.remove(&peer);
-        actions.push(Action::SendTo {
-            peer,
-            message: Message::Status { tip: self.state.tip, finalized: self.state.finality.finalized },
-        });
+        actions
+            .push(Action::SendTo { peer, message: Message::Status { tip: self.state.tip, finalized: self.finalized } });
         if let Some(index) = self.validator_index {
             if let Some(latest) = self.report_pool.get(&index).and_then(|reports| reports.values().next_back()) {
                 actions.push(Action::SendTo { peer, message: Message::Report(latest.clone()) });
@@ -544,7 +551,7 @@ impl Node {
         }
         let tip = report.tip;
         self.gossip(id, Message::Report(report), Some(from), actions);
-        if !self.knows_block(&tip) && tip.height > self.state.finality.finalized.height {
+        if !self.knows_block(&tip) && tip.height > self.finalized.height {
             self.request_sync(now_ms, from, actions);
         }
     }
@@ -613,7 +620,7 @@ impl Node {
         self.tree.contains_key(&checkpoint.hash)
             || self.canonical_hash(checkpoint.height) == Some(checkpoint.hash)
             || self.invalid.ids.contains(&checkpoint.hash)
-            || checkpoint.height < self.state.finality.finalized.height
+            || checkpoint.height < self.finalized.height
     }
 
     fn on_block(
@@ -629,7 +636,7 @@ impl Node {
         if self.tree.contains_key(&hash) || self.orphans.contains_key(&hash) || self.invalid.ids.contains(&hash) {
             return;
         }
-        if height <= self.state.finality.finalized.height {
+        if height <= self.finalized.height {
             debug!(height, "ignoring block: at or below the final height");
             return;
         }
@@ -806,7 +813,7 @@ impl Node {
     fn activate_best_chain(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
         let old_tip = self.state.tip;
         let old_justified = self.state.finality.justified;
-        let old_final = self.state.finality.finalized;
+        let old_final = self.finalized;
         let mut ops = Vec::new();
         let mut abandoned: Vec<Arc<Block>> = Vec::new();
         let mut applied: Vec<Arc<Block>> = Vec::new();
@@ -825,7 +832,7 @@ impl Node {
             }
             branch.reverse();
             let fork_height = self.tree[&cursor].height;
-            assert!(fork_height >= self.state.finality.finalized.height, "fork choice never leaves the final block");
+            assert!(fork_height >= self.finalized.height, "fork choice never leaves the final block");
             lowest_fork_height = lowest_fork_height.min(fork_height);
             while self.state.tip.height > fork_height {
                 let height = self.state.tip.height;
@@ -892,11 +899,19 @@ impl Node {
         actions: &mut Vec<Action>,
     ) {
         let finality = self.state.finality.clone();
+        if finality.finalized.height > self.finalized.height {
+            self.finalized = finality.finalized;
+        }
+        assert_eq!(
+            self.canonical_hash(self.finalized.height),
+            Some(self.finalized.hash),
+            "the final block stays on the canonical chain"
+        );
         actions.push(Action::CommitBlocks(Box::new(Commit {
             ops,
             tip: self.state.tip,
             justified: finality.justified,
-            finalized: finality.finalized,
+            finalized: self.finalized,
         })));
         // Net effect: blocks rolled back and not re-applied, and blocks newly applied.
         let applied_hashes: BTreeSet<Hash> = applied.iter().map(|block| block_hash(&block.header)).collect();
@@ -960,9 +975,9 @@ impl Node {
         if finality.justified != old_justified {
             actions.push(Action::Trace(TraceEvent::Justified { checkpoint: finality.justified }));
         }
-        if finality.finalized != old_final {
-            assert!(finality.finalized.height >= old_final.height, "the final block never moves back");
-            actions.push(Action::Trace(TraceEvent::Finalized { checkpoint: finality.finalized }));
+        if self.finalized != old_final {
+            assert!(self.finalized.height > old_final.height, "the final block never moves back");
+            actions.push(Action::Trace(TraceEvent::Finalized { checkpoint: self.finalized }));
             self.prune_below_final();
         }
     }
@@ -985,7 +1000,7 @@ impl Node {
     /// After finality advances: forget blocks that are below the final one or do not descend
     /// from it, and undo data that can no longer be used.
     fn prune_below_final(&mut self) {
-        let finalized = self.state.finality.finalized;
+        let finalized = self.finalized;
         let keep: BTreeSet<Hash> = self
             .tree
             .iter()
@@ -1005,7 +1020,7 @@ impl Node {
 
     /// Bounds side branches: past the limit, the lowest non-canonical leaves go first.
     fn prune_side_blocks(&mut self) {
-        let final_height = self.state.finality.finalized.height as usize;
+        let final_height = self.finalized.height as usize;
         while self.tree.len() > SIDE_BLOCKS_MAX + (self.canonical.len() - final_height) {
             let lowest_side_leaf = self
                 .tree
@@ -1218,12 +1233,13 @@ impl Node {
         let Restored { state, canonical_hashes, final_block, recent_blocks, last_vote, report_sequence } = restored;
         assert_eq!(canonical_hashes.first(), Some(&self.genesis_hash), "storage belongs to this genesis");
         assert_eq!(canonical_hashes.len() as u64, state.tip.height + 1, "one canonical hash per height");
-        let finalized = state.finality.finalized;
+        let finalized = Checkpoint { height: final_block.header.height, hash: block_hash(&final_block.header) };
         assert_eq!(
-            block_hash(&final_block.header),
-            finalized.hash,
-            "the restored final block is the state's final block"
+            canonical_hashes.get(finalized.height as usize),
+            Some(&finalized.hash),
+            "the restored final block is on the restored chain"
         );
+        assert!(finalized.height >= state.finality.finalized.height, "storage keeps the node's latest final block");
         // Finality after each recent block: the next block's undo holds it; the tip's is the state's.
         let mut finality_after: Vec<FinalityState> =
             recent_blocks.iter().skip(1).map(|(_, undo)| undo.finality.clone()).collect();
@@ -1255,6 +1271,7 @@ impl Node {
         }
         self.state = state;
         self.canonical = canonical_hashes;
+        self.finalized = finalized;
         self.last_vote = last_vote;
         self.report_sequence = report_sequence;
         self.produced_on_parent = None;

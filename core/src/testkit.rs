@@ -75,17 +75,21 @@ pub struct ModelStorage {
     pub state: ChainState,
     pub last_vote: Option<Vote>,
     pub report_sequence: u64,
+    /// The node's latest final block, as its last commit reported it.
+    pub finalized: crate::types::Checkpoint,
 }
 
 impl ModelStorage {
     pub fn new(genesis: &Genesis) -> ModelStorage {
         let (block, state) = genesis_block(genesis);
+        let finalized = state.tip;
         ModelStorage {
             blocks: BTreeMap::new(),
             genesis_block: Arc::new(block),
             state,
             last_vote: None,
             report_sequence: 0,
+            finalized,
         }
     }
 
@@ -108,6 +112,7 @@ impl ModelStorage {
                     }
                 }
                 assert_eq!(self.state.tip, commit.tip, "storage and core agree on the tip");
+                self.finalized = commit.finalized;
                 true
             }
             Action::PersistReportState { last_vote, report_sequence } => {
@@ -128,7 +133,7 @@ impl ModelStorage {
 
     /// The `Restored` event a restarting node gets from this storage.
     pub fn restored(&self) -> Restored {
-        let finalized = self.state.finality.finalized;
+        let finalized = self.finalized;
         let mut canonical_hashes = vec![crate::validate::block_hash(&self.genesis_block.header)];
         canonical_hashes.extend(self.blocks.values().map(|(block, _)| crate::validate::block_hash(&block.header)));
         Restored {

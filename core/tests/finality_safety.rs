@@ -45,7 +45,7 @@ fn check_safety(net: &LocalNet) {
     }
     for a in 0..net.nodes.len() {
         for b in 0..net.nodes.len() {
-            let common = net.nodes[a].finality().finalized.height.min(net.nodes[b].finality().finalized.height);
+            let common = net.nodes[a].finalized().height.min(net.nodes[b].finalized().height);
             for height in [common, common / 2, 0] {
                 assert_eq!(
                     net.nodes[a].canonical_hash(height),
@@ -96,13 +96,13 @@ proptest! {
         }
         net.heal();
         let healed_at = net.now_ms;
-        let final_at_heal: Vec<u64> = net.nodes.iter().map(|node| node.finality().finalized.height).collect();
+        let final_at_heal: Vec<u64> = net.nodes.iter().map(|node| node.finalized().height).collect();
         net.run_until(healed_at + 4_000);
         check_safety(&net);
         let top = net.nodes.iter().map(|node| node.tip().height).max().unwrap();
         for (index, node) in net.nodes.iter().enumerate() {
-            prop_assert!(node.finality().finalized.height > final_at_heal[index], "node {} finalizes again after the heal", index);
-            prop_assert!(top - node.finality().finalized.height <= 4, "node {} final lag {} after heal", index, top - node.finality().finalized.height);
+            prop_assert!(node.finalized().height > final_at_heal[index], "node {} finalizes again after the heal", index);
+            prop_assert!(top - node.finalized().height <= 4, "node {} final lag {} after heal", index, top - node.finalized().height);
         }
     }
 }

@@ -26,7 +26,7 @@ fn healthy_network_produces_every_interval_and_finalizes_two_blocks_behind() {
     let lowest = *tips.iter().min().unwrap();
     assert_agree(&net, lowest);
     for node in &net.nodes {
-        let lag = node.tip().height - node.finality().finalized.height;
+        let lag = node.tip().height - node.finalized().height;
         assert!(lag <= 3, "final block {lag} behind the tip");
     }
     // Every block at rank 0: no timeouts when everyone is healthy.
@@ -92,7 +92,7 @@ fn a_crashed_top_producer_costs_one_timeout_then_drops_to_the_end() {
     let demoted = net.nodes[observer].next_election();
     assert_eq!(demoted.last().unwrap().node, net.nodes[victim].node_id());
     // Three of four validators still finalize.
-    let lag = net.nodes[observer].tip().height - net.nodes[observer].finality().finalized.height;
+    let lag = net.nodes[observer].tip().height - net.nodes[observer].finalized().height;
     assert!(lag <= 3, "final lag {lag}");
 }
 
@@ -166,15 +166,15 @@ fn a_restored_node_does_not_vote_again_at_its_last_vote_height() {
 fn a_minority_partition_never_finalizes_and_adopts_the_majority_chain_on_heal() {
     let mut net = LocalNet::new(fast_genesis(4, 0), 5);
     net.run_until(1_000);
-    let final_before = net.nodes[0].finality().finalized;
+    let final_before = net.nodes[0].finalized();
     let minority = 3;
     net.partition(&[minority]);
     net.run_until(6_000);
     // The minority keeps producing on its own, yet never finalizes anything new.
     let minority_node = &net.nodes[minority];
     assert!(minority_node.tip().height > final_before.height + 2, "minority stalled at {:?}", minority_node.tip());
-    assert!(minority_node.finality().finalized.height <= final_before.height + 2);
-    let majority_final = net.nodes[0].finality().finalized;
+    assert!(minority_node.finalized().height <= final_before.height + 2);
+    let majority_final = net.nodes[0].finalized();
     assert!(majority_final.height > final_before.height + 10, "majority finalizes: {majority_final:?}");
     // The minority's chain may even be longer; it still loses to the justified majority chain.
     net.heal();
@@ -182,7 +182,7 @@ fn a_minority_partition_never_finalizes_and_adopts_the_majority_chain_on_heal() 
     let tip = net.nodes[0].tip().height.min(net.nodes[minority].tip().height);
     assert_agree(&net, tip);
     assert_eq!(net.nodes[minority].canonical_hash(majority_final.height), Some(majority_final.hash));
-    assert!(net.nodes[minority].finality().finalized.height >= majority_final.height);
+    assert!(net.nodes[minority].finalized().height >= majority_final.height);
     let reorgs = net
         .traces
         .iter()
@@ -280,19 +280,15 @@ fn halves_that_forked_long_ago_converge_and_finalize_after_the_heal() {
     net.run_until(7_885);
     net.partition(&[0, 1]);
     net.run_until(9_808);
-    let final_before = net.nodes[0].finality().finalized.height;
+    let final_before = net.nodes[0].finalized().height;
     net.heal();
     let healed_at = net.now_ms;
     net.run_until(healed_at + 4_000);
     let tip = net.nodes.iter().map(|node| node.tip().height).min().unwrap();
     assert_agree(&net, tip);
     for node in &net.nodes {
-        assert!(
-            node.finality().finalized.height > final_before + 50,
-            "finality resumed: {:?}",
-            node.finality().finalized
-        );
-        assert!(node.tip().height - node.finality().finalized.height <= 3);
+        assert!(node.finalized().height > final_before + 50, "finality resumed: {:?}", node.finalized());
+        assert!(node.tip().height - node.finalized().height <= 3);
         assert_eq!(node.side_blocks(), 0, "the losing branch was pruned once finality passed it");
     }
 }

@@ -124,7 +124,7 @@ fn a_lone_validator_reports_then_produces_when_eligible() {
         ],
     );
     assert_eq!(node.finality().justified.height, 2);
-    assert_eq!(node.finality().finalized.height, 1);
+    assert_eq!(node.finalized().height, 1);
 }
 
 #[test]

@@ -718,7 +718,7 @@ impl Simulation {
         };
         let up = self.nodes.iter().all(|node| node.up && !node.paused);
         let tips: Vec<Height> = self.nodes.iter().map(|node| node.node.tip().height).collect();
-        let finals: Vec<Height> = self.nodes.iter().map(|node| node.node.finality().finalized.height).collect();
+        let finals: Vec<Height> = self.nodes.iter().map(|node| node.node.finalized().height).collect();
         let top = tips.iter().copied().max().unwrap_or(0);
         let lowest_final = finals.iter().copied().min().unwrap_or(0);
         let common = self.nodes[0].node.canonical_hash(lowest_final);
@@ -764,7 +764,7 @@ impl Simulation {
             virtual_ms: self.now_ms,
             wall_ms: 0,
             height: tip,
-            final_height: reference.node.finality().finalized.height,
+            final_height: reference.node.finalized().height,
             blocks_by_rank,
             interval_ms: percentiles(intervals),
             txs_submitted: self.workload.submitted_at_ms.len() as u64,

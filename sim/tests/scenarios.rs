@@ -28,7 +28,7 @@ fn scenario(seed: u64, duration_ms: u64, scripted: Vec<(u64, FaultEvent)>) -> Ou
     let trace = simulation.trace_lines().to_vec();
     // (height, rank, timestamp) of node 0's final chain.
     let node = simulation.node(0);
-    let final_height = node.finality().finalized.height;
+    let final_height = node.finalized().height;
     let final_ranks = (1..=final_height)
         .filter_map(|height| {
             let block = simulation.stored_block(0, height)?;

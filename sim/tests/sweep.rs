@@ -45,3 +45,15 @@ fn fifty_seeds_with_all_faults_stay_safe_and_live() {
     });
     assert!(failures.is_empty(), "{} of {} seeds failed:\n{}", failures.len(), seeds.len(), failures.join("\n"));
 }
+
+/// Regression (seed 61, 10 minutes): fork choice moved to a branch containing the final block
+/// but not the link that had finalized it (that link sat in blocks of the abandoned branch), and
+/// the node's final block moved back. The node now keeps its latest final block monotonic.
+#[test]
+fn regression_seed_61_the_final_block_never_moves_back() {
+    let mut options = SimOptions::new(4, 61, 600_000);
+    options.tx_rate_per_s = 5;
+    options.faults = parse_faults("all").expect("valid fault list");
+    let (report, _) = run(options);
+    assert_eq!(check(&report), Ok(()));
+}
