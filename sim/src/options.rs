@@ -181,6 +181,15 @@ impl SimOptions {
         if self.tx_rate_per_s > 0 {
             command.push_str(&format!(" --tx-rate {}", self.tx_rate_per_s));
         }
+        if (self.latency_ms, self.jitter_ms) != (20, 10) {
+            command.push_str(&format!(" --latency-ms {} --jitter-ms {}", self.latency_ms, self.jitter_ms));
+        }
+        if let Some(bandwidth) = self.bandwidth_bytes_per_ms {
+            command.push_str(&format!(" --bandwidth {bandwidth}"));
+        }
+        if let Some(capacity) = self.net_from_traffic_bytes_per_s {
+            command.push_str(&format!(" --net-from-traffic {capacity}"));
+        }
         command
     }
 }

@@ -43,3 +43,16 @@ fn changing_the_transfer_rate_does_not_reshuffle_the_faults() {
     };
     assert_eq!(faults(&quiet_trace), faults(&busy_trace), "faults come from their own stream");
 }
+
+#[test]
+fn bandwidth_and_traffic_derived_metrics_run_safely_and_deterministically() {
+    let mut with_models = options(11);
+    with_models.bandwidth_bytes_per_ms = Some(200);
+    with_models.net_from_traffic_bytes_per_s = Some(100_000);
+    with_models.tx_rate_per_s = 30;
+    let (report, _) = run(with_models.clone());
+    assert!(report.passed(), "{:?} {}", report.violations, report.liveness);
+    assert!(report.txs_committed > 1_000, "the workload went through: {}", report.txs_committed);
+    assert_eq!(run(with_models).0.trace_hash, report.trace_hash);
+    assert_ne!(run(options(11)).0.trace_hash, report.trace_hash, "the models change what happens");
+}

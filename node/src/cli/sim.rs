@@ -30,6 +30,20 @@ pub struct Args {
     /// reorder, skew, metrics. They stop at 70% of the run; the rest checks liveness.
     #[arg(long, default_value = "none")]
     pub faults: String,
+    /// Base one-way latency of every link, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub latency_ms: u64,
+    /// Random extra latency per message, 0 to this many milliseconds (reorders messages).
+    #[arg(long, default_value_t = 10)]
+    pub jitter_ms: u64,
+    /// Link bandwidth in bytes per millisecond (1000 = 8 Mbit/s), so big blocks take time;
+    /// unlimited when absent.
+    #[arg(long)]
+    pub bandwidth: Option<u64>,
+    /// Derive each node's network usage from the bytes it really sends, against this link
+    /// capacity in bytes per second, instead of a random profile.
+    #[arg(long, value_name = "BYTES_PER_S")]
+    pub net_from_traffic: Option<u64>,
     /// Write the trace (one line per event of interest, see docs/sim-trace.md) to this file.
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -46,6 +60,13 @@ fn options_for(args: &Args, seed: u64) -> anyhow::Result<SimOptions> {
     options.tx_rate_per_s = args.tx_rate;
     options.faults = parse_faults(&args.faults).context("--faults")?;
     options.keep_trace = args.trace.is_some();
+    options.latency_ms = args.latency_ms;
+    options.jitter_ms = args.jitter_ms;
+    options.bandwidth_bytes_per_ms = args.bandwidth;
+    options.net_from_traffic_bytes_per_s = args.net_from_traffic;
+    if args.bandwidth == Some(0) || args.net_from_traffic == Some(0) {
+        bail!("--bandwidth and --net-from-traffic must be above zero");
+    }
     Ok(options)
 }
 
