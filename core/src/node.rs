@@ -845,17 +845,7 @@ impl Node {
             }
             for hash in branch {
                 let block = self.tree[&hash].block.clone();
-                let canonical = &self.canonical;
-                let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
-                let context = BlockContext {
-                    genesis: &self.config.genesis,
-                    state: &self.state,
-                    ancestor_hash: &ancestor_hash,
-                    now_ms,
-                    cache: &self.cache,
-                    verify_threads: self.config.verify_threads,
-                };
-                match validate::validate_block(&context, block.clone()) {
+                match self.with_tip_context(now_ms, |context| validate::validate_block(context, block.clone())) {
                     Ok(valid) => self.apply_valid(valid, &mut ops, &mut applied),
                     Err(error) => {
                         let is_early = matches!(error, BlockError::TimestampInFuture { .. });
@@ -874,6 +864,21 @@ impl Node {
             return;
         }
         self.finish_tip_change(old_justified, old_final, lowest_fork_height, ops, abandoned, applied, actions);
+    }
+
+    /// Runs `f` with the validation context of a block extending the current tip.
+    fn with_tip_context<R>(&self, now_ms: u64, f: impl FnOnce(&BlockContext<'_>) -> R) -> R {
+        let canonical = &self.canonical;
+        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
+        let context = BlockContext {
+            genesis: &self.config.genesis,
+            state: &self.state,
+            ancestor_hash: &ancestor_hash,
+            now_ms,
+            cache: &self.cache,
+            verify_threads: self.config.verify_threads,
+        };
+        f(&context)
     }
 
     fn apply_valid(&mut self, valid: ValidBlock, ops: &mut Vec<ChainOp>, applied: &mut Vec<Arc<Block>>) {
@@ -1195,19 +1200,12 @@ impl Node {
             .cloned()
             .collect();
         self.produced_on_parent = Some(self.state.tip.hash);
-        let canonical = &self.canonical;
-        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
-        let context = BlockContext {
-            genesis: &self.config.genesis,
-            state: &self.state,
-            ancestor_hash: &ancestor_hash,
-            now_ms,
-            cache: &self.cache,
-            verify_threads: self.config.verify_threads,
-        };
-        let built = build_block(&context, &self.config.key, rank, now_ms, transfers, reports).or_else(|error| {
-            debug!(%error, "block assembly failed: producing an empty block instead");
-            build_block(&context, &self.config.key, rank, now_ms, Vec::new(), Vec::new())
+        let key = &self.config.key;
+        let built = self.with_tip_context(now_ms, |context| {
+            build_block(context, key, rank, now_ms, transfers, reports).or_else(|error| {
+                debug!(%error, "block assembly failed: producing an empty block instead");
+                build_block(context, key, rank, now_ms, Vec::new(), Vec::new())
+            })
         });
         let valid = match built {
             Ok(valid) => valid,
