@@ -5,7 +5,7 @@
 //! Options, everywhere: little-endian fixed-width integers (u16 = 2 bytes, u32 = 4, u64 = 8),
 //! strings and sequences prefixed by their length as a u64, `Option` as one byte 0/1 then the
 //! value, enums as a u32 variant index, fixed arrays as their raw bytes, a byte limit on every
-//! decode (checked before allocating), and trailing bytes rejected.
+//! decode (the input's length, checked before decoding), and trailing bytes rejected.
 
 use crate::limits::MESSAGE_BYTES_MAX;
 use crate::types::{BlockHeader, MetricReport, Transfer};
@@ -46,12 +46,22 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
     usize::try_from(length).expect("an encoded value fits in memory")
 }
 
-/// Decodes one value that must use all of `bytes`, allocating no more than `limit_bytes`.
+/// Decodes one value that must use all of `bytes`, which may be at most `limit_bytes` long.
+///
+/// The length is checked here, first: bincode 1.3.3 drops its byte limit when it decodes from a
+/// slice (bincode-org/bincode#299). Memory stays bounded by the input either way: strings and
+/// arrays cannot be longer than the bytes given, and serde caps what a sequence reserves ahead.
 pub fn decode_limited<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
     limit_bytes: u64,
 ) -> Result<T, CodecError> {
+    if bytes.len() as u64 > limit_bytes {
+        return Err(CodecError::Malformed {
+            what,
+            reason: format!("{} bytes is over the {limit_bytes}-byte limit", bytes.len()),
+        });
+    }
     options(limit_bytes).deserialize(bytes).map_err(|error| CodecError::Malformed { what, reason: error.to_string() })
 }
 
@@ -159,6 +169,14 @@ mod tests {
         let mut bytes = encode(&7u64);
         bytes.push(0);
         assert!(decode::<u64>("u64", &bytes).is_err());
+    }
+
+    #[test]
+    fn input_longer_than_the_limit_is_rejected() {
+        // A well-formed value that is simply too long: bincode alone would accept it.
+        let bytes = encode(&vec![7u8; 2_000]);
+        assert!(decode_limited::<Vec<u8>>("vec", &bytes, 1_024).is_err());
+        assert_eq!(decode_limited::<Vec<u8>>("vec", &bytes, 4_096), Ok(vec![7u8; 2_000]));
     }
 
     #[test]
