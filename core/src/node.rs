@@ -1110,6 +1110,9 @@ impl Node {
             return;
         };
         if shared_height >= self.state.tip.height {
+            // Nothing to send, but say so: a peer that asked because of a tip we advertised and
+            // have since abandoned must learn it is not on offer, or it would keep waiting.
+            actions.push(Action::SendTo { peer: from, message: Message::Blocks(Vec::new()) });
             return;
         }
         let from_height = shared_height + 1;

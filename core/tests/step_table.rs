@@ -220,13 +220,13 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
                 expected: &["wake"],
             },
             Row {
-                desc: "a peer as far as we are gets nothing served",
+                desc: "a peer as far as we are is told there is nothing more",
                 now_ms: 3,
                 event: Event::MessageReceived {
                     from: peer(2),
                     message: Message::GetBlocks { locator: vec![genesis_tip] },
                 },
-                expected: &["wake"],
+                expected: &["send:blocks", "wake"],
             },
         ],
     );

@@ -57,3 +57,17 @@ fn regression_seed_61_the_final_block_never_moves_back() {
     let (report, _) = run(options);
     assert_eq!(check(&report), Ok(()));
 }
+
+/// Regression (seeds 389 and 758): a peer advertised a tip it abandoned moments later; asked for
+/// blocks, it had nothing newer and sent no answer, so the others kept waiting for that tip and
+/// held production back for minutes. An empty answer now tells them it is not on offer.
+#[test]
+fn regression_seeds_389_and_758_an_abandoned_advertised_tip_does_not_stall_production() {
+    for seed in [389, 758] {
+        let mut options = SimOptions::new(4, seed, 600_000);
+        options.tx_rate_per_s = 5;
+        options.faults = parse_faults("all").expect("valid fault list");
+        let (report, _) = run(options);
+        assert_eq!(check(&report), Ok(()));
+    }
+}
