@@ -5,7 +5,19 @@
 //! - `frame`: length-prefixed frames with a hard maximum checked before allocating.
 //! - `handshake`: the challenge-response after TLS, as pure functions (no sockets).
 //! - `tls`: node certificates, rustls configurations and verifiers that admit only validators.
+//! - `wire`: the envelope every frame carries once a link is authenticated.
+//! - `handle`: the driver's interface to any transport (events, commands, handle).
+//! - `manager`: the TLS transport — listener, dials, backoff, one link per peer, scoring down.
+//! - `link`: one link's reader and writer tasks and its bounded outbound queue.
+//! - `discovery`: the address book (genesis, seeds, manual, peer exchange) and its persistence.
+//! - `memory`: an in-memory transport with the same interface, for driver tests.
 
+pub mod discovery;
 pub mod frame;
+pub mod handle;
 pub mod handshake;
+pub mod link;
+pub mod manager;
+pub mod memory;
 pub mod tls;
+pub mod wire;

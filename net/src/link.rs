@@ -1,0 +1,329 @@
+//! One authenticated link's two tasks and its outbound queue. This module owns everything that
+//! happens on a link between the end of the handshake and its close: turning frames into
+//! `NetEvent`s (the reader), draining the outbound queue onto the socket (the writer), pings,
+//! the idle timeout, and the bound on what may wait to be sent.
+//!
+//! - The reader emits `PeerConnected` first, then one `MessageReceived` per `Wire::Core` frame in
+//!   the order they arrived, then `PeerDisconnected` when the link ends, and only then returns
+//!   (its return value is how the manager learns the link is closed). Each send waits for room in
+//!   the bounded events channel: a slow driver stops the reader, the reader stops reading the
+//!   socket, and TCP flow control pushes back on the peer.
+//! - The reader uses the sans-IO `FrameDecoder`, so a frame header above the limit is refused as
+//!   soon as its 4 bytes arrive, before anything is allocated, and memory follows the bytes that
+//!   actually arrived.
+//! - The writer drains a bounded queue of encoded frames ([`LinkSender`]), flushing once per
+//!   batch, and sends a `Ping` every ping interval. Whoever enqueues uses `try_push`: a full
+//!   queue (in frames or in bytes) is reported to the caller, who closes the link. A link is never
+//!   allowed to hold more than its budget.
+//! - Either task stops both through the link's stop signal; a read or write that makes no
+//!   progress for the idle timeout ends the link.
+
+use crate::frame::{FrameDecoder, FrameError, FRAME_BYTES_MAX};
+use crate::handle::NetEvent;
+use crate::wire::{PeerAddress, Wire};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tinychain_core::types::NodeId;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+/// Bytes read from the socket at a time.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Frames written before one flush: enough to batch a burst, small enough to keep latency low.
+const WRITE_BATCH_FRAMES_MAX: usize = 64;
+
+/// How long a closing link may take to send its TLS close_notify.
+const CLOSE_NOTIFY_DEADLINE: Duration = Duration::from_secs(1);
+
+/// One frame, encoded once and shared by every link it is sent on.
+pub type Frame = Arc<[u8]>;
+
+/// Why a link ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// The peer closed the connection.
+    Closed,
+    /// The socket failed, or nothing arrived for the idle timeout.
+    Failed { reason: String },
+    /// The manager or the writer stopped the link (the reason was logged where it happened).
+    Stopped,
+    /// The peer broke the protocol: an oversized or empty frame, or an undecodable payload.
+    Misbehaved { reason: String },
+    /// The driver dropped its events receiver, or the transport is shutting down.
+    Abandoned,
+}
+
+/// The outbound queue of one link, as seen by those who enqueue (the manager, and the reader for
+/// pongs): bounded in frames by the channel and in bytes by a shared counter the writer
+/// decrements.
+#[derive(Clone, Debug)]
+pub struct LinkSender {
+    frames: mpsc::Sender<Frame>,
+    queued_bytes: Arc<AtomicUsize>,
+    queued_bytes_max: usize,
+}
+
+/// The queue is full (or its writer is gone): the caller closes the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+impl LinkSender {
+    /// Enqueues a frame without waiting. Fails if the link already holds `queued_bytes_max`
+    /// bytes or its maximum number of frames.
+    pub fn try_push(&self, frame: Frame) -> Result<(), QueueFull> {
+        let length = frame.len();
+        let before = self.queued_bytes.fetch_add(length, Ordering::AcqRel);
+        if before + length > self.queued_bytes_max {
+            self.queued_bytes.fetch_sub(length, Ordering::AcqRel);
+            return Err(QueueFull);
+        }
+        self.frames.try_send(frame).map_err(|_| {
+            self.queued_bytes.fetch_sub(length, Ordering::AcqRel);
+            QueueFull
+        })
+    }
+}
+
+/// The writer's end of the queue.
+#[derive(Debug)]
+pub struct LinkQueue {
+    frames: mpsc::Receiver<Frame>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// A link's outbound queue: at most `frames_max` frames and `bytes_max` bytes.
+pub fn link_queue(frames_max: usize, bytes_max: usize) -> (LinkSender, LinkQueue) {
+    let (sender, receiver) = mpsc::channel(frames_max);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    (
+        LinkSender { frames: sender, queued_bytes: Arc::clone(&queued_bytes), queued_bytes_max: bytes_max },
+        LinkQueue { frames: receiver, queued_bytes },
+    )
+}
+
+/// Stops both tasks of a link; set by the manager, the reader or the writer, whoever ends it.
+pub type LinkStop = Arc<watch::Sender<bool>>;
+
+pub fn link_stop() -> LinkStop {
+    Arc::new(watch::channel(false).0)
+}
+
+/// Resolves once the signal is set (or its sender is gone, which also means stop).
+pub(crate) async fn stopped(receiver: &mut watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stop| *stop).await;
+}
+
+/// What the reader needs besides its socket.
+pub struct ReaderContext {
+    pub peer: NodeId,
+    pub events: mpsc::Sender<NetEvent>,
+    /// Where peer lists go (the manager).
+    pub peer_lists: mpsc::Sender<(NodeId, Vec<PeerAddress>)>,
+    /// This link's queue, for pongs.
+    pub sender: LinkSender,
+    pub stop: LinkStop,
+    pub shutdown: watch::Receiver<bool>,
+    pub idle_timeout: Duration,
+}
+
+/// How a send toward the driver or manager ended.
+enum Delivery {
+    Delivered,
+    Stopped,
+    Abandoned,
+}
+
+/// Sends on a bounded channel, giving up if the link is stopped or the transport shuts down.
+async fn deliver<T>(
+    channel: &mpsc::Sender<T>,
+    value: T,
+    stop: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Delivery {
+    tokio::select! {
+        sent = channel.send(value) => if sent.is_ok() { Delivery::Delivered } else { Delivery::Abandoned },
+        () = stopped(stop) => Delivery::Stopped,
+        () = stopped(shutdown) => Delivery::Abandoned,
+    }
+}
+
+/// The reader task: see the module docs. Returns why the link ended, after `PeerDisconnected`
+/// was delivered (unless the transport is shutting down or the driver is gone).
+pub async fn run_reader<R: AsyncRead + Unpin>(mut context: ReaderContext, mut reader: R) -> LinkEnd {
+    let mut stop = context.stop.subscribe();
+    let mut shutdown = context.shutdown.clone();
+    let end = match deliver(&context.events, NetEvent::PeerConnected(context.peer), &mut stop, &mut shutdown).await {
+        Delivery::Delivered => read_frames(&mut context, &mut reader, &mut stop, &mut shutdown).await,
+        // Never announced, so nothing to take back.
+        Delivery::Stopped => return LinkEnd::Stopped,
+        Delivery::Abandoned => return LinkEnd::Abandoned,
+    };
+    context.stop.send_replace(true);
+    if end == LinkEnd::Abandoned {
+        return end;
+    }
+    // The link is stopped now, so only a shutdown may cut this last delivery short.
+    let disconnected = NetEvent::PeerDisconnected(context.peer);
+    tokio::select! {
+        sent = context.events.send(disconnected) => if sent.is_err() { return LinkEnd::Abandoned },
+        () = stopped(&mut shutdown) => return LinkEnd::Abandoned,
+    }
+    end
+}
+
+async fn read_frames<R: AsyncRead + Unpin>(
+    context: &mut ReaderContext,
+    reader: &mut R,
+    stop: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> LinkEnd {
+    let peer = context.peer;
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
+    let mut buffer = vec![0u8; READ_BUFFER_BYTES];
+    loop {
+        loop {
+            let payload = match decoder.next_frame() {
+                Ok(Some(payload)) => payload,
+                Ok(None) => break,
+                Err(error) => return frame_refused(peer, error),
+            };
+            let wire = match Wire::decode(&payload) {
+                Ok(wire) => wire,
+                Err(error) => {
+                    warn!(%peer, %error, "closing link: the peer sent an undecodable payload");
+                    return LinkEnd::Misbehaved { reason: error.to_string() };
+                }
+            };
+            let delivery = match wire {
+                Wire::Core(message) => {
+                    let event = NetEvent::MessageReceived { from: peer, message };
+                    deliver(&context.events, event, stop, shutdown).await
+                }
+                Wire::Ping(nonce) => {
+                    let pong = Wire::Pong(nonce).to_frame().expect("a pong fits in a frame");
+                    if context.sender.try_push(pong).is_err() {
+                        warn!(%peer, "closing link: its outbound queue is full");
+                        return LinkEnd::Failed { reason: "outbound queue full".into() };
+                    }
+                    Delivery::Delivered
+                }
+                // Any frame counts as a sign of life; a pong needs nothing more.
+                Wire::Pong(_) => Delivery::Delivered,
+                Wire::Peers(peers) => deliver(&context.peer_lists, (peer, peers), stop, shutdown).await,
+            };
+            match delivery {
+                Delivery::Delivered => {}
+                Delivery::Stopped => return LinkEnd::Stopped,
+                Delivery::Abandoned => return LinkEnd::Abandoned,
+            }
+        }
+        let read = tokio::select! {
+            read = tokio::time::timeout(context.idle_timeout, reader.read(&mut buffer)) => read,
+            () = stopped(stop) => return LinkEnd::Stopped,
+            () = stopped(shutdown) => return LinkEnd::Abandoned,
+        };
+        match read {
+            Err(_) => {
+                debug!(%peer, "closing link: nothing received for the idle timeout");
+                return LinkEnd::Failed { reason: "idle timeout".into() };
+            }
+            Ok(Err(error)) => {
+                debug!(%peer, %error, "closing link: read failed");
+                return LinkEnd::Failed { reason: error.to_string() };
+            }
+            Ok(Ok(0)) => {
+                debug!(%peer, "link closed by the peer");
+                return LinkEnd::Closed;
+            }
+            Ok(Ok(count)) => decoder.push(&buffer[..count]),
+        }
+    }
+}
+
+fn frame_refused(peer: NodeId, error: FrameError) -> LinkEnd {
+    warn!(%peer, %error, "closing link: the peer sent an invalid frame");
+    LinkEnd::Misbehaved { reason: error.to_string() }
+}
+
+/// What the writer needs besides its socket.
+pub struct WriterContext {
+    pub peer: NodeId,
+    pub queue: LinkQueue,
+    pub stop: LinkStop,
+    pub shutdown: watch::Receiver<bool>,
+    pub ping_interval: Duration,
+    /// A write that makes no progress for this long ends the link.
+    pub idle_timeout: Duration,
+}
+
+/// The writer task: see the module docs. Ends when the link is stopped, the queue's senders are
+/// all gone, or a write fails; then sends close_notify (briefly) and stops the reader.
+pub async fn run_writer<W: AsyncWrite + Unpin>(mut context: WriterContext, mut writer: W) {
+    let peer = context.peer;
+    let mut stop = context.stop.subscribe();
+    let mut shutdown = context.shutdown.clone();
+    let start = tokio::time::Instant::now() + context.ping_interval;
+    let mut ping = tokio::time::interval_at(start, context.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping_nonce: u64 = 0;
+    let mut batch: Vec<Frame> = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
+    loop {
+        // Bytes of this batch taken from the queue (pings were never counted there). They stay
+        // counted against the queue's budget until written.
+        let mut dequeued_bytes = 0;
+        tokio::select! {
+            frame = context.queue.frames.recv() => match frame {
+                Some(frame) => {
+                    dequeued_bytes += frame.len();
+                    batch.push(frame);
+                    while batch.len() < WRITE_BATCH_FRAMES_MAX {
+                        match context.queue.frames.try_recv() {
+                            Ok(frame) => {
+                                dequeued_bytes += frame.len();
+                                batch.push(frame);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => break,
+            },
+            _ = ping.tick() => {
+                ping_nonce = ping_nonce.wrapping_add(1);
+                batch.push(Wire::Ping(ping_nonce).to_frame().expect("a ping fits in a frame"));
+            }
+            () = stopped(&mut stop) => break,
+            () = stopped(&mut shutdown) => break,
+        }
+        let written = tokio::select! {
+            written = tokio::time::timeout(context.idle_timeout, write_batch(&mut writer, &batch)) => written,
+            () = stopped(&mut stop) => break,
+            () = stopped(&mut shutdown) => break,
+        };
+        context.queue.queued_bytes.fetch_sub(dequeued_bytes, Ordering::AcqRel);
+        batch.clear();
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                debug!(%peer, %error, "closing link: write failed");
+                break;
+            }
+            Err(_) => {
+                warn!(%peer, "closing link: the peer has not read for the idle timeout");
+                break;
+            }
+        }
+    }
+    context.stop.send_replace(true);
+    let _ = tokio::time::timeout(CLOSE_NOTIFY_DEADLINE, writer.shutdown()).await;
+}
+
+async fn write_batch<W: AsyncWrite + Unpin>(writer: &mut W, batch: &[Frame]) -> std::io::Result<()> {
+    for frame in batch {
+        writer.write_all(frame).await?;
+    }
+    writer.flush().await
+}
