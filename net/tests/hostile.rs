@@ -6,6 +6,9 @@
 //! Every test runs honest validators 0 and 1; the attacker holds the keys of validators 2..5,
 //! whose genesis addresses nobody listens on.
 
+// Test helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{status, Cluster, TestNode, WITHIN};

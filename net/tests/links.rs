@@ -1,6 +1,9 @@
 //! Real TLS links on loopback between in-process nodes: connecting, delivering, reconnecting,
 //! discovery and shutdown.
 
+// Test helpers may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{free_addrs, status, wait_settled, Cluster, TestNode};
