@@ -77,8 +77,16 @@ async fn authenticate_as(cluster: &Cluster, key: &Keypair, target: usize) -> (Tl
     write_frame(&mut tls, &encode_proof(&proof)).await.unwrap();
     let their_proof = decode_proof(&read_frame(&mut tls, HANDSHAKE_MESSAGE_BYTES_MAX).await.unwrap()).unwrap();
     let validators = genesis_validators(&cluster.genesis);
-    let server =
-        finish(&local, &ours, &theirs, &exporter, &their_proof, &cluster.id(target), |id| validators.contains(id), |_| false);
+    let server = finish(
+        &local,
+        &ours,
+        &theirs,
+        &exporter,
+        &their_proof,
+        &cluster.id(target),
+        |id| validators.contains(id),
+        |_| false,
+    );
     assert_eq!(server, Ok(cluster.id(target)));
     (tls, ours, proof)
 }
@@ -222,7 +230,8 @@ async fn a_connection_that_says_nothing_is_dropped_at_the_handshake_deadline() {
     // One says nothing at all; the other finishes TLS as a validator and then says nothing.
     let mut silent_tcp = TcpStream::connect(cluster.addrs[0]).await.unwrap();
     let mut silent_tls = tls_connect(&cluster, &validator_key(5), 0).await.expect("TLS as validator 5");
-    let (tcp_after, tls_after) = tokio::join!(closed_within(&mut silent_tcp, WITHIN), closed_within(&mut silent_tls, WITHIN));
+    let (tcp_after, tls_after) =
+        tokio::join!(closed_within(&mut silent_tcp, WITHIN), closed_within(&mut silent_tls, WITHIN));
     // The deadline is 5 s from accepting; these bounds only say "at the deadline, not at once
     // and not never", whatever the machine's load.
     for after in [tcp_after, tls_after] {

@@ -184,7 +184,11 @@ async fn a_seed_given_by_dns_name_links_nodes_that_genesis_does_not() {
     let mut second = TestNode::start(1, other, PeerStore::none()).await;
     first.wait_connected_to(&cluster.ids([1])).await;
     second.wait_connected_to(&cluster.ids([0])).await;
-    assert_eq!(last_save(&saves), vec![PeerAddress { id: cluster.id(1), addr: seed }], "the seed is saved once verified");
+    assert_eq!(
+        last_save(&saves),
+        vec![PeerAddress { id: cluster.id(1), addr: seed }],
+        "the seed is saved once verified"
+    );
     first.shut_down().await;
     second.shut_down().await;
 }
