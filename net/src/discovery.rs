@@ -230,9 +230,17 @@ impl AddressBook {
         true
     }
 
-    /// A dial of `addr` authenticated `id`: the address is verified (filed if it was not).
+    /// A dial of `addr` authenticated `id`: the address, if still filed under `id`, is verified.
+    /// (One removed while the dial was in flight stays removed.)
     pub fn mark_verified(&mut self, id: NodeId, addr: &str) -> bool {
-        self.file(id, addr, AddressSource::Exchange, true)
+        let Some(known) =
+            self.by_validator.get_mut(&id).and_then(|addresses| addresses.iter_mut().find(|known| known.addr == addr))
+        else {
+            return false;
+        };
+        let changed = !known.verified;
+        known.verified = true;
+        changed
     }
 
     /// A dial of `addr`, filed under `expected`, reached another validator, `found`. The
@@ -434,6 +442,8 @@ mod tests {
         assert!(book.shareable().contains(&peer(1, "moved.example:7741")));
         assert_eq!(book.persistent(), vec![peer(1, "moved.example:7741")]);
         assert!(!book.mark_verified(id(1), "moved.example:7741"), "no change the second time");
+        assert!(!book.mark_verified(id(1), "never.example:1"), "an address not filed is not filed by verifying it");
+        assert!(!book.knows("never.example:1"));
     }
 
     #[test]
@@ -444,13 +454,16 @@ mod tests {
         let addresses = book.addresses_of(&id(1));
         assert_eq!(addresses.len(), ADDRESSES_PER_VALIDATOR_MAX);
         assert_eq!(addresses[0].source, AddressSource::Genesis);
-        // A verified address displaces an unverified exchanged one.
-        assert!(book.mark_verified(id(1), "verified.example:1"));
-        assert!(book.addresses_of(&id(1)).iter().any(|known| known.addr == "verified.example:1"));
+        // A newcomer displaces the oldest unverified exchanged address.
+        assert_eq!(book.learn(&[peer(1, "newest.example:1")]), 1);
+        assert_eq!(book.addresses_of(&id(1)).last().map(|known| known.addr.as_str()), Some("newest.example:1"));
         assert_eq!(book.addresses_of(&id(1))[0].source, AddressSource::Genesis);
+        // A saved (verified) address displaces an unverified exchanged one too.
+        book.load_saved(&[peer(1, "saved.example:1")]);
+        assert!(book.addresses_of(&id(1)).iter().any(|known| known.addr == "saved.example:1" && known.verified));
         // Once every non-genesis entry is verified, an unverified newcomer is dropped.
-        let verified: Vec<String> = (0..10).map(|port| format!("v.example:{}", port + 1)).collect();
-        for addr in &verified {
+        let filed: Vec<String> = book.addresses_of(&id(1)).iter().map(|known| known.addr.clone()).collect();
+        for addr in &filed {
             book.mark_verified(id(1), addr);
         }
         assert_eq!(book.learn(&[peer(1, "late.example:1")]), 0);

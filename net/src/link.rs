@@ -50,6 +50,8 @@ pub enum LinkEnd {
     Failed { reason: String },
     /// The manager or the writer stopped the link (the reason was logged where it happened).
     Stopped,
+    /// The link's outbound queue was full when the reader had a pong to send.
+    QueueFull,
     /// The peer broke the protocol: an oversized or empty frame, or an undecodable payload.
     Misbehaved { reason: String },
     /// The driver dropped its events receiver, or the transport is shutting down.
@@ -130,6 +132,7 @@ pub struct ReaderContext {
 }
 
 /// How a send toward the driver or manager ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Delivery {
     Delivered,
     Stopped,
@@ -155,14 +158,16 @@ async fn deliver<T>(
 pub async fn run_reader<R: AsyncRead + Unpin>(mut context: ReaderContext, mut reader: R) -> LinkEnd {
     let mut stop = context.stop.subscribe();
     let mut shutdown = context.shutdown.clone();
-    let end = match deliver(&context.events, NetEvent::PeerConnected(context.peer), &mut stop, &mut shutdown).await {
+    let connected = deliver(&context.events, NetEvent::PeerConnected(context.peer), &mut stop, &mut shutdown).await;
+    let end = match connected {
         Delivery::Delivered => read_frames(&mut context, &mut reader, &mut stop, &mut shutdown).await,
-        // Never announced, so nothing to take back.
-        Delivery::Stopped => return LinkEnd::Stopped,
-        Delivery::Abandoned => return LinkEnd::Abandoned,
+        Delivery::Stopped => LinkEnd::Stopped,
+        Delivery::Abandoned => LinkEnd::Abandoned,
     };
+    // Whatever ended the link, the writer ends with it.
     context.stop.send_replace(true);
-    if end == LinkEnd::Abandoned {
+    if !matches!(connected, Delivery::Delivered) || end == LinkEnd::Abandoned {
+        // Never announced (nothing to take back), or nobody is listening any more.
         return end;
     }
     // The link is stopped now, so only a shutdown may cut this last delivery short.
@@ -206,7 +211,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     let pong = Wire::Pong(nonce).to_frame().expect("a pong fits in a frame");
                     if context.sender.try_push(pong).is_err() {
                         warn!(%peer, "closing link: its outbound queue is full");
-                        return LinkEnd::Failed { reason: "outbound queue full".into() };
+                        return LinkEnd::QueueFull;
                     }
                     Delivery::Delivered
                 }

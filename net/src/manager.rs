@@ -202,7 +202,8 @@ pub struct NetConfig {
 /// Counters for live metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetStats {
-    /// Authenticated links (announced, or about to be).
+    /// Authenticated links that carry messages (announced, or about to be); a link being closed
+    /// or replaced is not counted.
     pub links: usize,
     /// Dials (and identifications of seed or manual addresses) in progress.
     pub dials_in_flight: usize,
@@ -778,11 +779,17 @@ impl Manager {
                         self.on_link_closed(peer, link_id, end);
                     }
                     Some(TaskOwner::Dial { holds, probe }) => {
-                        if let Some(slot) = holds.and_then(|peer| self.peers.get_mut(&peer)) {
-                            slot.dial.in_flight = false;
+                        let now = Instant::now();
+                        if let Some(peer) = holds {
+                            if let Some(slot) = self.peers.get_mut(&peer) {
+                                slot.dial.in_flight = false;
+                            }
+                            self.dial_failed(peer, now);
                         }
-                        if let Some(probe) = probe.and_then(|addr| self.probes.get_mut(&addr)) {
-                            probe.in_flight = false;
+                        let backoff_max = self.context.limits.backoff_max;
+                        if let Some(state) = probe.and_then(|addr| self.probes.get_mut(&addr)) {
+                            state.in_flight = false;
+                            state.due_at = now + with_jitter(state.backoff.after_failure(backoff_max), random_u64());
                         }
                     }
                     None => {}
@@ -884,6 +891,9 @@ impl Manager {
         info!(%peer, ?end, "link down");
         if now.duration_since(active.established_at) >= limits.link_stable_after {
             slot.dial.backoff = Backoff::new(limits.backoff_initial);
+        }
+        if end == LinkEnd::QueueFull {
+            lock(&self.context.counters).stats.links_dropped_queue_full += 1;
         }
         if let LinkEnd::Misbehaved { reason } = &end {
             self.score_down(peer, reason);
@@ -1058,7 +1068,9 @@ impl Manager {
             .iter()
             .filter(|(peer, slot)| slot.is_idle() && self.book.dial_address(peer, 0).is_some())
             .map(|(_, slot)| slot.dial.due_at.max(slot.dial.banned_until.unwrap_or(slot.dial.due_at)));
-        let probes = self.probes.values().filter(|state| !state.in_flight).map(|state| state.due_at);
+        // With no other validator there is nobody to expect at an unidentified address.
+        let probes =
+            self.probes.values().filter(|state| !state.in_flight && !self.peers.is_empty()).map(|state| state.due_at);
         dials.chain(probes).min()
     }
 
@@ -1151,7 +1163,7 @@ impl Manager {
     }
 
     fn publish_stats(&self) {
-        let links = self.peers.values().filter(|slot| slot.active.is_some()).count();
+        let links = self.peers.values().filter(|slot| slot.active.as_ref().is_some_and(|a| !a.closing)).count();
         let dials = self.owners.values().filter(|owner| matches!(owner, TaskOwner::Dial { .. })).count();
         let mut guard = lock(&self.context.counters);
         guard.stats.links = links;

@@ -106,6 +106,15 @@ async fn closed_within(stream: &mut (impl AsyncRead + Unpin), within: Duration) 
     }
 }
 
+/// Waits until `condition` holds; fails the test if it does not within `WITHIN`.
+async fn eventually(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "the condition never held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// No event about `peer` arrives at `node` for a while.
 async fn no_link_with(node: &mut TestNode, peer: usize) {
     let peer = validator_key(peer).address();
@@ -184,7 +193,7 @@ async fn a_plain_tcp_client_sending_garbage_is_refused() {
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: tinychain\r\n\r\n").await.unwrap();
     tcp.write_all(&[0x5a; 2048]).await.unwrap();
     closed_within(&mut tcp, WITHIN).await;
-    assert_eq!(first.stats().inbound_handshakes_failed, 1);
+    eventually(|| first.stats().inbound_handshakes_failed == 1).await;
     still_talking(&mut first, &mut second, 40).await;
 }
 
@@ -200,7 +209,7 @@ async fn authenticated_peer_sending(bytes: &[u8], attacker: usize, height: u64) 
     tls.flush().await.unwrap();
     closed_within(&mut tls, WITHIN).await;
     first.wait_connected_to(&cluster.ids([1])).await;
-    assert_eq!(first.stats().peers_scored_down, 1);
+    eventually(|| first.stats().peers_scored_down == 1).await;
 
     // Straight back: the handshake succeeds, then the node closes the link unannounced.
     let (mut again, _, _) = authenticate_as(&cluster, &key, 0).await;
@@ -238,8 +247,8 @@ async fn a_connection_that_says_nothing_is_dropped_at_the_handshake_deadline() {
         assert!(after >= Duration::from_secs(3), "dropped after {after:?}, before the deadline");
         assert!(after <= Duration::from_secs(15), "dropped after {after:?}");
     }
-    assert_eq!(first.stats().pending_handshakes, 0);
-    assert_eq!(first.stats().inbound_handshakes_failed, 2);
+    // The node counts a refusal just after closing the connection.
+    eventually(|| first.stats().pending_handshakes == 0 && first.stats().inbound_handshakes_failed == 2).await;
     no_link_with(&mut first, 5).await;
     still_talking(&mut first, &mut second, 70).await;
 }
@@ -273,8 +282,11 @@ async fn two_hundred_connections_at_once_hold_the_caps_and_honest_validators_sti
 
     let stats = first.stats();
     assert!(stats.pending_handshakes_peak <= 64, "{stats:?}");
-    assert!(stats.pending_handshakes_per_ip_peak <= 8, "{stats:?}");
-    assert!(stats.connections_refused_at_cap >= 100, "both caps were reached: {stats:?}");
+    assert_eq!(stats.pending_handshakes_per_ip_peak, 8, "127.0.0.1 reached its cap and no more: {stats:?}");
+    if std::net::TcpListener::bind("127.0.0.2:0").is_ok() {
+        assert_eq!(stats.pending_handshakes_peak, 64, "the other addresses reached the total cap: {stats:?}");
+    }
+    assert!(stats.connections_refused_at_cap > 0, "{stats:?}");
     still_talking(&mut first, &mut second, 80).await;
     late.handle.send_to(first.id, status(90)).await.unwrap();
     assert_eq!(first.next_message().await, (late.id, status(90)));
@@ -292,4 +304,57 @@ where
         outputs.push(handle.await.expect("a connection attempt does not panic"));
     }
     outputs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_peer_that_goes_silent_is_dropped_at_the_idle_timeout() {
+    let cluster = Cluster::new(6);
+    let mut config = cluster.config(0);
+    config.limits.idle_timeout = Duration::from_secs(1);
+    config.limits.ping_interval = Duration::from_millis(200);
+    let mut first = TestNode::start(0, config, tinychain_net::discovery::PeerStore::none()).await;
+    let mut second = cluster.start(1).await;
+    first.wait_connected_to(&cluster.ids([1])).await;
+    // Reads (so its socket drains) but never writes, not even a pong.
+    let (mut tls, _, _) = authenticate_as(&cluster, &validator_key(2), 0).await;
+    first.wait_connected_to(&cluster.ids([1, 2])).await;
+    closed_within(&mut tls, WITHIN).await;
+    first.wait_connected_to(&cluster.ids([1])).await;
+    assert_eq!(first.stats().peers_scored_down, 0, "silence is not misbehaviour");
+    // The honest link, quiet but pinging, outlived several idle timeouts.
+    assert!(first.history.iter().all(|event| *event != NetEvent::PeerDisconnected(second.id)));
+    still_talking(&mut first, &mut second, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_loses_its_link_instead_of_growing_our_memory() {
+    let cluster = Cluster::new(6);
+    let mut config = cluster.config(0);
+    config.limits.link_queue_bytes_max = 4 * 1024 * 1024;
+    let mut first = TestNode::start(0, config, tinychain_net::discovery::PeerStore::none()).await;
+    let mut second = cluster.start(1).await;
+    first.wait_connected_to(&cluster.ids([1])).await;
+    second.wait_connected_to(&cluster.ids([0])).await;
+    // Authenticates, then never reads: the socket buffers fill, then the link's queue.
+    let (stuck, _, _) = authenticate_as(&cluster, &validator_key(2), 0).await;
+    first.wait_connected_to(&cluster.ids([1, 2])).await;
+
+    // 48 messages of 1 MiB each: far more than socket buffers and the 4 MiB queue hold.
+    let big = |height: u64| tinychain_core::message::Message::GetBlocks {
+        locator: vec![
+            tinychain_core::types::Checkpoint { height, hash: tinychain_core::types::Hash([7; 32]) };
+            1024 * 1024 / 40
+        ],
+    };
+    // One at a time, so the honest peer's queue never holds more than one; the stuck peer's
+    // only grows.
+    for height in 0..48 {
+        first.handle.broadcast(big(height), None).await.unwrap();
+        assert_eq!(second.next_message().await, (first.id, big(height)), "the honest peer gets everything");
+    }
+    first.wait_connected_to(&cluster.ids([1])).await;
+    assert_eq!(first.stats().links_dropped_queue_full, 1);
+    assert_eq!(first.stats().peers_scored_down, 0, "being slow is not misbehaviour");
+    drop(stuck);
+    still_talking(&mut first, &mut second, 110).await;
 }

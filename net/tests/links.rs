@@ -240,9 +240,41 @@ async fn peer_exchange_links_nodes_that_only_a_third_can_reach() {
     first.wait_connected_to(&cluster.ids([1, 2])).await;
     second.wait_connected_to(&cluster.ids([0, 2])).await;
     third.wait_connected_to(&cluster.ids([0, 1])).await;
+    // Both may have dialed the other at once: let the one-link rule finish before sending.
+    wait_settled(&[&first, &second, &third], 2).await;
     first.handle.send_to(second.id, status(7)).await.unwrap();
     assert_eq!(second.next_message().await, (first.id, status(7)));
     for node in [first, second, third] {
         node.shut_down().await;
     }
+}
+
+/// An added address of a validator already linked is identified by TLS alone (no second link,
+/// so no flap), and an added address of our own is recognised and forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_addresses_of_a_linked_validator_and_of_ourselves_are_identified_without_new_links() {
+    let cluster = Cluster::new(2);
+    let (store, saves) = recording_store(Vec::new());
+    let mut first = TestNode::start(0, cluster.config(0), store).await;
+    let mut second = cluster.start(1).await;
+    first.wait_connected_to(&cluster.ids([1])).await;
+    second.wait_connected_to(&cluster.ids([0])).await;
+    wait_settled(&[&first, &second], 1).await;
+
+    let other = format!("localhost:{}", cluster.addrs[1].port());
+    first.handle.add_peer(format!("localhost:{}", cluster.addrs[0].port())).await.unwrap();
+    first.handle.add_peer(other.clone()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + common::WITHIN;
+    while last_save(&saves).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the added address is identified and saved");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(last_save(&saves), vec![PeerAddress { id: cluster.id(1), addr: other }]);
+    wait_settled(&[&first, &second], 1).await;
+    for node in [&mut first, &mut second] {
+        assert_eq!(node.messages_during(QUIET).await, vec![]);
+        assert_eq!(node.history.len(), 1, "node {}: only the first connection: {:?}", node.index, node.history);
+    }
+    first.shut_down().await;
+    second.shut_down().await;
 }
