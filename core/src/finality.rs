@@ -4,7 +4,11 @@
 //!
 //! A block T is justified when `2N/3 + 1` validators have committed votes with the same
 //! justified source S (an ancestor of T) and target T. A justified S is final when such a link
-//! goes from S to its child. The state is kept per block incrementally: the tallies of links
+//! goes from S to a block T and every block from S to T is justified ("k-finality", from the
+//! Casper FFG and Gasper papers; k = 1, the link to S's child, is the usual case). With k = 1
+//! alone, a network whose votes for block h reach the producers only in time for h + 2 would
+//! cast only skip links (h - 2 -> h): every block justified, none ever final. k-finality keeps
+//! the same two voting rules, which are what the safety argument rests on. The state is kept per block incrementally: the tallies of links
 //! whose source is at or above the final height, and the justified blocks above the final one.
 
 use crate::types::{Checkpoint, Vote};
@@ -112,13 +116,18 @@ impl FinalityState {
             .iter()
             .max_by_key(|checkpoint| checkpoint.height)
             .expect("the final block is always justified");
+        // k-finality: S is final when a supermajority link S -> T exists and every block from S
+        // to T is justified (k = T - S; k = 1 is the link to the child). Justified checkpoints
+        // kept here are all on this chain, so a height present means that block is justified.
+        let justified_heights: BTreeSet<u64> =
+            self.justified_above_final.iter().map(|checkpoint| checkpoint.height).collect();
         let newly_final = self
             .links
             .iter()
             .filter(|((source, target), voters)| {
                 voters.len() >= quorum
-                    && target.height == source.height + 1
                     && self.justified_above_final.contains(source)
+                    && (source.height + 1..=target.height).all(|height| justified_heights.contains(&height))
             })
             .map(|((source, _), _)| *source)
             .max_by_key(|source| source.height);
@@ -200,10 +209,26 @@ mod tests {
                 finalized: 0,
             },
             Case {
-                desc: "a skip link justifies but does not finalize the source",
+                desc: "a skip link over an unjustified block justifies but does not finalize the source",
                 votes: vec![(0, vote(0, 2)), (1, vote(0, 2)), (2, vote(0, 2))],
                 justified: 2,
                 finalized: 0,
+            },
+            Case {
+                desc: "a skip link over justified blocks finalizes its source (k-finality)",
+                votes: vec![
+                    (0, vote(0, 1)),
+                    (1, vote(0, 1)),
+                    (2, vote(0, 1)),
+                    (0, vote(0, 2)),
+                    (1, vote(0, 2)),
+                    (2, vote(0, 2)),
+                    (0, vote(1, 3)),
+                    (1, vote(1, 3)),
+                    (2, vote(1, 3)),
+                ],
+                justified: 3,
+                finalized: 1,
             },
             Case {
                 desc: "genesis to its child finalizes genesis only",

@@ -44,8 +44,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use tracing::debug;
 
-/// Bytes of a block kept free for the header and reports when filling it with transfers.
-const BLOCK_BYTES_RESERVED_FOR_REPORTS: usize = 64 * 1024;
+/// Bytes of a block kept free for the header and the encoding's length prefixes when filling it.
+const BLOCK_BYTES_RESERVED_FOR_HEADER: usize = 1024;
 
 /// What a node is configured with. Deterministic: no paths, no clocks.
 #[derive(Clone, Debug)]
@@ -176,6 +176,9 @@ struct TreeEntry {
 struct PeerState {
     /// The tip it advertised, while that may still be worth fetching.
     tip: Option<Checkpoint>,
+    /// When it advertised that tip, or last taught us blocks toward it. An advertised tip holds
+    /// production back only while this is recent (see `is_syncing`).
+    tip_fresh_at_ms: u64,
     /// It has sent its status since it connected (the warm-up counts these).
     status_received: bool,
 }
@@ -438,6 +441,7 @@ impl Node {
             Message::Status { tip, finalized: _ } => {
                 let peer_state = self.peers.entry(from).or_default();
                 peer_state.tip = Some(tip);
+                peer_state.tip_fresh_at_ms = now_ms;
                 peer_state.status_received = true;
                 if !self.knows_block(&tip) {
                     self.request_sync(now_ms, from, actions);
@@ -446,6 +450,9 @@ impl Node {
             Message::GetBlocks { locator } => self.on_get_blocks(from, &locator, actions),
             Message::Blocks(blocks) => {
                 self.sync_requested_at_ms.remove(&from);
+                let last = blocks[..blocks.len().min(SYNC_BLOCKS_PER_RESPONSE_MAX)]
+                    .last()
+                    .map(|block| Checkpoint { height: block.header.height, hash: block_hash(&block.header) });
                 let known_before = self.tree.len() + self.orphans.len();
                 for block in blocks.into_iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
                     self.on_block(now_ms, Some(from), block, false, actions);
@@ -456,7 +463,19 @@ impl Node {
                     .get(&from)
                     .and_then(|peer_state| peer_state.tip)
                     .is_some_and(|tip| !self.knows_block(&tip));
+                // Blocks we already had: they are the peer's chain where it still agrees with
+                // ours (our locator matched far below the fork). Continue right after the last
+                // one instead of concluding there is nothing to learn.
+                if let (false, true, Some(last)) = (learned_something, advertised_is_unknown, last) {
+                    if self.knows_block(&last) {
+                        self.request_sync_after(now_ms, from, Some(last), actions);
+                        return;
+                    }
+                }
                 let peer_state = self.peers.entry(from).or_default();
+                if learned_something {
+                    peer_state.tip_fresh_at_ms = now_ms;
+                }
                 if !learned_something && advertised_is_unknown {
                     // Nothing new, and the tip it advertised is still unknown: that tip is not on
                     // its canonical chain any more. Stop asking (and stop holding production
@@ -1046,18 +1065,29 @@ impl Node {
     // ---- sync ---------------------------------------------------------------------------------
 
     fn request_sync(&mut self, now_ms: u64, peer: NodeId, actions: &mut Vec<Action>) {
+        self.request_sync_after(now_ms, peer, None, actions);
+    }
+
+    /// Asks `peer` for blocks; `after` (a block of its chain we already hold) leads the locator,
+    /// so the answer continues from there.
+    fn request_sync_after(&mut self, now_ms: u64, peer: NodeId, after: Option<Checkpoint>, actions: &mut Vec<Action>) {
         if self.sync_requested_at_ms.contains_key(&peer) {
             return;
         }
         self.sync_requested_at_ms.insert(peer, now_ms);
         actions.push(Action::Trace(TraceEvent::SyncRequested { peer, have_height: self.state.tip.height }));
-        actions.push(Action::SendTo { peer, message: Message::GetBlocks { locator: self.locator() } });
+        let mut locator = self.locator();
+        if let Some(after) = after {
+            locator.truncate(LOCATOR_HASHES_MAX - 1);
+            locator.insert(0, after);
+        }
+        actions.push(Action::SendTo { peer, message: Message::GetBlocks { locator } });
     }
 
     /// Checkpoints the peer can match against its canonical chain: first along the highest
     /// side branch we hold (which may be one we are still fetching, so the next response
     /// continues it instead of repeating itself), then along our canonical chain; each from its
-    /// tip back to genesis, the last ten densely, then exponentially spaced.
+    /// tip back to our final block, the last ten densely, then exponentially spaced.
     fn locator(&self) -> Vec<Checkpoint> {
         let highest_side_leaf = self
             .tree
@@ -1077,24 +1107,24 @@ impl Node {
         locator
     }
 
+    /// Checkpoints from `tip` down to our final block (never below it: anything worth fetching
+    /// descends from it, and stopping there lets the first answer start at or above it).
     fn locator_along(&self, tip: Checkpoint, budget: usize) -> Vec<Checkpoint> {
+        let final_height = self.finalized.height;
         let mut locator = Vec::new();
         let mut height = tip.height;
         let mut step = 1u64;
-        while locator.len() + 1 < budget {
+        while height > final_height && locator.len() + 1 < budget {
             let Some(hash) = self.ancestor_hash(tip.hash, height) else {
                 break;
             };
             locator.push(Checkpoint { height, hash });
-            if height == 0 {
-                return locator;
-            }
             if locator.len() >= 10 {
                 step = step.saturating_mul(2);
             }
-            height = height.saturating_sub(step);
+            height = height.saturating_sub(step).max(final_height);
         }
-        locator.push(Checkpoint { height: 0, hash: self.genesis_hash });
+        locator.push(self.finalized);
         locator
     }
 
@@ -1136,10 +1166,15 @@ impl Node {
         self.ranking.iter().find(|candidate| candidate.validator_index == index).map(|candidate| candidate.rank)
     }
 
-    /// A peer advertised a higher tip that we do not have: we are behind and syncing.
-    fn is_syncing(&self) -> bool {
+    /// A peer advertised a higher tip that we do not have, recently or with blocks flowing
+    /// toward it: we are behind and syncing. An announcement that stays unanswered for a
+    /// producer timeout stops counting, so one faulty or cut-off peer cannot hold production
+    /// back for ever.
+    fn is_syncing(&self, now_ms: u64) -> bool {
+        let fresh_ms = self.config.genesis.parameters.producer_timeout_ms;
         self.peers.values().any(|peer_state| {
             peer_state.tip.is_some_and(|tip| tip.height > self.state.tip.height && !self.knows_block(&tip))
+                && now_ms < peer_state.tip_fresh_at_ms.saturating_add(fresh_ms)
         })
     }
 
@@ -1171,7 +1206,7 @@ impl Node {
         if now_ms < eligible_ms {
             return;
         }
-        if self.is_syncing() {
+        if self.is_syncing(now_ms) {
             debug!(height = self.state.tip.height, "not producing: a peer has a higher tip we are fetching");
             return;
         }
@@ -1182,26 +1217,46 @@ impl Node {
         let parameters = &self.config.genesis.parameters;
         let height = self.state.tip.height + 1;
         let state = &self.state;
-        let transfer_bytes_max = (parameters.block_bytes_max as usize).saturating_sub(BLOCK_BYTES_RESERVED_FOR_REPORTS);
+        // Reports first (they carry the votes finality needs), round by round so that every
+        // validator's oldest unrecorded report gets in before anyone's second, within half the
+        // block; transfers fill what is left. The block can then never exceed its byte limit.
+        let block_bytes_max = parameters.block_bytes_max as usize;
+        let report_bytes_max = block_bytes_max / 2;
+        let per_validator_max = parameters.reports_per_validator_per_block_max as usize;
+        let pending: Vec<Vec<&MetricReport>> = self
+            .report_pool
+            .iter()
+            .map(|(validator, pool)| {
+                let recorded = state.validators[*validator as usize].latest_report.map(|report| report.sequence);
+                pool.values()
+                    .filter(|report| {
+                        recorded.is_none_or(|recorded| report.sequence > recorded) && report.tip.height < height
+                    })
+                    .take(per_validator_max)
+                    .collect()
+            })
+            .collect();
+        let mut reports: Vec<MetricReport> = Vec::new();
+        let mut report_bytes = 0;
+        'rounds: for round in 0..per_validator_max {
+            for validator_reports in &pending {
+                let Some(report) = validator_reports.get(round) else { continue };
+                let bytes = crate::codec::report_bytes(report).len();
+                if report_bytes + bytes > report_bytes_max {
+                    break 'rounds;
+                }
+                report_bytes += bytes;
+                reports.push((*report).clone());
+            }
+        }
+        // Reports of one validator must be in sequence order within the block.
+        reports.sort_by_key(|report| (report.node, report.sequence));
+        let transfer_bytes_max = block_bytes_max.saturating_sub(report_bytes + BLOCK_BYTES_RESERVED_FOR_HEADER);
         let transfers = self.mempool.select_for_block(
             |address| state.account(address),
             parameters.block_transfers_max as usize,
             transfer_bytes_max,
         );
-        let per_validator_max = parameters.reports_per_validator_per_block_max as usize;
-        let reports: Vec<MetricReport> = self
-            .report_pool
-            .iter()
-            .flat_map(|(validator, pool)| {
-                let recorded = state.validators[*validator as usize].latest_report.map(|report| report.sequence);
-                pool.values()
-                    .filter(move |report| {
-                        recorded.is_none_or(|recorded| report.sequence > recorded) && report.tip.height < height
-                    })
-                    .take(per_validator_max)
-            })
-            .cloned()
-            .collect();
         self.produced_on_parent = Some(self.state.tip.hash);
         let key = &self.config.key;
         let built = self.with_tip_context(now_ms, |context| {

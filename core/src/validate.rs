@@ -505,5 +505,15 @@ pub fn build_block(
     let hash = block_hash(&header);
     delta.tip.hash = hash;
     let block = Arc::new(Block { header, transfers, reports });
+    // The limits `check_block_shape` enforces on receipt: a producer must never sign a block
+    // its own validation would refuse.
+    let parameters = &context.genesis.parameters;
+    if block.transfers.len() > parameters.block_transfers_max as usize {
+        return Err(BlockError::TooManyTransfers { count: block.transfers.len(), max: parameters.block_transfers_max });
+    }
+    let bytes = codec::encoded_len(&*block);
+    if bytes > parameters.block_bytes_max as usize {
+        return Err(BlockError::TooLarge { bytes, max: parameters.block_bytes_max });
+    }
     Ok(ValidBlock { block, hash, delta, votes_ignored })
 }

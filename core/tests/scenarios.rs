@@ -66,7 +66,8 @@ fn a_crashed_top_producer_costs_one_timeout_then_drops_to_the_end() {
     let timeout_ms = genesis.parameters.producer_timeout_ms;
     let interval_ms = genesis.parameters.block_interval_ms;
     let mut net = LocalNet::new(genesis, 5);
-    net.run_until(1_000);
+    // Mid-interval, once the last block has reached everyone: the next producer has not acted.
+    net.run_until(1_050);
     let victim = next_producer(&net, 0);
     let crash_height = net.nodes[0].tip().height;
     let crashed_at = net.now_ms;
