@@ -82,7 +82,7 @@ async fn drive(cluster: Arc<Cluster>, index: usize, epoch: Instant, until: Insta
         }
     }
     handle.shutdown().await.unwrap();
-    task.join().await;
+    task.join().await.unwrap();
     Finished { node, commits }
 }
 
