@@ -834,8 +834,9 @@ impl Node {
         let old_justified = self.state.finality.justified;
         let old_final = self.finalized;
         let mut ops = Vec::new();
-        let mut abandoned: Vec<Arc<Block>> = Vec::new();
-        let mut applied: Vec<Arc<Block>> = Vec::new();
+        // (hash, block) of every block rolled back and applied, in order.
+        let mut abandoned: Vec<(Hash, Arc<Block>)> = Vec::new();
+        let mut applied: Vec<(Hash, Arc<Block>)> = Vec::new();
         let mut lowest_fork_height = old_tip.height;
         // Each round either reaches the best tip or removes an invalid block: bounded.
         for _round in 0..=self.tree.len() {
@@ -859,7 +860,7 @@ impl Node {
                 let undo =
                     self.undo.remove(&height).expect("undo is kept for every canonical block above the final one");
                 self.state.apply_delta(&undo);
-                abandoned.push(self.tree[&hash].block.clone());
+                abandoned.push((hash, self.tree[&hash].block.clone()));
                 ops.push(ChainOp::Rollback { height, hash, undo });
             }
             for hash in branch {
@@ -900,14 +901,14 @@ impl Node {
         f(&context)
     }
 
-    fn apply_valid(&mut self, valid: ValidBlock, ops: &mut Vec<ChainOp>, applied: &mut Vec<Arc<Block>>) {
+    fn apply_valid(&mut self, valid: ValidBlock, ops: &mut Vec<ChainOp>, applied: &mut Vec<(Hash, Arc<Block>)>) {
         let undo = apply_block(&mut self.state, &valid);
         self.canonical.push(valid.hash);
         self.undo.insert(valid.block.header.height, undo.clone());
         if let Some(entry) = self.tree.get_mut(&valid.hash) {
             entry.finality = self.state.finality.clone();
         }
-        applied.push(valid.block.clone());
+        applied.push((valid.hash, valid.block.clone()));
         ops.push(ChainOp::Apply { block: valid.block, hash: valid.hash, delta: valid.delta, undo });
     }
 
@@ -918,8 +919,8 @@ impl Node {
         old_final: Checkpoint,
         fork_height: Height,
         ops: Vec<ChainOp>,
-        abandoned: Vec<Arc<Block>>,
-        applied: Vec<Arc<Block>>,
+        abandoned: Vec<(Hash, Arc<Block>)>,
+        applied: Vec<(Hash, Arc<Block>)>,
         actions: &mut Vec<Action>,
     ) {
         let finality = self.state.finality.clone();
@@ -938,12 +939,11 @@ impl Node {
             finalized: self.finalized,
         })));
         // Net effect: blocks rolled back and not re-applied, and blocks newly applied.
-        let applied_hashes: BTreeSet<Hash> = applied.iter().map(|block| block_hash(&block.header)).collect();
-        let abandoned_hashes: BTreeSet<Hash> = abandoned.iter().map(|block| block_hash(&block.header)).collect();
-        let rolled_back =
-            abandoned.iter().filter(|block| !applied_hashes.contains(&block_hash(&block.header))).count() as u64;
-        let newly_applied: Vec<&Arc<Block>> =
-            applied.iter().filter(|block| !abandoned_hashes.contains(&block_hash(&block.header))).collect();
+        let applied_hashes: BTreeSet<Hash> = applied.iter().map(|(hash, _)| *hash).collect();
+        let abandoned_hashes: BTreeSet<Hash> = abandoned.iter().map(|(hash, _)| *hash).collect();
+        let rolled_back = abandoned.iter().filter(|(hash, _)| !applied_hashes.contains(hash)).count() as u64;
+        let newly_applied: Vec<&(Hash, Arc<Block>)> =
+            applied.iter().filter(|(hash, _)| !abandoned_hashes.contains(hash)).collect();
         if rolled_back > 0 {
             actions.push(Action::Trace(TraceEvent::Reorg {
                 fork_height,
@@ -953,7 +953,7 @@ impl Node {
             }));
         }
         let mut touched_senders: BTreeSet<Address> = BTreeSet::new();
-        for block in &newly_applied {
+        for (hash, block) in newly_applied {
             let header = &block.header;
             if header.rank > 0 {
                 actions.push(Action::Trace(TraceEvent::TimeoutFired {
@@ -963,7 +963,7 @@ impl Node {
             }
             actions.push(Action::Trace(TraceEvent::BlockCommitted {
                 height: header.height,
-                hash: block_hash(header),
+                hash: *hash,
                 producer: header.producer,
                 rank: header.rank,
                 transfers: block.transfers.len(),
@@ -971,7 +971,7 @@ impl Node {
             touched_senders.extend(block.transfers.iter().map(|transfer| transfer.from));
         }
         // Transfers and reports of abandoned blocks go back to their pools.
-        for block in abandoned.iter().filter(|block| !applied_hashes.contains(&block_hash(&block.header))) {
+        for (_, block) in abandoned.iter().filter(|(hash, _)| !applied_hashes.contains(hash)) {
             for transfer in &block.transfers {
                 touched_senders.insert(transfer.from);
                 let sender = self.state.account(&transfer.from);
