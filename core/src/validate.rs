@@ -202,6 +202,19 @@ pub struct ValidBlock {
     pub votes_ignored: Vec<(NodeId, VoteIgnored)>,
 }
 
+/// The genesis limits on a block's transfer count and encoded size.
+fn check_block_limits(genesis: &Genesis, block: &Block) -> Result<(), BlockError> {
+    let parameters = &genesis.parameters;
+    if block.transfers.len() > parameters.block_transfers_max as usize {
+        return Err(BlockError::TooManyTransfers { count: block.transfers.len(), max: parameters.block_transfers_max });
+    }
+    let bytes = codec::encoded_len(block);
+    if bytes > parameters.block_bytes_max as usize {
+        return Err(BlockError::TooLarge { bytes, max: parameters.block_bytes_max });
+    }
+    Ok(())
+}
+
 /// Structure checks that need no chain state: chain id, producer, limits, duplicates, roots and
 /// the producer's signature. Cheap, so side-branch and orphan blocks are screened with it.
 pub fn check_block_shape(genesis: &Genesis, block: &Block, cache: &SignatureCache) -> Result<Hash, BlockError> {
@@ -216,13 +229,7 @@ pub fn check_block_shape(genesis: &Genesis, block: &Block, cache: &SignatureCach
     if header.rank as usize >= genesis.validators.len() {
         return Err(BlockError::RankOutOfRange { rank: header.rank, validators: genesis.validators.len() });
     }
-    if block.transfers.len() > parameters.block_transfers_max as usize {
-        return Err(BlockError::TooManyTransfers { count: block.transfers.len(), max: parameters.block_transfers_max });
-    }
-    let bytes = codec::encoded_len(block);
-    if bytes > parameters.block_bytes_max as usize {
-        return Err(BlockError::TooLarge { bytes, max: parameters.block_bytes_max });
-    }
+    check_block_limits(genesis, block)?;
     let transfer_ids: Vec<Hash> = block.transfers.iter().map(transfer_id).collect();
     let mut unique = BTreeSet::new();
     for id in &transfer_ids {
@@ -507,13 +514,6 @@ pub fn build_block(
     let block = Arc::new(Block { header, transfers, reports });
     // The limits `check_block_shape` enforces on receipt: a producer must never sign a block
     // its own validation would refuse.
-    let parameters = &context.genesis.parameters;
-    if block.transfers.len() > parameters.block_transfers_max as usize {
-        return Err(BlockError::TooManyTransfers { count: block.transfers.len(), max: parameters.block_transfers_max });
-    }
-    let bytes = codec::encoded_len(&*block);
-    if bytes > parameters.block_bytes_max as usize {
-        return Err(BlockError::TooLarge { bytes, max: parameters.block_bytes_max });
-    }
+    check_block_limits(context.genesis, &block)?;
     Ok(ValidBlock { block, hash, delta, votes_ignored })
 }
