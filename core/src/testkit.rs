@@ -131,6 +131,23 @@ impl ModelStorage {
         self.blocks.get(&height).map(|(block, _)| block.clone())
     }
 
+    /// The answer to `Action::ServeBlocks`: the stored canonical blocks from `from_height` to
+    /// `to_height`, stopping at the first missing one and cut to
+    /// `limits::SYNC_RESPONSE_BYTES_MAX` (at least one block), as the driver contract says.
+    pub fn blocks_to_serve(&self, from_height: Height, to_height: Height) -> Vec<Arc<Block>> {
+        let mut blocks = Vec::new();
+        let mut bytes = 0;
+        for height in from_height..=to_height {
+            let Some(block) = self.block_at(height) else { break };
+            bytes += crate::codec::encoded_len(&*block);
+            if bytes > crate::limits::SYNC_RESPONSE_BYTES_MAX && !blocks.is_empty() {
+                break;
+            }
+            blocks.push(block);
+        }
+        blocks
+    }
+
     /// The `Restored` event a restarting node gets from this storage.
     pub fn restored(&self) -> Restored {
         let finalized = self.finalized;
@@ -242,8 +259,7 @@ impl LocalNet {
                     }
                 }
                 Action::ServeBlocks { peer, from_height, to_height } => {
-                    let blocks: Vec<Arc<Block>> =
-                        (from_height..=to_height).filter_map(|height| self.storage[index].block_at(height)).collect();
+                    let blocks = self.storage[index].blocks_to_serve(from_height, to_height);
                     let to = self.index_of(&peer);
                     self.send(index, to, Message::Blocks(blocks));
                 }

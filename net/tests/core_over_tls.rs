@@ -15,7 +15,7 @@ use tinychain_core::crypto::SignatureCache;
 use tinychain_core::message::Message;
 use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::testkit::{validator_key, ModelStorage};
-use tinychain_core::types::{Block, Hash};
+use tinychain_core::types::Hash;
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::NetEvent;
 use tinychain_net::manager::start;
@@ -56,8 +56,7 @@ async fn drive(cluster: Arc<Cluster>, index: usize, epoch: Instant, until: Insta
                         let _ = handle.broadcast(message, except).await;
                     }
                     Action::ServeBlocks { peer, from_height, to_height } => {
-                        let blocks: Vec<Arc<Block>> =
-                            (from_height..=to_height).filter_map(|height| storage.block_at(height)).collect();
+                        let blocks = storage.blocks_to_serve(from_height, to_height);
                         let _ = handle.send_to(peer, Message::Blocks(blocks)).await;
                     }
                     Action::WakeAt(at_ms) => wake_at_ms = at_ms,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::crypto::SignatureCache;
 use tinychain_core::genesis::{Allocation, Genesis, ValidatorEntry};
-use tinychain_core::limits::{SIGNATURE_CACHE_ENTRIES_MAX, SYNC_RESPONSE_BYTES_MAX};
+use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
 use tinychain_core::message::Message;
 use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::testkit::{account_key, validator_key, ModelStorage};
@@ -322,16 +322,7 @@ impl Simulation {
                     }
                 }
                 Action::ServeBlocks { peer, from_height, to_height } => {
-                    let mut blocks: Vec<Arc<Block>> = Vec::new();
-                    let mut bytes = 0;
-                    for height in from_height..=to_height {
-                        let Some(block) = self.nodes[index].storage.block_at(height) else { break };
-                        bytes += codec::encoded_len(&*block);
-                        if bytes > SYNC_RESPONSE_BYTES_MAX && !blocks.is_empty() {
-                            break;
-                        }
-                        blocks.push(block);
-                    }
+                    let blocks = self.nodes[index].storage.blocks_to_serve(from_height, to_height);
                     let to = self.node_index(&peer);
                     self.send(index, to, Message::Blocks(blocks));
                 }
