@@ -1,5 +1,16 @@
-//! tinychain-node: what an operator runs. Today it holds the command line (`cli`), one module per
-//! `tinychain` subcommand. Storage (redb), the event-loop driver over `tinychain-core`, JSON-RPC,
-//! live metrics and the wallet commands arrive with their issues and live here too.
+//! tinychain-node: what an operator runs. The command line (`cli`, one module per `tinychain`
+//! subcommand), the node's home directory and configuration (`home`, `config`, `setup`), the
+//! redb StorageEngine (`storage`), live metrics (`metrics`), the event-loop driver that runs a
+//! `tinychain-core` node over `tinychain-net` (`driver`), the JSON-RPC server (`rpc`, answering
+//! from `query`), and the wallet's encrypted keystore (`keystore`).
 
 pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod home;
+pub mod keystore;
+pub mod metrics;
+pub mod query;
+pub mod rpc;
+pub mod setup;
+pub mod storage;

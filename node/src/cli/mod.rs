@@ -2,7 +2,11 @@
 //! subcommand, so work on different subcommands does not collide.
 
 mod check_genesis;
+mod genesis;
+mod init;
+mod node;
 mod sim;
+mod testnet;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +24,18 @@ pub enum Command {
     /// Check a genesis file: parse it, validate every field, and print its chain id, validators,
     /// allocations, parameters and genesis block hash (which every node of the chain must share).
     CheckGenesis(check_genesis::Args),
+    /// Create one node's home directory: its node key, certificate, config.toml and the genesis
+    /// entry (`validator.json`) to send to whoever assembles the genesis file.
+    Init(init::Args),
+    /// Assemble a genesis file for a multi-server network from the `validator.json` each
+    /// validator's `tinychain init` wrote.
+    #[command(subcommand)]
+    Genesis(genesis::Command),
+    /// Run one node from its home directory until Ctrl-C or SIGTERM.
+    Node(node::Args),
+    /// Run a local network of N nodes as separate processes on 127.0.0.1 (initialising it first
+    /// if needed), printing each block as it is produced.
+    Testnet(testnet::Args),
     /// Simulate a whole network on virtual time from one seed, with injected faults, checking
     /// safety after every step and liveness after the faults heal.
     Sim(sim::Args),
@@ -30,6 +46,10 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckGenesis(args) => check_genesis::run(&args),
+        Command::Init(args) => init::run(&args),
+        Command::Genesis(command) => genesis::run(&command),
+        Command::Node(args) => node::run(&args),
+        Command::Testnet(args) => testnet::run(&args),
         Command::Sim(args) => sim::run(&args),
     }
 }
