@@ -233,7 +233,8 @@ impl Keystore {
         let keys = Vec::new();
         let file_bytes = encode_file(&keys);
         // A wallet created by someone else between the check above and here is not clobbered:
-        // `write_atomically` with `expected: None` refuses to replace an existing file.
+        // `write_atomically` with `expected: None` links the new file into place, which fails
+        // if one appeared meanwhile.
         write_atomically(&path, &file_bytes, None)?;
         Ok(Keystore { path, keys, file_bytes })
     }
@@ -271,10 +272,20 @@ impl Keystore {
     /// Generates a new random key, seals it under `passphrase` with `KdfParams::DEFAULT`,
     /// saves the wallet and returns the key's address.
     pub fn generate(&mut self, name: &str, passphrase: &str) -> Result<Address, KeystoreError> {
+        self.generate_with_params(name, passphrase, KdfParams::DEFAULT)
+    }
+
+    /// `generate` with explicit argon2id parameters (tests and development wallets).
+    pub fn generate_with_params(
+        &mut self,
+        name: &str,
+        passphrase: &str,
+        params: KdfParams,
+    ) -> Result<Address, KeystoreError> {
         let mut secret = Zeroizing::new([0u8; 32]);
         getrandom::fill(&mut secret[..]).map_err(|error| KeystoreError::Random { detail: error.to_string() })?;
         let key = Keypair::from_secret_bytes(&secret);
-        self.add(name, &key, passphrase)?;
+        self.add_with_params(name, &key, passphrase, params)?;
         Ok(key.address())
     }
 
