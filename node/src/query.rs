@@ -3,23 +3,31 @@
 //! (`LiveInfo`).
 //!
 //! Contract:
-//! - `rpc` turns every JSON-RPC call into a `Request` (`parse_request` checks every parameter and
-//!   names the one that is wrong) and sends it to the driver as a `Call` over a bounded channel.
+//! - `rpc` turns every JSON-RPC call into a `Request` with `parse_request`, which checks every
+//!   parameter (by name in an object or by position in an array) and names the one that is
+//!   wrong, then sends it to the driver as a `Call` over a bounded channel.
 //! - The driver answers `SubmitTx`, `AddPeer` and `RemovePeer` itself (they have side effects)
 //!   and every other request by calling `answer` inside its loop, between two events, so an
-//!   answer always sees one consistent state of the node and its storage.
+//!   answer sees one consistent state of the node and its storage.
 //! - `answer` never mutates and never panics on any request: a missing block or transfer is
-//!   `QueryError::NotFound`, a storage failure `QueryError::Internal`.
+//!   `QueryError::NotFound`, a storage failure `QueryError::Internal`. Its work is bounded:
+//!   list lengths by the `*_LIMIT_MAX` constants, the walk back to the final state by
+//!   `FINAL_STATE_WALK_BLOCKS_MAX`.
 //!
 //! JSON forms: hashes and ids are 64 hex characters, addresses bech32m `tc1...` text, amounts
-//! strings of base units, heights and times (unix ms) numbers.
+//! strings of base units, heights and times (unix ms) numbers. `docs/rpc.md` shows every answer.
 
-use crate::storage::Storage;
-use serde_json::Value;
-use std::collections::VecDeque;
+use crate::storage::{Storage, StorageError, TxLocation};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use tinychain_core::codec;
+use tinychain_core::election::{eligible_at_ms, Candidate, Demotion};
 use tinychain_core::node::Node;
-use tinychain_core::types::{Address, Hash, Height, NodeId, Transfer};
+use tinychain_core::types::{Account, Address, Block, Checkpoint, Hash, Height, NodeId, Transfer};
+use tinychain_core::validate::{block_hash, report_id, transfer_id};
 use tokio::sync::oneshot;
 
 /// Recent block intervals `LiveInfo::record_block_committed` keeps.
@@ -33,6 +41,31 @@ pub const MEMPOOL_LIMIT_MAX: usize = 1_000;
 /// Largest encoded transfer `submit_tx` decodes (a transfer with a 32-byte chain id encodes to
 /// under 200 bytes).
 pub const TRANSFER_BYTES_MAX: u64 = 1_024;
+/// `get_account` at "final" walks the undo data from the tip down to the final block; past this
+/// many blocks (finality stalled) it refuses rather than hold the driver's loop.
+pub const FINAL_STATE_WALK_BLOCKS_MAX: u64 = 4_096;
+/// Longest `host:port` the admin methods accept.
+pub const PEER_ADDR_BYTES_MAX: usize = 255;
+
+/// Every method `parse_request` knows, for `rpc` to register.
+pub const METHODS: &[&str] = &[
+    "status",
+    "get_block",
+    "get_header",
+    "get_tx",
+    "get_account",
+    "get_history",
+    "get_mempool",
+    "get_election",
+    "get_peers",
+    "estimate_fee",
+    "submit_tx",
+    "add_peer",
+    "remove_peer",
+];
+
+/// The methods only an admin client may call (see `rpc::AdminAccess`).
+pub const ADMIN_METHODS: &[&str] = &["add_peer", "remove_peer"];
 
 /// Which canonical block a client names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,15 +201,15 @@ impl LiveInfo {
     /// Records one committed block (`TraceEvent::BlockCommitted`) at wall time `now_ms`.
     pub fn record_block_committed(&mut self, now_ms: u64, rank: u32) {
         if let Some(last_ms) = self.last_block_at_ms {
-            if self.block_intervals_ms.len() == BLOCK_INTERVALS_KEPT {
+            if self.block_intervals_ms.len() >= BLOCK_INTERVALS_KEPT {
                 self.block_intervals_ms.pop_front();
             }
             self.block_intervals_ms.push_back(now_ms.saturating_sub(last_ms));
         }
         self.last_block_at_ms = Some(now_ms);
-        self.blocks_committed += 1;
+        self.blocks_committed = self.blocks_committed.saturating_add(1);
         if rank > 0 {
-            self.timeouts_fired += 1;
+            self.timeouts_fired = self.timeouts_fired.saturating_add(1);
         }
     }
 }
@@ -188,18 +221,838 @@ pub struct QueryContext<'a> {
     pub live: &'a LiveInfo,
 }
 
+// ---- parsing -------------------------------------------------------------------------------
+
 /// Turns a JSON-RPC method name and its params (an object by name, an array by position, or
-/// absent) into a `Request`. `None` for a method this node does not have.
+/// `null` when absent) into a `Request`. `None` for a method not in `METHODS`.
 pub fn parse_request(method: &str, params: &Value) -> Option<Result<Request, QueryError>> {
-    let _ = (method, params);
-    None
+    let parsed = match method {
+        "status" => Params::new("status", &[], params).map(|_| Request::Status),
+        "get_block" => parse_block_selector("get_block", params).map(Request::GetBlock),
+        "get_header" => parse_block_selector("get_header", params).map(Request::GetHeader),
+        "get_tx" => Params::new("get_tx", &["id"], params).and_then(|p| Ok(Request::GetTx { id: p.hash(0)? })),
+        "get_account" => Params::new("get_account", &["address", "at"], params)
+            .and_then(|p| Ok(Request::GetAccount { address: p.address(0)?, at: p.account_at(1)? })),
+        "get_history" => Params::new("get_history", &["address", "limit", "before_height"], params).and_then(|p| {
+            Ok(Request::GetHistory {
+                address: p.address(0)?,
+                limit: p.limit(1, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX)?,
+                before_height: p.optional_height(2)?,
+            })
+        }),
+        "get_mempool" => Params::new("get_mempool", &["limit"], params)
+            .and_then(|p| Ok(Request::GetMempool { limit: p.limit(0, MEMPOOL_LIMIT_DEFAULT, MEMPOOL_LIMIT_MAX)? })),
+        "get_election" => Params::new("get_election", &["height"], params)
+            .and_then(|p| Ok(Request::GetElection { height: p.optional_height(0)? })),
+        "get_peers" => Params::new("get_peers", &[], params).map(|_| Request::GetPeers),
+        "estimate_fee" => Params::new("estimate_fee", &[], params).map(|_| Request::EstimateFee),
+        "submit_tx" => Params::new("submit_tx", &["tx"], params).and_then(|p| Ok(Request::SubmitTx(p.transfer(0)?))),
+        "add_peer" => {
+            Params::new("add_peer", &["addr"], params).and_then(|p| Ok(Request::AddPeer { addr: p.peer_addr(0)? }))
+        }
+        "remove_peer" => Params::new("remove_peer", &["addr"], params)
+            .and_then(|p| Ok(Request::RemovePeer { addr: p.peer_addr(0)? })),
+        _ => return None,
+    };
+    Some(parsed)
 }
 
-/// Answers a read-only request. Pure: reads `context`, changes nothing.
-pub fn answer(context: &QueryContext<'_>, request: &Request) -> Result<Value, QueryError> {
-    let _ = context;
-    if request.is_handled_by_driver() {
-        return Err(QueryError::Internal("handled by the driver".into()));
+/// A method's params with the names they have by position.
+struct Params<'a> {
+    names: &'static [&'static str],
+    value: &'a Value,
+}
+
+/// A short, printable form of a client's value for error messages (never echo megabytes).
+fn shown(value: &Value) -> String {
+    const SHOWN_CHARS_MAX: usize = 80;
+    let text = value.to_string();
+    if text.chars().count() <= SHOWN_CHARS_MAX {
+        text
+    } else {
+        let cut: String = text.chars().take(SHOWN_CHARS_MAX).collect();
+        format!("{cut}...")
     }
-    Err(QueryError::Internal("not implemented yet".into()))
+}
+
+fn invalid(text: String) -> QueryError {
+    QueryError::InvalidParams(text)
+}
+
+impl<'a> Params<'a> {
+    fn new(method: &str, names: &'static [&'static str], value: &'a Value) -> Result<Params<'a>, QueryError> {
+        let expected = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        match value {
+            Value::Null => {}
+            Value::Object(map) => {
+                if let Some(unknown) = map.keys().find(|key| !names.contains(&key.as_str())) {
+                    return Err(invalid(format!("{method} has no param {unknown:?}; its params are: {expected}")));
+                }
+            }
+            Value::Array(items) => {
+                if items.len() > names.len() {
+                    return Err(invalid(format!(
+                        "{method} takes at most {} positional params ({expected}), got {}",
+                        names.len(),
+                        items.len()
+                    )));
+                }
+            }
+            other => {
+                return Err(invalid(format!(
+                    "{method}: params must be an object (by name) or an array (by position), got {}",
+                    shown(other)
+                )))
+            }
+        }
+        Ok(Params { names, value })
+    }
+
+    /// The param at `index` (its name in an object, its position in an array); JSON `null`
+    /// counts as absent.
+    fn get(&self, index: usize) -> Option<&'a Value> {
+        let found = match self.value {
+            Value::Object(map) => map.get(self.names[index]),
+            Value::Array(items) => items.get(index),
+            _ => None,
+        };
+        found.filter(|value| !value.is_null())
+    }
+
+    fn name(&self, index: usize) -> &'static str {
+        self.names[index]
+    }
+
+    fn required(&self, index: usize) -> Result<&'a Value, QueryError> {
+        self.get(index).ok_or_else(|| invalid(format!("missing param {:?}", self.name(index))))
+    }
+
+    fn string(&self, index: usize, what: &str) -> Result<&'a str, QueryError> {
+        let value = self.required(index)?;
+        value.as_str().ok_or_else(|| {
+            invalid(format!("param {:?}: expected {what} as a string, got {}", self.name(index), shown(value)))
+        })
+    }
+
+    fn hash(&self, index: usize) -> Result<Hash, QueryError> {
+        let text = self.string(index, "64 hex characters")?;
+        parse_hash(text).map_err(|reason| invalid(format!("param {:?}: {reason}", self.name(index))))
+    }
+
+    fn address(&self, index: usize) -> Result<Address, QueryError> {
+        let text = self.string(index, "an address (tc1...)")?;
+        text.parse::<Address>().map_err(|error| invalid(format!("param {:?}: {error}", self.name(index))))
+    }
+
+    fn account_at(&self, index: usize) -> Result<AccountAt, QueryError> {
+        let Some(value) = self.get(index) else {
+            return Ok(AccountAt::Tip);
+        };
+        match value.as_str() {
+            Some("tip") => Ok(AccountAt::Tip),
+            Some("final") => Ok(AccountAt::Final),
+            _ => Err(invalid(format!(
+                "param {:?}: expected \"tip\" or \"final\", got {}",
+                self.name(index),
+                shown(value)
+            ))),
+        }
+    }
+
+    fn optional_height(&self, index: usize) -> Result<Option<Height>, QueryError> {
+        let Some(value) = self.get(index) else {
+            return Ok(None);
+        };
+        value.as_u64().map(Some).ok_or_else(|| {
+            invalid(format!(
+                "param {:?}: expected a block height (a non-negative integer), got {}",
+                self.name(index),
+                shown(value)
+            ))
+        })
+    }
+
+    fn limit(&self, index: usize, default: usize, max: usize) -> Result<usize, QueryError> {
+        let Some(value) = self.get(index) else {
+            return Ok(default);
+        };
+        match value.as_u64().and_then(|limit| usize::try_from(limit).ok()) {
+            Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(invalid(format!(
+                "param {:?}: expected an integer from 1 to {max}, got {}",
+                self.name(index),
+                shown(value)
+            ))),
+        }
+    }
+
+    fn transfer(&self, index: usize) -> Result<Transfer, QueryError> {
+        let name = self.name(index);
+        let text = self.string(index, "the hex of a signed transfer's encoding")?;
+        let hex_chars_max = usize::try_from(TRANSFER_BYTES_MAX * 2).expect("a small constant fits in usize");
+        if text.len() > hex_chars_max {
+            return Err(invalid(format!(
+                "param {name:?}: {} hex characters is more than a transfer can take ({TRANSFER_BYTES_MAX} bytes)",
+                text.len()
+            )));
+        }
+        let bytes = hex::decode(text).map_err(|error| invalid(format!("param {name:?}: not hex: {error}")))?;
+        codec::decode_limited::<Transfer>("transfer", &bytes, TRANSFER_BYTES_MAX)
+            .map_err(|error| invalid(format!("param {name:?}: {error}")))
+    }
+
+    fn peer_addr(&self, index: usize) -> Result<String, QueryError> {
+        let name = self.name(index);
+        let text = self.string(index, "host:port")?;
+        check_peer_addr(text).map_err(|reason| invalid(format!("param {name:?}: {reason}")))?;
+        Ok(text.to_string())
+    }
+}
+
+fn parse_hash(text: &str) -> Result<Hash, String> {
+    if text.len() != 64 {
+        return Err(format!("expected 64 hex characters, got {} characters", text.len()));
+    }
+    Hash::from_hex(text).map_err(|error| format!("not hex: {error}"))
+}
+
+/// `host:port` with a non-empty host without spaces and a port from 1 to 65535.
+fn check_peer_addr(text: &str) -> Result<(), String> {
+    if text.len() > PEER_ADDR_BYTES_MAX {
+        return Err(format!("an address is at most {PEER_ADDR_BYTES_MAX} bytes, got {}", text.len()));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} is not host:port (e.g. \"10.0.0.5:7740\")"));
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{text:?} has no usable host before the port"));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err(format!("{text:?}: the port must be a number from 1 to 65535")),
+    }
+}
+
+/// `get_block` / `get_header`: `{"height": n}` or `{"hash": hex}` by name, `[n]` or `[hex]` by
+/// position.
+fn parse_block_selector(method: &str, params: &Value) -> Result<BlockSelector, QueryError> {
+    let selector_of = |value: &Value| -> Result<BlockSelector, QueryError> {
+        if let Some(height) = value.as_u64() {
+            return Ok(BlockSelector::Height(height));
+        }
+        if let Some(text) = value.as_str() {
+            return parse_hash(text)
+                .map(BlockSelector::Hash)
+                .map_err(|reason| invalid(format!("param \"hash\": {reason}")));
+        }
+        Err(invalid(format!(
+            "{method}: expected a block height (a non-negative integer) or a block hash (64 hex characters), got {}",
+            shown(value)
+        )))
+    };
+    match params {
+        Value::Array(items) if items.len() == 1 => selector_of(&items[0]),
+        Value::Array(items) => {
+            Err(invalid(format!("{method} takes one positional param (a height or a hash), got {}", items.len())))
+        }
+        Value::Object(_) => {
+            let named = Params::new(method, &["height", "hash"], params)?;
+            match (named.get(0), named.get(1)) {
+                (Some(_), Some(_)) => Err(invalid(format!("{method}: give \"height\" or \"hash\", not both"))),
+                (Some(_), None) => {
+                    Ok(BlockSelector::Height(named.optional_height(0)?.expect("the height param is present")))
+                }
+                (None, Some(_)) => Ok(BlockSelector::Hash(named.hash(1)?)),
+                (None, None) => Err(invalid(format!("{method}: missing param \"height\" or \"hash\""))),
+            }
+        }
+        Value::Null => Err(invalid(format!("{method}: missing param \"height\" or \"hash\""))),
+        other => Err(invalid(format!(
+            "{method}: params must be an object (by name) or an array (by position), got {}",
+            shown(other)
+        ))),
+    }
+}
+
+// ---- answers -------------------------------------------------------------------------------
+
+/// Answers a read-only request. Pure: reads `context`, changes nothing. The requests the driver
+/// handles itself (`Request::is_handled_by_driver`) get `QueryError::Internal`.
+///
+/// `Request::Metrics` answers the numbers behind `GET /metrics` as one JSON object whose keys
+/// are the metric names without the `tinychain_` prefix (`rpc::render_metrics` writes the text).
+pub fn answer(context: &QueryContext<'_>, request: &Request) -> Result<Value, QueryError> {
+    match request {
+        Request::Status => status(context),
+        Request::GetBlock(selector) => {
+            let (block, hash) = canonical_block(context, selector)?;
+            Ok(block_json(context, &block, hash, true))
+        }
+        Request::GetHeader(selector) => {
+            let (block, hash) = canonical_block(context, selector)?;
+            Ok(block_json(context, &block, hash, false))
+        }
+        Request::GetTx { id } => get_tx(context, id),
+        Request::GetAccount { address, at } => get_account(context, address, *at),
+        Request::GetHistory { address, limit, before_height } => get_history(context, address, *limit, *before_height),
+        Request::GetMempool { limit } => Ok(get_mempool(context, *limit)),
+        Request::GetElection { height } => get_election(context, *height),
+        Request::GetPeers => Ok(get_peers(context)),
+        Request::EstimateFee => Ok(estimate_fee(context)),
+        Request::Health => Ok(json!({
+            "status": "ok",
+            "height": context.node.tip().height,
+            "peers": context.node.connected_peers().len(),
+        })),
+        Request::Metrics => Ok(metrics(context)),
+        Request::SubmitTx(_) | Request::AddPeer { .. } | Request::RemovePeer { .. } => {
+            Err(QueryError::Internal("handled by the driver".into()))
+        }
+    }
+}
+
+fn storage_failed(error: StorageError) -> QueryError {
+    QueryError::Internal(format!("reading the database failed: {error}"))
+}
+
+/// serde_json only fails on maps with non-string keys, which none of these types has.
+fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("protocol types have a JSON form")
+}
+
+fn validator_name(context: &QueryContext<'_>, id: &NodeId) -> Option<String> {
+    let genesis = context.node.genesis();
+    genesis.validator_index(id).map(|index| genesis.validators[index].name.clone())
+}
+
+fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
+    json!({ "height": checkpoint.height, "hash": checkpoint.hash })
+}
+
+fn status(context: &QueryContext<'_>) -> Result<Value, QueryError> {
+    let node = context.node;
+    let genesis = node.genesis();
+    let tip = node.tip();
+    let syncing =
+        node.peer_tips().iter().any(|(_, advertised)| advertised.is_some_and(|peer_tip| peer_tip.height > tip.height));
+    let parameters = &genesis.parameters;
+    let next_producer = node.next_election().first().map(|candidate| {
+        json!({
+            "node_id": candidate.node,
+            "name": validator_name(context, &candidate.node),
+            "eligible_at_ms": eligible_at_ms(parameters, node.state().tip_timestamp_ms, 0),
+        })
+    });
+    let live = context.live;
+    Ok(json!({
+        "chain_id": genesis.chain_id,
+        "genesis_hash": node.genesis_hash(),
+        "node_id": node.node_id(),
+        "name": validator_name(context, &node.node_id()),
+        "is_validator": genesis.validator_index(&node.node_id()).is_some(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "tip": { "height": tip.height, "hash": tip.hash, "timestamp_ms": node.state().tip_timestamp_ms },
+        "justified": checkpoint_json(&node.finality().justified),
+        "finalized": checkpoint_json(&node.finalized()),
+        "peers": node.connected_peers().len(),
+        "mempool_size": node.mempool().len(),
+        "syncing": syncing,
+        "metrics": live.metrics.map(|sample| json!({
+            "cpu_permille": sample.cpu_permille,
+            "net_permille": sample.net_permille,
+            "score": sample.score,
+        })),
+        "next_producer": next_producer,
+        "started_at_ms": live.started_at_ms,
+        "rpc_listen": live.rpc_listen.map(|addr| addr.to_string()),
+        "p2p_listen": live.p2p_listen.map(|addr| addr.to_string()),
+        "blocks_committed": live.blocks_committed,
+        "timeouts_fired": live.timeouts_fired,
+        "last_block_at_ms": live.last_block_at_ms,
+    }))
+}
+
+fn canonical_block(context: &QueryContext<'_>, selector: &BlockSelector) -> Result<(Arc<Block>, Hash), QueryError> {
+    let tip = context.node.tip();
+    match selector {
+        BlockSelector::Height(height) => {
+            let block = context.storage.block_at(*height).map_err(storage_failed)?.ok_or_else(|| {
+                QueryError::NotFound(format!("no block at height {height} (the tip is at height {})", tip.height))
+            })?;
+            let hash = context.node.canonical_hash(*height).unwrap_or_else(|| block_hash(&block.header));
+            Ok((block, hash))
+        }
+        BlockSelector::Hash(hash) => {
+            let block = context
+                .storage
+                .block_by_hash(hash)
+                .map_err(storage_failed)?
+                .ok_or_else(|| QueryError::NotFound(format!("no block with hash {hash} on the canonical chain")))?;
+            Ok((block, *hash))
+        }
+    }
+}
+
+fn transfer_json(transfer: &Transfer, id: &Hash) -> Value {
+    let mut value = to_json(transfer);
+    if let Value::Object(map) = &mut value {
+        map.insert("id".into(), to_json(id));
+    }
+    value
+}
+
+fn block_json(context: &QueryContext<'_>, block: &Block, hash: Hash, with_contents: bool) -> Value {
+    let header = &block.header;
+    let tip = context.node.tip();
+    let mut map = Map::new();
+    map.insert("hash".into(), to_json(&hash));
+    if let Value::Object(header_fields) = to_json(header) {
+        map.extend(header_fields);
+    }
+    map.insert("producer_name".into(), to_json(&validator_name(context, &header.producer)));
+    map.insert("confirmations".into(), json!(tip.height.saturating_sub(header.height).saturating_add(1)));
+    map.insert("final".into(), json!(header.height <= context.node.finalized().height));
+    map.insert("transfer_count".into(), json!(block.transfers.len()));
+    map.insert("report_count".into(), json!(block.reports.len()));
+    if with_contents {
+        let transfers: Vec<Value> =
+            block.transfers.iter().map(|transfer| transfer_json(transfer, &transfer_id(transfer))).collect();
+        let reports: Vec<Value> = block
+            .reports
+            .iter()
+            .map(|report| {
+                let mut value = to_json(report);
+                if let Value::Object(fields) = &mut value {
+                    fields.insert("id".into(), to_json(&report_id(report)));
+                }
+                value
+            })
+            .collect();
+        map.insert("transfers".into(), Value::Array(transfers));
+        map.insert("reports".into(), Value::Array(reports));
+    }
+    Value::Object(map)
+}
+
+/// The transfer a committed location points at, or an internal error if the index and the
+/// blocks disagree (they are written in one transaction, so this means a damaged database).
+fn transfer_at(block: &Block, location: &TxLocation) -> Result<Transfer, QueryError> {
+    block.transfers.get(location.index as usize).cloned().ok_or_else(|| {
+        QueryError::Internal(format!(
+            "the transaction index puts {} at index {} of block {}, which holds {} transfers",
+            location.id,
+            location.index,
+            location.height,
+            block.transfers.len()
+        ))
+    })
+}
+
+fn block_at_height(context: &QueryContext<'_>, height: Height) -> Result<Arc<Block>, QueryError> {
+    context.storage.block_at(height).map_err(storage_failed)?.ok_or_else(|| {
+        QueryError::Internal(format!("the transaction index names height {height}, which holds no block"))
+    })
+}
+
+fn get_tx(context: &QueryContext<'_>, id: &Hash) -> Result<Value, QueryError> {
+    let node = context.node;
+    if let Some(location) = context.storage.tx_location(id).map_err(storage_failed)? {
+        let block = block_at_height(context, location.height)?;
+        let transfer = transfer_at(&block, &location)?;
+        let is_final = location.height <= node.finalized().height;
+        let block_hash = node.canonical_hash(location.height).unwrap_or_else(|| block_hash(&block.header));
+        return Ok(json!({
+            "id": id,
+            "status": if is_final { "final" } else { "committed" },
+            "height": location.height,
+            "block_hash": block_hash,
+            "index": location.index,
+            "confirmations": node.tip().height.saturating_sub(location.height).saturating_add(1),
+            "transfer": transfer_json(&transfer, id),
+        }));
+    }
+    if let Some(transfer) = node.mempool().get(id) {
+        return Ok(json!({ "id": id, "status": "pending", "transfer": transfer_json(transfer, id) }));
+    }
+    Ok(json!({ "id": id, "status": "unknown" }))
+}
+
+fn get_account(context: &QueryContext<'_>, address: &Address, at: AccountAt) -> Result<Value, QueryError> {
+    let node = context.node;
+    let tip = node.tip();
+    let at_tip = node.state().account(address);
+    let pending_nonce = node.mempool().pending_nonce(address, &at_tip);
+    let (account, height, at_name) = match at {
+        AccountAt::Tip => (at_tip, tip.height, "tip"),
+        AccountAt::Final => {
+            let finalized = node.finalized();
+            (account_at_final(context, address, at_tip, tip.height, finalized.height)?, finalized.height, "final")
+        }
+    };
+    Ok(json!({
+        "address": address,
+        "at": at_name,
+        "height": height,
+        "balance": account.balance.to_string(),
+        "nonce": account.nonce,
+        "pending_nonce": pending_nonce,
+    }))
+}
+
+/// The account after the final block: start from the tip and walk the undo data down to
+/// `final_height + 1`; the undo at height h holds the values before h, so the lowest one that
+/// names the address wins.
+fn account_at_final(
+    context: &QueryContext<'_>,
+    address: &Address,
+    at_tip: Account,
+    tip_height: Height,
+    final_height: Height,
+) -> Result<Account, QueryError> {
+    let blocks_above_final = tip_height.saturating_sub(final_height);
+    if blocks_above_final > FINAL_STATE_WALK_BLOCKS_MAX {
+        return Err(QueryError::Internal(format!(
+            "the final block is {blocks_above_final} blocks below the tip (finality is stalled); \
+             accounts at \"final\" are answered within {FINAL_STATE_WALK_BLOCKS_MAX} blocks, ask at \"tip\""
+        )));
+    }
+    let mut account = at_tip;
+    let mut height = tip_height;
+    while height > final_height {
+        let undo = context.storage.undo_at(height).map_err(storage_failed)?.ok_or_else(|| {
+            QueryError::Internal(format!("the database holds no undo data for canonical height {height}"))
+        })?;
+        if let Some((_, before)) = undo.accounts.iter().find(|(touched, _)| touched == address) {
+            account = before.unwrap_or_default();
+        }
+        height -= 1;
+    }
+    Ok(account)
+}
+
+fn direction_of(address: &Address, transfer: &Transfer) -> (&'static str, Address) {
+    match (transfer.from == *address, transfer.to == *address) {
+        (true, true) => ("self", *address),
+        (true, false) => ("out", transfer.to),
+        _ => ("in", transfer.from),
+    }
+}
+
+fn history_entry(address: &Address, transfer: &Transfer, id: &Hash) -> Map<String, Value> {
+    let (direction, counterparty) = direction_of(address, transfer);
+    let mut entry = Map::new();
+    entry.insert("id".into(), to_json(id));
+    entry.insert("direction".into(), json!(direction));
+    entry.insert("counterparty".into(), to_json(&counterparty));
+    entry.insert("amount".into(), json!(transfer.amount.to_string()));
+    entry.insert("fee".into(), json!(transfer.fee.to_string()));
+    entry.insert("nonce".into(), json!(transfer.nonce));
+    entry
+}
+
+/// Committed transfers newest first. When the page is full, the transfers of its lowest block
+/// are left for the next page (`next_before_height` = that height + 1) so paging never splits
+/// a block, unless that block alone fills the page.
+fn get_history(
+    context: &QueryContext<'_>,
+    address: &Address,
+    limit: usize,
+    before_height: Option<Height>,
+) -> Result<Value, QueryError> {
+    let mut locations = context.storage.history(address, before_height, limit).map_err(storage_failed)?;
+    let mut next_before_height = None;
+    if locations.len() >= limit {
+        if let Some(lowest) = locations.last().map(|location| location.height) {
+            let keep = locations.iter().take_while(|location| location.height > lowest).count();
+            if keep > 0 {
+                locations.truncate(keep);
+                next_before_height = Some(lowest.saturating_add(1));
+            } else {
+                next_before_height = Some(lowest);
+            }
+        }
+    }
+    let mut blocks: BTreeMap<Height, Arc<Block>> = BTreeMap::new();
+    let mut committed = Vec::with_capacity(locations.len());
+    for location in &locations {
+        let block = match blocks.get(&location.height) {
+            Some(block) => block.clone(),
+            None => {
+                let block = block_at_height(context, location.height)?;
+                blocks.insert(location.height, block.clone());
+                block
+            }
+        };
+        let transfer = transfer_at(&block, location)?;
+        let mut entry = history_entry(address, &transfer, &location.id);
+        entry.insert("height".into(), json!(location.height));
+        entry.insert("index".into(), json!(location.index));
+        committed.push(Value::Object(entry));
+    }
+    // Pending transfers belong to the newest page only.
+    let pending: Vec<Value> = if before_height.is_none() {
+        let mut mine: Vec<(&Hash, &Transfer)> = context
+            .node
+            .mempool()
+            .iter_by_fee()
+            .filter(|(_, transfer)| transfer.from == *address || transfer.to == *address)
+            .collect();
+        mine.sort_by_key(|(id, transfer)| (transfer.from, transfer.nonce, **id));
+        mine.into_iter().take(limit).map(|(id, transfer)| Value::Object(history_entry(address, transfer, id))).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(json!({
+        "address": address,
+        "transfers": committed,
+        "pending": pending,
+        "next_before_height": next_before_height,
+    }))
+}
+
+fn get_mempool(context: &QueryContext<'_>, limit: usize) -> Value {
+    let mempool = context.node.mempool();
+    let transfers: Vec<Value> =
+        mempool.iter_by_fee().take(limit).map(|(id, transfer)| transfer_json(transfer, id)).collect();
+    json!({ "count": mempool.len(), "transfers": transfers })
+}
+
+fn demotion_json(demotion: &Option<Demotion>) -> Value {
+    match demotion {
+        None => Value::Null,
+        Some(Demotion::NoReport) => json!({ "reason": "no_report" }),
+        Some(Demotion::StaleReport { tip_height }) => json!({ "reason": "stale_report", "tip_height": tip_height }),
+        Some(Demotion::MissedTurn { at_height }) => json!({ "reason": "missed_turn", "at_height": at_height }),
+    }
+}
+
+fn candidates_json(context: &QueryContext<'_>, candidates: &[Candidate], parent_timestamp_ms: u64) -> Vec<Value> {
+    let parameters = &context.node.genesis().parameters;
+    candidates
+        .iter()
+        .map(|candidate| {
+            json!({
+                "rank": candidate.rank,
+                "node_id": candidate.node,
+                "name": validator_name(context, &candidate.node),
+                "score": candidate.score,
+                "demotion": demotion_json(&candidate.demotion),
+                "eligible_at_ms": eligible_at_ms(parameters, parent_timestamp_ms, candidate.rank),
+            })
+        })
+        .collect()
+}
+
+fn get_election(context: &QueryContext<'_>, height: Option<Height>) -> Result<Value, QueryError> {
+    let node = context.node;
+    let tip = node.tip();
+    let next_height = tip.height.saturating_add(1);
+    let height = height.unwrap_or(next_height);
+    if height == next_height {
+        let ranking = node.next_election();
+        return Ok(json!({
+            "height": next_height,
+            "parent": checkpoint_json(&tip),
+            "candidates": candidates_json(context, &ranking, node.state().tip_timestamp_ms),
+            "produced": Value::Null,
+            "missed_turn": [],
+        }));
+    }
+    if height == 0 {
+        return Err(QueryError::NotFound("the genesis block has no election".into()));
+    }
+    if height > next_height {
+        return Err(QueryError::NotFound(format!(
+            "no election at height {height}: the tip is at height {}, the next election is for height {next_height}",
+            tip.height
+        )));
+    }
+    let ranking =
+        context.storage.election_at(height).map_err(storage_failed)?.ok_or_else(|| {
+            QueryError::Internal(format!("the database holds no election for canonical height {height}"))
+        })?;
+    let block = block_at_height(context, height)?;
+    let parent = block_at_height(context, height - 1)?;
+    let producer = block.header.producer;
+    let produced_rank = block.header.rank;
+    let missed: Vec<Value> = ranking
+        .iter()
+        .filter(|candidate| candidate.rank < produced_rank)
+        .map(|candidate| json!({ "rank": candidate.rank, "node_id": candidate.node, "name": validator_name(context, &candidate.node) }))
+        .collect();
+    Ok(json!({
+        "height": height,
+        "parent": { "height": height - 1, "hash": block.header.prev_hash },
+        "candidates": candidates_json(context, &ranking, parent.header.timestamp_ms),
+        "produced": {
+            "node_id": producer,
+            "name": validator_name(context, &producer),
+            "rank": produced_rank,
+            "block_hash": node.canonical_hash(height).unwrap_or_else(|| block_hash(&block.header)),
+            "timestamp_ms": block.header.timestamp_ms,
+        },
+        "missed_turn": missed,
+    }))
+}
+
+fn get_peers(context: &QueryContext<'_>) -> Value {
+    let node = context.node;
+    let addr_of =
+        |id: &NodeId| context.live.peers.iter().find(|peer| peer.id == *id).and_then(|peer| peer.addr.clone());
+    let peer_tips = node.peer_tips();
+    let connected: Vec<Value> = peer_tips
+        .iter()
+        .map(|(id, tip)| {
+            json!({
+                "node_id": id,
+                "name": validator_name(context, id),
+                "addr": addr_of(id),
+                "tip": tip.as_ref().map(checkpoint_json),
+            })
+        })
+        .collect();
+    let not_connected: Vec<Value> = node
+        .genesis()
+        .validators
+        .iter()
+        .filter(|validator| validator.id != node.node_id() && !peer_tips.iter().any(|(id, _)| *id == validator.id))
+        .map(|validator| json!({ "node_id": validator.id, "name": validator.name, "addr": validator.addr }))
+        .collect();
+    json!({ "connected": connected, "validators_not_connected": not_connected })
+}
+
+fn estimate_fee(context: &QueryContext<'_>) -> Value {
+    let mempool = context.node.mempool();
+    let transfers_max = context.node.genesis().parameters.block_transfers_max as usize;
+    // `estimate_fee(0)` is the pool's minimum fee by its contract (fewer than 0+1 slots).
+    json!({
+        "fee": mempool.estimate_fee(transfers_max).to_string(),
+        "min_fee": mempool.estimate_fee(0).to_string(),
+        "mempool_size": mempool.len(),
+        "block_transfers_max": transfers_max,
+    })
+}
+
+fn metrics(context: &QueryContext<'_>) -> Value {
+    let node = context.node;
+    let live = context.live;
+    let sample = live.metrics.unwrap_or_default();
+    json!({
+        "height": node.tip().height,
+        "finalized_height": node.finalized().height,
+        "block_interval_ms": live.block_intervals_ms.back().copied(),
+        "peers": node.connected_peers().len(),
+        "mempool_size": node.mempool().len(),
+        "score": sample.score,
+        "cpu_permille": sample.cpu_permille,
+        "net_permille": sample.net_permille,
+        "timeouts_fired_total": live.timeouts_fired,
+        "blocks_committed_total": live.blocks_committed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(method: &str, params: Value) -> Result<Request, QueryError> {
+        parse_request(method, &params).expect("a known method")
+    }
+
+    fn invalid_text(method: &str, params: Value) -> String {
+        match parsed(method, params) {
+            Err(QueryError::InvalidParams(text)) => text,
+            other => panic!("expected invalid params, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn params_by_name_and_by_position_agree() {
+        let address = Address([3; 32]);
+        let text = address.to_string();
+        let by_name = parsed("get_history", json!({"address": text, "limit": 7, "before_height": 9})).unwrap();
+        let by_position = parsed("get_history", json!([text, 7, 9])).unwrap();
+        assert_eq!(by_name, Request::GetHistory { address, limit: 7, before_height: Some(9) });
+        assert_eq!(by_name, by_position);
+        assert_eq!(
+            parsed("get_history", json!([text])).unwrap(),
+            Request::GetHistory { address, limit: HISTORY_LIMIT_DEFAULT, before_height: None }
+        );
+        assert_eq!(
+            parsed("get_account", json!([text, "final"])).unwrap(),
+            Request::GetAccount { address, at: AccountAt::Final }
+        );
+        assert_eq!(
+            parsed("get_account", json!({"address": text})).unwrap(),
+            Request::GetAccount { address, at: AccountAt::Tip }
+        );
+    }
+
+    #[test]
+    fn block_selectors() {
+        let hash = Hash([0xab; 32]);
+        assert_eq!(parsed("get_block", json!({"height": 4})).unwrap(), Request::GetBlock(BlockSelector::Height(4)));
+        assert_eq!(parsed("get_block", json!([4])).unwrap(), Request::GetBlock(BlockSelector::Height(4)));
+        assert_eq!(
+            parsed("get_header", json!([hash.to_string()])).unwrap(),
+            Request::GetHeader(BlockSelector::Hash(hash))
+        );
+        assert_eq!(
+            parsed("get_block", json!({"hash": hash.to_string()})).unwrap(),
+            Request::GetBlock(BlockSelector::Hash(hash))
+        );
+        assert!(invalid_text("get_block", json!({"height": 1, "hash": hash.to_string()})).contains("not both"));
+        assert!(invalid_text("get_block", json!({})).contains("missing"));
+        assert!(invalid_text("get_block", Value::Null).contains("missing"));
+        assert!(invalid_text("get_block", json!([-1])).contains("height"));
+        assert!(invalid_text("get_block", json!({"hash": "abc"})).contains("64 hex"));
+    }
+
+    #[test]
+    fn errors_name_the_param_and_why() {
+        assert!(invalid_text("get_tx", json!({})).contains("missing param \"id\""));
+        assert!(invalid_text("get_tx", json!({"id": 5})).contains("\"id\""));
+        assert!(invalid_text("get_tx", json!({"idd": "00"})).contains("no param \"idd\""));
+        assert!(invalid_text("get_tx", json!(["a", "b"])).contains("at most 1"));
+        assert!(invalid_text("get_account", json!({"address": "tc1nope"})).contains("\"address\""));
+        assert!(invalid_text("get_account", json!([Address([1; 32]).to_string(), "later"])).contains("\"at\""));
+        let too_many = invalid_text("get_history", json!([Address([1; 32]).to_string(), 501]));
+        assert!(too_many.contains("\"limit\"") && too_many.contains("500"), "{too_many}");
+        assert!(invalid_text("get_mempool", json!({"limit": 0})).contains("\"limit\""));
+        assert!(invalid_text("status", json!([1])).contains("at most 0"));
+        assert!(invalid_text("status", json!("x")).contains("object"));
+        assert!(invalid_text("add_peer", json!(["nohost"])).contains("host:port"));
+        assert!(invalid_text("add_peer", json!([":80"])).contains("host"));
+        assert!(invalid_text("add_peer", json!(["a:0"])).contains("port"));
+        assert_eq!(parsed("add_peer", json!(["[::1]:7740"])).unwrap(), Request::AddPeer { addr: "[::1]:7740".into() });
+        assert!(parse_request("no_such_method", &Value::Null).is_none());
+    }
+
+    #[test]
+    fn submit_tx_decodes_a_signed_transfer_and_refuses_anything_else() {
+        let key = tinychain_core::testkit::account_key(0);
+        let transfer = tinychain_core::testkit::sign_transfer(&key, "c", Address([9; 32]), 5, 1, 0);
+        let hex_text = hex::encode(codec::encode(&transfer));
+        assert_eq!(parsed("submit_tx", json!([hex_text])).unwrap(), Request::SubmitTx(transfer));
+        assert!(invalid_text("submit_tx", json!([format!("{hex_text}00")])).contains("\"tx\""));
+        assert!(invalid_text("submit_tx", json!(["zz"])).contains("not hex"));
+        assert!(invalid_text("submit_tx", json!(["00".repeat(2_000)])).contains("more than a transfer"));
+        assert!(invalid_text("submit_tx", json!([&hex_text[..hex_text.len() - 2]])).contains("cannot decode"));
+    }
+
+    #[test]
+    fn live_info_keeps_a_bounded_ring_of_intervals() {
+        let mut live = LiveInfo::default();
+        for index in 0..(BLOCK_INTERVALS_KEPT as u64 + 10) {
+            live.record_block_committed(1_000 + index * 100 + index % 3, u32::from(index % 5 == 0));
+        }
+        assert_eq!(live.block_intervals_ms.len(), BLOCK_INTERVALS_KEPT);
+        assert_eq!(live.blocks_committed, BLOCK_INTERVALS_KEPT as u64 + 10);
+        assert_eq!(
+            live.timeouts_fired,
+            (0..BLOCK_INTERVALS_KEPT as u64 + 10).filter(|index| index % 5 == 0).count() as u64
+        );
+        let last = BLOCK_INTERVALS_KEPT as u64 + 9;
+        assert_eq!(live.block_intervals_ms.back().copied(), Some(100 + last % 3 - (last - 1) % 3));
+    }
 }
