@@ -300,11 +300,8 @@ impl Config {
                 ),
             );
         }
-        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return invalid(
-                "log.level",
-                format!("{:?} is not a log filter ({error}); use error, warn, info, debug or trace", self.log.level),
-            );
+        if let Err(reason) = check_log_filter(&self.log.level) {
+            return invalid("log.level", format!("{:?} is not a log filter: {reason}", self.log.level));
         }
         if self.storage.path.as_os_str().is_empty() {
             return invalid("storage.path", "is empty; name the database file, e.g. \"data/chain.redb\"".to_string());
@@ -439,6 +436,31 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end].iter().filter(|&&byte| byte == b'\n').count() + 1
+}
+
+/// A log filter as this config accepts it: comma-separated directives, each a level or
+/// `target=level` (a stricter subset of tracing's syntax, so a typo such as "inf" is refused
+/// instead of silently enabling a target named "inf").
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: &str = "off, error, warn, info, debug or trace";
+    let is_level = |text: &str| text.parse::<tracing_subscriber::filter::LevelFilter>().is_ok();
+    if filter.trim().is_empty() {
+        return Err(format!("it is empty; use {LEVELS}"));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let valid = match directive.split_once('=') {
+            Some((target, level)) => {
+                !target.is_empty()
+                    && target.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_:-".contains(&byte))
+                    && is_level(level)
+            }
+            None => is_level(directive),
+        };
+        if !valid {
+            return Err(format!("{directive:?} is neither a level ({LEVELS}) nor target=level"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter).map(|_| ()).map_err(|error| error.to_string())
 }
 
 /// Checks a `host:port` string: a non-empty host without spaces and a port from 1 to 65535.
