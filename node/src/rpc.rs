@@ -1,12 +1,46 @@
 //! The JSON-RPC 2.0 server over HTTP (jsonrpsee), plus `GET /health` and `GET /metrics`.
-//! Methods and error codes are documented in `docs/rpc.md`.
+//! Methods, params, answers and error codes are documented in `docs/rpc.md`.
 //!
-//! (skeleton: the public API is fixed, the bodies are being written)
+//! Contract:
+//! - The server runs on its own tokio tasks and never touches the node: every method becomes a
+//!   `query::Request`, sent to the driver as a `query::Call` over the bounded channel given to
+//!   `start`, and the handler waits `CALL_TIMEOUT` for the reply (then -32603 "the node did not
+//!   answer in time"). A full channel makes clients wait, never the driver.
+//! - Nothing a client sends can panic the server or stop the node. Request bodies are limited to
+//!   `RpcConfig::body_bytes_max` (HTTP 413), batches to `BATCH_REQUESTS_MAX` calls, open TCP
+//!   connections to `RpcConfig::connections_max` (more are answered 503 and closed at accept),
+//!   a request's headers must arrive within `HEADER_READ_TIMEOUT` (which also closes idle
+//!   keep-alive connections), and a whole request within `REQUEST_TIMEOUT` (HTTP 408).
+//! - Admin methods (`query::ADMIN_METHODS`) are answered according to `RpcConfig::admin`, from
+//!   the address of the TCP connection (never from headers a client can forge); refused calls
+//!   get `ADMIN_ONLY_CODE`.
+//! - `RpcServer::stop` stops accepting, lets requests in flight finish (at most `STOP_GRACE`),
+//!   and returns when every connection task has ended.
+//!
+//! Built on jsonrpsee's "server as a tower service" pattern: this module accepts each TCP
+//! connection itself (so it knows the peer address and can count connections), serves HTTP/1.1
+//! with hyper, answers the two GET routes, and hands everything else to jsonrpsee's per-connection
+//! service with the connection's admin rule in the request extensions.
 
-use crate::query::Call;
+use crate::query::{self, Call, QueryError, Request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use jsonrpsee::server::{
+    stop_channel, BatchRequestConfig, Extensions, HttpBody, HttpResponse, RpcModule, ServerBuilder, ServerConfig,
+    ServerHandle, StopHandle,
+};
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned, Params};
 use serde::{Deserialize, Serialize};
-use std::net::{Ipv4Addr, SocketAddr};
-use tokio::sync::mpsc;
+use serde_json::Value;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tower::Service as _;
+use tracing::{debug, info, warn};
 
 /// Who may call the admin methods (`add_peer`, `remove_peer`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,7 +51,7 @@ pub enum AdminAccess {
     Loopback,
     /// Any client that can reach the listen address.
     Any,
-    /// No one: the admin methods always answer -32003.
+    /// No one: the admin methods always answer `ADMIN_ONLY_CODE`.
     Off,
 }
 
@@ -28,15 +62,38 @@ pub struct RpcConfig {
     pub admin: AdminAccess,
     /// Largest request body (bytes); larger requests get HTTP 413.
     pub body_bytes_max: u32,
-    /// Most TCP connections open at once; more are closed at accept.
+    /// Most TCP connections open at once; more are answered 503 and closed.
     pub connections_max: u32,
 }
 
-/// Default listen address: loopback only, so a node is not reachable from outside unless the
-/// operator says so.
-pub const LISTEN_DEFAULT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 7545);
+/// Default listen address: loopback only, so a node is not reachable from other machines unless
+/// the operator says so.
+pub const LISTEN_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7545);
 pub const BODY_BYTES_MAX_DEFAULT: u32 = 256 * 1024;
 pub const CONNECTIONS_MAX_DEFAULT: u32 = 64;
+
+/// Calls in one JSON-RPC batch.
+pub const BATCH_REQUESTS_MAX: u32 = 50;
+/// Largest response body: a full block of 10,000 transfers is about 4 MB of JSON.
+pub const RESPONSE_BYTES_MAX: u32 = 32 * 1024 * 1024;
+/// How long a handler waits for the driver's answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `GET /health` waits for the driver before answering 503.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A request's headers (and the first bytes of each keep-alive request) must arrive within this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole request, body included, must be read and answered within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `stop` lets requests in flight finish.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Application error codes (JSON-RPC reserves -32768..-32000 for implementations; jsonrpsee
+/// itself uses -32007 oversized request, -32009 server busy and -32010 batch too big).
+pub const NOT_FOUND_CODE: i32 = -32001;
+pub const TX_REJECTED_CODE: i32 = -32002;
+pub const ADMIN_ONLY_CODE: i32 = -32003;
+pub const INVALID_PARAMS_CODE: i32 = jsonrpsee::types::error::INVALID_PARAMS_CODE;
+pub const INTERNAL_ERROR_CODE: i32 = jsonrpsee::types::error::INTERNAL_ERROR_CODE;
 
 impl Default for RpcConfig {
     fn default() -> Self {
@@ -57,11 +114,17 @@ pub enum RpcError {
     Bind { listen: SocketAddr, source: std::io::Error },
     #[error("rpc.{field}: {reason}")]
     BadConfig { field: &'static str, reason: String },
+    #[error("cannot register the JSON-RPC method {method}: {detail}")]
+    Register { method: &'static str, detail: String },
 }
 
-/// A running server. Dropping it does not stop it; call `stop`.
+/// A running server. Dropping it stops the server without waiting; `stop` waits.
 pub struct RpcServer {
     local_addr: SocketAddr,
+    stop: ServerHandle,
+    accept_task: tokio::task::JoinHandle<()>,
+    /// Closed once every connection task has ended (each holds a sender).
+    connections_done: mpsc::Receiver<()>,
 }
 
 impl RpcServer {
@@ -70,17 +133,384 @@ impl RpcServer {
         self.local_addr
     }
 
-    /// Stops accepting, lets requests in flight finish, then returns.
-    pub async fn stop(self) {}
+    /// Stops accepting, lets requests in flight finish (at most `STOP_GRACE`), closes idle
+    /// connections, then returns.
+    pub async fn stop(mut self) {
+        // An error means every receiver is gone: the tasks have already ended.
+        let _ = self.stop.stop();
+        if let Err(error) = (&mut self.accept_task).await {
+            warn!(%error, "the JSON-RPC accept task ended abnormally");
+        }
+        // Each connection waits at most STOP_GRACE for its requests; this bounds the whole stop.
+        let all_ended = async { while self.connections_done.recv().await.is_some() {} };
+        if tokio::time::timeout(STOP_GRACE + Duration::from_secs(1), all_ended).await.is_err() {
+            warn!("JSON-RPC connections still open after the stop grace period; leaving them to close");
+        }
+        info!(listen = %self.local_addr, "JSON-RPC server stopped");
+    }
+}
+
+/// What a connection's admin calls get, decided from its peer address at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AdminRule {
+    Allowed,
+    NotLoopback,
+    TurnedOff,
+}
+
+fn admin_rule(access: AdminAccess, peer: IpAddr) -> AdminRule {
+    match access {
+        AdminAccess::Any => AdminRule::Allowed,
+        AdminAccess::Off => AdminRule::TurnedOff,
+        AdminAccess::Loopback if peer.to_canonical().is_loopback() => AdminRule::Allowed,
+        AdminAccess::Loopback => AdminRule::NotLoopback,
+    }
+}
+
+/// Shared by every method handler.
+struct MethodContext {
+    calls: mpsc::Sender<Call>,
+}
+
+/// Sends one request to the driver and waits for its answer.
+async fn ask(calls: &mpsc::Sender<Call>, request: Request, timeout: Duration) -> Result<Value, QueryError> {
+    let (reply, answer) = oneshot::channel();
+    let exchange = async {
+        calls
+            .send(Call { request, reply })
+            .await
+            .map_err(|_| QueryError::Internal("the node is shutting down".into()))?;
+        answer.await.map_err(|_| QueryError::Internal("the node dropped the request without answering".into()))?
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(answered) => answered,
+        Err(_) => Err(QueryError::Internal("the node did not answer in time".into())),
+    }
+}
+
+fn error_object(error: QueryError) -> ErrorObjectOwned {
+    let code = match &error {
+        QueryError::InvalidParams(_) => INVALID_PARAMS_CODE,
+        QueryError::NotFound(_) => NOT_FOUND_CODE,
+        QueryError::Rejected(_) => TX_REJECTED_CODE,
+        QueryError::Internal(_) => INTERNAL_ERROR_CODE,
+    };
+    ErrorObject::owned(code, error.to_string(), None::<()>)
+}
+
+async fn handle_method(
+    method: &'static str,
+    params: Params<'static>,
+    context: Arc<MethodContext>,
+    extensions: Extensions,
+) -> Result<Value, ErrorObjectOwned> {
+    if query::ADMIN_METHODS.contains(&method) {
+        // Connections this module did not accept carry no rule: refuse, never allow by default.
+        let refusal = match extensions.get::<AdminRule>().copied().unwrap_or(AdminRule::TurnedOff) {
+            AdminRule::Allowed => None,
+            AdminRule::NotLoopback => Some("admin methods are answered only on the loopback interface"),
+            AdminRule::TurnedOff => {
+                Some("admin methods are turned off in this node's configuration (rpc.admin = \"off\")")
+            }
+        };
+        if let Some(message) = refusal {
+            debug!(method, "refusing an admin method");
+            return Err(ErrorObject::owned(ADMIN_ONLY_CODE, message, None::<()>));
+        }
+    }
+    let params_value: Value = match params.as_str() {
+        None => Value::Null,
+        // jsonrpsee has already checked this is JSON; a failure here would be its bug.
+        Some(text) => serde_json::from_str(text)
+            .map_err(|error| error_object(QueryError::InvalidParams(format!("params are not valid JSON: {error}"))))?,
+    };
+    let request = match query::parse_request(method, &params_value) {
+        Some(parsed) => parsed.map_err(error_object)?,
+        None => return Err(error_object(QueryError::Internal(format!("method {method} has no parser")))),
+    };
+    ask(&context.calls, request, CALL_TIMEOUT).await.map_err(error_object)
+}
+
+fn methods(calls: mpsc::Sender<Call>) -> Result<RpcModule<MethodContext>, RpcError> {
+    let mut module = RpcModule::new(MethodContext { calls });
+    for &method in query::METHODS {
+        module
+            .register_async_method(method, move |params, context, extensions| {
+                handle_method(method, params, context, extensions)
+            })
+            .map_err(|error| RpcError::Register { method, detail: error.to_string() })?;
+    }
+    Ok(module)
 }
 
 /// Binds `config.listen` and serves until `RpcServer::stop`; every method becomes a `Call` sent
 /// on `calls`.
 pub async fn start(config: RpcConfig, calls: mpsc::Sender<Call>) -> Result<RpcServer, RpcError> {
-    let _ = calls;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RpcError::Bind { listen: config.listen, source })?;
+    if config.body_bytes_max < 1024 {
+        return Err(RpcError::BadConfig {
+            field: "body_bytes_max",
+            reason: format!("{} bytes cannot hold a transfer submission; use at least 1024", config.body_bytes_max),
+        });
+    }
+    if config.connections_max == 0 {
+        return Err(RpcError::BadConfig { field: "connections_max", reason: "must be at least 1".into() });
+    }
+    let module = methods(calls.clone())?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| RpcError::Bind { listen: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| RpcError::Bind { listen: config.listen, source })?;
-    Ok(RpcServer { local_addr })
+    let server_config = ServerConfig::builder()
+        .max_request_body_size(config.body_bytes_max)
+        .max_response_body_size(RESPONSE_BYTES_MAX)
+        // jsonrpsee counts requests in flight; connections are counted at accept below.
+        .max_connections(config.connections_max)
+        .set_batch_request_config(BatchRequestConfig::Limit(BATCH_REQUESTS_MAX))
+        .http_only()
+        .build();
+    let service_builder = ServerBuilder::with_config(server_config).to_service_builder();
+    let (stop_handle, server_handle) = stop_channel();
+    let (connection_ended, connections_done) = mpsc::channel::<()>(1);
+    let shared = Arc::new(Shared {
+        calls,
+        methods: module.into(),
+        service_builder,
+        stop_handle,
+        admin: config.admin,
+        connections: Arc::new(Semaphore::new(config.connections_max as usize)),
+        connection_ended,
+    });
+    let accept_task = tokio::spawn(accept_loop(listener, shared));
+    info!(listen = %local_addr, admin = ?config.admin, "JSON-RPC server listening");
+    Ok(RpcServer { local_addr, stop: server_handle, accept_task, connections_done })
+}
+
+type JsonRpcServiceBuilder =
+    jsonrpsee::server::TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity>;
+
+/// What the accept loop and every connection share.
+struct Shared {
+    calls: mpsc::Sender<Call>,
+    methods: jsonrpsee::server::Methods,
+    service_builder: JsonRpcServiceBuilder,
+    stop_handle: StopHandle,
+    admin: AdminAccess,
+    connections: Arc<Semaphore>,
+    connection_ended: mpsc::Sender<()>,
+}
+
+/// Sent to a connection over `connections_max`, written without waiting, then the socket closes.
+const TOO_MANY_CONNECTIONS_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain\r\ncontent-length: 56\r\nconnection: close\r\n\r\n\
+too many JSON-RPC connections are open; try again later\n";
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let stopped = shared.stop_handle.clone().shutdown();
+    tokio::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stopped => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                warn!(%error, "cannot accept a JSON-RPC connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            debug!(%peer, "refusing a JSON-RPC connection: too many open");
+            // Best effort: a fresh socket's send buffer takes these few bytes at once.
+            let _ = socket.try_write(TOO_MANY_CONNECTIONS_RESPONSE);
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_connection(socket, peer, &shared).await;
+            drop(permit);
+        });
+    }
+    debug!("JSON-RPC accept loop stopped");
+}
+
+async fn serve_connection(socket: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let _ended = shared.connection_ended.clone();
+    if let Err(error) = socket.set_nodelay(true) {
+        debug!(%peer, %error, "cannot set TCP_NODELAY on a JSON-RPC connection");
+    }
+    let admin = admin_rule(shared.admin, peer.ip());
+    let jsonrpc = shared.service_builder.clone().build(shared.methods.clone(), shared.stop_handle.clone());
+    let calls = shared.calls.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let jsonrpc = jsonrpc.clone();
+        let calls = calls.clone();
+        async move {
+            let response = match tokio::time::timeout(REQUEST_TIMEOUT, route(request, jsonrpc, calls, admin)).await {
+                Ok(response) => response,
+                Err(_) => text_response(
+                    hyper::StatusCode::REQUEST_TIMEOUT,
+                    "the request was not received and answered in time\n",
+                ),
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(socket), service);
+    tokio::pin!(connection);
+    let stopped = shared.stop_handle.clone().shutdown();
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stopped => {
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(STOP_GRACE, connection.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    debug!(%peer, "closing a JSON-RPC connection still busy after the stop grace period");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        debug!(%peer, %error, "JSON-RPC connection ended with an error");
+    }
+}
+
+async fn route(
+    mut request: hyper::Request<Incoming>,
+    mut jsonrpc: jsonrpsee::server::TowerService<tower::layer::util::Identity, tower::layer::util::Identity>,
+    calls: mpsc::Sender<Call>,
+    admin: AdminRule,
+) -> HttpResponse {
+    if request.method() == hyper::Method::GET {
+        match request.uri().path() {
+            "/health" => return health(&calls).await,
+            "/metrics" => return metrics(&calls).await,
+            _ => {}
+        }
+    }
+    request.extensions_mut().insert(admin);
+    // jsonrpsee's service is always ready (its poll_ready returns Ready), so `call` directly.
+    match jsonrpc.call(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            warn!(%error, "the JSON-RPC service failed on a request");
+            text_response(hyper::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+        }
+    }
+}
+
+fn response(status: hyper::StatusCode, content_type: &'static str, body: String) -> HttpResponse {
+    let mut response = HttpResponse::new(HttpBody::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    response
+}
+
+fn text_response(status: hyper::StatusCode, body: &str) -> HttpResponse {
+    response(status, "text/plain; charset=utf-8", body.to_string())
+}
+
+async fn health(calls: &mpsc::Sender<Call>) -> HttpResponse {
+    match ask(calls, Request::Health, HEALTH_TIMEOUT).await {
+        Ok(answer) => response(hyper::StatusCode::OK, "application/json", answer.to_string()),
+        Err(error) => {
+            let body = serde_json::json!({ "status": "unavailable", "reason": error.to_string() });
+            response(hyper::StatusCode::SERVICE_UNAVAILABLE, "application/json", body.to_string())
+        }
+    }
+}
+
+async fn metrics(calls: &mpsc::Sender<Call>) -> HttpResponse {
+    match ask(calls, Request::Metrics, HEALTH_TIMEOUT).await {
+        Ok(answer) => {
+            response(hyper::StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", render_metrics(&answer))
+        }
+        Err(error) => text_response(hyper::StatusCode::SERVICE_UNAVAILABLE, &format!("{error}\n")),
+    }
+}
+
+/// Every metric `GET /metrics` exposes: (name without the `tinychain_` prefix, which is also
+/// its key in the answer to `Request::Metrics`, type, help).
+const METRICS: &[(&str, &str, &str)] = &[
+    ("height", "gauge", "Height of the node's tip."),
+    ("finalized_height", "gauge", "Height of the latest final block."),
+    ("block_interval_ms", "gauge", "Wall-clock time between the last two blocks this node committed, in milliseconds."),
+    ("peers", "gauge", "Peers with an authenticated link."),
+    ("mempool_size", "gauge", "Transfers waiting in the mempool."),
+    ("score", "gauge", "This node's latest metric score (lower produces first)."),
+    ("cpu_permille", "gauge", "CPU load of the last measuring window, per mille."),
+    ("net_permille", "gauge", "Network load of the last measuring window, per mille."),
+    ("timeouts_fired_total", "counter", "Blocks committed since start at rank > 0 (a producer ahead missed its turn)."),
+    ("blocks_committed_total", "counter", "Blocks committed since start."),
+];
+
+/// The Prometheus text exposition format (version 0.0.4) of the driver's metric numbers.
+///
+/// Written here rather than with a metrics crate: ten unlabelled integer series whose names and
+/// help texts are constants of this module need no escaping, no float formatting and no
+/// registry, and the test below checks every line against the format's grammar.
+pub fn render_metrics(numbers: &Value) -> String {
+    let mut text = String::new();
+    for (name, kind, help) in METRICS {
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "# HELP tinychain_{name} {help}");
+        let _ = writeln!(text, "# TYPE tinychain_{name} {kind}");
+        // A value not known yet (no block interval before the second block) has no sample.
+        if let Some(value) = numbers.get(name).and_then(Value::as_u64) {
+            let _ = writeln!(text, "tinychain_{name} {value}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_rules_follow_the_config_and_the_peer_address() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let loopback_v6: IpAddr = "::1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(admin_rule(AdminAccess::Loopback, loopback), AdminRule::Allowed);
+        assert_eq!(admin_rule(AdminAccess::Loopback, loopback_v6), AdminRule::Allowed);
+        assert_eq!(admin_rule(AdminAccess::Loopback, mapped), AdminRule::Allowed);
+        assert_eq!(admin_rule(AdminAccess::Loopback, remote), AdminRule::NotLoopback);
+        assert_eq!(admin_rule(AdminAccess::Any, remote), AdminRule::Allowed);
+        assert_eq!(admin_rule(AdminAccess::Off, loopback), AdminRule::TurnedOff);
+    }
+
+    #[test]
+    fn metrics_text_follows_the_exposition_format() {
+        let numbers = serde_json::json!({
+            "height": 12, "finalized_height": 10, "block_interval_ms": null, "peers": 3, "mempool_size": 0,
+            "score": 250, "cpu_permille": 300, "net_permille": 200, "timeouts_fired_total": 1,
+            "blocks_committed_total": 12,
+        });
+        let text = render_metrics(&numbers);
+        assert!(text.ends_with('\n'));
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                assert!(rest.starts_with("tinychain_") && rest.contains(' '), "{line}");
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (_, kind) = rest.split_once(' ').unwrap();
+                assert!(kind == "gauge" || kind == "counter", "{line}");
+            } else {
+                let (name, value) = line.split_once(' ').unwrap();
+                assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+                samples.push((name.to_string(), value.parse::<u64>().unwrap()));
+            }
+        }
+        assert_eq!(samples.len(), METRICS.len() - 1, "the unknown interval has no sample");
+        assert!(samples.contains(&("tinychain_height".into(), 12)));
+        assert!(samples.contains(&("tinychain_timeouts_fired_total".into(), 1)));
+        assert!(!text.contains("\ntinychain_block_interval_ms "));
+    }
 }
