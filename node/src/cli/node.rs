@@ -1,8 +1,103 @@
-//! (being written: see the node issue)
+//! `tinychain node --home DIR`: runs one validator from its home directory until Ctrl-C or
+//! SIGTERM. Loads and checks the home (key, config, genesis), sets up logging, and hands the
+//! driver its options; a bad home fails before anything listens, with the file and field named.
+
+use crate::config::{Config, LogFormat, RpcAdmin};
+use crate::driver::{self, DriverOptions};
+use crate::home::{Home, Loaded};
+use crate::rpc::{AdminAccess, RpcConfig};
+use anyhow::Context;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The node's home directory (made by `tinychain init` or `tinychain testnet init`).
+    #[arg(long, env = "TINYCHAIN_HOME")]
+    pub home: PathBuf,
+}
 
-pub fn run(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+/// Installs the log subscriber: RUST_LOG if set, else the config's `log.level`.
+pub fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
+            .with_context(|| format!("RUST_LOG={directives:?} is not a valid log filter"))?,
+        _ => EnvFilter::try_new(&config.log.level)
+            .with_context(|| format!("config.toml: log.level: {:?} is not a valid log filter", config.log.level))?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // A second init (tests running several nodes in one process) keeps the first subscriber.
+    let _ = installed;
+    Ok(())
+}
+
+/// The driver's options from a loaded home.
+pub fn driver_options(loaded: Loaded) -> DriverOptions {
+    let database = loaded.database_path();
+    let Loaded { config, genesis, key, .. } = loaded;
+    let admin = match config.rpc.admin {
+        RpcAdmin::Loopback => AdminAccess::Loopback,
+        RpcAdmin::Any => AdminAccess::Any,
+        RpcAdmin::Off => AdminAccess::Off,
+    };
+    DriverOptions {
+        genesis,
+        key,
+        database,
+        p2p_listen: config.p2p.listen,
+        seeds: config.p2p.seeds.clone(),
+        rpc: Some(RpcConfig {
+            listen: config.rpc.listen,
+            admin,
+            body_bytes_max: config.rpc.body_bytes_max,
+            connections_max: config.rpc.connections_max,
+        }),
+        metrics_interval_ms: config.metrics.sample_interval_ms,
+        metrics_window: 5,
+        link_capacity_mbit: config.metrics.link_capacity_mbit,
+        mempool: config.mempool.to_core(),
+    }
+}
+
+/// Resolves when the process gets Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(stream) => stream,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let loaded = Home::load(&args.home).with_context(|| format!("cannot start a node from {}", args.home.display()))?;
+    init_logging(&loaded.config)?;
+    let options = driver_options(loaded);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tinychain")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(driver::run(options, shutdown_signal(), |started| {
+        tracing::info!(p2p = %started.p2p, rpc = ?started.rpc, tip = started.tip, "listening");
+    }))?;
+    Ok(())
 }

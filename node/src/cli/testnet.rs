@@ -1,8 +1,285 @@
-//! (being written: see the node issue)
+//! `tinychain testnet`: a local network in one command. Initialises `DIR` if it holds no testnet
+//! yet (`setup::init_testnet`: homes, one genesis, a funded development wallet, `testnet.json`),
+//! then runs every node as a separate `tinychain node` process on 127.0.0.1 over TLS, each with
+//! its own redb and its log in `HOME/node.log`. It prints each node's RPC URL, then one line per
+//! block as the network commits it (read over RPC from the first node that answers), and on
+//! Ctrl-C or SIGTERM stops every node with SIGTERM (SIGKILL after a grace period).
+//!
+//! `tinychain testnet init` writes the files without running anything.
+
+use crate::cli::node::shutdown_signal;
+use crate::setup::{self, TestnetLayout, TestnetOptions};
+use anyhow::Context;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub options: InitArgs,
+}
 
-pub fn run(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Write everything a local network needs (node homes, genesis, development wallet,
+    /// testnet.json) without running it.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitArgs {
+    /// How many validators (1 to 16). Default 4 for a new testnet; an existing one keeps its own.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// The testnet's directory.
+    #[arg(long, default_value = "testnet")]
+    pub dir: PathBuf,
+    /// Node i (from 0) listens for peers on BASE+2i and serves RPC on BASE+2i+1, all on
+    /// 127.0.0.1; the default puts node-1 on the standard ports 7740 and 7741.
+    #[arg(long, default_value_t = 7740)]
+    pub base_port: u16,
+    /// Block interval written into a new genesis (default: the chain default, 2000 ms).
+    #[arg(long)]
+    pub block_interval_ms: Option<u64>,
+    /// Producer timeout written into a new genesis (default: the chain default, 10000 ms).
+    #[arg(long)]
+    pub producer_timeout_ms: Option<u64>,
+    /// Chain id of a new testnet.
+    #[arg(long, default_value = "tinychain-local")]
+    pub chain_id: String,
+}
+
+const NODES_DEFAULT: usize = 4;
+/// How long nodes get to stop after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+fn options(args: &InitArgs) -> TestnetOptions {
+    TestnetOptions {
+        dir: args.dir.clone(),
+        nodes: args.nodes.unwrap_or(NODES_DEFAULT),
+        base_port: args.base_port,
+        block_interval_ms: args.block_interval_ms,
+        producer_timeout_ms: args.producer_timeout_ms,
+        chain_id: args.chain_id.clone(),
+    }
+}
+
+/// Loads the testnet in `args.dir`, or initialises one there.
+fn load_or_init(args: &InitArgs) -> anyhow::Result<TestnetLayout> {
+    if args.dir.join("testnet.json").exists() {
+        let layout = setup::load_testnet(&args.dir)?;
+        if let Some(nodes) = args.nodes {
+            anyhow::ensure!(
+                nodes == layout.nodes.len(),
+                "{} already holds a testnet of {} nodes, not {nodes}: use another --dir, or remove it to start afresh",
+                args.dir.display(),
+                layout.nodes.len()
+            );
+        }
+        println!("using the testnet in {}", args.dir.display());
+        return Ok(layout);
+    }
+    let layout = setup::init_testnet(&options(args))?;
+    println!("initialised a testnet of {} nodes in {}", layout.nodes.len(), args.dir.display());
+    Ok(layout)
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    match &args.command {
+        Some(Command::Init(init)) => {
+            anyhow::ensure!(
+                !init.dir.join("testnet.json").exists(),
+                "{} already holds a testnet; run `tinychain testnet --dir {}` to start it",
+                init.dir.display(),
+                init.dir.display()
+            );
+            let layout = setup::init_testnet(&options(init))?;
+            print_layout(&layout);
+            println!("start it with: tinychain testnet --dir {}", init.dir.display());
+            Ok(())
+        }
+        None => run_testnet(&args.options),
+    }
+}
+
+fn print_layout(layout: &TestnetLayout) {
+    for node in &layout.nodes {
+        println!(
+            "  {:<8} {}  p2p {}  rpc http://{}  home {}",
+            node.name,
+            node.id,
+            node.p2p,
+            node.rpc,
+            node.home.display()
+        );
+    }
+    println!("  development wallet: {} (1,000,000 TC in genesis)", layout.wallet_dir.display());
+}
+
+/// One running node process.
+struct Running {
+    name: String,
+    rpc: String,
+    child: Child,
+    exited: bool,
+}
+
+fn spawn_node(exe: &std::path::Path, home: &std::path::Path) -> anyhow::Result<Child> {
+    let log_path = home.join("node.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open the log file {}", log_path.display()))?;
+    let log_err = log.try_clone().with_context(|| format!("cannot open the log file {}", log_path.display()))?;
+    Process::new(exe)
+        .arg("node")
+        .arg("--home")
+        .arg(home)
+        .env_remove("TINYCHAIN_HOME")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .with_context(|| format!("cannot start {} node --home {}", exe.display(), home.display()))
+}
+
+fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
+    let layout = load_or_init(args)?;
+    let exe = std::env::current_exe().context("cannot find the tinychain executable to start nodes with")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            runtime.block_on(shutdown_signal());
+            stop_flag.store(true, Ordering::SeqCst);
+        }
+    });
+
+    let mut running = Vec::new();
+    for node in &layout.nodes {
+        match spawn_node(&exe, &node.home) {
+            Ok(child) => running.push(Running {
+                name: node.name.clone(),
+                rpc: format!("http://{}", node.rpc),
+                child,
+                exited: false,
+            }),
+            Err(error) => {
+                stop_all(&mut running);
+                return Err(error);
+            }
+        }
+    }
+    println!("started {} nodes (logs in each home's node.log):", running.len());
+    print_layout(&layout);
+    println!("press Ctrl-C to stop every node");
+    println!();
+    println!("{:>7}  {:<8} {:>4} {:>6} {:>9}  {:>8}", "height", "producer", "rank", "score", "transfers", "final");
+
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).http_status_as_error(false).build(),
+    );
+    let mut printed_height = 0u64;
+    let mut quiet_since = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(POLL_INTERVAL);
+        for node in running.iter_mut().filter(|node| !node.exited) {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                node.exited = true;
+                println!("{} exited ({status}); see its node.log", node.name);
+            }
+        }
+        if running.iter().all(|node| node.exited) {
+            anyhow::bail!("every node exited; see their node.log files in {}", layout.dir.display());
+        }
+        // Blocks as the network commits them, from the first node that answers.
+        let Some((rpc, status)) = running
+            .iter()
+            .filter(|node| !node.exited)
+            .find_map(|node| call(&agent, &node.rpc, "status", json!({})).map(|status| (node.rpc.clone(), status)))
+        else {
+            continue;
+        };
+        let tip = status.pointer("/tip/height").and_then(Value::as_u64).unwrap_or(0);
+        let finalized = status.pointer("/finalized/height").and_then(Value::as_u64).unwrap_or(0);
+        if tip > printed_height {
+            // Show at most the last 20 if far behind (a restarted testnet resumes at its tip).
+            let from = (printed_height + 1).max(tip.saturating_sub(19));
+            for height in from..=tip {
+                print_block(&agent, &rpc, height, finalized);
+            }
+            printed_height = tip;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() > Duration::from_secs(30) {
+            println!("no new block for 30 s (tip {tip}); peers and logs: see node.log in each home");
+            quiet_since = Instant::now();
+        }
+    }
+    println!("stopping {} nodes", running.iter().filter(|node| !node.exited).count());
+    stop_all(&mut running);
+    Ok(())
+}
+
+/// Prints one committed block: height, producer, rank, the producer's committed score, transfers.
+fn print_block(agent: &ureq::Agent, rpc: &str, height: u64, finalized: u64) {
+    let Some(header) = call(agent, rpc, "get_header", json!({ "height": height })) else { return };
+    let election = call(agent, rpc, "get_election", json!({ "height": height }));
+    let producer = election
+        .as_ref()
+        .and_then(|election| election.pointer("/produced/name").and_then(Value::as_str).map(str::to_string))
+        .or_else(|| header.get("producer").and_then(Value::as_str).map(short_id))
+        .unwrap_or_else(|| "?".to_string());
+    let rank = header.get("rank").and_then(Value::as_u64).unwrap_or(0);
+    let score = election
+        .as_ref()
+        .and_then(|election| election.pointer("/produced/score").and_then(Value::as_u64))
+        .map(|score| score.to_string())
+        .unwrap_or_else(|| "-".to_string());
+    let transfers = header.get("transfers").and_then(Value::as_u64).unwrap_or(0);
+    println!("{height:>7}  {producer:<8} {rank:>4} {score:>6} {transfers:>9}  {finalized:>8}");
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// One JSON-RPC call; `None` if the node is unreachable or answers with an error.
+fn call(agent: &ureq::Agent, url: &str, method: &str, params: Value) -> Option<Value> {
+    let request = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+    let mut response = agent.post(url).send_json(&request).ok()?;
+    let body: Value = response.body_mut().read_json().ok()?;
+    body.get("result").cloned()
+}
+
+/// SIGTERM to every running node, then SIGKILL to those still up after the grace period.
+fn stop_all(running: &mut [Running]) {
+    for node in running.iter_mut().filter(|node| !node.exited) {
+        let pid = nix::unistd::Pid::from_raw(node.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for node in running.iter_mut().filter(|node| !node.exited) {
+        loop {
+            match node.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    println!("{} did not stop in {} s: killing it", node.name, STOP_GRACE.as_secs());
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    break;
+                }
+            }
+        }
+        node.exited = true;
+    }
 }
