@@ -83,15 +83,15 @@ impl KdfParams {
     /// The error text names the offending parameter.
     pub fn check(&self) -> Result<(), String> {
         if self.parallelism == 0 || self.parallelism > KDF_PARALLELISM_MAX {
-            return Err(format!("kdf p = {} is outside 1..={KDF_PARALLELISM_MAX}", self.parallelism));
+            return Err(format!("p = {} is outside 1..={KDF_PARALLELISM_MAX}", self.parallelism));
         }
         if self.iterations == 0 || self.iterations > KDF_ITERATIONS_MAX {
-            return Err(format!("kdf t = {} is outside 1..={KDF_ITERATIONS_MAX}", self.iterations));
+            return Err(format!("t = {} is outside 1..={KDF_ITERATIONS_MAX}", self.iterations));
         }
         let memory_kib_min = 8 * self.parallelism;
         if self.memory_kib < memory_kib_min || self.memory_kib > KDF_MEMORY_KIB_MAX {
             return Err(format!(
-                "kdf m_kib = {} is outside {memory_kib_min}..={KDF_MEMORY_KIB_MAX} (at least 8 KiB per lane, at most 4 GiB)",
+                "m_kib = {} is outside {memory_kib_min}..={KDF_MEMORY_KIB_MAX} (at least 8 KiB per lane, at most 4 GiB)",
                 self.memory_kib
             ));
         }
@@ -580,7 +580,7 @@ fn decode_key(index: usize, entry: KeyJson) -> Result<SealedKey, String> {
         return Err(format!("{}: {:?} is not {KDF_ALGORITHM:?}", field("kdf.algorithm"), entry.kdf.algorithm));
     }
     let kdf = KdfParams { memory_kib: entry.kdf.m_kib, iterations: entry.kdf.t, parallelism: entry.kdf.p };
-    kdf.check().map_err(|detail| format!("{}: {detail}", field("kdf")))?;
+    kdf.check().map_err(|detail| format!("{}.{detail}", field("kdf")))?;
     let salt: [u8; SALT_BYTES] =
         decode_hex_array(&entry.kdf.salt).map_err(|detail| format!("{}: {detail}", field("kdf.salt")))?;
     if entry.cipher.algorithm != CIPHER_ALGORITHM {

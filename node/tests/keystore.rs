@@ -333,10 +333,14 @@ fn truncated_or_malformed_files_are_damaged() {
         ("short salt", |json| json["keys"][0]["kdf"]["salt"] = "00ff".into(), "keys[0].kdf.salt"),
         ("non-hex nonce", |json| json["keys"][1]["cipher"]["nonce"] = "zz".repeat(24).into(), "keys[1].cipher.nonce"),
         ("long ciphertext", |json| json["keys"][0]["ciphertext"] = "00".repeat(49).into(), "keys[0].ciphertext"),
-        ("memory bomb", |json| json["keys"][0]["kdf"]["m_kib"] = (KDF_MEMORY_KIB_MAX + 1).into(), "m_kib"),
-        ("huge t", |json| json["keys"][1]["kdf"]["t"] = u32::MAX.into(), "kdf t"),
-        ("zero p", |json| json["keys"][0]["kdf"]["p"] = 0.into(), "kdf p"),
-        ("m below 8 per lane", |json| json["keys"][0]["kdf"]["p"] = 4.into(), "m_kib"),
+        (
+            "memory bomb",
+            |json| json["keys"][0]["kdf"]["m_kib"] = (KDF_MEMORY_KIB_MAX + 1).into(),
+            "keys[0].kdf.m_kib = 4194305",
+        ),
+        ("huge t", |json| json["keys"][1]["kdf"]["t"] = u32::MAX.into(), "keys[1].kdf.t = "),
+        ("zero p", |json| json["keys"][0]["kdf"]["p"] = 0.into(), "keys[0].kdf.p = 0"),
+        ("m below 8 per lane", |json| json["keys"][0]["kdf"]["p"] = 4.into(), "keys[0].kdf.m_kib = 8 is outside 32..="),
         ("negative m", |json| json["keys"][0]["kdf"]["m_kib"] = (-1).into(), "keys[0].kdf.m_kib"),
         ("keys not a list", |json| json["keys"] = "none".into(), "keys"),
     ];
@@ -430,6 +434,12 @@ fn tampered_entries_fail_to_decrypt() {
     json["keys"][1]["name"] = "alice".into();
     write_json(&dir, &json);
     assert!(matches!(assert_key_fails(&dir, "alice"), KeystoreError::WrongPassphrase { .. }));
+    // A rename to a name of the same length fails as well (the name itself is bound, not only
+    // its length).
+    let mut json = original.clone();
+    json["keys"][0]["name"] = "carol".into();
+    write_json(&dir, &json);
+    assert!(matches!(assert_key_fails(&dir, "carol"), KeystoreError::WrongPassphrase { .. }));
 
     // Another valid address on an entry (so `list` would show the wrong account) fails too.
     let mut json = original.clone();
