@@ -9,6 +9,7 @@
 
 use crate::config::Config;
 use crate::home::{self, FileMode, Home, HomeError, Overwrite};
+use crate::keystore::{KdfParams, Keystore, KeystoreError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub const TESTNET_CHAIN_ID_DEFAULT: &str = "tinychain-local";
 /// The development wallet's key name and its genesis allocation.
 pub const DEV_KEY_NAME: &str = "dev";
 pub const DEV_ALLOCATION: Amount = 1_000_000 * UNITS_PER_COIN;
+/// The development wallet's passphrase: empty (the wallet is for local testnets only).
+pub const DEV_WALLET_PASSPHRASE: &str = "";
 /// Without an explicit producer timeout, an explicit block interval gets this many intervals
 /// (DESIGN.md's defaults: 2 s blocks, 10 s timeout).
 pub const PRODUCER_TIMEOUT_INTERVALS_DEFAULT: u64 = 5;
@@ -52,6 +55,8 @@ pub enum SetupError {
     Home(#[from] HomeError),
     #[error(transparent)]
     Amount(#[from] AmountError),
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
     #[error(
         "home {dir} already holds {files}; init only writes a home where these files are absent (keys are never overwritten)"
     )]
@@ -361,7 +366,7 @@ pub struct TestnetLayout {
     pub nodes: Vec<TestnetNode>,
     /// `dir/genesis.json`; each home holds a copy.
     pub genesis_path: PathBuf,
-    /// `dir/wallet`: the development wallet, holding the key "dev".
+    /// `dir/wallet`: the development keystore, holding the key "dev" under an empty passphrase.
     pub wallet_dir: PathBuf,
 }
 
@@ -463,12 +468,12 @@ fn check_testnet_options(options: &TestnetOptions) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// The development wallet: the dev key, for transfers from the genesis allocation.
-// TODO(keystore): switch to `Keystore::create(dir)` + `add("dev", &key, "")` once keystore.rs
-// has landed; until then the key is a plain key file `dev.key` (mode 0600).
+/// The development wallet: a keystore holding the dev key under an EMPTY passphrase with the
+/// cheapest KDF parameters. It guards nothing (anyone with the file can spend), which is the
+/// point for a local testnet: scripts and the wallet commands can use it without prompting.
 fn write_dev_wallet(wallet_dir: &Path, key: &Keypair) -> Result<(), SetupError> {
-    create_dir(wallet_dir)?;
-    home::write_key_file(&wallet_dir.join(format!("{DEV_KEY_NAME}.key")), key)?;
+    let mut keystore = Keystore::create(wallet_dir)?;
+    keystore.add_with_params(DEV_KEY_NAME, key, DEV_WALLET_PASSPHRASE, KdfParams::INSECURE_FAST)?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct AssembleArgs {
-    /// The chain id: 1 to 64 characters of a-z, 0-9, '-', '_' or '.'.
+    /// The chain id: 1 to 32 characters of a-z, 0-9, '-', '_' or '.'.
     #[arg(long)]
     pub chain_id: String,
     /// A validator.json written by `tinychain init` (repeat for each validator; order is kept).
