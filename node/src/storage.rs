@@ -34,17 +34,54 @@
 //!   (`election::rank_candidates` over the parent's validator records).
 //! - `peers`: the verified peer addresses the connection manager asked to keep.
 
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tinychain_core::election::Candidate;
-use tinychain_core::genesis::Genesis;
-use tinychain_core::node::{Commit, Restored};
-use tinychain_core::state::StateDelta;
+use tinychain_core::codec;
+use tinychain_core::crypto::hash_bytes;
+use tinychain_core::election::{self, Candidate};
+use tinychain_core::finality::FinalityState;
+use tinychain_core::genesis::{genesis_block, Genesis};
+use tinychain_core::node::{ChainOp, Commit, Restored};
+use tinychain_core::state::{ChainState, StateDelta, ValidatorRecord};
 use tinychain_core::types::{Account, Address, Block, Checkpoint, Hash, Height, Vote};
+use tinychain_core::validate::{block_hash, transfer_id};
 use tinychain_net::wire::PeerAddress;
 
 /// The schema this build reads and writes; `open` refuses any other.
 pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const BLOCK_HEIGHTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_heights");
+const UNDO: TableDefinition<u64, &[u8]> = TableDefinition::new("undo");
+const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("accounts");
+const CHAIN: TableDefinition<&str, &[u8]> = TableDefinition::new("chain");
+const TX_INDEX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_index");
+const ADDRESS_HISTORY: TableDefinition<&[u8; HISTORY_KEY_BYTES], &[u8; 32]> = TableDefinition::new("address_history");
+const ELECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("elections");
+const PEERS: TableDefinition<u32, &[u8]> = TableDefinition::new("peers");
+
+/// Keys of the `meta` table.
+const META_SCHEMA_VERSION: &str = "schema_version";
+const META_CHAIN_ID: &str = "chain_id";
+const META_GENESIS_HASH: &str = "genesis_hash";
+const META_TIP: &str = "tip";
+const META_JUSTIFIED: &str = "justified";
+const META_FINALIZED: &str = "finalized";
+const META_LAST_VOTE: &str = "last_vote";
+const META_REPORT_SEQUENCE: &str = "report_sequence";
+/// The one row of the `chain` table.
+const CHAIN_ROW: &str = "state";
+
+/// An `address_history` key: address, then height and index big-endian, so one address's
+/// entries are contiguous and in chain order.
+const HISTORY_KEY_BYTES: usize = 32 + 8 + 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -61,12 +98,20 @@ pub enum StorageError {
     ForeignChain {
         path: PathBuf,
         found_chain_id: String,
-        found_genesis: Hash,
+        // Boxed so every `Result<_, StorageError>` (and the errors that wrap it) stays small.
+        found_genesis: Box<Hash>,
         expected_chain_id: String,
-        expected_genesis: Hash,
+        expected_genesis: Box<Hash>,
     },
     #[error("the database at {path} has schema version {found}, this build reads version {SCHEMA_VERSION}")]
     SchemaVersion { path: PathBuf, found: u32 },
+    #[error("the database {path} is in use by another process (is a node already running from this home?)")]
+    InUse { path: PathBuf },
+    /// A commit that does not continue the stored chain (a rollback not at the tip, an apply
+    /// that does not extend it, a final tip other than the one the core named). Nothing of it
+    /// was written. In debug builds this panics instead: it is a bug in the core or the driver.
+    #[error("database {path} refused a commit that does not follow its chain (nothing was written): {detail}")]
+    CommitMismatch { path: PathBuf, detail: String },
     #[error("database {path}: {detail}")]
     Io { path: PathBuf, detail: String },
 }
@@ -79,115 +124,827 @@ pub struct TxLocation {
     pub index: u32,
 }
 
+/// `ChainState` without its accounts: the one row of the `chain` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ChainRow {
+    tip: Checkpoint,
+    tip_timestamp_ms: u64,
+    validators: Vec<ValidatorRecord>,
+    finality: FinalityState,
+    supply: u64,
+}
+
 /// The node's database. Cheap to share behind an `Arc`.
 pub struct Storage {
+    id: Identity,
+    database: Database,
+}
+
+/// What a database must belong to, and the helpers that name it in errors.
+struct Identity {
     path: PathBuf,
+    genesis: Genesis,
+    genesis_hash: Hash,
+}
+
+impl Identity {
+    /// Refuses a database that is not this build's schema of this chain.
+    fn check(&self, txn: &redb::ReadTransaction) -> Result<(), StorageError> {
+        let meta = txn.open_table(META).map_err(|error| match error {
+            redb::TableError::TableDoesNotExist(_) => self.corrupt(
+                "it is a redb database but not a tinychain one (it has no meta table; an interrupted \
+                 `tinychain init`? remove it and initialise again)"
+                    .into(),
+            ),
+            error => redb_error(&self.path, "cannot read the meta table", error),
+        })?;
+        let found: u32 = self.meta_value(&meta, META_SCHEMA_VERSION)?;
+        if found != SCHEMA_VERSION {
+            return Err(StorageError::SchemaVersion { path: self.path.clone(), found });
+        }
+        let found_chain_id: String = self.meta_value(&meta, META_CHAIN_ID)?;
+        let found_genesis: Hash = self.meta_value(&meta, META_GENESIS_HASH)?;
+        if found_chain_id != self.genesis.chain_id || found_genesis != self.genesis_hash {
+            return Err(StorageError::ForeignChain {
+                path: self.path.clone(),
+                found_chain_id,
+                found_genesis: Box::new(found_genesis),
+                expected_chain_id: self.genesis.chain_id.clone(),
+                expected_genesis: Box::new(self.genesis_hash),
+            });
+        }
+        // Every table must be there, so later reads fail only on real damage.
+        let fail = Failure { path: &self.path, doing: "a table is missing" };
+        txn.open_table(HEADERS).map_err(fail.of())?;
+        txn.open_table(BLOCKS).map_err(fail.of())?;
+        txn.open_table(BLOCK_HEIGHTS).map_err(fail.of())?;
+        txn.open_table(UNDO).map_err(fail.of())?;
+        txn.open_table(ACCOUNTS).map_err(fail.of())?;
+        txn.open_table(TX_INDEX).map_err(fail.of())?;
+        txn.open_table(ADDRESS_HISTORY).map_err(fail.of())?;
+        txn.open_table(ELECTIONS).map_err(fail.of())?;
+        txn.open_table(PEERS).map_err(fail.of())?;
+        let chain = txn.open_table(CHAIN).map_err(fail.of())?;
+        let row = self.chain_row(&chain)?;
+        let tip: Checkpoint = self.meta_value(&meta, META_TIP)?;
+        if row.tip != tip {
+            return Err(self.corrupt(format!("the meta tip {tip:?} is not the chain row's tip {:?}", row.tip)));
+        }
+        Ok(())
+    }
+
+    fn meta_value<T: DeserializeOwned>(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        key: &str,
+    ) -> Result<T, StorageError> {
+        let bytes = meta.get(key).map_err(|error| redb_error(&self.path, "cannot read the meta table", error))?;
+        let bytes = bytes.ok_or_else(|| self.missing_row("meta", key))?;
+        self.decode("meta", key, bytes.value())
+    }
+
+    fn chain_row(&self, chain: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<ChainRow, StorageError> {
+        let bytes = chain.get(CHAIN_ROW).map_err(|error| redb_error(&self.path, "cannot read the chain row", error))?;
+        let bytes = bytes.ok_or_else(|| self.missing_row("chain", CHAIN_ROW))?;
+        let row: ChainRow = self.decode("chain", CHAIN_ROW, bytes.value())?;
+        if row.validators.len() != self.genesis.validators.len() {
+            return Err(self.corrupt(format!(
+                "the chain row holds {} validator records, the genesis names {} validators",
+                row.validators.len(),
+                self.genesis.validators.len()
+            )));
+        }
+        Ok(row)
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: impl std::fmt::Debug,
+        bytes: &[u8],
+    ) -> Result<T, StorageError> {
+        codec::decode(table, bytes).map_err(|error| self.corrupt(format!("table {table}, key {key:?}: {error}")))
+    }
+
+    fn corrupt(&self, detail: String) -> StorageError {
+        StorageError::Corrupt { path: self.path.clone(), detail }
+    }
+
+    fn missing_row(&self, table: &str, key: impl std::fmt::Debug) -> StorageError {
+        self.corrupt(format!("table {table} has no row {key:?}, which the chain needs"))
+    }
+
+    /// A commit that does not follow the stored chain: a bug upstream. Debug builds stop here
+    /// so tests catch it at the source; release builds refuse it and write nothing.
+    fn refuse(&self, detail: String) -> StorageError {
+        if cfg!(debug_assertions) {
+            panic!("database {}: {detail}", self.path.display());
+        }
+        StorageError::CommitMismatch { path: self.path.clone(), detail }
+    }
+}
+
+// Readers run on RPC threads while the driver commits.
+const _: fn() = || {
+    fn is_send_and_sync<T: Send + Sync>() {}
+    is_send_and_sync::<Storage>();
+};
+
+/// The write side of every table, opened once per write transaction.
+struct WriteTables<'txn> {
+    meta: redb::Table<'txn, &'static str, &'static [u8]>,
+    headers: redb::Table<'txn, u64, &'static [u8]>,
+    blocks: redb::Table<'txn, u64, &'static [u8]>,
+    block_heights: redb::Table<'txn, &'static [u8; 32], u64>,
+    undo: redb::Table<'txn, u64, &'static [u8]>,
+    accounts: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
+    chain: redb::Table<'txn, &'static str, &'static [u8]>,
+    tx_index: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
+    address_history: redb::Table<'txn, &'static [u8; HISTORY_KEY_BYTES], &'static [u8; 32]>,
+    elections: redb::Table<'txn, u64, &'static [u8]>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> Result<WriteTables<'txn>, redb::TableError> {
+        Ok(WriteTables {
+            meta: txn.open_table(META)?,
+            headers: txn.open_table(HEADERS)?,
+            blocks: txn.open_table(BLOCKS)?,
+            block_heights: txn.open_table(BLOCK_HEIGHTS)?,
+            undo: txn.open_table(UNDO)?,
+            accounts: txn.open_table(ACCOUNTS)?,
+            chain: txn.open_table(CHAIN)?,
+            tx_index: txn.open_table(TX_INDEX)?,
+            address_history: txn.open_table(ADDRESS_HISTORY)?,
+            elections: txn.open_table(ELECTIONS)?,
+        })
+    }
+}
+
+fn history_key(address: &Address, height: Height, index: u32) -> [u8; HISTORY_KEY_BYTES] {
+    let mut key = [0u8; HISTORY_KEY_BYTES];
+    key[..32].copy_from_slice(&address.0);
+    key[32..40].copy_from_slice(&height.to_be_bytes());
+    key[40..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn location_from_history(key: &[u8; HISTORY_KEY_BYTES], id: &[u8; 32]) -> TxLocation {
+    let mut height = [0u8; 8];
+    height.copy_from_slice(&key[32..40]);
+    let mut index = [0u8; 4];
+    index.copy_from_slice(&key[40..]);
+    TxLocation { id: Hash(*id), height: u64::from_be_bytes(height), index: u32::from_be_bytes(index) }
+}
+
+fn genesis_hash_of(genesis: &Genesis) -> Hash {
+    block_hash(&genesis_block(genesis).0.header)
+}
+
+/// Maps a redb error to ours: a lock held elsewhere is `InUse`, a damaged or foreign file is
+/// `Corrupt`, anything else (disk full, permissions, ...) is `Io`. `doing` says what failed.
+fn redb_error(path: &Path, doing: &str, error: impl Into<redb::Error>) -> StorageError {
+    let error: redb::Error = error.into();
+    let path = path.to_path_buf();
+    match error {
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => StorageError::InUse { path },
+        redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
+        | redb::Error::TableDoesNotExist(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. } => {
+            StorageError::Corrupt { path, detail: format!("{doing}: {error}") }
+        }
+        redb::Error::Io(ref io)
+            if matches!(io.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData) =>
+        {
+            StorageError::Corrupt { path, detail: format!("{doing}: {error}") }
+        }
+        _ => StorageError::Io { path, detail: format!("{doing}: {error}") },
+    }
+}
+
+/// What a redb call was doing, to map its error (`redb_error`) at each `?`.
+#[derive(Clone, Copy)]
+struct Failure<'a> {
+    path: &'a Path,
+    doing: &'a str,
+}
+
+impl<'a> Failure<'a> {
+    fn of<E: Into<redb::Error>>(self) -> impl FnOnce(E) -> StorageError + 'a {
+        move |error| redb_error(self.path, self.doing, error)
+    }
+}
+
+/// What redb's read-only open says of a file that needs the repair only a read-write open
+/// does (it was not closed cleanly: a crash, or a kill).
+const REPAIR_NEEDED: &str = "repair";
+
+/// Runs a redb open. redb documents that opening a file altered behind its back may panic:
+/// that is a damaged database, reported as one rather than taking the process down.
+fn catch_open_panic<T>(path: &Path, open: impl FnOnce() -> Result<T, redb::DatabaseError>) -> Result<T, StorageError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(Ok(database)) => Ok(database),
+        Ok(Err(redb::DatabaseError::RepairAborted)) => Err(StorageError::Io {
+            path: path.to_path_buf(),
+            detail: format!("it was not closed cleanly and needs a {REPAIR_NEEDED}"),
+        }),
+        Ok(Err(error)) => Err(redb_error(path, "cannot open the database", error)),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_default();
+            Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("the database engine failed reading it: {reason}"),
+            })
+        }
+    }
 }
 
 impl Storage {
-    /// Creates a new database at `path` holding the genesis block and state of `genesis`.
+    /// Creates a new database at `path` holding the genesis block and state of `genesis`. The
+    /// file is created exclusively (an existing file is refused, even one created a moment
+    /// ago by another process); if anything fails the half-made file is removed.
     pub fn create(path: &Path, genesis: &Genesis) -> Result<Storage, StorageError> {
-        let _ = genesis;
-        todo!("storage helper: {}", path.display())
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(
+                |error| match error.kind() {
+                    std::io::ErrorKind::AlreadyExists => StorageError::AlreadyExists { path: path.to_path_buf() },
+                    _ => StorageError::Io {
+                        path: path.to_path_buf(),
+                        detail: format!("cannot create the file: {error}"),
+                    },
+                },
+            )?;
+        let created = Self::initialise(path, genesis, file);
+        if created.is_err() {
+            // Only a file this call created exclusively is removed, and nothing was committed.
+            let _ = std::fs::remove_file(path);
+        }
+        let storage = created?;
+        // The file's directory entry must survive a crash too, or a later `open` finds nothing.
+        if let Some(directory) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::File::open(directory).and_then(|directory| directory.sync_all()).map_err(|error| {
+                StorageError::Io { path: path.to_path_buf(), detail: format!("cannot sync its directory: {error}") }
+            })?;
+        }
+        Ok(storage)
+    }
+
+    fn initialise(path: &Path, genesis: &Genesis, file: std::fs::File) -> Result<Storage, StorageError> {
+        let backend = redb::backends::FileBackend::new(file)
+            .map_err(|error| redb_error(path, "cannot use the new file", error))?;
+        let database = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|error| redb_error(path, "cannot initialise the database", error))?;
+        let (block, state) = genesis_block(genesis);
+        let storage = Storage {
+            id: Identity { path: path.to_path_buf(), genesis: genesis.clone(), genesis_hash: state.tip.hash },
+            database,
+        };
+        let txn = storage.begin_write()?;
+        {
+            let fail = Failure { path, doing: "cannot write the genesis block" };
+            let mut tables = WriteTables::open(&txn).map_err(fail.of())?;
+            let _ = txn.open_table(PEERS).map_err(fail.of())?;
+            let put_meta = |tables: &mut WriteTables, key: &str, bytes: Vec<u8>| {
+                tables.meta.insert(key, bytes.as_slice()).map(|_| ()).map_err(fail.of())
+            };
+            put_meta(&mut tables, META_SCHEMA_VERSION, codec::encode(&SCHEMA_VERSION))?;
+            put_meta(&mut tables, META_CHAIN_ID, codec::encode(&genesis.chain_id))?;
+            put_meta(&mut tables, META_GENESIS_HASH, codec::encode(&state.tip.hash))?;
+            put_meta(&mut tables, META_TIP, codec::encode(&state.tip))?;
+            put_meta(&mut tables, META_JUSTIFIED, codec::encode(&state.tip))?;
+            put_meta(&mut tables, META_FINALIZED, codec::encode(&state.tip))?;
+            put_meta(&mut tables, META_LAST_VOTE, codec::encode(&None::<Vote>))?;
+            put_meta(&mut tables, META_REPORT_SEQUENCE, codec::encode(&0u64))?;
+            tables.headers.insert(0, codec::encode(&block.header).as_slice()).map_err(fail.of())?;
+            tables.blocks.insert(0, codec::encode(&block).as_slice()).map_err(fail.of())?;
+            tables.block_heights.insert(&state.tip.hash.0, 0).map_err(fail.of())?;
+            for (address, account) in &state.accounts {
+                tables.accounts.insert(&address.0, codec::encode(account).as_slice()).map_err(fail.of())?;
+            }
+            let row = ChainRow {
+                tip: state.tip,
+                tip_timestamp_ms: state.tip_timestamp_ms,
+                validators: state.validators.clone(),
+                finality: state.finality.clone(),
+                supply: state.supply,
+            };
+            tables.chain.insert(CHAIN_ROW, codec::encode(&row).as_slice()).map_err(fail.of())?;
+        }
+        txn.commit().map_err(|error| redb_error(path, "cannot commit the genesis block", error))?;
+        Ok(storage)
     }
 
     /// Opens an existing database and checks it belongs to `genesis` (see the module contract).
     pub fn open(path: &Path, genesis: &Genesis) -> Result<Storage, StorageError> {
-        let _ = genesis;
-        todo!("storage helper: {}", path.display())
+        let owned_path = || path.to_path_buf();
+        match std::fs::metadata(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::Missing { path: owned_path() })
+            }
+            Err(error) => {
+                return Err(StorageError::Io { path: owned_path(), detail: format!("cannot read the file: {error}") })
+            }
+            Ok(metadata) if !metadata.is_file() => {
+                return Err(StorageError::Corrupt { path: owned_path(), detail: "it is not a regular file".into() })
+            }
+            Ok(metadata) if metadata.len() == 0 => {
+                return Err(StorageError::Corrupt {
+                    path: owned_path(),
+                    detail: "the file is empty (an interrupted `tinychain init`? remove it and initialise again)"
+                        .into(),
+                })
+            }
+            Ok(_) => {}
+        }
+        let id = Identity { path: owned_path(), genesis: genesis.clone(), genesis_hash: genesis_hash_of(genesis) };
+        // First a read-only look, which writes nothing: a file of another chain, another
+        // schema or no tinychain database at all is refused exactly as it was found. (A
+        // read-write open rewrites redb's header even when nothing is committed.) A database
+        // that was not closed cleanly cannot be read this way; redb repairs it in the
+        // read-write open below, and it is checked there.
+        match catch_open_panic(&id.path, || redb::Builder::new().open_read_only(path)) {
+            Ok(database) => {
+                let txn = database.begin_read().map_err(|error| redb_error(&id.path, "cannot read it", error))?;
+                id.check(&txn)?;
+            }
+            Err(StorageError::Io { detail, .. }) if detail.contains(REPAIR_NEEDED) => {}
+            Err(error) => return Err(error),
+        }
+        let database = catch_open_panic(&id.path, || redb::Builder::new().open(path))?;
+        let storage = Storage { id, database };
+        let txn = storage.begin_read()?;
+        storage.id.check(&txn)?;
+        drop(txn);
+        Ok(storage)
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.id.path
+    }
+
+    /// The hash of the genesis block this database was checked against.
+    pub fn genesis_hash(&self) -> Hash {
+        self.id.genesis_hash
     }
 
     /// Carries out `Action::CommitBlocks` in one write transaction.
     pub fn commit(&self, commit: &Commit) -> Result<(), StorageError> {
-        let _ = commit;
-        todo!()
+        let txn = self.begin_write()?;
+        {
+            let fail = Failure { path: &self.id.path, doing: "cannot open the tables to commit" };
+            let mut tables = WriteTables::open(&txn).map_err(fail.of())?;
+            let mut row = self.id.chain_row(&tables.chain)?;
+            for op in &commit.ops {
+                match op {
+                    ChainOp::Rollback { height, hash, undo } => {
+                        self.roll_back(&mut tables, &mut row, *height, hash, undo)?
+                    }
+                    ChainOp::Apply { block, hash, delta, undo } => {
+                        self.apply(&mut tables, &mut row, block, hash, delta, undo)?
+                    }
+                }
+            }
+            if row.tip != commit.tip {
+                return Err(self.id.refuse(format!(
+                    "after its operations the tip is {:?}, the commit names {:?}",
+                    row.tip, commit.tip
+                )));
+            }
+            let fail = Failure { path: &self.id.path, doing: "cannot write the commit" };
+            tables.chain.insert(CHAIN_ROW, codec::encode(&row).as_slice()).map_err(fail.of())?;
+            tables.meta.insert(META_TIP, codec::encode(&commit.tip).as_slice()).map_err(fail.of())?;
+            tables.meta.insert(META_JUSTIFIED, codec::encode(&commit.justified).as_slice()).map_err(fail.of())?;
+            tables.meta.insert(META_FINALIZED, codec::encode(&commit.finalized).as_slice()).map_err(fail.of())?;
+        }
+        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit", error))
+    }
+
+    /// Undoes the canonical block at the tip: its undo into the state, and every row it added.
+    fn roll_back(
+        &self,
+        tables: &mut WriteTables,
+        row: &mut ChainRow,
+        height: Height,
+        hash: &Hash,
+        undo: &StateDelta,
+    ) -> Result<(), StorageError> {
+        if height != row.tip.height || height == 0 {
+            return Err(self.id.refuse(format!("a rollback of height {height} while the tip is {:?}", row.tip)));
+        }
+        let fail = Failure { path: &self.id.path, doing: "cannot roll a block back" };
+        let header =
+            tables.headers.get(height).map_err(fail.of())?.ok_or_else(|| self.id.missing_row("headers", height))?;
+        let stored_hash = hash_bytes(header.value());
+        drop(header);
+        if stored_hash != *hash {
+            return Err(self.id.refuse(format!(
+                "a rollback of block {hash:?} at height {height}, but the stored block there is {stored_hash:?}"
+            )));
+        }
+        let bytes =
+            tables.blocks.get(height).map_err(fail.of())?.ok_or_else(|| self.id.missing_row("blocks", height))?;
+        let block: Block = self.id.decode("blocks", height, bytes.value())?;
+        drop(bytes);
+        for (index, transfer) in block.transfers.iter().enumerate() {
+            let index = u32::try_from(index).expect("a block holds fewer than 2^32 transfers");
+            tables.tx_index.remove(&transfer_id(transfer).0).map_err(fail.of())?;
+            tables.address_history.remove(&history_key(&transfer.from, height, index)).map_err(fail.of())?;
+            tables.address_history.remove(&history_key(&transfer.to, height, index)).map_err(fail.of())?;
+        }
+        tables.blocks.remove(height).map_err(fail.of())?;
+        tables.headers.remove(height).map_err(fail.of())?;
+        tables.block_heights.remove(&hash.0).map_err(fail.of())?;
+        tables.undo.remove(height).map_err(fail.of())?;
+        tables.elections.remove(height).map_err(fail.of())?;
+        self.apply_delta(tables, row, undo)
+    }
+
+    /// Makes `block` canonical on top of the tip: its rows, its election, then its delta.
+    fn apply(
+        &self,
+        tables: &mut WriteTables,
+        row: &mut ChainRow,
+        block: &Block,
+        hash: &Hash,
+        delta: &StateDelta,
+        undo: &StateDelta,
+    ) -> Result<(), StorageError> {
+        let height = block.header.height;
+        if block.header.prev_hash != row.tip.hash || height != row.tip.height + 1 {
+            return Err(self.id.refuse(format!(
+                "block {hash:?} at height {height} extends {:?}, but the tip is {:?}",
+                block.header.prev_hash, row.tip
+            )));
+        }
+        debug_assert_eq!(block_hash(&block.header), *hash, "the commit names its block's hash");
+        let ranking = election::rank_candidates(&self.id.genesis, &row.validators, &row.tip);
+        let fail = Failure { path: &self.id.path, doing: "cannot apply a block" };
+        tables.blocks.insert(height, codec::encode(block).as_slice()).map_err(fail.of())?;
+        tables.headers.insert(height, codec::encode(&block.header).as_slice()).map_err(fail.of())?;
+        tables.block_heights.insert(&hash.0, height).map_err(fail.of())?;
+        tables.undo.insert(height, codec::encode(undo).as_slice()).map_err(fail.of())?;
+        tables.elections.insert(height, codec::encode(&ranking).as_slice()).map_err(fail.of())?;
+        for (index, transfer) in block.transfers.iter().enumerate() {
+            let index = u32::try_from(index).expect("a block holds fewer than 2^32 transfers");
+            let id = transfer_id(transfer);
+            tables.tx_index.insert(&id.0, codec::encode(&(height, index)).as_slice()).map_err(fail.of())?;
+            tables.address_history.insert(&history_key(&transfer.from, height, index), &id.0).map_err(fail.of())?;
+            tables.address_history.insert(&history_key(&transfer.to, height, index), &id.0).map_err(fail.of())?;
+        }
+        self.apply_delta(tables, row, delta)
+    }
+
+    /// `ChainState::apply_delta` on the tables: only the touched accounts are written.
+    fn apply_delta(
+        &self,
+        tables: &mut WriteTables,
+        row: &mut ChainRow,
+        delta: &StateDelta,
+    ) -> Result<(), StorageError> {
+        let fail = Failure { path: &self.id.path, doing: "cannot write accounts" };
+        for (address, account) in &delta.accounts {
+            match account {
+                Some(account) => {
+                    tables.accounts.insert(&address.0, codec::encode(account).as_slice()).map_err(fail.of())?;
+                }
+                None => {
+                    tables.accounts.remove(&address.0).map_err(fail.of())?;
+                }
+            }
+        }
+        for (index, record) in &delta.validators {
+            let Some(slot) = row.validators.get_mut(*index as usize) else {
+                return Err(self.id.refuse(format!(
+                    "a delta names validator {index}, the genesis has {}",
+                    self.id.genesis.validators.len()
+                )));
+            };
+            *slot = *record;
+        }
+        row.tip = delta.tip;
+        row.tip_timestamp_ms = delta.tip_timestamp_ms;
+        row.finality = delta.finality.clone();
+        row.supply = delta.supply;
+        Ok(())
     }
 
     /// Carries out `Action::PersistReportState` (durably, before the report is sent).
     pub fn persist_report_state(&self, last_vote: Option<Vote>, report_sequence: u64) -> Result<(), StorageError> {
-        let _ = (last_vote, report_sequence);
-        todo!()
+        let txn = self.begin_write()?;
+        {
+            let fail = Failure { path: &self.id.path, doing: "cannot persist the report state" };
+            let mut meta = txn.open_table(META).map_err(fail.of())?;
+            meta.insert(META_LAST_VOTE, codec::encode(&last_vote).as_slice()).map_err(fail.of())?;
+            meta.insert(META_REPORT_SEQUENCE, codec::encode(&report_sequence).as_slice()).map_err(fail.of())?;
+        }
+        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit the report state", error))
     }
 
-    /// The `Restored` event for a starting node (same meaning as `ModelStorage::restored`).
+    /// The `Restored` event for a starting node (same meaning as `ModelStorage::restored`). It
+    /// reads the tables, never replays blocks: the whole account table, one hash per canonical
+    /// block, and the blocks above the final one with their undo.
     pub fn restored(&self) -> Result<Restored, StorageError> {
-        todo!()
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read the stored chain" };
+        let meta = txn.open_table(META).map_err(fail.of())?;
+        let row = self.id.chain_row(&txn.open_table(CHAIN).map_err(fail.of())?)?;
+        let finalized: Checkpoint = self.id.meta_value(&meta, META_FINALIZED)?;
+        let last_vote: Option<Vote> = self.id.meta_value(&meta, META_LAST_VOTE)?;
+        let report_sequence: u64 = self.id.meta_value(&meta, META_REPORT_SEQUENCE)?;
+
+        let mut accounts = BTreeMap::new();
+        for entry in txn.open_table(ACCOUNTS).map_err(fail.of())?.range::<&[u8; 32]>(..).map_err(fail.of())? {
+            let (address, account) = entry.map_err(fail.of())?;
+            let address = Address(*address.value());
+            let account: Account = self.id.decode("accounts", address, account.value())?;
+            accounts.insert(address, account);
+        }
+
+        // Canonical hashes from the hash index, each height exactly once.
+        let tip_height =
+            usize::try_from(row.tip.height).map_err(|_| self.id.corrupt("the tip height is absurd".into()))?;
+        let mut canonical_hashes: Vec<Option<Hash>> = vec![None; tip_height + 1];
+        for entry in txn.open_table(BLOCK_HEIGHTS).map_err(fail.of())?.range::<&[u8; 32]>(..).map_err(fail.of())? {
+            let (hash, height) = entry.map_err(fail.of())?;
+            let hash = Hash(*hash.value());
+            let height = height.value();
+            let slot = usize::try_from(height).ok().and_then(|height| canonical_hashes.get_mut(height));
+            match slot {
+                Some(slot @ None) => *slot = Some(hash),
+                _ => {
+                    return Err(self.id.corrupt(format!(
+                        "block_heights maps {hash:?} to height {height}, above the tip {} or taken twice",
+                        row.tip.height
+                    )))
+                }
+            }
+        }
+        let canonical_hashes = canonical_hashes
+            .into_iter()
+            .enumerate()
+            .map(|(height, hash)| hash.ok_or_else(|| self.id.missing_row("block_heights", height)))
+            .collect::<Result<Vec<Hash>, StorageError>>()?;
+        if canonical_hashes.first() != Some(&self.id.genesis_hash) || canonical_hashes.last() != Some(&row.tip.hash) {
+            return Err(self.id.corrupt("block_heights does not run from this genesis to the tip".into()));
+        }
+
+        let blocks = txn.open_table(BLOCKS).map_err(fail.of())?;
+        let final_bytes = blocks
+            .get(finalized.height)
+            .map_err(fail.of())?
+            .ok_or_else(|| self.id.missing_row("blocks", finalized.height))?;
+        let final_block: Block = self.id.decode("blocks", finalized.height, final_bytes.value())?;
+        drop(final_bytes);
+        let undo = txn.open_table(UNDO).map_err(fail.of())?;
+        let mut recent_blocks = Vec::new();
+        let mut undos = undo.range(finalized.height + 1..).map_err(fail.of())?;
+        for (expected_height, entry) in
+            (finalized.height + 1..).zip(blocks.range(finalized.height + 1..).map_err(fail.of())?)
+        {
+            let (height, bytes) = entry.map_err(fail.of())?;
+            let height = height.value();
+            if height != expected_height {
+                return Err(self.id.missing_row("blocks", expected_height));
+            }
+            let block: Block = self.id.decode("blocks", height, bytes.value())?;
+            let (undo_height, undo_bytes) =
+                undos.next().transpose().map_err(fail.of())?.ok_or_else(|| self.id.missing_row("undo", height))?;
+            if undo_height.value() != height {
+                return Err(self.id.missing_row("undo", height));
+            }
+            let undo: StateDelta = self.id.decode("undo", height, undo_bytes.value())?;
+            recent_blocks.push((Arc::new(block), undo));
+        }
+        if finalized.height + recent_blocks.len() as u64 != row.tip.height {
+            return Err(self.id.corrupt(format!(
+                "the blocks table holds blocks up to {}, the tip is at {}",
+                finalized.height + recent_blocks.len() as u64,
+                row.tip.height
+            )));
+        }
+
+        let state = ChainState {
+            tip: row.tip,
+            tip_timestamp_ms: row.tip_timestamp_ms,
+            accounts,
+            validators: row.validators,
+            finality: row.finality,
+            supply: row.supply,
+        };
+        Ok(Restored {
+            state,
+            canonical_hashes,
+            final_block: Arc::new(final_block),
+            recent_blocks,
+            last_vote,
+            report_sequence,
+        })
     }
 
     pub fn tip(&self) -> Result<Checkpoint, StorageError> {
-        todo!()
+        self.meta(META_TIP)
+    }
+
+    pub fn justified(&self) -> Result<Checkpoint, StorageError> {
+        self.meta(META_JUSTIFIED)
     }
 
     pub fn finalized(&self) -> Result<Checkpoint, StorageError> {
-        todo!()
+        self.meta(META_FINALIZED)
+    }
+
+    /// The last vote and report sequence `persist_report_state` stored.
+    pub fn report_state(&self) -> Result<(Option<Vote>, u64), StorageError> {
+        Ok((self.meta(META_LAST_VOTE)?, self.meta(META_REPORT_SEQUENCE)?))
     }
 
     /// The canonical block at `height` (genesis at 0).
     pub fn block_at(&self, height: Height) -> Result<Option<Arc<Block>>, StorageError> {
-        let _ = height;
-        todo!()
+        let txn = self.begin_read()?;
+        let blocks = txn.open_table(BLOCKS).map_err(|error| redb_error(&self.id.path, "cannot read blocks", error))?;
+        self.block_in(&blocks, height)
+    }
+
+    fn block_in(
+        &self,
+        blocks: &impl ReadableTable<u64, &'static [u8]>,
+        height: Height,
+    ) -> Result<Option<Arc<Block>>, StorageError> {
+        let bytes = blocks.get(height).map_err(|error| redb_error(&self.id.path, "cannot read a block", error))?;
+        match bytes {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(Arc::new(self.id.decode("blocks", height, bytes.value())?))),
+        }
     }
 
     /// The canonical block with this hash, if it is canonical.
     pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Arc<Block>>, StorageError> {
-        let _ = hash;
-        todo!()
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read a block" };
+        let heights = txn.open_table(BLOCK_HEIGHTS).map_err(fail.of())?;
+        let Some(height) = heights.get(&hash.0).map_err(fail.of())?.map(|height| height.value()) else {
+            return Ok(None);
+        };
+        let blocks = txn.open_table(BLOCKS).map_err(fail.of())?;
+        let block = self.block_in(&blocks, height)?.ok_or_else(|| self.id.missing_row("blocks", height))?;
+        Ok(Some(block))
     }
 
-    /// The answer to `Action::ServeBlocks` (same rule as `ModelStorage::blocks_to_serve`).
+    /// The answer to `Action::ServeBlocks` (same rule as `ModelStorage::blocks_to_serve`): the
+    /// canonical blocks from `from_height` to `to_height`, stopping at the first missing one and
+    /// cut to `limits::SYNC_RESPONSE_BYTES_MAX` (at least one block). A block past the cut is
+    /// not decoded: its stored length is its encoded length.
     pub fn blocks_to_serve(&self, from_height: Height, to_height: Height) -> Result<Vec<Arc<Block>>, StorageError> {
-        let _ = (from_height, to_height);
-        todo!()
+        if from_height > to_height {
+            return Ok(Vec::new());
+        }
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read blocks to serve" };
+        let blocks = txn.open_table(BLOCKS).map_err(fail.of())?;
+        let mut served = Vec::new();
+        let mut bytes_total = 0;
+        for (expected_height, entry) in (from_height..).zip(blocks.range(from_height..=to_height).map_err(fail.of())?) {
+            let (height, bytes) = entry.map_err(fail.of())?;
+            if height.value() != expected_height {
+                break;
+            }
+            bytes_total += bytes.value().len();
+            if bytes_total > tinychain_core::limits::SYNC_RESPONSE_BYTES_MAX && !served.is_empty() {
+                break;
+            }
+            served.push(Arc::new(self.id.decode::<Block>("blocks", expected_height, bytes.value())?));
+        }
+        Ok(served)
     }
 
     /// The undo delta of the canonical block at `height` (none for genesis).
     pub fn undo_at(&self, height: Height) -> Result<Option<StateDelta>, StorageError> {
-        let _ = height;
-        todo!()
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read undo data" };
+        let undo = txn.open_table(UNDO).map_err(fail.of())?;
+        let bytes = undo.get(height).map_err(fail.of())?;
+        bytes.map(|bytes| self.id.decode("undo", height, bytes.value())).transpose()
     }
 
     /// An account at the tip; `None` if it has never held coins.
     pub fn account(&self, address: &Address) -> Result<Option<Account>, StorageError> {
-        let _ = address;
-        todo!()
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read an account" };
+        let accounts = txn.open_table(ACCOUNTS).map_err(fail.of())?;
+        let bytes = accounts.get(&address.0).map_err(fail.of())?;
+        bytes.map(|bytes| self.id.decode("accounts", address, bytes.value())).transpose()
     }
 
     /// Where a transfer was committed on the canonical chain.
     pub fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        let _ = id;
-        todo!()
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read the transaction index" };
+        let index = txn.open_table(TX_INDEX).map_err(fail.of())?;
+        let bytes = index.get(&id.0).map_err(fail.of())?;
+        let Some(bytes) = bytes else { return Ok(None) };
+        let (height, index): (Height, u32) = self.id.decode("tx_index", id, bytes.value())?;
+        Ok(Some(TxLocation { id: *id, height, index }))
     }
 
     /// Transfers sent or received by `address`, newest first, strictly below `before_height`
-    /// when given, at most `limit`.
+    /// when given, at most `limit`. A transfer to oneself appears once.
     pub fn history(
         &self,
         address: &Address,
         before_height: Option<Height>,
         limit: usize,
     ) -> Result<Vec<TxLocation>, StorageError> {
-        let _ = (address, before_height, limit);
-        todo!()
+        if limit == 0 || before_height == Some(0) {
+            return Ok(Vec::new());
+        }
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read the address history" };
+        let history = txn.open_table(ADDRESS_HISTORY).map_err(fail.of())?;
+        let lower = history_key(address, 0, 0);
+        let upper = match before_height {
+            Some(height) => Bound::Excluded(history_key(address, height, 0)),
+            None => Bound::Included(history_key(address, u64::MAX, u32::MAX)),
+        };
+        let upper = upper.as_ref();
+        let mut locations = Vec::new();
+        for entry in
+            history.range::<&[u8; HISTORY_KEY_BYTES]>((Bound::Included(&lower), upper)).map_err(fail.of())?.rev()
+        {
+            let (key, id) = entry.map_err(fail.of())?;
+            locations.push(location_from_history(key.value(), id.value()));
+            if locations.len() == limit {
+                break;
+            }
+        }
+        Ok(locations)
     }
 
     /// The ranking that elected the canonical block at `height` (none for genesis).
     pub fn election_at(&self, height: Height) -> Result<Option<Vec<Candidate>>, StorageError> {
-        let _ = height;
-        todo!()
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read elections" };
+        let elections = txn.open_table(ELECTIONS).map_err(fail.of())?;
+        let bytes = elections.get(height).map_err(fail.of())?;
+        bytes.map(|bytes| self.id.decode("elections", height, bytes.value())).transpose()
     }
 
-    /// The peers table.
+    /// The peers table, in the order it was saved.
     pub fn peers(&self) -> Result<Vec<PeerAddress>, StorageError> {
-        todo!()
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read peers" };
+        let peers = txn.open_table(PEERS).map_err(fail.of())?;
+        let mut list = Vec::new();
+        for entry in peers.range::<u32>(..).map_err(fail.of())? {
+            let (index, bytes) = entry.map_err(fail.of())?;
+            list.push(self.id.decode("peers", index.value(), bytes.value())?);
+        }
+        Ok(list)
     }
 
     /// Replaces the peers table with `peers`.
     pub fn save_peers(&self, peers: &[PeerAddress]) -> Result<(), StorageError> {
-        let _ = peers;
-        todo!()
+        let txn = self.begin_write()?;
+        {
+            let fail = Failure { path: &self.id.path, doing: "cannot save peers" };
+            let mut table = txn.open_table(PEERS).map_err(fail.of())?;
+            table.retain(|_, _| false).map_err(fail.of())?;
+            for (index, peer) in peers.iter().enumerate() {
+                let index = u32::try_from(index).map_err(|_| StorageError::Io {
+                    path: self.id.path.clone(),
+                    detail: format!("cannot save {} peers: at most 2^32 fit", peers.len()),
+                })?;
+                table.insert(index, codec::encode(peer).as_slice()).map_err(fail.of())?;
+            }
+        }
+        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit peers", error))
+    }
+
+    // ---- helpers ---------------------------------------------------------------------------
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StorageError> {
+        let mut txn =
+            self.database.begin_write().map_err(|error| redb_error(&self.id.path, "cannot begin a write", error))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|error| redb_error(&self.id.path, "cannot ask for durable commits", error))?;
+        Ok(txn)
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StorageError> {
+        self.database.begin_read().map_err(|error| redb_error(&self.id.path, "cannot begin a read", error))
+    }
+
+    fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<T, StorageError> {
+        let txn = self.begin_read()?;
+        let meta =
+            txn.open_table(META).map_err(|error| redb_error(&self.id.path, "cannot read the meta table", error))?;
+        self.id.meta_value(&meta, key)
     }
 }
