@@ -192,6 +192,9 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
     let mut quiet_since = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(POLL_INTERVAL);
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         for node in running.iter_mut().filter(|node| !node.exited) {
             if let Ok(Some(status)) = node.child.try_wait() {
                 node.exited = true;
@@ -199,6 +202,11 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
             }
         }
         if running.iter().all(|node| node.exited) {
+            // A Ctrl-C in the terminal reaches the nodes too: give our own handler a moment.
+            std::thread::sleep(Duration::from_millis(500));
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
             anyhow::bail!("every node exited; see their node.log files in {}", layout.dir.display());
         }
         // Blocks as the network commits them, from the first node that answers.
@@ -239,12 +247,18 @@ fn print_block(agent: &ureq::Agent, rpc: &str, height: u64, finalized: u64) {
         .or_else(|| header.get("producer").and_then(Value::as_str).map(short_id))
         .unwrap_or_else(|| "?".to_string());
     let rank = header.get("rank").and_then(Value::as_u64).unwrap_or(0);
+    // The producer's committed score: its line in the ranking that elected the block.
+    let producer_id = header.get("producer").and_then(Value::as_str).unwrap_or_default();
     let score = election
         .as_ref()
-        .and_then(|election| election.pointer("/produced/score").and_then(Value::as_u64))
+        .and_then(|election| election.get("candidates").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+        .iter()
+        .find(|candidate| candidate.get("node_id").and_then(Value::as_str) == Some(producer_id))
+        .and_then(|candidate| candidate.get("score").and_then(Value::as_u64))
         .map(|score| score.to_string())
         .unwrap_or_else(|| "-".to_string());
-    let transfers = header.get("transfers").and_then(Value::as_u64).unwrap_or(0);
+    let transfers = header.get("transfer_count").and_then(Value::as_u64).unwrap_or(0);
     println!("{height:>7}  {producer:<8} {rank:>4} {score:>6} {transfers:>9}  {finalized:>8}");
 }
 
