@@ -294,6 +294,9 @@ fn bad_secrets_are_refused_without_echoing_them() {
     assert!(wallet.entries().is_empty());
 }
 
+/// A change to a wallet's JSON, for table-driven damage tests.
+type Damage = fn(&mut serde_json::Value);
+
 /// Opening a damaged file fails with `Damaged`, a message naming the file and `needle`, and the
 /// file unchanged.
 fn assert_open_fails_as_damaged(dir: &Path, needle: &str) {
@@ -322,7 +325,7 @@ fn truncated_or_malformed_files_are_damaged() {
 
     // Field-level damage, each named by its path.
     let original: serde_json::Value = serde_json::from_slice(&good).unwrap();
-    let table: Vec<(&str, fn(&mut serde_json::Value), &str)> = vec![
+    let table: Vec<(&str, Damage, &str)> = vec![
         ("missing field", |json| drop(json["keys"][1].as_object_mut().unwrap().remove("ciphertext")), "keys[1]"),
         ("unknown field", |json| json["keys"][0]["extra"] = 1.into(), "extra"),
         ("bad name", |json| json["keys"][1]["name"] = "no spaces".into(), "keys[1].name"),
