@@ -64,7 +64,7 @@ pub enum RpcAdmin {
     Loopback,
     /// Every client that can reach `rpc.listen`.
     Any,
-    /// Nobody: admin methods answer "method not found".
+    /// Nobody: admin methods are not served.
     Off,
 }
 

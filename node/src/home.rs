@@ -349,7 +349,10 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: FileMode, overwrit
     }
     let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let temporary = directory.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    // Unique per process and per call, so two threads writing beside each other never share one.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let sequence = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = directory.join(format!(".{file_name}.tmp-{}-{sequence}", std::process::id()));
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
