@@ -14,3 +14,4 @@ pub mod query;
 pub mod rpc;
 pub mod setup;
 pub mod storage;
+pub mod wallet;

@@ -66,9 +66,8 @@ impl Sampler {
         self.system.refresh_cpu_usage();
         self.networks.refresh(true);
         let now = Instant::now();
-        let Some(previous) = self.last_refresh.replace(now) else {
-            return None;
-        };
+        // The first refresh only primes the counters.
+        let previous = self.last_refresh.replace(now)?;
         let net_bytes = self.networks.values().map(|data| data.received().saturating_add(data.transmitted())).sum();
         self.readings.push_back(Reading {
             cpu_permille: cpu_permille(self.system.global_cpu_usage()),

@@ -7,6 +7,7 @@ mod init;
 mod node;
 mod sim;
 mod testnet;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ pub enum Command {
     /// Run a local network of N nodes as separate processes on 127.0.0.1 (initialising it first
     /// if needed), printing each block as it is produced.
     Testnet(testnet::Args),
+    /// The wallet: keys in an encrypted keystore, balances, sending coins and following them.
+    Wallet(wallet::Args),
     /// Simulate a whole network on virtual time from one seed, with injected faults, checking
     /// safety after every step and liveness after the faults heal.
     Sim(sim::Args),
@@ -50,6 +53,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Genesis(command) => genesis::run(&command),
         Command::Node(args) => node::run(&args),
         Command::Testnet(args) => testnet::run(&args),
+        Command::Wallet(args) => wallet::run(&args),
         Command::Sim(args) => sim::run(&args),
     }
 }
