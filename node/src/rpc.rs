@@ -23,6 +23,7 @@
 //! service with the connection's admin rule in the request extensions.
 
 use crate::query::{self, Call, QueryError, Request};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jsonrpsee::server::{
@@ -92,6 +93,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const NOT_FOUND_CODE: i32 = -32001;
 pub const TX_REJECTED_CODE: i32 = -32002;
 pub const ADMIN_ONLY_CODE: i32 = -32003;
+/// The request body is over `RpcConfig::body_bytes_max` (jsonrpsee's code for it).
+pub const OVERSIZED_REQUEST_CODE: i32 = jsonrpsee::types::error::OVERSIZED_REQUEST_CODE;
 pub const INVALID_PARAMS_CODE: i32 = jsonrpsee::types::error::INVALID_PARAMS_CODE;
 pub const INTERNAL_ERROR_CODE: i32 = jsonrpsee::types::error::INTERNAL_ERROR_CODE;
 
@@ -276,6 +279,7 @@ pub async fn start(config: RpcConfig, calls: mpsc::Sender<Call>) -> Result<RpcSe
         service_builder,
         stop_handle,
         admin: config.admin,
+        body_bytes_max: config.body_bytes_max,
         connections: Arc::new(Semaphore::new(config.connections_max as usize)),
         connection_ended,
     });
@@ -294,6 +298,7 @@ struct Shared {
     service_builder: JsonRpcServiceBuilder,
     stop_handle: StopHandle,
     admin: AdminAccess,
+    body_bytes_max: u32,
     connections: Arc<Semaphore>,
     connection_ended: mpsc::Sender<()>,
 }
@@ -343,20 +348,25 @@ async fn serve_connection(socket: TcpStream, peer: SocketAddr, shared: &Shared) 
     let admin = admin_rule(shared.admin, peer.ip());
     let jsonrpc = shared.service_builder.clone().build(shared.methods.clone(), shared.stop_handle.clone());
     let calls = shared.calls.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let jsonrpc = jsonrpc.clone();
-        let calls = calls.clone();
-        async move {
-            let response = match tokio::time::timeout(REQUEST_TIMEOUT, route(request, jsonrpc, calls, admin)).await {
-                Ok(response) => response,
-                Err(_) => text_response(
-                    hyper::StatusCode::REQUEST_TIMEOUT,
-                    "the request was not received and answered in time\n",
-                ),
-            };
-            Ok::<_, Infallible>(response)
-        }
-    });
+    let body_bytes_max = shared.body_bytes_max;
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let jsonrpc = jsonrpc.clone();
+            let calls = calls.clone();
+            async move {
+                let response =
+                    match tokio::time::timeout(REQUEST_TIMEOUT, route(request, jsonrpc, calls, admin, body_bytes_max))
+                        .await
+                    {
+                        Ok(response) => response,
+                        Err(_) => text_response(
+                            hyper::StatusCode::REQUEST_TIMEOUT,
+                            "the request was not received and answered in time\n",
+                        ),
+                    };
+                Ok::<_, Infallible>(response)
+            }
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(socket), service);
@@ -382,9 +392,10 @@ async fn serve_connection(socket: TcpStream, peer: SocketAddr, shared: &Shared) 
 
 async fn route(
     mut request: hyper::Request<Incoming>,
-    mut jsonrpc: jsonrpsee::server::TowerService<tower::layer::util::Identity, tower::layer::util::Identity>,
+    mut jsonrpc: JsonRpcService,
     calls: mpsc::Sender<Call>,
     admin: AdminRule,
+    body_bytes_max: u32,
 ) -> HttpResponse {
     if request.method() == hyper::Method::GET {
         match request.uri().path() {
@@ -394,12 +405,66 @@ async fn route(
         }
     }
     request.extensions_mut().insert(admin);
+    if request.method() != hyper::Method::POST {
+        // jsonrpsee answers 405 without reading the body.
+        return call_jsonrpc(&mut jsonrpc, request).await;
+    }
+    match read_body_limited(request, body_bytes_max).await {
+        Ok(request) => call_jsonrpc(&mut jsonrpc, request).await,
+        Err(refusal) => refusal,
+    }
+}
+
+type JsonRpcService = jsonrpsee::server::TowerService<tower::layer::util::Identity, tower::layer::util::Identity>;
+
+async fn call_jsonrpc<B>(jsonrpc: &mut JsonRpcService, request: hyper::Request<B>) -> HttpResponse
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // jsonrpsee's service is always ready (its poll_ready returns Ready), so `call` directly.
     match jsonrpc.call(request).await {
         Ok(response) => response,
         Err(error) => {
             warn!(%error, "the JSON-RPC service failed on a request");
             text_response(hyper::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+        }
+    }
+}
+
+/// Reads a POST body of at most `body_bytes_max` bytes. jsonrpsee checks a declared length
+/// itself but answers a chunked body over the limit with a bare 500; reading it here gives
+/// every oversized body the same 413 with a JSON-RPC error naming the limit.
+async fn read_body_limited(
+    request: hyper::Request<Incoming>,
+    body_bytes_max: u32,
+) -> Result<hyper::Request<Full<hyper::body::Bytes>>, HttpResponse> {
+    let too_large = || {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {
+                "code": OVERSIZED_REQUEST_CODE,
+                "message": format!("the request body is over this node's limit of {body_bytes_max} bytes"),
+            },
+        });
+        response(hyper::StatusCode::PAYLOAD_TOO_LARGE, "application/json", body.to_string())
+    };
+    let declared_bytes = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if declared_bytes.is_some_and(|bytes| bytes > u64::from(body_bytes_max)) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    match Limited::new(body, body_bytes_max as usize).collect().await {
+        Ok(collected) => Ok(hyper::Request::from_parts(parts, Full::new(collected.to_bytes()))),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
+        Err(error) => {
+            debug!(%error, "cannot read a JSON-RPC request body");
+            Err(text_response(hyper::StatusCode::BAD_REQUEST, "the request body could not be read\n"))
         }
     }
 }
