@@ -63,7 +63,10 @@ pub enum HomeError {
     AlreadyExists { path: PathBuf },
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{path}: {}{message}", if field.is_empty() || field == "." { String::new() } else { format!("{field}: ") })]
+    #[error(
+        "{path}: {}{message}",
+        if field.is_empty() || field == "." || field == "?" { "not valid JSON: ".to_string() } else { format!("{field}: ") }
+    )]
     Json { path: PathBuf, field: String, message: String },
     #[error("{path}: {source}")]
     InvalidGenesis { path: PathBuf, source: GenesisError },

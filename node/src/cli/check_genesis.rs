@@ -1,6 +1,5 @@
 //! `tinychain check-genesis FILE`: validates a genesis file and prints what it defines.
 
-use anyhow::Context;
 use std::path::PathBuf;
 use tinychain_core::genesis::{genesis_block, Genesis};
 use tinychain_core::types::UNITS_PER_COIN;
@@ -16,11 +15,7 @@ pub struct Args {
 
 /// Reads and validates a genesis file; the error names the file and, where it can, the field.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Genesis> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read genesis file {}", path.display()))?;
-    let genesis: Genesis = serde_json::from_str(&text)
-        .with_context(|| format!("genesis file {} is not valid genesis JSON", path.display()))?;
-    genesis.validate().with_context(|| format!("genesis file {} is invalid", path.display()))?;
-    Ok(genesis)
+    Ok(crate::home::load_genesis(path)?)
 }
 
 /// Shows an amount of base units in tinycoins with up to 8 decimals.
@@ -93,8 +88,9 @@ mod tests {
         assert!(error.contains("parameters.producer_timeout_ms"), "{error}");
         std::fs::write(&path, "{ not json").unwrap();
         let error = format!("{:#}", load(&path).unwrap_err());
-        assert!(error.contains("not valid genesis JSON") && error.contains("line 1"), "{error}");
+        assert!(error.contains("genesis.json: not valid JSON") && error.contains("line 1"), "{error}");
         let missing = dir.path().join("missing.json");
-        assert!(format!("{:#}", load(&missing).unwrap_err()).contains("cannot read genesis file"));
+        let error = format!("{:#}", load(&missing).unwrap_err());
+        assert!(error.contains("missing.json"), "{error}");
     }
 }

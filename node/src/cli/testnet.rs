@@ -121,7 +121,10 @@ fn print_layout(layout: &TestnetLayout) {
             node.home.display()
         );
     }
-    println!("  development wallet: {} (1,000,000 TC in genesis)", layout.wallet_dir.display());
+    println!(
+        "  development wallet: {} (key \"dev\", 1,000,000 TC in genesis; its passphrase is EMPTY: for local testing only)",
+        layout.wallet_dir.display()
+    );
 }
 
 /// One running node process.
