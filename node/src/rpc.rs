@@ -67,9 +67,9 @@ pub struct RpcConfig {
     pub connections_max: u32,
 }
 
-/// Default listen address: loopback only, so a node is not reachable from other machines unless
-/// the operator says so.
-pub const LISTEN_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7545);
+/// Default listen address, DESIGN.md's RPC port on loopback only: a node is not reachable from
+/// other machines unless the operator says so.
+pub const LISTEN_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7741);
 pub const BODY_BYTES_MAX_DEFAULT: u32 = 256 * 1024;
 pub const CONNECTIONS_MAX_DEFAULT: u32 = 64;
 
