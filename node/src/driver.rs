@@ -409,14 +409,14 @@ impl Driver {
                     info!(%addr, "peer address added by an operator");
                     Ok(serde_json::json!({ "added": addr }))
                 }
-                Err(error) => Err(QueryError::InvalidParams(error.to_string())),
+                Err(error) => Err(QueryError::Internal(error.to_string())),
             },
             Request::RemovePeer { addr } => match self.net.remove_peer(addr.clone()).await {
                 Ok(()) => {
                     info!(%addr, "peer address removed by an operator");
                     Ok(serde_json::json!({ "removed": addr }))
                 }
-                Err(error) => Err(QueryError::InvalidParams(error.to_string())),
+                Err(error) => Err(QueryError::Internal(error.to_string())),
             },
             request => {
                 self.live.peers = self
