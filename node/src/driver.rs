@@ -193,6 +193,12 @@ pub async fn run(
     );
     on_started(Started { p2p: p2p_addr, rpc: rpc_addr, tip: restored.state.tip.height });
     let mut result = driver.step(Event::Restored(Box::new(restored))).await;
+    // Until the first real sample (about two sample intervals away: sysinfo's first reading is
+    // discarded), report full load, so a node that just started is not elected for a score it
+    // never measured.
+    if result.is_ok() {
+        result = driver.step(Event::MetricsSampled { cpu: 1000, net: 1000 }).await;
+    }
 
     let mut sampler = Sampler::new(options.link_capacity_mbit, options.metrics_window)
         .map_err(|error| DriverError::Metrics(error.to_string()))?;

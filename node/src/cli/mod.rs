@@ -14,7 +14,12 @@ use clap::{Parser, Subcommand};
 /// tinychain: a permissioned, account-based blockchain node with a metric-elected block
 /// producer and Casper-FFG finality.
 #[derive(Debug, Parser)]
-#[command(name = "tinychain", version, about, long_about = None)]
+#[command(
+    name = "tinychain",
+    version,
+    about = "tinychain: a permissioned, account-based blockchain node with a metric-elected block producer and Casper-FFG finality.",
+    long_about = None
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
