@@ -1,1 +1,1209 @@
-//! (being written: see the wallet issue)
+//! The wallet's logic, as plain functions the `tinychain wallet` commands call: keys from the
+//! encrypted keystore (`keystore`), amounts in TC (`setup::parse_amount` / `format_amount`), a
+//! small blocking JSON-RPC client (`RpcClient`, on `ureq` with timeouts), building and signing
+//! transfers, and one function per command (`new_key`, `list_keys`, `balance`, `send`,
+//! `tx_status`, `wait_for_status`, `history`, `import_key`, `export_key`). Printing belongs to
+//! `cli::wallet`.
+//!
+//! Contract:
+//! - Everything a user typed is checked before anything is read from the network or the
+//!   keystore is unlocked: a recipient with a bad checksum, an amount with nine decimals or a
+//!   fee that is neither "auto" nor an amount is refused with an error naming the argument.
+//! - `send` asks the node first (chain id, the account's pending nonce and pending balance, the
+//!   fee estimate), refuses locally when the pending balance cannot pay `amount + fee`, and only
+//!   then asks for the passphrase, signs and submits. Every error before `submit_tx` means
+//!   nothing was sent; a `submit_tx` that fails after the request may have reached the node is
+//!   `SubmitUncertain`, which names the transfer id so the user can look it up.
+//! - The wallet file is only written by `new_key` and `import_key` (atomically, by the
+//!   keystore); every other command only reads it, so a failure leaves it byte for byte as it was.
+//! - Amounts never pass through floating point.
+//!
+//! Balances (`balance`, and the local check of `send`), all read from the one node at `--rpc`:
+//! - `final`: `get_account` at `"final"`, the state after the latest final block.
+//! - `tip`: `get_account` at `"tip"`, the state after the node's newest block.
+//! - `pending`: `tip` minus what this node's mempool holds against the account: `amount + fee`
+//!   of each pending outgoing transfer (only `fee` of a pending transfer to itself) whose nonce
+//!   is at least the tip's nonce. Incoming pending transfers are not counted: `pending` is what
+//!   the account can still spend. The pending list is read before the tip account, and entries
+//!   below the tip's nonce are ignored, so a block committed between the two reads is not
+//!   counted twice.
+
+use crate::keystore::{self, Keystore, KeystoreError};
+use crate::setup::{self, AmountError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tinychain_core::address::AddressError;
+use tinychain_core::codec;
+use tinychain_core::crypto::Keypair;
+use tinychain_core::types::{amount_serde, Address, Amount, Hash, Height, Transfer};
+use tinychain_core::validate::transfer_id;
+use zeroize::Zeroizing;
+
+/// The node the wallet talks to by default: the local node's RPC port (DESIGN.md).
+pub const RPC_URL_DEFAULT: &str = "http://127.0.0.1:7741";
+/// The environment variable that overrides `RPC_URL_DEFAULT` (`--rpc` overrides both).
+pub const RPC_URL_ENV_VAR: &str = "TINYCHAIN_RPC";
+/// The environment variable naming the wallet directory (`--wallet` overrides it).
+pub const WALLET_DIR_ENV_VAR: &str = "TINYCHAIN_WALLET";
+/// The wallet directory without `--wallet` or `TINYCHAIN_WALLET`, under `$HOME`.
+pub const WALLET_DIR_UNDER_HOME: &str = ".tinychain/wallet";
+/// The name `wallet new` and `wallet import` give a key without `--name`; also the key used
+/// when a wallet holds several and none is named.
+pub const DEFAULT_KEY_NAME: &str = "default";
+/// How long connecting to the node may take.
+pub const RPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one whole JSON-RPC call may take (the node itself answers within 5 s or errors).
+pub const RPC_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest answer read from the node (a full `get_history` page is far below this).
+pub const RPC_ANSWER_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// `history` lists this many transfers without `--limit`.
+pub const HISTORY_LIMIT_DEFAULT: usize = 20;
+/// The most `get_history` returns in one page (`query::HISTORY_LIMIT_MAX`).
+pub const HISTORY_LIMIT_MAX: usize = crate::query::HISTORY_LIMIT_MAX;
+/// How often `wait_for_status` asks the node.
+pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Everything a wallet command can fail with. Messages name the argument, file, URL or value
+/// and say whether anything was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    #[error("{argument}: {source}; nothing was sent")]
+    BadAddress { argument: String, source: AddressError },
+    #[error("{argument}: {source}")]
+    BadAmount { argument: String, source: AmountError },
+    #[error("{argument}: the amount is 0; a transfer moves at least 0.00000001 TC")]
+    ZeroAmount { argument: String },
+    #[error("{argument}: {text:?} is neither \"auto\" nor an amount in TC: {source}")]
+    BadFee { argument: String, text: String, source: AmountError },
+    #[error("{argument}: {text:?} is not a transfer id: {detail}")]
+    BadTxId { argument: String, text: String, detail: String },
+    #[error("--limit: {limit} is out of range: give 1 to {HISTORY_LIMIT_MAX}")]
+    BadLimit { limit: usize },
+    #[error("--rpc: {url:?} is not a node URL: {detail}")]
+    BadRpcUrl { url: String, detail: String },
+    #[error("the wallet {} holds no key; create one with `tinychain wallet new`", path.display())]
+    NoKeys { path: PathBuf },
+    #[error(
+        "the wallet {} holds several keys ({}) and none is called {DEFAULT_KEY_NAME:?}; choose one with --from NAME",
+        path.display(),
+        names.join(", ")
+    )]
+    AmbiguousKey { path: PathBuf, names: Vec<String> },
+    #[error("no wallet directory: set --wallet DIR or {WALLET_DIR_ENV_VAR} (HOME is not set either)")]
+    NoWalletDir,
+    #[error("cannot reach the node at {url}: {detail}; is it running? (--rpc)")]
+    Unreachable { url: String, detail: String },
+    #[error("the node at {url} did not answer {method}: {detail}")]
+    NoAnswer { url: String, method: String, detail: String },
+    #[error("the node at {url} answered {method} with HTTP {status}: {body}")]
+    HttpStatus { url: String, method: String, status: u16, body: String },
+    #[error("the node at {url} answered {method} with error {code}: {message}")]
+    NodeError { url: String, method: String, code: i64, message: String },
+    #[error("the node at {url} gave an answer to {method} this wallet does not understand: {detail}")]
+    BadAnswer { url: String, method: String, detail: String },
+    #[error("the node at {url} rejected transfer {id}: {reason}; nothing was sent")]
+    Rejected { url: String, id: Hash, reason: String },
+    #[error(
+        "submitting transfer {id} to {url} failed after the request may have reached the node ({detail}); \
+         it may or may not be pending: check with `tinychain wallet status {id}` before sending again"
+    )]
+    SubmitUncertain { url: String, id: Hash, detail: String },
+    #[error(
+        "insufficient funds: balance {} TC{}, sending {} TC + fee {} TC; nothing was sent",
+        setup::format_amount(*balance),
+        pending_note(*pending_outgoing_count),
+        setup::format_amount(*amount),
+        setup::format_amount(*fee)
+    )]
+    InsufficientFunds { balance: Amount, pending_outgoing_count: usize, amount: Amount, fee: Amount },
+    #[error("amount + fee overflows: {amount} + {fee} base units; nothing was sent")]
+    AmountOverflow { amount: Amount, fee: Amount },
+    #[error("transfer {id} is still {last} after {waited_s} s of waiting to be {target}; check again with `tinychain wallet status {id}`")]
+    WaitTimedOut { id: Hash, target: WaitFor, last: TxState, waited_s: u64 },
+    #[error("reading {what}: {detail}")]
+    Input { what: String, detail: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn pending_note(count: usize) -> String {
+    match count {
+        0 => String::new(),
+        1 => " (after 1 pending transfer)".to_string(),
+        n => format!(" (after {n} pending transfers)"),
+    }
+}
+
+// ---- Amounts, fees, addresses, ids -------------------------------------------------------------
+
+/// An amount as the wallet prints it: "1.5 TC", "0.00000001 TC", "0 TC".
+pub fn format_tc(amount: Amount) -> String {
+    format!("{} TC", setup::format_amount(amount))
+}
+
+/// Parses an amount to send: TC with up to 8 decimals, exactly, and more than 0.
+pub fn parse_send_amount(argument: &str, text: &str) -> Result<Amount, WalletError> {
+    let amount = setup::parse_amount(text)
+        .map_err(|source| WalletError::BadAmount { argument: argument.to_string(), source })?;
+    if amount == 0 {
+        return Err(WalletError::ZeroAmount { argument: argument.to_string() });
+    }
+    Ok(amount)
+}
+
+/// How the fee of a transfer is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeeChoice {
+    /// The node's `estimate_fee` at the time of sending.
+    Auto,
+    /// Exactly this many base units.
+    Fixed(Amount),
+}
+
+/// Parses `--fee`: `"auto"` or an amount in TC (0 is allowed: the chain's minimum fee may be 0).
+pub fn parse_fee(argument: &str, text: &str) -> Result<FeeChoice, WalletError> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(FeeChoice::Auto);
+    }
+    setup::parse_amount(text).map(FeeChoice::Fixed).map_err(|source| WalletError::BadFee {
+        argument: argument.to_string(),
+        text: text.to_string(),
+        source,
+    })
+}
+
+/// Parses an address argument, checking its bech32m checksum; the error names `argument`.
+pub fn parse_address(argument: &str, text: &str) -> Result<Address, WalletError> {
+    text.trim().parse().map_err(|source| WalletError::BadAddress { argument: argument.to_string(), source })
+}
+
+/// Whether a command-line word is meant as an address rather than a key name. Key names cannot
+/// be written like addresses by accident only if this is decided by shape: "tc1" followed by
+/// more characters than a key name may hold (an address is 62 characters).
+pub fn looks_like_address(text: &str) -> bool {
+    let text = text.trim();
+    text.len() > keystore::KEY_NAME_CHARS_MAX && text.to_ascii_lowercase().starts_with("tc1")
+}
+
+/// Parses a transfer id: 64 hex characters.
+pub fn parse_tx_id(argument: &str, text: &str) -> Result<Hash, WalletError> {
+    let text = text.trim();
+    let bad = |detail: String| WalletError::BadTxId { argument: argument.to_string(), text: text.to_string(), detail };
+    if text.len() != 64 {
+        return Err(bad(format!("an id is 64 hex characters, this has {}", text.len())));
+    }
+    Hash::from_hex(text).map_err(|error| bad(format!("not hex: {error}")))
+}
+
+/// Builds and signs a transfer (the signature covers `codec::transfer_signing_bytes`).
+pub fn build_transfer(key: &Keypair, chain_id: &str, to: Address, amount: Amount, fee: Amount, nonce: u64) -> Transfer {
+    let mut transfer = Transfer {
+        chain_id: chain_id.to_string(),
+        from: key.address(),
+        to,
+        amount,
+        fee,
+        nonce,
+        signature: Default::default(),
+    };
+    transfer.signature = key.sign(&codec::transfer_signing_bytes(&transfer));
+    transfer
+}
+
+// ---- The wallet directory and its keys ---------------------------------------------------------
+
+/// The wallet directory: `--wallet` (or `TINYCHAIN_WALLET`, which clap reads into it), else
+/// `$HOME/.tinychain/wallet`.
+pub fn wallet_dir(given: Option<&Path>) -> Result<PathBuf, WalletError> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(WALLET_DIR_UNDER_HOME)),
+        _ => Err(WalletError::NoWalletDir),
+    }
+}
+
+/// One key of a wallet, as listed (no secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub name: String,
+    pub address: Address,
+}
+
+/// Picks the key a command acts for: `name` if given; else the only key; else the key called
+/// `DEFAULT_KEY_NAME`; else an error listing the names.
+pub fn select_key(keystore: &Keystore, name: Option<&str>) -> Result<KeyEntry, WalletError> {
+    if let Some(name) = name {
+        return Ok(KeyEntry { name: name.to_string(), address: keystore.address(name)? });
+    }
+    let entries = keystore.entries();
+    match entries.as_slice() {
+        [] => Err(WalletError::NoKeys { path: keystore.path().to_path_buf() }),
+        [(name, address)] => Ok(KeyEntry { name: name.clone(), address: *address }),
+        _ => match entries.iter().find(|(name, _)| name == DEFAULT_KEY_NAME) {
+            Some((name, address)) => Ok(KeyEntry { name: name.clone(), address: *address }),
+            None => Err(WalletError::AmbiguousKey {
+                path: keystore.path().to_path_buf(),
+                names: entries.into_iter().map(|(name, _)| name).collect(),
+            }),
+        },
+    }
+}
+
+/// What `new_key` and `import_key` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddedKey {
+    pub key: KeyEntry,
+    /// The wallet file, and whether this call created it.
+    pub wallet_file: PathBuf,
+    pub created_wallet: bool,
+}
+
+fn open_or_create(dir: &Path) -> Result<(Keystore, bool), WalletError> {
+    if Keystore::exists(dir) {
+        Ok((Keystore::open(dir)?, false))
+    } else {
+        Ok((Keystore::create(dir)?, true))
+    }
+}
+
+/// `wallet new`: generates a key called `name` in the wallet at `dir` (created if missing),
+/// sealed under the passphrase `passphrase` returns (asked only after the name is known to be
+/// free, so a typo does not cost a passphrase prompt).
+pub fn new_key(
+    dir: &Path,
+    name: &str,
+    passphrase: impl FnOnce() -> Result<Zeroizing<String>, KeystoreError>,
+) -> Result<AddedKey, WalletError> {
+    check_name_is_free(dir, name)?;
+    let passphrase = passphrase()?;
+    let (mut keystore, created_wallet) = open_or_create(dir)?;
+    let address = keystore.generate(name, &passphrase)?;
+    Ok(AddedKey {
+        key: KeyEntry { name: name.to_string(), address },
+        wallet_file: keystore.path().to_path_buf(),
+        created_wallet,
+    })
+}
+
+/// `wallet import`: seals the secret `secret_hex` (64 hex digits) as a new key called `name`.
+pub fn import_key(
+    dir: &Path,
+    name: &str,
+    secret_hex: &str,
+    passphrase: impl FnOnce() -> Result<Zeroizing<String>, KeystoreError>,
+) -> Result<AddedKey, WalletError> {
+    check_name_is_free(dir, name)?;
+    let passphrase = passphrase()?;
+    let (mut keystore, created_wallet) = open_or_create(dir)?;
+    let address = keystore.import_hex(name, secret_hex, &passphrase)?;
+    Ok(AddedKey {
+        key: KeyEntry { name: name.to_string(), address },
+        wallet_file: keystore.path().to_path_buf(),
+        created_wallet,
+    })
+}
+
+/// Refuses a bad or taken key name before any passphrase is asked for. The keystore checks
+/// again when it writes.
+fn check_name_is_free(dir: &Path, name: &str) -> Result<(), WalletError> {
+    let valid = (1..=keystore::KEY_NAME_CHARS_MAX).contains(&name.len())
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if !valid {
+        return Err(KeystoreError::BadName { name: name.to_string() }.into());
+    }
+    if Keystore::exists(dir) {
+        let keystore = Keystore::open(dir)?;
+        if keystore.entries().iter().any(|(existing, _)| existing == name) {
+            return Err(
+                KeystoreError::DuplicateName { path: keystore.path().to_path_buf(), name: name.to_string() }.into()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `wallet list`: the keys in file order.
+pub fn list_keys(dir: &Path) -> Result<Vec<KeyEntry>, WalletError> {
+    let keystore = Keystore::open(dir)?;
+    Ok(keystore.entries().into_iter().map(|(name, address)| KeyEntry { name, address }).collect())
+}
+
+/// `wallet address [NAME]`.
+pub fn key_address(dir: &Path, name: Option<&str>) -> Result<KeyEntry, WalletError> {
+    select_key(&Keystore::open(dir)?, name)
+}
+
+/// `wallet export`: the secret of the key called `name` (or the selected key) as 64 hex digits.
+pub fn export_key(
+    dir: &Path,
+    name: Option<&str>,
+    passphrase: impl FnOnce() -> Result<Zeroizing<String>, KeystoreError>,
+) -> Result<(KeyEntry, Zeroizing<String>), WalletError> {
+    let keystore = Keystore::open(dir)?;
+    let key = select_key(&keystore, name)?;
+    let passphrase = passphrase()?;
+    let secret = keystore.export_hex(&key.name, &passphrase)?;
+    Ok((key, secret))
+}
+
+/// Who a read-only command (`balance`, `history`) is about: an address typed on the command
+/// line, or a key of the wallet.
+pub fn resolve_account(
+    dir: &Path,
+    argument: &str,
+    given: Option<&str>,
+) -> Result<(Address, Option<String>), WalletError> {
+    match given {
+        Some(text) if looks_like_address(text) => Ok((parse_address(argument, text)?, None)),
+        other => {
+            let key = select_key(&Keystore::open(dir)?, other)?;
+            Ok((key.address, Some(key.name)))
+        }
+    }
+}
+
+// ---- The JSON-RPC client -----------------------------------------------------------------------
+
+/// A blocking JSON-RPC 2.0 client for one node, with connect and whole-call timeouts.
+#[derive(Debug)]
+pub struct RpcClient {
+    url: String,
+    agent: ureq::Agent,
+    next_id: AtomicU64,
+}
+
+/// How far a failed request got: whether the node can have received it.
+#[derive(Debug)]
+enum CallFailure {
+    /// No connection was made: the request certainly did not reach the node.
+    NotConnected(String),
+    /// The request may have been delivered.
+    AfterConnect(String),
+    /// The node answered with a JSON-RPC error.
+    Node {
+        code: i64,
+        message: String,
+    },
+    Http {
+        status: u16,
+        body: String,
+    },
+    BadAnswer(String),
+}
+
+impl RpcClient {
+    /// A client for `url` (`http://host:port`; the node's RPC is plain HTTP, on loopback by
+    /// default). Nothing is sent yet.
+    pub fn new(url: &str) -> Result<RpcClient, WalletError> {
+        let bad = |detail: &str| WalletError::BadRpcUrl { url: url.to_string(), detail: detail.to_string() };
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(if url.starts_with("https://") {
+                bad("https is not supported: the node serves plain HTTP (keep it on loopback or behind a TLS proxy you reach over http)")
+            } else {
+                bad("write it as http://HOST:PORT, e.g. http://127.0.0.1:7741")
+            });
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(bad("the host is missing; write it as http://HOST:PORT"));
+        }
+        if url.parse::<ureq::http::Uri>().is_err() {
+            return Err(bad("not a valid URL"));
+        }
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(RPC_CONNECT_TIMEOUT))
+            .timeout_global(Some(RPC_CALL_TIMEOUT))
+            .http_status_as_error(false)
+            .build();
+        Ok(RpcClient { url: url.to_string(), agent: ureq::Agent::new_with_config(config), next_id: AtomicU64::new(1) })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One call; the result or an error naming the URL and method.
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, WalletError> {
+        self.call_raw(method, params).map_err(|failure| self.error_of(method, failure))
+    }
+
+    /// One call whose answer is deserialized into `T`.
+    fn call_as<T: serde::de::DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, WalletError> {
+        let value = self.call(method, params)?;
+        serde_json::from_value(value).map_err(|error| WalletError::BadAnswer {
+            url: self.url.clone(),
+            method: method.to_string(),
+            detail: error.to_string(),
+        })
+    }
+
+    fn error_of(&self, method: &str, failure: CallFailure) -> WalletError {
+        let url = self.url.clone();
+        let method = method.to_string();
+        match failure {
+            CallFailure::NotConnected(detail) => WalletError::Unreachable { url, detail },
+            CallFailure::AfterConnect(detail) => WalletError::NoAnswer { url, method, detail },
+            CallFailure::Node { code, message } => WalletError::NodeError { url, method, code, message },
+            CallFailure::Http { status, body } => WalletError::HttpStatus { url, method, status, body },
+            CallFailure::BadAnswer(detail) => WalletError::BadAnswer { url, method, detail },
+        }
+    }
+
+    fn call_raw(&self, method: &str, params: Value) -> Result<Value, CallFailure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut response = self.agent.post(&self.url).send_json(&request).map_err(transport_failure)?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(RPC_ANSWER_BYTES_MAX)
+            .read_to_vec()
+            .map_err(|error| CallFailure::AfterConnect(describe_transport_error(&error)))?;
+        let body: Value = match serde_json::from_slice(&bytes) {
+            Ok(body) => body,
+            Err(error) if status == 200 => return Err(CallFailure::BadAnswer(format!("not JSON: {error}"))),
+            Err(_) => return Err(CallFailure::Http { status, body: shorten(&String::from_utf8_lossy(&bytes)) }),
+        };
+        if let Some(error) = body.get("error") {
+            let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
+            return Err(CallFailure::Node { code, message });
+        }
+        if status != 200 {
+            return Err(CallFailure::Http { status, body: shorten(&body.to_string()) });
+        }
+        match body.get("result") {
+            Some(result) => Ok(result.clone()),
+            None => Err(CallFailure::BadAnswer("neither \"result\" nor \"error\" in the answer".to_string())),
+        }
+    }
+}
+
+/// A short printable form of what a node sent (never echo megabytes).
+fn shorten(text: &str) -> String {
+    const SHOWN_CHARS_MAX: usize = 200;
+    let text = text.trim();
+    if text.chars().count() <= SHOWN_CHARS_MAX {
+        text.to_string()
+    } else {
+        format!("{}...", text.chars().take(SHOWN_CHARS_MAX).collect::<String>())
+    }
+}
+
+fn transport_failure(error: ureq::Error) -> CallFailure {
+    let detail = describe_transport_error(&error);
+    let not_connected = match &error {
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::NetworkUnreachable
+        ),
+        ureq::Error::Timeout(which) => matches!(which, ureq::Timeout::Connect | ureq::Timeout::Resolve),
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::BadUri(_) => true,
+        _ => false,
+    };
+    if not_connected {
+        CallFailure::NotConnected(detail)
+    } else {
+        CallFailure::AfterConnect(detail)
+    }
+}
+
+fn describe_transport_error(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            std::io::ErrorKind::ConnectionReset => "the connection was reset".to_string(),
+            _ => io.to_string(),
+        },
+        ureq::Error::Timeout(ureq::Timeout::Connect) => {
+            format!("no connection within {} s", RPC_CONNECT_TIMEOUT.as_secs())
+        }
+        ureq::Error::Timeout(_) => format!("no answer within {} s", RPC_CALL_TIMEOUT.as_secs()),
+        ureq::Error::HostNotFound => "the host name does not resolve".to_string(),
+        ureq::Error::ConnectionFailed => "the connection failed".to_string(),
+        other => other.to_string(),
+    }
+}
+
+// ---- The node's answers, as the wallet reads them ----------------------------------------------
+
+#[derive(Deserialize)]
+struct StatusAnswer {
+    chain_id: String,
+    tip: HeightAnswer,
+    finalized: HeightAnswer,
+}
+
+#[derive(Deserialize)]
+struct HeightAnswer {
+    height: Height,
+}
+
+#[derive(Deserialize)]
+struct AccountAnswer {
+    height: Height,
+    #[serde(with = "amount_serde")]
+    balance: Amount,
+    nonce: u64,
+    pending_nonce: u64,
+}
+
+#[derive(Deserialize)]
+struct HistoryAnswer {
+    transfers: Vec<HistoryItem>,
+    pending: Vec<HistoryItem>,
+    next_before_height: Option<Height>,
+}
+
+#[derive(Deserialize)]
+struct HistoryItem {
+    id: Hash,
+    direction: Direction,
+    counterparty: Address,
+    #[serde(with = "amount_serde")]
+    amount: Amount,
+    #[serde(with = "amount_serde")]
+    fee: Amount,
+    nonce: u64,
+    height: Option<Height>,
+}
+
+#[derive(Deserialize)]
+struct FeeAnswer {
+    #[serde(with = "amount_serde")]
+    fee: Amount,
+}
+
+#[derive(Deserialize)]
+struct SubmitAnswer {
+    id: Hash,
+}
+
+#[derive(Deserialize)]
+struct TxAnswer {
+    status: TxState,
+    height: Option<Height>,
+    block_hash: Option<Hash>,
+    confirmations: Option<u64>,
+    transfer: Option<Transfer>,
+}
+
+/// Which way a transfer went, seen from one account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    In,
+    Out,
+    #[serde(rename = "self")]
+    ToSelf,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+            Direction::ToSelf => "self",
+        }
+    }
+}
+
+/// Where a transfer is, as one node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TxState {
+    /// In the node's mempool, not in a block.
+    Pending,
+    /// In a canonical block above the final one (a reorganisation could still undo it).
+    Committed,
+    /// In a block at or below the latest final block.
+    Final,
+    /// Neither in the node's chain nor its mempool.
+    Unknown,
+}
+
+impl TxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxState::Pending => "pending",
+            TxState::Committed => "committed",
+            TxState::Final => "final",
+            TxState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for TxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// ---- Balance -----------------------------------------------------------------------------------
+
+/// An account's state at one block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountAt {
+    pub height: Height,
+    pub balance: Amount,
+    /// The nonce the account's next committed transfer must carry.
+    pub nonce: u64,
+}
+
+/// One pending transfer from the account, as counted against its pending balance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingOutgoing {
+    pub id: Hash,
+    pub nonce: u64,
+    pub amount: Amount,
+    pub fee: Amount,
+    pub is_to_self: bool,
+}
+
+impl PendingOutgoing {
+    /// What the transfer takes from the balance once committed.
+    pub fn cost(&self) -> Amount {
+        if self.is_to_self {
+            self.fee
+        } else {
+            self.amount.saturating_add(self.fee)
+        }
+    }
+}
+
+/// `wallet balance`: see the module docs for what each figure means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balance {
+    pub address: Address,
+    pub final_state: AccountAt,
+    pub tip_state: AccountAt,
+    /// The pending outgoing transfers counted (nonce at least `tip_state.nonce`).
+    pub pending_outgoing: Vec<PendingOutgoing>,
+    /// `tip_state.balance` minus the cost of `pending_outgoing` (never below 0).
+    pub pending_balance: Amount,
+    /// The nonce the next transfer will carry (`get_account`'s `pending_nonce`).
+    pub pending_nonce: u64,
+}
+
+/// The pending balance: `tip_balance` minus the cost of each pending outgoing transfer whose
+/// nonce is at least `tip_nonce` (a lower one was committed after the pending list was read).
+/// Returns the transfers counted and the balance.
+pub fn pending_balance(
+    tip_balance: Amount,
+    tip_nonce: u64,
+    pending: &[PendingOutgoing],
+) -> (Vec<PendingOutgoing>, Amount) {
+    let counted: Vec<PendingOutgoing> =
+        pending.iter().copied().filter(|transfer| transfer.nonce >= tip_nonce).collect();
+    let spent = counted.iter().fold(0u64, |total, transfer| total.saturating_add(transfer.cost()));
+    (counted, tip_balance.saturating_sub(spent))
+}
+
+fn pending_outgoing_of(history: &HistoryAnswer) -> Vec<PendingOutgoing> {
+    history
+        .pending
+        .iter()
+        .filter(|item| item.direction != Direction::In)
+        .map(|item| PendingOutgoing {
+            id: item.id,
+            nonce: item.nonce,
+            amount: item.amount,
+            fee: item.fee,
+            is_to_self: item.direction == Direction::ToSelf,
+        })
+        .collect()
+}
+
+fn get_account(client: &RpcClient, address: &Address, at: &str) -> Result<AccountAnswer, WalletError> {
+    client.call_as("get_account", json!({ "address": address.to_string(), "at": at }))
+}
+
+fn get_history(
+    client: &RpcClient,
+    address: &Address,
+    limit: usize,
+    before_height: Option<Height>,
+) -> Result<HistoryAnswer, WalletError> {
+    client.call_as(
+        "get_history",
+        json!({ "address": address.to_string(), "limit": limit, "before_height": before_height }),
+    )
+}
+
+/// The tip state and pending figures, read in the order the module docs give.
+fn tip_and_pending(
+    client: &RpcClient,
+    address: &Address,
+) -> Result<(AccountAnswer, Vec<PendingOutgoing>, Amount), WalletError> {
+    // The pending list is on the first page, up to the page's limit: ask for the most.
+    let history = get_history(client, address, HISTORY_LIMIT_MAX, None)?;
+    let tip = get_account(client, address, "tip")?;
+    let (counted, balance) = pending_balance(tip.balance, tip.nonce, &pending_outgoing_of(&history));
+    Ok((tip, counted, balance))
+}
+
+/// `wallet balance`.
+pub fn balance(client: &RpcClient, address: &Address) -> Result<Balance, WalletError> {
+    let (tip, pending_outgoing, pending_balance) = tip_and_pending(client, address)?;
+    let final_answer = get_account(client, address, "final")?;
+    Ok(Balance {
+        address: *address,
+        final_state: AccountAt {
+            height: final_answer.height,
+            balance: final_answer.balance,
+            nonce: final_answer.nonce,
+        },
+        tip_state: AccountAt { height: tip.height, balance: tip.balance, nonce: tip.nonce },
+        pending_outgoing,
+        pending_balance,
+        pending_nonce: tip.pending_nonce,
+    })
+}
+
+// ---- Send --------------------------------------------------------------------------------------
+
+/// What to send, every field already checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendRequest {
+    /// The key to send from (see `select_key`).
+    pub from: Option<String>,
+    pub to: Address,
+    pub amount: Amount,
+    pub fee: FeeChoice,
+}
+
+/// A transfer the node admitted to its mempool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub id: Hash,
+    pub key_name: String,
+    pub transfer: Transfer,
+    /// The pending balance before this transfer, and after it.
+    pub pending_balance_before: Amount,
+    pub pending_balance_after: Amount,
+}
+
+/// `wallet send`: checks the funds against the pending balance, asks for the passphrase, signs
+/// with the next nonce and submits. See the module docs for what each failure leaves behind.
+pub fn send(
+    client: &RpcClient,
+    dir: &Path,
+    request: &SendRequest,
+    passphrase: impl FnOnce() -> Result<Zeroizing<String>, KeystoreError>,
+) -> Result<Sent, WalletError> {
+    let keystore = Keystore::open(dir)?;
+    let key_entry = select_key(&keystore, request.from.as_deref())?;
+    let status: StatusAnswer = client.call_as("status", json!({}))?;
+    let (tip, pending_outgoing, pending_balance_before) = tip_and_pending(client, &key_entry.address)?;
+    let fee = match request.fee {
+        FeeChoice::Fixed(fee) => fee,
+        FeeChoice::Auto => client.call_as::<FeeAnswer>("estimate_fee", json!({}))?.fee,
+    };
+    let cost = request.amount.checked_add(fee).ok_or(WalletError::AmountOverflow { amount: request.amount, fee })?;
+    if cost > pending_balance_before {
+        return Err(WalletError::InsufficientFunds {
+            balance: pending_balance_before,
+            pending_outgoing_count: pending_outgoing.len(),
+            amount: request.amount,
+            fee,
+        });
+    }
+    let passphrase = passphrase()?;
+    let key = keystore.key(&key_entry.name, &passphrase)?;
+    drop(passphrase);
+    let transfer = build_transfer(&key, &status.chain_id, request.to, request.amount, fee, tip.pending_nonce);
+    let id = transfer_id(&transfer);
+    let tx_hex = hex::encode(codec::encode(&transfer));
+    let submitted = match client.call_raw("submit_tx", json!({ "tx": tx_hex })) {
+        Ok(value) => value,
+        Err(CallFailure::NotConnected(detail)) => {
+            return Err(WalletError::Unreachable { url: client.url().to_string(), detail })
+        }
+        Err(CallFailure::Node { code, message }) if code == i64::from(crate::rpc::TX_REJECTED_CODE) => {
+            let reason = message.strip_prefix("transfer rejected: ").unwrap_or(&message).to_string();
+            return Err(WalletError::Rejected { url: client.url().to_string(), id, reason });
+        }
+        Err(CallFailure::Node { code, message }) if code == -32602 => {
+            // The node could not decode the transfer: it cannot have been admitted.
+            return Err(WalletError::Rejected {
+                url: client.url().to_string(),
+                id,
+                reason: format!("invalid transfer encoding (error {code}: {message})"),
+            });
+        }
+        Err(failure) => {
+            let detail = match failure {
+                CallFailure::AfterConnect(detail) | CallFailure::BadAnswer(detail) => detail,
+                CallFailure::Node { code, message } => format!("error {code}: {message}"),
+                CallFailure::Http { status, body } => format!("HTTP {status}: {body}"),
+                CallFailure::NotConnected(detail) => detail,
+            };
+            return Err(WalletError::SubmitUncertain { url: client.url().to_string(), id, detail });
+        }
+    };
+    let answer: SubmitAnswer = serde_json::from_value(submitted).map_err(|error| WalletError::SubmitUncertain {
+        url: client.url().to_string(),
+        id,
+        detail: format!("the answer is not {{\"id\": ...}}: {error}"),
+    })?;
+    if answer.id != id {
+        return Err(WalletError::BadAnswer {
+            url: client.url().to_string(),
+            method: "submit_tx".to_string(),
+            detail: format!("the node admitted id {}, but the transfer signed here has id {id}", answer.id),
+        });
+    }
+    let pending_balance_after = pending_balance_before - cost;
+    Ok(Sent { id, key_name: key_entry.name, transfer, pending_balance_before, pending_balance_after })
+}
+
+// ---- Status and waiting ------------------------------------------------------------------------
+
+/// `wallet status`: where a transfer is, as the node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxStatus {
+    pub id: Hash,
+    pub state: TxState,
+    /// The block holding it (committed or final).
+    pub height: Option<Height>,
+    pub block_hash: Option<Hash>,
+    /// Tip height − block height + 1 (committed or final).
+    pub confirmations: Option<u64>,
+    /// The transfer itself, unless unknown.
+    pub transfer: Option<Transfer>,
+}
+
+/// `wallet status TXID`.
+pub fn tx_status(client: &RpcClient, id: &Hash) -> Result<TxStatus, WalletError> {
+    let answer: TxAnswer = client.call_as("get_tx", json!({ "id": id.to_string() }))?;
+    Ok(TxStatus {
+        id: *id,
+        state: answer.status,
+        height: answer.height,
+        block_hash: answer.block_hash,
+        confirmations: answer.confirmations,
+        transfer: answer.transfer,
+    })
+}
+
+/// How far `send --wait` waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    /// In a canonical block.
+    Committed,
+    /// In a final block.
+    Final,
+}
+
+impl std::fmt::Display for WaitFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WaitFor::Committed => "committed",
+            WaitFor::Final => "final",
+        })
+    }
+}
+
+/// Whether `state` satisfies `target`.
+pub fn is_reached(state: TxState, target: WaitFor) -> bool {
+    match target {
+        WaitFor::Committed => matches!(state, TxState::Committed | TxState::Final),
+        WaitFor::Final => state == TxState::Final,
+    }
+}
+
+/// Polls `get_tx` until the transfer is `target` or `timeout` passes; `on_change` sees each new
+/// state as it is observed.
+pub fn wait_for_status(
+    client: &RpcClient,
+    id: &Hash,
+    target: WaitFor,
+    timeout: Duration,
+    mut on_change: impl FnMut(&TxStatus),
+) -> Result<TxStatus, WalletError> {
+    let started = Instant::now();
+    let mut last: Option<TxState> = None;
+    loop {
+        let status = tx_status(client, id)?;
+        if last != Some(status.state) {
+            on_change(&status);
+            last = Some(status.state);
+        }
+        if is_reached(status.state, target) {
+            return Ok(status);
+        }
+        if started.elapsed() >= timeout {
+            return Err(WalletError::WaitTimedOut { id: *id, target, last: status.state, waited_s: timeout.as_secs() });
+        }
+        std::thread::sleep(WAIT_POLL_INTERVAL);
+    }
+}
+
+// ---- History -----------------------------------------------------------------------------------
+
+/// One transfer in an account's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub id: Hash,
+    pub direction: Direction,
+    /// The other account (the account itself for a transfer to itself).
+    pub counterparty: Address,
+    pub amount: Amount,
+    pub fee: Amount,
+    pub nonce: u64,
+    /// `None` while pending.
+    pub height: Option<Height>,
+    /// In a block at or below the final height read with the history.
+    pub is_final: bool,
+}
+
+/// `wallet history`: pending transfers first, then committed ones newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    pub address: Address,
+    pub final_height: Height,
+    pub tip_height: Height,
+    pub entries: Vec<HistoryEntry>,
+    /// Set when older transfers exist beyond this page.
+    pub more_before_height: Option<Height>,
+}
+
+/// `wallet history`: up to `limit` committed transfers, newest first, after the pending ones.
+pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<History, WalletError> {
+    if !(1..=HISTORY_LIMIT_MAX).contains(&limit) {
+        return Err(WalletError::BadLimit { limit });
+    }
+    let status: StatusAnswer = client.call_as("status", json!({}))?;
+    let answer = get_history(client, address, limit, None)?;
+    let final_height = status.finalized.height;
+    let entry_of = |item: &HistoryItem| HistoryEntry {
+        id: item.id,
+        direction: item.direction,
+        counterparty: item.counterparty,
+        amount: item.amount,
+        fee: item.fee,
+        nonce: item.nonce,
+        height: item.height,
+        is_final: item.height.is_some_and(|height| height <= final_height),
+    };
+    // Pending ones come sorted by (sender, nonce): newest last; the wallet shows newest first.
+    let mut entries: Vec<HistoryEntry> = answer.pending.iter().rev().map(entry_of).collect();
+    entries.extend(answer.transfers.iter().map(entry_of));
+    Ok(History {
+        address: *address,
+        final_height,
+        tip_height: status.tip.height,
+        entries,
+        more_before_height: answer.next_before_height,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tinychain_core::crypto::verify_strict;
+    use tinychain_core::types::UNITS_PER_COIN;
+
+    #[test]
+    fn amounts_display_exactly_in_tc() {
+        let cases: &[(Amount, &str)] = &[
+            (0, "0 TC"),
+            (1, "0.00000001 TC"),
+            (150_000_000, "1.5 TC"),
+            (10 * UNITS_PER_COIN, "10 TC"),
+            (123_456_789, "1.23456789 TC"),
+            (u64::MAX, "184467440737.09551615 TC"),
+        ];
+        for (amount, text) in cases {
+            assert_eq!(format_tc(*amount), *text);
+        }
+        assert_eq!(parse_send_amount("AMOUNT", "1.5").unwrap(), 150_000_000);
+        assert_eq!(parse_send_amount("AMOUNT", "0.00000001").unwrap(), 1);
+        // 0.1 + 0.2 in floating point is not 0.3; here it is exact.
+        assert_eq!(parse_send_amount("AMOUNT", "0.3").unwrap(), parse_send_amount("AMOUNT", "0.1").unwrap() * 3);
+        let zero = parse_send_amount("AMOUNT", "0").unwrap_err().to_string();
+        assert!(zero.starts_with("AMOUNT:") && zero.contains("0.00000001"), "{zero}");
+        let too_precise = parse_send_amount("AMOUNT", "1.000000001").unwrap_err().to_string();
+        assert!(too_precise.starts_with("AMOUNT:") && too_precise.contains("9 decimals"), "{too_precise}");
+        for bad in ["1,5", "-1", "1e3", " 1", "abc", ""] {
+            assert!(parse_send_amount("AMOUNT", bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn fees_are_auto_or_an_exact_amount() {
+        assert_eq!(parse_fee("--fee", "auto").unwrap(), FeeChoice::Auto);
+        assert_eq!(parse_fee("--fee", "AUTO").unwrap(), FeeChoice::Auto);
+        assert_eq!(parse_fee("--fee", "0").unwrap(), FeeChoice::Fixed(0));
+        assert_eq!(parse_fee("--fee", "0.0001").unwrap(), FeeChoice::Fixed(10_000));
+        let error = parse_fee("--fee", "cheap").unwrap_err().to_string();
+        assert!(error.starts_with("--fee:") && error.contains("\"auto\"") && error.contains("cheap"), "{error}");
+        assert!(parse_fee("--fee", "0.123456789").unwrap_err().to_string().contains("decimals"));
+        assert!(parse_fee("--fee", "-1").is_err());
+    }
+
+    #[test]
+    fn a_mistyped_address_is_refused_naming_the_argument() {
+        let address = Keypair::from_secret_bytes(&[3; 32]).address();
+        let text = address.to_string();
+        assert_eq!(parse_address("TO", &text).unwrap(), address);
+        // Flip every character after "tc1" in turn: each typo must fail the checksum.
+        for position in 3..text.len() {
+            let mut typo: Vec<char> = text.chars().collect();
+            typo[position] = if typo[position] == 'q' { 'p' } else { 'q' };
+            let typo: String = typo.into_iter().collect();
+            let error = parse_address("TO", &typo).unwrap_err().to_string();
+            assert!(
+                error.starts_with("TO:") && error.contains("checksum") && error.contains("nothing was sent"),
+                "{error}"
+            );
+        }
+        // Truncated or empty: refused too, naming the argument.
+        assert!(parse_address("TO", &text[..text.len() - 1]).unwrap_err().to_string().starts_with("TO:"));
+        assert!(parse_address("TO", "").unwrap_err().to_string().starts_with("TO:"));
+        assert!(looks_like_address(&text));
+        assert!(!looks_like_address("default"));
+        assert!(!looks_like_address("tc1-key"));
+    }
+
+    #[test]
+    fn tx_ids_are_64_hex_characters() {
+        let id = Hash([0xab; 32]);
+        assert_eq!(parse_tx_id("TXID", &id.to_string()).unwrap(), id);
+        assert!(parse_tx_id("TXID", "abcd").unwrap_err().to_string().contains("64 hex"));
+        assert!(parse_tx_id("TXID", &"zz".repeat(32)).unwrap_err().to_string().contains("not hex"));
+    }
+
+    #[test]
+    fn a_built_transfer_is_signed_by_its_sender_and_encodes_for_submit_tx() {
+        let key = Keypair::from_secret_bytes(&[7; 32]);
+        let to = Keypair::from_secret_bytes(&[8; 32]).address();
+        let transfer = build_transfer(&key, "tinychain-local", to, 150_000_000, 10_000, 4);
+        assert_eq!(
+            (transfer.from, transfer.to, transfer.amount, transfer.fee, transfer.nonce),
+            (key.address(), to, 150_000_000, 10_000, 4)
+        );
+        assert!(verify_strict(&key.address(), &codec::transfer_signing_bytes(&transfer), &transfer.signature));
+        // Any change to a signed field breaks the signature.
+        let mut altered = transfer.clone();
+        altered.amount += 1;
+        assert!(!verify_strict(&key.address(), &codec::transfer_signing_bytes(&altered), &altered.signature));
+        let mut other_chain = transfer.clone();
+        other_chain.chain_id = "another-chain".into();
+        assert!(!verify_strict(&key.address(), &codec::transfer_signing_bytes(&other_chain), &other_chain.signature));
+        // What submit_tx decodes is exactly what was signed, and the id is over those bytes.
+        let decoded: Transfer = codec::decode("transfer", &codec::encode(&transfer)).unwrap();
+        assert_eq!(decoded, transfer);
+        assert_eq!(transfer_id(&decoded), tinychain_core::crypto::hash_bytes(&codec::encode(&transfer)));
+    }
+
+    fn pending(nonce: u64, amount: Amount, fee: Amount, is_to_self: bool) -> PendingOutgoing {
+        PendingOutgoing { id: Hash([nonce as u8; 32]), nonce, amount, fee, is_to_self }
+    }
+
+    #[test]
+    fn pending_balance_subtracts_what_is_still_pending() {
+        let list = [pending(3, 100, 1, false), pending(4, 50, 2, true), pending(5, 10, 0, false)];
+        // All three pending: 1000 - 101 - 2 (to itself: only the fee) - 10.
+        let (counted, balance) = pending_balance(1_000, 3, &list);
+        assert_eq!((counted.len(), balance), (3, 887));
+        // Nonce 3 was committed after the list was read: the tip already paid for it.
+        let (counted, balance) = pending_balance(899, 4, &list);
+        assert_eq!((counted.len(), balance), (2, 887));
+        assert_eq!(pending_balance(5, 0, &list).1, 0, "never below 0");
+        assert_eq!(pending_balance(42, 0, &[]), (vec![], 42));
+    }
+
+    #[test]
+    fn insufficient_funds_names_balance_amount_and_fee() {
+        let error = WalletError::InsufficientFunds {
+            balance: 10 * UNITS_PER_COIN,
+            pending_outgoing_count: 2,
+            amount: 150_000_000,
+            fee: 1,
+        };
+        assert_eq!(
+            error.to_string(),
+            "insufficient funds: balance 10 TC (after 2 pending transfers), sending 1.5 TC + fee 0.00000001 TC; nothing was sent"
+        );
+    }
+
+    #[test]
+    fn rpc_urls_are_checked_before_anything_is_sent() {
+        assert!(RpcClient::new("http://127.0.0.1:7741").is_ok());
+        assert!(RpcClient::new("https://node.example.org").unwrap_err().to_string().contains("https"));
+        assert!(RpcClient::new("127.0.0.1:7741").unwrap_err().to_string().contains("http://HOST:PORT"));
+        assert!(RpcClient::new("http://").unwrap_err().to_string().contains("host"));
+    }
+
+    #[test]
+    fn a_node_that_is_down_is_named_with_its_url() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = RpcClient::new(&url).unwrap();
+        let error = client.call("status", json!({})).unwrap_err();
+        assert!(matches!(error, WalletError::Unreachable { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("cannot reach the node at {url}: connection refused; is it running? (--rpc)")
+        );
+    }
+
+    #[test]
+    fn the_key_used_is_the_named_one_the_only_one_or_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keystore = Keystore::create(dir.path()).unwrap();
+        assert!(matches!(select_key(&keystore, None), Err(WalletError::NoKeys { .. })));
+        let fast = crate::keystore::KdfParams::INSECURE_FAST;
+        let alice = Keypair::from_secret_bytes(&[1; 32]);
+        keystore.add_with_params("alice", &alice, "", fast).unwrap();
+        assert_eq!(select_key(&keystore, None).unwrap().address, alice.address());
+        keystore.add_with_params("bob", &Keypair::from_secret_bytes(&[2; 32]), "", fast).unwrap();
+        let ambiguous = select_key(&keystore, None).unwrap_err().to_string();
+        assert!(ambiguous.contains("alice, bob") && ambiguous.contains("--from"), "{ambiguous}");
+        let unknown = select_key(&keystore, Some("carol")).unwrap_err().to_string();
+        assert!(unknown.contains("carol") && unknown.contains("alice, bob"), "{unknown}");
+        let default = Keypair::from_secret_bytes(&[3; 32]);
+        keystore.add_with_params(DEFAULT_KEY_NAME, &default, "", fast).unwrap();
+        assert_eq!(select_key(&keystore, None).unwrap().address, default.address());
+        assert_eq!(select_key(&keystore, Some("alice")).unwrap().name, "alice");
+        // An address given to a read-only command is used as is; a name goes through the wallet.
+        let (address, name) = resolve_account(dir.path(), "ADDRESS", Some(&alice.address().to_string())).unwrap();
+        assert_eq!((address, name), (alice.address(), None));
+        let (address, name) = resolve_account(dir.path(), "ADDRESS", Some("bob")).unwrap();
+        assert_eq!((address, name.as_deref()), (Keypair::from_secret_bytes(&[2; 32]).address(), Some("bob")));
+    }
+
+    #[test]
+    fn a_taken_or_bad_name_is_refused_before_the_passphrase_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keystore = Keystore::create(dir.path()).unwrap();
+        keystore
+            .add_with_params(
+                "alice",
+                &Keypair::from_secret_bytes(&[1; 32]),
+                "",
+                crate::keystore::KdfParams::INSECURE_FAST,
+            )
+            .unwrap();
+        let before = std::fs::read(keystore.path()).unwrap();
+        let never = || -> Result<Zeroizing<String>, KeystoreError> { panic!("the passphrase must not be asked") };
+        assert!(new_key(dir.path(), "alice", never).unwrap_err().to_string().contains("already exists"));
+        assert!(new_key(dir.path(), "no spaces", never).unwrap_err().to_string().contains("not allowed"));
+        assert!(import_key(dir.path(), "alice", &"11".repeat(32), never).is_err());
+        assert_eq!(std::fs::read(keystore.path()).unwrap(), before);
+    }
+}

@@ -1,8 +1,541 @@
-//! (being written: see the wallet issue)
+//! `tinychain wallet ...`: clap arguments and printing only; the logic is `crate::wallet`.
+//!
+//! Every subcommand takes `--wallet DIR` (default `$TINYCHAIN_WALLET`, else
+//! `~/.tinychain/wallet`), `--rpc URL` (default `$TINYCHAIN_RPC`, else `http://127.0.0.1:7741`)
+//! and `--json`. With `--json` a command prints exactly one JSON object on stdout, also when it
+//! fails (`{"error": "..."}`, exit status 1); amounts in it are strings of base units, like the
+//! node's RPC, each with a `*_tc` twin in TC. Without it, it prints lines for people. Secrets
+//! and passphrases are never taken from the command line (they would land in shell history):
+//! the passphrase comes from `TINYCHAIN_PASSPHRASE` or a prompt, an imported secret from stdin
+//! or a prompt. Usage is in `docs/wallet.md`.
+
+use crate::keystore::{self, KeystoreError};
+use crate::wallet::{
+    self, Balance, Direction, FeeChoice, History, KeyEntry, RpcClient, SendRequest, Sent, TxState, TxStatus, WaitFor,
+    WalletError,
+};
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use tinychain_core::types::{Amount, Transfer};
+use zeroize::Zeroizing;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-pub fn run(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// The wallet directory (holding wallet.json) [default: ~/.tinychain/wallet]. The local
+    /// testnet's development wallet is `testnet/wallet`.
+    #[arg(long, global = true, value_name = "DIR", env = wallet::WALLET_DIR_ENV_VAR)]
+    pub wallet: Option<PathBuf>,
+    /// The node to ask (its JSON-RPC URL).
+    #[arg(long, global = true, value_name = "URL", env = wallet::RPC_URL_ENV_VAR, default_value = wallet::RPC_URL_DEFAULT)]
+    pub rpc: String,
+    /// Print one JSON object instead of text (also for errors).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create a new key (the wallet too, if there is none) and print its address.
+    New {
+        /// The key's name: 1 to 32 of a-z A-Z 0-9 _ -.
+        #[arg(long, default_value = wallet::DEFAULT_KEY_NAME)]
+        name: String,
+    },
+    /// List the wallet's keys and addresses (no passphrase needed).
+    List,
+    /// Print a key's address [default: the only key, or the one called "default"].
+    Address {
+        /// The key's name.
+        name: Option<String>,
+    },
+    /// Show an account's final, tip and pending balance.
+    Balance {
+        /// An address (tc1...) or a key name [default: the wallet's key].
+        #[arg(value_name = "ADDRESS|NAME", conflicts_with = "from")]
+        account: Option<String>,
+        /// The key to show (same as giving its name).
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
+    },
+    /// Send AMOUNT TC to TO and print the transfer id.
+    Send {
+        /// The recipient's address (tc1...); its checksum is checked before anything is sent.
+        #[arg(value_name = "TO")]
+        to: String,
+        /// The amount in TC, up to 8 decimals (e.g. 1.5).
+        #[arg(value_name = "AMOUNT")]
+        amount: String,
+        /// The fee in TC, or "auto" for the node's estimate (estimate_fee).
+        #[arg(long, value_name = "TC|auto", default_value = "auto")]
+        fee: String,
+        /// The key to send from [default: the only key, or the one called "default"].
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
+        /// After sending, wait until the transfer is in a block (`--wait`) or final (`--wait final`).
+        #[arg(long, value_name = "UNTIL", num_args = 0..=1, default_missing_value = "committed")]
+        wait: Option<WaitFor>,
+        /// How long --wait waits, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        wait_timeout_s: u64,
+    },
+    /// Show a transfer's status: pending, committed, final or unknown, with height and confirmations.
+    Status {
+        /// The transfer id `send` printed (64 hex).
+        #[arg(value_name = "TXID")]
+        id: String,
+    },
+    /// List an account's transfers, newest first (pending ones on top).
+    History {
+        /// An address (tc1...) or a key name [default: the wallet's key].
+        #[arg(value_name = "ADDRESS|NAME", conflicts_with = "from")]
+        account: Option<String>,
+        /// The key to show (same as giving its name).
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
+        /// How many committed transfers to show (1 to 500).
+        #[arg(long, default_value_t = wallet::HISTORY_LIMIT_DEFAULT)]
+        limit: usize,
+    },
+    /// Import a key from its secret (64 hex digits), read from stdin or typed at a prompt.
+    Import {
+        /// The new key's name.
+        #[arg(long, default_value = wallet::DEFAULT_KEY_NAME)]
+        name: String,
+    },
+    /// Print a key's secret (64 hex digits). Anyone who sees it can spend the key's coins.
+    Export {
+        /// The key's name [default: the only key, or the one called "default"].
+        name: Option<String>,
+        /// Do not ask for confirmation (needed when there is no terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    // Warnings from the keystore (a wallet file readable by others) go to stderr.
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::WARN).try_init();
+    match execute(args) {
+        Ok(output) => {
+            if args.global.json {
+                println!("{}", output.json);
+            } else {
+                print!("{}", output.text);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            if args.global.json {
+                println!("{}", json!({ "error": error.to_string() }));
+            }
+            Err(error.into())
+        }
+    }
+}
+
+/// What a command prints: text for people, one JSON object for programs.
+struct Output {
+    text: String,
+    json: Value,
+}
+
+fn passphrase_for_unlock() -> Result<Zeroizing<String>, KeystoreError> {
+    keystore::passphrase_from_env_or_prompt("Wallet passphrase: ", false)
+}
+
+fn passphrase_for_new_key() -> Result<Zeroizing<String>, KeystoreError> {
+    keystore::passphrase_from_env_or_prompt("Passphrase for the new key: ", true)
+}
+
+fn execute(args: &Args) -> Result<Output, WalletError> {
+    let global = &args.global;
+    let dir = || wallet::wallet_dir(global.wallet.as_deref());
+    match &args.command {
+        Command::New { name } => {
+            let added = wallet::new_key(&dir()?, name, passphrase_for_new_key)?;
+            Ok(added_output("created", &added))
+        }
+        Command::List => {
+            let dir = dir()?;
+            let keys = wallet::list_keys(&dir)?;
+            let mut text = String::new();
+            if keys.is_empty() {
+                text.push_str(&format!("the wallet {} holds no key\n", dir.display()));
+            }
+            for key in &keys {
+                text.push_str(&format!("{:<20} {}\n", key.name, key.address));
+            }
+            let list: Vec<Value> = keys.iter().map(key_json).collect();
+            Ok(Output { text, json: json!({ "wallet": dir, "keys": list }) })
+        }
+        Command::Address { name } => {
+            let key = wallet::key_address(&dir()?, name.as_deref())?;
+            Ok(Output { text: format!("{}\n", key.address), json: key_json(&key) })
+        }
+        Command::Balance { account, from } => {
+            let given = account.as_deref().or(from.as_deref());
+            let (address, name) = wallet::resolve_account(&dir()?, "ADDRESS", given)?;
+            let client = RpcClient::new(&global.rpc)?;
+            let balance = wallet::balance(&client, &address)?;
+            Ok(balance_output(&balance, name.as_deref()))
+        }
+        Command::Send { to, amount, fee, from, wait, wait_timeout_s } => {
+            // Every argument is checked before the wallet is opened or the node asked.
+            let request = SendRequest {
+                to: wallet::parse_address("TO", to)?,
+                amount: wallet::parse_send_amount("AMOUNT", amount)?,
+                fee: wallet::parse_fee("--fee", fee)?,
+                from: from.clone(),
+            };
+            let client = RpcClient::new(&global.rpc)?;
+            let sent = wallet::send(&client, &dir()?, &request, passphrase_for_unlock)?;
+            let mut output = sent_output(&sent, request.fee);
+            if let Some(target) = wait {
+                if !global.json {
+                    // Show progress as it happens; the final status is printed below.
+                    print!("{}", output.text);
+                    output.text.clear();
+                    let _ = std::io::stdout().flush();
+                }
+                let is_json = global.json;
+                let status = wallet::wait_for_status(
+                    &client,
+                    &sent.id,
+                    *target,
+                    Duration::from_secs(*wait_timeout_s),
+                    |status| {
+                        if !is_json && !wallet::is_reached(status.state, *target) {
+                            println!("status      {}", status.state);
+                        }
+                    },
+                )?;
+                let status_output = status_output(&status);
+                output.text.push_str(&status_output.text);
+                if let Value::Object(map) = &mut output.json {
+                    map.insert("status".into(), status_output.json);
+                }
+            }
+            Ok(output)
+        }
+        Command::Status { id } => {
+            let id = wallet::parse_tx_id("TXID", id)?;
+            let client = RpcClient::new(&global.rpc)?;
+            Ok(status_output(&wallet::tx_status(&client, &id)?))
+        }
+        Command::History { account, from, limit } => {
+            if !(1..=wallet::HISTORY_LIMIT_MAX).contains(limit) {
+                return Err(WalletError::BadLimit { limit: *limit });
+            }
+            let given = account.as_deref().or(from.as_deref());
+            let (address, name) = wallet::resolve_account(&dir()?, "ADDRESS", given)?;
+            let client = RpcClient::new(&global.rpc)?;
+            Ok(history_output(&wallet::history(&client, &address, *limit)?, name.as_deref()))
+        }
+        Command::Import { name } => {
+            let secret = read_secret()?;
+            let added = wallet::import_key(&dir()?, name, &secret, passphrase_for_new_key)?;
+            Ok(added_output("imported", &added))
+        }
+        Command::Export { name, yes } => {
+            let dir = dir()?;
+            let key = wallet::key_address(&dir, name.as_deref())?;
+            eprintln!(
+                "warning: the secret of key {:?} is about to be printed. Anyone who sees it can spend everything \
+                 {} holds; keep it out of chats, tickets, screenshots and shell history.",
+                key.name, key.address
+            );
+            if !yes {
+                confirm_export(&key)?;
+            }
+            let (key, secret) = wallet::export_key(&dir, Some(&key.name), passphrase_for_unlock)?;
+            Ok(Output {
+                text: format!("{}\n", secret.as_str()),
+                json: json!({ "name": key.name, "address": key.address, "secret": secret.as_str() }),
+            })
+        }
+    }
+}
+
+/// Asks on the terminal before printing a secret; refuses without a terminal.
+fn confirm_export(key: &KeyEntry) -> Result<(), WalletError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(WalletError::Refused(
+            "refusing to print a secret without confirmation: there is no terminal to confirm on; pass --yes".into(),
+        ));
+    }
+    eprint!("Type yes to print the secret of {:?}: ", key.name);
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    stdin
+        .read_line(&mut answer)
+        .map_err(|error| WalletError::Input { what: "the confirmation".into(), detail: error.to_string() })?;
+    if answer.trim() != "yes" {
+        return Err(WalletError::Refused("not confirmed; nothing was printed".into()));
+    }
+    Ok(())
+}
+
+/// The secret to import: typed at a hidden prompt on a terminal, else read from stdin.
+fn read_secret() -> Result<Zeroizing<String>, WalletError> {
+    const SECRET_INPUT_BYTES_MAX: u64 = 1_024;
+    let input_error = |detail: String| WalletError::Input { what: "the secret key".into(), detail };
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password("Secret key (64 hex digits): ")
+            .map(Zeroizing::new)
+            .map_err(|error| input_error(error.to_string()));
+    }
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(SECRET_INPUT_BYTES_MAX)
+        .read_to_string(&mut text)
+        .map_err(|error| input_error(format!("stdin: {error}")))?;
+    Ok(text)
+}
+
+// ---- Output ------------------------------------------------------------------------------------
+
+fn key_json(key: &KeyEntry) -> Value {
+    json!({ "name": key.name, "address": key.address })
+}
+
+/// An amount for `--json`: base units (as the RPC writes them) under `name`, TC under `name_tc`.
+fn insert_amount(map: &mut serde_json::Map<String, Value>, name: &str, amount: Amount) {
+    map.insert(name.to_string(), json!(amount.to_string()));
+    map.insert(format!("{name}_tc"), json!(crate::setup::format_amount(amount)));
+}
+
+fn amounts_json(fields: &[(&str, Value)], amounts: &[(&str, Amount)]) -> Value {
+    let mut map = serde_json::Map::new();
+    for (name, value) in fields {
+        map.insert((*name).to_string(), value.clone());
+    }
+    for (name, amount) in amounts {
+        insert_amount(&mut map, name, *amount);
+    }
+    Value::Object(map)
+}
+
+fn added_output(verb: &str, added: &wallet::AddedKey) -> Output {
+    let mut text = String::new();
+    if added.created_wallet {
+        text.push_str(&format!("created wallet {}\n", added.wallet_file.display()));
+    }
+    text.push_str(&format!("{verb} key {:?}\n{}\n", added.key.name, added.key.address));
+    Output {
+        text,
+        json: json!({
+            "name": added.key.name,
+            "address": added.key.address,
+            "wallet_file": added.wallet_file,
+            "created_wallet": added.created_wallet,
+        }),
+    }
+}
+
+fn balance_output(balance: &Balance, name: Option<&str>) -> Output {
+    let mut text = match name {
+        Some(name) => format!("address   {} (key {name:?})\n", balance.address),
+        None => format!("address   {}\n", balance.address),
+    };
+    text.push_str(&format!(
+        "final     {:<24} at height {}\n",
+        wallet::format_tc(balance.final_state.balance),
+        balance.final_state.height
+    ));
+    text.push_str(&format!(
+        "tip       {:<24} at height {}\n",
+        wallet::format_tc(balance.tip_state.balance),
+        balance.tip_state.height
+    ));
+    let pending_count = balance.pending_outgoing.len();
+    let spent: Amount =
+        balance.pending_outgoing.iter().fold(0, |total, transfer| total.saturating_add(transfer.cost()));
+    let note = match pending_count {
+        0 => "no pending outgoing transfer".to_string(),
+        1 => format!("tip minus 1 pending outgoing transfer ({})", wallet::format_tc(spent)),
+        n => format!("tip minus {n} pending outgoing transfers ({})", wallet::format_tc(spent)),
+    };
+    text.push_str(&format!("pending   {:<24} {note}\n", wallet::format_tc(balance.pending_balance)));
+    text.push_str(&format!("nonce     {} (next transfer: {})\n", balance.tip_state.nonce, balance.pending_nonce));
+    let state_json = |state: &wallet::AccountAt| {
+        amounts_json(&[("height", json!(state.height)), ("nonce", json!(state.nonce))], &[("balance", state.balance)])
+    };
+    let pending_list: Vec<Value> = balance
+        .pending_outgoing
+        .iter()
+        .map(|transfer| {
+            amounts_json(
+                &[
+                    ("id", json!(transfer.id)),
+                    ("nonce", json!(transfer.nonce)),
+                    ("to_self", json!(transfer.is_to_self)),
+                ],
+                &[("amount", transfer.amount), ("fee", transfer.fee)],
+            )
+        })
+        .collect();
+    let mut json = amounts_json(
+        &[
+            ("address", json!(balance.address)),
+            ("key", json!(name)),
+            ("final", state_json(&balance.final_state)),
+            ("tip", state_json(&balance.tip_state)),
+            ("pending_outgoing", Value::Array(pending_list)),
+            ("pending_nonce", json!(balance.pending_nonce)),
+        ],
+        &[],
+    );
+    if let Value::Object(map) = &mut json {
+        let mut pending = serde_json::Map::new();
+        insert_amount(&mut pending, "balance", balance.pending_balance);
+        pending.insert("outgoing_count".into(), json!(pending_count));
+        map.insert("pending".into(), Value::Object(pending));
+    }
+    Output { text, json }
+}
+
+fn transfer_json(transfer: &Transfer) -> Value {
+    amounts_json(
+        &[
+            ("chain_id", json!(transfer.chain_id)),
+            ("from", json!(transfer.from)),
+            ("to", json!(transfer.to)),
+            ("nonce", json!(transfer.nonce)),
+        ],
+        &[("amount", transfer.amount), ("fee", transfer.fee)],
+    )
+}
+
+fn sent_output(sent: &Sent, fee: FeeChoice) -> Output {
+    let transfer = &sent.transfer;
+    let fee_note = match fee {
+        FeeChoice::Auto => " (auto: the node's estimate)",
+        FeeChoice::Fixed(_) => "",
+    };
+    let text = format!(
+        "sent        {} from {:?} to {}\nfee         {}{fee_note}\nnonce       {}\npending     {} left to spend\nid          {}\n",
+        wallet::format_tc(transfer.amount),
+        sent.key_name,
+        transfer.to,
+        wallet::format_tc(transfer.fee),
+        transfer.nonce,
+        wallet::format_tc(sent.pending_balance_after),
+        sent.id,
+    );
+    let mut json = transfer_json(transfer);
+    if let Value::Object(map) = &mut json {
+        map.insert("id".into(), json!(sent.id));
+        map.insert("key".into(), json!(sent.key_name));
+        insert_amount(map, "pending_balance_after", sent.pending_balance_after);
+    }
+    Output { text, json }
+}
+
+fn status_output(status: &TxStatus) -> Output {
+    let mut text = format!("status      {}\n", status.state);
+    if let (Some(height), Some(confirmations)) = (status.height, status.confirmations) {
+        text.push_str(&format!("height      {height}\nconfirmations {confirmations}\n"));
+    }
+    if let Some(hash) = &status.block_hash {
+        text.push_str(&format!("block       {hash}\n"));
+    }
+    if let Some(transfer) = &status.transfer {
+        text.push_str(&format!(
+            "transfer    {} from {} to {}, fee {}, nonce {}\n",
+            wallet::format_tc(transfer.amount),
+            transfer.from,
+            transfer.to,
+            wallet::format_tc(transfer.fee),
+            transfer.nonce
+        ));
+    }
+    if status.state == TxState::Unknown {
+        text.push_str(&format!(
+            "            the node knows no transfer {}: not sent, dropped from its mempool, or sent to another chain\n",
+            status.id
+        ));
+    }
+    let json = json!({
+        "id": status.id,
+        "status": status.state.as_str(),
+        "height": status.height,
+        "block_hash": status.block_hash,
+        "confirmations": status.confirmations,
+        "transfer": status.transfer.as_ref().map(transfer_json),
+    });
+    Output { text, json }
+}
+
+fn history_output(history: &History, name: Option<&str>) -> Output {
+    let mut text = match name {
+        Some(name) => format!("history of {} (key {name:?}), newest first\n", history.address),
+        None => format!("history of {}, newest first\n", history.address),
+    };
+    text.push_str(&format!("tip height {}, final height {}\n", history.tip_height, history.final_height));
+    if history.entries.is_empty() {
+        text.push_str("no transfers\n");
+    }
+    let mut entries_json = Vec::with_capacity(history.entries.len());
+    for entry in &history.entries {
+        let place = match entry.height {
+            None => "pending".to_string(),
+            Some(height) if entry.is_final => format!("{height} final"),
+            Some(height) => format!("{height}"),
+        };
+        let (arrow, sign) = match entry.direction {
+            Direction::In => ("from", "+"),
+            Direction::Out => ("to  ", "-"),
+            Direction::ToSelf => ("self", " "),
+        };
+        text.push_str(&format!(
+            "{place:<14} {:<4} {sign}{:<22} fee {:<16} {arrow} {}  nonce {}  id {}\n",
+            entry.direction.as_str(),
+            wallet::format_tc(entry.amount),
+            wallet::format_tc(entry.fee),
+            entry.counterparty,
+            entry.nonce,
+            entry.id
+        ));
+        entries_json.push(amounts_json(
+            &[
+                ("id", json!(entry.id)),
+                ("direction", json!(entry.direction.as_str())),
+                ("counterparty", json!(entry.counterparty)),
+                ("nonce", json!(entry.nonce)),
+                ("height", json!(entry.height)),
+                (
+                    "status",
+                    json!(match (entry.height, entry.is_final) {
+                        (None, _) => "pending",
+                        (Some(_), true) => "final",
+                        (Some(_), false) => "committed",
+                    }),
+                ),
+            ],
+            &[("amount", entry.amount), ("fee", entry.fee)],
+        ));
+    }
+    if let Some(before) = history.more_before_height {
+        text.push_str(&format!("(older transfers exist below height {before}; raise --limit to see more)\n"));
+    }
+    let json = json!({
+        "address": history.address,
+        "key": name,
+        "tip_height": history.tip_height,
+        "final_height": history.final_height,
+        "transfers": entries_json,
+        "more_before_height": history.more_before_height,
+    });
+    Output { text, json }
 }
