@@ -1,2 +1,532 @@
-//! (being written: node figures)
-fn main() {}
+//! Figures of real `tinychain node` processes on loopback, printed rather than asserted:
+//!
+//! 1. **Block rate**: a 4-node testnet on the chain's default timing (2 s blocks, 10 s producer
+//!    timeout) runs for `TINYCHAIN_BENCH_MINUTES` (default 2) minutes; it prints blocks committed
+//!    per minute of wall-clock time and the block interval p50/max from the committed headers'
+//!    `timestamp_ms` (read over RPC `get_header`).
+//! 2. **Memory**: a benchmark genesis with 20 ms blocks and a 200 ms producer timeout is run by
+//!    three of its four validators until the tip reaches `TINYCHAIN_BENCH_BLOCKS` (default 10,000);
+//!    it prints each running node's resident memory (`VmRSS`, and the peak `VmHWM`, from
+//!    `/proc/PID/status`) at that height, and how long the chain took to grow.
+//! 3. **Sync**: the fourth validator then starts with an empty data directory; it prints how long
+//!    the node takes until its tip reaches the tip the others had when it started (RPC `status`
+//!    polled every 100 ms), in blocks per second. The three others keep producing 20 ms blocks
+//!    while it syncs, so the figure is measured on two cores shared with three busy producers.
+//!
+//! After each phase it prints every distinct WARN/ERROR line of the nodes' logs (ANSI colours
+//! stripped, timestamps dropped), so a stall, reorg storm or error shows up next to the figures.
+//!
+//! Run with `cargo bench --bench node` (about 2 + 4 minutes on the 2-core dev machine; it builds
+//! the release `tinychain` binary first). Under `cargo test --all-targets` cargo runs this program
+//! without `--bench`; it then returns at once. Every node process is killed when the program
+//! ends, panics included (`Testnet`'s `Drop`). `TINYCHAIN_BENCH_KEEP=1` keeps the testnet
+//! directories (and prints where) to read the full logs afterwards.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_tinychain");
+
+/// The chain defaults (`Parameters::default()`): what figure 1 is measured on.
+const DEFAULT_BLOCK_INTERVAL_MS: u64 = 2_000;
+const DEFAULT_PRODUCER_TIMEOUT_MS: u64 = 10_000;
+/// The benchmark genesis for figures 2 and 3: 100 times faster, so 10,000 blocks take minutes.
+const FAST_BLOCK_INTERVAL_MS: u64 = 20;
+const FAST_PRODUCER_TIMEOUT_MS: u64 = 200;
+const NODES: usize = 4;
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+fn main() {
+    if !std::env::args().any(|argument| argument == "--bench") {
+        return;
+    }
+    let minutes: f64 = env_or("TINYCHAIN_BENCH_MINUTES", 2.0);
+    let blocks: u64 = env_or("TINYCHAIN_BENCH_BLOCKS", 10_000);
+    assert!(minutes > 0.0, "TINYCHAIN_BENCH_MINUTES must be above zero, got {minutes}");
+    assert!(blocks > 0, "TINYCHAIN_BENCH_BLOCKS must be at least 1");
+    println!("binary: {EXE}");
+    println!("machine: {} cores available", std::thread::available_parallelism().map_or(0, |cores| cores.get()));
+
+    let rate = block_rate(minutes);
+    let chain = memory_and_sync(blocks);
+
+    println!();
+    println!("summary (cargo bench --bench node; TINYCHAIN_BENCH_MINUTES={minutes}, TINYCHAIN_BENCH_BLOCKS={blocks}):");
+    println!(
+        "testnet ({NODES} nodes, {DEFAULT_BLOCK_INTERVAL_MS} ms blocks): {:.1} blocks/min over {:.1} min; \
+         interval p50 {} ms, max {} ms ({} intervals, {} blocks above rank 0)",
+        rate.blocks_per_minute,
+        rate.elapsed.as_secs_f64() / 60.0,
+        rate.interval_p50_ms,
+        rate.interval_max_ms,
+        rate.interval_count,
+        rate.blocks_above_rank_zero
+    );
+    println!(
+        "chain generation ({} nodes, {FAST_BLOCK_INTERVAL_MS} ms blocks): height {} in {:.1} s ({:.1} blocks/s)",
+        NODES - 1,
+        chain.height,
+        chain.generation.as_secs_f64(),
+        chain.height as f64 / chain.generation.as_secs_f64()
+    );
+    for (name, memory) in &chain.memory {
+        println!(
+            "memory: {name} RSS {:.1} MiB (peak {:.1} MiB) at height {}",
+            mebibytes(memory.rss_kib),
+            mebibytes(memory.peak_kib),
+            chain.height
+        );
+    }
+    println!(
+        "sync: a fresh node fetched {} blocks in {:.1} s ({:.0} blocks/s); RSS afterwards {:.1} MiB (peak {:.1} MiB)",
+        chain.sync_target,
+        chain.sync.as_secs_f64(),
+        chain.sync_target as f64 / chain.sync.as_secs_f64(),
+        mebibytes(chain.synced_memory.rss_kib),
+        mebibytes(chain.synced_memory.peak_kib)
+    );
+    println!(
+        "sync: the others' tip moved from {} to {} meanwhile; the fresh node was at {} when it passed {}",
+        chain.sync_target, chain.tip_after_sync, chain.synced_height, chain.sync_target
+    );
+}
+
+/// Figure 1.
+struct BlockRate {
+    blocks_per_minute: f64,
+    elapsed: Duration,
+    interval_p50_ms: u64,
+    interval_max_ms: u64,
+    interval_count: usize,
+    blocks_above_rank_zero: usize,
+}
+
+fn block_rate(minutes: f64) -> BlockRate {
+    println!();
+    println!(
+        "== block rate: {NODES} nodes, {DEFAULT_BLOCK_INTERVAL_MS} ms blocks, \
+         {DEFAULT_PRODUCER_TIMEOUT_MS} ms timeout, {minutes} min"
+    );
+    let mut net = Testnet::init(NODES, DEFAULT_BLOCK_INTERVAL_MS, DEFAULT_PRODUCER_TIMEOUT_MS);
+    net.start_all();
+    // Measure from the first commit seen after every node is up and linked, so start-up and the
+    // first handshakes are not counted.
+    let first = net.wait_for(Duration::from_secs(120), "every node answering with a block", |net| {
+        let tips: Vec<u64> = (0..NODES).map(|index| net.tip(index).map(|(height, _)| height)).collect::<Option<_>>()?;
+        let peers_linked = (0..NODES).all(|index| net.status(index).is_some_and(|status| status["peers"] == NODES - 1));
+        (peers_linked && tips.iter().all(|height| *height >= 1)).then(|| tips[0])
+    });
+    let (start_height, start) = net.wait_for(Duration::from_secs(60), "the next block after start-up", |net| {
+        net.tip(0).filter(|(height, _)| *height > first).map(|(height, _)| (height, Instant::now()))
+    });
+    let duration = Duration::from_secs_f64(minutes * 60.0);
+    println!("measuring from height {start_height} for {:.0} s", duration.as_secs_f64());
+    std::thread::sleep(duration);
+    let end_height = net.tip(0).expect("node-1 answers status at the end").0;
+    let elapsed = start.elapsed();
+    let headers: Vec<Value> =
+        (start_height..=end_height).map(|height| net.header(0, height).expect("a committed header")).collect();
+    let mut intervals_ms: Vec<u64> = headers
+        .windows(2)
+        .map(|pair| pair[1]["timestamp_ms"].as_u64().unwrap() - pair[0]["timestamp_ms"].as_u64().unwrap())
+        .collect();
+    let blocks_above_rank_zero = headers.iter().filter(|header| header["rank"].as_u64() != Some(0)).count();
+    intervals_ms.sort_unstable();
+    let rate = BlockRate {
+        blocks_per_minute: (end_height - start_height) as f64 / (elapsed.as_secs_f64() / 60.0),
+        elapsed,
+        interval_p50_ms: intervals_ms.get(intervals_ms.len() / 2).copied().unwrap_or(0),
+        interval_max_ms: intervals_ms.last().copied().unwrap_or(0),
+        interval_count: intervals_ms.len(),
+        blocks_above_rank_zero,
+    };
+    println!(
+        "heights {start_height}..{end_height} in {:.1} s: {:.1} blocks/min; interval p50 {} ms, max {} ms",
+        elapsed.as_secs_f64(),
+        rate.blocks_per_minute,
+        rate.interval_p50_ms,
+        rate.interval_max_ms
+    );
+    let hashes: Vec<Option<Value>> =
+        (0..NODES).map(|index| net.header(index, end_height.saturating_sub(1)).map(|h| h["hash"].clone())).collect();
+    if hashes.windows(2).any(|pair| pair[0] != pair[1]) {
+        println!("note: the nodes disagree at height {}: {hashes:?}", end_height.saturating_sub(1));
+    }
+    net.stop_all();
+    net.print_log_findings();
+    net.keep_if_asked();
+    rate
+}
+
+/// Figures 2 and 3.
+struct ChainFigures {
+    height: u64,
+    generation: Duration,
+    memory: Vec<(String, Memory)>,
+    sync_target: u64,
+    sync: Duration,
+    synced_height: u64,
+    tip_after_sync: u64,
+    synced_memory: Memory,
+}
+
+fn memory_and_sync(blocks: u64) -> ChainFigures {
+    println!();
+    println!(
+        "== memory and sync: {NODES} validators, {FAST_BLOCK_INTERVAL_MS} ms blocks, \
+         {FAST_PRODUCER_TIMEOUT_MS} ms timeout; {} of them grow the chain to height {blocks}",
+        NODES - 1
+    );
+    let mut net = Testnet::init(NODES, FAST_BLOCK_INTERVAL_MS, FAST_PRODUCER_TIMEOUT_MS);
+    let fresh = NODES - 1;
+    let producers: Vec<usize> = (0..fresh).collect();
+    let started = Instant::now();
+    for &index in &producers {
+        net.start(index);
+    }
+    let mut last_report = Instant::now();
+    let height = net.wait_for(Duration::from_secs(3_600), &format!("height {blocks} on every producer"), |net| {
+        let tips: Vec<u64> = producers.iter().map(|&index| net.tip(index).map_or(0, |(height, _)| height)).collect();
+        if last_report.elapsed() > Duration::from_secs(30) {
+            println!("  {:>4.0} s: tips {tips:?}", started.elapsed().as_secs_f64());
+            last_report = Instant::now();
+        }
+        tips.iter().all(|height| *height >= blocks).then(|| tips.iter().copied().min().unwrap())
+    });
+    let generation = started.elapsed();
+    println!(
+        "height {height} on {} nodes after {:.1} s ({:.1} blocks/s)",
+        producers.len(),
+        generation.as_secs_f64(),
+        height as f64 / generation.as_secs_f64()
+    );
+    let memory: Vec<(String, Memory)> =
+        producers.iter().map(|&index| (net.nodes[index].name.clone(), net.memory(index))).collect();
+    for (name, memory) in &memory {
+        println!("{name}: VmRSS {} KiB, VmHWM {} KiB", memory.rss_kib, memory.peak_kib);
+    }
+
+    // The fresh node: nothing in its data directory, not even the genesis database.
+    let data = net.nodes[fresh].home.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).unwrap();
+    }
+    let sync_target =
+        producers.iter().map(|&index| net.tip(index).map_or(0, |(height, _)| height)).max().unwrap_or(height);
+    let sync_start = Instant::now();
+    net.start(fresh);
+    let mut last_report = Instant::now();
+    let synced_height =
+        net.wait_for(Duration::from_secs(1_800), &format!("the fresh node at height {sync_target}"), |net| {
+            let height = net.tip(fresh).map_or(0, |(height, _)| height);
+            if last_report.elapsed() > Duration::from_secs(10) {
+                println!("  {:>4.0} s: fresh node at height {height}", sync_start.elapsed().as_secs_f64());
+                last_report = Instant::now();
+            }
+            (height >= sync_target).then_some(height)
+        });
+    let sync = sync_start.elapsed();
+    let tip_after_sync = net.tip(0).map_or(0, |(height, _)| height);
+    let synced_memory = net.memory(fresh);
+    println!(
+        "the fresh node reached height {synced_height} (target {sync_target}) in {:.1} s ({:.0} blocks/s)",
+        sync.as_secs_f64(),
+        sync_target as f64 / sync.as_secs_f64()
+    );
+    // Does it keep up afterwards? A short look, not part of the figure.
+    std::thread::sleep(Duration::from_secs(5));
+    let (fresh_tip, others_tip) = (net.tip(fresh).map_or(0, |tip| tip.0), net.tip(0).map_or(0, |tip| tip.0));
+    println!("5 s later: fresh node at {fresh_tip}, node-1 at {others_tip}");
+    net.stop_all();
+    net.print_log_findings();
+    net.keep_if_asked();
+    ChainFigures { height, generation, memory, sync_target, sync, synced_height, tip_after_sync, synced_memory }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a valid number")),
+        Err(_) => default,
+    }
+}
+
+fn mebibytes(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Resident memory of a process, from `/proc/PID/status`.
+struct Memory {
+    rss_kib: u64,
+    peak_kib: u64,
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).unwrap_or_else(|| panic!("bad line {line:?}"))
+}
+
+/// A base port with `count` consecutive free ports on 127.0.0.1 (checked by binding them).
+fn free_ports(count: u16) -> u16 {
+    for attempt in 0..200u32 {
+        let base = 20_000 + (pseudo_random(attempt) % 30_000) as u16;
+        let listeners: Vec<_> =
+            (0..count).map_while(|offset| TcpListener::bind(("127.0.0.1", base + offset)).ok()).collect();
+        if listeners.len() == count as usize {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
+}
+
+fn pseudo_random(attempt: u32) -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    nanos ^ (std::process::id() << 7) ^ attempt.wrapping_mul(2_654_435_761)
+}
+
+/// Runs `tinychain ARGS`, returning stdout; panics with stderr if it fails.
+fn tinychain(args: &[&str]) -> String {
+    let output = Command::new(EXE).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "tinychain {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+struct NodeInfo {
+    name: String,
+    rpc: String,
+    home: PathBuf,
+}
+
+/// A testnet's files and its running node processes; `Drop` kills every process it started.
+struct Testnet {
+    dir: Option<tempfile::TempDir>,
+    nodes: Vec<NodeInfo>,
+    children: Vec<Option<Child>>,
+    agent: ureq::Agent,
+}
+
+impl Testnet {
+    /// `tinychain testnet init` with the given timing into a fresh temporary directory.
+    fn init(nodes: usize, block_interval_ms: u64, producer_timeout_ms: u64) -> Testnet {
+        let dir = tempfile::tempdir().unwrap();
+        let base = free_ports(2 * nodes as u16);
+        let path = dir.path().join("net");
+        tinychain(&[
+            "testnet",
+            "init",
+            "--nodes",
+            &nodes.to_string(),
+            "--dir",
+            path.to_str().unwrap(),
+            "--base-port",
+            &base.to_string(),
+            "--block-interval-ms",
+            &block_interval_ms.to_string(),
+            "--producer-timeout-ms",
+            &producer_timeout_ms.to_string(),
+        ]);
+        let layout: Value = serde_json::from_str(&std::fs::read_to_string(path.join("testnet.json")).unwrap()).unwrap();
+        let nodes: Vec<NodeInfo> = layout["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|node| NodeInfo {
+                name: node["name"].as_str().unwrap().to_string(),
+                rpc: format!("http://{}", node["rpc"].as_str().unwrap()),
+                home: PathBuf::from(node["home"].as_str().unwrap()),
+            })
+            .collect();
+        let children = nodes.iter().map(|_| None).collect();
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(3)))
+                .http_status_as_error(false)
+                .build(),
+        );
+        Testnet { dir: Some(dir), nodes, children, agent }
+    }
+
+    fn start(&mut self, index: usize) {
+        assert!(self.children[index].is_none(), "node {index} is already running");
+        let home = &self.nodes[index].home;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("node.log")).unwrap();
+        let child = Command::new(EXE)
+            .args(["node", "--home", home.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[index] = Some(child);
+    }
+
+    fn start_all(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.start(index);
+        }
+    }
+
+    /// SIGTERM to every running node, then waits for each (SIGKILL after 20 s); reports unclean exits.
+    fn stop_all(&mut self) {
+        for child in self.children.iter().flatten() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (index, slot) in self.children.iter_mut().enumerate() {
+            let Some(mut child) = slot.take() else { continue };
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            match status {
+                Some(status) if status.success() => {}
+                Some(status) => println!("note: {} exited with {status} after SIGTERM", self.nodes[index].name),
+                None => println!("note: {} did not stop within 20 s of SIGTERM and was killed", self.nodes[index].name),
+            }
+        }
+    }
+
+    fn memory(&self, index: usize) -> Memory {
+        let pid = self.children[index].as_ref().expect("the node is running").id();
+        Memory { rss_kib: proc_status_kib(pid, "VmRSS:"), peak_kib: proc_status_kib(pid, "VmHWM:") }
+    }
+
+    /// A JSON-RPC call to node `index`: `Ok(result)` or `Err(error object)`; `None` if unreachable.
+    fn rpc(&self, index: usize, method: &str, params: Value) -> Option<Result<Value, Value>> {
+        let request = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let mut response = self.agent.post(&self.nodes[index].rpc).send_json(&request).ok()?;
+        let body: Value = response.body_mut().read_json().ok()?;
+        match body.get("error") {
+            Some(error) => Some(Err(error.clone())),
+            None => Some(Ok(body.get("result").cloned().unwrap_or(Value::Null))),
+        }
+    }
+
+    fn status(&self, index: usize) -> Option<Value> {
+        self.rpc(index, "status", json!({}))?.ok()
+    }
+
+    fn tip(&self, index: usize) -> Option<(u64, String)> {
+        let status = self.status(index)?;
+        Some((status["tip"]["height"].as_u64()?, status["tip"]["hash"].as_str()?.to_string()))
+    }
+
+    fn header(&self, index: usize, height: u64) -> Option<Value> {
+        self.rpc(index, "get_header", json!({ "height": height }))?.ok()
+    }
+
+    /// Waits until `condition` holds, polling every 100 ms; panics with `what` and the logs' tails.
+    fn wait_for<T>(&self, timeout: Duration, what: &str, mut condition: impl FnMut(&Testnet) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = condition(self) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = (0..self.nodes.len()).map(|index| self.log_tail(index, 30)).collect();
+                panic!("timed out after {timeout:?} waiting for {what}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// A node's log with the ANSI colour codes removed.
+    fn log(&self, index: usize) -> String {
+        strip_ansi(&std::fs::read_to_string(self.nodes[index].home.join("node.log")).unwrap_or_default())
+    }
+
+    fn log_tail(&self, index: usize, lines: usize) -> String {
+        let log = self.log(index);
+        let all: Vec<&str> = log.lines().collect();
+        format!(
+            "--- {} (last {lines} lines)\n{}",
+            self.nodes[index].name,
+            all[all.len().saturating_sub(lines)..].join("\n")
+        )
+    }
+
+    /// Every distinct WARN/ERROR message per node (timestamp dropped, counted), and the count of
+    /// log lines that mention a reorganisation.
+    fn print_log_findings(&self) {
+        for index in 0..self.nodes.len() {
+            let log = self.log(index);
+            let mut findings: BTreeMap<String, (usize, String)> = BTreeMap::new();
+            for line in log.lines().filter(|line| line.contains(" WARN ") || line.contains(" ERROR ")) {
+                let message = line.split_once(' ').map_or(line, |(_, rest)| rest).trim().to_string();
+                // Group by level, target and message text, ignoring the structured fields.
+                let key = message.split(" peer=").next().unwrap_or(&message).chars().take(120).collect::<String>();
+                let entry = findings.entry(key).or_insert((0, line.to_string()));
+                entry.0 += 1;
+            }
+            let reorgs = log.lines().filter(|line| line.to_lowercase().contains("reorg")).count();
+            let committed = log.lines().filter(|line| line.contains("block committed")).count();
+            println!(
+                "log {}: {committed} 'block committed' lines, {reorgs} mentioning a reorg, {} distinct WARN/ERROR",
+                self.nodes[index].name,
+                findings.len()
+            );
+            for (count, first) in findings.values() {
+                println!("  {count:>6} x {first}");
+            }
+        }
+    }
+
+    /// With `TINYCHAIN_BENCH_KEEP=1`, leaves the testnet directory behind and says where.
+    fn keep_if_asked(&mut self) {
+        if std::env::var("TINYCHAIN_BENCH_KEEP").is_ok_and(|value| value == "1") {
+            if let Some(dir) = self.dir.take() {
+                println!("kept {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Removes `ESC [ ... m` colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(character) = chars.next() {
+        if character == '\u{1b}' {
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(character);
+        }
+    }
+    out
+}
