@@ -338,20 +338,12 @@ impl<'a> Failure<'a> {
     }
 }
 
-/// What redb's read-only open says of a file that needs the repair only a read-write open
-/// does (it was not closed cleanly: a crash, or a kill).
-const REPAIR_NEEDED: &str = "repair";
-
-/// Runs a redb open. redb documents that opening a file altered behind its back may panic:
-/// that is a damaged database, reported as one rather than taking the process down.
-fn catch_open_panic<T>(path: &Path, open: impl FnOnce() -> Result<T, redb::DatabaseError>) -> Result<T, StorageError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
-        Ok(Ok(database)) => Ok(database),
-        Ok(Err(redb::DatabaseError::RepairAborted)) => Err(StorageError::Io {
-            path: path.to_path_buf(),
-            detail: format!("it was not closed cleanly and needs a {REPAIR_NEEDED}"),
-        }),
-        Ok(Err(error)) => Err(redb_error(path, "cannot open the database", error)),
+/// The outcome of a redb open run under `catch_unwind`. redb documents that opening a file
+/// altered behind its back may panic: that is a damaged database, reported as one rather than
+/// taking the process down.
+fn opened<T>(path: &Path, caught: std::thread::Result<Result<T, redb::DatabaseError>>) -> Result<T, StorageError> {
+    match caught {
+        Ok(result) => result.map_err(|error| redb_error(path, "cannot open the database", error)),
         Err(panic) => {
             let reason = panic
                 .downcast_ref::<String>()
@@ -470,15 +462,16 @@ impl Storage {
         // read-write open rewrites redb's header even when nothing is committed.) A database
         // that was not closed cleanly cannot be read this way; redb repairs it in the
         // read-write open below, and it is checked there.
-        match catch_open_panic(&id.path, || redb::Builder::new().open_read_only(path)) {
-            Ok(database) => {
+        let read_only = std::panic::catch_unwind(|| redb::Builder::new().open_read_only(path));
+        match read_only {
+            Ok(Err(redb::DatabaseError::RepairAborted)) => {}
+            caught => {
+                let database = opened(&id.path, caught)?;
                 let txn = database.begin_read().map_err(|error| redb_error(&id.path, "cannot read it", error))?;
                 id.check(&txn)?;
             }
-            Err(StorageError::Io { detail, .. }) if detail.contains(REPAIR_NEEDED) => {}
-            Err(error) => return Err(error),
         }
-        let database = catch_open_panic(&id.path, || redb::Builder::new().open(path))?;
+        let database = opened(&id.path, std::panic::catch_unwind(|| redb::Builder::new().open(path)))?;
         let storage = Storage { id, database };
         let txn = storage.begin_read()?;
         storage.id.check(&txn)?;

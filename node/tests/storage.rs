@@ -425,13 +425,12 @@ fn the_database_answers_like_the_model_through_reorganisations_and_restarts() {
         net.run_until(net.now_ms + 100);
     }
     net.run_until(net.now_ms + 1_000);
-    for index in 0..4 {
-        let disk = &net.disks[index];
+    for (index, (disk, tip_before)) in net.disks.iter().zip(&tips_before).enumerate() {
         assert!(
-            disk.model.state.tip.height > tips_before[index] + 10,
+            disk.model.state.tip.height > tip_before + 10,
             "node {index} restored from its database and went on producing"
         );
-        assert!(disk.model.finalized.height > tips_before[index], "node {index} finalizes after its restart");
+        assert!(disk.model.finalized.height > *tip_before, "node {index} finalizes after its restart");
         check_disk(&genesis, disk, &format!("node {index} after restarting from disk"));
     }
     let rollbacks: u64 = net.disks.iter().map(|disk| disk.rollbacks).sum();
@@ -628,10 +627,11 @@ fn a_commit_that_does_not_extend_the_tip_writes_nothing() {
         finalized: tip,
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| disk.storage().commit(&commit)));
+    let debug_build = cfg!(debug_assertions);
     match outcome {
-        Err(_) => assert!(cfg!(debug_assertions), "only debug builds panic"),
+        Err(_) => assert!(debug_build, "only debug builds panic"),
         Ok(result) => {
-            assert!(!cfg!(debug_assertions), "debug builds panic");
+            assert!(!debug_build, "debug builds panic");
             assert!(matches!(result, Err(StorageError::CommitMismatch { .. })), "{result:?}");
         }
     }
