@@ -1,7 +1,7 @@
 //! Figures of real `tinychain node` processes on loopback, printed rather than asserted:
 //!
 //! 1. **Block rate**: a 4-node testnet on the chain's default timing (2 s blocks, 10 s producer
-//!    timeout) runs for `TINYCHAIN_BENCH_MINUTES` (default 2) minutes; it prints blocks committed
+//!    timeout) runs for `TINYCHAIN_BENCH_MINUTES` (default 2; 0 skips it) minutes; it prints blocks committed
 //!    per minute of wall-clock time and the block interval p50/max from the committed headers'
 //!    `timestamp_ms` (read over RPC `get_header`).
 //! 2. **Memory**: a benchmark genesis with 20 ms blocks and a 200 ms producer timeout is run by
@@ -48,26 +48,29 @@ fn main() {
     }
     let minutes: f64 = env_or("TINYCHAIN_BENCH_MINUTES", 2.0);
     let blocks: u64 = env_or("TINYCHAIN_BENCH_BLOCKS", 10_000);
-    assert!(minutes > 0.0, "TINYCHAIN_BENCH_MINUTES must be above zero, got {minutes}");
+    assert!(minutes >= 0.0, "TINYCHAIN_BENCH_MINUTES must not be negative, got {minutes}");
     assert!(blocks > 0, "TINYCHAIN_BENCH_BLOCKS must be at least 1");
     println!("binary: {EXE}");
     println!("machine: {} cores available", std::thread::available_parallelism().map_or(0, |cores| cores.get()));
 
-    let rate = block_rate(minutes);
+    // Zero minutes skips figure 1 (to look at figures 2 and 3 alone).
+    let rate = (minutes > 0.0).then(|| block_rate(minutes));
     let chain = memory_and_sync(blocks);
 
     println!();
     println!("summary (cargo bench --bench node; TINYCHAIN_BENCH_MINUTES={minutes}, TINYCHAIN_BENCH_BLOCKS={blocks}):");
-    println!(
-        "testnet ({NODES} nodes, {DEFAULT_BLOCK_INTERVAL_MS} ms blocks): {:.1} blocks/min over {:.1} min; \
-         interval p50 {} ms, max {} ms ({} intervals, {} blocks above rank 0)",
-        rate.blocks_per_minute,
-        rate.elapsed.as_secs_f64() / 60.0,
-        rate.interval_p50_ms,
-        rate.interval_max_ms,
-        rate.interval_count,
-        rate.blocks_above_rank_zero
-    );
+    if let Some(rate) = rate {
+        println!(
+            "testnet ({NODES} nodes, {DEFAULT_BLOCK_INTERVAL_MS} ms blocks): {:.1} blocks/min over {:.1} min; \
+             interval p50 {} ms, max {} ms ({} intervals, {} blocks above rank 0)",
+            rate.blocks_per_minute,
+            rate.elapsed.as_secs_f64() / 60.0,
+            rate.interval_p50_ms,
+            rate.interval_max_ms,
+            rate.interval_count,
+            rate.blocks_above_rank_zero
+        );
+    }
     println!(
         "chain generation ({} nodes, {FAST_BLOCK_INTERVAL_MS} ms blocks): height {} in {:.1} s ({:.1} blocks/s)",
         NODES - 1,
