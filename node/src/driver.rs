@@ -456,3 +456,48 @@ fn verdict_for(verdicts: &[Action], id: &Hash) -> Result<serde_json::Value, Quer
     }
     Err(QueryError::Internal("the node gave no verdict on the transfer".to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tinychain_core::testkit::fast_genesis;
+
+    #[test]
+    fn the_database_is_created_on_the_first_start_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("chain.redb");
+        let genesis = fast_genesis(2, 1);
+        let (storage, created) = open_database(&path, &genesis).unwrap();
+        assert!(created, "no data directory yet: a new database");
+        drop(storage);
+        let (_storage, created) = open_database(&path, &genesis).unwrap();
+        assert!(!created, "the second start opens it");
+    }
+
+    #[test]
+    fn a_data_directory_without_its_database_is_an_error_not_a_fresh_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("something-else"), b"kept").unwrap();
+        let path = data.join("chain.redb");
+        let error = open_database(&path, &fast_genesis(2, 1)).err().expect("refused");
+        let message = error.to_string();
+        assert!(matches!(error, DriverError::DatabaseMissing { .. }), "{message}");
+        assert!(message.contains("chain.redb"), "{message}");
+        assert!(!path.exists(), "nothing was created");
+    }
+
+    #[test]
+    fn a_database_of_another_chain_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("chain.redb");
+        drop(open_database(&path, &fast_genesis(2, 1)).unwrap());
+        let before = std::fs::read(&path).unwrap();
+        let mut other = fast_genesis(2, 1);
+        other.chain_id = "another-chain".to_string();
+        let error = open_database(&path, &other).err().expect("refused");
+        assert!(matches!(error, DriverError::Storage(StorageError::ForeignChain { .. })), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the file is untouched");
+    }
+}
