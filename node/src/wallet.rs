@@ -72,14 +72,14 @@ pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 pub enum WalletError {
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
-    #[error("{argument}: {source}; nothing was sent")]
-    BadAddress { argument: String, source: AddressError },
-    #[error("{argument}: {source}")]
-    BadAmount { argument: String, source: AmountError },
+    #[error("{argument}: {reason}; nothing was sent")]
+    BadAddress { argument: String, reason: AddressError },
+    #[error("{argument}: {reason}")]
+    BadAmount { argument: String, reason: AmountError },
     #[error("{argument}: the amount is 0; a transfer moves at least 0.00000001 TC")]
     ZeroAmount { argument: String },
-    #[error("{argument}: {text:?} is neither \"auto\" nor an amount in TC: {source}")]
-    BadFee { argument: String, text: String, source: AmountError },
+    #[error("{argument}: {text:?} is neither \"auto\" nor an amount in TC: {reason}")]
+    BadFee { argument: String, text: String, reason: AmountError },
     #[error("{argument}: {text:?} is not a transfer id: {detail}")]
     BadTxId { argument: String, text: String, detail: String },
     #[error("--limit: {limit} is out of range: give 1 to {HISTORY_LIMIT_MAX}")]
@@ -106,7 +106,7 @@ pub enum WalletError {
     NodeError { url: String, method: String, code: i64, message: String },
     #[error("the node at {url} gave an answer to {method} this wallet does not understand: {detail}")]
     BadAnswer { url: String, method: String, detail: String },
-    #[error("the node at {url} rejected transfer {id}: {reason}; nothing was sent")]
+    #[error("the node at {url} rejected transfer {id}: {reason}; this command added nothing to its mempool")]
     Rejected { url: String, id: Hash, reason: String },
     #[error(
         "submitting transfer {id} to {url} failed after the request may have reached the node ({detail}); \
@@ -149,7 +149,7 @@ pub fn format_tc(amount: Amount) -> String {
 /// Parses an amount to send: TC with up to 8 decimals, exactly, and more than 0.
 pub fn parse_send_amount(argument: &str, text: &str) -> Result<Amount, WalletError> {
     let amount = setup::parse_amount(text)
-        .map_err(|source| WalletError::BadAmount { argument: argument.to_string(), source })?;
+        .map_err(|reason| WalletError::BadAmount { argument: argument.to_string(), reason })?;
     if amount == 0 {
         return Err(WalletError::ZeroAmount { argument: argument.to_string() });
     }
@@ -170,16 +170,16 @@ pub fn parse_fee(argument: &str, text: &str) -> Result<FeeChoice, WalletError> {
     if text.eq_ignore_ascii_case("auto") {
         return Ok(FeeChoice::Auto);
     }
-    setup::parse_amount(text).map(FeeChoice::Fixed).map_err(|source| WalletError::BadFee {
+    setup::parse_amount(text).map(FeeChoice::Fixed).map_err(|reason| WalletError::BadFee {
         argument: argument.to_string(),
         text: text.to_string(),
-        source,
+        reason,
     })
 }
 
 /// Parses an address argument, checking its bech32m checksum; the error names `argument`.
 pub fn parse_address(argument: &str, text: &str) -> Result<Address, WalletError> {
-    text.trim().parse().map_err(|source| WalletError::BadAddress { argument: argument.to_string(), source })
+    text.trim().parse().map_err(|reason| WalletError::BadAddress { argument: argument.to_string(), reason })
 }
 
 /// Whether a command-line word is meant as an address rather than a key name. Key names cannot
@@ -975,18 +975,20 @@ pub struct History {
     pub address: Address,
     pub final_height: Height,
     pub tip_height: Height,
+    /// The pending transfers (newest first), then at most `limit` committed ones, newest first.
     pub entries: Vec<HistoryEntry>,
-    /// Set when older transfers exist beyond this page.
-    pub more_before_height: Option<Height>,
+    /// Whether older committed transfers exist beyond those listed.
+    pub has_more: bool,
 }
 
-/// `wallet history`: up to `limit` committed transfers, newest first, after the pending ones.
+/// `wallet history`: the pending transfers, then up to `limit` committed transfers, newest
+/// first. The node's pages never split a block, so this asks for further pages
+/// (`before_height`) until it has `limit` transfers or there are no more.
 pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<History, WalletError> {
     if !(1..=HISTORY_LIMIT_MAX).contains(&limit) {
         return Err(WalletError::BadLimit { limit });
     }
     let status: StatusAnswer = client.call_as("status", json!({}))?;
-    let answer = get_history(client, address, limit, None)?;
     let final_height = status.finalized.height;
     let entry_of = |item: &HistoryItem| HistoryEntry {
         id: item.id,
@@ -998,16 +1000,33 @@ pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<Hi
         height: item.height,
         is_final: item.height.is_some_and(|height| height <= final_height),
     };
+    let first = get_history(client, address, limit, None)?;
     // Pending ones come sorted by (sender, nonce): newest last; the wallet shows newest first.
-    let mut entries: Vec<HistoryEntry> = answer.pending.iter().rev().map(entry_of).collect();
-    entries.extend(answer.transfers.iter().map(entry_of));
-    Ok(History {
-        address: *address,
-        final_height,
-        tip_height: status.tip.height,
-        entries,
-        more_before_height: answer.next_before_height,
-    })
+    let mut entries: Vec<HistoryEntry> = first.pending.iter().rev().map(entry_of).collect();
+    let mut committed: Vec<HistoryEntry> = first.transfers.iter().map(entry_of).collect();
+    let mut next_before_height = first.next_before_height;
+    // Every full page holds at least one transfer, so `limit` pages always suffice.
+    let mut pages_left = limit;
+    while committed.len() < limit && pages_left > 0 {
+        let Some(before_height) = next_before_height else { break };
+        let page = get_history(client, address, limit, Some(before_height))?;
+        if page.transfers.is_empty() {
+            next_before_height = None;
+            break;
+        }
+        committed.extend(page.transfers.iter().map(entry_of));
+        next_before_height = page.next_before_height;
+        pages_left -= 1;
+    }
+    let has_more = match next_before_height {
+        _ if committed.len() > limit => true,
+        // A full page says where the next would start, not whether it holds anything.
+        Some(before_height) => !get_history(client, address, 1, Some(before_height))?.transfers.is_empty(),
+        None => false,
+    };
+    committed.truncate(limit);
+    entries.extend(committed);
+    Ok(History { address: *address, final_height, tip_height: status.tip.height, entries, has_more })
 }
 
 #[cfg(test)]
@@ -1205,5 +1224,162 @@ mod tests {
         assert!(new_key(dir.path(), "no spaces", never).unwrap_err().to_string().contains("not allowed"));
         assert!(import_key(dir.path(), "alice", &"11".repeat(32), never).is_err());
         assert_eq!(std::fs::read(keystore.path()).unwrap(), before);
+    }
+
+    /// A fake node on loopback: answers each JSON-RPC call with `answer(method, params)`
+    /// (`Some(Ok(result))`, `Some(Err((code, message)))`, or `None` to close the connection
+    /// without answering), and records the methods called.
+    struct FakeNode {
+        url: String,
+        calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    type FakeAnswer = Option<Result<Value, (i64, String)>>;
+
+    fn fake_node(answer: impl Fn(&str, &Value) -> FakeAnswer + Send + 'static) -> FakeNode {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = calls.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut content_length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        content_length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0u8; content_length];
+                reader.read_exact(&mut body).unwrap();
+                let request: Value = serde_json::from_slice(&body).unwrap();
+                let method = request["method"].as_str().unwrap().to_string();
+                recorded.lock().unwrap().push(method.clone());
+                let reply = match answer(&method, &request["params"]) {
+                    None => continue,
+                    Some(Ok(result)) => json!({ "jsonrpc": "2.0", "id": request["id"], "result": result }),
+                    Some(Err((code, message))) => {
+                        json!({ "jsonrpc": "2.0", "id": request["id"], "error": { "code": code, "message": message } })
+                    }
+                };
+                let text = reply.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        FakeNode { url, calls }
+    }
+
+    /// A node whose chain holds `balance` for everyone, nothing pending, and whose `submit_tx`
+    /// answers with `submit`.
+    fn node_with(balance: Amount, submit: impl Fn() -> FakeAnswer + Send + 'static) -> FakeNode {
+        fake_node(move |method, _params| match method {
+            "status" => Some(Ok(json!({ "chain_id": "fake", "tip": { "height": 9 }, "finalized": { "height": 7 } }))),
+            "get_history" => Some(Ok(json!({ "transfers": [], "pending": [], "next_before_height": null }))),
+            "get_account" => {
+                Some(Ok(json!({ "height": 9, "balance": balance.to_string(), "nonce": 3, "pending_nonce": 3 })))
+            }
+            "estimate_fee" => Some(Ok(json!({ "fee": "25", "min_fee": "0" }))),
+            "submit_tx" => submit(),
+            _ => Some(Err((-32601, "method not found".into()))),
+        })
+    }
+
+    fn wallet_with_one_key(dir: &Path) -> Keypair {
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let mut keystore = Keystore::create(dir).unwrap();
+        keystore.add_with_params("main", &key, "pw", crate::keystore::KdfParams::INSECURE_FAST).unwrap();
+        key
+    }
+
+    fn send_request(amount: Amount, fee: FeeChoice) -> SendRequest {
+        SendRequest { from: None, to: Address([9; 32]), amount, fee }
+    }
+
+    #[test]
+    fn a_send_the_node_accepts_carries_the_pending_nonce_and_the_estimated_fee() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = wallet_with_one_key(dir.path());
+        let expected = build_transfer(&key, "fake", Address([9; 32]), 1_000, 25, 3);
+        let expected_id = transfer_id(&expected);
+        // Amount plus the estimated fee is the whole balance, to the base unit: allowed.
+        let node = node_with(1_025, move || Some(Ok(json!({ "id": expected_id }))));
+        let client = RpcClient::new(&node.url).unwrap();
+        let sent = send(&client, dir.path(), &send_request(1_000, FeeChoice::Auto), || Ok(Zeroizing::new("pw".into())))
+            .unwrap();
+        assert_eq!(sent.transfer, expected);
+        assert_eq!((sent.id, sent.pending_balance_before, sent.pending_balance_after), (expected_id, 1_025, 0));
+        let calls = node.calls.lock().unwrap().clone();
+        assert_eq!(calls, ["status", "get_history", "get_account", "estimate_fee", "submit_tx"]);
+    }
+
+    #[test]
+    fn insufficient_funds_asks_no_passphrase_and_submits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        wallet_with_one_key(dir.path());
+        let node = node_with(1_000, || panic!("nothing may be submitted"));
+        let client = RpcClient::new(&node.url).unwrap();
+        let never = || -> Result<Zeroizing<String>, KeystoreError> { panic!("the passphrase must not be asked") };
+        let error = send(&client, dir.path(), &send_request(990, FeeChoice::Fixed(11)), never).unwrap_err();
+        assert!(
+            matches!(error, WalletError::InsufficientFunds { balance: 1_000, amount: 990, fee: 11, .. }),
+            "{error:?}"
+        );
+        // amount + fee beyond 64 bits is refused, never wrapped.
+        let error = send(&client, dir.path(), &send_request(u64::MAX, FeeChoice::Fixed(1)), never).unwrap_err();
+        assert!(matches!(error, WalletError::AmountOverflow { .. }), "{error:?}");
+        assert!(!node.calls.lock().unwrap().iter().any(|method| method == "submit_tx"));
+    }
+
+    #[test]
+    fn the_nodes_rejection_is_shown_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        wallet_with_one_key(dir.path());
+        let node = node_with(10_000, || Some(Err((-32002, "transfer rejected: nonce 3 is already used".into()))));
+        let client = RpcClient::new(&node.url).unwrap();
+        let error =
+            send(&client, dir.path(), &send_request(1_000, FeeChoice::Fixed(0)), || Ok(Zeroizing::new("pw".into())))
+                .unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, WalletError::Rejected { .. }), "{error:?}");
+        assert!(text.contains(&node.url) && text.contains(": nonce 3 is already used;"), "{text}");
+    }
+
+    #[test]
+    fn a_submit_without_an_answer_names_the_transfer_to_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = wallet_with_one_key(dir.path());
+        let node = node_with(10_000, || None);
+        let client = RpcClient::new(&node.url).unwrap();
+        let error =
+            send(&client, dir.path(), &send_request(1_000, FeeChoice::Fixed(0)), || Ok(Zeroizing::new("pw".into())))
+                .unwrap_err();
+        let id = transfer_id(&build_transfer(&key, "fake", Address([9; 32]), 1_000, 0, 3));
+        assert!(matches!(error, WalletError::SubmitUncertain { id: reported, .. } if reported == id), "{error:?}");
+        assert!(error.to_string().contains(&format!("tinychain wallet status {id}")), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_passphrase_is_found_before_anything_is_submitted() {
+        let dir = tempfile::tempdir().unwrap();
+        wallet_with_one_key(dir.path());
+        let file = dir.path().join(crate::keystore::WALLET_FILE_NAME);
+        let before = std::fs::read(&file).unwrap();
+        let node = node_with(10_000, || panic!("nothing may be submitted"));
+        let client = RpcClient::new(&node.url).unwrap();
+        let error =
+            send(&client, dir.path(), &send_request(1, FeeChoice::Fixed(0)), || Ok(Zeroizing::new("nope".into())))
+                .unwrap_err();
+        assert!(matches!(error, WalletError::Keystore(KeystoreError::WrongPassphrase { .. })), "{error:?}");
+        assert_eq!(std::fs::read(&file).unwrap(), before);
     }
 }

@@ -526,8 +526,8 @@ fn history_output(history: &History, name: Option<&str>) -> Output {
             &[("amount", entry.amount), ("fee", entry.fee)],
         ));
     }
-    if let Some(before) = history.more_before_height {
-        text.push_str(&format!("(older transfers exist below height {before}; raise --limit to see more)\n"));
+    if history.has_more {
+        text.push_str("(older transfers exist; raise --limit to see more)\n");
     }
     let json = json!({
         "address": history.address,
@@ -535,7 +535,7 @@ fn history_output(history: &History, name: Option<&str>) -> Output {
         "tip_height": history.tip_height,
         "final_height": history.final_height,
         "transfers": entries_json,
-        "more_before_height": history.more_before_height,
+        "has_more": history.has_more,
     });
     Output { text, json }
 }
