@@ -11,14 +11,27 @@
 //!   justified and final checkpoints. Killed at any instant, the database holds the state after
 //!   the last transaction that returned `Ok`, never a part of one. Durability is redb's
 //!   `Immediate` (fsync at commit): a commit that returned is on disk.
+//! - A commit must continue the stored chain: rollbacks start at the tip, applies extend it, and
+//!   the tip after its operations is the one it names (the invariants `ModelStorage` asserts).
+//!   One that does not is a bug in the core or the driver: debug builds panic, release builds
+//!   return `CommitMismatch` and write nothing of it.
 //! - `open` refuses a missing file, a file that is not a tinychain database, a database of another
 //!   chain (chain id or genesis hash differ) or of an unknown schema version, with a message naming
-//!   the path. Nothing is ever overwritten or recreated silently; `create` refuses an existing
-//!   file.
+//!   the path; it checks through a read-only open first, so a refused file is left byte for byte
+//!   as it was. (A database that was not closed cleanly must be repaired by redb before it can
+//!   be read at all; that happens in the read-write open, and the same checks follow.) A
+//!   database another process has open is `InUse`. Nothing is ever overwritten or recreated
+//!   silently; `create` refuses an existing file (it creates the file exclusively).
 //! - Readers (`block_at`, `account`, ...) see the last committed transaction; they may run on
 //!   other threads while the driver commits (`Storage` is `Send + Sync`).
+//! - Per block, a commit writes only what the block touches (its rows, the accounts in its
+//!   delta, the one `chain` row); `restored` reads the account table, the hash index and the
+//!   blocks above the final one, never replaying a block.
 //!
-//! Tables (keys big-endian so heights iterate in order; values bincode via `tinychain_core::codec`):
+//! Tables (heights are `u64` keys, which redb orders numerically; the `address_history` key is
+//! big-endian bytes so one address's entries are contiguous and in chain order; values are
+//! bincode via `tinychain_core::codec`, and a value that does not decode is `Corrupt` naming
+//! the table and key):
 //! - `meta`: schema version, chain id, genesis hash, tip, justified, finalized, last vote and
 //!   report sequence.
 //! - `headers`: height -> block header of the canonical block at that height (genesis included).

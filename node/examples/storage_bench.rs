@@ -1,0 +1,232 @@
+//! Figures for the StorageEngine: the time of one durable `commit` of a block of 1,000 and of
+//! 10,000 transfers into a database of 100,000 accounts, and the time to `open` and build
+//! `restored()` at 10,000 blocks. Next to them, the machine's floor: a durable redb commit of
+//! one small row (the cost of the fsyncs alone) on the same disk.
+//!
+//! Run: `cargo run --release -p tinychain-node --example storage_bench`
+//! (`-- --accounts N` to change the account table size, `-- --dir PATH` to measure another disk).
+//!
+//! Blocks are built here directly from a `ChainState` (the delta computed as `apply_block`
+//! would, with unsigned transfers): storage never verifies signatures, and signing 10,000
+//! transfers per block would only measure ed25519.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tinychain_core::genesis::{genesis_block, Genesis};
+use tinychain_core::node::{ChainOp, Commit};
+use tinychain_core::state::{ChainState, StateDelta};
+use tinychain_core::testkit::fast_genesis;
+use tinychain_core::types::{Account, Address, Block, BlockHeader, Checkpoint, Hash, Signature, Transfer};
+use tinychain_core::validate::block_hash;
+use tinychain_node::storage::Storage;
+
+/// A deterministic address for account `index`, without deriving keys (100,000 key
+/// derivations would dominate the set-up).
+fn address(index: u64) -> Address {
+    Address(*blake3::hash(&index.to_le_bytes()).as_bytes())
+}
+
+fn genesis_with_accounts(accounts: u64) -> Genesis {
+    let mut genesis = fast_genesis(4, 0);
+    genesis.allocations = (0..accounts)
+        .map(|index| tinychain_core::genesis::Allocation { address: address(index), amount: 1_000_000_000_000 })
+        .collect();
+    genesis
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    }
+}
+
+/// The next block on `state` with `transfers` transfers between random accounts (one in ten
+/// to a new address), its commit (final two blocks below it, as on a healthy chain), and
+/// `state` and `hashes` (canonical, genesis first) advanced past it.
+fn next_commit(
+    genesis: &Genesis,
+    state: &mut ChainState,
+    hashes: &mut Vec<Hash>,
+    random: &mut Random,
+    transfers: usize,
+) -> Commit {
+    let accounts = genesis.allocations.len() as u64;
+    let height = state.tip.height + 1;
+    let producer = genesis.validators[(height % genesis.validators.len() as u64) as usize].id;
+    let mut touched: BTreeMap<Address, Account> = BTreeMap::new();
+    let mut body = Vec::with_capacity(transfers);
+    let mut fees = 0;
+    for _ in 0..transfers {
+        let from = address(random.below(accounts));
+        let to = if random.below(10) == 0 {
+            address(1_000_000 + random.below(1 << 40))
+        } else {
+            address(random.below(accounts))
+        };
+        let mut sender = touched.get(&from).copied().unwrap_or_else(|| state.account(&from));
+        let transfer = Transfer {
+            chain_id: genesis.chain_id.clone(),
+            from,
+            to,
+            amount: 1_000,
+            fee: 10,
+            nonce: sender.nonce,
+            signature: Signature([7; 64]),
+        };
+        sender.balance -= 1_010;
+        sender.nonce += 1;
+        touched.insert(from, sender);
+        let mut recipient = touched.get(&to).copied().unwrap_or_else(|| state.account(&to));
+        recipient.balance += 1_000;
+        touched.insert(to, recipient);
+        fees += 10;
+        body.push(transfer);
+    }
+    let reward = genesis.parameters.block_reward;
+    let mut producer_account = touched.get(&producer).copied().unwrap_or_else(|| state.account(&producer));
+    producer_account.balance += reward + fees;
+    touched.insert(producer, producer_account);
+    let header = BlockHeader {
+        chain_id: genesis.chain_id.clone(),
+        height,
+        prev_hash: state.tip.hash,
+        timestamp_ms: state.tip_timestamp_ms + genesis.parameters.block_interval_ms,
+        producer,
+        rank: 0,
+        tx_root: Hash::default(),
+        report_root: Hash::default(),
+        state_root: Hash::default(),
+        signature: Signature::default(),
+    };
+    let hash = block_hash(&header);
+    let producer_index = genesis.validator_index(&producer).unwrap() as u32;
+    let mut producer_record = state.validators[producer_index as usize];
+    producer_record.blocks_produced += 1;
+    let delta = StateDelta {
+        tip: Checkpoint { height, hash },
+        tip_timestamp_ms: header.timestamp_ms,
+        accounts: touched.into_iter().map(|(address, account)| (address, Some(account))).collect(),
+        validators: vec![(producer_index, producer_record)],
+        finality: state.finality.clone(),
+        supply: state.supply + reward,
+    };
+    let undo = state.undo_for(&delta);
+    state.apply_delta(&delta);
+    let block = Arc::new(Block { header, transfers: body, reports: vec![] });
+    hashes.push(hash);
+    let checkpoint_below = |blocks: u64| {
+        let height = height.saturating_sub(blocks);
+        Checkpoint { height, hash: hashes[height as usize] }
+    };
+    Commit {
+        ops: vec![ChainOp::Apply { block, hash, delta, undo }],
+        tip: state.tip,
+        justified: checkpoint_below(1),
+        finalized: checkpoint_below(2),
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1_000.0)
+}
+
+fn argument(name: &str) -> Option<String> {
+    let arguments: Vec<String> = std::env::args().collect();
+    arguments.iter().position(|argument| argument == name).and_then(|index| arguments.get(index + 1).cloned())
+}
+
+fn main() {
+    let accounts: u64 = argument("--accounts").map_or(100_000, |text| text.parse().unwrap());
+    let directory = match argument("--dir") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    println!("storage bench: {accounts} accounts, database in {}", directory.path().display());
+
+    // The floor: a durable commit of one small row, on the same disk.
+    {
+        let database = redb::Database::create(directory.path().join("floor.redb")).unwrap();
+        let table = redb::TableDefinition::<u64, u64>::new("t");
+        let mut samples = Vec::new();
+        for index in 0..200u64 {
+            let started = Instant::now();
+            let txn = database.begin_write().unwrap();
+            txn.open_table(table).unwrap().insert(index, index).unwrap();
+            txn.commit().unwrap();
+            samples.push(started.elapsed());
+        }
+        println!("  machine floor: durable redb commit of one row        median {}", ms(median(samples)));
+    }
+
+    let genesis = genesis_with_accounts(accounts);
+    let path = directory.path().join("chain.redb");
+    let started = Instant::now();
+    let storage = Storage::create(&path, &genesis).unwrap();
+    println!("  create with {accounts} genesis accounts                   {}", ms(started.elapsed()));
+    let mut state = genesis_block(&genesis).1;
+    let mut hashes = vec![state.tip.hash];
+    let mut random = Random(0x5eed);
+
+    for (transfers, blocks) in [(0usize, 50usize), (1_000, 21), (10_000, 11)] {
+        let mut samples = Vec::new();
+        for _ in 0..blocks {
+            let commit = next_commit(&genesis, &mut state, &mut hashes, &mut random, transfers);
+            let started = Instant::now();
+            storage.commit(&commit).unwrap();
+            samples.push(started.elapsed());
+        }
+        let (min, max) = (*samples.iter().min().unwrap(), *samples.iter().max().unwrap());
+        println!(
+            "  commit of a block of {transfers:>6} transfers ({blocks} blocks)    median {}  (min {}, max {})",
+            ms(median(samples)),
+            ms(min),
+            ms(max)
+        );
+    }
+
+    // Up to 10,000 blocks (10 transfers each), then restore as a restarting node does.
+    let target_height = 10_000;
+    let started = Instant::now();
+    while state.tip.height < target_height {
+        let commit = next_commit(&genesis, &mut state, &mut hashes, &mut random, 10);
+        storage.commit(&commit).unwrap();
+    }
+    println!("  (filled to height {target_height} in {:.1} s)", started.elapsed().as_secs_f64());
+    drop(storage);
+    let size_bytes = std::fs::metadata(&path).unwrap().len();
+    let started = Instant::now();
+    let storage = Storage::open(&path, &genesis).unwrap();
+    let opened = started.elapsed();
+    let started = Instant::now();
+    let restored = storage.restored().unwrap();
+    let restore = started.elapsed();
+    assert_eq!(restored.state, state, "the database restores the state it was given");
+    println!(
+        "  at height {target_height}: open {}, restored() {} ({} accounts, {} canonical hashes, {} recent blocks), \
+         file {:.1} MiB",
+        ms(opened),
+        ms(restore),
+        restored.state.accounts.len(),
+        restored.canonical_hashes.len(),
+        restored.recent_blocks.len(),
+        size_bytes as f64 / (1024.0 * 1024.0)
+    );
+    let started = Instant::now();
+    let restored_again = storage.restored().unwrap();
+    println!("  restored() again (warm cache)                          {}", ms(started.elapsed()));
+    drop(restored_again);
+}
