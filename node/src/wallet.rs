@@ -182,9 +182,10 @@ pub fn parse_address(argument: &str, text: &str) -> Result<Address, WalletError>
     text.trim().parse().map_err(|reason| WalletError::BadAddress { argument: argument.to_string(), reason })
 }
 
-/// Whether a command-line word is meant as an address rather than a key name. Key names cannot
-/// be written like addresses by accident only if this is decided by shape: "tc1" followed by
-/// more characters than a key name may hold (an address is 62 characters).
+/// Whether a command-line word is meant as an address rather than a key name, decided by shape
+/// alone: "tc1" followed by more characters than a key name may hold (an address is 62). Such a
+/// word is then parsed as an address, so a typo in it fails the checksum instead of being looked
+/// up as a key name.
 pub fn looks_like_address(text: &str) -> bool {
     let text = text.trim();
     text.len() > keystore::KEY_NAME_CHARS_MAX && text.to_ascii_lowercase().starts_with("tc1")
