@@ -2,7 +2,8 @@
 //! subcommand), the node's home directory and configuration (`home`, `config`, `setup`), the
 //! redb StorageEngine (`storage`), live metrics (`metrics`), the event-loop driver that runs a
 //! `tinychain-core` node over `tinychain-net` (`driver`), the JSON-RPC server (`rpc`, answering
-//! from `query`), and the wallet's encrypted keystore (`keystore`).
+//! from `query`), and the wallet: its encrypted keystore (`keystore`) and the commands' logic
+//! over RPC (`wallet`).
 
 pub mod cli;
 pub mod config;
