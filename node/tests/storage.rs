@@ -638,3 +638,28 @@ fn a_commit_that_does_not_extend_the_tip_writes_nothing() {
     assert_eq!(disk.storage().tip().unwrap(), tip);
     check_disk(&genesis, disk, "after a refused commit");
 }
+
+#[test]
+fn a_damaged_row_is_reported_as_corrupt_naming_its_table() {
+    let genesis = fast_genesis(1, 2);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    drop(Storage::create(&path, &genesis).unwrap());
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        {
+            let mut blocks = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("blocks")).unwrap();
+            blocks.insert(0, [1u8, 2, 3].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let storage = Storage::open(&path, &genesis).unwrap();
+    let error = storage.block_at(0).err().unwrap();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(error.to_string().contains("table blocks"), "{error}");
+    assert!(matches!(storage.restored(), Err(StorageError::Corrupt { .. })));
+    // The rest still answers.
+    assert_eq!(storage.tip().unwrap().height, 0);
+    assert!(storage.account(&account_key(0).address()).unwrap().is_some());
+}
