@@ -51,19 +51,7 @@ pub fn fast_genesis(validators: usize, accounts: usize) -> Genesis {
     }
 }
 
-pub fn sign_transfer(key: &Keypair, chain_id: &str, to: Address, amount: u64, fee: u64, nonce: u64) -> Transfer {
-    let mut transfer = Transfer {
-        chain_id: chain_id.to_string(),
-        from: key.address(),
-        to,
-        amount,
-        fee,
-        nonce,
-        signature: Default::default(),
-    };
-    transfer.signature = key.sign(&crate::codec::transfer_signing_bytes(&transfer));
-    transfer
-}
+pub use crate::validate::sign_transfer;
 
 /// What a node's database holds, modelled in memory: canonical blocks with their undo, the
 /// state after the tip, and the last vote. It carries out `CommitBlocks` and

@@ -96,6 +96,22 @@ pub enum BlockError {
     RewardOverflow,
 }
 
+/// Builds a transfer and signs it with `key` (the signature covers
+/// `codec::transfer_signing_bytes`): what a wallet submits.
+pub fn sign_transfer(key: &Keypair, chain_id: &str, to: Address, amount: Amount, fee: Amount, nonce: u64) -> Transfer {
+    let mut transfer = Transfer {
+        chain_id: chain_id.to_string(),
+        from: key.address(),
+        to,
+        amount,
+        fee,
+        nonce,
+        signature: Default::default(),
+    };
+    transfer.signature = key.sign(&transfer_signing_bytes(&transfer));
+    transfer
+}
+
 pub fn transfer_id(transfer: &Transfer) -> Hash {
     hash_bytes(&codec::transfer_bytes(transfer))
 }

@@ -203,17 +203,7 @@ pub fn parse_tx_id(argument: &str, text: &str) -> Result<Hash, WalletError> {
 
 /// Builds and signs a transfer (the signature covers `codec::transfer_signing_bytes`).
 pub fn build_transfer(key: &Keypair, chain_id: &str, to: Address, amount: Amount, fee: Amount, nonce: u64) -> Transfer {
-    let mut transfer = Transfer {
-        chain_id: chain_id.to_string(),
-        from: key.address(),
-        to,
-        amount,
-        fee,
-        nonce,
-        signature: Default::default(),
-    };
-    transfer.signature = key.sign(&codec::transfer_signing_bytes(&transfer));
-    transfer
+    tinychain_core::validate::sign_transfer(key, chain_id, to, amount, fee, nonce)
 }
 
 // ---- The wallet directory and its keys ---------------------------------------------------------
