@@ -48,6 +48,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const SYNC_RUNS: usize = 2;
 /// How long a node gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
+/// The RPC client's timeout per call.
+const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn main() {
     if !std::env::args().any(|argument| argument == "--bench") {
@@ -57,6 +59,9 @@ fn main() {
     let blocks: u64 = env_or("TINYCHAIN_BENCH_BLOCKS", 10_000);
     assert!(minutes >= 0.0, "TINYCHAIN_BENCH_MINUTES must not be negative, got {minutes}");
     assert!(blocks > 0, "TINYCHAIN_BENCH_BLOCKS must be at least 1");
+    // The log timestamps the sync figure is read from parse as they should.
+    assert_eq!(parse_utc_ms("2026-11-21T13:14:08.123456Z"), Some(1_795_266_848_123));
+    assert_eq!(parse_utc_ms("2024-02-29T23:59:59.999Z"), Some(1_709_251_199_999));
     println!("binary: {EXE}");
     println!("machine: {} cores available", std::thread::available_parallelism().map_or(0, |cores| cores.get()));
 
@@ -94,16 +99,21 @@ fn main() {
         );
     }
     for sync in &chain.syncs {
+        let by_log = sync.elapsed_by_log.unwrap_or(sync.elapsed);
         println!(
-            "sync: a fresh node fetched {} blocks in {:.1} s ({:.0} blocks/s); RSS afterwards {:.1} MiB \
-             (peak {:.1} MiB); the producers went on from {} to {} meanwhile",
+            "sync: a fresh node fetched {} blocks in {:.1} s ({:.0} blocks/s) by its log, {:.1} s as seen over RPC; \
+             RSS afterwards {:.1} MiB (peak {:.1} MiB); the producers went on from {} to {} meanwhile; \
+             RPC status slowest {:.1} s, {} unanswered",
             sync.target,
+            by_log.as_secs_f64(),
+            sync.target as f64 / by_log.as_secs_f64(),
             sync.elapsed.as_secs_f64(),
-            sync.target as f64 / sync.elapsed.as_secs_f64(),
             mebibytes(sync.memory.rss_kib),
             mebibytes(sync.memory.peak_kib),
             sync.target,
-            sync.others_tip_after
+            sync.others_tip_after,
+            sync.rpc_slowest.as_secs_f64(),
+            sync.rpc_unanswered
         );
         assert!(sync.reached >= sync.target, "the wait returns only at the target");
     }
@@ -125,6 +135,7 @@ fn block_rate(minutes: f64) -> BlockRate {
         "== block rate: {NODES} nodes, {DEFAULT_BLOCK_INTERVAL_MS} ms blocks, \
          {DEFAULT_PRODUCER_TIMEOUT_MS} ms timeout, {minutes} min"
     );
+    println!("load average {}", load_average());
     let mut net = Testnet::init(NODES, DEFAULT_BLOCK_INTERVAL_MS, DEFAULT_PRODUCER_TIMEOUT_MS);
     net.start_all();
     // Measure from the first commit seen after every node is up and linked, so start-up and the
@@ -142,6 +153,7 @@ fn block_rate(minutes: f64) -> BlockRate {
     std::thread::sleep(duration);
     let end_height = net.tip(0).expect("node-1 answers status at the end").0;
     let elapsed = start.elapsed();
+    println!("load average {} at the end", load_average());
     let headers: Vec<Value> =
         (start_height..=end_height).map(|height| net.header(0, height).expect("a committed header")).collect();
     let mut intervals_ms: Vec<u64> = headers
@@ -191,6 +203,7 @@ fn memory_and_sync(blocks: u64) -> ChainFigures {
          {FAST_PRODUCER_TIMEOUT_MS} ms timeout; {} of them grow the chain to height {blocks}",
         NODES - 1
     );
+    println!("load average {}", load_average());
     let mut net = Testnet::init(NODES, FAST_BLOCK_INTERVAL_MS, FAST_PRODUCER_TIMEOUT_MS);
     let fresh = NODES - 1;
     let producers: Vec<usize> = (0..fresh).collect();
@@ -208,6 +221,7 @@ fn memory_and_sync(blocks: u64) -> ChainFigures {
         tips.iter().all(|height| *height >= blocks).then(|| tips.iter().copied().min().unwrap())
     });
     let generation = started.elapsed();
+    println!("load average {}", load_average());
     println!(
         "height {height} on {} nodes after {:.1} s ({:.1} blocks/s)",
         producers.len(),
@@ -234,7 +248,12 @@ fn memory_and_sync(blocks: u64) -> ChainFigures {
 /// One timed sync of figure 3.
 struct SyncRun {
     target: u64,
+    /// Until RPC `status` reported the target (polled every 100 ms).
     elapsed: Duration,
+    /// Until the node's log line committing the target block.
+    elapsed_by_log: Option<Duration>,
+    rpc_slowest: Duration,
+    rpc_unanswered: u32,
     reached: u64,
     others_tip_after: u64,
     memory: Memory,
@@ -248,12 +267,25 @@ fn sync_fresh_node(net: &mut Testnet, fresh: usize, producers: &[usize], run: us
     if data.exists() {
         std::fs::remove_dir_all(&data).unwrap();
     }
+    let log_bytes_before = net.log_raw(fresh).len();
     let target = producers.iter().map(|&index| net.tip(index).map_or(0, |(height, _)| height)).max().unwrap();
+    println!("sync run {run}: target height {target}; load average {}", load_average());
     let start = Instant::now();
+    let start_unix_ms = unix_ms_now();
     net.start(fresh);
     let mut last_report = Instant::now();
+    let mut rpc_slowest = Duration::ZERO;
+    let mut rpc_unanswered = 0u32;
     let reached = net.wait_for(Duration::from_secs(1_800), &format!("the fresh node at height {target}"), |net| {
-        let height = net.tip(fresh).map_or(0, |(height, _)| height);
+        let asked = Instant::now();
+        let tip = net.tip(fresh);
+        rpc_slowest = rpc_slowest.max(asked.elapsed());
+        // Before the RPC server listens a refused connection is normal; later, no answer
+        // within the client's timeout means the node was too busy to answer.
+        if tip.is_none() && asked.elapsed() >= RPC_TIMEOUT {
+            rpc_unanswered += 1;
+        }
+        let height = tip.map_or(0, |(height, _)| height);
         if last_report.elapsed() > Duration::from_secs(10) {
             println!("  {:>4.0} s: fresh node at height {height}", start.elapsed().as_secs_f64());
             last_report = Instant::now();
@@ -263,13 +295,69 @@ fn sync_fresh_node(net: &mut Testnet, fresh: usize, producers: &[usize], run: us
     let elapsed = start.elapsed();
     let others_tip_after = net.tip(producers[0]).map_or(0, |(height, _)| height);
     let memory = net.memory(fresh);
+    // The node's own log says when it committed the target block, free of RPC delays.
+    let log = net.log_raw(fresh);
+    let elapsed_by_log = committed_at_unix_ms(&strip_ansi(&log[log_bytes_before..]), target)
+        .map(|committed_ms| Duration::from_millis(committed_ms.saturating_sub(start_unix_ms)));
     println!(
-        "sync run {run}: the fresh node reached height {reached} (target {target}) in {:.1} s ({:.0} blocks/s); \
-         the producers were at {others_tip_after} by then",
+        "sync run {run}: the fresh node reached height {reached} (target {target}) in {:.1} s over RPC \
+         ({:.0} blocks/s), {} by its log; the producers were at {others_tip_after} by then",
         elapsed.as_secs_f64(),
-        target as f64 / elapsed.as_secs_f64()
+        target as f64 / elapsed.as_secs_f64(),
+        elapsed_by_log.map_or("no commit line".to_string(), |by_log| format!(
+            "{:.1} s ({:.0} blocks/s)",
+            by_log.as_secs_f64(),
+            target as f64 / by_log.as_secs_f64()
+        ))
     );
-    SyncRun { target, elapsed, reached, others_tip_after, memory }
+    println!(
+        "sync run {run}: RPC status during the sync: slowest answer {:.1} s, {rpc_unanswered} calls unanswered \
+         within {RPC_TIMEOUT:?}; load average {}",
+        rpc_slowest.as_secs_f64(),
+        load_average()
+    );
+    SyncRun { target, elapsed, elapsed_by_log, reached, others_tip_after, memory, rpc_slowest, rpc_unanswered }
+}
+
+/// When the log says block `height` (or a higher one) was committed, as Unix ms; the log lines
+/// start with an RFC 3339 UTC timestamp (`2026-11-21T13:14:08.123456Z`).
+fn committed_at_unix_ms(log: &str, height: u64) -> Option<u64> {
+    log.lines().filter(|line| line.contains("block committed")).find_map(|line| {
+        let committed: u64 = line.split_once(" height=")?.1.split_whitespace().next()?.parse().ok()?;
+        if committed < height {
+            return None;
+        }
+        parse_utc_ms(line.split_whitespace().next()?)
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` as Unix ms.
+fn parse_utc_ms(timestamp: &str) -> Option<u64> {
+    let (date, time) = timestamp.strip_suffix('Z')?.split_once('T')?;
+    let mut date_parts = date.split('-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut clock_parts = clock.split(':').map(|part| part.parse::<i64>().ok());
+    let (hour, minute, second) = (clock_parts.next()??, clock_parts.next()??, clock_parts.next()??);
+    let millis: i64 = format!("{fraction:0<3}")[..3].parse().ok()?;
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's days_from_civil).
+    let shifted_year = if month <= 2 { year - 1 } else { year };
+    let era = shifted_year.div_euclid(400);
+    let year_of_era = shifted_year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    u64::try_from(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1_000 + millis).ok()
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -375,10 +463,7 @@ impl Testnet {
             .collect();
         let children = nodes.iter().map(|_| None).collect();
         let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(3)))
-                .http_status_as_error(false)
-                .build(),
+            ureq::Agent::config_builder().timeout_global(Some(RPC_TIMEOUT)).http_status_as_error(false).build(),
         );
         Testnet { dir: Some(dir), nodes, children, agent }
     }
@@ -496,7 +581,12 @@ impl Testnet {
 
     /// A node's log with the ANSI colour codes removed.
     fn log(&self, index: usize) -> String {
-        strip_ansi(&std::fs::read_to_string(self.nodes[index].home.join("node.log")).unwrap_or_default())
+        strip_ansi(&self.log_raw(index))
+    }
+
+    /// A node's log as written (it may hold ANSI colour codes).
+    fn log_raw(&self, index: usize) -> String {
+        std::fs::read_to_string(self.nodes[index].home.join("node.log")).unwrap_or_default()
     }
 
     fn log_tail(&self, index: usize, lines: usize) -> String {
