@@ -2,8 +2,9 @@
 //! `Node` and the `Storage`, feeds the core every event with the wall-clock time (unix ms), and
 //! carries out every action in order before taking the next event:
 //!
-//! - `CommitBlocks` / `PersistReportState`: written to redb before anything else happens, so a
-//!   vote is on disk before the report that carries it is sent. A storage failure stops the node
+//! - `CommitBlocks` / `PersistReportState`: written to redb before any later action with an
+//!   effect outside the process, so a vote is on disk before the report that carries it is sent
+//!   (consecutive commits, e.g. a batch of synced blocks, share one transaction). A storage failure stops the node
 //!   (the core already believes the commit happened; running on would let memory and disk
 //!   disagree). Restarting recovers from the last committed transaction.
 //! - `SendTo` / `Broadcast` / `DisconnectPeer`: handed to the `tinychain-net` connection manager.
@@ -31,7 +32,7 @@ use tinychain_core::genesis::Genesis;
 use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
 use tinychain_core::mempool::MempoolConfig;
 use tinychain_core::message::Message;
-use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
+use tinychain_core::node::{Action, Commit, Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::types::{Hash, Height, NodeId};
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::{NetEvent, NetHandle};
@@ -285,13 +286,42 @@ impl Driver {
     }
 
     /// Carries out actions in order; returns the transaction verdicts among them.
+    ///
+    /// Consecutive `CommitBlocks` (with only traces between them, as when a batch of synced
+    /// blocks is applied one by one) are written as one redb transaction: the same ops in the
+    /// same order, so the database passes through fewer states but never a partial one, and a
+    /// sync costs one fsync per batch instead of one per block. Pending commits are written before
+    /// any action with an effect outside the process, so nothing is sent that disk does not hold.
     async fn carry_out(&mut self, actions: Vec<Action>) -> Result<Vec<Action>, DriverError> {
         let mut verdicts = Vec::new();
+        let mut pending: Option<Box<Commit>> = None;
         for action in actions {
             match action {
                 Action::CommitBlocks(commit) => {
-                    self.storage.commit(&commit)?;
+                    pending = Some(match pending.take() {
+                        None => commit,
+                        Some(mut merged) => {
+                            let Commit { ops, tip, justified, finalized } = *commit;
+                            merged.ops.extend(ops);
+                            merged.tip = tip;
+                            merged.justified = justified;
+                            merged.finalized = finalized;
+                            merged
+                        }
+                    });
+                    continue;
                 }
+                Action::Trace(trace) => {
+                    self.trace(trace);
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(commit) = pending.take() {
+                self.storage.commit(&commit)?;
+            }
+            match action {
+                Action::CommitBlocks(_) | Action::Trace(_) => unreachable!("handled above"),
                 Action::PersistReportState { last_vote, report_sequence } => {
                     self.storage.persist_report_state(last_vote, report_sequence)?;
                 }
@@ -319,9 +349,11 @@ impl Driver {
                     }
                 }
                 Action::WakeAt(at_ms) => self.wake_at_ms = at_ms,
-                Action::Trace(trace) => self.trace(trace),
                 verdict @ (Action::TxAccepted { .. } | Action::TxRejected { .. }) => verdicts.push(verdict),
             }
+        }
+        if let Some(commit) = pending.take() {
+            self.storage.commit(&commit)?;
         }
         self.log_committed();
         Ok(verdicts)

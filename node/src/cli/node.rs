@@ -25,7 +25,9 @@ pub fn init_logging(config: &Config) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(&config.log.level)
             .with_context(|| format!("config.toml: log.level: {:?} is not a valid log filter", config.log.level))?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let installed = match config.log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
