@@ -20,7 +20,7 @@
 use crate::storage::{Storage, StorageError, TxLocation};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tinychain_core::codec;
@@ -765,25 +765,34 @@ fn get_history(
         if let Some(lowest) = locations.last().map(|location| location.height) {
             let keep = locations.iter().take_while(|location| location.height > lowest).count();
             if keep > 0 {
+                // A page never splits a block: the lowest block's entries start the next page.
                 locations.truncate(keep);
                 next_before_height = Some(lowest.saturating_add(1));
             } else {
+                // One block fills the page: return all of its entries (at most a block's
+                // transfers), so paging below it skips nothing.
+                let block_transfers_max = context.node.genesis().parameters.block_transfers_max as usize;
+                locations = context
+                    .storage
+                    .history(address, Some(lowest.saturating_add(1)), block_transfers_max.saturating_add(1))
+                    .map_err(storage_failed)?
+                    .into_iter()
+                    .filter(|location| location.height == lowest)
+                    .collect();
                 next_before_height = Some(lowest);
             }
         }
     }
-    let mut blocks: BTreeMap<Height, Arc<Block>> = BTreeMap::new();
+    // Locations come newest first, so one block is decoded at a time and dropped after use.
+    let mut current: Option<Arc<Block>> = None;
     let mut committed = Vec::with_capacity(locations.len());
     for location in &locations {
-        let block = match blocks.get(&location.height) {
-            Some(block) => block.clone(),
-            None => {
-                let block = block_at_height(context, location.height)?;
-                blocks.insert(location.height, block.clone());
-                block
-            }
+        let block = match current.take() {
+            Some(block) if block.header.height == location.height => block,
+            _ => block_at_height(context, location.height)?,
         };
         let transfer = transfer_at(&block, location)?;
+        current = Some(block);
         let mut entry = history_entry(address, &transfer, &location.id);
         entry.insert("height".into(), json!(location.height));
         entry.insert("index".into(), json!(location.index));
@@ -798,7 +807,11 @@ fn get_history(
             .filter(|(_, transfer)| transfer.from == *address || transfer.to == *address)
             .collect();
         mine.sort_by_key(|(id, transfer)| (transfer.from, transfer.nonce, **id));
-        mine.into_iter().take(limit).map(|(id, transfer)| Value::Object(history_entry(address, transfer, id))).collect()
+        // Not bound by `limit`: a client may ask for one committed entry and every pending one.
+        mine.into_iter()
+            .take(HISTORY_LIMIT_MAX)
+            .map(|(id, transfer)| Value::Object(history_entry(address, transfer, id)))
+            .collect()
     } else {
         Vec::new()
     };

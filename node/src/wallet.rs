@@ -738,8 +738,8 @@ fn tip_and_pending(
     client: &RpcClient,
     address: &Address,
 ) -> Result<(AccountAnswer, Vec<PendingOutgoing>, Amount), WalletError> {
-    // The pending list is on the first page, up to the page's limit: ask for the most.
-    let history = get_history(client, address, HISTORY_LIMIT_MAX, None)?;
+    // The pending list comes with the first page whatever its limit: ask for one committed entry.
+    let history = get_history(client, address, 1, None)?;
     let tip = get_account(client, address, "tip")?;
     let (counted, balance) = pending_balance(tip.balance, tip.nonce, &pending_outgoing_of(&history));
     Ok((tip, counted, balance))
