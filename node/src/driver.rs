@@ -86,17 +86,31 @@ pub struct Started {
 
 /// Opens the node's database: created on the very first start (its directory does not exist
 /// yet), opened afterwards. A data directory without its database is an error, never a fresh start.
+///
+/// A new database is built under a staging name and renamed into place once it holds the
+/// genesis state, so a first start interrupted half-way leaves only the staging file, which the
+/// next start discards (it never held more than genesis).
 pub fn open_database(path: &std::path::Path, genesis: &Genesis) -> Result<(Storage, bool), DriverError> {
     let dir = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     if path.exists() {
         return Ok((Storage::open(path, genesis)?, false));
     }
+    let data_dir_error = |error: std::io::Error| DriverError::DataDir { dir: dir.clone(), detail: error.to_string() };
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(".creating");
+    let staging = PathBuf::from(staging);
+    if staging.exists() {
+        warn!(path = %staging.display(), "discarding the database of an interrupted first start");
+        std::fs::remove_file(&staging).map_err(data_dir_error)?;
+    }
     if dir.exists() && std::fs::read_dir(&dir).map(|mut entries| entries.next().is_some()).unwrap_or(true) {
         return Err(DriverError::DatabaseMissing { dir, path: path.to_path_buf() });
     }
-    std::fs::create_dir_all(&dir)
-        .map_err(|error| DriverError::DataDir { dir: dir.clone(), detail: error.to_string() })?;
-    Ok((Storage::create(path, genesis)?, true))
+    std::fs::create_dir_all(&dir).map_err(data_dir_error)?;
+    drop(Storage::create(&staging, genesis)?);
+    std::fs::rename(&staging, path).map_err(data_dir_error)?;
+    std::fs::File::open(&dir).and_then(|directory| directory.sync_all()).map_err(data_dir_error)?;
+    Ok((Storage::open(path, genesis)?, true))
 }
 
 fn unix_now_ms() -> u64 {
@@ -235,7 +249,6 @@ pub async fn run(
                     break;
                 }
             },
-            Some(call) = calls.recv() => driver.answer(call).await,
             _ = metrics_timer.tick() => match sampler.sample() {
                 Some(sample) => {
                     let score = driver.node.genesis().score(sample.cpu_permille, sample.net_permille);
@@ -257,9 +270,13 @@ pub async fn run(
                     Ok(())
                 }
             }
+            // Last: a stream of RPC calls must not starve the wake-up timer or the metrics.
+            Some(call) = calls.recv() => driver.answer(call).await,
         };
     }
 
+    // Calls still queued fail at once instead of waiting out their timeout.
+    drop(calls);
     if let Some(server) = rpc_server {
         server.stop().await;
     }
@@ -518,6 +535,20 @@ mod tests {
         assert!(matches!(error, DriverError::DatabaseMissing { .. }), "{message}");
         assert!(message.contains("chain.redb"), "{message}");
         assert!(!path.exists(), "nothing was created");
+    }
+
+    #[test]
+    fn an_interrupted_first_start_is_discarded_and_done_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        // What a kill during Storage::create leaves: a half-made file under the staging name.
+        std::fs::write(data.join("chain.redb.creating"), b"half a database").unwrap();
+        let path = data.join("chain.redb");
+        let (storage, created) = open_database(&path, &fast_genesis(2, 1)).unwrap();
+        assert!(created);
+        assert_eq!(storage.tip().unwrap().height, 0);
+        assert!(!data.join("chain.redb.creating").exists());
     }
 
     #[test]
