@@ -662,6 +662,10 @@ fn create_private_dir(dir: &Path) -> Result<(), KeystoreError> {
 /// read or written by us); `None` means the file must not exist.
 fn write_atomically(path: &Path, bytes: &[u8], expected: Option<&[u8]>) -> Result<(), KeystoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    // Check and replace under an exclusive lock, so two wallet commands writing at once cannot
+    // both pass the check and the second silently drop the first one's key: the second gets
+    // `ChangedOnDisk` instead. Held until this function returns.
+    let _lock = lock_wallet_dir(dir)?;
     match (std::fs::read(path), expected) {
         (Ok(current), Some(expected)) if current == expected => {}
         (Ok(_), None) => return Err(KeystoreError::AlreadyExists { path: path.to_path_buf() }),
@@ -683,6 +687,23 @@ fn write_atomically(path: &Path, bytes: &[u8], expected: Option<&[u8]>) -> Resul
     }
     result?;
     sync_dir(dir)
+}
+
+/// The lock file next to `wallet.json`: an exclusive advisory lock on it guards every write.
+pub const LOCK_FILE_NAME: &str = ".wallet.lock";
+
+fn lock_wallet_dir(dir: &Path) -> Result<std::fs::File, KeystoreError> {
+    let lock_path = dir.join(LOCK_FILE_NAME);
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(&lock_path).map_err(|error| io_error(&lock_path, "cannot open", error))?;
+    file.lock().map_err(|error| io_error(&lock_path, "cannot lock", error))?;
+    Ok(file)
 }
 
 /// With `must_not_exist`, the new file is hard-linked into place instead of renamed, which fails

@@ -48,6 +48,8 @@ fn write_json(dir: &Path, value: &serde_json::Value) {
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect();
+    // The advisory lock file guarding writes is not part of the wallet's content.
+    names.retain(|name| name != tinychain_node::keystore::LOCK_FILE_NAME);
     names.sort();
     names
 }

@@ -259,10 +259,10 @@ impl Workload {
         for _ in 0..count {
             let sender = senders.start + self.next % senders.len();
             self.next += 1;
-            let recipient = if self.next % 5 == 0 {
+            let recipient = if self.next.is_multiple_of(5) {
                 // Some transfers to oneself: the history must list them once.
                 account_key(sender).address()
-            } else if self.next % 7 == 0 {
+            } else if self.next.is_multiple_of(7) {
                 // Some to fresh addresses, so applies create accounts and rollbacks remove them.
                 Address(*blake3::hash(&(self.next as u64).to_le_bytes()).as_bytes())
             } else {
