@@ -208,7 +208,7 @@ fn execute(args: &Args) -> Result<Output, WalletError> {
                     let _ = std::io::stdout().flush();
                 }
                 let is_json = global.json;
-                let status = wallet::wait_for_status(
+                let waited = wallet::wait_for_status(
                     &client,
                     &sent.id,
                     *target,
@@ -218,7 +218,20 @@ fn execute(args: &Args) -> Result<Output, WalletError> {
                             println!("status      {}", status.state);
                         }
                     },
-                )?;
+                );
+                let status = match waited {
+                    Ok(status) => status,
+                    // The transfer was submitted: with --json, say so in the one object (with the
+                    // id and nonce) rather than an error a script might answer by sending again.
+                    // As text, the id was printed before waiting began.
+                    Err(error) if is_json => {
+                        if let Value::Object(map) = &mut output.json {
+                            map.insert("wait_error".into(), Value::String(error.to_string()));
+                        }
+                        return Ok(output);
+                    }
+                    Err(error) => return Err(error),
+                };
                 let status_output = status_output(&status);
                 output.text.push_str(&status_output.text);
                 if let Value::Object(map) = &mut output.json {
