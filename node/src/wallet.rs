@@ -856,7 +856,10 @@ pub fn send(
             detail: format!("the node admitted id {}, but the transfer signed here has id {id}", answer.id),
         });
     }
-    let pending_balance_after = pending_balance_before - cost;
+    // A transfer to yourself spends only its fee (the amount comes back), though the node requires
+    // amount + fee to be covered when it is sent.
+    let spent = if transfer.to == transfer.from { transfer.fee } else { cost };
+    let pending_balance_after = pending_balance_before - spent;
     Ok(Sent { id, key_name: key_entry.name, transfer, pending_balance_before, pending_balance_after })
 }
 
