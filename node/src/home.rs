@@ -390,28 +390,10 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: FileMode, overwrit
     Ok(())
 }
 
-/// PEM: base64 of the DER in 64-character lines between BEGIN and END lines.
+/// PEM: base64 of the DER in 64-character lines between BEGIN and END lines (the `pem` crate).
 fn pem_encode(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut encoded = String::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let bytes = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let group = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
-        for position in 0..4 {
-            if position <= chunk.len() {
-                encoded.push(char::from(ALPHABET[((group >> (18 - 6 * position)) & 0x3f) as usize]));
-            } else {
-                encoded.push('=');
-            }
-        }
-    }
-    let mut pem = format!("-----BEGIN {label}-----\n");
-    for line in encoded.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {label}-----\n"));
-    pem
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der.to_vec()), config)
 }
 
 #[cfg(test)]
