@@ -332,6 +332,19 @@ impl Node {
     pub fn report_sequence(&self) -> u64 {
         self.report_sequence
     }
+    /// An account as it stood after the node's final block: the tip's value, taken back through
+    /// the undo deltas the node keeps for every canonical block above the final one (the undo at
+    /// height h holds the values before h, so the lowest one that names the account wins).
+    pub fn account_at_final(&self, address: &Address) -> crate::types::Account {
+        let mut account = self.state.account(address);
+        for undo in self.undo.range(self.finalized.height.saturating_add(1)..).rev().map(|(_, undo)| undo) {
+            if let Some((_, before)) = undo.accounts.iter().find(|(touched, _)| touched == address) {
+                account = before.unwrap_or_default();
+            }
+        }
+        account
+    }
+
     /// A block the node holds in memory (canonical above the final block, or a side branch).
     pub fn block(&self, hash: &Hash) -> Option<Arc<Block>> {
         self.tree.get(hash).map(|entry| entry.block.clone())

@@ -11,8 +11,8 @@
 //!   answer sees one consistent state of the node and its storage.
 //! - `answer` never mutates and never panics on any request: a missing block or transfer is
 //!   `QueryError::NotFound`, a storage failure `QueryError::Internal`. Its work is bounded:
-//!   list lengths by the `*_LIMIT_MAX` constants, the walk back to the final state by
-//!   `FINAL_STATE_WALK_BLOCKS_MAX`.
+//!   list lengths by the `*_LIMIT_MAX` constants; an account at "final" comes from the core's
+//!   in-memory undo data (`Node::account_at_final`), not from disk.
 //!
 //! JSON forms: hashes and ids are 64 hex characters, addresses bech32m `tc1...` text, amounts
 //! strings of base units, heights and times (unix ms) numbers. `docs/rpc.md` shows every answer.
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::election::{eligible_at_ms, Candidate, Demotion};
 use tinychain_core::node::Node;
-use tinychain_core::types::{Account, Address, Block, Checkpoint, Hash, Height, NodeId, Transfer};
+use tinychain_core::types::{Address, Block, Checkpoint, Hash, Height, NodeId, Transfer};
 use tinychain_core::validate::{block_hash, report_id, transfer_id};
 use tokio::sync::oneshot;
 
@@ -41,9 +41,6 @@ pub const MEMPOOL_LIMIT_MAX: usize = 1_000;
 /// Largest encoded transfer `submit_tx` decodes (a transfer with a 32-byte chain id encodes to
 /// under 200 bytes).
 pub const TRANSFER_BYTES_MAX: u64 = 1_024;
-/// `get_account` at "final" walks the undo data from the tip down to the final block; past this
-/// many blocks (finality stalled) it refuses rather than hold the driver's loop.
-pub const FINAL_STATE_WALK_BLOCKS_MAX: u64 = 4_096;
 /// Longest `host:port` the admin methods accept.
 pub const PEER_ADDR_BYTES_MAX: usize = 255;
 
@@ -686,7 +683,7 @@ fn get_account(context: &QueryContext<'_>, address: &Address, at: AccountAt) -> 
         AccountAt::Tip => (at_tip, tip.height, "tip"),
         AccountAt::Final => {
             let finalized = node.finalized();
-            (account_at_final(context, address, at_tip, tip.height, finalized.height)?, finalized.height, "final")
+            (node.account_at_final(address), finalized.height, "final")
         }
     };
     Ok(json!({
@@ -697,37 +694,6 @@ fn get_account(context: &QueryContext<'_>, address: &Address, at: AccountAt) -> 
         "nonce": account.nonce,
         "pending_nonce": pending_nonce,
     }))
-}
-
-/// The account after the final block: start from the tip and walk the undo data down to
-/// `final_height + 1`; the undo at height h holds the values before h, so the lowest one that
-/// names the address wins.
-fn account_at_final(
-    context: &QueryContext<'_>,
-    address: &Address,
-    at_tip: Account,
-    tip_height: Height,
-    final_height: Height,
-) -> Result<Account, QueryError> {
-    let blocks_above_final = tip_height.saturating_sub(final_height);
-    if blocks_above_final > FINAL_STATE_WALK_BLOCKS_MAX {
-        return Err(QueryError::Internal(format!(
-            "the final block is {blocks_above_final} blocks below the tip (finality is stalled); \
-             accounts at \"final\" are answered within {FINAL_STATE_WALK_BLOCKS_MAX} blocks, ask at \"tip\""
-        )));
-    }
-    let mut account = at_tip;
-    let mut height = tip_height;
-    while height > final_height {
-        let undo = context.storage.undo_at(height).map_err(storage_failed)?.ok_or_else(|| {
-            QueryError::Internal(format!("the database holds no undo data for canonical height {height}"))
-        })?;
-        if let Some((_, before)) = undo.accounts.iter().find(|(touched, _)| touched == address) {
-            account = before.unwrap_or_default();
-        }
-        height -= 1;
-    }
-    Ok(account)
 }
 
 fn direction_of(address: &Address, transfer: &Transfer) -> (&'static str, Address) {
