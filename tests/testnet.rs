@@ -290,3 +290,33 @@ fn tinychain_testnet_runs_nodes_shows_blocks_and_stops_them_on_sigterm() {
     assert!(status.success(), "runner exit status {status}");
     assert!(support::rpc_call(&ureq::Agent::new_with_defaults(), &rpc, "status", json!({})).is_none(), "nodes stopped");
 }
+
+#[test]
+fn nodes_do_not_outlive_a_killed_testnet_runner() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net");
+    let base = support::free_ports(4);
+    let mut runner = Command::new(EXE)
+        .args(["testnet", "--nodes", "2", "--dir", path.to_str().unwrap(), "--base-port", &base.to_string()])
+        .args(["--block-interval-ms", "300", "--producer-timeout-ms", "2000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rpc = format!("http://127.0.0.1:{}", base + 1);
+    let agent = ureq::Agent::new_with_defaults();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while support::rpc_call(&agent, &rpc, "status", json!({})).is_none() {
+        assert!(Instant::now() < deadline, "the testnet's first node answers");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SIGKILL: the runner gets no chance to stop its nodes; the kernel tells them instead.
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while support::rpc_call(&agent, &rpc, "status", json!({})).is_some() {
+        assert!(Instant::now() < deadline, "the nodes stop when their runner dies");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -143,16 +143,28 @@ fn spawn_node(exe: &std::path::Path, home: &std::path::Path) -> anyhow::Result<C
         .open(&log_path)
         .with_context(|| format!("cannot open the log file {}", log_path.display()))?;
     let log_err = log.try_clone().with_context(|| format!("cannot open the log file {}", log_path.display()))?;
-    Process::new(exe)
+    let mut command = Process::new(exe);
+    command
         .arg("node")
         .arg("--home")
         .arg(home)
         .env_remove("TINYCHAIN_HOME")
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .with_context(|| format!("cannot start {} node --home {}", exe.display(), home.display()))
+        .stderr(log_err);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the child between fork and exec and only makes one async-signal-safe
+        // system call (prctl). The node gets SIGTERM when the runner dies, even by SIGKILL, so
+        // no node outlives its testnet command.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
+    }
+    command.spawn().with_context(|| format!("cannot start {} node --home {}", exe.display(), home.display()))
 }
 
 fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
