@@ -229,19 +229,24 @@ fn a_node_refuses_a_corrupt_database_and_leaves_it_untouched() {
     assert_eq!(std::fs::read(&database).unwrap(), b"this is not a redb file, and it must survive");
 }
 
+/// `tinychain testnet` with 2 nodes and fast blocks in `path`, ports from `base`.
+fn spawn_runner(path: &std::path::Path, base: u16, stdout: Stdio) -> std::process::Child {
+    Command::new(EXE)
+        .args(["testnet", "--nodes", "2", "--dir", path.to_str().unwrap(), "--base-port", &base.to_string()])
+        .args(["--block-interval-ms", "300", "--producer-timeout-ms", "2000"])
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn tinychain_testnet_runs_nodes_shows_blocks_and_stops_them_on_sigterm() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("net");
     let base = support::free_ports(4);
-    let mut runner = Command::new(EXE)
-        .args(["testnet", "--nodes", "2", "--dir", path.to_str().unwrap(), "--base-port", &base.to_string()])
-        .args(["--block-interval-ms", "300", "--producer-timeout-ms", "2000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_runner(&path, base, Stdio::piped());
     let stdout = runner.stdout.take().unwrap();
     let (lines_sender, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -297,13 +302,7 @@ fn nodes_do_not_outlive_a_killed_testnet_runner() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("net");
     let base = support::free_ports(4);
-    let mut runner = Command::new(EXE)
-        .args(["testnet", "--nodes", "2", "--dir", path.to_str().unwrap(), "--base-port", &base.to_string()])
-        .args(["--block-interval-ms", "300", "--producer-timeout-ms", "2000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_runner(&path, base, Stdio::null());
     let rpc = format!("http://127.0.0.1:{}", base + 1);
     let agent = ureq::Agent::new_with_defaults();
     let deadline = Instant::now() + Duration::from_secs(60);
