@@ -55,6 +55,10 @@ pub struct NodeConfig {
     /// Threads used to verify a block's uncached signatures (the driver passes the core count).
     pub verify_threads: usize,
     pub mempool: MempoolConfig,
+    /// The (cpu, net) per-mille the node reports until its first `MetricsSampled`. A real node
+    /// passes full load (1000, 1000), so it is not elected for a score it never measured; the
+    /// simulator and tests pass (0, 0).
+    pub unmeasured_metrics: (u16, u16),
 }
 
 /// What storage held when the node restarted.
@@ -251,6 +255,7 @@ pub struct Node {
 impl Node {
     /// A node at genesis. `cache` may be shared (the simulator shares one across its nodes).
     pub fn new(config: NodeConfig, cache: Arc<SignatureCache>) -> Node {
+        let unmeasured_metrics = (config.unmeasured_metrics.0.min(1000), config.unmeasured_metrics.1.min(1000));
         let (block, state) = genesis_block(&config.genesis);
         let genesis_hash = state.tip.hash;
         let validator_index = config.genesis.validator_index(&config.key.address()).map(|index| index as u32);
@@ -285,7 +290,7 @@ impl Node {
             sync_requested_at_ms: BTreeMap::new(),
             last_vote: None,
             report_sequence: 0,
-            latest_metrics: (0, 0),
+            latest_metrics: unmeasured_metrics,
             produced_on_parent: None,
             reported_tip: None,
             started_at_ms: None,

@@ -216,6 +216,7 @@ impl LocalNet {
             key: validator_key(index),
             verify_threads: 1,
             mempool: MempoolConfig::default(),
+            unmeasured_metrics: (0, 0),
         };
         Node::new(config, cache.clone())
     }

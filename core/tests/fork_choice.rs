@@ -104,6 +104,7 @@ fn observer(genesis: &Genesis) -> Node {
         key: seeded_key("observer", 0),
         verify_threads: 1,
         mempool: Default::default(),
+        unmeasured_metrics: (0, 0),
     };
     Node::new(config, Arc::new(SignatureCache::new(10_000)))
 }

@@ -445,6 +445,7 @@ proptest! {
                 key: validator_key(3),
                 verify_threads: 1,
                 mempool: Default::default(),
+                unmeasured_metrics: (0, 0),
             },
             Arc::new(SignatureCache::new(1_000)),
         );

@@ -154,6 +154,7 @@ fn bug3_a_producer_never_builds_a_block_its_own_shape_check_rejects() {
         key: validator_key(index),
         verify_threads: 1,
         mempool: Default::default(),
+        unmeasured_metrics: (0, 0),
     };
     // The validator ranked first for block 1.
     let first = Node::new(config_for(0), cache.clone()).next_election()[0].validator_index as usize;

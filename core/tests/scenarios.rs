@@ -137,6 +137,7 @@ fn a_restored_node_does_not_vote_again_at_its_last_vote_height() {
             key: tinychain_core::testkit::validator_key(victim),
             verify_threads: 1,
             mempool: Default::default(),
+            unmeasured_metrics: (0, 0),
         };
         let mut node = tinychain_core::node::Node::new(config, std::sync::Arc::new(Default::default()));
         let actions = node.step(net.now_ms, Event::Restored(Box::new(restored)));

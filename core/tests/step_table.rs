@@ -55,6 +55,7 @@ fn node(validators: usize, index: usize) -> Node {
         key: validator_key(index),
         verify_threads: 1,
         mempool: Default::default(),
+        unmeasured_metrics: (0, 0),
     };
     Node::new(config, Arc::new(SignatureCache::new(10_000)))
 }
@@ -269,4 +270,29 @@ fn forged_messages_get_the_peer_disconnected() {
     report.signature = validator_key(1).sign(&bytes);
     let actions = node.step(2, Event::MessageReceived { from: peer(1), message: Message::Report(report) });
     assert_eq!(actions.iter().map(summary).collect::<Vec<_>>(), vec!["relay:report", "wake"]);
+}
+
+#[test]
+fn a_node_reports_its_unmeasured_metrics_until_the_first_sample() {
+    let first_report = |node: &mut Node, now_ms: u64, event: Event| {
+        node.step(now_ms, event).into_iter().find_map(|action| match action {
+            Action::Broadcast { message: Message::Report(report), .. } => Some(report),
+            _ => None,
+        })
+    };
+    let mut config = NodeConfig {
+        genesis: fast_genesis(1, 2),
+        key: validator_key(0),
+        verify_threads: 1,
+        mempool: Default::default(),
+        unmeasured_metrics: (1000, 1000),
+    };
+    let mut node = Node::new(config.clone(), Arc::new(SignatureCache::new(10_000)));
+    let report = first_report(&mut node, 0, Event::Tick).expect("a report on the first event");
+    assert_eq!((report.cpu, report.net, report.score), (1000, 1000, 1000), "full load until measured");
+    // Out-of-range values are clamped like samples are.
+    config.unmeasured_metrics = (5000, 7);
+    let mut node = Node::new(config, Arc::new(SignatureCache::new(10_000)));
+    let report = first_report(&mut node, 0, Event::Tick).expect("a report on the first event");
+    assert_eq!((report.cpu, report.net), (1000, 7));
 }

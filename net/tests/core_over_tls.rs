@@ -35,6 +35,7 @@ async fn drive(cluster: Arc<Cluster>, index: usize, epoch: Instant, until: Insta
         key: validator_key(index),
         verify_threads: 1,
         mempool: Default::default(),
+        unmeasured_metrics: (0, 0),
     };
     let mut node = Node::new(config, Arc::new(SignatureCache::new(100_000)));
     let mut storage = ModelStorage::new(&cluster.genesis);

@@ -144,8 +144,16 @@ pub async fn run(
         info!(path = %options.database.display(), chain = %genesis.chain_id, "created a new database at genesis");
     }
     let verify_threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    let config =
-        NodeConfig { genesis: genesis.clone(), key: options.key.clone(), verify_threads, mempool: options.mempool };
+    let config = NodeConfig {
+        genesis: genesis.clone(),
+        key: options.key.clone(),
+        verify_threads,
+        mempool: options.mempool,
+        // Until the first real sample (about two sample intervals away: sysinfo's first
+        // reading is discarded), report full load, so a node that just started is not
+        // elected for a score it never measured.
+        unmeasured_metrics: (1000, 1000),
+    };
     let node = Node::new(config, Arc::new(SignatureCache::new(SIGNATURE_CACHE_ENTRIES_MAX)));
     let node_id = node.node_id();
     let genesis_hash = node.genesis_hash();
@@ -208,12 +216,6 @@ pub async fn run(
     );
     on_started(Started { p2p: p2p_addr, rpc: rpc_addr, tip: restored.state.tip.height });
     let mut result = driver.step(Event::Restored(Box::new(restored))).await;
-    // Until the first real sample (about two sample intervals away: sysinfo's first reading is
-    // discarded), report full load, so a node that just started is not elected for a score it
-    // never measured.
-    if result.is_ok() {
-        result = driver.step(Event::MetricsSampled { cpu: 1000, net: 1000 }).await;
-    }
 
     let mut sampler = Sampler::new(options.link_capacity_mbit, options.metrics_window)
         .map_err(|error| DriverError::Metrics(error.to_string()))?;

@@ -493,8 +493,13 @@ impl Chain {
     fn new(genesis: Genesis) -> Chain {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::create(&dir.path().join("chain.redb"), &genesis).unwrap();
-        let config =
-            NodeConfig { genesis, key: validator_key(0), verify_threads: 1, mempool: MempoolConfig::default() };
+        let config = NodeConfig {
+            genesis,
+            key: validator_key(0),
+            verify_threads: 1,
+            mempool: MempoolConfig::default(),
+            unmeasured_metrics: (0, 0),
+        };
         let node = Node::new(config, Arc::new(SignatureCache::new(10_000)));
         let mut chain = Chain { node, storage, live: LiveInfo::default(), now_ms: 0, wake_ms: 0, _dir: dir };
         chain.step(Event::MetricsSampled { cpu: 300, net: 100 });

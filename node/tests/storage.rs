@@ -55,6 +55,7 @@ fn fresh_node(genesis: &Genesis, index: usize, cache: &Arc<SignatureCache>) -> N
         key: validator_key(index),
         verify_threads: 1,
         mempool: MempoolConfig::default(),
+        unmeasured_metrics: (0, 0),
     };
     Node::new(config, cache.clone())
 }

@@ -41,6 +41,7 @@ fn chain(genesis: &Genesis) -> Vec<Commit> {
         key: validator_key(0),
         verify_threads: 1,
         mempool: MempoolConfig::default(),
+        unmeasured_metrics: (0, 0),
     };
     let mut node = Node::new(config, Arc::new(SignatureCache::new(10_000)));
     let accounts = genesis.allocations.len();

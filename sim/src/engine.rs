@@ -260,6 +260,7 @@ impl Simulation {
             key: validator_key(index),
             verify_threads: 1,
             mempool: Default::default(),
+            unmeasured_metrics: (0, 0),
         };
         Node::new(config, cache.clone())
     }
