@@ -14,8 +14,7 @@
 //!    while it syncs, so the figure is measured on two cores shared with three busy producers.
 //!    It is measured twice (stop, empty the data directory, start again), as runs vary.
 //!
-//! After each phase it prints, per node, every distinct WARN/ERROR message of its log (ANSI
-//! colours stripped, grouped with their `key=value` fields set aside: count, first and last
+//! After each phase it prints, per node, every distinct WARN/ERROR message of its log (grouped with their `key=value` fields set aside: count, first and last
 //! line), so a stall, reorg storm or error shows up next to the figures.
 //!
 //! Run with `cargo bench --bench node` (about 2 + 4 minutes on the 2-core dev machine; it builds
@@ -26,14 +25,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-const EXE: &str = env!("CARGO_BIN_EXE_tinychain");
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::{Stopped, Testnet, EXE, RPC_TIMEOUT, STOP_GRACE};
 
 /// The chain defaults (`Parameters::default()`): what figure 1 is measured on.
 const DEFAULT_BLOCK_INTERVAL_MS: u64 = 2_000;
@@ -42,14 +40,9 @@ const DEFAULT_PRODUCER_TIMEOUT_MS: u64 = 10_000;
 const FAST_BLOCK_INTERVAL_MS: u64 = 20;
 const FAST_PRODUCER_TIMEOUT_MS: u64 = 200;
 const NODES: usize = 4;
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Figure 3 is measured this many times on the same chain (each from an empty data directory),
 /// since one run on a shared 2-core machine varies.
 const SYNC_RUNS: usize = 2;
-/// How long a node gets to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(20);
-/// The RPC client's timeout per call.
-const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn main() {
     if !std::env::args().any(|argument| argument == "--bench") {
@@ -182,9 +175,9 @@ fn block_rate(minutes: f64) -> BlockRate {
     if hashes.windows(2).any(|pair| pair[0] != pair[1]) {
         println!("note: the nodes disagree at height {}: {hashes:?}", end_height.saturating_sub(1));
     }
-    net.stop_all();
-    net.print_log_findings();
-    net.keep_if_asked();
+    stop_all(&mut net);
+    print_log_findings(&net);
+    keep_if_asked(&mut net);
     rate
 }
 
@@ -229,7 +222,7 @@ fn memory_and_sync(blocks: u64) -> ChainFigures {
         height as f64 / generation.as_secs_f64()
     );
     let memory: Vec<(String, Memory)> =
-        producers.iter().map(|&index| (net.nodes[index].name.clone(), net.memory(index))).collect();
+        producers.iter().map(|&index| (net.nodes[index].name.clone(), memory(&net, index))).collect();
     for (name, memory) in &memory {
         println!("{name}: VmRSS {} KiB, VmHWM {} KiB", memory.rss_kib, memory.peak_kib);
     }
@@ -239,9 +232,9 @@ fn memory_and_sync(blocks: u64) -> ChainFigures {
     std::thread::sleep(Duration::from_secs(5));
     let (fresh_tip, others_tip) = (net.tip(fresh).map_or(0, |tip| tip.0), net.tip(0).map_or(0, |tip| tip.0));
     println!("5 s later: fresh node at {fresh_tip}, node-1 at {others_tip}");
-    net.stop_all();
-    net.print_log_findings();
-    net.keep_if_asked();
+    stop_all(&mut net);
+    print_log_findings(&net);
+    keep_if_asked(&mut net);
     ChainFigures { height, generation, memory, syncs }
 }
 
@@ -267,7 +260,7 @@ fn sync_fresh_node(net: &mut Testnet, fresh: usize, producers: &[usize], run: us
     if data.exists() {
         std::fs::remove_dir_all(&data).unwrap();
     }
-    let log_bytes_before = net.log_raw(fresh).len();
+    let log_bytes_before = net.log(fresh).len();
     let target = producers.iter().map(|&index| net.tip(index).map_or(0, |(height, _)| height)).max().unwrap();
     println!("sync run {run}: target height {target}; load average {}", load_average());
     let start = Instant::now();
@@ -294,10 +287,10 @@ fn sync_fresh_node(net: &mut Testnet, fresh: usize, producers: &[usize], run: us
     });
     let elapsed = start.elapsed();
     let others_tip_after = net.tip(producers[0]).map_or(0, |(height, _)| height);
-    let memory = net.memory(fresh);
+    let memory = memory(net, fresh);
     // The node's own log says when it committed the target block, free of RPC delays.
-    let log = net.log_raw(fresh);
-    let elapsed_by_log = committed_at_unix_ms(&strip_ansi(&log[log_bytes_before..]), target)
+    let log = net.log(fresh);
+    let elapsed_by_log = committed_at_unix_ms(&log[log_bytes_before..], target)
         .map(|committed_ms| Duration::from_millis(committed_ms.saturating_sub(start_unix_ms)));
     println!(
         "sync run {run}: the fresh node reached height {reached} (target {target}) in {:.1} s over RPC \
@@ -331,23 +324,10 @@ fn committed_at_unix_ms(log: &str, height: u64) -> Option<u64> {
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` as Unix ms.
+/// An RFC 3339 timestamp (`2026-11-21T13:14:08.123456Z`) as Unix ms.
 fn parse_utc_ms(timestamp: &str) -> Option<u64> {
-    let (date, time) = timestamp.strip_suffix('Z')?.split_once('T')?;
-    let mut date_parts = date.split('-').map(|part| part.parse::<i64>().ok());
-    let (year, month, day) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
-    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
-    let mut clock_parts = clock.split(':').map(|part| part.parse::<i64>().ok());
-    let (hour, minute, second) = (clock_parts.next()??, clock_parts.next()??, clock_parts.next()??);
-    let millis: i64 = format!("{fraction:0<3}")[..3].parse().ok()?;
-    // Days from 1970-01-01 to the civil date (Howard Hinnant's days_from_civil).
-    let shifted_year = if month <= 2 { year - 1 } else { year };
-    let era = shifted_year.div_euclid(400);
-    let year_of_era = shifted_year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    u64::try_from(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1_000 + millis).ok()
+    let parsed = time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 fn unix_ms_now() -> u64 {
@@ -386,281 +366,58 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
     line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).unwrap_or_else(|| panic!("bad line {line:?}"))
 }
 
-/// A base port with `count` consecutive free ports on 127.0.0.1 (checked by binding them).
-fn free_ports(count: u16) -> u16 {
-    for attempt in 0..200u32 {
-        let base = 20_000 + (pseudo_random(attempt) % 30_000) as u16;
-        let listeners: Vec<_> =
-            (0..count).map_while(|offset| TcpListener::bind(("127.0.0.1", base + offset)).ok()).collect();
-        if listeners.len() == count as usize {
-            return base;
+/// Resident memory of node `index`, from `/proc/PID/status`.
+fn memory(net: &Testnet, index: usize) -> Memory {
+    let pid = net.children[index].as_ref().expect("the node is running").id();
+    Memory { rss_kib: proc_status_kib(pid, "VmRSS:"), peak_kib: proc_status_kib(pid, "VmHWM:") }
+}
+
+/// Stops every node, saying which did not exit cleanly.
+fn stop_all(net: &mut Testnet) {
+    for (index, stopped) in net.stop_all().into_iter().enumerate() {
+        let name = &net.nodes[index].name;
+        match stopped {
+            Stopped::Exited(status) if !status.success() => println!("note: {name} exited with {status} after SIGTERM"),
+            Stopped::Killed => println!("note: {name} did not stop within {STOP_GRACE:?} of SIGTERM and was killed"),
+            _ => {}
         }
     }
-    panic!("no {count} consecutive free ports on 127.0.0.1");
 }
 
-fn pseudo_random(attempt: u32) -> u32 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    nanos ^ (std::process::id() << 7) ^ attempt.wrapping_mul(2_654_435_761)
-}
-
-/// Runs `tinychain ARGS`, returning stdout; panics with stderr if it fails.
-fn tinychain(args: &[&str]) -> String {
-    let output = Command::new(EXE).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "tinychain {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-struct NodeInfo {
-    name: String,
-    rpc: String,
-    home: PathBuf,
-}
-
-/// A testnet's files and its running node processes; `Drop` kills every process it started.
-struct Testnet {
-    dir: Option<tempfile::TempDir>,
-    nodes: Vec<NodeInfo>,
-    children: Vec<Option<Child>>,
-    agent: ureq::Agent,
-}
-
-impl Testnet {
-    /// `tinychain testnet init` with the given timing into a fresh temporary directory.
-    fn init(nodes: usize, block_interval_ms: u64, producer_timeout_ms: u64) -> Testnet {
-        let dir = tempfile::tempdir().unwrap();
-        let base = free_ports(2 * nodes as u16);
-        let path = dir.path().join("net");
-        tinychain(&[
-            "testnet",
-            "init",
-            "--nodes",
-            &nodes.to_string(),
-            "--dir",
-            path.to_str().unwrap(),
-            "--base-port",
-            &base.to_string(),
-            "--block-interval-ms",
-            &block_interval_ms.to_string(),
-            "--producer-timeout-ms",
-            &producer_timeout_ms.to_string(),
-        ]);
-        let layout: Value = serde_json::from_str(&std::fs::read_to_string(path.join("testnet.json")).unwrap()).unwrap();
-        let nodes: Vec<NodeInfo> = layout["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|node| NodeInfo {
-                name: node["name"].as_str().unwrap().to_string(),
-                rpc: format!("http://{}", node["rpc"].as_str().unwrap()),
-                home: PathBuf::from(node["home"].as_str().unwrap()),
-            })
-            .collect();
-        let children = nodes.iter().map(|_| None).collect();
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder().timeout_global(Some(RPC_TIMEOUT)).http_status_as_error(false).build(),
+/// Per node: every distinct WARN/ERROR message (its `key=value` fields set aside) with how
+/// often it occurred and its first and last line, and how many lines mention a reorganisation.
+fn print_log_findings(net: &Testnet) {
+    for index in 0..net.nodes.len() {
+        let log = net.log(index);
+        let mut findings: BTreeMap<String, (usize, &str, &str)> = BTreeMap::new();
+        for line in log.lines().filter(|line| line.contains(" WARN ") || line.contains(" ERROR ")) {
+            let without_time = line.split_once(' ').map_or(line, |(_, rest)| rest);
+            let message: Vec<&str> = without_time.split_whitespace().filter(|word| !word.contains('=')).collect();
+            let entry = findings.entry(message.join(" ")).or_insert((0, line, line));
+            entry.0 += 1;
+            entry.2 = line;
+        }
+        let reorgs = log.lines().filter(|line| line.contains("reorganised")).count();
+        let committed = log.lines().filter(|line| line.contains("block committed")).count();
+        println!(
+            "log {}: {committed} 'block committed' lines, {reorgs} 'chain reorganised', {} distinct WARN/ERROR messages",
+            net.nodes[index].name,
+            findings.len()
         );
-        Testnet { dir: Some(dir), nodes, children, agent }
-    }
-
-    fn start(&mut self, index: usize) {
-        assert!(self.children[index].is_none(), "node {index} is already running");
-        let home = &self.nodes[index].home;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("node.log")).unwrap();
-        let child = Command::new(EXE)
-            .args(["node", "--home", home.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children[index] = Some(child);
-    }
-
-    fn start_all(&mut self) {
-        for index in 0..self.nodes.len() {
-            self.start(index);
-        }
-    }
-
-    /// SIGTERM to node `index` if it runs, then waits for it to exit.
-    fn stop(&mut self, index: usize) {
-        self.signal_stop(index);
-        self.wait_exit(index, Instant::now() + STOP_GRACE);
-    }
-
-    /// SIGTERM to every running node, then waits for each to exit.
-    fn stop_all(&mut self) {
-        for index in 0..self.nodes.len() {
-            self.signal_stop(index);
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        for index in 0..self.nodes.len() {
-            self.wait_exit(index, deadline);
-        }
-    }
-
-    fn signal_stop(&self, index: usize) {
-        if let Some(child) = &self.children[index] {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
-    }
-
-    /// Reaps node `index`, killing it if it still runs at `deadline`; says so when the exit was
-    /// not clean.
-    fn wait_exit(&mut self, index: usize, deadline: Instant) {
-        let Some(mut child) = self.children[index].take() else { return };
-        let name = &self.nodes[index].name;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                if !status.success() {
-                    println!("note: {name} exited with {status} after SIGTERM");
-                }
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                println!("note: {name} did not stop within {STOP_GRACE:?} of SIGTERM and was killed");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn memory(&self, index: usize) -> Memory {
-        let pid = self.children[index].as_ref().expect("the node is running").id();
-        Memory { rss_kib: proc_status_kib(pid, "VmRSS:"), peak_kib: proc_status_kib(pid, "VmHWM:") }
-    }
-
-    /// A JSON-RPC call to node `index`: `Ok(result)` or `Err(error object)`; `None` if unreachable.
-    fn rpc(&self, index: usize, method: &str, params: Value) -> Option<Result<Value, Value>> {
-        let request = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
-        let mut response = self.agent.post(&self.nodes[index].rpc).send_json(&request).ok()?;
-        let body: Value = response.body_mut().read_json().ok()?;
-        match body.get("error") {
-            Some(error) => Some(Err(error.clone())),
-            None => Some(Ok(body.get("result").cloned().unwrap_or(Value::Null))),
-        }
-    }
-
-    fn status(&self, index: usize) -> Option<Value> {
-        self.rpc(index, "status", json!({}))?.ok()
-    }
-
-    fn tip(&self, index: usize) -> Option<(u64, String)> {
-        let status = self.status(index)?;
-        Some((status["tip"]["height"].as_u64()?, status["tip"]["hash"].as_str()?.to_string()))
-    }
-
-    fn header(&self, index: usize, height: u64) -> Option<Value> {
-        self.rpc(index, "get_header", json!({ "height": height }))?.ok()
-    }
-
-    /// Waits until `condition` holds, polling every 100 ms; panics with `what` and the logs' tails.
-    fn wait_for<T>(&self, timeout: Duration, what: &str, mut condition: impl FnMut(&Testnet) -> Option<T>) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(value) = condition(self) {
-                return value;
-            }
-            if Instant::now() > deadline {
-                let logs: Vec<String> = (0..self.nodes.len()).map(|index| self.log_tail(index, 30)).collect();
-                panic!("timed out after {timeout:?} waiting for {what}\n{}", logs.join("\n"));
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
-    }
-
-    /// A node's log with the ANSI colour codes removed.
-    fn log(&self, index: usize) -> String {
-        strip_ansi(&self.log_raw(index))
-    }
-
-    /// A node's log as written (it may hold ANSI colour codes).
-    fn log_raw(&self, index: usize) -> String {
-        std::fs::read_to_string(self.nodes[index].home.join("node.log")).unwrap_or_default()
-    }
-
-    fn log_tail(&self, index: usize, lines: usize) -> String {
-        let log = self.log(index);
-        let all: Vec<&str> = log.lines().collect();
-        format!(
-            "--- {} (last {lines} lines)\n{}",
-            self.nodes[index].name,
-            all[all.len().saturating_sub(lines)..].join("\n")
-        )
-    }
-
-    /// Per node: every distinct WARN/ERROR message (its `key=value` fields set aside) with how
-    /// often it occurred and its first and last line, and how many lines mention a reorganisation.
-    fn print_log_findings(&self) {
-        for index in 0..self.nodes.len() {
-            let log = self.log(index);
-            let mut findings: BTreeMap<String, (usize, &str, &str)> = BTreeMap::new();
-            for line in log.lines().filter(|line| line.contains(" WARN ") || line.contains(" ERROR ")) {
-                let without_time = line.split_once(' ').map_or(line, |(_, rest)| rest);
-                let message: Vec<&str> = without_time.split_whitespace().filter(|word| !word.contains('=')).collect();
-                let entry = findings.entry(message.join(" ")).or_insert((0, line, line));
-                entry.0 += 1;
-                entry.2 = line;
-            }
-            let reorgs = log.lines().filter(|line| line.contains("reorganised")).count();
-            let committed = log.lines().filter(|line| line.contains("block committed")).count();
-            println!(
-                "log {}: {committed} 'block committed' lines, {reorgs} 'chain reorganised', {} distinct WARN/ERROR messages",
-                self.nodes[index].name,
-                findings.len()
-            );
-            for (count, first, last) in findings.values() {
-                println!("  {count:>6} x, first: {first}");
-                if *count > 1 {
-                    println!("            last:  {last}");
-                }
-            }
-        }
-    }
-
-    /// With `TINYCHAIN_BENCH_KEEP=1`, leaves the testnet directory behind and says where.
-    fn keep_if_asked(&mut self) {
-        if std::env::var("TINYCHAIN_BENCH_KEEP").is_ok_and(|value| value == "1") {
-            if let Some(dir) = self.dir.take() {
-                println!("kept {}", dir.keep().display());
+        for (count, first, last) in findings.values() {
+            println!("  {count:>6} x, first: {first}");
+            if *count > 1 {
+                println!("            last:  {last}");
             }
         }
     }
 }
 
-impl Drop for Testnet {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
+/// With `TINYCHAIN_BENCH_KEEP=1`, leaves the testnet directory behind and says where.
+fn keep_if_asked(net: &mut Testnet) {
+    if std::env::var("TINYCHAIN_BENCH_KEEP").is_ok_and(|value| value == "1") {
+        if let Some(path) = net.keep() {
+            println!("kept {}", path.display());
         }
     }
-}
-
-/// Removes `ESC [ ... m` colour sequences.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(character) = chars.next() {
-        if character == '\u{1b}' {
-            for next in chars.by_ref() {
-                if next.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(character);
-        }
-    }
-    out
 }

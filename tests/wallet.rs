@@ -122,8 +122,8 @@ fn start() -> Fixture {
     });
     let rpc = net.nodes[0].rpc.clone();
     let dev_wallet = net.path().join("wallet");
-    let alice_wallet = net.dir.path().join("alice");
-    let bob_wallet = net.dir.path().join("bob");
+    let alice_wallet = net.root.join("alice");
+    let bob_wallet = net.root.join("bob");
     let created = wallet_json(&alice_wallet, &rpc, ALICE_PASSPHRASE, &["new", "--name", "alice"]);
     assert_eq!(created["created_wallet"], true);
     let alice = created["address"].as_str().unwrap().to_string();
@@ -426,7 +426,7 @@ fn export_then_import_gives_the_same_key(fixture: &Fixture) {
     let secret = exported.stdout.trim().to_string();
     assert_eq!(secret.len(), 64);
     // Import reads the secret from stdin, never from the command line.
-    let copy_wallet = net.dir.path().join("copy");
+    let copy_wallet = net.root.join("copy");
     let mut child = Command::new(EXE)
         .args(["wallet", "--wallet", copy_wallet.to_str().unwrap(), "import", "--name", "restored", "--json"])
         .env("TINYCHAIN_PASSPHRASE", "another passphrase")

@@ -2,13 +2,14 @@
 //! `tinychain testnet init` in a temporary directory with a fast genesis, each node started as
 //! `tinychain node --home ...`, killed with SIGKILL or stopped with SIGTERM, and a small JSON-RPC
 //! client. Tests hold `serial()` so only one network runs at a time on a 2-core machine.
+//! `benches/node.rs` uses the same module (`#[path]`) for its figures.
 
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,8 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// A base port with `count` consecutive free ports on 127.0.0.1 (checked by binding them).
 pub fn free_ports(count: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20_000 + (rand_u16() % 30_000);
+    for attempt in 0..200u32 {
+        let base = 20_000 + (pseudo_random(attempt) % 30_000) as u16;
         let listeners: Vec<_> =
             (0..count).map_while(|offset| TcpListener::bind(("127.0.0.1", base + offset)).ok()).collect();
         if listeners.len() == count as usize {
@@ -34,9 +35,9 @@ pub fn free_ports(count: u16) -> u16 {
     panic!("no {count} consecutive free ports on 127.0.0.1");
 }
 
-fn rand_u16() -> u16 {
+fn pseudo_random(attempt: u32) -> u32 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    (nanos ^ (std::process::id() << 7)) as u16
+    nanos ^ (std::process::id() << 7) ^ attempt.wrapping_mul(2_654_435_761)
 }
 
 /// Runs `tinychain ARGS`, returning stdout; panics with stderr if it fails.
@@ -58,9 +59,26 @@ pub struct NodeInfo {
     pub home: PathBuf,
 }
 
-/// A testnet's files and its running node processes.
+/// How long a node gets to exit after SIGTERM before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
+/// The RPC client's timeout per call.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How a node ended when it was asked to stop.
+#[derive(Debug)]
+pub enum Stopped {
+    NotRunning,
+    Exited(ExitStatus),
+    /// Still running `STOP_GRACE` after SIGTERM, so killed.
+    Killed,
+}
+
+/// A testnet's files and its running node processes; `Drop` kills every process it started.
 pub struct Testnet {
-    pub dir: tempfile::TempDir,
+    /// The temporary directory holding the testnet (`None` once `keep` was called).
+    dir: Option<tempfile::TempDir>,
+    /// Its path.
+    pub root: PathBuf,
     pub nodes: Vec<NodeInfo>,
     pub children: Vec<Option<Child>>,
     agent: ureq::Agent,
@@ -100,16 +118,19 @@ impl Testnet {
             .collect();
         let children = nodes.iter().map(|_| None).collect();
         let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(3)))
-                .http_status_as_error(false)
-                .build(),
+            ureq::Agent::config_builder().timeout_global(Some(RPC_TIMEOUT)).http_status_as_error(false).build(),
         );
-        Testnet { dir, nodes, children, agent }
+        let root = dir.path().to_path_buf();
+        Testnet { dir: Some(dir), root, nodes, children, agent }
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join("net")
+        self.root.join("net")
+    }
+
+    /// Leaves the testnet's directory behind when the `Testnet` is dropped; returns its path.
+    pub fn keep(&mut self) -> Option<PathBuf> {
+        self.dir.take().map(tempfile::TempDir::keep)
     }
 
     pub fn start(&mut self, index: usize) {
@@ -143,18 +164,41 @@ impl Testnet {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
     pub fn stop(&mut self, index: usize) -> bool {
-        let Some(mut child) = self.children[index].take() else { return true };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.signal_stop(index);
+        match self.wait_exit(index, Instant::now() + STOP_GRACE) {
+            Stopped::NotRunning => true,
+            Stopped::Exited(status) => status.success(),
+            Stopped::Killed => false,
+        }
+    }
+
+    /// SIGTERM to every running node, then waits for each to exit.
+    pub fn stop_all(&mut self) -> Vec<Stopped> {
+        for index in 0..self.nodes.len() {
+            self.signal_stop(index);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        (0..self.nodes.len()).map(|index| self.wait_exit(index, deadline)).collect()
+    }
+
+    fn signal_stop(&self, index: usize) {
+        if let Some(child) = &self.children[index] {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
+    /// Reaps node `index`, killing it if it still runs at `deadline`.
+    fn wait_exit(&mut self, index: usize, deadline: Instant) -> Stopped {
+        let Some(mut child) = self.children[index].take() else { return Stopped::NotRunning };
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return status.success();
+                return Stopped::Exited(status);
             }
             if Instant::now() > deadline {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                return false;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Stopped::Killed;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -173,13 +217,17 @@ impl Testnet {
         }
     }
 
+    pub fn status(&self, index: usize) -> Option<Value> {
+        self.rpc(index, "status", json!({}))?.ok()
+    }
+
     pub fn tip(&self, index: usize) -> Option<(u64, String)> {
-        let status = self.rpc(index, "status", json!({}))?.ok()?;
+        let status = self.status(index)?;
         Some((status["tip"]["height"].as_u64()?, status["tip"]["hash"].as_str()?.to_string()))
     }
 
     pub fn finalized(&self, index: usize) -> Option<(u64, String)> {
-        let status = self.rpc(index, "status", json!({}))?.ok()?;
+        let status = self.status(index)?;
         Some((status["finalized"]["height"].as_u64()?, status["finalized"]["hash"].as_str()?.to_string()))
     }
 
