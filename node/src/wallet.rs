@@ -393,6 +393,11 @@ impl RpcClient {
     /// A client for `url` (`http://host:port`; the node's RPC is plain HTTP, on loopback by
     /// default). Nothing is sent yet.
     pub fn new(url: &str) -> Result<RpcClient, WalletError> {
+        RpcClient::with_timeout(url, RPC_CALL_TIMEOUT)
+    }
+
+    /// `new` with another bound on each whole call (the testnet runner polls with a short one).
+    pub fn with_timeout(url: &str, call_timeout: Duration) -> Result<RpcClient, WalletError> {
         let bad = |detail: &str| WalletError::BadRpcUrl { url: url.to_string(), detail: detail.to_string() };
         let Some(rest) = url.strip_prefix("http://") else {
             return Err(if url.starts_with("https://") {
@@ -409,8 +414,8 @@ impl RpcClient {
             return Err(bad("not a valid URL"));
         }
         let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(RPC_CONNECT_TIMEOUT))
-            .timeout_global(Some(RPC_CALL_TIMEOUT))
+            .timeout_connect(Some(RPC_CONNECT_TIMEOUT.min(call_timeout)))
+            .timeout_global(Some(call_timeout))
             .http_status_as_error(false)
             .build();
         Ok(RpcClient { url: url.to_string(), agent: ureq::Agent::new_with_config(config), next_id: AtomicU64::new(1) })

@@ -9,6 +9,7 @@
 
 use crate::cli::node::shutdown_signal;
 use crate::setup::{self, TestnetLayout, TestnetOptions};
+use crate::wallet::RpcClient;
 use anyhow::Context;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ const NODES_DEFAULT: usize = 4;
 /// How long nodes get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// A node that does not answer a poll within this is skipped for that round.
+const RPC_POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn options(args: &InitArgs) -> TestnetOptions {
     TestnetOptions {
@@ -130,7 +133,7 @@ fn print_layout(layout: &TestnetLayout) {
 /// One running node process.
 struct Running {
     name: String,
-    rpc: String,
+    rpc: RpcClient,
     child: Child,
     exited: bool,
 }
@@ -179,15 +182,15 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
         }
     });
 
+    let clients = layout
+        .nodes
+        .iter()
+        .map(|node| RpcClient::with_timeout(&format!("http://{}", node.rpc), RPC_POLL_TIMEOUT))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut running = Vec::new();
-    for node in &layout.nodes {
+    for (node, rpc) in layout.nodes.iter().zip(clients) {
         match spawn_node(&exe, &node.home) {
-            Ok(child) => running.push(Running {
-                name: node.name.clone(),
-                rpc: format!("http://{}", node.rpc),
-                child,
-                exited: false,
-            }),
+            Ok(child) => running.push(Running { name: node.name.clone(), rpc, child, exited: false }),
             Err(error) => {
                 stop_all(&mut running);
                 return Err(error);
@@ -200,9 +203,6 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
     println!();
     println!("{:>7}  {:<8} {:>4} {:>6} {:>9}  {:>8}", "height", "producer", "rank", "score", "transfers", "final");
 
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).http_status_as_error(false).build(),
-    );
     let mut printed_height = 0u64;
     let mut quiet_since = Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -228,7 +228,7 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
         let Some((rpc, status)) = running
             .iter()
             .filter(|node| !node.exited)
-            .find_map(|node| call(&agent, &node.rpc, "status", json!({})).map(|status| (node.rpc.clone(), status)))
+            .find_map(|node| node.rpc.call("status", json!({})).ok().map(|status| (&node.rpc, status)))
         else {
             continue;
         };
@@ -238,7 +238,7 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
             // Show at most the last 20 if far behind (a restarted testnet resumes at its tip).
             let from = (printed_height + 1).max(tip.saturating_sub(19));
             for height in from..=tip {
-                print_block(&agent, &rpc, height, finalized);
+                print_block(rpc, height, finalized);
             }
             printed_height = tip;
             quiet_since = Instant::now();
@@ -253,9 +253,9 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
 }
 
 /// Prints one committed block: height, producer, rank, the producer's committed score, transfers.
-fn print_block(agent: &ureq::Agent, rpc: &str, height: u64, finalized: u64) {
-    let Some(header) = call(agent, rpc, "get_header", json!({ "height": height })) else { return };
-    let election = call(agent, rpc, "get_election", json!({ "height": height }));
+fn print_block(rpc: &RpcClient, height: u64, finalized: u64) {
+    let Some(header) = rpc.call("get_header", json!({ "height": height })).ok() else { return };
+    let election = rpc.call("get_election", json!({ "height": height })).ok();
     let producer = election
         .as_ref()
         .and_then(|election| election.pointer("/produced/name").and_then(Value::as_str).map(str::to_string))
@@ -279,14 +279,6 @@ fn print_block(agent: &ureq::Agent, rpc: &str, height: u64, finalized: u64) {
 
 fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
-}
-
-/// One JSON-RPC call; `None` if the node is unreachable or answers with an error.
-fn call(agent: &ureq::Agent, url: &str, method: &str, params: Value) -> Option<Value> {
-    let request = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
-    let mut response = agent.post(url).send_json(&request).ok()?;
-    let body: Value = response.body_mut().read_json().ok()?;
-    body.get("result").cloned()
 }
 
 /// SIGTERM to every running node, then SIGKILL to those still up after the grace period.
