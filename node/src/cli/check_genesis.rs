@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use tinychain_core::genesis::{genesis_block, Genesis};
-use tinychain_core::types::UNITS_PER_COIN;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,23 +19,37 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Genesis> {
 
 /// Shows an amount of base units in tinycoins with up to 8 decimals.
 fn coins(amount: u64) -> String {
-    let whole = amount / UNITS_PER_COIN;
-    let fraction = amount % UNITS_PER_COIN;
-    if fraction == 0 {
-        return format!("{whole} TC");
+    format!("{} TC", crate::setup::format_amount(amount))
+}
+
+/// Prints what a genesis defines: chain id, genesis hash, validators, allocations and timing
+/// (also after `tinychain genesis assemble` writes one).
+pub fn print_summary(genesis: &Genesis) {
+    let (block, _) = genesis_block(genesis);
+    println!("chain id      {}", genesis.chain_id);
+    println!("genesis hash  {}", tinychain_core::validate::block_hash(&block.header));
+    println!("validators    {} (finality needs votes from {})", genesis.validators.len(), genesis.quorum());
+    for validator in &genesis.validators {
+        println!("  {:<12} {}  {}", validator.name, validator.id, validator.addr);
     }
-    let digits = format!("{fraction:08}");
-    format!("{whole}.{} TC", digits.trim_end_matches('0'))
+    let total = genesis.allocations.iter().map(|allocation| allocation.amount).fold(0u64, u64::saturating_add);
+    println!("allocations   {} accounts, {} in all", genesis.allocations.len(), coins(total));
+    let parameters = &genesis.parameters;
+    println!(
+        "blocks        every {} ms; fallback after {} ms per rank; reward {}",
+        parameters.block_interval_ms,
+        parameters.producer_timeout_ms,
+        coins(parameters.block_reward)
+    );
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let genesis = load(&args.file)?;
-    let (block, _) = genesis_block(&genesis);
-    let hash = tinychain_core::validate::block_hash(&block.header);
     if args.json {
+        let (block, _) = genesis_block(&genesis);
         let summary = serde_json::json!({
             "chain_id": genesis.chain_id,
-            "genesis_hash": hash.to_string(),
+            "genesis_hash": tinychain_core::validate::block_hash(&block.header).to_string(),
             "validators": genesis.validators.len(),
             "quorum": genesis.quorum(),
             "allocations": genesis.allocations.len(),
@@ -46,21 +59,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("genesis file {} is valid", args.file.display());
-    println!("chain id      {}", genesis.chain_id);
-    println!("genesis hash  {hash}");
-    println!("validators    {} (finality needs votes from {})", genesis.validators.len(), genesis.quorum());
-    for validator in &genesis.validators {
-        println!("  {:<12} {}  {}", validator.name, validator.id, validator.addr);
-    }
-    let total: u64 = genesis.allocations.iter().map(|allocation| allocation.amount).sum();
-    println!("allocations   {} accounts, {} in all", genesis.allocations.len(), coins(total));
-    let parameters = &genesis.parameters;
-    println!(
-        "blocks        every {} ms; fallback after {} ms per rank; reward {}",
-        parameters.block_interval_ms,
-        parameters.producer_timeout_ms,
-        coins(parameters.block_reward)
-    );
+    print_summary(&genesis);
     Ok(())
 }
 
@@ -73,7 +72,7 @@ mod tests {
         assert_eq!(coins(0), "0 TC");
         assert_eq!(coins(150_000_000), "1.5 TC");
         assert_eq!(coins(1), "0.00000001 TC");
-        assert_eq!(coins(1_000_000 * UNITS_PER_COIN), "1000000 TC");
+        assert_eq!(coins(1_000_000 * tinychain_core::types::UNITS_PER_COIN), "1000000 TC");
     }
 
     #[test]

@@ -66,21 +66,8 @@ fn assemble(args: &AssembleArgs) -> anyhow::Result<()> {
         }
         other => anyhow::Error::new(other),
     })?;
-    let (block, _) = tinychain_core::genesis::genesis_block(&genesis);
-    let hash = tinychain_core::validate::block_hash(&block.header);
     println!("wrote {}", args.out.display());
-    println!("chain id      {}", genesis.chain_id);
-    println!("genesis hash  {hash}");
-    println!("validators    {} (finality needs votes from {})", genesis.validators.len(), genesis.quorum());
-    for validator in &genesis.validators {
-        println!("  {:<12} {}  {}", validator.name, validator.id, validator.addr);
-    }
-    let total = genesis.allocations.iter().map(|allocation| allocation.amount).fold(0u64, u64::saturating_add);
-    println!("allocations   {} accounts, {} TC in all", genesis.allocations.len(), setup::format_amount(total));
-    println!(
-        "blocks        every {} ms; fallback after {} ms per rank",
-        genesis.parameters.block_interval_ms, genesis.parameters.producer_timeout_ms
-    );
+    super::check_genesis::print_summary(&genesis);
     println!();
     println!("Next: copy {} to every validator's home as genesis.json.", args.out.display());
     Ok(())
