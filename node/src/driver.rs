@@ -21,12 +21,13 @@
 use crate::metrics::Sampler;
 use crate::query::{self, Call, LiveInfo, MetricSample, PeerInfo, QueryContext, QueryError, Request};
 use crate::rpc::{self, RpcConfig};
+use crate::setup::now_unix_ms;
 use crate::storage::{Storage, StorageError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tinychain_core::crypto::{Keypair, SignatureCache};
 use tinychain_core::genesis::Genesis;
 use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
@@ -111,10 +112,6 @@ pub fn open_database(path: &std::path::Path, genesis: &Genesis) -> Result<(Stora
     std::fs::rename(&staging, path).map_err(data_dir_error)?;
     std::fs::File::open(&dir).and_then(|directory| directory.sync_all()).map_err(data_dir_error)?;
     Ok((Storage::open(path, genesis)?, true))
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
 }
 
 /// The loop's state: the core, its storage, the transport and the live figures.
@@ -202,7 +199,7 @@ pub async fn run(
     let live = LiveInfo {
         p2p_listen: Some(p2p_addr),
         rpc_listen: rpc_addr,
-        started_at_ms: unix_now_ms(),
+        started_at_ms: now_unix_ms(),
         ..LiveInfo::default()
     };
     let mut driver = Driver { node, storage, net, live, names, wake_at_ms: 0, committed: Vec::new() };
@@ -227,7 +224,7 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     while result.is_ok() {
-        let sleep_ms = driver.wake_at_ms.saturating_sub(unix_now_ms()).clamp(1, 1000);
+        let sleep_ms = driver.wake_at_ms.saturating_sub(now_unix_ms()).clamp(1, 1000);
         result = tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -266,7 +263,7 @@ pub async fn run(
                 Ok(())
             }
             () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {
-                if unix_now_ms() >= driver.wake_at_ms {
+                if now_unix_ms() >= driver.wake_at_ms {
                     driver.step(Event::Tick).await
                 } else {
                     Ok(())
@@ -300,7 +297,7 @@ impl Driver {
 
     /// Steps the core with one event and carries out its actions in order.
     async fn step(&mut self, event: Event) -> Result<(), DriverError> {
-        let actions = self.node.step(unix_now_ms(), event);
+        let actions = self.node.step(now_unix_ms(), event);
         self.carry_out(actions).await.map(|_| ())
     }
 
@@ -411,7 +408,7 @@ impl Driver {
                 .flatten()
                 .and_then(|ranking| ranking.into_iter().find(|candidate| candidate.node == producer))
                 .and_then(|candidate| candidate.score);
-            self.live.record_block_committed(unix_now_ms(), rank);
+            self.live.record_block_committed(now_unix_ms(), rank);
             let interval_ms = self.live.block_intervals_ms.back().copied();
             info!(
                 height,
@@ -457,7 +454,7 @@ impl Driver {
         let answer = match request {
             Request::SubmitTx(transfer) => {
                 let id = tinychain_core::validate::transfer_id(&transfer);
-                let actions = self.node.step(unix_now_ms(), Event::TxSubmitted(transfer));
+                let actions = self.node.step(now_unix_ms(), Event::TxSubmitted(transfer));
                 let verdicts = self.carry_out(actions).await?;
                 verdict_for(&verdicts, &id)
             }
