@@ -187,6 +187,11 @@ impl Genesis {
         self.validators.iter().position(|validator| &validator.id == id)
     }
 
+    /// A validator's name in this genesis, for logs and RPC.
+    pub fn validator_name(&self, id: &NodeId) -> Option<&str> {
+        self.validator_index(id).map(|index| self.validators[index].name.as_str())
+    }
+
     /// Votes from more than 2/3 of the validators: `2N/3 + 1`, integer division.
     pub fn quorum(&self) -> usize {
         2 * self.validators.len() / 3 + 1

@@ -120,7 +120,6 @@ struct Driver {
     storage: Arc<Storage>,
     net: NetHandle,
     live: LiveInfo,
-    names: std::collections::BTreeMap<NodeId, String>,
     wake_at_ms: u64,
     /// Blocks committed during the current step: logged with their election once the step's
     /// actions are all carried out.
@@ -195,14 +194,13 @@ pub async fn run(
     drop(calls_sender);
     let rpc_addr = rpc_server.as_ref().map(|server| server.local_addr());
 
-    let names = genesis.validators.iter().map(|validator| (validator.id, validator.name.clone())).collect();
     let live = LiveInfo {
         p2p_listen: Some(p2p_addr),
         rpc_listen: rpc_addr,
         started_at_ms: now_unix_ms(),
         ..LiveInfo::default()
     };
-    let mut driver = Driver { node, storage, net, live, names, wake_at_ms: 0, committed: Vec::new() };
+    let mut driver = Driver { node, storage, net, live, wake_at_ms: 0, committed: Vec::new() };
     info!(
         node = %node_id,
         name = %driver.name_of(&node_id),
@@ -292,7 +290,7 @@ pub async fn run(
 
 impl Driver {
     fn name_of(&self, id: &NodeId) -> String {
-        self.names.get(id).cloned().unwrap_or_else(|| id.to_string())
+        self.node.genesis().validator_name(id).map_or_else(|| id.to_string(), str::to_string)
     }
 
     /// Steps the core with one event and carries out its actions in order.
@@ -477,7 +475,11 @@ impl Driver {
                     .node
                     .connected_peers()
                     .into_iter()
-                    .map(|id| PeerInfo { id, name: self.names.get(&id).cloned(), addr: None })
+                    .map(|id| PeerInfo {
+                        id,
+                        name: self.node.genesis().validator_name(&id).map(str::to_string),
+                        addr: None,
+                    })
                     .collect();
                 let context = QueryContext { node: &self.node, storage: &self.storage, live: &self.live };
                 query::answer(&context, &request)

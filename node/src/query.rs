@@ -518,8 +518,7 @@ fn to_json<T: Serialize>(value: &T) -> Value {
 }
 
 fn validator_name(context: &QueryContext<'_>, id: &NodeId) -> Option<String> {
-    let genesis = context.node.genesis();
-    genesis.validator_index(id).map(|index| genesis.validators[index].name.clone())
+    context.node.genesis().validator_name(id).map(str::to_string)
 }
 
 fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
