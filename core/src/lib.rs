@@ -16,6 +16,7 @@ pub mod limits;
 pub mod mempool;
 pub mod message;
 pub mod node;
+pub mod pool_sync;
 pub mod state;
 pub mod testkit;
 pub mod types;

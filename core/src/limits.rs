@@ -25,6 +25,14 @@ pub const MEMPOOL_TXS_MAX: usize = 50_000;
 /// Pending transfers one sender may have queued (consecutive nonces).
 pub const MEMPOOL_TXS_PER_SENDER_MAX: usize = 256;
 
+/// Mempool sync (see `node`): ids in one `PoolAnnounce`, and ids asked for in one `GetPooled`
+/// (one request in flight per peer). 4,096 ids are 128 KiB; 1,024 transfers about 170 KiB.
+pub const POOL_ANNOUNCE_IDS_MAX: usize = 4_096;
+pub const POOL_FETCH_IDS_MAX: usize = 1_024;
+/// How long a `GetPooled` may stay unanswered before the node gives up syncing its mempool
+/// with that peer (the bounded wait then decides when the node counts as synced).
+pub const POOL_FETCH_TIMEOUT_MS: u64 = 5_000;
+
 /// Reports held per validator that the chain has not recorded yet.
 pub const REPORT_POOL_PER_VALIDATOR_MAX: usize = 16;
 

@@ -17,7 +17,8 @@
 
 use crate::codec::encode;
 use crate::limits::{MEMPOOL_TXS_MAX, MEMPOOL_TXS_PER_SENDER_MAX};
-use crate::types::{Account, Address, Amount, Hash, Transfer};
+use crate::types::{Account, Address, Amount, Hash, Height, Transfer};
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
@@ -59,13 +60,100 @@ pub enum MempoolError {
     PoolFull { lowest_fee: Amount },
 }
 
-/// What a successful insert displaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a successful insert displaced, in removal order: the replaced transfer (same sender and
+/// nonce), later ones of that sender it left unaffordable, and another sender's last transfer
+/// evicted to make room.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Inserted {
-    /// The pending transfer with the same sender and nonce that the new one replaced.
-    pub replaced: Option<Hash>,
-    /// Transfers removed to make room or because they became unaffordable, in removal order.
-    pub evicted: Vec<Hash>,
+    pub removed: Vec<Removed>,
+}
+
+/// A pending transfer the mempool let go of without it being included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub id: Hash,
+    pub transfer: Transfer,
+    pub reason: RemovalReason,
+}
+
+/// Why the mempool let go of a pending transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// A transfer with the same sender and nonce and a higher fee took its place.
+    Replaced { by: Hash },
+    /// Its sender's balance no longer covers it after the earlier transfers of that sender.
+    Unaffordable,
+    /// The pool was full and it was the lowest-fee last transfer of a sender.
+    Evicted { by: Hash },
+    /// Its sender's committed nonce moved past it: it was included, or another transfer took
+    /// its nonce (the caller tells the two apart from the blocks it applied).
+    NonceUsed,
+}
+
+/// A transfer this node held as pending and let go of without it being included: what `get_tx`
+/// answers as `dropped`, so a client that was told "accepted" learns why it will never commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedTransfer {
+    pub id: Hash,
+    pub transfer: Transfer,
+    pub reason: DropReason,
+    /// The node's tip height when it dropped the transfer.
+    pub tip_height: Height,
+}
+
+/// Why a pending transfer will never be included (as this node saw it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DropReason {
+    /// A committed block used the same sender and nonce for another transfer, `by`, at `height`.
+    NonceTaken { by: Hash, height: Height },
+    /// The sender's committed nonce moved past it, but not through a block this node applied
+    /// while holding it (so it cannot name the transfer that took the nonce).
+    NonceUsed,
+    /// A transfer with the same sender and nonce paying a higher fee replaced it.
+    Replaced { by: Hash },
+    /// The sender's balance no longer covers it after the sender's earlier transfers.
+    Unaffordable,
+    /// The mempool was full and it paid the lowest fee; `by` took its room.
+    Evicted { by: Hash },
+    /// The node resubmitted it from its journal after a restart and the mempool refused it.
+    RefusedAfterRestart { reason: String },
+}
+
+impl DropReason {
+    /// The reason's name in JSON answers and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DropReason::NonceTaken { .. } => "nonce_taken",
+            DropReason::NonceUsed => "nonce_used",
+            DropReason::Replaced { .. } => "replaced",
+            DropReason::Unaffordable => "unaffordable",
+            DropReason::Evicted { .. } => "evicted",
+            DropReason::RefusedAfterRestart { .. } => "refused_after_restart",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropReason::NonceTaken { by, height } => {
+                write!(f, "its nonce was taken by transfer {by}, committed at height {height}")
+            }
+            DropReason::NonceUsed => write!(f, "its nonce was used by another committed transfer"),
+            DropReason::Replaced { by } => {
+                write!(f, "replaced by transfer {by}, which has the same sender and nonce and a higher fee")
+            }
+            DropReason::Unaffordable => {
+                write!(f, "the sender's balance no longer covers it after the sender's earlier transfers")
+            }
+            DropReason::Evicted { by } => {
+                write!(f, "the mempool was full and transfer {by} paid a higher fee for its room")
+            }
+            DropReason::RefusedAfterRestart { reason } => {
+                write!(f, "refused when the node resubmitted it after a restart: {reason}")
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,26 +241,32 @@ impl Mempool {
     /// After the tip changes: for each given sender, drops transfers with a nonce below the
     /// committed nonce, then the first one no longer affordable in nonce order from the
     /// committed balance and every later one of that sender (a gap makes them unusable).
-    /// Returns the removed ids by sender address, then nonce.
+    /// Returns what it removed by sender address, then nonce: below the committed nonce as
+    /// `NonceUsed` (included, or taken by another transfer), the rest as `Unaffordable`.
     pub fn revalidate_senders(
         &mut self,
         senders: &BTreeSet<Address>,
         account_of: impl Fn(&Address) -> Account,
-    ) -> Vec<Hash> {
+    ) -> Vec<Removed> {
         let mut removed = Vec::new();
         for sender in senders {
             let Some(queue) = self.by_sender.get(sender) else {
                 continue;
             };
             let account = account_of(sender);
-            let mut doomed_nonces: Vec<u64> = queue.range(..account.nonce).map(|(nonce, _)| *nonce).collect();
-            doomed_nonces.extend(unaffordable_from(queue.range(account.nonce..), 0, account.balance));
-            if doomed_nonces.is_empty() {
+            let used_nonces: Vec<u64> = queue.range(..account.nonce).map(|(nonce, _)| *nonce).collect();
+            let unaffordable_nonces = unaffordable_from(queue.range(account.nonce..), 0, account.balance);
+            if used_nonces.is_empty() && unaffordable_nonces.is_empty() {
                 continue;
             }
             self.unindex_tail(sender);
-            for nonce in doomed_nonces {
-                removed.push(self.remove_entry(sender, nonce).id);
+            let doomed = used_nonces
+                .into_iter()
+                .map(|nonce| (nonce, RemovalReason::NonceUsed))
+                .chain(unaffordable_nonces.into_iter().map(|nonce| (nonce, RemovalReason::Unaffordable)));
+            for (nonce, reason) in doomed {
+                let Entry { transfer, id, .. } = self.remove_entry(sender, nonce);
+                removed.push(Removed { id, transfer, reason });
             }
             self.index_tail(sender);
         }
@@ -225,6 +319,12 @@ impl Mempool {
             }
         }
         selected
+    }
+
+    /// Every pending id, by sender address then nonce: the order a peer that fetches them can
+    /// admit them in (each sender's transfers without a gap).
+    pub fn ids_by_sender(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.by_sender.values().flat_map(|queue| queue.values().map(|entry| entry.id))
     }
 
     /// All pending transfers, highest fee first (ties by lower id), for RPC `get_mempool`.
@@ -319,9 +419,17 @@ impl Mempool {
         let sender = transfer.from;
         let nonce = transfer.nonce;
         self.unindex_tail(&sender);
-        let replaced = plan.is_replacement.then(|| self.remove_entry(&sender, nonce).id);
-        let mut evicted: Vec<Hash> =
-            plan.later_nonces_dropped.iter().map(|later_nonce| self.remove_entry(&sender, *later_nonce).id).collect();
+        let mut removed = Vec::new();
+        let mut remove = |pool: &mut Mempool, sender: &Address, nonce: u64, reason: RemovalReason| {
+            let Entry { transfer, id, .. } = pool.remove_entry(sender, nonce);
+            removed.push(Removed { id, transfer, reason });
+        };
+        if plan.is_replacement {
+            remove(self, &sender, nonce, RemovalReason::Replaced { by: id });
+        }
+        for later_nonce in &plan.later_nonces_dropped {
+            remove(self, &sender, *later_nonce, RemovalReason::Unaffordable);
+        }
         let size_bytes = encode(&transfer).len();
         self.add_entry(Entry { transfer, id, size_bytes });
         self.index_tail(&sender);
@@ -333,11 +441,11 @@ impl Mempool {
                 .and_then(|queue| queue.last_key_value())
                 .map(|(last_nonce, _)| *last_nonce)
                 .expect("eviction_order indexes only non-empty queues");
-            evicted.push(self.remove_entry(&evicted_sender, last_nonce).id);
+            remove(self, &evicted_sender, last_nonce, RemovalReason::Evicted { by: id });
             self.index_tail(&evicted_sender);
         }
         assert!(self.len() <= self.config.txs_max, "inserts evict to fit");
-        Inserted { replaced, evicted }
+        Inserted { removed }
     }
 
     fn entry(&self, id: &Hash) -> Option<&Entry> {
@@ -492,6 +600,11 @@ mod tests {
         assert_eq!(*pool, before, "a rejected insert changes nothing");
     }
 
+    /// (id, reason) of each removal, for readable assertions.
+    fn removals(inserted: &Inserted) -> Vec<(Hash, RemovalReason)> {
+        inserted.removed.iter().map(|removed| (removed.id, removed.reason)).collect()
+    }
+
     /// (sender byte, nonce) of each transfer, for readable assertions.
     fn keys(transfers: &[Transfer]) -> Vec<(u8, u64)> {
         transfers.iter().map(|tx| (tx.from.0[0], tx.nonce)).collect()
@@ -540,7 +653,8 @@ mod tests {
         }
         let inserted = insert_ok(&mut pool, transfer(1, 0, 11, 6), &RICH);
         let old_id = id(1, 0, 10, 5);
-        assert_eq!(inserted, Inserted { replaced: Some(old_id), evicted: vec![] });
+        assert_eq!(removals(&inserted), [(old_id, RemovalReason::Replaced { by: id(1, 0, 11, 6) })]);
+        assert_eq!(inserted.removed[0].transfer, transfer(1, 0, 10, 5).0, "the removal carries the transfer");
         assert!(!pool.contains(&old_id));
         assert_eq!(pool.get(&id(1, 0, 11, 6)), Some(&transfer(1, 0, 11, 6).0));
         assert_eq!(pool.len(), 2);
@@ -583,7 +697,7 @@ mod tests {
         let full = MempoolError::PoolFull { lowest_fee: 5 };
         assert_rejected(&mut pool, transfer(3, 0, 10, 5), &RICH, full);
         let inserted = insert_ok(&mut pool, transfer(3, 0, 10, 6), &RICH);
-        assert_eq!(inserted, Inserted { replaced: None, evicted: vec![id(1, 0, 10, 5)] });
+        assert_eq!(removals(&inserted), [(id(1, 0, 10, 5), RemovalReason::Evicted { by: id(3, 0, 10, 6) })]);
     }
 
     #[test]
@@ -594,7 +708,7 @@ mod tests {
         insert_ok(&mut pool, transfer(2, 0, 10, 5), &RICH);
         // Sender 1's nonce 0 has the lowest fee, but evicting it would strand nonce 1.
         let inserted = insert_ok(&mut pool, transfer(3, 0, 10, 6), &RICH);
-        assert_eq!(inserted.evicted, vec![id(2, 0, 10, 5)]);
+        assert_eq!(removals(&inserted), [(id(2, 0, 10, 5), RemovalReason::Evicted { by: id(3, 0, 10, 6) })]);
         assert_eq!(pool.pending_nonce(&address(1), &RICH), 2);
         // Sender 3's nonce 0 (fee 6) is now the lowest last transfer, but it is the new
         // transfer's predecessor: only other senders' last transfers may make room.
@@ -609,7 +723,7 @@ mod tests {
         insert_ok(&mut pool, transfer(2, 0, 10, 5), &RICH);
         let inserted = insert_ok(&mut pool, transfer(3, 0, 10, 6), &RICH);
         let (first, second) = (id(1, 0, 10, 5), id(2, 0, 10, 5));
-        assert_eq!(inserted.evicted, vec![first.max(second)]);
+        assert_eq!(removals(&inserted), [(first.max(second), RemovalReason::Evicted { by: id(3, 0, 10, 6) })]);
         assert!(pool.contains(&first.min(second)));
     }
 
@@ -621,8 +735,8 @@ mod tests {
         insert_ok(&mut pool, transfer(1, 2, 30, 1), &sender);
         // 42 + 31 fits in 100; adding the last 31 does not.
         let inserted = insert_ok(&mut pool, transfer(1, 0, 40, 2), &sender);
-        let replaced = Some(id(1, 0, 10, 1));
-        assert_eq!(inserted, Inserted { replaced, evicted: vec![id(1, 2, 30, 1)] });
+        let replaced = (id(1, 0, 10, 1), RemovalReason::Replaced { by: id(1, 0, 40, 2) });
+        assert_eq!(removals(&inserted), [replaced, (id(1, 2, 30, 1), RemovalReason::Unaffordable)]);
         assert_eq!(pool.pending_nonce(&address(1), &sender), 2);
         // A replacement that is itself unaffordable is refused.
         let short = MempoolError::InsufficientBalance { balance: 100, needed: 144 };
@@ -639,7 +753,7 @@ mod tests {
         assert_eq!(pool.pending_nonce(&address(1), &reverted), 3);
         insert_ok(&mut pool, transfer(1, 3, 10, 0), &reverted);
         let inserted = insert_ok(&mut pool, transfer(1, 4, 10, 0), &reverted);
-        assert_eq!(inserted.evicted, vec![id(1, 6, 40, 0)]);
+        assert_eq!(removals(&inserted), [(id(1, 6, 40, 0), RemovalReason::Unaffordable)]);
         assert_eq!(pool.pending_nonce(&address(1), &reverted), 6);
     }
 
@@ -741,8 +855,16 @@ mod tests {
         };
         let senders: BTreeSet<Address> = [address(2), address(1), address(4)].into();
         let removed = pool.revalidate_senders(&senders, after_block);
-        let dropped = [(1, 0, 10), (1, 2, 10), (1, 3, 1), (2, 0, 10), (2, 1, 10)];
-        assert_eq!(removed, dropped.map(|(from, nonce, amount)| id(from, nonce, amount, 1)));
+        let (used, unaffordable) = (RemovalReason::NonceUsed, RemovalReason::Unaffordable);
+        let dropped = [
+            (1, 0, 10, used),
+            (1, 2, 10, unaffordable),
+            (1, 3, 1, unaffordable),
+            (2, 0, 10, unaffordable),
+            (2, 1, 10, unaffordable),
+        ];
+        let removed: Vec<(Hash, RemovalReason)> = removed.iter().map(|removed| (removed.id, removed.reason)).collect();
+        assert_eq!(removed, dropped.map(|(from, nonce, amount, reason)| (id(from, nonce, amount, 1), reason)));
         assert_consistent(&pool);
         // Sender 3 was not named, so it is untouched even though it can no longer pay.
         assert_eq!(pool.len(), 2);

@@ -2,7 +2,7 @@
 //! between authenticated peers, and the simulator moves them between simulated ones.
 
 use crate::codec::{self, CodecError};
-use crate::types::{Block, Checkpoint, MetricReport, Transfer};
+use crate::types::{Block, Checkpoint, Hash, MetricReport, Transfer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -21,6 +21,14 @@ pub enum Message {
     GetBlocks { locator: Vec<Checkpoint> },
     /// Canonical blocks in height order, answering `GetBlocks`.
     Blocks(Vec<Arc<Block>>),
+    /// Ids of the sender's pending transfers, by sender then nonce, sent in batches right after
+    /// `Status` on every (re)connection; `complete` marks the last batch (an empty pool sends
+    /// one empty, complete batch). Ethereum's pooled-transaction announcements are the model.
+    PoolAnnounce { ids: Vec<Hash>, complete: bool },
+    /// Asks for announced pending transfers by id (at most `limits::POOL_FETCH_IDS_MAX`).
+    GetPooled { ids: Vec<Hash> },
+    /// The asked-for transfers the sender still holds, in the order asked, answering `GetPooled`.
+    Pooled(Vec<Transfer>),
 }
 
 impl Message {
@@ -33,6 +41,9 @@ impl Message {
             Message::Status { .. } => "status",
             Message::GetBlocks { .. } => "get_blocks",
             Message::Blocks(_) => "blocks",
+            Message::PoolAnnounce { .. } => "pool_announce",
+            Message::GetPooled { .. } => "get_pooled",
+            Message::Pooled(_) => "pooled",
         }
     }
 

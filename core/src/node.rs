@@ -15,25 +15,42 @@
 //! - `ServeBlocks` reads canonical blocks from storage and sends them to the peer as one
 //!   `Message::Blocks`, cut to `limits::SYNC_RESPONSE_BYTES_MAX`.
 //! - `WakeAt(ms)` replaces any earlier wake-up: deliver `Event::Tick` at or after that time.
-//! - `TxAccepted` / `TxRejected` answer a local `TxSubmitted`; `Trace` is observability only.
+//! - `TxAccepted` / `TxRejected` answer a local `TxSubmitted`; `TxDropped` says a pending
+//!   transfer left the mempool without being included, and why (the node's RPC answers `get_tx`
+//!   with it); `Trace` is observability only.
 //!
 //! On start the driver either calls `step` with `Event::Restored` carrying what storage holds,
 //! or (a fresh node) starts from genesis as `Node::new` builds it; then it sends `Tick`.
 //!
 //! Everything that decides what a node says is here: production when eligible, a fresh report
 //! (and vote) each new tip, relaying each message once, noticing it is behind and fetching
-//! blocks, fork choice and reorganisation.
+//! blocks, mempool sync with every new link (`pool_sync`), fork choice and reorganisation.
+//!
+//! # Mempool sync and readiness
+//!
+//! A node that starts (or restarts) has an empty mempool while its peers may hold thousands of
+//! pending transfers. On every new link both sides announce their pending ids and fetch what
+//! they lack. Until the node has finished that exchange with enough peers to make a
+//! supermajority with itself (`Genesis::quorum`), or one `producer_timeout_ms` has passed since
+//! it started, it is not `is_mempool_synced`: it does not produce (its block would leave out
+//! what its peers hold), and the RPC does not offer a `pending_nonce` (it would be stale, and
+//! a client using it would sign a transfer whose nonce another pending transfer already holds).
+//! A supermajority rather than every peer, so that one dead validator cannot hold a restarted
+//! node back for the whole bound; every pending transfer is gossiped to all, so any live peer
+//! that was up carries the pool.
 
 use crate::crypto::{Keypair, SignatureCache};
 use crate::election::{self, eligible_at_ms};
 use crate::finality::FinalityState;
 use crate::genesis::{genesis_block, Genesis};
 use crate::limits::{
-    LOCATOR_HASHES_MAX, ORPHAN_BLOCKS_MAX, RELAY_FANOUT, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX,
-    SIDE_BLOCKS_MAX, SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_RETRY_MS,
+    LOCATOR_HASHES_MAX, ORPHAN_BLOCKS_MAX, POOL_ANNOUNCE_IDS_MAX, POOL_FETCH_IDS_MAX, POOL_FETCH_TIMEOUT_MS,
+    RELAY_FANOUT, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX, SIDE_BLOCKS_MAX, SYNC_BLOCKS_PER_RESPONSE_MAX,
+    SYNC_RETRY_MS,
 };
-use crate::mempool::{Mempool, MempoolConfig};
+use crate::mempool::{DropReason, DroppedTransfer, Mempool, MempoolConfig, RemovalReason, Removed};
 use crate::message::Message;
+use crate::pool_sync::{PoolSync, PoolSyncPhase};
 use crate::state::{ChainState, StateDelta};
 use crate::types::{Address, Block, Checkpoint, Hash, Height, MetricReport, NodeId, Transfer, Vote};
 use crate::validate::{
@@ -110,15 +127,39 @@ pub struct Commit {
 /// Commands for the driver.
 #[derive(Clone, Debug)]
 pub enum Action {
-    SendTo { peer: NodeId, message: Message },
-    Broadcast { message: Message, except: Option<NodeId> },
+    SendTo {
+        peer: NodeId,
+        message: Message,
+    },
+    Broadcast {
+        message: Message,
+        except: Option<NodeId>,
+    },
     WakeAt(u64),
     CommitBlocks(Box<Commit>),
-    PersistReportState { last_vote: Option<Vote>, report_sequence: u64 },
-    ServeBlocks { peer: NodeId, from_height: Height, to_height: Height },
-    DisconnectPeer { peer: NodeId, reason: String },
-    TxAccepted { id: Hash },
-    TxRejected { id: Hash, reason: String },
+    PersistReportState {
+        last_vote: Option<Vote>,
+        report_sequence: u64,
+    },
+    ServeBlocks {
+        peer: NodeId,
+        from_height: Height,
+        to_height: Height,
+    },
+    DisconnectPeer {
+        peer: NodeId,
+        reason: String,
+    },
+    TxAccepted {
+        id: Hash,
+    },
+    TxRejected {
+        id: Hash,
+        reason: String,
+    },
+    /// A pending transfer left the mempool without being included (boxed: it carries the
+    /// transfer, and actions are moved around in bulk).
+    TxDropped(Box<DroppedTransfer>),
     Trace(TraceEvent),
 }
 
@@ -164,6 +205,13 @@ pub enum TraceEvent {
         peer: NodeId,
         have_height: Height,
     },
+    /// The node finished its first mempool sync since it started: with `synced_peers` peers, or
+    /// the bounded wait ran out (`timed_out`). It now produces and offers pending nonces.
+    MempoolSynced {
+        synced_peers: usize,
+        admitted: usize,
+        timed_out: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -185,6 +233,8 @@ struct PeerState {
     tip_fresh_at_ms: u64,
     /// It has sent its status since it connected (the warm-up counts these).
     status_received: bool,
+    /// The mempool exchange with it since it connected.
+    pool: PoolSync,
 }
 
 /// Remembers message ids so each is relayed once. Membership only: never iterated.
@@ -233,6 +283,12 @@ pub struct Node {
     /// Peers we asked for blocks and when: one request per peer in flight (kept apart from
     /// `peers` so the per-event wake-up computation does not scan every peer).
     sync_requested_at_ms: BTreeMap<NodeId, u64>,
+    /// Peers we asked for pending transfers (`GetPooled`) and when: one request each in flight.
+    pool_requested_at_ms: BTreeMap<NodeId, u64>,
+    /// The first mempool sync since start is over (see the module docs); never goes back.
+    mempool_synced: bool,
+    /// Transfers admitted through mempool sync since start (for the `MempoolSynced` trace).
+    pool_admitted: usize,
     last_vote: Option<Vote>,
     report_sequence: u64,
     latest_metrics: (u16, u16),
@@ -288,6 +344,9 @@ impl Node {
             seen: SeenSet::default(),
             peers: BTreeMap::new(),
             sync_requested_at_ms: BTreeMap::new(),
+            pool_requested_at_ms: BTreeMap::new(),
+            mempool_synced: false,
+            pool_admitted: 0,
             last_vote: None,
             report_sequence: 0,
             latest_metrics: unmeasured_metrics,
@@ -366,6 +425,15 @@ impl Node {
     pub fn peer_tips(&self) -> Vec<(NodeId, Option<Checkpoint>)> {
         self.peers.iter().map(|(peer, peer_state)| (*peer, peer_state.tip)).collect()
     }
+    /// The first mempool sync since start is over: the node produces, and its pending nonces
+    /// can be trusted (see the module docs).
+    pub fn is_mempool_synced(&self) -> bool {
+        self.mempool_synced
+    }
+    /// Connected peers whose pools we have fully fetched since they connected.
+    pub fn mempool_synced_peers(&self) -> usize {
+        self.peers.values().filter(|peer_state| peer_state.pool.phase == PoolSyncPhase::Synced).count()
+    }
     pub fn side_blocks(&self) -> usize {
         self.tree.len().saturating_sub(self.canonical.len().saturating_sub(self.finalized.height as usize))
     }
@@ -385,6 +453,7 @@ impl Node {
             Event::PeerDisconnected { peer } => {
                 self.peers.remove(&peer);
                 self.sync_requested_at_ms.remove(&peer);
+                self.pool_requested_at_ms.remove(&peer);
             }
             Event::TxSubmitted(transfer) => self.on_transfer(None, transfer, &mut actions),
             Event::MetricsSampled { cpu, net } => self.latest_metrics = (cpu.min(1000), net.min(1000)),
@@ -412,11 +481,25 @@ impl Node {
         for peer in behind {
             self.request_sync(now_ms, peer, actions);
         }
+        let unanswered: Vec<NodeId> = self
+            .pool_requested_at_ms
+            .iter()
+            .filter(|(_, at)| now_ms >= at.saturating_add(POOL_FETCH_TIMEOUT_MS))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in unanswered {
+            debug!(peer = ?peer, "pending transfers asked for were not sent: no longer syncing the mempool with it");
+            self.pool_requested_at_ms.remove(&peer);
+            if let Some(peer_state) = self.peers.get_mut(&peer) {
+                peer_state.pool.give_up();
+            }
+        }
     }
 
     /// Runs after every event: a fresh report when the tip moved, production when eligible,
     /// and the next wake-up.
     fn after_event(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        self.update_mempool_synced(now_ms, actions);
         self.refresh_ranking();
         self.try_produce(now_ms, actions);
         self.refresh_ranking();
@@ -432,6 +515,12 @@ impl Node {
         for at in self.sync_requested_at_ms.values() {
             wake_at_ms = wake_at_ms.min(at.saturating_add(SYNC_RETRY_MS));
         }
+        for at in self.pool_requested_at_ms.values() {
+            wake_at_ms = wake_at_ms.min(at.saturating_add(POOL_FETCH_TIMEOUT_MS));
+        }
+        if !self.mempool_synced {
+            wake_at_ms = wake_at_ms.min(self.mempool_sync_deadline_ms(now_ms));
+        }
         if wake_at_ms == u64::MAX {
             // Nothing scheduled: check again after one block interval (sync retries, liveness).
             wake_at_ms = now_ms.saturating_add(self.config.genesis.parameters.block_interval_ms);
@@ -442,12 +531,98 @@ impl Node {
     fn on_peer_connected(&mut self, peer: NodeId, actions: &mut Vec<Action>) {
         self.peers.insert(peer, PeerState::default());
         self.sync_requested_at_ms.remove(&peer);
+        self.pool_requested_at_ms.remove(&peer);
         actions
             .push(Action::SendTo { peer, message: Message::Status { tip: self.state.tip, finalized: self.finalized } });
         if let Some(index) = self.validator_index {
             if let Some(latest) = self.report_pool.get(&index).and_then(|reports| reports.values().next_back()) {
                 actions.push(Action::SendTo { peer, message: Message::Report(latest.clone()) });
             }
+        }
+        // Our pending ids, by sender then nonce, in batches; the last (maybe empty) is complete.
+        let ids: Vec<Hash> = self.mempool.ids_by_sender().collect();
+        let batches = ids.len().div_ceil(POOL_ANNOUNCE_IDS_MAX).max(1);
+        let mut chunks = ids.chunks(POOL_ANNOUNCE_IDS_MAX);
+        for batch in 0..batches {
+            let ids = chunks.next().map(<[Hash]>::to_vec).unwrap_or_default();
+            let complete = batch + 1 == batches;
+            actions.push(Action::SendTo { peer, message: Message::PoolAnnounce { ids, complete } });
+        }
+    }
+
+    // ---- mempool sync -------------------------------------------------------------------------
+
+    fn on_pool_announce(&mut self, now_ms: u64, from: NodeId, ids: &[Hash], complete: bool, actions: &mut Vec<Action>) {
+        let mempool = &self.mempool;
+        let Some(peer_state) = self.peers.get_mut(&from) else {
+            debug!(peer = ?from, "ignoring pool announcement: the peer is not connected");
+            return;
+        };
+        if !peer_state.pool.on_announce(ids, complete, |id| mempool.contains(id)) {
+            debug!(peer = ?from, "ignoring pool announcement: the peer already announced its whole pool");
+            return;
+        }
+        self.request_pooled(now_ms, from, actions);
+    }
+
+    fn on_get_pooled(&mut self, from: NodeId, ids: &[Hash], actions: &mut Vec<Action>) {
+        let transfers: Vec<Transfer> =
+            ids.iter().take(POOL_FETCH_IDS_MAX).filter_map(|id| self.mempool.get(id)).cloned().collect();
+        actions.push(Action::SendTo { peer: from, message: Message::Pooled(transfers) });
+    }
+
+    fn on_pooled(&mut self, now_ms: u64, from: NodeId, transfers: Vec<Transfer>, actions: &mut Vec<Action>) {
+        let answered = self.peers.get_mut(&from).and_then(|peer_state| peer_state.pool.on_answer(transfers));
+        let Some(answered) = answered else {
+            debug!(peer = ?from, "ignoring pending transfers nobody asked for");
+            return;
+        };
+        self.pool_requested_at_ms.remove(&from);
+        let mut admitted = 0;
+        for (id, transfer) in answered {
+            // Not relayed: every peer fetches from its own links. Marked seen so gossip of the
+            // same transfer is not taken again.
+            self.seen.insert(id);
+            match self.admit_transfer(id, transfer, actions) {
+                Ok(()) => admitted += 1,
+                Err(reason) => debug!(?id, %reason, "pending transfer from a peer's pool not admitted"),
+            }
+        }
+        self.pool_admitted += admitted;
+        if let Some(peer_state) = self.peers.get_mut(&from) {
+            peer_state.pool.admitted += admitted;
+        }
+        self.request_pooled(now_ms, from, actions);
+    }
+
+    /// Asks `peer` for the next batch of announced transfers we lack, if none is in flight.
+    fn request_pooled(&mut self, now_ms: u64, peer: NodeId, actions: &mut Vec<Action>) {
+        let mempool = &self.mempool;
+        let Some(peer_state) = self.peers.get_mut(&peer) else { return };
+        if let Some(ids) = peer_state.pool.next_request(|id| mempool.contains(id)) {
+            self.pool_requested_at_ms.insert(peer, now_ms);
+            actions.push(Action::SendTo { peer, message: Message::GetPooled { ids } });
+        }
+    }
+
+    /// When the first mempool sync since start ends at the latest (see the module docs).
+    fn mempool_sync_deadline_ms(&self, now_ms: u64) -> u64 {
+        self.started_at_ms.unwrap_or(now_ms).saturating_add(self.config.genesis.parameters.producer_timeout_ms)
+    }
+
+    fn update_mempool_synced(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        if self.mempool_synced {
+            return;
+        }
+        let synced_peers = self.mempool_synced_peers();
+        let is_quorum = synced_peers + 1 >= self.config.genesis.quorum();
+        if is_quorum || now_ms >= self.mempool_sync_deadline_ms(now_ms) {
+            self.mempool_synced = true;
+            actions.push(Action::Trace(TraceEvent::MempoolSynced {
+                synced_peers,
+                admitted: self.pool_admitted,
+                timed_out: !is_quorum,
+            }));
         }
     }
 
@@ -466,6 +641,9 @@ impl Node {
                 }
             }
             Message::GetBlocks { locator } => self.on_get_blocks(from, &locator, actions),
+            Message::PoolAnnounce { ids, complete } => self.on_pool_announce(now_ms, from, &ids, complete, actions),
+            Message::GetPooled { ids } => self.on_get_pooled(from, &ids, actions),
+            Message::Pooled(transfers) => self.on_pooled(now_ms, from, transfers, actions),
             Message::Blocks(blocks) => {
                 self.sync_requested_at_ms.remove(&from);
                 let last = blocks[..blocks.len().min(SYNC_BLOCKS_PER_RESPONSE_MAX)]
@@ -544,24 +722,54 @@ impl Node {
             debug!(?id, "ignoring transfer: already seen");
             return;
         }
-        if let Err(error) = check_transfer_alone(&self.config.genesis.chain_id, &transfer, &self.cache) {
-            debug!(?id, %error, "rejecting transfer");
-            reject(actions, error.to_string());
-            return;
-        }
-        let sender = self.state.account(&transfer.from);
-        match self.mempool.insert(transfer.clone(), id, &sender) {
-            Ok(_) => {
+        match self.admit_transfer(id, transfer.clone(), actions) {
+            Ok(()) => {
                 if from.is_none() {
                     self.seen.insert(id);
                     actions.push(Action::TxAccepted { id });
                 }
                 self.gossip(id, Message::Transfer(transfer), from, actions);
             }
-            Err(error) => {
-                debug!(?id, %error, "transfer not pooled");
-                reject(actions, error.to_string());
+            Err(reason) => {
+                debug!(?id, %reason, "transfer not pooled");
+                reject(actions, reason);
             }
+        }
+    }
+
+    /// Checks a transfer on its own and admits it to the mempool; what it displaces is dropped.
+    fn admit_transfer(&mut self, id: Hash, transfer: Transfer, actions: &mut Vec<Action>) -> Result<(), String> {
+        check_transfer_alone(&self.config.genesis.chain_id, &transfer, &self.cache)
+            .map_err(|error| error.to_string())?;
+        let sender = self.state.account(&transfer.from);
+        let inserted = self.mempool.insert(transfer, id, &sender).map_err(|error| error.to_string())?;
+        self.drop_removed(inserted.removed, &BTreeMap::new(), actions);
+        Ok(())
+    }
+
+    /// Says why each removed pending transfer will never be included. `taken` maps each
+    /// (sender, nonce) used by the blocks just applied to the transfer that used it and its
+    /// height: a removal whose nonce was used by that very transfer was included, not dropped.
+    fn drop_removed(
+        &self,
+        removed: Vec<Removed>,
+        taken: &BTreeMap<(Address, u64), (Hash, Height)>,
+        actions: &mut Vec<Action>,
+    ) {
+        for Removed { id, transfer, reason } in removed {
+            let reason = match reason {
+                RemovalReason::Replaced { by } => DropReason::Replaced { by },
+                RemovalReason::Unaffordable => DropReason::Unaffordable,
+                RemovalReason::Evicted { by } => DropReason::Evicted { by },
+                RemovalReason::NonceUsed => match taken.get(&(transfer.from, transfer.nonce)) {
+                    Some((by, _)) if *by == id => continue,
+                    Some((by, height)) => DropReason::NonceTaken { by: *by, height: *height },
+                    None => DropReason::NonceUsed,
+                },
+            };
+            debug!(?id, %reason, "dropped a pending transfer");
+            let dropped = DroppedTransfer { id, transfer, reason, tip_height: self.state.tip.height };
+            actions.push(Action::TxDropped(Box::new(dropped)));
         }
     }
 
@@ -971,6 +1179,12 @@ impl Node {
             }));
         }
         let mut touched_senders: BTreeSet<Address> = BTreeSet::new();
+        let mut taken: BTreeMap<(Address, u64), (Hash, Height)> = BTreeMap::new();
+        for (_, block) in &applied {
+            for transfer in &block.transfers {
+                taken.insert((transfer.from, transfer.nonce), (transfer_id(transfer), block.header.height));
+            }
+        }
         for (hash, block) in newly_applied {
             let header = &block.header;
             if header.rank > 0 {
@@ -995,7 +1209,8 @@ impl Node {
                 let sender = self.state.account(&transfer.from);
                 // Back in the pool, and gossiped again: peers on the winning branch may never
                 // have seen it (it may have travelled only inside the abandoned block).
-                if self.mempool.insert(transfer.clone(), transfer_id(transfer), &sender).is_ok() {
+                if let Ok(inserted) = self.mempool.insert(transfer.clone(), transfer_id(transfer), &sender) {
+                    self.drop_removed(inserted.removed, &BTreeMap::new(), actions);
                     actions.push(Action::Broadcast { message: Message::Transfer(transfer.clone()), except: None });
                 }
             }
@@ -1006,7 +1221,8 @@ impl Node {
             }
         }
         let state = &self.state;
-        self.mempool.revalidate_senders(&touched_senders, |address| state.account(address));
+        let removed = self.mempool.revalidate_senders(&touched_senders, |address| state.account(address));
+        self.drop_removed(removed, &taken, actions);
         for (validator, pool) in self.report_pool.iter_mut() {
             if let Some(recorded) =
                 self.state.validators[*validator as usize].latest_report.map(|report| report.sequence)
@@ -1197,10 +1413,13 @@ impl Node {
     }
 
     /// Just (re)started, and fewer validators than make a supermajority with us have told us
-    /// their tips. An up-to-date one among them would advertise a newer tip and sync would
-    /// hold production back; waiting for every validator would let one dead node delay a
-    /// restarted producer by a whole timeout.
+    /// their tips, or the first mempool sync is not over. An up-to-date one among them would
+    /// advertise a newer tip and sync would hold production back; waiting for every validator
+    /// would let one dead node delay a restarted producer by a whole timeout.
     fn is_warming_up(&self, now_ms: u64) -> bool {
+        if !self.mempool_synced {
+            return true;
+        }
         let started_at_ms = self.started_at_ms.unwrap_or(now_ms);
         if now_ms >= started_at_ms.saturating_add(self.config.genesis.parameters.producer_timeout_ms) {
             return false;
@@ -1352,5 +1571,7 @@ impl Node {
         self.reported_tip = None;
         self.report_pool.clear();
         self.orphans.clear();
+        self.mempool_synced = false;
+        self.pool_admitted = 0;
     }
 }

@@ -254,7 +254,10 @@ impl LocalNet {
                 }
                 Action::WakeAt(at_ms) => self.wake_at[index] = at_ms,
                 Action::Trace(event) => self.traces.push((self.now_ms, index, event)),
-                Action::DisconnectPeer { .. } | Action::TxAccepted { .. } | Action::TxRejected { .. } => {}
+                Action::DisconnectPeer { .. }
+                | Action::TxAccepted { .. }
+                | Action::TxRejected { .. }
+                | Action::TxDropped(_) => {}
                 Action::CommitBlocks(_) | Action::PersistReportState { .. } => unreachable!("storage handled it"),
             }
         }

@@ -29,6 +29,7 @@ fn summary(action: &Action) -> String {
         Action::DisconnectPeer { .. } => "disconnect".into(),
         Action::TxAccepted { .. } => "tx_accepted".into(),
         Action::TxRejected { reason, .. } => format!("tx_rejected:{reason}"),
+        Action::TxDropped(dropped) => format!("tx_dropped:{}", dropped.reason.kind()),
         Action::Trace(event) => format!("trace:{}", format!("{event:?}").split([' ', '{']).next().unwrap()),
     }
 }
@@ -71,10 +72,11 @@ fn a_lone_validator_reports_then_produces_when_eligible() {
         &mut node,
         vec![
             Row {
-                desc: "first event: a report without a vote (tip is genesis), then sleep until eligible",
+                desc: "first event: alone, the mempool is synced at once; a report without a vote (tip \
+                       is genesis), then sleep until eligible",
                 now_ms: 0,
                 event: Event::Tick,
-                expected: &["persist_sequence", "broadcast:report", "wake"],
+                expected: &["trace:MempoolSynced", "persist_sequence", "broadcast:report", "wake"],
             },
             Row { desc: "nothing to do before the interval", now_ms: 50, event: Event::Tick, expected: &["wake"] },
             Row {
@@ -197,10 +199,10 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
         &mut node,
         vec![
             Row {
-                desc: "a new peer gets our status",
+                desc: "a new peer gets our status and our (empty) pool's announcement",
                 now_ms: 0,
                 event: Event::PeerConnected { peer: peer(1) },
-                expected: &["send:status", "persist_sequence", "broadcast:report", "wake"],
+                expected: &["send:status", "send:pool_announce", "persist_sequence", "broadcast:report", "wake"],
             },
             Row {
                 desc: "its status names a tip we lack: ask it for blocks",

@@ -329,13 +329,17 @@ impl Driver {
                     self.trace(trace);
                     continue;
                 }
+                Action::TxDropped(dropped) => {
+                    debug!(id = %dropped.id, reason = %dropped.reason, "dropped a pending transfer");
+                    continue;
+                }
                 _ => {}
             }
             if let Some(commit) = pending.take() {
                 self.storage.commit(&commit)?;
             }
             match action {
-                Action::CommitBlocks(_) | Action::Trace(_) => unreachable!("handled above"),
+                Action::CommitBlocks(_) | Action::Trace(_) | Action::TxDropped(_) => unreachable!("handled above"),
                 Action::PersistReportState { last_vote, report_sequence } => {
                     self.storage.persist_report_state(last_vote, report_sequence)?;
                 }
@@ -390,6 +394,16 @@ impl Driver {
             TraceEvent::Justified { checkpoint } => debug!(height = checkpoint.height, "justified"),
             TraceEvent::Finalized { checkpoint } => debug!(height = checkpoint.height, "finalized"),
             TraceEvent::BlockRejected { hash, reason } => warn!(%hash, %reason, "block rejected"),
+            TraceEvent::MempoolSynced { synced_peers, admitted, timed_out } => {
+                if timed_out {
+                    warn!(
+                        synced_peers,
+                        admitted, "mempool sync: the bounded wait ran out before a supermajority answered"
+                    );
+                } else {
+                    info!(synced_peers, admitted, "mempool synced with a supermajority of peers");
+                }
+            }
             TraceEvent::SyncRequested { peer, have_height } => {
                 info!(peer = %self.name_of(&peer), have_height, "behind a peer: asking for blocks");
             }

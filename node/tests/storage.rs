@@ -169,7 +169,8 @@ impl Net {
                 Action::Trace(_)
                 | Action::DisconnectPeer { .. }
                 | Action::TxAccepted { .. }
-                | Action::TxRejected { .. } => {}
+                | Action::TxRejected { .. }
+                | Action::TxDropped(_) => {}
             }
         }
     }

@@ -342,7 +342,7 @@ impl Simulation {
                     let peer = self.node_index(&peer);
                     self.trace(Some(index), format!("disconnect n{peer}: {reason}"));
                 }
-                Action::TxAccepted { .. } | Action::TxRejected { .. } => {}
+                Action::TxAccepted { .. } | Action::TxRejected { .. } | Action::TxDropped(_) => {}
             }
         }
     }
@@ -393,6 +393,10 @@ impl Simulation {
                 format!("finalized h={} id={}", checkpoint.height, short(&checkpoint.hash))
             }
             TraceEvent::BlockRejected { hash, reason } => format!("rejected id={} {reason}", short(&hash)),
+            TraceEvent::MempoolSynced { synced_peers, admitted, timed_out } => {
+                let how = if timed_out { "wait ran out" } else { "quorum" };
+                format!("mempool synced peers={synced_peers} admitted={admitted} ({how})")
+            }
             TraceEvent::Justified { .. } | TraceEvent::SyncRequested { .. } => return,
         };
         self.trace(Some(index), text);
