@@ -4,7 +4,7 @@
 
 use crate::crypto::{Keypair, SignatureCache};
 use crate::genesis::{genesis_block, Allocation, Genesis, Parameters, ValidatorEntry};
-use crate::mempool::MempoolConfig;
+use crate::mempool::{DroppedTransfer, MempoolConfig};
 use crate::message::Message;
 use crate::node::{Action, ChainOp, Event, Node, NodeConfig, Restored, TraceEvent};
 use crate::state::{ChainState, StateDelta};
@@ -171,6 +171,8 @@ pub struct LocalNet {
     /// orders and make producers race).
     pub extra_delay_ms: Vec<Vec<u64>>,
     pub traces: Vec<(u64, usize, TraceEvent)>,
+    /// Every `TxDropped` a node reported: (time, node index, what it dropped).
+    pub dropped: Vec<(u64, usize, DroppedTransfer)>,
     wake_at: Vec<u64>,
     queue: BTreeMap<(u64, u64), (usize, usize, Message)>,
     sequence: u64,
@@ -193,6 +195,7 @@ impl LocalNet {
             blocked: vec![vec![false; count]; count],
             extra_delay_ms: vec![vec![0; count]; count],
             traces: Vec::new(),
+            dropped: Vec::new(),
             wake_at: vec![0; count],
             queue: BTreeMap::new(),
             sequence: 0,
@@ -254,10 +257,8 @@ impl LocalNet {
                 }
                 Action::WakeAt(at_ms) => self.wake_at[index] = at_ms,
                 Action::Trace(event) => self.traces.push((self.now_ms, index, event)),
-                Action::DisconnectPeer { .. }
-                | Action::TxAccepted { .. }
-                | Action::TxRejected { .. }
-                | Action::TxDropped(_) => {}
+                Action::TxDropped(dropped) => self.dropped.push((self.now_ms, index, *dropped)),
+                Action::DisconnectPeer { .. } | Action::TxAccepted { .. } | Action::TxRejected { .. } => {}
                 Action::CommitBlocks(_) | Action::PersistReportState { .. } => unreachable!("storage handled it"),
             }
         }

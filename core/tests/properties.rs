@@ -146,6 +146,10 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (arb_checkpoint(), arb_checkpoint()).prop_map(|(tip, finalized)| Message::Status { tip, finalized }),
         prop::collection::vec(arb_checkpoint(), 0..8).prop_map(|locator| Message::GetBlocks { locator }),
         prop::collection::vec(arb_block().prop_map(Arc::new), 0..3).prop_map(Message::Blocks),
+        (prop::collection::vec(arb_hash(), 0..8), any::<bool>())
+            .prop_map(|(ids, complete)| Message::PoolAnnounce { ids, complete }),
+        prop::collection::vec(arb_hash(), 0..8).prop_map(|ids| Message::GetPooled { ids }),
+        prop::collection::vec(arb_transfer(), 0..4).prop_map(Message::Pooled),
     ]
 }
 
@@ -913,5 +917,38 @@ proptest! {
                 .collect::<Vec<_>>()
         };
         prop_assert_eq!(order(&validators), order(&shuffled));
+    }
+
+    #[test]
+    fn any_sequence_of_messages_from_a_peer_never_panics_or_breaks_the_pool(
+        messages in prop::collection::vec(arb_message(), 1..12),
+        times in prop::collection::vec(0u64..2_000, 12),
+    ) {
+        let genesis = tinychain_core::testkit::fast_genesis(4, 2);
+        let mut node = Node::new(
+            NodeConfig {
+                genesis: genesis.clone(),
+                key: validator_key(0),
+                verify_threads: 1,
+                mempool: Default::default(),
+                unmeasured_metrics: (0, 0),
+            },
+            Arc::new(SignatureCache::new(1_000)),
+        );
+        let from = validator_key(1).address();
+        let _ = node.step(0, Event::PeerConnected { peer: from });
+        let mut now_ms = 0;
+        for (message, delay_ms) in messages.into_iter().zip(times) {
+            now_ms += delay_ms;
+            let actions = node.step(now_ms, Event::MessageReceived { from, message });
+            // Whatever it is fed, it answers one pool request at a time, within the limit.
+            for action in &actions {
+                if let tinychain_core::node::Action::SendTo { message: Message::GetPooled { ids }, .. } = action {
+                    prop_assert!(ids.len() <= tinychain_core::limits::POOL_FETCH_IDS_MAX);
+                }
+            }
+        }
+        prop_assert!(node.mempool().len() <= tinychain_core::limits::MEMPOOL_TXS_MAX);
+        prop_assert_eq!(node.state().balances_total(), u128::from(node.state().supply));
     }
 }
