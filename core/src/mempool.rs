@@ -117,6 +117,9 @@ pub enum DropReason {
     Evicted { by: Hash },
     /// The node resubmitted it from its journal after a restart and the mempool refused it.
     RefusedAfterRestart { reason: String },
+    /// It was committed in a block that a reorganisation abandoned, and the mempool refused to
+    /// take it back (the reason); the new branch does not hold it.
+    NotReadmitted { reason: String },
 }
 
 impl DropReason {
@@ -129,6 +132,7 @@ impl DropReason {
             DropReason::Unaffordable => "unaffordable",
             DropReason::Evicted { .. } => "evicted",
             DropReason::RefusedAfterRestart { .. } => "refused_after_restart",
+            DropReason::NotReadmitted { .. } => "not_readmitted",
         }
     }
 }
@@ -151,6 +155,9 @@ impl std::fmt::Display for DropReason {
             }
             DropReason::RefusedAfterRestart { reason } => {
                 write!(f, "refused when the node resubmitted it after a restart: {reason}")
+            }
+            DropReason::NotReadmitted { reason } => {
+                write!(f, "its block was abandoned in a reorganisation and the mempool refused it back: {reason}")
             }
         }
     }

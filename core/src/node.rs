@@ -48,7 +48,7 @@ use crate::limits::{
     RELAY_FANOUT, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX, SIDE_BLOCKS_MAX, SYNC_BLOCKS_PER_RESPONSE_MAX,
     SYNC_RETRY_MS,
 };
-use crate::mempool::{DropReason, DroppedTransfer, Mempool, MempoolConfig, RemovalReason, Removed};
+use crate::mempool::{DropReason, DroppedTransfer, Mempool, MempoolConfig, MempoolError, RemovalReason, Removed};
 use crate::message::Message;
 use crate::pool_sync::{PoolSync, PoolSyncPhase};
 use crate::state::{ChainState, StateDelta};
@@ -1202,16 +1202,42 @@ impl Node {
             }));
             touched_senders.extend(block.transfers.iter().map(|transfer| transfer.from));
         }
-        // Transfers and reports of abandoned blocks go back to their pools.
-        for (_, block) in abandoned.iter().filter(|(hash, _)| !applied_hashes.contains(hash)) {
+        // Transfers and reports of abandoned blocks go back to their pools, lowest block first:
+        // rollback order is highest first, and a sender's later nonce cannot enter the pool
+        // before its earlier one (it would leave a gap and be refused).
+        let mut abandoned_for_good: Vec<&Arc<Block>> =
+            abandoned.iter().filter(|(hash, _)| !applied_hashes.contains(hash)).map(|(_, block)| block).collect();
+        abandoned_for_good.sort_by_key(|block| block.header.height);
+        for block in abandoned_for_good {
             for transfer in &block.transfers {
                 touched_senders.insert(transfer.from);
                 let sender = self.state.account(&transfer.from);
                 // Back in the pool, and gossiped again: peers on the winning branch may never
                 // have seen it (it may have travelled only inside the abandoned block).
-                if let Ok(inserted) = self.mempool.insert(transfer.clone(), transfer_id(transfer), &sender) {
-                    self.drop_removed(inserted.removed, &BTreeMap::new(), actions);
-                    actions.push(Action::Broadcast { message: Message::Transfer(transfer.clone()), except: None });
+                let id = transfer_id(transfer);
+                match self.mempool.insert(transfer.clone(), id, &sender) {
+                    Ok(inserted) => {
+                        self.drop_removed(inserted.removed, &BTreeMap::new(), actions);
+                        actions.push(Action::Broadcast { message: Message::Transfer(transfer.clone()), except: None });
+                    }
+                    Err(MempoolError::AlreadyKnown { .. }) => {}
+                    Err(error) => {
+                        // Committed once, now neither committed nor pending: say why, unless
+                        // the new branch holds it too or used its nonce (told apart by `taken`).
+                        let reason = match taken.get(&(transfer.from, transfer.nonce)) {
+                            Some((by, _)) if *by == id => continue,
+                            Some((by, height)) => DropReason::NonceTaken { by: *by, height: *height },
+                            None => DropReason::NotReadmitted { reason: error.to_string() },
+                        };
+                        debug!(?id, %reason, "dropped a transfer of an abandoned block");
+                        let dropped = DroppedTransfer {
+                            id,
+                            transfer: transfer.clone(),
+                            reason,
+                            tip_height: self.state.tip.height,
+                        };
+                        actions.push(Action::TxDropped(Box::new(dropped)));
+                    }
                 }
             }
             for report in &block.reports {

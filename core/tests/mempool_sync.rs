@@ -254,3 +254,39 @@ fn a_pool_request_is_answered_with_what_is_held_in_the_order_asked() {
     let actions = node.step(2, Event::MessageReceived { from: peer, message: Message::GetPooled { ids } });
     assert_eq!(sent_to(&actions, &peer), [Message::Pooled(vec![transfers[2].clone(), transfers[0].clone()])]);
 }
+
+/// Regression (found by the simulator's acknowledged-transfer check): transfers of abandoned
+/// blocks went back to the pool highest block first, so a sender's later nonce met a gap and was
+/// refused, and the transfer vanished without a word.
+#[test]
+fn transfers_of_several_abandoned_blocks_all_return_to_the_pool_and_commit() {
+    let genesis = fast_genesis(4, 2);
+    let chain_id = genesis.chain_id.clone();
+    let mut net = LocalNet::new(genesis, 5);
+    net.run_until(500);
+    // Node 0 alone: it keeps producing (at a fallback rank) a branch the majority never sees.
+    net.partition(&[0]);
+    let sender = account_key(0);
+    let mut ids = Vec::new();
+    for nonce in 0..3 {
+        let transfer = sign_transfer(&sender, &chain_id, account_key(1).address(), UNITS_PER_COIN, 5, nonce);
+        ids.push(transfer_id(&transfer));
+        net.submit(0, transfer);
+        let height = net.nodes[0].tip().height;
+        let until = net.now_ms + 5_000;
+        while net.nodes[0].tip().height == height && net.now_ms < until {
+            let step_to = net.now_ms + 50;
+            net.run_until(step_to);
+        }
+        assert!(net.nodes[0].tip().height > height, "the lone node produced a block holding nonce {nonce}");
+    }
+    assert_eq!(net.nodes[0].state().account(&sender.address()).nonce, 3, "three blocks of the lone branch");
+    assert_eq!(net.nodes[1].state().account(&sender.address()).nonce, 0, "the majority never saw them");
+    net.heal();
+    let until = net.now_ms + 5_000;
+    net.run_until(until);
+    for node in &net.nodes {
+        assert_eq!(node.state().account(&sender.address()).nonce, 3, "all three committed on the majority's chain");
+    }
+    assert!(net.dropped.is_empty(), "nothing dropped: {:?}", net.dropped);
+}

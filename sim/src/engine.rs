@@ -16,16 +16,17 @@ use crate::options::SimOptions;
 use crate::rng::SimRng;
 use crate::workload::{account_count, Workload};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::crypto::SignatureCache;
 use tinychain_core::genesis::{Allocation, Genesis, ValidatorEntry};
 use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
+use tinychain_core::mempool::DroppedTransfer;
 use tinychain_core::message::Message;
 use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::testkit::{account_key, validator_key, ModelStorage};
-use tinychain_core::types::{Block, Hash, Height, MetricReport, UNITS_PER_COIN};
+use tinychain_core::types::{Address, Block, Hash, Height, MetricReport, Transfer, UNITS_PER_COIN};
 use tinychain_core::validate::transfer_id;
 
 /// After `HealAll`, finality must resume on every node within this long (virtual time).
@@ -77,6 +78,9 @@ struct SimNode {
     clock: Clock,
     metrics: MetricsModel,
     bytes_sent_since_sample: u64,
+    /// The node's pending-transfer journal, as the server keeps it: what it accepted from its
+    /// own clients, by sender, nonce and id; it survives a crash and is resubmitted on restart.
+    journal: BTreeMap<(Address, u64, Hash), Transfer>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -110,6 +114,13 @@ pub struct SimReport {
     pub txs_submitted: u64,
     pub invalid_txs_submitted: u64,
     pub txs_committed: u64,
+    /// Valid transfers a node acknowledged (`TxAccepted`) to the workload.
+    pub txs_acknowledged: u64,
+    /// Acknowledged transfers some node dropped instead of committing, by reason.
+    pub txs_dropped: BTreeMap<String, u64>,
+    /// Acknowledged transfers neither committed on the chain, nor pending, nor dropped with a
+    /// reason: each one is also a violation.
+    pub txs_lost: u64,
     pub tx_latency_ms: Percentiles,
     pub reorgs: u64,
     pub max_reorg_depth: u64,
@@ -161,6 +172,13 @@ pub struct Simulation {
     timeouts_fired: u64,
     faults_injected: u64,
     first_commit_ms: BTreeMap<Hash, u64>,
+    /// Transfer ids some node acknowledged to the workload.
+    acknowledged: BTreeSet<Hash>,
+    /// Transfer ids some node dropped, with the first reason given.
+    dropped: BTreeMap<Hash, &'static str>,
+    /// The transfer being submitted to a node, and the node's verdict on it.
+    submitting: Option<Transfer>,
+    last_verdict: Option<bool>,
     submits: u64,
 }
 
@@ -202,6 +220,7 @@ impl Simulation {
                 clock: Clock { base_virtual_ms: 0, base_local_ms: 0, drift_ppm: 0, last_local_ms: 0 },
                 metrics: MetricsModel::profile(&mut metrics_rng),
                 bytes_sent_since_sample: 0,
+                journal: BTreeMap::new(),
             })
             .collect();
         let genesis_hash = nodes[0].node.genesis_hash();
@@ -231,6 +250,10 @@ impl Simulation {
             timeouts_fired: 0,
             faults_injected: 0,
             first_commit_ms: BTreeMap::new(),
+            acknowledged: BTreeSet::new(),
+            dropped: BTreeMap::new(),
+            submitting: None,
+            last_verdict: None,
             submits: 0,
             genesis,
             options,
@@ -342,7 +365,19 @@ impl Simulation {
                     let peer = self.node_index(&peer);
                     self.trace(Some(index), format!("disconnect n{peer}: {reason}"));
                 }
-                Action::TxAccepted { .. } | Action::TxRejected { .. } | Action::TxDropped(_) => {}
+                Action::TxAccepted { id } => {
+                    let submitted = self.submitting.as_ref().filter(|transfer| transfer_id(transfer) == id);
+                    if let Some(transfer) = submitted.cloned() {
+                        self.nodes[index].journal.insert((transfer.from, transfer.nonce, id), transfer);
+                        self.last_verdict = Some(true);
+                    }
+                }
+                Action::TxRejected { .. } => self.last_verdict = Some(false),
+                Action::TxDropped(dropped) => {
+                    let DroppedTransfer { id, transfer, reason, .. } = *dropped;
+                    self.nodes[index].journal.remove(&(transfer.from, transfer.nonce, id));
+                    self.dropped.entry(id).or_insert(reason.kind());
+                }
             }
         }
     }
@@ -519,7 +554,34 @@ impl Simulation {
         self.checker.on_restart(node, &self.nodes[node].storage);
         let restored = self.nodes[node].storage.restored();
         self.step_node(node, Event::Restored(Box::new(restored)));
+        self.resubmit_journal(node);
         self.reconnect(node);
+    }
+
+    /// What the server's driver does after a restart: entries whose nonce the chain used are
+    /// removed (dropped, unless committed), the rest resubmitted in nonce order.
+    fn resubmit_journal(&mut self, node: usize) {
+        let journal = std::mem::take(&mut self.nodes[node].journal);
+        for ((from, nonce, id), transfer) in journal {
+            if nonce < self.nodes[node].node.state().account(&from).nonce {
+                if !self.first_commit_ms.contains_key(&id) {
+                    self.dropped.entry(id).or_insert("nonce_taken");
+                }
+                continue;
+            }
+            if !self.submit_to(node, transfer) {
+                self.dropped.entry(id).or_insert("refused_after_restart");
+            }
+        }
+    }
+
+    /// Steps `node` with a submitted transfer; true if it accepted it (and journaled it).
+    fn submit_to(&mut self, node: usize, transfer: Transfer) -> bool {
+        self.submitting = Some(transfer.clone());
+        self.last_verdict = None;
+        self.step_node(node, Event::TxSubmitted(transfer));
+        self.submitting = None;
+        self.last_verdict.take().unwrap_or(false)
     }
 
     fn reconnect(&mut self, node: usize) {
@@ -611,13 +673,22 @@ impl Simulation {
     }
 
     fn submit(&mut self) {
-        let candidates: Vec<usize> =
-            (0..self.nodes.len()).filter(|&index| self.nodes[index].up && !self.nodes[index].paused).collect();
+        // Like a wallet, the workload asks a node for the next nonce, which a node offers only
+        // once its first mempool sync since start is over.
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|&index| {
+                let sim_node = &self.nodes[index];
+                sim_node.up && !sim_node.paused && sim_node.node.is_mempool_synced()
+            })
+            .collect();
         if !candidates.is_empty() {
             let target = candidates[self.workload_rng.below(candidates.len() as u64) as usize];
             let transfer = self.workload.next(&mut self.workload_rng, &self.nodes[target].node, self.now_ms);
             self.submits += 1;
-            self.step_node(target, Event::TxSubmitted(transfer));
+            let id = transfer_id(&transfer);
+            if self.submit_to(target, transfer) && !self.workload.invalid_ids.contains(&id) {
+                self.acknowledged.insert(id);
+            }
         }
         let rate = self.options.tx_rate_per_s.max(1);
         let next_ms = 1_000 + self.submits * 1_000 / rate;
@@ -754,6 +825,11 @@ impl Simulation {
             })
             .collect();
         let (liveness_ok, liveness) = self.liveness();
+        let (txs_dropped, lost) = self.acknowledged_outcomes(&committed);
+        let mut violations = self.checker.violations.clone();
+        violations.extend(lost.iter().map(|id| {
+            format!("acknowledged transfer {id} was lost: not committed, pending on no node, dropped by none")
+        }));
         SimReport {
             seed: self.options.seed,
             nodes: self.options.nodes,
@@ -766,13 +842,16 @@ impl Simulation {
             txs_submitted: self.workload.submitted_at_ms.len() as u64,
             invalid_txs_submitted: self.workload.invalid_submitted,
             txs_committed: committed.len() as u64,
+            txs_acknowledged: self.acknowledged.len() as u64,
+            txs_dropped,
+            txs_lost: lost.len() as u64,
             tx_latency_ms: percentiles(latencies),
             reorgs: self.reorgs,
             max_reorg_depth: self.max_reorg_depth,
             timeouts_fired: self.timeouts_fired,
             faults_injected: self.faults_injected,
-            safety_violations: self.checker.violation_count,
-            violations: self.checker.violations.clone(),
+            safety_violations: self.checker.violation_count + lost.len() as u64,
+            violations,
             liveness_ok,
             liveness,
             finality_resumed_after_heal_ms: self
@@ -785,6 +864,37 @@ impl Simulation {
             trace_hash: self.trace_hasher.clone().finalize().to_hex().to_string(),
             replay: self.options.replay_command(),
         }
+    }
+}
+
+impl Simulation {
+    /// Every acknowledged transfer's fate: committed on the reference chain (or, for the last
+    /// blocks, on the chain of a node the reference has not heard from yet), pending on an up
+    /// node, dropped with a reason (counted by reason), or lost (returned).
+    fn acknowledged_outcomes(&self, committed: &[Hash]) -> (BTreeMap<String, u64>, Vec<Hash>) {
+        let mut committed: BTreeSet<Hash> = committed.iter().copied().collect();
+        let final_height = self.nodes[0].node.finalized().height;
+        for sim_node in self.nodes.iter().filter(|sim_node| sim_node.up) {
+            for height in final_height + 1..=sim_node.node.tip().height {
+                let Some(block) = sim_node.storage.block_at(height) else { break };
+                committed.extend(block.transfers.iter().map(transfer_id));
+            }
+        }
+        let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
+        let mut lost = Vec::new();
+        for id in &self.acknowledged {
+            if committed.contains(id) {
+                continue;
+            }
+            if self.nodes.iter().any(|sim_node| sim_node.up && sim_node.node.mempool().contains(id)) {
+                continue;
+            }
+            match self.dropped.get(id) {
+                Some(reason) => *dropped.entry((*reason).to_string()).or_default() += 1,
+                None => lost.push(*id),
+            }
+        }
+        (dropped, lost)
     }
 }
 

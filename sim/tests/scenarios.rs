@@ -64,6 +64,10 @@ fn snapshot(outcome: &Outcome) -> String {
         report.txs_committed, report.txs_submitted, report.invalid_txs_submitted
     ));
     text.push(format!(
+        "txs acknowledged {} dropped {:?} lost {}",
+        report.txs_acknowledged, report.txs_dropped, report.txs_lost
+    ));
+    text.push(format!(
         "reorgs {} deepest {} timeouts {}",
         report.reorgs, report.max_reorg_depth, report.timeouts_fired
     ));

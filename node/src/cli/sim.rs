@@ -129,6 +129,13 @@ fn print_human(report: &SimReport) {
         report.tx_latency_ms.p99
     );
     println!(
+        "  acked      {} acknowledged: {} dropped with a reason {:?}, {} lost",
+        report.txs_acknowledged,
+        report.txs_dropped.values().sum::<u64>(),
+        report.txs_dropped,
+        report.txs_lost
+    );
+    println!(
         "  faults     {} injected, {} timeouts fired, {} reorgs (deepest {})",
         report.faults_injected, report.timeouts_fired, report.reorgs, report.max_reorg_depth
     );
