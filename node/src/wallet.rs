@@ -14,6 +14,19 @@
 //!   then asks for the passphrase, signs and submits. Every error before `submit_tx` means
 //!   nothing was sent; a `submit_tx` that fails after the request may have reached the node is
 //!   `SubmitUncertain`, which names the transfer id so the user can look it up.
+//! - A transfer is only ever signed with a nonce the node offered as `pending_nonce`. A node
+//!   that has just (re)started answers `pending_nonce: null` until it has fetched its peers'
+//!   pending transfers (at most the chain's `producer_timeout_ms`): a nonce guessed from its
+//!   partial mempool could be one a transfer pending elsewhere already holds, and one of the two
+//!   would be dropped. `send` waits for the nonce (`MempoolSyncWait`, re-reading the pending
+//!   list and balance with it, since they were partial too) and past the bound fails with
+//!   `MempoolNotSynced`, having sent nothing.
+//! - A transfer the node dropped (`get_tx` status `dropped`: its nonce was taken, it was
+//!   replaced, evicted, no longer affordable, or refused after a restart) is one the node let go
+//!   of and will not include (one whose nonce was taken never can be committed).
+//!   `wait_for_status` stops at once with `WalletError::Dropped`, which says why and what to do
+//!   (`Dropped::explanation`, `consequence`, `advice`); it never goes on reporting such a
+//!   transfer as pending.
 //! - The wallet file is only written by `new_key` and `import_key` (atomically, by the
 //!   keystore); every other command only reads it, so a failure leaves it byte for byte as it was.
 //! - Amounts never pass through floating point.
@@ -26,7 +39,8 @@
 //!   is at least the tip's nonce. Incoming pending transfers are not counted: `pending` is what
 //!   the account can still spend. The pending list is read before the tip account, and entries
 //!   below the tip's nonce are ignored, so a block committed between the two reads is not
-//!   counted twice.
+//!   counted twice. The pending list is the node's mempool, which a dropped transfer has left:
+//!   a dropped transfer is never counted as pending (nor listed by `history`).
 
 use crate::keystore::{self, Keystore, KeystoreError};
 use crate::setup::{self, AmountError};
@@ -65,6 +79,11 @@ pub const HISTORY_LIMIT_DEFAULT: usize = 20;
 pub const HISTORY_LIMIT_MAX: usize = crate::query::HISTORY_LIMIT_MAX;
 /// How often `wait_for_status` asks the node.
 pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How long `send` waits for a just-started node to offer a pending nonce: a little more than
+/// the node's own bound on it (the chain's `producer_timeout_ms`, 10 s by default), so that a
+/// node on a default chain is always waited for.
+pub const MEMPOOL_SYNC_WAIT_DEFAULT: MempoolSyncWait =
+    MempoolSyncWait { timeout: Duration::from_secs(15), poll_interval: Duration::from_millis(250) };
 
 /// Everything a wallet command can fail with. Messages name the argument, file, URL or value
 /// and say whether anything was sent.
@@ -125,10 +144,35 @@ pub enum WalletError {
     AmountOverflow { amount: Amount, fee: Amount },
     #[error("transfer {id} is still {last} after {waited_s} s of waiting to be {target}; check again with `tinychain wallet status {id}`")]
     WaitTimedOut { id: Hash, target: WaitFor, last: TxState, waited_s: u64 },
+    #[error(
+        "transfer {id} was dropped: {}. {} {}",
+        dropped.explanation(*nonce),
+        dropped.consequence(),
+        dropped.advice(*nonce)
+    )]
+    Dropped { id: Hash, nonce: Option<u64>, dropped: Box<Dropped> },
+    #[error(
+        "the node at {url} has not synced its mempool with its peers yet (it just started): it offered no \
+         pending nonce within {} s, and a nonce taken from it now could collide with a transfer pending \
+         elsewhere; nothing was sent. Try again in a moment, or use another node (--rpc)",
+        seconds_text(*waited_ms)
+    )]
+    MempoolNotSynced { url: String, waited_ms: u64 },
     #[error("reading {what}: {detail}")]
     Input { what: String, detail: String },
     #[error("{0}")]
     Refused(String),
+}
+
+/// Milliseconds as seconds for a message: "15", "0.25".
+fn seconds_text(milliseconds: u64) -> String {
+    let whole = milliseconds / 1_000;
+    let fraction = milliseconds % 1_000;
+    if fraction == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{:03}", fraction).trim_end_matches('0').to_string()
+    }
 }
 
 fn pending_note(count: usize) -> String {
@@ -553,7 +597,10 @@ struct AccountAnswer {
     #[serde(with = "amount_serde")]
     balance: Amount,
     nonce: u64,
-    pending_nonce: u64,
+    /// The nonce the account's next transfer must carry; `None` (null, or absent from a node
+    /// that predates the field) while the node has not synced its mempool with its peers.
+    #[serde(default)]
+    pending_nonce: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -587,6 +634,8 @@ struct SubmitAnswer {
     id: Hash,
 }
 
+/// `get_tx`'s answer. The fields after `transfer` come with status `dropped` only (a node that
+/// predates that status never sends them).
 #[derive(Deserialize)]
 struct TxAnswer {
     status: TxState,
@@ -594,6 +643,37 @@ struct TxAnswer {
     block_hash: Option<Hash>,
     confirmations: Option<u64>,
     transfer: Option<Transfer>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    by: Option<Hash>,
+    #[serde(default)]
+    by_height: Option<Height>,
+    #[serde(default)]
+    dropped_at_height: Option<Height>,
+}
+
+impl TxAnswer {
+    /// What a `dropped` answer says; an error naming the missing field when it leaves out one
+    /// the node must send, and `None` for any other status.
+    fn dropped(&self) -> Result<Option<Dropped>, String> {
+        if self.status != TxState::Dropped {
+            return Ok(None);
+        }
+        let missing = |field: &str| format!("status \"dropped\" without \"{field}\"");
+        let reason = self.reason.as_deref().ok_or_else(|| missing("reason"))?;
+        let message = self.message.clone().ok_or_else(|| missing("message"))?;
+        let dropped_at_height = self.dropped_at_height.ok_or_else(|| missing("dropped_at_height"))?;
+        Ok(Some(Dropped {
+            reason: DropReason::from_name(reason),
+            message,
+            by: self.by,
+            by_height: self.by_height,
+            dropped_at_height,
+        }))
+    }
 }
 
 /// Which way a transfer went, seen from one account.
@@ -626,7 +706,10 @@ pub enum TxState {
     Committed,
     /// In a block at or below the latest final block.
     Final,
-    /// Neither in the node's chain nor its mempool.
+    /// Was pending on the node, which let go of it and will not include it (`Dropped` says why).
+    /// The node remembers this for a bounded time, then answers `unknown`.
+    Dropped,
+    /// Neither in the node's chain nor its mempool, nor remembered as dropped.
     Unknown,
 }
 
@@ -636,6 +719,7 @@ impl TxState {
             TxState::Pending => "pending",
             TxState::Committed => "committed",
             TxState::Final => "final",
+            TxState::Dropped => "dropped",
             TxState::Unknown => "unknown",
         }
     }
@@ -644,6 +728,170 @@ impl TxState {
 impl std::fmt::Display for TxState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Why the node let go of a pending transfer (`get_tx`'s `reason`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A committed block used the transfer's sender and nonce for another transfer (`by`).
+    NonceTaken,
+    /// The sender's committed nonce moved past it, through a transfer the node cannot name.
+    NonceUsed,
+    /// A transfer with the same sender and nonce and a higher fee (`by`) replaced it.
+    Replaced,
+    /// The sender's balance no longer covers it after the sender's earlier transfers.
+    Unaffordable,
+    /// The node's mempool was full and `by` paid a higher fee for its room.
+    Evicted,
+    /// The node resubmitted it from its journal after a restart and its mempool refused it.
+    RefusedAfterRestart,
+    /// It was committed in a block a reorganisation abandoned, and the mempool refused it back.
+    NotReadmitted,
+    /// A reason this wallet does not know (from a newer node): shown through the node's message.
+    Unrecognized(String),
+}
+
+impl DropReason {
+    /// The reason named as the node names it.
+    pub fn from_name(name: &str) -> DropReason {
+        match name {
+            "nonce_taken" => DropReason::NonceTaken,
+            "nonce_used" => DropReason::NonceUsed,
+            "replaced" => DropReason::Replaced,
+            "unaffordable" => DropReason::Unaffordable,
+            "evicted" => DropReason::Evicted,
+            "refused_after_restart" => DropReason::RefusedAfterRestart,
+            "not_readmitted" => DropReason::NotReadmitted,
+            other => DropReason::Unrecognized(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            DropReason::NonceTaken => "nonce_taken",
+            DropReason::NonceUsed => "nonce_used",
+            DropReason::Replaced => "replaced",
+            DropReason::Unaffordable => "unaffordable",
+            DropReason::Evicted => "evicted",
+            DropReason::RefusedAfterRestart => "refused_after_restart",
+            DropReason::NotReadmitted => "not_readmitted",
+            DropReason::Unrecognized(name) => name,
+        }
+    }
+}
+
+/// What the node says about a transfer it dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub reason: DropReason,
+    /// The node's own sentence for it.
+    pub message: String,
+    /// The transfer that took its place (`NonceTaken`, `Replaced`, `Evicted`).
+    pub by: Option<Hash>,
+    /// The height of the block holding `by` (`NonceTaken`).
+    pub by_height: Option<Height>,
+    /// The node's tip height when it dropped the transfer.
+    pub dropped_at_height: Height,
+}
+
+impl Dropped {
+    /// Why the transfer (whose nonce is `nonce`, when the node sent the transfer) was dropped,
+    /// as a sentence without its final period: built from the structured fields, so every
+    /// reason reads the same whichever node answered; the node's own message where the fields
+    /// do not say enough (a reason only the node can word, or a field it left out).
+    pub fn explanation(&self, nonce: Option<u64>) -> String {
+        let its_nonce = match nonce {
+            Some(nonce) => format!("its nonce {nonce}"),
+            None => "its nonce".to_string(),
+        };
+        // The node's words reach a terminal: no control characters, and not megabytes.
+        let node_message = || {
+            let printable: String = self.message.chars().filter(|c| !c.is_control()).collect();
+            shorten(&printable).trim_end_matches('.').to_string()
+        };
+        match (&self.reason, self.by, self.by_height) {
+            (DropReason::NonceTaken, Some(by), Some(height)) => {
+                format!("{its_nonce} was taken by transfer {by} (committed at height {height})")
+            }
+            (DropReason::NonceTaken, Some(by), None) => format!("{its_nonce} was taken by transfer {by}"),
+            (DropReason::NonceUsed, _, _) => {
+                format!("{its_nonce} was used by another committed transfer from the same account")
+            }
+            (DropReason::Replaced, Some(by), _) => format!(
+                "it was replaced by transfer {by}, which has the same sender and nonce{} and a higher fee",
+                nonce.map(|nonce| format!(" ({nonce})")).unwrap_or_default()
+            ),
+            (DropReason::Unaffordable, _, _) => {
+                "the account's balance no longer covers it after the account's earlier transfers".to_string()
+            }
+            (DropReason::Evicted, Some(by), _) => {
+                format!("the node's mempool was full and transfer {by} paid a higher fee for its room")
+            }
+            _ => node_message(),
+        }
+    }
+
+    /// What the drop means for the money, as a full sentence. A transfer whose nonce a committed
+    /// transfer used can never be committed. Any other drop is this node's: a node that still
+    /// held the transfer could in principle include it (`get_tx` would then say `committed`), so
+    /// the sentence says what makes a second payment impossible instead: a new send through this
+    /// node takes the same nonce (its `pending_nonce` stops at the gap the drop left), and a
+    /// nonce is committed once. (Through a node that still holds the dropped transfer, a new
+    /// send would take the next nonce, and both could be committed.)
+    pub fn consequence(&self) -> &'static str {
+        match self.reason {
+            DropReason::NonceTaken | DropReason::NonceUsed => {
+                "This transfer will never be committed; nothing was spent by it."
+            }
+            DropReason::Replaced => {
+                "Its replacement holds its nonce, so at most one of the two can be committed; nothing was \
+                 spent by this one."
+            }
+            DropReason::Unrecognized(_) => "The node has let go of it; nothing was spent by it.",
+            DropReason::Unaffordable
+            | DropReason::Evicted
+            | DropReason::RefusedAfterRestart
+            | DropReason::NotReadmitted => {
+                "The node has let go of it and nothing was spent by it; a new send through this node takes \
+                 the same nonce, so this transfer and the new one can never both be committed."
+            }
+        }
+    }
+
+    /// What the user can do about it, as one or two full sentences.
+    pub fn advice(&self, nonce: Option<u64>) -> String {
+        let send_again = "If the payment is still needed, send it again: a new send takes the next free nonce.";
+        match (&self.reason, self.by) {
+            (DropReason::NonceTaken, Some(by)) => format!(
+                "Transfer {by} came from the same account (a nonce is used once), most likely an earlier send \
+                 of yours; check it with `tinychain wallet status {by}`. {send_again}"
+            ),
+            (DropReason::NonceTaken | DropReason::NonceUsed, _) => {
+                let which = nonce.map(|nonce| format!(" with nonce {nonce}")).unwrap_or_default();
+                format!("Find the committed transfer{which} in `tinychain wallet history`. {send_again}")
+            }
+            (DropReason::Replaced, by) => format!(
+                "You, or someone else holding this key, sent a higher-fee replacement{}. If nobody with your \
+                 key did, the key may be compromised: move the coins to a new key.",
+                by.map(|by| format!(": follow it with `tinychain wallet status {by}`")).unwrap_or_default()
+            ),
+            (DropReason::Unaffordable, _) => {
+                "Check what the account can still spend with `tinychain wallet balance`, then send again an \
+                 amount it covers."
+                    .to_string()
+            }
+            (DropReason::Evicted, _) => {
+                "The node's mempool was full: send it again with a higher fee (`--fee auto` follows the \
+                 node's estimate)."
+                    .to_string()
+            }
+            (DropReason::RefusedAfterRestart | DropReason::NotReadmitted, _) => {
+                "If the payment is still needed, send it again once what the node's reason names is put right."
+                    .to_string()
+            }
+            (DropReason::Unrecognized(_), _) => send_again.to_string(),
+        }
     }
 }
 
@@ -689,8 +937,10 @@ pub struct Balance {
     pub pending_outgoing: Vec<PendingOutgoing>,
     /// `tip_state.balance` minus the cost of `pending_outgoing` (never below 0).
     pub pending_balance: Amount,
-    /// The nonce the next transfer will carry (`get_account`'s `pending_nonce`).
-    pub pending_nonce: u64,
+    /// The nonce the next transfer will carry (`get_account`'s `pending_nonce`); `None` while
+    /// the node has not synced its mempool with its peers (it just started). Until then the
+    /// node may also not know every pending transfer counted in `pending_balance`.
+    pub pending_nonce: Option<u64>,
 }
 
 /// The pending balance: `tip_balance` minus the cost of each pending outgoing transfer whose
@@ -770,6 +1020,47 @@ pub fn balance(client: &RpcClient, address: &Address) -> Result<Balance, WalletE
 
 // ---- Send --------------------------------------------------------------------------------------
 
+/// How `send` waits for a node that answers `pending_nonce: null` (it has just started and not
+/// yet fetched its peers' pending transfers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MempoolSyncWait {
+    /// Give up (`MempoolNotSynced`, nothing sent) once this has passed without a nonce.
+    pub timeout: Duration,
+    /// Ask the node again this often.
+    pub poll_interval: Duration,
+}
+
+/// The pending nonce and the pending figures, once the node offers a nonce: while it
+/// answers `pending_nonce: null`, calls `on_sync_wait` (once) and asks again every
+/// `poll_interval` until `timeout`. Each attempt re-reads the pending list too, since a node
+/// without a nonce also lacks some of its peers' pending transfers.
+fn tip_and_pending_once_synced(
+    client: &RpcClient,
+    address: &Address,
+    sync_wait: MempoolSyncWait,
+    on_sync_wait: impl FnOnce(),
+) -> Result<(u64, Vec<PendingOutgoing>, Amount), WalletError> {
+    let started = Instant::now();
+    let mut on_sync_wait = Some(on_sync_wait);
+    loop {
+        let (tip, pending_outgoing, pending_balance) = tip_and_pending(client, address)?;
+        if let Some(pending_nonce) = tip.pending_nonce {
+            return Ok((pending_nonce, pending_outgoing, pending_balance));
+        }
+        if let Some(on_sync_wait) = on_sync_wait.take() {
+            on_sync_wait();
+        }
+        let waited = started.elapsed();
+        if waited >= sync_wait.timeout {
+            return Err(WalletError::MempoolNotSynced {
+                url: client.url().to_string(),
+                waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        std::thread::sleep(sync_wait.poll_interval.min(sync_wait.timeout - waited));
+    }
+}
+
 /// What to send, every field already checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SendRequest {
@@ -792,17 +1083,22 @@ pub struct Sent {
 }
 
 /// `wallet send`: checks the funds against the pending balance, asks for the passphrase, signs
-/// with the next nonce and submits. See the module docs for what each failure leaves behind.
+/// with the next nonce and submits. A node that has not synced its mempool yet is waited for as
+/// `sync_wait` says, `on_sync_wait` being called once when that wait begins. See the module docs
+/// for what each failure leaves behind.
 pub fn send(
     client: &RpcClient,
     dir: &Path,
     request: &SendRequest,
+    sync_wait: MempoolSyncWait,
+    on_sync_wait: impl FnOnce(),
     passphrase: impl FnOnce() -> Result<Zeroizing<String>, KeystoreError>,
 ) -> Result<Sent, WalletError> {
     let keystore = Keystore::open(dir)?;
     let key_entry = select_key(&keystore, request.from.as_deref())?;
     let status: StatusAnswer = client.call_as("status", json!({}))?;
-    let (tip, pending_outgoing, pending_balance_before) = tip_and_pending(client, &key_entry.address)?;
+    let (pending_nonce, pending_outgoing, pending_balance_before) =
+        tip_and_pending_once_synced(client, &key_entry.address, sync_wait, on_sync_wait)?;
     let fee = match request.fee {
         FeeChoice::Fixed(fee) => fee,
         FeeChoice::Auto => client.call_as::<FeeAnswer>("estimate_fee", json!({}))?.fee,
@@ -819,7 +1115,7 @@ pub fn send(
     let passphrase = passphrase()?;
     let key = keystore.key(&key_entry.name, &passphrase)?;
     drop(passphrase);
-    let transfer = build_transfer(&key, &status.chain_id, request.to, request.amount, fee, tip.pending_nonce);
+    let transfer = build_transfer(&key, &status.chain_id, request.to, request.amount, fee, pending_nonce);
     let id = transfer_id(&transfer);
     let tx_hex = hex::encode(codec::encode(&transfer));
     let submitted = match client.call_raw("submit_tx", json!({ "tx": tx_hex })) {
@@ -882,11 +1178,18 @@ pub struct TxStatus {
     pub confirmations: Option<u64>,
     /// The transfer itself, unless unknown.
     pub transfer: Option<Transfer>,
+    /// Why and when the node dropped it (status `dropped` only).
+    pub dropped: Option<Dropped>,
 }
 
 /// `wallet status TXID`.
 pub fn tx_status(client: &RpcClient, id: &Hash) -> Result<TxStatus, WalletError> {
     let answer: TxAnswer = client.call_as("get_tx", json!({ "id": id.to_string() }))?;
+    let dropped = answer.dropped().map_err(|detail| WalletError::BadAnswer {
+        url: client.url().to_string(),
+        method: "get_tx".to_string(),
+        detail,
+    })?;
     Ok(TxStatus {
         id: *id,
         state: answer.status,
@@ -894,6 +1197,7 @@ pub fn tx_status(client: &RpcClient, id: &Hash) -> Result<TxStatus, WalletError>
         block_hash: answer.block_hash,
         confirmations: answer.confirmations,
         transfer: answer.transfer,
+        dropped,
     })
 }
 
@@ -924,7 +1228,8 @@ pub fn is_reached(state: TxState, target: WaitFor) -> bool {
 }
 
 /// Polls `get_tx` until the transfer is `target` or `timeout` passes; `on_change` sees each new
-/// state as it is observed.
+/// state as it is observed. A transfer the node dropped will never get there: the wait ends at
+/// once with `WalletError::Dropped`.
 pub fn wait_for_status(
     client: &RpcClient,
     id: &Hash,
@@ -942,6 +1247,10 @@ pub fn wait_for_status(
         }
         if is_reached(status.state, target) {
             return Ok(status);
+        }
+        if let Some(dropped) = status.dropped {
+            let nonce = status.transfer.as_ref().map(|transfer| transfer.nonce);
+            return Err(WalletError::Dropped { id: *id, nonce, dropped: Box::new(dropped) });
         }
         if started.elapsed() >= timeout {
             return Err(WalletError::WaitTimedOut { id: *id, target, last: status.state, waited_s: timeout.as_secs() });
@@ -1029,7 +1338,103 @@ pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<Hi
 }
 
 #[cfg(test)]
+pub(crate) mod testing {
+    //! A fake node and a test wallet, for the tests of this module and of `cli::wallet`.
+    use super::*;
+
+    /// A fake node on loopback: answers each JSON-RPC call with `answer(method, params)`
+    /// (`Some(Ok(result))`, `Some(Err((code, message)))`, or `None` to close the connection
+    /// without answering), and records the methods called.
+    pub(crate) struct FakeNode {
+        pub(crate) url: String,
+        pub(crate) calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    pub(crate) type FakeAnswer = Option<Result<Value, (i64, String)>>;
+
+    pub(crate) fn fake_node(answer: impl Fn(&str, &Value) -> FakeAnswer + Send + 'static) -> FakeNode {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = calls.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut content_length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        content_length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0u8; content_length];
+                reader.read_exact(&mut body).unwrap();
+                let request: Value = serde_json::from_slice(&body).unwrap();
+                let method = request["method"].as_str().unwrap().to_string();
+                recorded.lock().unwrap().push(method.clone());
+                let reply = match answer(&method, &request["params"]) {
+                    None => continue,
+                    Some(Ok(result)) => json!({ "jsonrpc": "2.0", "id": request["id"], "result": result }),
+                    Some(Err((code, message))) => {
+                        json!({ "jsonrpc": "2.0", "id": request["id"], "error": { "code": code, "message": message } })
+                    }
+                };
+                let text = reply.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        FakeNode { url, calls }
+    }
+
+    /// A transfer as the node's answers carry it: its fields plus its `id`.
+    pub(crate) fn transfer_answer(transfer: &Transfer) -> Value {
+        let mut value = serde_json::to_value(transfer).unwrap();
+        value["id"] = json!(transfer_id(transfer));
+        value
+    }
+
+    /// `get_tx`'s answer for a transfer the node dropped, as `docs/rpc.md` gives it.
+    pub(crate) fn dropped_answer(
+        transfer: &Transfer,
+        reason: &str,
+        message: &str,
+        by: Option<Hash>,
+        by_height: Option<Height>,
+        dropped_at_height: Height,
+    ) -> Value {
+        json!({
+            "id": transfer_id(transfer),
+            "status": "dropped",
+            "reason": reason,
+            "message": message,
+            "by": by,
+            "by_height": by_height,
+            "dropped_at_height": dropped_at_height,
+            "transfer": transfer_answer(transfer),
+        })
+    }
+
+    /// A wallet in `dir` holding one key, "main", sealed under "pw".
+    pub(crate) fn wallet_with_one_key(dir: &Path) -> Keypair {
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let mut keystore = Keystore::create(dir).unwrap();
+        keystore.add_with_params("main", &key, "pw", crate::keystore::KdfParams::INSECURE_FAST).unwrap();
+        key
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use super::testing::*;
     use super::*;
     use tinychain_core::crypto::verify_strict;
     use tinychain_core::types::UNITS_PER_COIN;
@@ -1225,59 +1630,6 @@ mod tests {
         assert_eq!(std::fs::read(keystore.path()).unwrap(), before);
     }
 
-    /// A fake node on loopback: answers each JSON-RPC call with `answer(method, params)`
-    /// (`Some(Ok(result))`, `Some(Err((code, message)))`, or `None` to close the connection
-    /// without answering), and records the methods called.
-    struct FakeNode {
-        url: String,
-        calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    }
-
-    type FakeAnswer = Option<Result<Value, (i64, String)>>;
-
-    fn fake_node(answer: impl Fn(&str, &Value) -> FakeAnswer + Send + 'static) -> FakeNode {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let recorded = calls.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut content_length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        content_length = value.trim().parse().unwrap();
-                    }
-                }
-                let mut body = vec![0u8; content_length];
-                reader.read_exact(&mut body).unwrap();
-                let request: Value = serde_json::from_slice(&body).unwrap();
-                let method = request["method"].as_str().unwrap().to_string();
-                recorded.lock().unwrap().push(method.clone());
-                let reply = match answer(&method, &request["params"]) {
-                    None => continue,
-                    Some(Ok(result)) => json!({ "jsonrpc": "2.0", "id": request["id"], "result": result }),
-                    Some(Err((code, message))) => {
-                        json!({ "jsonrpc": "2.0", "id": request["id"], "error": { "code": code, "message": message } })
-                    }
-                };
-                let text = reply.to_string();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-            }
-        });
-        FakeNode { url, calls }
-    }
-
     /// A node whose chain holds `balance` for everyone, nothing pending, and whose `submit_tx`
     /// answers with `submit`.
     fn node_with(balance: Amount, submit: impl Fn() -> FakeAnswer + Send + 'static) -> FakeNode {
@@ -1293,15 +1645,19 @@ mod tests {
         })
     }
 
-    fn wallet_with_one_key(dir: &Path) -> Keypair {
-        let key = Keypair::from_secret_bytes(&[5; 32]);
-        let mut keystore = Keystore::create(dir).unwrap();
-        keystore.add_with_params("main", &key, "pw", crate::keystore::KdfParams::INSECURE_FAST).unwrap();
-        key
-    }
-
     fn send_request(amount: Amount, fee: FeeChoice) -> SendRequest {
         SendRequest { from: None, to: Address([9; 32]), amount, fee }
+    }
+
+    /// `send` to a node that offers a pending nonce at once: it must never be waited for.
+    fn send_to_synced(
+        client: &RpcClient,
+        dir: &Path,
+        request: &SendRequest,
+        passphrase: impl FnOnce() -> Result<Zeroizing<String>, KeystoreError>,
+    ) -> Result<Sent, WalletError> {
+        let never_waits = || panic!("a node that offers a pending nonce is not waited for");
+        send(client, dir, request, MEMPOOL_SYNC_WAIT_DEFAULT, never_waits, passphrase)
     }
 
     #[test]
@@ -1313,8 +1669,10 @@ mod tests {
         // Amount plus the estimated fee is the whole balance, to the base unit: allowed.
         let node = node_with(1_025, move || Some(Ok(json!({ "id": expected_id }))));
         let client = RpcClient::new(&node.url).unwrap();
-        let sent = send(&client, dir.path(), &send_request(1_000, FeeChoice::Auto), || Ok(Zeroizing::new("pw".into())))
-            .unwrap();
+        let sent = send_to_synced(&client, dir.path(), &send_request(1_000, FeeChoice::Auto), || {
+            Ok(Zeroizing::new("pw".into()))
+        })
+        .unwrap();
         assert_eq!(sent.transfer, expected);
         assert_eq!((sent.id, sent.pending_balance_before, sent.pending_balance_after), (expected_id, 1_025, 0));
         let calls = node.calls.lock().unwrap().clone();
@@ -1328,13 +1686,14 @@ mod tests {
         let node = node_with(1_000, || panic!("nothing may be submitted"));
         let client = RpcClient::new(&node.url).unwrap();
         let never = || -> Result<Zeroizing<String>, KeystoreError> { panic!("the passphrase must not be asked") };
-        let error = send(&client, dir.path(), &send_request(990, FeeChoice::Fixed(11)), never).unwrap_err();
+        let error = send_to_synced(&client, dir.path(), &send_request(990, FeeChoice::Fixed(11)), never).unwrap_err();
         assert!(
             matches!(error, WalletError::InsufficientFunds { balance: 1_000, amount: 990, fee: 11, .. }),
             "{error:?}"
         );
         // amount + fee beyond 64 bits is refused, never wrapped.
-        let error = send(&client, dir.path(), &send_request(u64::MAX, FeeChoice::Fixed(1)), never).unwrap_err();
+        let error =
+            send_to_synced(&client, dir.path(), &send_request(u64::MAX, FeeChoice::Fixed(1)), never).unwrap_err();
         assert!(matches!(error, WalletError::AmountOverflow { .. }), "{error:?}");
         assert!(!node.calls.lock().unwrap().iter().any(|method| method == "submit_tx"));
     }
@@ -1345,9 +1704,10 @@ mod tests {
         wallet_with_one_key(dir.path());
         let node = node_with(10_000, || Some(Err((-32002, "transfer rejected: nonce 3 is already used".into()))));
         let client = RpcClient::new(&node.url).unwrap();
-        let error =
-            send(&client, dir.path(), &send_request(1_000, FeeChoice::Fixed(0)), || Ok(Zeroizing::new("pw".into())))
-                .unwrap_err();
+        let error = send_to_synced(&client, dir.path(), &send_request(1_000, FeeChoice::Fixed(0)), || {
+            Ok(Zeroizing::new("pw".into()))
+        })
+        .unwrap_err();
         let text = error.to_string();
         assert!(matches!(error, WalletError::Rejected { .. }), "{error:?}");
         assert!(text.contains(&node.url) && text.contains(": nonce 3 is already used;"), "{text}");
@@ -1359,9 +1719,10 @@ mod tests {
         let key = wallet_with_one_key(dir.path());
         let node = node_with(10_000, || None);
         let client = RpcClient::new(&node.url).unwrap();
-        let error =
-            send(&client, dir.path(), &send_request(1_000, FeeChoice::Fixed(0)), || Ok(Zeroizing::new("pw".into())))
-                .unwrap_err();
+        let error = send_to_synced(&client, dir.path(), &send_request(1_000, FeeChoice::Fixed(0)), || {
+            Ok(Zeroizing::new("pw".into()))
+        })
+        .unwrap_err();
         let id = transfer_id(&build_transfer(&key, "fake", Address([9; 32]), 1_000, 0, 3));
         assert!(matches!(error, WalletError::SubmitUncertain { id: reported, .. } if reported == id), "{error:?}");
         assert!(error.to_string().contains(&format!("tinychain wallet status {id}")), "{error}");
@@ -1375,10 +1736,310 @@ mod tests {
         let before = std::fs::read(&file).unwrap();
         let node = node_with(10_000, || panic!("nothing may be submitted"));
         let client = RpcClient::new(&node.url).unwrap();
-        let error =
-            send(&client, dir.path(), &send_request(1, FeeChoice::Fixed(0)), || Ok(Zeroizing::new("nope".into())))
-                .unwrap_err();
+        let error = send_to_synced(&client, dir.path(), &send_request(1, FeeChoice::Fixed(0)), || {
+            Ok(Zeroizing::new("nope".into()))
+        })
+        .unwrap_err();
         assert!(matches!(error, WalletError::Keystore(KeystoreError::WrongPassphrase { .. })), "{error:?}");
         assert_eq!(std::fs::read(&file).unwrap(), before);
+    }
+
+    // ---- Dropped transfers and a node that has not synced its mempool ------------------------
+
+    /// The transfer the tests' key signs with nonce 3 (`node_with`'s pending nonce).
+    fn transfer_with_nonce_3(key: &Keypair) -> Transfer {
+        build_transfer(key, "fake", Address([9; 32]), 1_000, 0, 3)
+    }
+
+    /// One row of the dropped-reason table: what the node answers, and what the wallet's
+    /// sentences must then say.
+    struct DropCase {
+        reason: &'static str,
+        by: Option<Hash>,
+        by_height: Option<Height>,
+        message: &'static str,
+        says: Vec<String>,
+    }
+
+    #[test]
+    fn a_dropped_transfer_says_why_and_what_to_do_naming_the_winner() {
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let transfer = transfer_with_nonce_3(&key);
+        let id = transfer_id(&transfer);
+        let winner = Hash([0xee; 32]);
+        let w = winner.to_string();
+        let cases = vec![
+            DropCase {
+                reason: "nonce_taken",
+                by: Some(winner),
+                by_height: Some(812),
+                message: "its nonce was taken by transfer ..., committed at height 812",
+                says: vec![
+                    format!("its nonce 3 was taken by transfer {w} (committed at height 812)"),
+                    "This transfer will never be committed; nothing was spent by it.".into(),
+                    format!("tinychain wallet status {w}"),
+                ],
+            },
+            DropCase {
+                reason: "nonce_used",
+                by: None,
+                by_height: None,
+                message: "its nonce was used by another committed transfer",
+                says: vec![
+                    "its nonce 3 was used by another committed transfer from the same account".into(),
+                    "This transfer will never be committed".into(),
+                    "committed transfer with nonce 3 in `tinychain wallet history`".into(),
+                ],
+            },
+            DropCase {
+                reason: "replaced",
+                by: Some(winner),
+                by_height: None,
+                message: "replaced by transfer ...",
+                says: vec![
+                    format!(
+                        "it was replaced by transfer {w}, which has the same sender and nonce (3) and a higher fee"
+                    ),
+                    "at most one of the two can be committed".into(),
+                    "You, or someone else holding this key, sent a higher-fee replacement".into(),
+                    format!("tinychain wallet status {w}"),
+                ],
+            },
+            DropCase {
+                reason: "unaffordable",
+                by: None,
+                by_height: None,
+                message: "the sender's balance no longer covers it",
+                says: vec![
+                    "the account's balance no longer covers it".into(),
+                    "a new send through this node takes the same nonce".into(),
+                    "tinychain wallet balance".into(),
+                ],
+            },
+            DropCase {
+                reason: "evicted",
+                by: Some(winner),
+                by_height: None,
+                message: "the mempool was full and transfer ... paid a higher fee for its room",
+                says: vec![
+                    format!("the node's mempool was full and transfer {w} paid a higher fee for its room"),
+                    "send it again with a higher fee".into(),
+                ],
+            },
+            DropCase {
+                reason: "refused_after_restart",
+                by: None,
+                by_height: None,
+                message: "refused when the node resubmitted it after a restart: the fee is below the chain's minimum.",
+                says: vec![
+                    "refused when the node resubmitted it after a restart: the fee is below the chain's minimum. The"
+                        .into(),
+                    "once what the node's reason names is put right".into(),
+                ],
+            },
+            DropCase {
+                reason: "not_readmitted",
+                by: None,
+                by_height: None,
+                message: "its block was abandoned in a reorganisation and the mempool refused it back: nonce 3 is used",
+                says: vec!["its block was abandoned in a reorganisation".into(), "send it again".into()],
+            },
+            DropCase {
+                reason: "a_reason_from_a_newer_node",
+                by: Some(winner),
+                by_height: None,
+                message: "something new happened",
+                says: vec!["something new happened. The node has let go of it".into()],
+            },
+        ];
+        let answers: Vec<Value> = cases
+            .iter()
+            .map(|case| dropped_answer(&transfer, case.reason, case.message, case.by, case.by_height, 815))
+            .collect();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let next = served.clone();
+        let node = fake_node(move |method, _params| match method {
+            "get_tx" => Some(Ok(answers[next.fetch_add(1, Ordering::SeqCst)].clone())),
+            _ => Some(Err((-32601, "method not found".into()))),
+        });
+        let client = RpcClient::new(&node.url).unwrap();
+        for DropCase { reason, by, by_height, message, says } in &cases {
+            let status = tx_status(&client, &id).unwrap();
+            assert_eq!(status.state, TxState::Dropped, "{reason}");
+            assert_eq!(status.transfer.as_ref(), Some(&transfer), "{reason}");
+            let dropped = status.dropped.clone().expect("a dropped answer carries why");
+            assert_eq!(dropped.reason.as_str(), *reason);
+            assert_eq!((dropped.by, dropped.by_height, dropped.dropped_at_height), (*by, *by_height, 815), "{reason}");
+            assert_eq!(dropped.message, *message);
+            // `send --wait` ends with this error: the same sentences, after the transfer's id.
+            let error = WalletError::Dropped { id, nonce: Some(3), dropped: Box::new(dropped) }.to_string();
+            assert!(error.starts_with(&format!("transfer {id} was dropped: ")), "{error}");
+            for text in says {
+                assert!(error.contains(text.as_str()), "{reason}: {text:?} is not in {error:?}");
+            }
+        }
+        assert_eq!(
+            DropReason::from_name("a_reason_from_a_newer_node"),
+            DropReason::Unrecognized("a_reason_from_a_newer_node".into())
+        );
+    }
+
+    #[test]
+    fn a_dropped_answer_without_its_reason_is_refused_as_not_understood() {
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let transfer = transfer_with_nonce_3(&key);
+        let mut answer = dropped_answer(&transfer, "nonce_taken", "taken", Some(Hash([1; 32])), Some(8), 9);
+        answer.as_object_mut().unwrap().remove("reason");
+        let node = fake_node(move |_method, _params| Some(Ok(answer.clone())));
+        let client = RpcClient::new(&node.url).unwrap();
+        let error = tx_status(&client, &transfer_id(&transfer)).unwrap_err();
+        assert!(matches!(error, WalletError::BadAnswer { .. }), "{error:?}");
+        assert!(error.to_string().contains("status \"dropped\" without \"reason\""), "{error}");
+    }
+
+    #[test]
+    fn the_wait_ends_as_soon_as_the_node_drops_the_transfer() {
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let transfer = transfer_with_nonce_3(&key);
+        let id = transfer_id(&transfer);
+        let winner = Hash([0xee; 32]);
+        let pending = json!({ "id": id, "status": "pending", "transfer": transfer_answer(&transfer) });
+        let dropped = dropped_answer(&transfer, "nonce_taken", "taken", Some(winner), Some(812), 812);
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        let node = fake_node(move |_method, _params| {
+            let answer = if counter.fetch_add(1, Ordering::SeqCst) == 0 { &pending } else { &dropped };
+            Some(Ok(answer.clone()))
+        });
+        let client = RpcClient::new(&node.url).unwrap();
+        let mut seen = Vec::new();
+        let error =
+            wait_for_status(&client, &id, WaitFor::Final, Duration::from_secs(3_600), |status| seen.push(status.state))
+                .unwrap_err();
+        assert_eq!(seen, [TxState::Pending, TxState::Dropped]);
+        match &error {
+            WalletError::Dropped { id: reported, nonce, dropped } => {
+                assert_eq!((*reported, *nonce, dropped.by), (id, Some(3), Some(winner)));
+            }
+            other => panic!("expected Dropped, got {other:?}"),
+        }
+        assert!(error.to_string().contains(&format!("taken by transfer {winner}")), "{error}");
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "no polling after the drop");
+    }
+
+    /// A node whose `get_account` answers `pending_nonce` with `pending_nonce(call number)`, whose
+    /// pending list is `pending(call number)`, and which admits whatever is submitted.
+    fn node_syncing(
+        balance: Amount,
+        pending_nonce: impl Fn(usize) -> Option<Value> + Send + 'static,
+        pending: impl Fn(usize) -> Value + Send + 'static,
+    ) -> FakeNode {
+        let account_calls = std::sync::atomic::AtomicUsize::new(0);
+        let history_calls = std::sync::atomic::AtomicUsize::new(0);
+        fake_node(move |method, params| match method {
+            "status" => Some(Ok(json!({ "chain_id": "fake", "tip": { "height": 9 }, "finalized": { "height": 7 } }))),
+            "get_history" => {
+                let call = history_calls.fetch_add(1, Ordering::SeqCst);
+                Some(Ok(json!({ "transfers": [], "pending": pending(call), "next_before_height": null })))
+            }
+            "get_account" => {
+                let call = account_calls.fetch_add(1, Ordering::SeqCst);
+                let mut answer = json!({ "height": 9, "balance": balance.to_string(), "nonce": 3 });
+                if let Some(pending_nonce) = pending_nonce(call) {
+                    answer["pending_nonce"] = pending_nonce;
+                    answer["mempool_synced"] = json!(!answer["pending_nonce"].is_null());
+                }
+                Some(Ok(answer))
+            }
+            "submit_tx" => {
+                let bytes = hex::decode(params["tx"].as_str().unwrap()).unwrap();
+                let transfer: Transfer = codec::decode("transfer", &bytes).unwrap();
+                Some(Ok(json!({ "id": transfer_id(&transfer) })))
+            }
+            _ => Some(Err((-32601, "method not found".into()))),
+        })
+    }
+
+    #[test]
+    fn a_pending_nonce_absent_or_null_is_not_known() {
+        for (field, expected) in [(None, None), (Some(Value::Null), None), (Some(json!(5)), Some(5))] {
+            let node = node_syncing(1_000, move |_| field.clone(), |_| json!([]));
+            let client = RpcClient::new(&node.url).unwrap();
+            let balance = balance(&client, &Address([1; 32])).unwrap();
+            assert_eq!(balance.pending_nonce, expected);
+            assert_eq!(balance.tip_state.nonce, 3);
+        }
+    }
+
+    #[test]
+    fn send_waits_while_the_node_syncs_its_mempool_then_uses_the_synced_nonce_and_balance() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = wallet_with_one_key(dir.path());
+        // Two answers without a nonce (and a mempool that has not yet learned of the account's
+        // pending transfer with nonce 3), then the synced answers: nonce 4, 100 TC-units pending.
+        let pending_transfer = json!([{
+            "id": Hash([3; 32]), "direction": "out", "counterparty": Address([9; 32]),
+            "amount": "100", "fee": "0", "nonce": 3,
+        }]);
+        let node = node_syncing(
+            1_000,
+            |call| Some(if call < 2 { Value::Null } else { json!(4) }),
+            move |call| if call < 2 { json!([]) } else { pending_transfer.clone() },
+        );
+        let client = RpcClient::new(&node.url).unwrap();
+        let mut notes = 0;
+        let sync_wait =
+            MempoolSyncWait { timeout: Duration::from_secs(3_600), poll_interval: Duration::from_millis(1) };
+        let sent = send(
+            &client,
+            dir.path(),
+            &send_request(800, FeeChoice::Fixed(0)),
+            sync_wait,
+            || notes += 1,
+            || Ok(Zeroizing::new("pw".into())),
+        )
+        .unwrap();
+        assert_eq!(notes, 1, "the user is told once");
+        assert_eq!(sent.transfer, build_transfer(&key, "fake", Address([9; 32]), 800, 0, 4));
+        // The pending balance is the synced one: the transfer the node learned of is counted.
+        assert_eq!((sent.pending_balance_before, sent.pending_balance_after), (900, 100));
+        let calls = node.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().filter(|method| *method == "get_account").count(), 3);
+        assert_eq!(calls.last().map(String::as_str), Some("submit_tx"));
+    }
+
+    #[test]
+    fn send_to_a_node_that_stays_unsynced_gives_up_naming_the_node_and_sends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        wallet_with_one_key(dir.path());
+        let node = node_syncing(1_000, |_| Some(Value::Null), |_| json!([]));
+        let client = RpcClient::new(&node.url).unwrap();
+        let never = || -> Result<Zeroizing<String>, KeystoreError> { panic!("the passphrase must not be asked") };
+        let mut notes = 0;
+        // A zero bound: one look, then the error (the real bound only changes how many looks).
+        let sync_wait = MempoolSyncWait { timeout: Duration::ZERO, poll_interval: Duration::from_millis(1) };
+        let error = send(&client, dir.path(), &send_request(1, FeeChoice::Fixed(0)), sync_wait, || notes += 1, never)
+            .unwrap_err();
+        assert!(matches!(&error, WalletError::MempoolNotSynced { url, .. } if *url == node.url), "{error:?}");
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("the node at {} has not synced its mempool", node.url)), "{text}");
+        assert!(text.contains("nothing was sent") && text.contains("--rpc"), "{text}");
+        assert_eq!(notes, 1);
+        assert_eq!(*node.calls.lock().unwrap(), ["status", "get_history", "get_account"]);
+        // A bound that passes while polling ends the same way, having looked more than once.
+        let node = node_syncing(1_000, |_| Some(Value::Null), |_| json!([]));
+        let client = RpcClient::new(&node.url).unwrap();
+        let sync_wait = MempoolSyncWait { timeout: Duration::from_millis(30), poll_interval: Duration::from_millis(1) };
+        let error =
+            send(&client, dir.path(), &send_request(1, FeeChoice::Fixed(0)), sync_wait, || {}, never).unwrap_err();
+        assert!(matches!(error, WalletError::MempoolNotSynced { .. }), "{error:?}");
+        assert!(!node.calls.lock().unwrap().iter().any(|method| method == "submit_tx"));
+    }
+
+    #[test]
+    fn waited_seconds_read_plainly() {
+        assert_eq!(seconds_text(15_000), "15");
+        assert_eq!(seconds_text(250), "0.25");
+        assert_eq!(seconds_text(15_004), "15.004");
     }
 }

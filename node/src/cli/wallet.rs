@@ -8,11 +8,16 @@
 //! and passphrases are never taken from the command line (they would land in shell history):
 //! the passphrase comes from `TINYCHAIN_PASSPHRASE` or a prompt, an imported secret from stdin
 //! or a prompt. Usage is in `docs/wallet.md`.
+//!
+//! One failure is reported with more than its message: a `send --wait` whose transfer the node
+//! dropped. The transfer was sent, so with `--json` the error object also holds what `send`
+//! reports (its id and nonce among them) and the node's `dropped` fields, so that a script
+//! learns both that it must act and exactly which transfer was lost.
 
 use crate::keystore::{self, KeystoreError};
 use crate::wallet::{
-    self, Balance, Direction, FeeChoice, History, KeyEntry, RpcClient, SendRequest, Sent, TxState, TxStatus, WaitFor,
-    WalletError,
+    self, Balance, Direction, Dropped, FeeChoice, History, KeyEntry, MempoolSyncWait, RpcClient, SendRequest, Sent,
+    TxState, TxStatus, WaitFor, WalletError,
 };
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
@@ -88,7 +93,8 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         wait_timeout_s: u64,
     },
-    /// Show a transfer's status: pending, committed, final or unknown, with height and confirmations.
+    /// Show a transfer's status: pending, committed, final, dropped (with why and what to do) or
+    /// unknown, with height and confirmations.
     Status {
         /// The transfer id `send` printed (64 hex).
         #[arg(value_name = "TXID")]
@@ -134,19 +140,52 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(error) => {
+        Err(Failure { error, json }) => {
             if args.global.json {
-                println!("{}", json!({ "error": error.to_string() }));
+                println!("{}", failure_json(&error, json));
             }
             Err(error.into())
         }
     }
 }
 
+/// The one object `--json` prints for a failure: `{"error": "..."}`, beside whatever else the
+/// failure reports.
+fn failure_json(error: &WalletError, json: Option<Value>) -> Value {
+    let mut object = match json {
+        Some(Value::Object(object)) => object,
+        _ => serde_json::Map::new(),
+    };
+    object.insert("error".into(), Value::String(error.to_string()));
+    Value::Object(object)
+}
+
 /// What a command prints: text for people, one JSON object for programs.
+#[derive(Debug)]
 struct Output {
     text: String,
     json: Value,
+}
+
+/// A command that failed: the error, and what `--json` prints beside its `"error"` when there
+/// is more to say than the message (a send whose wait ended on `dropped`).
+#[derive(Debug)]
+struct Failure {
+    error: WalletError,
+    json: Option<Value>,
+}
+
+impl From<WalletError> for Failure {
+    fn from(error: WalletError) -> Failure {
+        Failure { error, json: None }
+    }
+}
+
+/// Printed on stderr, once, when `send` waits for a just-started node.
+const MEMPOOL_SYNC_WAIT_NOTE: &str = "waiting for the node to sync its mempool with its peers (it just started)";
+
+fn note_mempool_sync_wait() {
+    eprintln!("{MEMPOOL_SYNC_WAIT_NOTE}");
 }
 
 fn passphrase_for_unlock() -> Result<Zeroizing<String>, KeystoreError> {
@@ -157,7 +196,7 @@ fn passphrase_for_new_key() -> Result<Zeroizing<String>, KeystoreError> {
     keystore::passphrase_from_env_or_prompt("Passphrase for the new key: ", true)
 }
 
-fn execute(args: &Args) -> Result<Output, WalletError> {
+fn execute(args: &Args) -> Result<Output, Failure> {
     let global = &args.global;
     let dir = || wallet::wallet_dir(global.wallet.as_deref());
     match &args.command {
@@ -198,47 +237,16 @@ fn execute(args: &Args) -> Result<Output, WalletError> {
                 from: from.clone(),
             };
             let client = RpcClient::new(&global.rpc)?;
-            let sent = wallet::send(&client, &dir()?, &request, passphrase_for_unlock)?;
-            let mut output = sent_output(&sent, request.fee);
-            if let Some(target) = wait {
-                if !global.json {
-                    // Show progress as it happens; the final status is printed below.
-                    print!("{}", output.text);
-                    output.text.clear();
-                    let _ = std::io::stdout().flush();
-                }
-                let is_json = global.json;
-                let waited = wallet::wait_for_status(
-                    &client,
-                    &sent.id,
-                    *target,
-                    Duration::from_secs(*wait_timeout_s),
-                    |status| {
-                        if !is_json && !wallet::is_reached(status.state, *target) {
-                            println!("status      {}", status.state);
-                        }
-                    },
-                );
-                let status = match waited {
-                    Ok(status) => status,
-                    // The transfer was submitted: with --json, say so in the one object (with the
-                    // id and nonce) rather than an error a script might answer by sending again.
-                    // As text, the id was printed before waiting began.
-                    Err(error) if is_json => {
-                        if let Value::Object(map) = &mut output.json {
-                            map.insert("wait_error".into(), Value::String(error.to_string()));
-                        }
-                        return Ok(output);
-                    }
-                    Err(error) => return Err(error),
-                };
-                let status_output = status_output(&status);
-                output.text.push_str(&status_output.text);
-                if let Value::Object(map) = &mut output.json {
-                    map.insert("status".into(), status_output.json);
-                }
-            }
-            Ok(output)
+            let wait = wait.map(|target| (target, Duration::from_secs(*wait_timeout_s)));
+            send_and_wait(
+                &client,
+                &dir()?,
+                &request,
+                wait,
+                global.json,
+                wallet::MEMPOOL_SYNC_WAIT_DEFAULT,
+                passphrase_for_unlock,
+            )
         }
         Command::Status { id } => {
             let id = wallet::parse_tx_id("TXID", id)?;
@@ -247,7 +255,7 @@ fn execute(args: &Args) -> Result<Output, WalletError> {
         }
         Command::History { account, from, limit } => {
             if !(1..=wallet::HISTORY_LIMIT_MAX).contains(limit) {
-                return Err(WalletError::BadLimit { limit: *limit });
+                return Err(WalletError::BadLimit { limit: *limit }.into());
             }
             let given = account.as_deref().or(from.as_deref());
             let (address, name) = wallet::resolve_account(&dir()?, "ADDRESS", given)?;
@@ -277,6 +285,67 @@ fn execute(args: &Args) -> Result<Output, WalletError> {
             })
         }
     }
+}
+
+/// `wallet send`, then with `wait` = `(target, timeout)` polling until the transfer is `target`.
+/// Text is printed as it happens (the sent transfer before the wait, each new status during it);
+/// what is left to print is returned.
+///
+/// A failed wait does not hide that the transfer was sent: a timeout or a lost node is, with
+/// `--json`, a `wait_error` beside the sent transfer (exit status 0: it may still commit); a
+/// transfer the node dropped is an error (the node let go of it, and the user must act), and
+/// with `--json` the error object still holds the sent transfer and the node's `dropped` fields.
+fn send_and_wait(
+    client: &RpcClient,
+    dir: &std::path::Path,
+    request: &SendRequest,
+    wait: Option<(WaitFor, Duration)>,
+    is_json: bool,
+    sync_wait: MempoolSyncWait,
+    passphrase: impl FnOnce() -> Result<Zeroizing<String>, KeystoreError>,
+) -> Result<Output, Failure> {
+    let sent = wallet::send(client, dir, request, sync_wait, note_mempool_sync_wait, passphrase)?;
+    let mut output = sent_output(&sent, request.fee);
+    let Some((target, timeout)) = wait else { return Ok(output) };
+    if !is_json {
+        // Show progress as it happens; the final status is printed below.
+        print!("{}", output.text);
+        output.text.clear();
+        let _ = std::io::stdout().flush();
+    }
+    let waited = wallet::wait_for_status(client, &sent.id, target, timeout, |status| {
+        if !is_json && !wallet::is_reached(status.state, target) {
+            println!("status      {}", status.state);
+        }
+    });
+    let status = match waited {
+        Ok(status) => status,
+        // The node let go of it: waiting longer would only report it as lost later. As text the
+        // id was printed before waiting began, and the error says why and what to do.
+        Err(WalletError::Dropped { id, nonce, dropped }) => {
+            let mut json = output.json;
+            if let Value::Object(map) = &mut json {
+                map.insert("dropped".into(), dropped_json(&dropped));
+            }
+            return Err(Failure { error: WalletError::Dropped { id, nonce, dropped }, json: Some(json) });
+        }
+        // The transfer was submitted and may still commit: with --json, say so in the one object
+        // (with the id and nonce) rather than an error a script might answer by sending again.
+        // As text, the id was printed before waiting began.
+        Err(error) if is_json => {
+            if let Value::Object(map) = &mut output.json {
+                map.insert("wait_error".into(), Value::String(error.to_string()));
+            }
+            return Ok(output);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let status_output = status_output(&status);
+    output.text.push_str(&status_output.text);
+    if let Value::Object(map) = &mut output.json {
+        map.insert("status".into(), status_output.json);
+    }
+    Ok(output)
 }
 
 /// Asks on the terminal before printing a secret; refuses without a terminal.
@@ -380,7 +449,21 @@ fn balance_output(balance: &Balance, name: Option<&str>) -> Output {
         n => format!("tip minus {n} pending outgoing transfers ({})", wallet::format_tc(spent)),
     };
     text.push_str(&format!("pending   {:<24} {note}\n", wallet::format_tc(balance.pending_balance)));
-    text.push_str(&format!("nonce     {} (next transfer: {})\n", balance.tip_state.nonce, balance.pending_nonce));
+    match balance.pending_nonce {
+        Some(pending_nonce) => {
+            text.push_str(&format!("nonce     {} (next transfer: {pending_nonce})\n", balance.tip_state.nonce))
+        }
+        None => {
+            text.push_str(&format!(
+                "nonce     {} (next transfer: unknown until the node has synced its mempool)\n",
+                balance.tip_state.nonce
+            ));
+            text.push_str(
+                "          the node has just started and is still fetching its peers' pending transfers: \
+                 `pending` may not count them all yet\n",
+            );
+        }
+    }
     let state_json = |state: &wallet::AccountAt| {
         amounts_json(&[("height", json!(state.height)), ("nonce", json!(state.nonce))], &[("balance", state.balance)])
     };
@@ -456,7 +539,10 @@ fn sent_output(sent: &Sent, fee: FeeChoice) -> Output {
 }
 
 fn status_output(status: &TxStatus) -> Output {
-    let mut text = format!("status      {}\n", status.state);
+    let mut text = match &status.dropped {
+        Some(dropped) => format!("status      dropped at height {}\n", dropped.dropped_at_height),
+        None => format!("status      {}\n", status.state),
+    };
     if let (Some(height), Some(confirmations)) = (status.height, status.confirmations) {
         text.push_str(&format!("height      {height}\nconfirmations {confirmations}\n"));
     }
@@ -473,13 +559,23 @@ fn status_output(status: &TxStatus) -> Output {
             transfer.nonce
         ));
     }
+    if let Some(dropped) = &status.dropped {
+        let nonce = status.transfer.as_ref().map(|transfer| transfer.nonce);
+        text.push_str(&format!(
+            "dropped: {}. {}\nwhat to do: {}\n",
+            dropped.explanation(nonce),
+            dropped.consequence(),
+            dropped.advice(nonce)
+        ));
+    }
     if status.state == TxState::Unknown {
         text.push_str(&format!(
-            "            the node knows no transfer {}: not sent, dropped from its mempool, or sent to another chain\n",
+            "            the node knows no transfer {}: not sent to it, dropped longer ago than it remembers, \
+             or sent to another chain\n",
             status.id
         ));
     }
-    let json = json!({
+    let mut json = json!({
         "id": status.id,
         "status": status.state.as_str(),
         "height": status.height,
@@ -487,7 +583,24 @@ fn status_output(status: &TxStatus) -> Output {
         "confirmations": status.confirmations,
         "transfer": status.transfer.as_ref().map(transfer_json),
     });
+    if let (Some(dropped), Value::Object(map)) = (&status.dropped, &mut json) {
+        // The node's own fields, as `get_tx` gives them.
+        if let Value::Object(fields) = dropped_json(dropped) {
+            map.extend(fields);
+        }
+    }
     Output { text, json }
+}
+
+/// A dropped transfer's fields as the node's `get_tx` names them.
+fn dropped_json(dropped: &Dropped) -> Value {
+    json!({
+        "reason": dropped.reason.as_str(),
+        "message": dropped.message,
+        "by": dropped.by,
+        "by_height": dropped.by_height,
+        "dropped_at_height": dropped.dropped_at_height,
+    })
 }
 
 fn history_output(history: &History, name: Option<&str>) -> Output {
@@ -551,4 +664,111 @@ fn history_output(history: &History, name: Option<&str>) -> Output {
         "has_more": history.has_more,
     });
     Output { text, json }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wallet::testing::{dropped_answer, fake_node, transfer_answer, wallet_with_one_key};
+    use tinychain_core::types::{Address, Hash};
+    use tinychain_core::validate::transfer_id;
+
+    #[test]
+    fn a_dropped_status_says_why_and_what_to_do_and_gives_the_nodes_fields() {
+        let key = tinychain_core::crypto::Keypair::from_secret_bytes(&[5; 32]);
+        let transfer = wallet::build_transfer(&key, "fake", Address([9; 32]), 150_000_000, 0, 5);
+        let winner = Hash([0xee; 32]);
+        let status = TxStatus {
+            id: transfer_id(&transfer),
+            state: TxState::Dropped,
+            height: None,
+            block_hash: None,
+            confirmations: None,
+            transfer: Some(transfer.clone()),
+            dropped: Some(Dropped {
+                reason: wallet::DropReason::NonceTaken,
+                message: format!("its nonce was taken by transfer {winner}, committed at height 812"),
+                by: Some(winner),
+                by_height: Some(812),
+                dropped_at_height: 815,
+            }),
+        };
+        let output = status_output(&status);
+        let lines: Vec<&str> = output.text.lines().collect();
+        assert_eq!(lines[0], "status      dropped at height 815");
+        assert!(lines[1].starts_with("transfer    1.5 TC from") && lines[1].ends_with("nonce 5"), "{}", lines[1]);
+        assert_eq!(
+            lines[2],
+            format!(
+                "dropped: its nonce 5 was taken by transfer {winner} (committed at height 812). \
+                 This transfer will never be committed; nothing was spent by it."
+            )
+        );
+        assert!(lines[3].starts_with("what to do: ") && lines[3].contains(&winner.to_string()), "{}", lines[3]);
+        assert_eq!(lines.len(), 4, "{}", output.text);
+        // --json: the node's fields, as get_tx names them.
+        let json = &output.json;
+        assert_eq!((json["status"].as_str(), json["reason"].as_str()), (Some("dropped"), Some("nonce_taken")));
+        assert_eq!(json["by"], json!(winner));
+        assert_eq!((json["by_height"].as_u64(), json["dropped_at_height"].as_u64()), (Some(812), Some(815)));
+        assert_eq!(json["message"], status.dropped.as_ref().unwrap().message.as_str());
+        assert_eq!((json["id"].clone(), json["transfer"]["nonce"].as_u64()), (json!(status.id), Some(5)));
+    }
+
+    #[test]
+    fn send_wait_that_ends_on_dropped_fails_and_still_reports_the_sent_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = wallet_with_one_key(dir.path());
+        let sent = wallet::build_transfer(&key, "fake", Address([9; 32]), 1_000, 0, 3);
+        let sent_id = transfer_id(&sent);
+        let winner = Hash([0xee; 32]);
+        let pending = json!({ "id": sent_id, "status": "pending", "transfer": transfer_answer(&sent) });
+        let dropped = dropped_answer(&sent, "nonce_taken", "taken", Some(winner), Some(812), 812);
+        let get_tx_calls = std::sync::atomic::AtomicUsize::new(0);
+        let node = fake_node(move |method, _params| match method {
+            "status" => Some(Ok(json!({ "chain_id": "fake", "tip": { "height": 9 }, "finalized": { "height": 7 } }))),
+            "get_history" => Some(Ok(json!({ "transfers": [], "pending": [], "next_before_height": null }))),
+            "get_account" => Some(Ok(json!({ "height": 9, "balance": "10000", "nonce": 3, "pending_nonce": 3 }))),
+            "submit_tx" => Some(Ok(json!({ "id": sent_id }))),
+            "get_tx" => {
+                let call = get_tx_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Each send polls pending once, then finds it dropped.
+                Some(Ok(if call.is_multiple_of(2) { pending.clone() } else { dropped.clone() }))
+            }
+            _ => Some(Err((-32601, "method not found".into()))),
+        });
+        let client = RpcClient::new(&node.url).unwrap();
+        let request = SendRequest { from: None, to: Address([9; 32]), amount: 1_000, fee: FeeChoice::Fixed(0) };
+        let wait = Some((WaitFor::Final, Duration::from_secs(3_600)));
+        let passphrase = || Ok(Zeroizing::new("pw".to_string()));
+        for is_json in [true, false] {
+            let failure = send_and_wait(
+                &client,
+                dir.path(),
+                &request,
+                wait,
+                is_json,
+                wallet::MEMPOOL_SYNC_WAIT_DEFAULT,
+                passphrase,
+            )
+            .expect_err("a dropped send is a failure, never a pending success");
+            assert!(
+                matches!(&failure.error, WalletError::Dropped { id, nonce: Some(3), .. } if *id == sent_id),
+                "{:?}",
+                failure.error
+            );
+            let message = failure.error.to_string();
+            assert!(message
+                .contains(&format!("transfer {sent_id} was dropped: its nonce 3 was taken by transfer {winner}")));
+            // --json: the sent transfer (so a script knows which was lost), why, and the error.
+            let json = failure_json(&failure.error, failure.json);
+            assert_eq!(json["id"], json!(sent_id));
+            assert_eq!(json["nonce"], 3);
+            assert_eq!(json["dropped"]["reason"], "nonce_taken");
+            assert_eq!(json["dropped"]["by"], json!(winner));
+            assert_eq!(json["dropped"]["by_height"], 812);
+            assert_eq!(json["error"], message.as_str());
+            assert!(json.get("wait_error").is_none(), "a dropped send is an error, not a wait that may still end");
+        }
+    }
 }
