@@ -12,17 +12,39 @@
 //! - `WakeAt`: the loop's timer.
 //! - `Trace`: logs (a line per committed block, with producer, rank and score) and the live
 //!   figures RPC and `/metrics` report.
+//! - `TxDropped`: collected over the step and written with one `Storage::record_dropped` after
+//!   the step's commits, so `get_tx` answers `dropped` with the reason (and the journal forgets
+//!   them).
 //!
 //! Event sources: the network, RPC calls (read-only ones are answered by `query::answer` from the
 //! core and storage; `submit_tx`, `add_peer` and `remove_peer` are carried out here), the metrics
 //! sampler, the wake-up timer and the shutdown signal. Shutdown finishes the step in progress
 //! (so a commit is never cut short by it), stops RPC, then closes every link.
+//!
+//! # The pending-transfer journal
+//!
+//! A transfer this node accepted from its own RPC client is in the journal on disk *before* the
+//! client hears "accepted", so a crash cannot lose it silently. The write is a group commit: the
+//! RPC branch of the loop takes the call it woke for and up to `RPC_CALLS_PER_BATCH_MAX - 1` more
+//! already queued, steps the core for each in order, writes every accepted transfer with one
+//! `Storage::journal_add` (one fsync for the batch), then sends all the batch's replies. A full
+//! journal refuses further submits before the core sees them. The commit that makes a block final
+//! deletes the entries of the (sender, nonce) slots it used; `TxDropped` removes an entry with
+//! the drop record.
+//!
+//! After `Event::Restored` the driver reads the journal back (`resubmit_journal`): an entry whose
+//! transfer is committed stays until its block is final (a reorganisation could still return it
+//! to the mempool), one whose nonce another committed transfer took is recorded as dropped
+//! (`DropReason::NonceTaken`), and the rest are submitted to the core again (the core announces
+//! its pool to each peer as it connects). One the core refuses before the
+//! first mempool sync is over is tried once more after it (its predecessor may be pending at a
+//! peer); refused then, it is recorded as `DropReason::RefusedAfterRestart`.
 
 use crate::metrics::Sampler;
 use crate::query::{self, Call, LiveInfo, MetricSample, PeerInfo, QueryContext, QueryError, Request};
 use crate::rpc::{self, RpcConfig};
 use crate::setup::now_unix_ms;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, JOURNAL_TRANSFERS_MAX};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,15 +53,21 @@ use std::time::Duration;
 use tinychain_core::crypto::{Keypair, SignatureCache};
 use tinychain_core::genesis::Genesis;
 use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
-use tinychain_core::mempool::MempoolConfig;
+use tinychain_core::mempool::{DropReason, DroppedTransfer, MempoolConfig};
 use tinychain_core::message::Message;
 use tinychain_core::node::{Action, Commit, Event, Node, NodeConfig, TraceEvent};
-use tinychain_core::types::{Hash, Height, NodeId};
+use tinychain_core::types::{Address, Hash, Height, NodeId, Transfer};
+use tinychain_core::validate::transfer_id;
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::{NetEvent, NetHandle};
 use tinychain_net::manager::{NetConfig, NetLimits};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
+
+/// RPC calls the loop takes in one go when it wakes for one: the call itself and those already
+/// queued behind it (the channel holds 256), so the journal writes of their submits share one
+/// fsync.
+pub const RPC_CALLS_PER_BATCH_MAX: usize = 256;
 
 /// Everything the driver needs, already loaded and checked (see `home::Loaded`).
 pub struct DriverOptions {
@@ -124,6 +152,9 @@ struct Driver {
     /// Blocks committed during the current step: logged with their election once the step's
     /// actions are all carried out.
     committed: Vec<(Height, Hash, NodeId, u32, usize)>,
+    /// Journal entries the core refused when resubmitted before its first mempool sync was
+    /// over: tried once more when it is (`retry_deferred_journal`).
+    deferred_journal: Vec<(Hash, Transfer)>,
 }
 
 /// Runs the node until `shutdown` completes or storage fails. `on_started` is called once the
@@ -200,7 +231,8 @@ pub async fn run(
         started_at_ms: now_unix_ms(),
         ..LiveInfo::default()
     };
-    let mut driver = Driver { node, storage, net, live, wake_at_ms: 0, committed: Vec::new() };
+    let mut driver =
+        Driver { node, storage, net, live, wake_at_ms: 0, committed: Vec::new(), deferred_journal: Vec::new() };
     info!(
         node = %node_id,
         name = %driver.name_of(&node_id),
@@ -211,6 +243,9 @@ pub async fn run(
     );
     on_started(Started { p2p: p2p_addr, rpc: rpc_addr, tip: restored.state.tip.height });
     let mut result = driver.step(Event::Restored(Box::new(restored))).await;
+    if result.is_ok() {
+        result = driver.resubmit_journal().await;
+    }
 
     let mut sampler = Sampler::new(options.link_capacity_mbit, options.metrics_window)
         .map_err(|error| DriverError::Metrics(error.to_string()))?;
@@ -268,8 +303,20 @@ pub async fn run(
                 }
             }
             // Last: a stream of RPC calls must not starve the wake-up timer or the metrics.
-            Some(call) = calls.recv() => driver.answer(call).await,
+            Some(call) = calls.recv() => {
+                let mut batch = vec![call];
+                while batch.len() < RPC_CALLS_PER_BATCH_MAX {
+                    match calls.try_recv() {
+                        Ok(call) => batch.push(call),
+                        Err(_) => break,
+                    }
+                }
+                driver.answer_batch(batch).await
+            }
         };
+        if result.is_ok() && !driver.deferred_journal.is_empty() && driver.node.is_mempool_synced() {
+            result = driver.retry_deferred_journal().await;
+        }
     }
 
     // Calls still queued fail at once instead of waiting out their timeout.
@@ -283,9 +330,39 @@ pub async fn run(
     if let Err(error) = net_task.join().await {
         warn!(%error, "the transport stopped with an error");
     }
-    let tip = driver.node.tip();
-    info!(height = tip.height, finalized = driver.node.finalized().height, "node stopped");
+    // The CLI prints the error too, but only an error-level event reaches a log collector.
+    match &result {
+        Ok(()) => {}
+        Err(error @ DriverError::Storage(_)) => {
+            error!(%error, "stopping the node: the database failed, and running on could let memory and disk disagree");
+        }
+        Err(error) => error!(%error, "stopping the node"),
+    }
+    log_stopped(&driver.node, &driver.storage);
     result
+}
+
+/// The last line: the heights the database holds, which a restart resumes from. After a failed
+/// commit the core's in-memory tip is one step ahead of them; then both are given.
+fn log_stopped(node: &Node, storage: &Storage) {
+    let in_memory = node.tip();
+    match (storage.tip(), storage.finalized()) {
+        (Ok(stored), Ok(finalized)) if stored == in_memory => {
+            info!(height = stored.height, finalized = finalized.height, "node stopped");
+        }
+        (Ok(stored), Ok(finalized)) => info!(
+            height = stored.height,
+            in_memory_height = in_memory.height,
+            finalized = finalized.height,
+            "node stopped"
+        ),
+        (Err(error), _) | (_, Err(error)) => info!(
+            in_memory_height = in_memory.height,
+            in_memory_finalized = node.finalized().height,
+            %error,
+            "node stopped; the database's height cannot be read"
+        ),
+    }
 }
 
 impl Driver {
@@ -306,8 +383,11 @@ impl Driver {
     /// same order, so the database passes through fewer states but never a partial one, and a
     /// sync costs one fsync per batch instead of one per block. Pending commits are written before
     /// any action with an effect outside the process, so nothing is sent that disk does not hold.
+    ///
+    /// The transfers the step dropped (`TxDropped`) are recorded with one write after its commits.
     async fn carry_out(&mut self, actions: Vec<Action>) -> Result<Vec<Action>, DriverError> {
         let mut verdicts = Vec::new();
+        let mut dropped = Vec::new();
         let mut pending: Option<Box<Commit>> = None;
         for action in actions {
             match action {
@@ -329,8 +409,8 @@ impl Driver {
                     self.trace(trace);
                     continue;
                 }
-                Action::TxDropped(dropped) => {
-                    debug!(id = %dropped.id, reason = %dropped.reason, "dropped a pending transfer");
+                Action::TxDropped(transfer) => {
+                    dropped.push(*transfer);
                     continue;
                 }
                 _ => {}
@@ -373,8 +453,28 @@ impl Driver {
         if let Some(commit) = pending.take() {
             self.storage.commit(&commit)?;
         }
+        self.record_dropped(dropped)?;
         self.log_committed();
         Ok(verdicts)
+    }
+
+    /// Writes drop records (one transaction, which also forgets their journal entries), logs
+    /// them and counts them by reason.
+    fn record_dropped(&mut self, dropped: Vec<DroppedTransfer>) -> Result<(), DriverError> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        self.storage.record_dropped(&dropped)?;
+        for transfer in &dropped {
+            debug!(
+                id = %transfer.id,
+                reason = transfer.reason.kind(),
+                detail = %transfer.reason,
+                "dropped a pending transfer"
+            );
+            self.live.record_transfer_dropped(&transfer.reason);
+        }
+        Ok(())
     }
 
     fn trace(&mut self, trace: TraceEvent) {
@@ -460,53 +560,263 @@ impl Driver {
         );
     }
 
-    /// Answers one RPC call. Read-only requests go to `query::answer`; the rest act here.
-    async fn answer(&mut self, call: Call) -> Result<(), DriverError> {
-        let Call { request, reply } = call;
-        let answer = match request {
-            Request::SubmitTx(transfer) => {
-                let id = tinychain_core::validate::transfer_id(&transfer);
-                let actions = self.node.step(now_unix_ms(), Event::TxSubmitted(transfer));
-                let verdicts = self.carry_out(actions).await?;
-                verdict_for(&verdicts, &id)
-            }
-            Request::AddPeer { addr } => match self.net.add_peer(addr.clone()).await {
-                Ok(()) => {
-                    info!(%addr, "peer address added by an operator");
-                    Ok(serde_json::json!({ "added": addr }))
+    /// Answers a batch of RPC calls in order. Read-only requests go to `query::answer`; the rest
+    /// act here. Every transfer the core accepts is written to the journal with one
+    /// `journal_add` before any reply of the batch is sent (see the module docs).
+    async fn answer_batch(&mut self, batch: Vec<Call>) -> Result<(), DriverError> {
+        self.refresh_live_peers();
+        let journal_held = self.storage.journal_len();
+        let mut replies: Vec<(oneshot::Sender<Answer>, Answer)> = Vec::with_capacity(batch.len());
+        // (index in `replies`, id, transfer) of each accepted submit.
+        let mut accepted: Vec<(usize, Hash, Transfer)> = Vec::new();
+        for Call { request, reply } in batch {
+            let answer = match request {
+                Request::SubmitTx(transfer) => {
+                    let held = journal_held.saturating_add(accepted.len());
+                    if held >= JOURNAL_TRANSFERS_MAX {
+                        // Refused before the core sees it: the transfer is in no mempool, so
+                        // the refusal is the whole truth.
+                        Err(journal_full(held, JOURNAL_TRANSFERS_MAX))
+                    } else {
+                        let id = transfer_id(&transfer);
+                        let actions = self.node.step(now_unix_ms(), Event::TxSubmitted(transfer.clone()));
+                        let verdicts = self.carry_out(actions).await?;
+                        let answer = verdict_for(&verdicts, &id);
+                        if answer.is_ok() {
+                            accepted.push((replies.len(), id, transfer));
+                        }
+                        answer
+                    }
                 }
-                Err(error) => Err(QueryError::Internal(error.to_string())),
-            },
-            Request::RemovePeer { addr } => match self.net.remove_peer(addr.clone()).await {
-                Ok(()) => {
-                    info!(%addr, "peer address removed by an operator");
-                    Ok(serde_json::json!({ "removed": addr }))
+                Request::AddPeer { addr } => match self.net.add_peer(addr.clone()).await {
+                    Ok(()) => {
+                        info!(%addr, "peer address added by an operator");
+                        Ok(serde_json::json!({ "added": addr }))
+                    }
+                    Err(error) => Err(QueryError::Internal(error.to_string())),
+                },
+                Request::RemovePeer { addr } => match self.net.remove_peer(addr.clone()).await {
+                    Ok(()) => {
+                        info!(%addr, "peer address removed by an operator");
+                        Ok(serde_json::json!({ "removed": addr }))
+                    }
+                    Err(error) => Err(QueryError::Internal(error.to_string())),
+                },
+                request => {
+                    let context = QueryContext { node: &self.node, storage: &self.storage, live: &self.live };
+                    query::answer(&context, &request)
                 }
-                Err(error) => Err(QueryError::Internal(error.to_string())),
-            },
-            request => {
-                self.live.peers = self
-                    .node
-                    .connected_peers()
-                    .into_iter()
-                    .map(|id| PeerInfo {
-                        id,
-                        name: self.node.genesis().validator_name(&id).map(str::to_string),
-                        addr: None,
-                    })
-                    .collect();
-                let context = QueryContext { node: &self.node, storage: &self.storage, live: &self.live };
-                query::answer(&context, &request)
+            };
+            replies.push((reply, answer));
+        }
+        // A transfer no longer pending was either committed already (this node produced a block
+        // between two submits), and is journaled until its block is final like any other, or
+        // dropped (a later submit replaced it), and its drop record is its answer from now on.
+        let mut journaled = Vec::with_capacity(accepted.len());
+        let mut entries = Vec::with_capacity(accepted.len());
+        for (index, id, transfer) in accepted {
+            if self.node.mempool().contains(&id) || self.storage.tx_location(&id)?.is_some() {
+                journaled.push(index);
+                entries.push((id, transfer));
             }
-        };
-        // The caller may have given up (timeout, closed connection): nothing to do then.
-        let _ = reply.send(answer);
+        }
+        if !entries.is_empty() {
+            match self.storage.journal_add(&entries) {
+                Ok(()) => {}
+                Err(StorageError::JournalFull { held, max }) => {
+                    // Only when the count taken at the start of the batch was off. These
+                    // transfers are already in the mempool and gossiped, so they may still be
+                    // included; the client is told it was not promised, and `get_tx` tells it
+                    // what became of the transfer.
+                    warn!(held, max, transfers = entries.len(), "the pending-transfer journal is full");
+                    for index in journaled {
+                        replies[index].1 = Err(journal_full(held, max));
+                    }
+                }
+                // Like a failed commit: the node stops rather than acknowledge what it cannot keep.
+                Err(error) => return Err(error.into()),
+            }
+        }
+        for (reply, answer) in replies {
+            // The caller may have given up (timeout, closed connection): nothing to do then.
+            let _ = reply.send(answer);
+        }
         Ok(())
+    }
+
+    fn refresh_live_peers(&mut self) {
+        self.live.peers = self
+            .node
+            .connected_peers()
+            .into_iter()
+            .map(|id| PeerInfo { id, name: self.node.genesis().validator_name(&id).map(str::to_string), addr: None })
+            .collect();
+    }
+
+    /// After `Event::Restored`: settles every journal entry against the restored chain and
+    /// submits the open ones again (see the module docs).
+    async fn resubmit_journal(&mut self) -> Result<(), DriverError> {
+        let journal = self.storage.journal()?;
+        if journal.is_empty() {
+            return Ok(());
+        }
+        let refusals_are_final = self.node.is_mempool_synced();
+        let settled = self.settle_journal(journal, refusals_are_final).await?;
+        info!(
+            resubmitted = settled.resubmitted,
+            already_committed = settled.committed,
+            dropped = settled.dropped,
+            retried_after_mempool_sync = self.deferred_journal.len(),
+            "resubmitted the pending-transfer journal"
+        );
+        Ok(())
+    }
+
+    /// Once the first mempool sync is over: the journal entries refused at restart, once more.
+    async fn retry_deferred_journal(&mut self) -> Result<(), DriverError> {
+        let deferred = std::mem::take(&mut self.deferred_journal);
+        let settled = self.settle_journal(deferred, true).await?;
+        info!(
+            resubmitted = settled.resubmitted,
+            already_committed = settled.committed,
+            dropped = settled.dropped,
+            "resubmitted the journal's transfers refused before the mempool sync"
+        );
+        Ok(())
+    }
+
+    /// Classifies each entry (`classify_journal_entry`) and carries out the verdict: committed
+    /// entries leave the journal once final, taken nonces become drop records, open ones go to
+    /// the core again. A refusal is recorded as a drop when `refusals_are_final`, else kept in
+    /// `deferred_journal`.
+    async fn settle_journal(
+        &mut self,
+        entries: Vec<(Hash, Transfer)>,
+        refusals_are_final: bool,
+    ) -> Result<SettledJournal, DriverError> {
+        let mut settled = SettledJournal::default();
+        let mut final_entries = Vec::new();
+        let mut dropped = Vec::new();
+        let tip_height = self.node.tip().height;
+        let finalized_height = self.node.finalized().height;
+        for (id, transfer) in entries {
+            let committed_nonce = self.node.state().account(&transfer.from).nonce;
+            match classify_journal_entry(&id, &transfer, committed_nonce, &*self.storage)? {
+                JournalEntryFate::Committed { height } => {
+                    settled.committed += 1;
+                    // Above the final block a reorganisation may still return it to the
+                    // mempool: the entry stays until the commit that makes it final deletes it.
+                    if height <= finalized_height {
+                        final_entries.push((id, transfer));
+                    }
+                }
+                JournalEntryFate::Dropped(reason) => dropped.push(DroppedTransfer { id, transfer, reason, tip_height }),
+                // Fetched from a peer since the restart: pending again, the entry stays.
+                JournalEntryFate::Open if self.node.mempool().contains(&id) => settled.resubmitted += 1,
+                JournalEntryFate::Open => {
+                    let actions = self.node.step(now_unix_ms(), Event::TxSubmitted(transfer.clone()));
+                    let verdicts = self.carry_out(actions).await?;
+                    match verdict_for(&verdicts, &id) {
+                        Ok(_) => settled.resubmitted += 1,
+                        Err(refusal) if refusals_are_final => {
+                            let reason = match refusal {
+                                QueryError::Rejected(reason) => reason,
+                                other => other.to_string(),
+                            };
+                            debug!(%id, %reason, "a journal entry was refused after the restart");
+                            dropped.push(DroppedTransfer {
+                                id,
+                                transfer,
+                                reason: DropReason::RefusedAfterRestart { reason },
+                                tip_height,
+                            });
+                        }
+                        Err(refusal) => {
+                            debug!(%id, %refusal, "a journal entry was refused before the mempool sync: trying again after it");
+                            self.deferred_journal.push((id, transfer));
+                        }
+                    }
+                }
+            }
+        }
+        settled.dropped = dropped.len();
+        self.storage.journal_remove(&final_entries)?;
+        self.record_dropped(dropped)?;
+        Ok(settled)
     }
 }
 
+/// What an RPC call is answered.
+type Answer = Result<serde_json::Value, QueryError>;
+
+/// What `settle_journal` did with the entries it was given.
+#[derive(Clone, Copy, Debug, Default)]
+struct SettledJournal {
+    resubmitted: usize,
+    committed: usize,
+    dropped: usize,
+}
+
+fn journal_full(held: usize, max: usize) -> QueryError {
+    QueryError::Rejected(format!(
+        "this node's pending-transfer journal is full ({held} of {max}); retry after some blocks"
+    ))
+}
+
+/// What the database says about the transfers committed on the canonical chain, as
+/// `classify_journal_entry` asks it.
+trait CommittedTransfers {
+    /// The height of the canonical block that holds this very transfer.
+    fn committed_height(&self, id: &Hash) -> Result<Option<Height>, StorageError>;
+    /// The canonical transfer that used (`from`, `nonce`), and its height.
+    fn committed_at(&self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError>;
+}
+
+impl CommittedTransfers for Storage {
+    fn committed_height(&self, id: &Hash) -> Result<Option<Height>, StorageError> {
+        Ok(self.tx_location(id)?.map(|location| location.height))
+    }
+    fn committed_at(&self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError> {
+        self.committed_transfer_at(from, nonce)
+    }
+}
+
+/// Where a journal entry stands against the restored chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum JournalEntryFate {
+    /// This very transfer is committed at `height`.
+    Committed { height: Height },
+    /// Another committed transfer used its nonce: it can never be included.
+    Dropped(DropReason),
+    /// Its nonce is still open: submit it again.
+    Open,
+}
+
+/// Where a journal entry stands, given its sender's committed nonce at the tip. Only a nonce
+/// below it asks the database anything.
+fn classify_journal_entry(
+    id: &Hash,
+    transfer: &Transfer,
+    committed_nonce: u64,
+    chain: &impl CommittedTransfers,
+) -> Result<JournalEntryFate, StorageError> {
+    if transfer.nonce >= committed_nonce {
+        return Ok(JournalEntryFate::Open);
+    }
+    if let Some(height) = chain.committed_height(id)? {
+        return Ok(JournalEntryFate::Committed { height });
+    }
+    Ok(match chain.committed_at(&transfer.from, transfer.nonce)? {
+        // The two indexes disagree only if the database is damaged; the transfer is on the
+        // chain either way.
+        Some((by, height)) if by == *id => JournalEntryFate::Committed { height },
+        Some((by, height)) => JournalEntryFate::Dropped(DropReason::NonceTaken { by, height }),
+        None => JournalEntryFate::Dropped(DropReason::NonceUsed),
+    })
+}
+
 /// The core's verdict on a submitted transfer, as an RPC answer.
-fn verdict_for(verdicts: &[Action], id: &Hash) -> Result<serde_json::Value, QueryError> {
+fn verdict_for(verdicts: &[Action], id: &Hash) -> Answer {
     for verdict in verdicts {
         match verdict {
             Action::TxAccepted { id: accepted } if accepted == id => {
@@ -524,7 +834,84 @@ fn verdict_for(verdicts: &[Action], id: &Hash) -> Result<serde_json::Value, Quer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tinychain_core::testkit::fast_genesis;
+    use std::collections::BTreeMap;
+    use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer};
+
+    /// The canonical chain as `classify_journal_entry` sees it: transfer id -> height, and
+    /// (sender, nonce) -> (id, height).
+    #[derive(Default)]
+    struct FakeChain {
+        heights: BTreeMap<Hash, Height>,
+        slots: BTreeMap<(Address, u64), (Hash, Height)>,
+    }
+
+    impl FakeChain {
+        fn commit(&mut self, transfer: &Transfer, height: Height) {
+            let id = transfer_id(transfer);
+            self.heights.insert(id, height);
+            self.slots.insert((transfer.from, transfer.nonce), (id, height));
+        }
+    }
+
+    impl CommittedTransfers for FakeChain {
+        fn committed_height(&self, id: &Hash) -> Result<Option<Height>, StorageError> {
+            Ok(self.heights.get(id).copied())
+        }
+        fn committed_at(&self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError> {
+            Ok(self.slots.get(&(*from, nonce)).copied())
+        }
+    }
+
+    #[test]
+    fn journal_entries_are_classified_against_the_restored_chain() {
+        let alice = account_key(0);
+        let bob = account_key(1).address();
+        let transfer = |nonce: u64, amount: u64| sign_transfer(&alice, "tinychain-test", bob, amount, 10, nonce);
+        // Alice's nonces 0 and 1 are committed: 0 by the journal's own transfer, 1 by another.
+        let mut chain = FakeChain::default();
+        chain.commit(&transfer(0, 5), 3);
+        let winner = transfer(1, 99);
+        chain.commit(&winner, 4);
+        // A chain whose nonce table misses a nonce the account has used (a transfer this node
+        // never saw, as far as the lookup can tell).
+        let mut gapped = FakeChain::default();
+        gapped.commit(&transfer(0, 5), 3);
+        let empty = FakeChain::default();
+
+        let cases: Vec<(&str, Transfer, u64, &FakeChain, JournalEntryFate)> = vec![
+            ("its own transfer used the nonce", transfer(0, 5), 2, &chain, JournalEntryFate::Committed { height: 3 }),
+            (
+                "another transfer took the nonce",
+                transfer(1, 7),
+                2,
+                &chain,
+                JournalEntryFate::Dropped(DropReason::NonceTaken { by: transfer_id(&winner), height: 4 }),
+            ),
+            (
+                "the nonce is used, the winner not found",
+                transfer(1, 7),
+                2,
+                &gapped,
+                JournalEntryFate::Dropped(DropReason::NonceUsed),
+            ),
+            ("the next nonce is open", transfer(2, 7), 2, &chain, JournalEntryFate::Open),
+            ("a later nonce is open too", transfer(5, 7), 2, &chain, JournalEntryFate::Open),
+            ("nothing committed yet", transfer(0, 5), 0, &empty, JournalEntryFate::Open),
+        ];
+        for (desc, transfer, committed_nonce, chain, expected) in cases {
+            let fate = classify_journal_entry(&transfer_id(&transfer), &transfer, committed_nonce, chain).unwrap();
+            assert_eq!(fate, expected, "{desc}");
+        }
+    }
+
+    #[test]
+    fn a_full_journal_says_so_and_how_full() {
+        let error = journal_full(100_000, JOURNAL_TRANSFERS_MAX);
+        let text = error.to_string();
+        assert!(matches!(error, QueryError::Rejected(_)), "{text}");
+        assert!(text.contains("journal is full (100000 of 100000)"), "{text}");
+        assert!(text.contains("retry after some blocks"), "{text}");
+    }
 
     #[test]
     fn the_database_is_created_on_the_first_start_only() {

@@ -13,6 +13,12 @@
 //!   `QueryError::NotFound`, a storage failure `QueryError::Internal`. Its work is bounded:
 //!   list lengths by the `*_LIMIT_MAX` constants; an account at "final" comes from the core's
 //!   in-memory undo data (`Node::account_at_final`), not from disk.
+//! - Mempool readiness: until the core `is_mempool_synced` (its first exchange of pending
+//!   transfers with a supermajority of validators since start, or the bounded wait), `status`
+//!   says `syncing` and `get_account` gives no `pending_nonce`: the node's own pool may lack
+//!   transfers its peers hold, and a nonce counted from it could already be taken.
+//! - `get_tx` looks in the order a transfer's fate is decided: the chain (committed, final),
+//!   then the mempool (pending), then the drop records (dropped), else unknown.
 //!
 //! JSON forms: hashes and ids are 64 hex characters, addresses bech32m `tc1...` text, amounts
 //! strings of base units, heights and times (unix ms) numbers. `docs/rpc.md` shows every answer.
@@ -20,11 +26,12 @@
 use crate::storage::{Storage, StorageError, TxLocation};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::election::{eligible_at_ms, Candidate, Demotion};
+use tinychain_core::mempool::{DropReason, DroppedTransfer};
 use tinychain_core::node::Node;
 use tinychain_core::types::{Address, Block, Checkpoint, Hash, Height, NodeId, Transfer};
 use tinychain_core::validate::{block_hash, report_id, transfer_id};
@@ -192,6 +199,8 @@ pub struct LiveInfo {
     pub blocks_committed: u64,
     /// When the last block was committed (unix ms), `None` before the first since start.
     pub last_block_at_ms: Option<u64>,
+    /// Pending transfers dropped since start, by `DropReason::kind`.
+    pub transfers_dropped: BTreeMap<&'static str, u64>,
 }
 
 impl LiveInfo {
@@ -208,6 +217,17 @@ impl LiveInfo {
         if rank > 0 {
             self.timeouts_fired = self.timeouts_fired.saturating_add(1);
         }
+    }
+
+    /// Counts one dropped pending transfer (`Action::TxDropped`, or a journal entry settled at restart).
+    pub fn record_transfer_dropped(&mut self, reason: &DropReason) {
+        let count = self.transfers_dropped.entry(reason.kind()).or_default();
+        *count = count.saturating_add(1);
+    }
+
+    /// Pending transfers dropped since start, every reason.
+    pub fn transfers_dropped_total(&self) -> u64 {
+        self.transfers_dropped.values().fold(0, |total, count| total.saturating_add(*count))
     }
 }
 
@@ -529,8 +549,9 @@ fn status(context: &QueryContext<'_>) -> Result<Value, QueryError> {
     let node = context.node;
     let genesis = node.genesis();
     let tip = node.tip();
-    let syncing =
+    let behind_a_peer =
         node.peer_tips().iter().any(|(_, advertised)| advertised.is_some_and(|peer_tip| peer_tip.height > tip.height));
+    let syncing = behind_a_peer || !node.is_mempool_synced();
     let parameters = &genesis.parameters;
     let next_producer = node.next_election().first().map(|candidate| {
         json!({
@@ -553,6 +574,13 @@ fn status(context: &QueryContext<'_>) -> Result<Value, QueryError> {
         "peers": node.connected_peers().len(),
         "mempool_size": node.mempool().len(),
         "syncing": syncing,
+        "mempool_synced": node.is_mempool_synced(),
+        "mempool_synced_peers": node.mempool_synced_peers(),
+        "journal_transfers": context.storage.journal_len(),
+        "transfers_dropped": {
+            "total": live.transfers_dropped_total(),
+            "by_reason": live.transfers_dropped,
+        },
         "metrics": live.metrics.map(|sample| json!({
             "cpu_permille": sample.cpu_permille,
             "net_permille": sample.net_permille,
@@ -670,14 +698,41 @@ fn get_tx(context: &QueryContext<'_>, id: &Hash) -> Result<Value, QueryError> {
     if let Some(transfer) = node.mempool().get(id) {
         return Ok(json!({ "id": id, "status": "pending", "transfer": transfer_json(transfer, id) }));
     }
+    if let Some(dropped) = context.storage.dropped(id).map_err(storage_failed)? {
+        return Ok(dropped_json(&dropped));
+    }
     Ok(json!({ "id": id, "status": "unknown" }))
+}
+
+/// `get_tx`'s answer for a transfer this node dropped: the reason as a name and as a sentence,
+/// and the transfer that took its place when there is one.
+fn dropped_json(dropped: &DroppedTransfer) -> Value {
+    let (by, by_height) = match &dropped.reason {
+        DropReason::NonceTaken { by, height } => (Some(*by), Some(*height)),
+        DropReason::Replaced { by } | DropReason::Evicted { by } => (Some(*by), None),
+        DropReason::NonceUsed
+        | DropReason::Unaffordable
+        | DropReason::RefusedAfterRestart { .. }
+        | DropReason::NotReadmitted { .. } => (None, None),
+    };
+    json!({
+        "id": dropped.id,
+        "status": "dropped",
+        "reason": dropped.reason.kind(),
+        "message": dropped.reason.to_string(),
+        "by": by,
+        "by_height": by_height,
+        "dropped_at_height": dropped.tip_height,
+        "transfer": transfer_json(&dropped.transfer, &dropped.id),
+    })
 }
 
 fn get_account(context: &QueryContext<'_>, address: &Address, at: AccountAt) -> Result<Value, QueryError> {
     let node = context.node;
     let tip = node.tip();
     let at_tip = node.state().account(address);
-    let pending_nonce = node.mempool().pending_nonce(address, &at_tip);
+    // Counted from a pool that may lack what the peers hold, it could name a taken nonce.
+    let pending_nonce = node.is_mempool_synced().then(|| node.mempool().pending_nonce(address, &at_tip));
     let (account, height, at_name) = match at {
         AccountAt::Tip => (at_tip, tip.height, "tip"),
         AccountAt::Final => {
@@ -692,6 +747,7 @@ fn get_account(context: &QueryContext<'_>, address: &Address, at: AccountAt) -> 
         "balance": account.balance.to_string(),
         "nonce": account.nonce,
         "pending_nonce": pending_nonce,
+        "mempool_synced": node.is_mempool_synced(),
     }))
 }
 
@@ -926,6 +982,9 @@ fn metrics(context: &QueryContext<'_>) -> Value {
         "net_permille": sample.net_permille,
         "timeouts_fired_total": live.timeouts_fired,
         "blocks_committed_total": live.blocks_committed,
+        "mempool_synced": u8::from(node.is_mempool_synced()),
+        "journal_transfers": context.storage.journal_len(),
+        "transfers_dropped_total": live.transfers_dropped_total(),
     })
 }
 

@@ -512,11 +512,22 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("net_permille", "gauge", "Network load of the last measuring window, per mille."),
     ("timeouts_fired_total", "counter", "Blocks committed since start at rank > 0 (a producer ahead missed its turn)."),
     ("blocks_committed_total", "counter", "Blocks committed since start."),
+    (
+        "mempool_synced",
+        "gauge",
+        "1 once the first mempool sync since start is over (pending_nonce is answered), else 0.",
+    ),
+    ("journal_transfers", "gauge", "Accepted transfers held in the pending-transfer journal."),
+    (
+        "transfers_dropped_total",
+        "counter",
+        "Pending transfers dropped since start (their nonce taken, replaced, evicted, ...).",
+    ),
 ];
 
 /// The Prometheus text exposition format (version 0.0.4) of the driver's metric numbers.
 ///
-/// Written here rather than with a metrics crate: ten unlabelled integer series whose names and
+/// Written here rather than with a metrics crate: a dozen unlabelled integer series whose names and
 /// help texts are constants of this module need no escaping, no float formatting and no
 /// registry, and the test below checks every line against the format's grammar.
 pub fn render_metrics(numbers: &Value) -> String {
@@ -556,7 +567,7 @@ mod tests {
         let numbers = serde_json::json!({
             "height": 12, "finalized_height": 10, "block_interval_ms": null, "peers": 3, "mempool_size": 0,
             "score": 250, "cpu_permille": 300, "net_permille": 200, "timeouts_fired_total": 1,
-            "blocks_committed_total": 12,
+            "blocks_committed_total": 12, "mempool_synced": 1, "journal_transfers": 4, "transfers_dropped_total": 2,
         });
         let text = render_metrics(&numbers);
         assert!(text.ends_with('\n'));
@@ -576,6 +587,7 @@ mod tests {
         assert_eq!(samples.len(), METRICS.len() - 1, "the unknown interval has no sample");
         assert!(samples.contains(&("tinychain_height".into(), 12)));
         assert!(samples.contains(&("tinychain_timeouts_fired_total".into(), 1)));
+        assert!(samples.contains(&("tinychain_transfers_dropped_total".into(), 2)));
         assert!(!text.contains("\ntinychain_block_interval_ms "));
     }
 }

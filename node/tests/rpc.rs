@@ -1,8 +1,10 @@
 //! The JSON-RPC server over real sockets. Plumbing (codes, limits, batches, the admin rule,
 //! health, metrics, stop) runs against a fake driver that answers `Call`s from a table; the
 //! answers run against a real single-validator `Node` and `Storage` driven a few blocks on a
-//! virtual clock (transfers final, committed and pending), and a two-validator chain where one
-//! validator is silent, so a timeout fires.
+//! virtual clock (transfers final, committed, pending and dropped), and a two-validator chain
+//! where one validator is silent, so a timeout fires (and, before it, the mempool sync is not
+//! over). The pending-transfer journal runs through the real driver (`driver::run`), stopped
+//! and started again on the same database.
 //!
 //! The client is raw HTTP/1.1 over a std `TcpStream` in `spawn_blocking`, so a test sees the
 //! exact status and body and can send what no well-behaved client library would.
@@ -19,16 +21,17 @@ use tinychain_core::codec;
 use tinychain_core::crypto::SignatureCache;
 use tinychain_core::election::rank_candidates;
 use tinychain_core::genesis::Genesis;
-use tinychain_core::mempool::MempoolConfig;
+use tinychain_core::mempool::{DropReason, DroppedTransfer, MempoolConfig};
 use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::state::ValidatorRecord;
 use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_key};
 use tinychain_core::types::{Address, Hash, Height, Transfer, UNITS_PER_COIN};
 use tinychain_core::validate::transfer_id;
+use tinychain_node::driver::{self, DriverOptions, Started};
 use tinychain_node::query::{self, Call, LiveInfo, QueryContext, QueryError, Request};
 use tinychain_node::rpc::{self, AdminAccess, RpcConfig, RpcServer};
 use tinychain_node::storage::Storage;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 // ---- the client ------------------------------------------------------------------------------
 
@@ -507,12 +510,18 @@ impl Chain {
         chain
     }
 
-    /// Steps the node and carries out what a test needs: storage first, wake-ups, live info.
+    /// Steps the node and carries out what a test needs: storage first, wake-ups, live info,
+    /// drop records (after the step, as the driver writes them).
     fn step(&mut self, event: Event) -> Vec<Action> {
         let actions = self.node.step(self.now_ms, event);
+        let mut dropped = Vec::new();
         for action in &actions {
             match action {
                 Action::CommitBlocks(commit) => self.storage.commit(commit).unwrap(),
+                Action::TxDropped(transfer) => {
+                    self.live.record_transfer_dropped(&transfer.reason);
+                    dropped.push((**transfer).clone());
+                }
                 Action::PersistReportState { last_vote, report_sequence } => {
                     self.storage.persist_report_state(*last_vote, *report_sequence).unwrap()
                 }
@@ -523,7 +532,14 @@ impl Chain {
                 _ => {}
             }
         }
+        self.storage.record_dropped(&dropped).unwrap();
         actions
+    }
+
+    /// Answers a read-only request directly (no server), as the driver's loop would.
+    fn ask(&self, request: Request) -> Value {
+        let context = QueryContext { node: &self.node, storage: &self.storage, live: &self.live };
+        query::answer(&context, &request).unwrap()
     }
 
     fn run_until(&mut self, until_ms: u64) {
@@ -804,6 +820,303 @@ async fn an_election_where_a_validator_missed_its_turn() {
     let metrics = http(addr, "GET", "/metrics", Vec::new()).await.body;
     assert!(metrics.lines().any(|line| line == format!("tinychain_timeouts_fired_total {timeouts}")), "{metrics}");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_tx_answers_dropped_with_the_reason_and_the_transfer_that_took_its_place() {
+    let mut chain = Chain::new(fast_genesis(1, 2));
+    let chain_id = chain_id(&chain);
+    let (alice, bob) = (account_key(0), account_key(1));
+
+    // A is replaced in the mempool by B (same sender and nonce, higher fee): the core drops A.
+    let transfer_a = sign_transfer(&alice, &chain_id, bob.address(), 100, 10, 0);
+    let a = chain.submit(transfer_a.clone()).unwrap();
+    let dropped_at_height = chain.node.tip().height;
+    let b = chain.submit(sign_transfer(&alice, &chain_id, bob.address(), 100, 20, 0)).unwrap();
+    chain.run_to_height(1);
+    while chain.height_of(&b).is_none() {
+        let next = chain.node.tip().height + 1;
+        chain.run_to_height(next);
+    }
+    let b_height = chain.height_of(&b).unwrap();
+    // C: a transfer for the same nonce that this node held elsewhere when B was committed (its
+    // record as the core would write it), and D: pending now, with a stale record of an earlier
+    // drop. A record never hides a better answer: B committed, D pending.
+    let transfer_c = sign_transfer(&alice, &chain_id, bob.address(), 3, 5, 0);
+    let c = transfer_id(&transfer_c);
+    let d = chain.submit(sign_transfer(&alice, &chain_id, bob.address(), 4, 10, 1)).unwrap();
+    let stale_d = DroppedTransfer {
+        id: d,
+        transfer: sign_transfer(&alice, &chain_id, bob.address(), 4, 10, 1),
+        reason: DropReason::Unaffordable,
+        tip_height: 1,
+    };
+    let stale_b = DroppedTransfer {
+        id: b,
+        transfer: sign_transfer(&alice, &chain_id, bob.address(), 100, 20, 0),
+        reason: DropReason::NonceUsed,
+        tip_height: 1,
+    };
+    let taken = DroppedTransfer {
+        id: c,
+        transfer: transfer_c,
+        reason: DropReason::NonceTaken { by: b, height: b_height },
+        tip_height: b_height,
+    };
+    chain.storage.record_dropped(&[taken, stale_d, stale_b]).unwrap();
+
+    let server = rpc::start(loopback_config(), drive(chain)).await.unwrap();
+    let addr = server.local_addr();
+
+    let tx_a = result(addr, "get_tx", json!([a.to_string()])).await;
+    assert_eq!(
+        tx_a,
+        json!({
+            "id": a.to_string(),
+            "status": "dropped",
+            "reason": "replaced",
+            "message": format!("replaced by transfer {b}, which has the same sender and nonce and a higher fee"),
+            "by": b.to_string(),
+            "by_height": null,
+            "dropped_at_height": dropped_at_height,
+            "transfer": {
+                "id": a.to_string(),
+                "chain_id": chain_id,
+                "from": alice.address().to_string(),
+                "to": bob.address().to_string(),
+                "amount": "100",
+                "fee": "10",
+                "nonce": 0,
+                "signature": transfer_a.signature,
+            },
+        })
+    );
+    let tx_c = result(addr, "get_tx", json!({ "id": c.to_string() })).await;
+    assert_eq!(tx_c["status"], "dropped");
+    assert_eq!(tx_c["reason"], "nonce_taken");
+    assert_eq!(tx_c["by"], b.to_string());
+    assert_eq!(tx_c["by_height"], b_height);
+    assert_eq!(tx_c["dropped_at_height"], b_height);
+    assert!(tx_c["message"].as_str().unwrap().contains(&format!("committed at height {b_height}")), "{tx_c}");
+    assert_eq!(tx_c["transfer"]["fee"], "5");
+    assert!(["committed", "final"]
+        .contains(&result(addr, "get_tx", json!([b.to_string()])).await["status"].as_str().unwrap()));
+    assert_eq!(result(addr, "get_tx", json!([d.to_string()])).await["status"], "pending");
+
+    // The core's drop is counted since start, by reason; the record written directly is not.
+    let status = result(addr, "status", json!([])).await;
+    assert_eq!(status["transfers_dropped"], json!({ "total": 1, "by_reason": { "replaced": 1 } }));
+    assert_eq!(status["journal_transfers"], 0, "this test driver journals nothing");
+    let metrics = http(addr, "GET", "/metrics", Vec::new()).await.body;
+    assert!(metrics.lines().any(|line| line == "tinychain_transfers_dropped_total 1"), "{metrics}");
+    server.stop().await;
+}
+
+#[test]
+fn pending_nonce_is_withheld_until_the_first_mempool_sync_is_over() {
+    // Validator 0 of two, alone: no peer answers, so the sync ends with the bounded wait.
+    let mut chain = Chain::new(fast_genesis(2, 2));
+    let producer_timeout_ms = chain.node.genesis().parameters.producer_timeout_ms;
+    let chain_id = chain_id(&chain);
+    let alice = account_key(0);
+    // Accepted meanwhile, just not counted into a nonce the node would offer.
+    chain.submit(sign_transfer(&alice, &chain_id, account_key(1).address(), 5, 10, 0)).unwrap();
+    let address = alice.address();
+
+    let account = chain.ask(Request::GetAccount { address, at: query::AccountAt::Tip });
+    assert_eq!(account["pending_nonce"], Value::Null, "{account}");
+    assert_eq!(account["mempool_synced"], false);
+    assert_eq!(account["nonce"], 0);
+    let status = chain.ask(Request::Status);
+    assert_eq!(status["syncing"], true, "no block is ahead, but the mempool sync is not over: {status}");
+    assert_eq!(status["mempool_synced"], false);
+    assert_eq!(status["mempool_synced_peers"], 0);
+    assert_eq!(chain.ask(Request::Metrics)["mempool_synced"], 0);
+
+    chain.run_until(producer_timeout_ms - 1);
+    assert_eq!(chain.ask(Request::GetAccount { address, at: query::AccountAt::Tip })["pending_nonce"], Value::Null);
+    chain.run_until(producer_timeout_ms);
+    let account = chain.ask(Request::GetAccount { address, at: query::AccountAt::Tip });
+    // Nonce 0 is pending, or already in the block the node may have produced once synced.
+    assert_eq!(account["pending_nonce"], 1, "{account}");
+    assert_eq!(account["mempool_synced"], true);
+    let status = chain.ask(Request::Status);
+    assert_eq!(status["syncing"], false, "{status}");
+    assert_eq!(status["mempool_synced"], true);
+    assert_eq!(chain.ask(Request::Metrics)["mempool_synced"], 1);
+}
+
+// ---- the pending-transfer journal through the real driver ------------------------------------------
+
+/// Two validators, of which only validator 0 runs: its first mempool sync waits out a long
+/// `producer_timeout_ms`, so it produces nothing during the test and every accepted transfer
+/// stays pending. The validators' addresses are a port nothing listens on.
+fn genesis_of_a_lonely_validator() -> Genesis {
+    let mut genesis = fast_genesis(2, 3);
+    genesis.parameters.producer_timeout_ms = 120_000;
+    for validator in &mut genesis.validators {
+        validator.addr = "127.0.0.1:1".to_string();
+    }
+    genesis
+}
+
+/// A running `driver::run` of validator 0 and how to stop it.
+struct RunningNode {
+    rpc: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), driver::DriverError>>,
+}
+
+async fn start_node(genesis: &Genesis, database: &Path) -> RunningNode {
+    let options = DriverOptions {
+        genesis: genesis.clone(),
+        key: validator_key(0),
+        database: database.to_path_buf(),
+        p2p_listen: "127.0.0.1:0".parse().unwrap(),
+        seeds: Vec::new(),
+        rpc: Some(loopback_config()),
+        metrics_interval_ms: 1_000,
+        metrics_window: 5,
+        link_capacity_mbit: 1_000,
+        mempool: MempoolConfig::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (started_sender, started) = oneshot::channel::<Started>();
+    let task = tokio::spawn(driver::run(
+        options,
+        async move {
+            let _ = stopped.await;
+        },
+        move |started| {
+            let _ = started_sender.send(started);
+        },
+    ));
+    let started = started.await.expect("the driver starts");
+    RunningNode { rpc: started.rpc.expect("RPC is on"), stop, task }
+}
+
+impl RunningNode {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().expect("the driver stops cleanly");
+    }
+}
+
+fn submit_params(transfer: &Transfer) -> Value {
+    json!([hex::encode(codec::encode(transfer))])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_transfers_are_journaled_and_resubmitted_after_a_restart() {
+    let genesis = genesis_of_a_lonely_validator();
+    let chain_id = genesis.chain_id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("data").join("chain.redb");
+    let receiver = account_key(9).address();
+
+    let node = start_node(&genesis, &database).await;
+    let addr = node.rpc;
+    // Three senders at once, four nonces each in order: calls that queue up together are
+    // answered as one batch with one journal write.
+    let mut senders = Vec::new();
+    for sender in 0..3 {
+        let chain_id = chain_id.clone();
+        senders.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for nonce in 0..4 {
+                let transfer = sign_transfer(&account_key(sender), &chain_id, receiver, 1 + nonce, 10, nonce);
+                let answer = result(addr, "submit_tx", submit_params(&transfer)).await;
+                assert_eq!(answer["id"], transfer_id(&transfer).to_string());
+                accepted.push((transfer_id(&transfer), transfer));
+            }
+            accepted
+        }));
+    }
+    let mut accepted: Vec<(Hash, Transfer)> = Vec::new();
+    for sender in senders {
+        accepted.extend(sender.await.unwrap());
+    }
+    // A fee bump: X is replaced by Y, and the driver records X as dropped.
+    let x = sign_transfer(&account_key(0), &chain_id, receiver, 50, 10, 4);
+    let y = sign_transfer(&account_key(0), &chain_id, receiver, 50, 20, 4);
+    result(addr, "submit_tx", submit_params(&x)).await;
+    result(addr, "submit_tx", submit_params(&y)).await;
+    accepted.push((transfer_id(&y), y.clone()));
+    let (x_id, y_id) = (transfer_id(&x), transfer_id(&y));
+
+    let tx_x = result(addr, "get_tx", json!([x_id.to_string()])).await;
+    assert_eq!((tx_x["status"].as_str(), tx_x["reason"].as_str()), (Some("dropped"), Some("replaced")), "{tx_x}");
+    assert_eq!(tx_x["by"], y_id.to_string());
+    let status = result(addr, "status", json!([])).await;
+    assert_eq!(status["mempool_synced"], false, "{status}");
+    assert_eq!(status["syncing"], true);
+    assert_eq!(status["mempool_size"], accepted.len());
+    assert_eq!(status["journal_transfers"], accepted.len());
+    assert_eq!(status["transfers_dropped"], json!({ "total": 1, "by_reason": { "replaced": 1 } }));
+    let account = result(addr, "get_account", json!([account_key(0).address().to_string()])).await;
+    assert_eq!(account["pending_nonce"], Value::Null, "{account}");
+    node.stop().await;
+
+    // On disk: every acknowledged transfer, in sender, nonce, id order; X only as dropped.
+    accepted.sort_by_key(|(id, transfer)| (transfer.from, transfer.nonce, *id));
+    let storage = Storage::open(&database, &genesis).unwrap();
+    assert_eq!(storage.journal().unwrap(), accepted);
+    let x_record = storage.dropped(&x_id).unwrap().expect("X's drop is recorded");
+    assert_eq!(x_record.reason, DropReason::Replaced { by: y_id });
+    drop(storage);
+
+    // A restart submits the journal to the core again: every transfer is pending once more.
+    let node = start_node(&genesis, &database).await;
+    let addr = node.rpc;
+    let status = result(addr, "status", json!([])).await;
+    assert_eq!(status["mempool_size"], accepted.len(), "{status}");
+    for (id, _) in &accepted {
+        assert_eq!(result(addr, "get_tx", json!([id.to_string()])).await["status"], "pending", "{id}");
+    }
+    assert_eq!(result(addr, "get_tx", json!([x_id.to_string()])).await["status"], "dropped");
+    node.stop().await;
+    let storage = Storage::open(&database, &genesis).unwrap();
+    assert_eq!(storage.journal().unwrap(), accepted, "pending transfers stay in the journal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_entry_refused_after_a_restart_is_tried_again_after_the_mempool_sync_then_dropped() {
+    let mut genesis = genesis_of_a_lonely_validator();
+    genesis.parameters.producer_timeout_ms = 1_500;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("data").join("chain.redb");
+    std::fs::create_dir_all(database.parent().unwrap()).unwrap();
+    // What a crash leaves when a client sent nonce 0 to another node and nonce 1 here: nonce 1
+    // alone in the journal. Before the mempool sync a peer might still bring nonce 0, so the
+    // refusal (a nonce gap) is not final yet; after it, it is.
+    let gapped = sign_transfer(&account_key(0), &genesis.chain_id, account_key(9).address(), 5, 10, 1);
+    let gapped_id = transfer_id(&gapped);
+    let storage = Storage::create(&database, &genesis).unwrap();
+    storage.journal_add(&[(gapped_id, gapped.clone())]).unwrap();
+    drop(storage);
+
+    let node = start_node(&genesis, &database).await;
+    let addr = node.rpc;
+    let started = Instant::now();
+    let answer = loop {
+        let answer = result(addr, "get_tx", json!([gapped_id.to_string()])).await;
+        if answer["status"] == "dropped" {
+            break answer;
+        }
+        assert_eq!(answer["status"], "unknown", "{answer}");
+        let status = result(addr, "status", json!([])).await;
+        assert_eq!(status["mempool_synced"], false, "synced, yet the entry was not settled: {status}");
+        assert!(started.elapsed() < Duration::from_secs(30), "never settled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer["reason"], "refused_after_restart", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("gap"), "{answer}");
+    assert_eq!(answer["by"], Value::Null);
+    let status = result(addr, "status", json!([])).await;
+    assert_eq!(status["mempool_synced"], true);
+    assert_eq!(status["journal_transfers"], 0, "the drop record took it out of the journal");
+    assert_eq!(status["transfers_dropped"]["by_reason"]["refused_after_restart"], 1);
+    node.stop().await;
 }
 
 /// `docs/rpc.md` has a section for every method the server registers.
