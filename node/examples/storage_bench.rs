@@ -3,8 +3,15 @@
 //! `restored()` at 10,000 blocks. Next to them, the machine's floor: a durable redb commit of
 //! one small row (the cost of the fsyncs alone) on the same disk.
 //!
+//! The pending-transfer journal: its bytes per entry on disk (file growth from empty to full,
+//! and the B-tree's own count), the time per accepted transfer of a durable `journal_add` in
+//! batches of 1, 16 and 256, the time to read a full journal back, and what the finality delete
+//! adds to a `commit` (the same blocks committed to three databases in turn: an empty journal,
+//! one unrelated entry, and every transfer journaled, so each commit deletes a block's entries).
+//!
 //! Run: `cargo run --release -p tinychain-node --example storage_bench`
-//! (`-- --accounts N` to change the account table size, `-- --dir PATH` to measure another disk).
+//! (`-- --accounts N` to change the account table size, `-- --dir PATH` to measure another disk,
+//! `-- --journal-only` for the floor and the journal's own figures alone).
 //!
 //! Blocks are built here directly from a `ChainState` (the delta computed as `apply_block`
 //! would, with unsigned transfers): storage never verifies signatures, and signing 10,000
@@ -12,16 +19,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+use redb::{ReadableDatabase, ReadableTableMetadata};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tinychain_core::codec;
 use tinychain_core::genesis::{genesis_block, Genesis};
 use tinychain_core::node::{ChainOp, Commit};
 use tinychain_core::state::{ChainState, StateDelta};
 use tinychain_core::testkit::fast_genesis;
 use tinychain_core::types::{Account, Address, Block, BlockHeader, Checkpoint, Hash, Signature, Transfer};
-use tinychain_core::validate::block_hash;
-use tinychain_node::storage::Storage;
+use tinychain_core::validate::{block_hash, transfer_id};
+use tinychain_node::storage::{Storage, JOURNAL_TRANSFERS_MAX};
 
 /// A deterministic address for account `index`, without deriving keys (100,000 key
 /// derivations would dominate the set-up).
@@ -135,6 +144,156 @@ fn next_commit(
     }
 }
 
+/// Journal entry `index`: 5,000 senders, each with consecutive nonces, as many clients would
+/// send them.
+fn journal_entry(chain_id: &str, index: u64) -> (Hash, Transfer) {
+    let transfer = Transfer {
+        chain_id: chain_id.to_string(),
+        from: address(2_000_000 + index % 5_000),
+        to: address(index),
+        amount: 1_000,
+        fee: 10,
+        nonce: index / 5_000,
+        signature: Signature([7; 64]),
+    };
+    (transfer_id(&transfer), transfer)
+}
+
+/// The journal's own cost, in a database of its own: bytes per entry, `journal_add` per
+/// accepted transfer in batches, and reading a full journal back.
+fn journal_figures(directory: &std::path::Path) {
+    let genesis = fast_genesis(4, 0);
+    let path = directory.join("journal.redb");
+    let storage = Storage::create(&path, &genesis).unwrap();
+    let empty_bytes = std::fs::metadata(&path).unwrap().len();
+    let mut next_index = 0u64;
+    let mut next_batch = |size: u64| {
+        let batch: Vec<(Hash, Transfer)> =
+            (next_index..next_index + size).map(|index| journal_entry(&genesis.chain_id, index)).collect();
+        next_index += size;
+        batch
+    };
+
+    for (batch_size, calls) in [(1u64, 200usize), (16, 100), (256, 40)] {
+        let mut samples = Vec::new();
+        for _ in 0..calls {
+            let batch = next_batch(batch_size);
+            let started = Instant::now();
+            storage.journal_add(&batch).unwrap();
+            samples.push(started.elapsed());
+        }
+        let per_call = median(samples);
+        println!(
+            "  journal_add, batches of {batch_size:>3} ({calls} calls)            median {} per call, {:.1} µs per transfer",
+            ms(per_call),
+            per_call.as_secs_f64() * 1e6 / batch_size as f64
+        );
+    }
+
+    // Fill to the bound in batches of 256, as a busy RPC front end would.
+    while storage.journal_len() < JOURNAL_TRANSFERS_MAX {
+        let room = (JOURNAL_TRANSFERS_MAX - storage.journal_len()) as u64;
+        storage.journal_add(&next_batch(room.min(256))).unwrap();
+    }
+    let started = Instant::now();
+    let journal = storage.journal().unwrap();
+    let read = started.elapsed();
+    assert_eq!(journal.len(), JOURNAL_TRANSFERS_MAX);
+    let (id, transfer) = &journal[0];
+    let key_value_bytes = 72 + codec::encode(transfer).len();
+    assert_eq!(*id, transfer_id(transfer));
+    drop(journal);
+    drop(storage);
+    let full_bytes = std::fs::metadata(&path).unwrap().len();
+    let entries = JOURNAL_TRANSFERS_MAX as f64;
+    println!(
+        "  journal full ({JOURNAL_TRANSFERS_MAX} entries): file grew {:.1} MiB, {:.0} bytes per entry \
+         ({:.2} MiB per 10,000); key + value {key_value_bytes} bytes",
+        (full_bytes - empty_bytes) as f64 / (1024.0 * 1024.0),
+        (full_bytes - empty_bytes) as f64 / entries,
+        (full_bytes - empty_bytes) as f64 / entries * 10_000.0 / (1024.0 * 1024.0),
+    );
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_read().unwrap();
+        let table = txn.open_table(redb::TableDefinition::<&[u8; 72], &[u8]>::new("journal")).unwrap();
+        let stats = table.stats().unwrap();
+        println!(
+            "  journal B-tree per entry: {:.0} bytes stored, {:.0} metadata, {:.0} fragmented ({} leaf pages)",
+            stats.stored_bytes() as f64 / entries,
+            stats.metadata_bytes() as f64 / entries,
+            stats.fragmented_bytes() as f64 / entries,
+            stats.leaf_pages()
+        );
+    }
+    let started = Instant::now();
+    let storage = Storage::open(&path, &genesis).unwrap();
+    let opened = started.elapsed();
+    assert_eq!(storage.journal_len(), JOURNAL_TRANSFERS_MAX);
+    println!("  open with a full journal {}; journal() of it {} (warm: just written)", ms(opened), ms(read));
+}
+
+/// What the finality delete adds to a commit: the same commits (each finalizing the block two
+/// below it) go to three databases of the same genesis, in turn, each timed:
+/// - "journal empty": the commit skips the journal entirely;
+/// - "one unrelated entry": no block touches it, so each commit decodes the newly final block
+///   and passes over the one-entry journal, deleting nothing;
+/// - "all journaled": each block's transfers are added to the journal before its commit (as if
+///   this node's clients sent them all), so each commit deletes a whole block's entries, one key
+///   range per (sender, nonce), from a journal of three blocks' entries.
+fn finality_delete_figures(directory: &std::path::Path, genesis: &Genesis) {
+    let variants = ["journal empty", "one unrelated entry", "all journaled"];
+    let stores: Vec<Storage> = (0..variants.len())
+        .map(|index| Storage::create(&directory.join(format!("finality{index}.redb")), genesis).unwrap())
+        .collect();
+    stores[1].journal_add(&[journal_entry(&genesis.chain_id, u64::MAX / 2)]).unwrap();
+    let mut state = genesis_block(genesis).1;
+    let mut hashes = vec![state.tip.hash];
+    let mut random = Random(0xf1a1);
+    for (transfers, blocks) in [(1_000usize, 30usize), (10_000, 12)] {
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+        for block_index in 0..blocks {
+            let commit = next_commit(genesis, &mut state, &mut hashes, &mut random, transfers);
+            let ChainOp::Apply { block, .. } = &commit.ops[0] else { unreachable!("next_commit applies one block") };
+            let entries: Vec<(Hash, Transfer)> =
+                block.transfers.iter().map(|transfer| (transfer_id(transfer), transfer.clone())).collect();
+            stores[2].journal_add(&entries).unwrap();
+            // A different database first each block, so none always follows the others' fsyncs.
+            for offset in 0..variants.len() {
+                let variant = (block_index + offset) % variants.len();
+                let started = Instant::now();
+                stores[variant].commit(&commit).unwrap();
+                samples[variant].push(started.elapsed());
+            }
+        }
+        assert_eq!(stores[0].journal_len(), 0);
+        assert_eq!(stores[1].journal_len(), 1, "no block touches the unrelated entry");
+        assert_eq!(stores[2].journal_len(), 2 * transfers, "only the two blocks above the final one are left");
+        // Medians, and minimums (less sensitive to load from elsewhere on a shared machine).
+        let minimums: Vec<Duration> = samples.iter().map(|samples| *samples.iter().min().unwrap()).collect();
+        let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+        let extra_ms =
+            |figures: &[Duration], index: usize| (figures[index].as_secs_f64() - figures[0].as_secs_f64()) * 1e3;
+        println!(
+            "  commit of {transfers:>6} transfers with the finality delete ({blocks} blocks, 3 databases in turn):"
+        );
+        for (index, variant) in variants.iter().enumerate() {
+            let per_entry = if index == 2 {
+                format!(", {:+.2} µs per entry deleted", extra_ms(&medians, 2) * 1e3 / transfers as f64)
+            } else {
+                String::new()
+            };
+            println!(
+                "    {variant:<20} median {} ({:+.2} ms{per_entry}), min {} ({:+.2} ms)",
+                ms(medians[index]),
+                extra_ms(&medians, index),
+                ms(minimums[index]),
+                extra_ms(&minimums, index)
+            );
+        }
+    }
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -156,6 +315,7 @@ fn main() {
         None => tempfile::tempdir().unwrap(),
     };
     println!("storage bench: {accounts} accounts, database in {}", directory.path().display());
+    let only_journal = std::env::args().any(|argument| argument == "--journal-only");
 
     // The floor: a durable commit of one small row, on the same disk.
     {
@@ -170,6 +330,11 @@ fn main() {
             samples.push(started.elapsed());
         }
         println!("  machine floor: durable redb commit of one row        median {}", ms(median(samples)));
+    }
+
+    journal_figures(directory.path());
+    if only_journal {
+        return;
     }
 
     let genesis = genesis_with_accounts(accounts);
@@ -197,6 +362,8 @@ fn main() {
             ms(max)
         );
     }
+
+    finality_delete_figures(directory.path(), &genesis);
 
     // Up to 10,000 blocks (10 transfers each), then restore as a restarting node does.
     let target_height = 10_000;

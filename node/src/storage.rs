@@ -1,9 +1,12 @@
 //! The StorageEngine: one redb database per node holding the canonical chain, the account table
 //! (the "coins database"), the undo data a reorganisation needs, a transaction index, the
-//! elections, the peers table and the metadata. It carries out the core's storage actions
-//! (`CommitBlocks`, `PersistReportState`) and builds the `Restored` event on start, so a restart
-//! never replays the chain. `tinychain_core::testkit::ModelStorage` is its reference model: after
-//! any sequence of actions both answer every question the same way.
+//! elections, the peers table, the pending-transfer journal, the dropped transfers and the
+//! metadata. It carries out the core's storage actions (`CommitBlocks`, `PersistReportState`)
+//! and builds the `Restored` event on start, so a restart never replays the chain.
+//! `tinychain_core::testkit::ModelStorage` is its reference model for the chain: after any
+//! sequence of actions both answer every question the same way (the model has no journal and
+//! no dropped transfers; those are the driver's, for issue 11: an acknowledged transfer is never
+//! silently lost).
 //!
 //! Contract:
 //! - Every `Commit` is one redb write transaction: all its rollbacks and applies, the accounts,
@@ -27,6 +30,23 @@
 //! - Per block, a commit writes only what the block touches (its rows, the accounts in its
 //!   delta, the one `chain` row); `restored` reads the account table, the hash index and the
 //!   blocks above the final one, never replaying a block.
+//! - The journal holds every transfer this node acknowledged to its own RPC clients and has not
+//!   yet seen settle, so a restart can resubmit them (`journal`, in sender, nonce, id order).
+//!   `journal_add` writes durably before the client is answered. An entry leaves the journal in
+//!   exactly three ways: the commit that makes final a block using its (sender, nonce) deletes
+//!   it, in the same write transaction (whether the block holds this transfer or another one
+//!   that took its slot: either way it can never commit now; a block that is only applied, not
+//!   final, deletes nothing, since a reorganisation may still drop it); `record_dropped` deletes
+//!   it as it records why; `journal_remove` deletes it on the driver's word. The journal holds at
+//!   most `JOURNAL_TRANSFERS_MAX` entries: past that `journal_add` refuses with `JournalFull`
+//!   and writes nothing, so the node can refuse the transfer rather than acknowledge what it
+//!   could not keep. Its size is kept in memory (`journal_len`), loaded at `open`.
+//! - `dropped` remembers why a pending transfer was let go of, for `get_tx`; it keeps the latest
+//!   `DROPPED_TRANSFERS_KEPT` records and forgets the oldest past that, in the transaction that
+//!   records new ones.
+//! - Schema upgrades: `open` reads schema versions 1 and 2. A version-1 database passes the same
+//!   read-only checks, then the read-write open adds the journal and dropped tables and writes
+//!   version 2, in one transaction. Any other version is refused untouched.
 //!
 //! Tables (heights are `u64` keys, which redb orders numerically; the `address_history` key is
 //! big-endian bytes so one address's entries are contiguous and in chain order; values are
@@ -46,27 +66,47 @@
 //! - `elections`: height -> the ranking that elected the canonical block at that height
 //!   (`election::rank_candidates` over the parent's validator records).
 //! - `peers`: the verified peer addresses the connection manager asked to keep.
+//! - `journal` (since version 2): (sender, nonce big-endian, transfer id) -> the transfer, the
+//!   transfers this node acknowledged to its clients and has not seen final or dropped. The key
+//!   puts one sender's entries together in nonce order, so deleting a (sender, nonce) slot is a
+//!   range delete and `journal` reads them in resubmission order.
+//! - `dropped` (since version 2): transfer id -> (insertion sequence, `DroppedTransfer`).
+//! - `dropped_order` (since version 2): insertion sequence -> transfer id, one row per `dropped`
+//!   row, so the oldest record is the first row.
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tinychain_core::codec;
 use tinychain_core::crypto::hash_bytes;
 use tinychain_core::election::{self, Candidate};
 use tinychain_core::finality::FinalityState;
 use tinychain_core::genesis::{genesis_block, Genesis};
+use tinychain_core::mempool::DroppedTransfer;
 use tinychain_core::node::{ChainOp, Commit, Restored};
 use tinychain_core::state::{ChainState, StateDelta, ValidatorRecord};
-use tinychain_core::types::{Account, Address, Block, Checkpoint, Hash, Height, Vote};
+use tinychain_core::types::{Account, Address, Block, Checkpoint, Hash, Height, Transfer, Vote};
 use tinychain_core::validate::{block_hash, transfer_id};
 use tinychain_net::wire::PeerAddress;
 
-/// The schema this build reads and writes; `open` refuses any other.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build writes. `open` also reads `SCHEMA_VERSION_OLDEST_UPGRADED` and the
+/// versions between, upgrading them to this one; it refuses any other.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema `open` upgrades rather than refuses. Version 1 lacks the `journal`,
+/// `dropped` and `dropped_order` tables.
+pub const SCHEMA_VERSION_OLDEST_UPGRADED: u32 = 1;
+
+/// Most entries the pending-transfer journal holds; `journal_add` refuses past it. An entry is
+/// 246 bytes of key and value, some 680 bytes of file with the B-tree's slack (storage_bench),
+/// so a full journal is about 65 MiB, and a restart resubmits all of it.
+pub const JOURNAL_TRANSFERS_MAX: usize = 100_000;
+/// Dropped transfers remembered; the oldest are forgotten past this.
+pub const DROPPED_TRANSFERS_KEPT: usize = 100_000;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
@@ -79,6 +119,9 @@ const TX_INDEX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_ind
 const ADDRESS_HISTORY: TableDefinition<&[u8; HISTORY_KEY_BYTES], &[u8; 32]> = TableDefinition::new("address_history");
 const ELECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("elections");
 const PEERS: TableDefinition<u32, &[u8]> = TableDefinition::new("peers");
+const JOURNAL: TableDefinition<&[u8; JOURNAL_KEY_BYTES], &[u8]> = TableDefinition::new("journal");
+const DROPPED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("dropped");
+const DROPPED_ORDER: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("dropped_order");
 
 /// Keys of the `meta` table.
 const META_SCHEMA_VERSION: &str = "schema_version";
@@ -95,6 +138,10 @@ const CHAIN_ROW: &str = "state";
 /// An `address_history` key: address, then height and index big-endian, so one address's
 /// entries are contiguous and in chain order.
 const HISTORY_KEY_BYTES: usize = 32 + 8 + 4;
+
+/// A `journal` key: sender, nonce big-endian, transfer id, so one sender's entries are
+/// contiguous in nonce order and one (sender, nonce) slot is one key range.
+const JOURNAL_KEY_BYTES: usize = 32 + 8 + 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -116,8 +163,17 @@ pub enum StorageError {
         expected_chain_id: String,
         expected_genesis: Box<Hash>,
     },
-    #[error("the database at {path} has schema version {found}, this build reads version {SCHEMA_VERSION}")]
+    #[error(
+        "the database at {path} has schema version {found}, this build reads versions \
+         {SCHEMA_VERSION_OLDEST_UPGRADED} to {SCHEMA_VERSION}"
+    )]
     SchemaVersion { path: PathBuf, found: u32 },
+    /// `journal_add` would take the journal past its bound; nothing was written.
+    #[error(
+        "the pending-transfer journal holds {held} transfers and may hold at most {max}; \
+         nothing was added"
+    )]
+    JournalFull { held: usize, max: usize },
     #[error("the database {path} is in use by another process (is a node already running from this home?)")]
     InUse { path: PathBuf },
     /// A commit that does not continue the stored chain (a rollback not at the tip, an apply
@@ -151,6 +207,36 @@ struct ChainRow {
 pub struct Storage {
     id: Identity,
     database: Database,
+    journal: JournalSize,
+}
+
+/// The journal's entry count, kept in memory so `journal_len` reads no table and a commit skips
+/// the finality delete when the journal is empty.
+#[derive(Default)]
+struct JournalSize {
+    /// Held by every write transaction that may change the journal, from before it begins until
+    /// `entries` is updated after it commits. redb runs one write transaction at a time, but
+    /// without this lock the count of an earlier transaction could be stored after a later one's.
+    writer: Mutex<()>,
+    entries: AtomicUsize,
+}
+
+impl JournalSize {
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        // A panic while it was held (a refused commit in a debug build) changed nothing it
+        // guards: `entries` is only stored after a transaction commits.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn entries(&self) -> usize {
+        self.entries.load(Ordering::Acquire)
+    }
+
+    /// Called with the writer lock held, after the transaction that left `entries` committed.
+    fn set_entries(&self, entries: u64) {
+        let entries = usize::try_from(entries).unwrap_or(usize::MAX);
+        self.entries.store(entries, Ordering::Release);
+    }
 }
 
 /// What a database must belong to, and the helpers that name it in errors.
@@ -161,8 +247,9 @@ struct Identity {
 }
 
 impl Identity {
-    /// Refuses a database that is not this build's schema of this chain.
-    fn check(&self, txn: &redb::ReadTransaction) -> Result<(), StorageError> {
+    /// Refuses a database that is not a schema this build reads, of this chain; returns its
+    /// schema version.
+    fn check(&self, txn: &redb::ReadTransaction) -> Result<u32, StorageError> {
         let meta = txn.open_table(META).map_err(|error| match error {
             redb::TableError::TableDoesNotExist(_) => self.corrupt(
                 "it is a redb database but not a tinychain one (it has no meta table; an interrupted \
@@ -172,7 +259,7 @@ impl Identity {
             error => redb_error(&self.path, "cannot read the meta table", error),
         })?;
         let found: u32 = self.meta_value(&meta, META_SCHEMA_VERSION)?;
-        if found != SCHEMA_VERSION {
+        if !(SCHEMA_VERSION_OLDEST_UPGRADED..=SCHEMA_VERSION).contains(&found) {
             return Err(StorageError::SchemaVersion { path: self.path.clone(), found });
         }
         let found_chain_id: String = self.meta_value(&meta, META_CHAIN_ID)?;
@@ -197,13 +284,23 @@ impl Identity {
         txn.open_table(ADDRESS_HISTORY).map_err(fail.of())?;
         txn.open_table(ELECTIONS).map_err(fail.of())?;
         txn.open_table(PEERS).map_err(fail.of())?;
+        if found >= 2 {
+            txn.open_table(JOURNAL).map_err(fail.of())?;
+            let dropped_rows = txn.open_table(DROPPED).map_err(fail.of())?.len().map_err(fail.of())?;
+            let order_rows = txn.open_table(DROPPED_ORDER).map_err(fail.of())?.len().map_err(fail.of())?;
+            if dropped_rows != order_rows {
+                return Err(self.corrupt(format!(
+                    "table dropped holds {dropped_rows} rows, table dropped_order {order_rows}: they must match"
+                )));
+            }
+        }
         let chain = txn.open_table(CHAIN).map_err(fail.of())?;
         let row = self.chain_row(&chain)?;
         let tip: Checkpoint = self.meta_value(&meta, META_TIP)?;
         if row.tip != tip {
             return Err(self.corrupt(format!("the meta tip {tip:?} is not the chain row's tip {:?}", row.tip)));
         }
-        Ok(())
+        Ok(found)
     }
 
     fn meta_value<T: DeserializeOwned>(
@@ -275,6 +372,7 @@ struct WriteTables<'txn> {
     tx_index: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
     address_history: redb::Table<'txn, &'static [u8; HISTORY_KEY_BYTES], &'static [u8; 32]>,
     elections: redb::Table<'txn, u64, &'static [u8]>,
+    journal: redb::Table<'txn, &'static [u8; JOURNAL_KEY_BYTES], &'static [u8]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -290,6 +388,7 @@ impl<'txn> WriteTables<'txn> {
             tx_index: txn.open_table(TX_INDEX)?,
             address_history: txn.open_table(ADDRESS_HISTORY)?,
             elections: txn.open_table(ELECTIONS)?,
+            journal: txn.open_table(JOURNAL)?,
         })
     }
 }
@@ -308,6 +407,25 @@ fn location_from_history(key: &[u8; HISTORY_KEY_BYTES], id: &[u8; 32]) -> TxLoca
     let mut index = [0u8; 4];
     index.copy_from_slice(&key[40..]);
     TxLocation { id: Hash(*id), height: u64::from_be_bytes(height), index: u32::from_be_bytes(index) }
+}
+
+fn journal_key(sender: &Address, nonce: u64, id: &Hash) -> [u8; JOURNAL_KEY_BYTES] {
+    let mut key = [0u8; JOURNAL_KEY_BYTES];
+    key[..32].copy_from_slice(&sender.0);
+    key[32..40].copy_from_slice(&nonce.to_be_bytes());
+    key[40..].copy_from_slice(&id.0);
+    key
+}
+
+/// The (sender, nonce) slot and the transfer id of a `journal` key.
+fn journal_slot_and_id(key: &[u8; JOURNAL_KEY_BYTES]) -> ((Address, u64), Hash) {
+    let mut sender = [0u8; 32];
+    sender.copy_from_slice(&key[..32]);
+    let mut nonce = [0u8; 8];
+    nonce.copy_from_slice(&key[32..40]);
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&key[40..]);
+    ((Address(sender), u64::from_be_bytes(nonce)), Hash(id))
 }
 
 fn genesis_hash_of(genesis: &Genesis) -> Hash {
@@ -411,12 +529,15 @@ impl Storage {
         let storage = Storage {
             id: Identity { path: path.to_path_buf(), genesis: genesis.clone(), genesis_hash: state.tip.hash },
             database,
+            journal: JournalSize::default(),
         };
         let txn = storage.begin_write()?;
         {
             let fail = Failure { path, doing: "cannot write the genesis block" };
             let mut tables = WriteTables::open(&txn).map_err(fail.of())?;
             let _ = txn.open_table(PEERS).map_err(fail.of())?;
+            let _ = txn.open_table(DROPPED).map_err(fail.of())?;
+            let _ = txn.open_table(DROPPED_ORDER).map_err(fail.of())?;
             let put_meta = |tables: &mut WriteTables, key: &str, bytes: Vec<u8>| {
                 tables.meta.insert(key, bytes.as_slice()).map(|_| ()).map_err(fail.of())
             };
@@ -485,11 +606,46 @@ impl Storage {
             }
         }
         let database = opened(&id.path, std::panic::catch_unwind(|| redb::Builder::new().open(path)))?;
-        let storage = Storage { id, database };
+        let storage = Storage { id, database, journal: JournalSize::default() };
         let txn = storage.begin_read()?;
-        storage.id.check(&txn)?;
+        let version = storage.id.check(&txn)?;
         drop(txn);
+        if version < SCHEMA_VERSION {
+            storage.upgrade_schema(version)?;
+        }
+        let txn = storage.begin_read()?;
+        let fail = Failure { path: &storage.id.path, doing: "cannot read the journal" };
+        let journal_entries = txn.open_table(JOURNAL).map_err(fail.of())?.len().map_err(fail.of())?;
+        storage.journal.set_entries(journal_entries);
         Ok(storage)
+    }
+
+    /// Brings a database of an older schema (one `Identity::check` accepted) to
+    /// `SCHEMA_VERSION` in one durable transaction, then checks it again as this version.
+    fn upgrade_schema(&self, from_version: u32) -> Result<(), StorageError> {
+        assert!(from_version >= SCHEMA_VERSION_OLDEST_UPGRADED, "check refuses older schemas");
+        assert!(from_version < SCHEMA_VERSION, "only older schemas are upgraded");
+        let txn = self.begin_write()?;
+        {
+            let fail = Failure { path: &self.id.path, doing: "cannot upgrade the schema" };
+            // Version 1 -> 2: the journal and dropped tables, created empty by opening them.
+            let _ = txn.open_table(JOURNAL).map_err(fail.of())?;
+            let _ = txn.open_table(DROPPED).map_err(fail.of())?;
+            let _ = txn.open_table(DROPPED_ORDER).map_err(fail.of())?;
+            let mut meta = txn.open_table(META).map_err(fail.of())?;
+            meta.insert(META_SCHEMA_VERSION, codec::encode(&SCHEMA_VERSION).as_slice()).map_err(fail.of())?;
+        }
+        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit the schema upgrade", error))?;
+        tracing::info!(
+            path = %self.id.path.display(),
+            from_version,
+            to_version = SCHEMA_VERSION,
+            "upgraded the database schema"
+        );
+        let txn = self.begin_read()?;
+        let version = self.id.check(&txn)?;
+        assert_eq!(version, SCHEMA_VERSION, "the upgrade wrote the current schema version");
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -501,12 +657,21 @@ impl Storage {
         self.id.genesis_hash
     }
 
-    /// Carries out `Action::CommitBlocks` in one write transaction.
+    /// Carries out `Action::CommitBlocks` in one write transaction. When it moves the final
+    /// checkpoint up, the same transaction deletes the journal entries whose (sender, nonce) the
+    /// newly final blocks used.
     pub fn commit(&self, commit: &Commit) -> Result<(), StorageError> {
+        let _journal_writer = self.journal.lock_writer();
+        let journal_entries_before = self.journal.entries();
         let txn = self.begin_write()?;
-        {
+        let journal_entries_after = {
             let fail = Failure { path: &self.id.path, doing: "cannot open the tables to commit" };
             let mut tables = WriteTables::open(&txn).map_err(fail.of())?;
+            // With the journal empty there is nothing finality could delete: not even this is read.
+            let stored_final_height = match journal_entries_before {
+                0 => None,
+                _ => Some(self.id.meta_value::<Checkpoint>(&tables.meta, META_FINALIZED)?.height),
+            };
             let mut row = self.id.chain_row(&tables.chain)?;
             for op in &commit.ops {
                 match op {
@@ -529,8 +694,91 @@ impl Storage {
             tables.meta.insert(META_TIP, codec::encode(&commit.tip).as_slice()).map_err(fail.of())?;
             tables.meta.insert(META_JUSTIFIED, codec::encode(&commit.justified).as_slice()).map_err(fail.of())?;
             tables.meta.insert(META_FINALIZED, codec::encode(&commit.finalized).as_slice()).map_err(fail.of())?;
+            match stored_final_height {
+                Some(stored_final_height) if commit.finalized.height > stored_final_height => {
+                    self.forget_settled_journal_entries(
+                        &mut tables,
+                        commit,
+                        stored_final_height + 1..=commit.finalized.height,
+                        journal_entries_before,
+                    )?;
+                    Some(tables.journal.len().map_err(fail.of())?)
+                }
+                _ => None,
+            }
+        };
+        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit", error))?;
+        if let Some(entries) = journal_entries_after {
+            self.journal.set_entries(entries);
         }
-        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit", error))
+        Ok(())
+    }
+
+    /// Deletes the journal entries whose (sender, nonce) slot a transfer in the canonical blocks
+    /// at `heights` used: those blocks are final, so the transfer that used the slot is settled
+    /// and any other transfer for the same slot can never commit. Called inside `commit`, after
+    /// its operations, so the blocks at `heights` are canonical: those this commit applies are
+    /// taken from its operations (no decoding), the others are read from the blocks table.
+    fn forget_settled_journal_entries(
+        &self,
+        tables: &mut WriteTables,
+        commit: &Commit,
+        heights: std::ops::RangeInclusive<Height>,
+        journal_entries: usize,
+    ) -> Result<(), StorageError> {
+        let fail = Failure { path: &self.id.path, doing: "cannot delete settled journal entries" };
+        // The commit's blocks as they stand after all its operations.
+        let mut applied: BTreeMap<Height, &Block> = BTreeMap::new();
+        for op in &commit.ops {
+            match op {
+                ChainOp::Rollback { height, .. } => {
+                    applied.remove(height);
+                }
+                ChainOp::Apply { block, .. } => {
+                    applied.insert(block.header.height, block);
+                }
+            }
+        }
+        let mut slots_used: BTreeSet<(Address, u64)> = BTreeSet::new();
+        for height in heights {
+            let read;
+            let block = match applied.get(&height) {
+                Some(block) => *block,
+                None => {
+                    read =
+                        self.block_in(&tables.blocks, height)?.ok_or_else(|| self.id.missing_row("blocks", height))?;
+                    &*read
+                }
+            };
+            slots_used.extend(block.transfers.iter().map(|transfer| (transfer.from, transfer.nonce)));
+        }
+        if slots_used.is_empty() {
+            return Ok(());
+        }
+        // Whichever is smaller: one pass over the journal, or one key range per slot used.
+        let mut settled_keys: Vec<[u8; JOURNAL_KEY_BYTES]> = Vec::new();
+        if journal_entries <= slots_used.len() {
+            for entry in tables.journal.range::<&[u8; JOURNAL_KEY_BYTES]>(..).map_err(fail.of())? {
+                let (key, _) = entry.map_err(fail.of())?;
+                let (slot, _) = journal_slot_and_id(key.value());
+                if slots_used.contains(&slot) {
+                    settled_keys.push(*key.value());
+                }
+            }
+        } else {
+            for (sender, nonce) in &slots_used {
+                let lower = journal_key(sender, *nonce, &Hash([0x00; 32]));
+                let upper = journal_key(sender, *nonce, &Hash([0xff; 32]));
+                for entry in tables.journal.range::<&[u8; JOURNAL_KEY_BYTES]>(&lower..=&upper).map_err(fail.of())? {
+                    let (key, _) = entry.map_err(fail.of())?;
+                    settled_keys.push(*key.value());
+                }
+            }
+        }
+        for key in &settled_keys {
+            tables.journal.remove(key).map_err(fail.of())?;
+        }
+        Ok(())
     }
 
     /// Undoes the canonical block at the tip: its undo into the state, and every row it added.
@@ -933,6 +1181,231 @@ impl Storage {
         txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit peers", error))
     }
 
+    // ---- the pending-transfer journal and the dropped transfers -------------------------------
+
+    /// Adds transfers this node accepted from its own RPC clients, in one durable write
+    /// transaction (so a client told "accepted" is never told so of a transfer a crash loses).
+    /// Re-adding an id already present is a no-op. Refuses with `JournalFull`, writing nothing,
+    /// if the journal would pass `JOURNAL_TRANSFERS_MAX` entries.
+    pub fn journal_add(&self, transfers: &[(Hash, Transfer)]) -> Result<(), StorageError> {
+        if transfers.is_empty() {
+            return Ok(());
+        }
+        let _journal_writer = self.journal.lock_writer();
+        let txn = self.begin_write()?;
+        let entries = {
+            let fail = Failure { path: &self.id.path, doing: "cannot add to the journal" };
+            let mut journal = txn.open_table(JOURNAL).map_err(fail.of())?;
+            for (id, transfer) in transfers {
+                assert_eq!(*id, transfer_id(transfer), "a journal entry is named by its transfer's id");
+                let key = journal_key(&transfer.from, transfer.nonce, id);
+                // The id is the hash of the whole transfer, so an entry already present holds
+                // these very bytes: writing them again changes nothing.
+                journal.insert(&key, codec::encode(transfer).as_slice()).map_err(fail.of())?;
+            }
+            journal.len().map_err(fail.of())?
+        };
+        if entries > JOURNAL_TRANSFERS_MAX as u64 {
+            txn.abort().map_err(|error| redb_error(&self.id.path, "cannot abort a refused journal write", error))?;
+            return Err(StorageError::JournalFull { held: self.journal.entries(), max: JOURNAL_TRANSFERS_MAX });
+        }
+        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit to the journal", error))?;
+        self.journal.set_entries(entries);
+        Ok(())
+    }
+
+    /// Every journal entry, ordered by sender address, then nonce, then id: the order they are
+    /// resubmitted in after a restart (a sender's lower nonces first).
+    pub fn journal(&self) -> Result<Vec<(Hash, Transfer)>, StorageError> {
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read the journal" };
+        let journal = txn.open_table(JOURNAL).map_err(fail.of())?;
+        let mut entries = Vec::new();
+        for entry in journal.range::<&[u8; JOURNAL_KEY_BYTES]>(..).map_err(fail.of())? {
+            let (key, bytes) = entry.map_err(fail.of())?;
+            let ((sender, nonce), id) = journal_slot_and_id(key.value());
+            let transfer: Transfer = self.id.decode("journal", id, bytes.value())?;
+            if transfer.from != sender || transfer.nonce != nonce {
+                return Err(self.id.corrupt(format!(
+                    "table journal, key {id:?}: the key names sender {sender:?} nonce {nonce}, the transfer \
+                     is from {:?} with nonce {}",
+                    transfer.from, transfer.nonce
+                )));
+            }
+            entries.push((id, transfer));
+        }
+        Ok(entries)
+    }
+
+    /// Number of journal entries, from memory.
+    pub fn journal_len(&self) -> usize {
+        self.journal.entries()
+    }
+
+    /// Removes journal entries by (sender, nonce, id) in one durable transaction; entries not
+    /// in the journal are ignored.
+    pub fn journal_remove(&self, entries: &[(Hash, Transfer)]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _journal_writer = self.journal.lock_writer();
+        let txn = self.begin_write()?;
+        let remaining = {
+            let fail = Failure { path: &self.id.path, doing: "cannot remove from the journal" };
+            let mut journal = txn.open_table(JOURNAL).map_err(fail.of())?;
+            for (id, transfer) in entries {
+                journal.remove(&journal_key(&transfer.from, transfer.nonce, id)).map_err(fail.of())?;
+            }
+            journal.len().map_err(fail.of())?
+        };
+        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit journal removals", error))?;
+        self.journal.set_entries(remaining);
+        Ok(())
+    }
+
+    /// Records dropped transfers in one durable transaction: each id -> its record (recording
+    /// an id again replaces its record, which then counts as the newest), forgetting the oldest
+    /// past `DROPPED_TRANSFERS_KEPT`, and deleting each one's journal entry.
+    pub fn record_dropped(&self, dropped: &[DroppedTransfer]) -> Result<(), StorageError> {
+        self.record_dropped_keeping(dropped, DROPPED_TRANSFERS_KEPT)
+    }
+
+    /// `record_dropped` with the bound as a parameter, so tests can reach it with a few rows.
+    fn record_dropped_keeping(&self, dropped: &[DroppedTransfer], kept: usize) -> Result<(), StorageError> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let _journal_writer = self.journal.lock_writer();
+        let txn = self.begin_write()?;
+        let journal_entries = {
+            let fail = Failure { path: &self.id.path, doing: "cannot record dropped transfers" };
+            let mut records = txn.open_table(DROPPED).map_err(fail.of())?;
+            let mut order = txn.open_table(DROPPED_ORDER).map_err(fail.of())?;
+            let mut journal = txn.open_table(JOURNAL).map_err(fail.of())?;
+            let last_sequence = order.last().map_err(fail.of())?.map(|(sequence, _)| sequence.value());
+            let first_sequence = last_sequence.map_or(0, |last| last + 1);
+            for (sequence, record) in (first_sequence..).zip(dropped) {
+                assert_eq!(record.id, transfer_id(&record.transfer), "a dropped record is named by its transfer's id");
+                let previous =
+                    records.insert(&record.id.0, codec::encode(&(sequence, record)).as_slice()).map_err(fail.of())?;
+                if let Some(previous) = previous {
+                    let (previous_sequence, _): (u64, DroppedTransfer) =
+                        self.id.decode("dropped", record.id, previous.value())?;
+                    drop(previous);
+                    order.remove(previous_sequence).map_err(fail.of())?;
+                }
+                order.insert(sequence, &record.id.0).map_err(fail.of())?;
+                journal
+                    .remove(&journal_key(&record.transfer.from, record.transfer.nonce, &record.id))
+                    .map_err(fail.of())?;
+            }
+            self.forget_oldest_dropped(&mut records, &mut order, kept)?;
+            journal.len().map_err(fail.of())?
+        };
+        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit dropped transfers", error))?;
+        self.journal.set_entries(journal_entries);
+        Ok(())
+    }
+
+    /// Deletes the oldest dropped records until at most `kept` remain.
+    fn forget_oldest_dropped(
+        &self,
+        records: &mut redb::Table<&'static [u8; 32], &'static [u8]>,
+        order: &mut redb::Table<u64, &'static [u8; 32]>,
+        kept: usize,
+    ) -> Result<(), StorageError> {
+        let fail = Failure { path: &self.id.path, doing: "cannot forget old dropped transfers" };
+        while records.len().map_err(fail.of())? > kept as u64 {
+            let oldest = order.pop_first().map_err(fail.of())?.map(|(sequence, id)| (sequence.value(), *id.value()));
+            let Some((sequence, id)) = oldest else {
+                return Err(self.id.corrupt("table dropped_order has fewer rows than table dropped".into()));
+            };
+            let removed = records.remove(&id).map_err(fail.of())?;
+            let Some(removed) = removed else {
+                return Err(self.id.corrupt(format!(
+                    "table dropped_order, key {sequence}: names transfer {:?}, which table dropped does not hold",
+                    Hash(id)
+                )));
+            };
+            let (removed_sequence, _): (u64, DroppedTransfer) = self.id.decode("dropped", Hash(id), removed.value())?;
+            if removed_sequence != sequence {
+                return Err(self.id.corrupt(format!(
+                    "table dropped_order, key {sequence}: names transfer {:?}, whose record has sequence \
+                     {removed_sequence}",
+                    Hash(id)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The dropped record of a transfer, if it is remembered.
+    pub fn dropped(&self, id: &Hash) -> Result<Option<DroppedTransfer>, StorageError> {
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot read dropped transfers" };
+        let records = txn.open_table(DROPPED).map_err(fail.of())?;
+        let Some(bytes) = records.get(&id.0).map_err(fail.of())? else { return Ok(None) };
+        let (_, record): (u64, DroppedTransfer) = self.id.decode("dropped", id, bytes.value())?;
+        if record.id != *id {
+            return Err(self.id.corrupt(format!("table dropped, key {id:?}: holds the record of {:?}", record.id)));
+        }
+        Ok(Some(record))
+    }
+
+    /// The canonical committed transfer that used `from`'s `nonce`: its id and height. Found
+    /// through `address_history`: a sender's transfers are in chain order with nonces rising by
+    /// one, so a nonce at or past the tip account's is unused, and the scan starts from the end
+    /// nearer the nonce and stops once it passes it. Each entry visited decodes its block (once
+    /// per block), because the index does not say which side of a transfer the address was on.
+    pub fn committed_transfer_at(&self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError> {
+        let txn = self.begin_read()?;
+        let fail = Failure { path: &self.id.path, doing: "cannot look up a committed nonce" };
+        let accounts = txn.open_table(ACCOUNTS).map_err(fail.of())?;
+        let account: Account = match accounts.get(&from.0).map_err(fail.of())? {
+            None => return Ok(None),
+            Some(bytes) => self.id.decode("accounts", from, bytes.value())?,
+        };
+        if nonce >= account.nonce {
+            return Ok(None);
+        }
+        let history = txn.open_table(ADDRESS_HISTORY).map_err(fail.of())?;
+        let blocks = txn.open_table(BLOCKS).map_err(fail.of())?;
+        let lower = history_key(from, 0, 0);
+        let upper = history_key(from, u64::MAX, u32::MAX);
+        let entries = history.range::<&[u8; HISTORY_KEY_BYTES]>(&lower..=&upper).map_err(fail.of())?;
+        let newest_first = nonce >= account.nonce / 2;
+        let entries: Box<dyn Iterator<Item = _>> =
+            if newest_first { Box::new(entries.rev()) } else { Box::new(entries) };
+        let mut block: Option<Arc<Block>> = None;
+        for entry in entries {
+            let (key, id) = entry.map_err(fail.of())?;
+            let location = location_from_history(key.value(), id.value());
+            if block.as_ref().map(|block| block.header.height) != Some(location.height) {
+                block = Some(
+                    self.block_in(&blocks, location.height)?
+                        .ok_or_else(|| self.id.missing_row("blocks", location.height))?,
+                );
+            }
+            let transfer = block.as_ref().and_then(|block| block.transfers.get(location.index as usize));
+            let Some(transfer) = transfer else {
+                return Err(self.id.corrupt(format!(
+                    "table address_history names transfer {} of block {}, which has fewer",
+                    location.index, location.height
+                )));
+            };
+            if transfer.from != *from {
+                continue;
+            }
+            if transfer.nonce == nonce {
+                return Ok(Some((location.id, location.height)));
+            }
+            if (newest_first && transfer.nonce < nonce) || (!newest_first && transfer.nonce > nonce) {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     // ---- helpers ---------------------------------------------------------------------------
 
     fn begin_write(&self) -> Result<redb::WriteTransaction, StorageError> {
@@ -952,5 +1425,70 @@ impl Storage {
         let meta =
             txn.open_table(META).map_err(|error| redb_error(&self.id.path, "cannot read the meta table", error))?;
         self.id.meta_value(&meta, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tinychain_core::mempool::DropReason;
+    use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer};
+
+    fn dropped_of(genesis: &Genesis, nonce: u64) -> DroppedTransfer {
+        let transfer = sign_transfer(&account_key(0), &genesis.chain_id, account_key(1).address(), 5, 1, nonce);
+        DroppedTransfer { id: transfer_id(&transfer), transfer, reason: DropReason::Unaffordable, tip_height: nonce }
+    }
+
+    fn rows(storage: &Storage) -> (u64, Vec<(u64, Hash)>) {
+        let txn = storage.begin_read().unwrap();
+        let records = txn.open_table(DROPPED).unwrap().len().unwrap();
+        let order = txn.open_table(DROPPED_ORDER).unwrap();
+        let order = order
+            .range::<u64>(..)
+            .unwrap()
+            .map(|entry| entry.map(|(sequence, id)| (sequence.value(), Hash(*id.value()))).unwrap())
+            .collect();
+        (records, order)
+    }
+
+    /// The bound, with 3 rows kept instead of `DROPPED_TRANSFERS_KEPT`: the oldest go first,
+    /// and a record written again counts as the newest (and once).
+    #[test]
+    fn dropped_records_past_the_bound_forget_the_oldest() {
+        let genesis = fast_genesis(1, 2);
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("chain.redb");
+        let storage = Storage::create(&path, &genesis).unwrap();
+        let records: Vec<DroppedTransfer> = (0..6).map(|nonce| dropped_of(&genesis, nonce)).collect();
+        let remembered = |storage: &Storage| -> Vec<bool> {
+            records.iter().map(|record| storage.dropped(&record.id).unwrap().is_some()).collect()
+        };
+
+        storage.record_dropped_keeping(&records[..2], 3).unwrap();
+        assert_eq!(remembered(&storage), [true, true, false, false, false, false]);
+        // Three more in one call: the oldest two of five go.
+        storage.record_dropped_keeping(&records[2..5], 3).unwrap();
+        assert_eq!(remembered(&storage), [false, false, true, true, true, false]);
+        assert_eq!(rows(&storage), (3, vec![(2, records[2].id), (3, records[3].id), (4, records[4].id)]));
+        // Record 2 again (now the newest), then record 5: record 3 is the oldest and goes.
+        storage.record_dropped_keeping(&records[2..3], 3).unwrap();
+        assert_eq!(rows(&storage), (3, vec![(3, records[3].id), (4, records[4].id), (5, records[2].id)]));
+        storage.record_dropped_keeping(&records[5..], 3).unwrap();
+        assert_eq!(remembered(&storage), [false, false, true, false, true, true]);
+        assert_eq!(rows(&storage), (3, vec![(4, records[4].id), (5, records[2].id), (6, records[5].id)]));
+        // The same id twice in one call counts once.
+        storage.record_dropped_keeping(&[records[0].clone(), records[0].clone()], 3).unwrap();
+        assert_eq!(remembered(&storage), [true, false, true, false, false, true]);
+        assert_eq!(rows(&storage), (3, vec![(5, records[2].id), (6, records[5].id), (8, records[0].id)]));
+        // A smaller bound later forgets down to it; the public bound keeps everything here.
+        storage.record_dropped_keeping(&records[1..2], 1).unwrap();
+        assert_eq!(rows(&storage), (1, vec![(9, records[1].id)]));
+        storage.record_dropped(&records).unwrap();
+        assert_eq!(rows(&storage).0, 6);
+        drop(storage);
+        let storage = Storage::open(&path, &genesis).unwrap();
+        assert_eq!(remembered(&storage), [true; 6]);
     }
 }

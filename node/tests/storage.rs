@@ -1,24 +1,32 @@
 //! The redb StorageEngine against its reference model, `testkit::ModelStorage`: real nodes on a
 //! lock-step network (with partitions that force reorganisations) feed every storage action to
 //! both, and every question is asked of both. Then reopening, restarting a node from the
-//! database, and the refusals of `create` and `open` (which must never change the file).
+//! database, and the refusals of `create` and `open` (which must never change the file). Then
+//! the pending-transfer journal and the dropped transfers (which the model does not have), on
+//! chains built block by block so each test chooses what becomes final when, and the upgrade of
+//! a version-1 database.
 
 #![allow(clippy::unwrap_used)]
 
+use redb::ReadableDatabase;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tinychain_core::crypto::SignatureCache;
 use tinychain_core::election::rank_candidates;
-use tinychain_core::genesis::Genesis;
-use tinychain_core::mempool::MempoolConfig;
+use tinychain_core::genesis::{genesis_block, Genesis};
+use tinychain_core::mempool::{DropReason, DroppedTransfer, MempoolConfig};
 use tinychain_core::message::Message;
-use tinychain_core::node::{Action, ChainOp, Event, Node, NodeConfig, Restored};
+use tinychain_core::node::{Action, ChainOp, Commit, Event, Node, NodeConfig, Restored};
+use tinychain_core::state::{ChainState, StateDelta};
 use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_key, ModelStorage};
 use tinychain_core::types::{Address, Hash, Height, Vote};
+use tinychain_core::types::{Block, BlockHeader, Checkpoint, Signature, Transfer};
 use tinychain_core::validate::{block_hash, transfer_id};
 use tinychain_net::wire::PeerAddress;
-use tinychain_node::storage::{Storage, StorageError, TxLocation};
+use tinychain_node::storage::{
+    Storage, StorageError, TxLocation, JOURNAL_TRANSFERS_MAX, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST_UPGRADED,
+};
 
 /// One node's disk twice: the model and the real database, fed the same actions.
 struct Disk {
@@ -350,6 +358,21 @@ fn check_disk(genesis: &Genesis, disk: &Disk, context: &str) {
     for id in disk.transfer_ids_seen.difference(&canonical_ids) {
         assert_eq!(storage.tx_location(id).unwrap(), None, "{context}: a rolled-back transfer is not indexed");
     }
+
+    // Which canonical transfer used each sender's nonce, and that the next nonce is unused.
+    for (height, (block, _)) in &model.blocks {
+        for transfer in &block.transfers {
+            assert_eq!(
+                storage.committed_transfer_at(&transfer.from, transfer.nonce).unwrap(),
+                Some((transfer_id(transfer), *height)),
+                "{context}: committed_transfer_at"
+            );
+        }
+    }
+    for (address, account) in &model.state.accounts {
+        assert_eq!(storage.committed_transfer_at(address, account.nonce).unwrap(), None, "{context}: unused nonce");
+    }
+    assert_eq!(storage.committed_transfer_at(&Address([0xee; 32]), 0).unwrap(), None);
     for (address, entries) in &expected_history {
         let expected: Vec<TxLocation> = entries
             .iter()
@@ -664,4 +687,561 @@ fn a_damaged_row_is_reported_as_corrupt_naming_its_table() {
     // The rest still answers.
     assert_eq!(storage.tip().unwrap().height, 0);
     assert!(storage.account(&account_key(0).address()).unwrap().is_some());
+}
+
+// ---- the pending-transfer journal and the dropped transfers ------------------------------------
+
+/// Builds commits straight from a `ChainState`, so a test chooses exactly what each block holds
+/// and when it becomes final. Storage checks neither signatures nor state roots, so the blocks
+/// carry none; the deltas are what `apply_block` would compute for these transfers.
+struct ChainBuilder {
+    genesis: Genesis,
+    state: ChainState,
+    /// Canonical block hashes, genesis first.
+    hashes: Vec<Hash>,
+    /// The undo of each canonical block above genesis, for rollbacks.
+    undos: Vec<StateDelta>,
+}
+
+impl ChainBuilder {
+    fn new(genesis: &Genesis) -> ChainBuilder {
+        let state = genesis_block(genesis).1;
+        ChainBuilder { genesis: genesis.clone(), hashes: vec![state.tip.hash], state, undos: Vec::new() }
+    }
+
+    fn checkpoint(&self, height: Height) -> Checkpoint {
+        Checkpoint { height, hash: self.hashes[height as usize] }
+    }
+
+    /// The next block on the tip holding `transfers` (which must fit the accounts' nonces).
+    fn apply(&mut self, transfers: Vec<Transfer>) -> ChainOp {
+        let height = self.state.tip.height + 1;
+        let producer = self.genesis.validators[0].id;
+        let mut touched = BTreeMap::new();
+        let account = |touched: &BTreeMap<Address, _>, address: &Address| {
+            touched.get(address).copied().unwrap_or_else(|| self.state.account(address))
+        };
+        for transfer in &transfers {
+            let mut sender = account(&touched, &transfer.from);
+            assert_eq!(sender.nonce, transfer.nonce, "the test builds a valid chain");
+            sender.balance -= transfer.amount + transfer.fee;
+            sender.nonce += 1;
+            touched.insert(transfer.from, sender);
+            let mut recipient = account(&touched, &transfer.to);
+            recipient.balance += transfer.amount;
+            touched.insert(transfer.to, recipient);
+        }
+        let reward = self.genesis.parameters.block_reward;
+        let fees: u64 = transfers.iter().map(|transfer| transfer.fee).sum();
+        let mut producer_account = account(&touched, &producer);
+        producer_account.balance += reward + fees;
+        touched.insert(producer, producer_account);
+        let header = BlockHeader {
+            chain_id: self.genesis.chain_id.clone(),
+            height,
+            prev_hash: self.state.tip.hash,
+            timestamp_ms: self.state.tip_timestamp_ms + self.genesis.parameters.block_interval_ms,
+            producer,
+            rank: 0,
+            tx_root: Hash::default(),
+            report_root: Hash::default(),
+            state_root: Hash::default(),
+            signature: Signature::default(),
+        };
+        let hash = block_hash(&header);
+        let delta = StateDelta {
+            tip: Checkpoint { height, hash },
+            tip_timestamp_ms: header.timestamp_ms,
+            accounts: touched.into_iter().map(|(address, account)| (address, Some(account))).collect(),
+            validators: vec![],
+            finality: self.state.finality.clone(),
+            supply: self.state.supply + reward,
+        };
+        let undo = self.state.undo_for(&delta);
+        self.state.apply_delta(&delta);
+        self.hashes.push(hash);
+        self.undos.push(undo.clone());
+        ChainOp::Apply { block: Arc::new(Block { header, transfers, reports: vec![] }), hash, delta, undo }
+    }
+
+    /// Rolls the tip block back.
+    fn roll_back(&mut self) -> ChainOp {
+        let height = self.state.tip.height;
+        let hash = self.hashes.pop().unwrap();
+        let undo = self.undos.pop().unwrap();
+        self.state.apply_delta(&undo);
+        ChainOp::Rollback { height, hash, undo }
+    }
+
+    /// A commit of `ops` ending at the current tip, with `finalized` (and justified) at that height.
+    fn commit(&self, ops: Vec<ChainOp>, finalized: Height) -> Commit {
+        let finalized = self.checkpoint(finalized);
+        Commit { ops, tip: self.state.tip, justified: finalized, finalized }
+    }
+}
+
+/// A signed transfer of account `sender` to account `to`; `amount` tells apart competing
+/// transfers for the same (sender, nonce) slot.
+fn transfer_of(genesis: &Genesis, sender: usize, nonce: u64, to: usize, amount: u64) -> (Hash, Transfer) {
+    let transfer = sign_transfer(&account_key(sender), &genesis.chain_id, account_key(to).address(), amount, 10, nonce);
+    (transfer_id(&transfer), transfer)
+}
+
+/// The journal's order: sender, then nonce, then id.
+fn journal_order(entries: &[(Hash, Transfer)]) -> Vec<(Hash, Transfer)> {
+    let mut sorted = entries.to_vec();
+    sorted.sort_by_key(|(id, transfer)| (transfer.from, transfer.nonce, *id));
+    sorted
+}
+
+fn ids(entries: &[(Hash, Transfer)]) -> BTreeSet<Hash> {
+    entries.iter().map(|(id, _)| *id).collect()
+}
+
+#[test]
+fn the_journal_round_trips_in_sender_nonce_id_order_and_survives_reopening() {
+    let genesis = fast_genesis(4, 6);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let storage = Storage::create(&path, &genesis).unwrap();
+    assert_eq!(storage.journal().unwrap(), vec![]);
+    assert_eq!(storage.journal_len(), 0);
+
+    // Out of order, two competing for one slot (sender 2, nonce 1), added in two batches.
+    let entries = vec![
+        transfer_of(&genesis, 3, 0, 1, 100),
+        transfer_of(&genesis, 2, 1, 0, 100),
+        transfer_of(&genesis, 2, 0, 0, 100),
+        transfer_of(&genesis, 2, 1, 0, 200),
+        transfer_of(&genesis, 5, 7, 4, 100),
+        transfer_of(&genesis, 2, 10, 0, 100),
+    ];
+    storage.journal_add(&entries[..2]).unwrap();
+    assert_eq!(storage.journal_len(), 2);
+    storage.journal_add(&entries[2..]).unwrap();
+    assert_eq!(storage.journal_len(), entries.len());
+    assert_eq!(storage.journal().unwrap(), journal_order(&entries));
+    // Re-adding ids already there (twice in one batch, too) changes nothing.
+    storage.journal_add(&[entries[0].clone(), entries[4].clone(), entries[4].clone()]).unwrap();
+    assert_eq!(storage.journal_len(), entries.len());
+    assert_eq!(storage.journal().unwrap(), journal_order(&entries));
+    storage.journal_add(&[]).unwrap();
+    drop(storage);
+
+    let storage = Storage::open(&path, &genesis).unwrap();
+    assert_eq!(storage.journal_len(), entries.len(), "the count is loaded at open");
+    assert_eq!(storage.journal().unwrap(), journal_order(&entries));
+    // Remove one of the competing pair and an entry that is not there; the other stays.
+    let absent = transfer_of(&genesis, 4, 0, 1, 100);
+    storage.journal_remove(&[entries[1].clone(), absent]).unwrap();
+    let remaining: Vec<_> = entries.iter().filter(|entry| entry.0 != entries[1].0).cloned().collect();
+    assert_eq!(storage.journal().unwrap(), journal_order(&remaining));
+    assert_eq!(storage.journal_len(), remaining.len());
+    drop(storage);
+    let storage = Storage::open(&path, &genesis).unwrap();
+    assert_eq!(storage.journal().unwrap(), journal_order(&remaining));
+    storage.journal_remove(&remaining).unwrap();
+    assert_eq!((storage.journal().unwrap(), storage.journal_len()), (vec![], 0));
+}
+
+/// Unsigned transfers with distinct (sender, nonce) slots, for filling the journal quickly: the
+/// journal checks ids, never signatures.
+fn unsigned_transfers(genesis: &Genesis, range: std::ops::Range<u64>) -> Vec<(Hash, Transfer)> {
+    range
+        .map(|index| {
+            let transfer = Transfer {
+                chain_id: genesis.chain_id.clone(),
+                from: Address(*blake3::hash(&(index % 1_000).to_le_bytes()).as_bytes()),
+                to: Address([1; 32]),
+                amount: 1,
+                fee: 1,
+                nonce: index / 1_000,
+                signature: Signature([7; 64]),
+            };
+            (transfer_id(&transfer), transfer)
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_journal_refuses_more_and_its_file_is_unchanged() {
+    let genesis = fast_genesis(1, 0);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let storage = Storage::create(&path, &genesis).unwrap();
+    let max = JOURNAL_TRANSFERS_MAX as u64;
+    let held = unsigned_transfers(&genesis, 0..max - 1);
+    storage.journal_add(&held).unwrap();
+    assert_eq!(storage.journal_len(), JOURNAL_TRANSFERS_MAX - 1);
+
+    // Two new ones would pass the bound by one: refused whole, even the one that fits.
+    let more = unsigned_transfers(&genesis, max..max + 2);
+    let error = storage.journal_add(&more).err().unwrap();
+    assert!(
+        matches!(error, StorageError::JournalFull { held, max } if held == JOURNAL_TRANSFERS_MAX - 1 && max == JOURNAL_TRANSFERS_MAX),
+        "{error}"
+    );
+    assert_eq!(storage.journal_len(), JOURNAL_TRANSFERS_MAX - 1);
+    // One fits exactly; then re-adding an entry already there is still fine, a new one is not.
+    storage.journal_add(&more[..1]).unwrap();
+    assert_eq!(storage.journal_len(), JOURNAL_TRANSFERS_MAX);
+    storage.journal_add(&[held[5].clone(), more[0].clone()]).unwrap();
+    let error = storage.journal_add(&[held[6].clone(), more[1].clone()]).err().unwrap();
+    assert!(matches!(error, StorageError::JournalFull { held, .. } if held == JOURNAL_TRANSFERS_MAX), "{error}");
+    assert!(error.to_string().contains("nothing was added"), "{error}");
+    drop(storage);
+
+    let storage = Storage::open(&path, &genesis).unwrap();
+    assert_eq!(storage.journal_len(), JOURNAL_TRANSFERS_MAX);
+    let journal = storage.journal().unwrap();
+    let mut expected = held;
+    expected.push(more[0].clone());
+    assert_eq!(ids(&journal), ids(&expected), "the file holds what was accepted and nothing refused");
+    assert_eq!(journal, journal_order(&expected));
+    let error = storage.journal_add(&more[1..]).err().unwrap();
+    assert!(matches!(error, StorageError::JournalFull { .. }), "the bound holds after reopening: {error}");
+    // Room again after removals.
+    storage.journal_remove(&expected[..10]).unwrap();
+    storage.journal_add(&more[1..]).unwrap();
+    assert_eq!(storage.journal_len(), JOURNAL_TRANSFERS_MAX - 9);
+}
+
+#[test]
+fn finality_deletes_the_journal_entries_of_every_slot_it_settles_and_nothing_before() {
+    let genesis = fast_genesis(4, 12);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let storage = Storage::create(&path, &genesis).unwrap();
+    let mut chain = ChainBuilder::new(&genesis);
+
+    let included = transfer_of(&genesis, 0, 0, 1, 100);
+    let competitor = transfer_of(&genesis, 0, 0, 1, 200);
+    let next_nonce = transfer_of(&genesis, 0, 1, 1, 100);
+    let other_sender = transfer_of(&genesis, 1, 0, 2, 100);
+    let never_sent = transfer_of(&genesis, 3, 0, 2, 100);
+    storage
+        .journal_add(&[
+            included.clone(),
+            competitor.clone(),
+            next_nonce.clone(),
+            other_sender.clone(),
+            never_sent.clone(),
+        ])
+        .unwrap();
+
+    // Applied, not final: a reorganisation could still drop the block, so the entries stay.
+    let op = chain.apply(vec![included.1.clone()]);
+    storage.commit(&chain.commit(vec![op], 0)).unwrap();
+    let op = chain.apply(vec![other_sender.1.clone(), transfer_of(&genesis, 4, 0, 5, 1).1]);
+    storage.commit(&chain.commit(vec![op], 0)).unwrap();
+    assert_eq!(storage.journal_len(), 5, "nothing is final yet");
+    assert_eq!(ids(&storage.journal().unwrap()).len(), 5);
+
+    // Block 1 final: its slot (sender 0, nonce 0) is settled, for the included transfer and its
+    // competitor alike; sender 0's next nonce is not.
+    let op = chain.apply(vec![]);
+    storage.commit(&chain.commit(vec![op], 1)).unwrap();
+    assert_eq!(ids(&storage.journal().unwrap()), ids(&[next_nonce.clone(), other_sender.clone(), never_sent.clone()]));
+    assert_eq!(storage.journal_len(), 3);
+    // The same final height again deletes nothing more.
+    let op = chain.apply(vec![]);
+    storage.commit(&chain.commit(vec![op], 1)).unwrap();
+    assert_eq!(storage.journal_len(), 3);
+
+    // A block that used sender 0's nonce 1 for another transfer, rolled back before it was
+    // final: the slot is free again and the entry stays.
+    let op = chain.apply(vec![transfer_of(&genesis, 0, 1, 2, 999).1]);
+    storage.commit(&chain.commit(vec![op], 1)).unwrap();
+    let rollback = chain.roll_back();
+    let op = chain.apply(vec![]);
+    storage.commit(&chain.commit(vec![rollback, op], 1)).unwrap();
+    assert_eq!(storage.journal_len(), 3);
+
+    // Finality jumps from 1 to the tip (6), over block 2 (sender 1's slot) and over blocks this
+    // very commit applies: one holding sender 0's nonce 1.
+    let first = chain.apply(vec![next_nonce.1.clone()]);
+    let second = chain.apply(vec![]);
+    let tip = chain.state.tip.height;
+    storage.commit(&chain.commit(vec![first, second], tip)).unwrap();
+    assert_eq!(storage.journal().unwrap(), vec![never_sent.clone()]);
+    assert_eq!(storage.journal_len(), 1);
+    drop(storage);
+
+    let storage = Storage::open(&path, &genesis).unwrap();
+    assert_eq!(storage.journal().unwrap(), vec![never_sent.clone()]);
+    assert_eq!(storage.journal_len(), 1);
+
+    // A journal smaller than the slots a final block used (the one-pass-over-the-journal way):
+    // only the slot in the journal goes.
+    let mut crowd: Vec<Transfer> = (4..12)
+        .map(|sender| {
+            let nonce = chain.state.account(&account_key(sender).address()).nonce;
+            transfer_of(&genesis, sender, nonce, 0, 5).1
+        })
+        .collect();
+    crowd.push(never_sent.1.clone());
+    let op = chain.apply(crowd);
+    storage.commit(&chain.commit(vec![op], tip)).unwrap();
+    assert_eq!(storage.journal_len(), 1, "not final yet");
+    let op = chain.apply(vec![]);
+    storage.commit(&chain.commit(vec![op], tip + 1)).unwrap();
+    assert_eq!((storage.journal().unwrap(), storage.journal_len()), (vec![], 0));
+
+    // With the journal empty a commit that moves finality does no journal work and still works.
+    let op = chain.apply(vec![]);
+    storage.commit(&chain.commit(vec![op], tip + 2)).unwrap();
+    assert_eq!(storage.finalized().unwrap(), chain.checkpoint(tip + 2));
+}
+
+fn dropped_record(id: Hash, transfer: &Transfer, reason: DropReason, tip_height: Height) -> DroppedTransfer {
+    DroppedTransfer { id, transfer: transfer.clone(), reason, tip_height }
+}
+
+#[test]
+fn dropped_transfers_are_recorded_overwritten_and_leave_the_journal() {
+    let genesis = fast_genesis(1, 4);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let storage = Storage::create(&path, &genesis).unwrap();
+    let (id, transfer) = transfer_of(&genesis, 0, 0, 1, 100);
+    let (rival_id, rival) = transfer_of(&genesis, 0, 0, 1, 300);
+    let (other_id, other) = transfer_of(&genesis, 2, 4, 1, 100);
+    storage.journal_add(&[(id, transfer.clone()), (rival_id, rival.clone()), (other_id, other.clone())]).unwrap();
+    assert_eq!(storage.dropped(&id).unwrap(), None);
+
+    let replaced = dropped_record(id, &transfer, DropReason::Replaced { by: rival_id }, 3);
+    storage.record_dropped(std::slice::from_ref(&replaced)).unwrap();
+    assert_eq!(storage.dropped(&id).unwrap(), Some(replaced));
+    assert_eq!(storage.journal().unwrap(), journal_order(&[(rival_id, rival.clone()), (other_id, other.clone())]));
+    assert_eq!(storage.journal_len(), 2, "only the dropped id's entry goes, not its slot");
+
+    // Recorded again: the new record replaces the old one.
+    let unaffordable = dropped_record(id, &transfer, DropReason::Unaffordable, 9);
+    let taken = dropped_record(other_id, &other, DropReason::NonceTaken { by: rival_id, height: 8 }, 9);
+    storage.record_dropped(&[unaffordable.clone(), taken.clone()]).unwrap();
+    assert_eq!(storage.dropped(&id).unwrap(), Some(unaffordable.clone()));
+    assert_eq!(storage.dropped(&other_id).unwrap(), Some(taken.clone()));
+    assert_eq!(storage.journal().unwrap(), vec![(rival_id, rival.clone())]);
+    storage.record_dropped(&[]).unwrap();
+    drop(storage);
+
+    let storage = Storage::open(&path, &genesis).unwrap();
+    assert_eq!(storage.dropped(&id).unwrap(), Some(unaffordable));
+    assert_eq!(storage.dropped(&other_id).unwrap(), Some(taken));
+    assert_eq!(storage.dropped(&rival_id).unwrap(), None);
+    assert_eq!(storage.journal_len(), 1);
+}
+
+#[test]
+fn committed_transfer_at_finds_who_used_a_nonce() {
+    let genesis = fast_genesis(4, 4);
+    let directory = tempfile::tempdir().unwrap();
+    let storage = Storage::create(&directory.path().join("chain.redb"), &genesis).unwrap();
+    let mut chain = ChainBuilder::new(&genesis);
+    // Account 0 sends nonces 0..8, two per block in some blocks, and receives in between (so
+    // its history mixes both sides, several entries per block).
+    let mut expected = Vec::new();
+    let mut received = 0;
+    for nonce_pair in 0..4u64 {
+        let first = transfer_of(&genesis, 0, nonce_pair * 2, 1, 100);
+        let second = transfer_of(&genesis, 0, nonce_pair * 2 + 1, 0, 100);
+        let incoming = transfer_of(&genesis, 2, received, 0, 50);
+        received += 1;
+        let op = chain.apply(vec![incoming.1, first.1]);
+        let height = chain.state.tip.height;
+        storage.commit(&chain.commit(vec![op], height.saturating_sub(2))).unwrap();
+        expected.push((nonce_pair * 2, first.0, height));
+        let op = chain.apply(vec![second.1, transfer_of(&genesis, 2, received, 0, 50).1]);
+        received += 1;
+        let height = chain.state.tip.height;
+        storage.commit(&chain.commit(vec![op], height.saturating_sub(2))).unwrap();
+        expected.push((nonce_pair * 2 + 1, second.0, height));
+    }
+    let sender = account_key(0).address();
+    for (nonce, id, height) in expected {
+        assert_eq!(storage.committed_transfer_at(&sender, nonce).unwrap(), Some((id, height)), "nonce {nonce}");
+    }
+    assert_eq!(storage.committed_transfer_at(&sender, 8).unwrap(), None, "the next nonce is unused");
+    assert_eq!(storage.committed_transfer_at(&sender, u64::MAX).unwrap(), None);
+    assert_eq!(storage.committed_transfer_at(&account_key(3).address(), 0).unwrap(), None, "never sent");
+    assert_eq!(storage.committed_transfer_at(&account_key(1).address(), 0).unwrap(), None, "only received");
+    assert_eq!(storage.committed_transfer_at(&Address([0xee; 32]), 0).unwrap(), None, "no account");
+}
+
+// ---- schema upgrade and damaged journal rows ---------------------------------------------------
+
+const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+
+fn stored_schema_version(path: &Path) -> u32 {
+    let database = redb::Database::open(path).unwrap();
+    let txn = database.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let bytes = meta.get("schema_version").unwrap().unwrap();
+    tinychain_core::codec::decode("schema version", bytes.value()).unwrap()
+}
+
+/// Turns a database this build created into the version-1 layout: no journal or dropped
+/// tables, schema version 1.
+fn downgrade_to_version_1(path: &Path) {
+    let database = redb::Database::open(path).unwrap();
+    let txn = database.begin_write().unwrap();
+    assert!(txn.delete_table(redb::TableDefinition::<&[u8; 72], &[u8]>::new("journal")).unwrap());
+    assert!(txn.delete_table(redb::TableDefinition::<&[u8; 32], &[u8]>::new("dropped")).unwrap());
+    assert!(txn.delete_table(redb::TableDefinition::<u64, &[u8; 32]>::new("dropped_order")).unwrap());
+    txn.open_table(META).unwrap().insert("schema_version", tinychain_core::codec::encode(&1u32).as_slice()).unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_version_1_database_is_upgraded_to_version_2_on_open() {
+    assert_eq!((SCHEMA_VERSION_OLDEST_UPGRADED, SCHEMA_VERSION), (1, 2));
+    let genesis = fast_genesis(4, 4);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let storage = Storage::create(&path, &genesis).unwrap();
+    let mut chain = ChainBuilder::new(&genesis);
+    let sent = transfer_of(&genesis, 0, 0, 1, 100);
+    for height in 1..=3 {
+        let transfers = if height == 1 { vec![sent.1.clone()] } else { vec![] };
+        let op = chain.apply(transfers);
+        storage.commit(&chain.commit(vec![op], height - 1)).unwrap();
+    }
+    let before = storage.restored().unwrap();
+    drop(storage);
+    assert_eq!(stored_schema_version(&path), 2, "create writes the current version");
+    downgrade_to_version_1(&path);
+    assert_eq!(stored_schema_version(&path), 1);
+
+    let storage = Storage::open(&path, &genesis).unwrap_or_else(|error| panic!("{error}"));
+    assert_restored_equal(&before, &storage.restored().unwrap(), "after the upgrade");
+    assert_eq!((storage.journal().unwrap(), storage.journal_len()), (vec![], 0));
+    assert_eq!(storage.committed_transfer_at(&sent.1.from, 0).unwrap(), Some((sent.0, 1)));
+    // The new tables work, and a commit still settles journal entries.
+    let pending = transfer_of(&genesis, 1, 0, 2, 100);
+    storage.journal_add(std::slice::from_ref(&pending)).unwrap();
+    let dropped = dropped_record(sent.0, &sent.1, DropReason::NonceUsed, 3);
+    storage.record_dropped(std::slice::from_ref(&dropped)).unwrap();
+    let op = chain.apply(vec![pending.1.clone()]);
+    storage.commit(&chain.commit(vec![op], 2)).unwrap();
+    let op = chain.apply(vec![]);
+    storage.commit(&chain.commit(vec![op], 4)).unwrap();
+    assert_eq!(storage.journal_len(), 0);
+    drop(storage);
+    assert_eq!(stored_schema_version(&path), 2, "the upgrade wrote version 2");
+    let storage = Storage::open(&path, &genesis).unwrap();
+    assert_eq!(storage.dropped(&sent.0).unwrap(), Some(dropped));
+}
+
+#[test]
+fn a_newer_schema_version_is_refused_and_unchanged() {
+    let genesis = fast_genesis(1, 0);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    drop(Storage::create(&path, &genesis).unwrap());
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        let version = SCHEMA_VERSION + 1;
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", tinychain_core::codec::encode(&version).as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let before = file_bytes(&path);
+    let error = Storage::open(&path, &genesis).err().unwrap();
+    assert!(matches!(error, StorageError::SchemaVersion { found: 3, .. }), "{error}");
+    assert!(error.to_string().contains("reads versions 1 to 2"), "{error}");
+    assert!(file_bytes(&path) == before, "a newer schema is left as it was");
+    // Nor is version 0, below the oldest this build upgrades.
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", tinychain_core::codec::encode(&0u32).as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let error = Storage::open(&path, &genesis).err().unwrap();
+    assert!(matches!(error, StorageError::SchemaVersion { found: 0, .. }), "{error}");
+}
+
+#[test]
+fn a_version_2_database_without_its_journal_is_corrupt() {
+    let genesis = fast_genesis(1, 0);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    drop(Storage::create(&path, &genesis).unwrap());
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        assert!(txn.delete_table(redb::TableDefinition::<&[u8; 72], &[u8]>::new("journal")).unwrap());
+        txn.commit().unwrap();
+    }
+    let before = file_bytes(&path);
+    let error = Storage::open(&path, &genesis).err().unwrap();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(file_bytes(&path) == before, "a damaged database is left as it was");
+}
+
+#[test]
+fn damaged_journal_and_dropped_rows_are_corrupt_naming_their_table() {
+    let genesis = fast_genesis(1, 3);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let storage = Storage::create(&path, &genesis).unwrap();
+    let (id, transfer) = transfer_of(&genesis, 0, 0, 1, 100);
+    storage.record_dropped(&[dropped_record(id, &transfer, DropReason::Unaffordable, 0)]).unwrap();
+    drop(storage);
+    let journal_table = redb::TableDefinition::<&[u8; 72], &[u8]>::new("journal");
+    let mut key = [0u8; 72];
+    key[..32].copy_from_slice(&transfer.from.0);
+    key[40..].copy_from_slice(&id.0);
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        txn.open_table(journal_table).unwrap().insert(&key, [1u8, 2, 3].as_slice()).unwrap();
+        let mut dropped = txn.open_table(redb::TableDefinition::<&[u8; 32], &[u8]>::new("dropped")).unwrap();
+        dropped.insert(&id.0, [4u8, 5].as_slice()).unwrap();
+        drop(dropped);
+        txn.commit().unwrap();
+    }
+    let storage = Storage::open(&path, &genesis).unwrap();
+    assert_eq!(storage.journal_len(), 1);
+    let error = storage.journal().err().unwrap();
+    assert!(matches!(error, StorageError::Corrupt { .. }) && error.to_string().contains("table journal"), "{error}");
+    let error = storage.dropped(&id).err().unwrap();
+    assert!(matches!(error, StorageError::Corrupt { .. }) && error.to_string().contains("table dropped"), "{error}");
+    assert_eq!(storage.dropped(&Hash([9; 32])).unwrap(), None, "other rows still answer");
+    drop(storage);
+
+    // A journal row filed under another slot than its transfer's.
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        let mut wrong_slot = key;
+        wrong_slot[39] = 5;
+        let mut journal = txn.open_table(journal_table).unwrap();
+        journal.remove(&key).unwrap();
+        journal.insert(&wrong_slot, tinychain_core::codec::encode(&transfer).as_slice()).unwrap();
+        drop(journal);
+        txn.commit().unwrap();
+    }
+    let storage = Storage::open(&path, &genesis).unwrap();
+    let error = storage.journal().err().unwrap();
+    assert!(matches!(error, StorageError::Corrupt { .. }) && error.to_string().contains("table journal"), "{error}");
+    drop(storage);
+
+    // A dropped row without its order row: refused at open, the file untouched.
+    {
+        let database = redb::Database::open(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<u64, &[u8; 32]>::new("dropped_order")).unwrap().pop_first().unwrap();
+        txn.commit().unwrap();
+    }
+    let before = file_bytes(&path);
+    let error = Storage::open(&path, &genesis).err().unwrap();
+    assert!(matches!(error, StorageError::Corrupt { .. }) && error.to_string().contains("dropped_order"), "{error}");
+    assert!(file_bytes(&path) == before);
 }
