@@ -233,7 +233,7 @@ fn a_peer_that_never_answers_cannot_hold_readiness_back_past_the_bounded_wait() 
     });
     assert_eq!(synced, Some((0, 0, true)));
     // A late answer is still admitted: the request stays open until the fetch timeout.
-    node.step(timeout_ms + 1, Event::MessageReceived { from: peer, message: Message::Pooled(vec![transfer]) });
+    let _ = node.step(timeout_ms + 1, Event::MessageReceived { from: peer, message: Message::Pooled(vec![transfer]) });
     assert!(node.mempool().contains(&id));
 }
 
