@@ -605,15 +605,7 @@ fn another_schema_version_is_refused() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("chain.redb");
     drop(Storage::create(&path, &genesis).unwrap());
-    {
-        let database = redb::Database::open(&path).unwrap();
-        let txn = database.begin_write().unwrap();
-        {
-            let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
-            meta.insert("schema_version", tinychain_core::codec::encode(&99u32).as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    write_schema_version(&path, 99);
     let error = Storage::open(&path, &genesis).err().unwrap();
     assert!(matches!(error, StorageError::SchemaVersion { found: 99, .. }), "{error}");
 }
@@ -1080,16 +1072,26 @@ fn stored_schema_version(path: &Path) -> u32 {
     tinychain_core::codec::decode("schema version", bytes.value()).unwrap()
 }
 
+/// Rewrites the stored schema version, as a database of another build would hold it.
+fn write_schema_version(path: &Path, version: u32) {
+    let database = redb::Database::open(path).unwrap();
+    let txn = database.begin_write().unwrap();
+    txn.open_table(META).unwrap().insert("schema_version", tinychain_core::codec::encode(&version).as_slice()).unwrap();
+    txn.commit().unwrap();
+}
+
 /// Turns a database this build created into the version-1 layout: no journal or dropped
 /// tables, schema version 1.
 fn downgrade_to_version_1(path: &Path) {
-    let database = redb::Database::open(path).unwrap();
-    let txn = database.begin_write().unwrap();
-    assert!(txn.delete_table(redb::TableDefinition::<&[u8; 72], &[u8]>::new("journal")).unwrap());
-    assert!(txn.delete_table(redb::TableDefinition::<&[u8; 32], &[u8]>::new("dropped")).unwrap());
-    assert!(txn.delete_table(redb::TableDefinition::<u64, &[u8; 32]>::new("dropped_order")).unwrap());
-    txn.open_table(META).unwrap().insert("schema_version", tinychain_core::codec::encode(&1u32).as_slice()).unwrap();
-    txn.commit().unwrap();
+    {
+        let database = redb::Database::open(path).unwrap();
+        let txn = database.begin_write().unwrap();
+        assert!(txn.delete_table(redb::TableDefinition::<&[u8; 72], &[u8]>::new("journal")).unwrap());
+        assert!(txn.delete_table(redb::TableDefinition::<&[u8; 32], &[u8]>::new("dropped")).unwrap());
+        assert!(txn.delete_table(redb::TableDefinition::<u64, &[u8; 32]>::new("dropped_order")).unwrap());
+        txn.commit().unwrap();
+    }
+    write_schema_version(path, 1);
 }
 
 #[test]
@@ -1138,31 +1140,14 @@ fn a_newer_schema_version_is_refused_and_unchanged() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("chain.redb");
     drop(Storage::create(&path, &genesis).unwrap());
-    {
-        let database = redb::Database::open(&path).unwrap();
-        let txn = database.begin_write().unwrap();
-        let version = SCHEMA_VERSION + 1;
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", tinychain_core::codec::encode(&version).as_slice())
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    write_schema_version(&path, SCHEMA_VERSION + 1);
     let before = file_bytes(&path);
     let error = Storage::open(&path, &genesis).err().unwrap();
     assert!(matches!(error, StorageError::SchemaVersion { found: 3, .. }), "{error}");
     assert!(error.to_string().contains("reads versions 1 to 2"), "{error}");
     assert!(file_bytes(&path) == before, "a newer schema is left as it was");
     // Nor is version 0, below the oldest this build upgrades.
-    {
-        let database = redb::Database::open(&path).unwrap();
-        let txn = database.begin_write().unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", tinychain_core::codec::encode(&0u32).as_slice())
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    write_schema_version(&path, 0);
     let error = Storage::open(&path, &genesis).err().unwrap();
     assert!(matches!(error, StorageError::SchemaVersion { found: 0, .. }), "{error}");
 }
