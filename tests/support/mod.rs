@@ -2,9 +2,13 @@
 //! `tinychain testnet init` in a temporary directory with a fast genesis, each node started as
 //! `tinychain node --home ...`, killed with SIGKILL or stopped with SIGTERM, and a small JSON-RPC
 //! client. Tests hold `serial()` so only one network runs at a time on a 2-core machine.
-//! `benches/node.rs` uses the same module (`#[path]`) for its figures.
+//! `benches/node.rs` uses the same module (`#[path]`) for its figures. `load` is the senders'
+//! load and the accounting of acknowledged transfers (`tests/acknowledged_transfers.rs`,
+//! `benches/soak.rs`).
 
 #![allow(dead_code)]
+
+pub mod load;
 
 use serde_json::{json, Value};
 use std::net::TcpListener;
@@ -139,7 +143,7 @@ impl Testnet {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("node.log")).unwrap();
         let child = Command::new(EXE)
             .args(["node", "--home", home.to_str().unwrap()])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", node_log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -284,6 +288,12 @@ impl Drop for Testnet {
             let _ = child.wait();
         }
     }
+}
+
+/// The nodes' `RUST_LOG`: `info`, or `TINYCHAIN_NODE_LOG` when set (e.g.
+/// `info,tinychain_core::node=debug` to see why each transfer was or was not pooled).
+pub fn node_log_filter() -> String {
+    std::env::var("TINYCHAIN_NODE_LOG").unwrap_or_else(|_| "info".to_string())
 }
 
 pub fn rpc_call(agent: &ureq::Agent, url: &str, method: &str, params: Value) -> Option<Result<Value, Value>> {
