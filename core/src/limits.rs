@@ -33,6 +33,10 @@ pub const POOL_FETCH_IDS_MAX: usize = 1_024;
 /// with that peer (the bounded wait then decides when the node counts as synced).
 pub const POOL_FETCH_TIMEOUT_MS: u64 = 5_000;
 
+/// Transfers from peers held until their sender's earlier nonces arrive (they came out of
+/// order); past this, such transfers are refused as before.
+pub const GAPPED_TXS_MAX: usize = 10_000;
+
 /// Reports held per validator that the chain has not recorded yet.
 pub const REPORT_POOL_PER_VALIDATOR_MAX: usize = 16;
 

@@ -44,9 +44,9 @@ use crate::election::{self, eligible_at_ms};
 use crate::finality::FinalityState;
 use crate::genesis::{genesis_block, Genesis};
 use crate::limits::{
-    LOCATOR_HASHES_MAX, ORPHAN_BLOCKS_MAX, POOL_ANNOUNCE_IDS_MAX, POOL_FETCH_IDS_MAX, POOL_FETCH_TIMEOUT_MS,
-    RELAY_FANOUT, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX, SIDE_BLOCKS_MAX, SYNC_BLOCKS_PER_RESPONSE_MAX,
-    SYNC_RETRY_MS,
+    GAPPED_TXS_MAX, LOCATOR_HASHES_MAX, MEMPOOL_TXS_PER_SENDER_MAX, ORPHAN_BLOCKS_MAX, POOL_ANNOUNCE_IDS_MAX,
+    POOL_FETCH_IDS_MAX, POOL_FETCH_TIMEOUT_MS, RELAY_FANOUT, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX,
+    SIDE_BLOCKS_MAX, SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_RETRY_MS,
 };
 use crate::mempool::{DropReason, DroppedTransfer, Mempool, MempoolConfig, MempoolError, RemovalReason, Removed};
 use crate::message::Message;
@@ -289,6 +289,9 @@ pub struct Node {
     mempool_synced: bool,
     /// Transfers admitted through mempool sync since start (for the `MempoolSynced` trace).
     pool_admitted: usize,
+    /// Transfers from peers held until their sender's earlier nonces arrive, by (sender, nonce);
+    /// see `admit_transfer`. At most `GAPPED_TXS_MAX`.
+    gapped: BTreeMap<(Address, u64), (Hash, Transfer)>,
     last_vote: Option<Vote>,
     report_sequence: u64,
     latest_metrics: (u16, u16),
@@ -347,6 +350,7 @@ impl Node {
             pool_requested_at_ms: BTreeMap::new(),
             mempool_synced: false,
             pool_admitted: 0,
+            gapped: BTreeMap::new(),
             last_vote: None,
             report_sequence: 0,
             latest_metrics: unmeasured_metrics,
@@ -583,7 +587,7 @@ impl Node {
             // Not relayed: every peer fetches from its own links. Marked seen so gossip of the
             // same transfer is not taken again.
             self.seen.insert(id);
-            match self.admit_transfer(id, transfer, actions) {
+            match self.admit_transfer(id, transfer, true, actions) {
                 Ok(()) => admitted += 1,
                 Err(reason) => debug!(?id, %reason, "pending transfer from a peer's pool not admitted"),
             }
@@ -722,7 +726,7 @@ impl Node {
             debug!(?id, "ignoring transfer: already seen");
             return;
         }
-        match self.admit_transfer(id, transfer.clone(), actions) {
+        match self.admit_transfer(id, transfer.clone(), from.is_some(), actions) {
             Ok(()) => {
                 if from.is_none() {
                     self.seen.insert(id);
@@ -738,13 +742,61 @@ impl Node {
     }
 
     /// Checks a transfer on its own and admits it to the mempool; what it displaces is dropped.
-    fn admit_transfer(&mut self, id: Hash, transfer: Transfer, actions: &mut Vec<Action>) -> Result<(), String> {
+    /// A transfer from a peer (`from_peer`) whose sender's earlier nonces are not here yet is held
+    /// (`gapped`) instead of refused, and admitted when the gap fills: gossip from different
+    /// origins, and mempool sync after a restart, deliver a sender's transfers out of order, and
+    /// a node that refused the later ones would count that sender's pending nonce short and
+    /// offer clients a nonce already taken.
+    fn admit_transfer(
+        &mut self,
+        id: Hash,
+        transfer: Transfer,
+        from_peer: bool,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), String> {
         check_transfer_alone(&self.config.genesis.chain_id, &transfer, &self.cache)
             .map_err(|error| error.to_string())?;
-        let sender = self.state.account(&transfer.from);
-        let inserted = self.mempool.insert(transfer, id, &sender).map_err(|error| error.to_string())?;
-        self.drop_removed(inserted.removed, &BTreeMap::new(), actions);
-        Ok(())
+        let sender_address = transfer.from;
+        let sender = self.state.account(&sender_address);
+        match self.mempool.insert(transfer.clone(), id, &sender) {
+            Ok(inserted) => {
+                self.drop_removed(inserted.removed, &BTreeMap::new(), actions);
+                self.admit_gapped(&sender_address, actions);
+                Ok(())
+            }
+            Err(MempoolError::NonceGap { expected, got })
+                if from_peer
+                    && got - expected < MEMPOOL_TXS_PER_SENDER_MAX as u64
+                    && self.gapped.len() < GAPPED_TXS_MAX =>
+            {
+                debug!(?id, expected, got, "holding a transfer until its sender's earlier nonces arrive");
+                self.gapped.insert((sender_address, got), (id, transfer));
+                Ok(())
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Admits held transfers of `sender` that now follow its pending nonce, in order; forgets
+    /// held ones whose nonce the chain already used.
+    fn admit_gapped(&mut self, sender: &Address, actions: &mut Vec<Action>) {
+        let account = self.state.account(sender);
+        let stale: Vec<(Address, u64)> =
+            self.gapped.range((*sender, 0)..(*sender, account.nonce)).map(|(key, _)| *key).collect();
+        for key in stale {
+            self.gapped.remove(&key);
+        }
+        loop {
+            let next_nonce = self.mempool.pending_nonce(sender, &account);
+            let Some((id, transfer)) = self.gapped.remove(&(*sender, next_nonce)) else { break };
+            match self.mempool.insert(transfer, id, &account) {
+                Ok(inserted) => self.drop_removed(inserted.removed, &BTreeMap::new(), actions),
+                Err(error) => {
+                    debug!(?id, %error, "a held transfer was not admitted");
+                    break;
+                }
+            }
+        }
     }
 
     /// Says why each removed pending transfer will never be included. `taken` maps each
@@ -1249,6 +1301,9 @@ impl Node {
         let state = &self.state;
         let removed = self.mempool.revalidate_senders(&touched_senders, |address| state.account(address));
         self.drop_removed(removed, &taken, actions);
+        for sender in &touched_senders {
+            self.admit_gapped(sender, actions);
+        }
         for (validator, pool) in self.report_pool.iter_mut() {
             if let Some(recorded) =
                 self.state.validators[*validator as usize].latest_report.map(|report| report.sequence)

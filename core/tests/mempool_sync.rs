@@ -290,3 +290,43 @@ fn transfers_of_several_abandoned_blocks_all_return_to_the_pool_and_commit() {
     }
     assert!(net.dropped.is_empty(), "nothing dropped: {:?}", net.dropped);
 }
+
+/// Found by the kill soak: a restarted node refused gossiped transfers that arrived before their
+/// sender's earlier ones (still to be fetched by mempool sync), so it counted that sender's
+/// pending nonce short and offered clients a nonce already taken. Such transfers are now held
+/// until the gap fills.
+#[test]
+fn a_transfer_that_arrives_before_its_senders_earlier_nonce_is_held_then_admitted() {
+    let genesis = fast_genesis(4, 2);
+    let chain_id = genesis.chain_id.clone();
+    let mut node = node(4, 0, &genesis);
+    let peer = validator_key(1).address();
+    let _ = node.step(0, Event::PeerConnected { peer });
+    let sender = account_key(0);
+    let transfers: Vec<_> =
+        (0..3).map(|nonce| sign_transfer(&sender, &chain_id, account_key(1).address(), 5, 1, nonce)).collect();
+    let pending_nonce =
+        |node: &Node| node.mempool().pending_nonce(&sender.address(), &node.state().account(&sender.address()));
+    for (at_ms, index) in [(1, 2), (2, 1)] {
+        let message = Message::Transfer(transfers[index].clone());
+        let _ = node.step(at_ms, Event::MessageReceived { from: peer, message });
+        assert!(!node.mempool().contains(&transfer_id(&transfers[index])), "nonce {index} waits for nonce 0");
+    }
+    assert_eq!(pending_nonce(&node), 0);
+    // A client submitting nonce 1 itself is still told it leaves a gap: only peers' transfers
+    // are held.
+    let local = sign_transfer(&sender, &chain_id, account_key(1).address(), 6, 1, 1);
+    let actions = node.step(3, Event::TxSubmitted(local));
+    assert!(actions.iter().any(|action| matches!(action, Action::TxRejected { reason, .. } if reason.contains("gap"))));
+    // Nonce 0 arrives (by mempool sync here): all three are pending, in order.
+    let _ = node.step(
+        4,
+        Event::MessageReceived {
+            from: peer,
+            message: Message::PoolAnnounce { ids: vec![transfer_id(&transfers[0])], complete: true },
+        },
+    );
+    let _ = node.step(5, Event::MessageReceived { from: peer, message: Message::Pooled(vec![transfers[0].clone()]) });
+    assert!(transfers.iter().all(|transfer| node.mempool().contains(&transfer_id(transfer))));
+    assert_eq!(pending_nonce(&node), 3, "the node now offers the next free nonce");
+}
