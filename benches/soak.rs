@@ -42,6 +42,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use support::load::{
     account_for_every_acknowledged_transfer, describe_drops, development_key, diagnose_failures,
@@ -284,7 +286,8 @@ fn soak(settings: &Settings, victims: Victims) -> SoakFigures {
         },
     );
     let mut timeline = Timeline::default();
-    let mut random = SplitMix64(settings.seed ^ victims as u64);
+    // The victims, from the seed: `TINYCHAIN_SOAK_SEED` replays them.
+    let mut random = ChaCha8Rng::seed_from_u64(settings.seed ^ victims as u64);
     let mut refills = Vec::new();
     let mut kills = 0;
     let mut next_kill_at = load.started + settings.kill_every;
@@ -305,7 +308,7 @@ fn soak(settings: &Settings, victims: Victims) -> SoakFigures {
         }
         next_kill_at += settings.kill_every;
         let victim = match victims {
-            Victims::Random => (random.next() % nodes as u64) as usize,
+            Victims::Random => (random.next_u64() % nodes as u64) as usize,
             Victims::NextProducer => match next_producer(&net) {
                 Some(victim) => victim,
                 None => {
@@ -429,19 +432,6 @@ fn print_log_warnings(net: &Testnet) {
                 println!("log node {index}: {} {} lines, first: {first}", 1 + lines.count(), level.trim());
             }
         }
-    }
-}
-
-/// A small deterministic generator for the victims (splitmix64).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
 
