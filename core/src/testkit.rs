@@ -51,6 +51,19 @@ pub fn fast_genesis(validators: usize, accounts: usize) -> Genesis {
     }
 }
 
+/// Validator `index` of `genesis` at genesis, as tests and `LocalNet` run it: one verify thread,
+/// the default mempool, unmeasured metrics (0, 0).
+pub fn validator_node(genesis: &Genesis, index: usize, cache: &Arc<SignatureCache>) -> Node {
+    let config = NodeConfig {
+        genesis: genesis.clone(),
+        key: validator_key(index),
+        verify_threads: 1,
+        mempool: MempoolConfig::default(),
+        unmeasured_metrics: (0, 0),
+    };
+    Node::new(config, cache.clone())
+}
+
 pub use crate::validate::sign_transfer;
 
 /// What a node's database holds, modelled in memory: canonical blocks with their undo, the
@@ -184,7 +197,7 @@ impl LocalNet {
     pub fn new(genesis: Genesis, latency_ms: u64) -> LocalNet {
         let count = genesis.validators.len();
         let cache = Arc::new(SignatureCache::new(crate::limits::SIGNATURE_CACHE_ENTRIES_MAX));
-        let nodes: Vec<Node> = (0..count).map(|index| Self::fresh_node(&genesis, index, &cache)).collect();
+        let nodes: Vec<Node> = (0..count).map(|index| validator_node(&genesis, index, &cache)).collect();
         let storage = (0..count).map(|_| ModelStorage::new(&genesis)).collect();
         let mut net = LocalNet {
             now_ms: genesis.genesis_time_ms,
@@ -211,17 +224,6 @@ impl LocalNet {
             }
         }
         net
-    }
-
-    fn fresh_node(genesis: &Genesis, index: usize, cache: &Arc<SignatureCache>) -> Node {
-        let config = NodeConfig {
-            genesis: genesis.clone(),
-            key: validator_key(index),
-            verify_threads: 1,
-            mempool: MempoolConfig::default(),
-            unmeasured_metrics: (0, 0),
-        };
-        Node::new(config, cache.clone())
     }
 
     fn index_of(&self, id: &Address) -> usize {
@@ -321,7 +323,7 @@ impl LocalNet {
 
     /// Restarts a crashed node from its storage and reconnects it.
     pub fn restart(&mut self, index: usize) {
-        self.nodes[index] = Self::fresh_node(&self.genesis, index, &self.cache);
+        self.nodes[index] = validator_node(&self.genesis, index, &self.cache);
         self.up[index] = true;
         self.wake_at[index] = self.now_ms;
         let restored = self.storage[index].restored();

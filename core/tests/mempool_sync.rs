@@ -11,8 +11,8 @@ use tinychain_core::genesis::Genesis;
 use tinychain_core::limits::POOL_FETCH_TIMEOUT_MS;
 use tinychain_core::mempool::DropReason;
 use tinychain_core::message::Message;
-use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
-use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_key, LocalNet};
+use tinychain_core::node::{Action, Event, Node, TraceEvent};
+use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_key, validator_node, LocalNet};
 use tinychain_core::types::{Hash, UNITS_PER_COIN};
 use tinychain_core::validate::transfer_id;
 
@@ -133,14 +133,7 @@ fn a_transfer_that_loses_its_nonce_to_another_is_dropped_naming_the_winner() {
 
 fn node(validators: usize, index: usize, genesis: &Genesis) -> Node {
     assert_eq!(genesis.validators.len(), validators);
-    let config = NodeConfig {
-        genesis: genesis.clone(),
-        key: validator_key(index),
-        verify_threads: 1,
-        mempool: Default::default(),
-        unmeasured_metrics: (0, 0),
-    };
-    Node::new(config, Arc::new(SignatureCache::new(10_000)))
+    validator_node(genesis, index, &Arc::new(SignatureCache::new(10_000)))
 }
 
 fn dropped_reasons(actions: &[Action]) -> Vec<(Hash, DropReason)> {

@@ -925,16 +925,7 @@ proptest! {
         times in prop::collection::vec(0u64..2_000, 12),
     ) {
         let genesis = tinychain_core::testkit::fast_genesis(4, 2);
-        let mut node = Node::new(
-            NodeConfig {
-                genesis: genesis.clone(),
-                key: validator_key(0),
-                verify_threads: 1,
-                mempool: Default::default(),
-                unmeasured_metrics: (0, 0),
-            },
-            Arc::new(SignatureCache::new(1_000)),
-        );
+        let mut node = tinychain_core::testkit::validator_node(&genesis, 0, &Arc::new(SignatureCache::new(1_000)));
         let from = validator_key(1).address();
         let _ = node.step(0, Event::PeerConnected { peer: from });
         let mut now_ms = 0;
