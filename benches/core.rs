@@ -89,7 +89,8 @@ impl BlockSetup {
             cache: &build_cache,
             verify_threads: 1,
         };
-        let built = build_block(&context, &producer, 0, now_ms, transfers, Vec::new()).expect("the block builds");
+        let built =
+            build_block(&context, &producer, 0, now_ms, transfers, Vec::new(), Vec::new()).expect("the block builds");
         let block = built.block;
         let warm_cache = SignatureCache::new(WARM_CACHE_ENTRIES);
         let setup = BlockSetup { txs, genesis, state, block, now_ms, warm_cache };
@@ -240,6 +241,8 @@ fn bench_election(c: &mut Criterion) {
                 }),
                 missed_turn_at: (rng.below(10) == 0).then_some(parent.height - 1),
                 blocks_produced: rng.below(100),
+                jailed_until: None,
+                recent_blocks: Vec::new(),
             }
         })
         .collect();

@@ -726,11 +726,12 @@ fn large_block(chain_id: &str, transfer: &Transfer) -> (Message, usize) {
         rank: 0,
         tx_root: Hash([2; 32]),
         report_root: Hash([3; 32]),
+        evidence_root: tinychain_core::crypto::merkle_root(&[]),
         state_root: Hash([4; 32]),
         signature: Signature([5; 64]),
     };
     let block = |transfers: Vec<Transfer>| {
-        Message::Block(Arc::new(Block { header: header.clone(), transfers, reports: Vec::new() }))
+        Message::Block(Arc::new(Block { header: header.clone(), transfers, reports: Vec::new(), evidence: Vec::new() }))
     };
     let empty_bytes = Wire::Core(block(Vec::new())).encode().len();
     let transfer_bytes = Wire::Core(block(vec![transfer.clone()])).encode().len() - empty_bytes;

@@ -138,6 +138,7 @@ fn header_vector() {
         rank: 1,
         tx_root: Hash([0x01; 32]),
         report_root: Hash([0x02; 32]),
+        evidence_root: Hash([0x04; 32]),
         state_root: Hash([0x03; 32]),
         signature: Signature::default(),
     };
@@ -151,6 +152,7 @@ fn header_vector() {
     expected.extend_from_slice(&1u32.to_le_bytes());
     expected.extend_from_slice(&[0x01; 32]);
     expected.extend_from_slice(&[0x02; 32]);
+    expected.extend_from_slice(&[0x04; 32]);
     expected.extend_from_slice(&[0x03; 32]);
     assert_eq!(header_signing_bytes(&header), expected);
     header.signature = Signature(ring_sign(&PRODUCER_SECRET, &expected));

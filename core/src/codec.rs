@@ -155,6 +155,7 @@ pub fn header_signing_bytes(header: &BlockHeader) -> Vec<u8> {
         header.rank,
         &header.tx_root,
         &header.report_root,
+        &header.evidence_root,
         &header.state_root,
     ))
 }

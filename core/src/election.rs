@@ -1,8 +1,9 @@
 //! Producer election, computed from the chain so every node agrees: rank the validators by the
 //! score of their latest recorded report, ties broken by Blake3(tag, prev_hash, node id); a
-//! validator with no fresh report, or that missed its turn and has not reported a tip at or
-//! after that block since, goes to the end, ordered by the same tie-break hash.
-//! Integer arithmetic only.
+//! validator with no fresh report, that missed its turn and has not reported a tip at or after
+//! that block since, or that produced its cap of the production window, goes after the active
+//! ones, ordered by the same tie-break hash; a jailed validator (committed evidence) goes after
+//! those, ordered the same way. Integer arithmetic only.
 
 use crate::codec;
 use crate::crypto::hash_bytes;
@@ -26,6 +27,11 @@ pub enum Demotion {
     StaleReport { tip_height: Height },
     /// It missed its turn at this block and has reported no tip at or after it since.
     MissedTurn { at_height: Height },
+    /// It produced `produced` of the last `production_window_blocks` blocks: its cap.
+    OverProductionCap { produced: u64, cap: u64 },
+    /// Committed evidence jails it up to and including this height (it ranks after every
+    /// other demoted validator).
+    Jailed { until_height: Height },
 }
 
 /// One line of an election: who, with which committed score, and why demoted if so.
@@ -37,10 +43,24 @@ pub struct Candidate {
     pub score: Option<u16>,
     pub demotion: Option<Demotion>,
     pub tie_break: Hash,
+    /// Blocks it produced among the last `production_window_blocks` (up to the parent).
+    pub produced_in_window: u64,
 }
 
-pub fn demotion(parameters: &Parameters, record: &ValidatorRecord, parent_height: Height) -> Option<Demotion> {
-    let Some(report) = record.latest_report else {
+/// Blocks of the production window ending at `parent_height` that the record's validator made.
+pub fn produced_in_window(parameters: &Parameters, record: &ValidatorRecord, parent_height: Height) -> u64 {
+    let oldest = (parent_height + 1).saturating_sub(parameters.production_window_blocks);
+    record.recent_blocks.iter().filter(|height| **height >= oldest && **height <= parent_height).count() as u64
+}
+
+/// Why the validator goes to the end of the ranking for the block after `parent_height`, if it
+/// does. Jail comes first, then the missing, missed or stale report, then the cap.
+pub fn demotion(genesis: &Genesis, record: &ValidatorRecord, parent_height: Height) -> Option<Demotion> {
+    let parameters = &genesis.parameters;
+    if let (true, Some(until_height)) = (record.is_jailed_at(parent_height + 1), record.jailed_until) {
+        return Some(Demotion::Jailed { until_height });
+    }
+    let Some(report) = &record.latest_report else {
         return Some(Demotion::NoReport);
     };
     if let Some(at_height) = record.missed_turn_at {
@@ -48,6 +68,12 @@ pub fn demotion(parameters: &Parameters, record: &ValidatorRecord, parent_height
     }
     if report.tip.height.saturating_add(parameters.report_ttl_blocks) < parent_height {
         return Some(Demotion::StaleReport { tip_height: report.tip.height });
+    }
+    if let Some(cap) = genesis.production_cap_blocks() {
+        let produced = produced_in_window(parameters, record, parent_height);
+        if produced >= cap {
+            return Some(Demotion::OverProductionCap { produced, cap });
+        }
     }
     None
 }
@@ -65,13 +91,16 @@ pub fn rank_candidates(genesis: &Genesis, records: &[ValidatorRecord], parent: &
             validator_index: u32::try_from(index).expect("validator count is bounded by VALIDATORS_MAX"),
             node: validator.id,
             score: record.latest_report.map(|report| report.score),
-            demotion: demotion(&genesis.parameters, record, parent.height),
+            demotion: demotion(genesis, record, parent.height),
             tie_break: tie_break(&parent.hash, &validator.id),
+            produced_in_window: produced_in_window(&genesis.parameters, record, parent.height),
         })
         .collect();
-    // Active validators first by (score, tie-break); demoted ones after, by tie-break alone.
+    // Active validators first by (score, tie-break); demoted ones after, by tie-break alone;
+    // jailed ones last, by tie-break alone.
     candidates.sort_by_key(|candidate| match candidate.demotion {
         None => (0u8, candidate.score.unwrap_or(u16::MAX), candidate.tie_break),
+        Some(Demotion::Jailed { .. }) => (2u8, 0, candidate.tie_break),
         Some(_) => (1u8, 0, candidate.tie_break),
     });
     for (rank, candidate) in candidates.iter_mut().enumerate() {
@@ -131,6 +160,8 @@ mod tests {
             }),
             missed_turn_at: None,
             blocks_produced: 0,
+            jailed_until: None,
+            recent_blocks: Vec::new(),
         }
     }
 

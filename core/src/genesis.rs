@@ -30,6 +30,19 @@ pub struct Parameters {
     pub weight_net: u64,
     pub block_transfers_max: u32,
     pub block_bytes_max: u32,
+    /// A validator with committed evidence goes to the end of the ranking for this many blocks
+    /// after the block that commits it (0: never jailed).
+    pub jail_blocks: u64,
+    /// The production-share cap looks at this many latest blocks.
+    pub production_window_blocks: u64,
+    /// A validator that produced `ceil(production_cap_fair_shares * window / validators)` of
+    /// the window's blocks goes to the end of the ranking until it falls below (0: no cap).
+    pub production_cap_fair_shares: u64,
+    /// Evidence of an offence at height o is valid in a block at height h only if
+    /// `o < h <= o + evidence_max_age_blocks`; committed offences are remembered that long.
+    pub evidence_max_age_blocks: u64,
+    /// At most this many pieces of evidence in one block.
+    pub block_evidence_max: u32,
 }
 
 impl Default for Parameters {
@@ -45,6 +58,17 @@ impl Default for Parameters {
             weight_net: 1,
             block_transfers_max: BLOCK_TRANSFERS_MAX_DEFAULT,
             block_bytes_max: BLOCK_BYTES_MAX_DEFAULT,
+            // An hour at the default interval: the usual cause of an honest operator's double
+            // signature is one key on two machines, and an hour at the end of the ranking is
+            // long enough to cost a dishonest member real rewards and short enough that an
+            // operator who fixes the setup is back the same day. It keeps its vote throughout.
+            jail_blocks: 1_800,
+            production_window_blocks: 100,
+            production_cap_fair_shares: 2,
+            // About 11 hours at the default interval: long enough for two halves of a split
+            // network to meet again and exchange what they saw.
+            evidence_max_age_blocks: 20_000,
+            block_evidence_max: 8,
         }
     }
 }
@@ -174,6 +198,18 @@ impl Genesis {
         {
             return bad("block_bytes_max", "must be between 64 KiB and half the 16 MiB message limit");
         }
+        if parameters.production_window_blocks == 0 || parameters.production_window_blocks > 100_000 {
+            return bad("production_window_blocks", "must be between 1 and 100,000");
+        }
+        if parameters.production_cap_fair_shares > 1_000 {
+            return bad("production_cap_fair_shares", "must be at most 1,000 (0 turns the cap off)");
+        }
+        if parameters.evidence_max_age_blocks == 0 || parameters.evidence_max_age_blocks > 1_000_000 {
+            return bad("evidence_max_age_blocks", "must be between 1 and 1,000,000");
+        }
+        if parameters.block_evidence_max == 0 || parameters.block_evidence_max > 64 {
+            return bad("block_evidence_max", "must be between 1 and 64");
+        }
         Ok(())
     }
 
@@ -195,6 +231,18 @@ impl Genesis {
     /// Votes from more than 2/3 of the validators: `2N/3 + 1`, integer division.
     pub fn quorum(&self) -> usize {
         2 * self.validators.len() / 3 + 1
+    }
+
+    /// Blocks of the production window a validator may produce before it goes to the end of
+    /// the ranking: `ceil(production_cap_fair_shares * production_window_blocks / N)`, or
+    /// None when the cap is off.
+    pub fn production_cap_blocks(&self) -> Option<u64> {
+        let parameters = &self.parameters;
+        if parameters.production_cap_fair_shares == 0 {
+            return None;
+        }
+        let shares = parameters.production_cap_fair_shares * parameters.production_window_blocks;
+        Some(shares.div_ceil(self.validators.len().max(1) as u64))
     }
 
     /// `(w_cpu * cpu + w_net * net) / (w_cpu + w_net)`, integer division.
@@ -220,6 +268,7 @@ pub fn genesis_block(genesis: &Genesis) -> (crate::types::Block, crate::state::C
         rank: 0,
         tx_root: crate::crypto::merkle_root(&[]),
         report_root: crate::crypto::merkle_root(&[]),
+        evidence_root: crate::crypto::merkle_root(&[]),
         state_root: state.root(),
         signature: Signature::default(),
     };
@@ -227,7 +276,7 @@ pub fn genesis_block(genesis: &Genesis) -> (crate::types::Block, crate::state::C
     let tip = crate::types::Checkpoint { height: 0, hash };
     state.tip = tip;
     state.finality = crate::finality::FinalityState::at_genesis(tip);
-    (Block { header, transfers: vec![], reports: vec![] }, state)
+    (Block { header, transfers: vec![], reports: vec![], evidence: vec![] }, state)
 }
 
 #[cfg(test)]

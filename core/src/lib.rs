@@ -10,6 +10,7 @@ pub mod address;
 pub mod codec;
 pub mod crypto;
 pub mod election;
+pub mod evidence;
 pub mod finality;
 pub mod genesis;
 pub mod limits;

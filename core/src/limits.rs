@@ -37,6 +37,14 @@ pub const POOL_FETCH_TIMEOUT_MS: u64 = 5_000;
 /// order); past this, such transfers are refused as before.
 pub const GAPPED_TXS_MAX: usize = 10_000;
 
+/// Evidence (see `evidence`): verified pieces held, one per offence, until committed and too old
+/// to matter; headers watched for a second one on the same parent; votes watched per
+/// validator for a conflicting one; and how far below the tip the watch looks.
+pub const EVIDENCE_POOL_MAX: usize = 1_024;
+pub const EVIDENCE_HEADERS_WATCHED_MAX: usize = 16_384;
+pub const EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX: usize = 1_024;
+pub const EVIDENCE_WATCH_BLOCKS: u64 = 1_024;
+
 /// Reports held per validator that the chain has not recorded yet.
 pub const REPORT_POOL_PER_VALIDATOR_MAX: usize = 16;
 

@@ -2,7 +2,7 @@
 //! between authenticated peers, and the simulator moves them between simulated ones.
 
 use crate::codec::{self, CodecError};
-use crate::types::{Block, Checkpoint, Hash, MetricReport, Transfer};
+use crate::types::{Block, Checkpoint, Evidence, Hash, MetricReport, Transfer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -29,6 +29,9 @@ pub enum Message {
     GetPooled { ids: Vec<Hash> },
     /// The asked-for transfers the sender still holds, in the order asked, answering `GetPooled`.
     Pooled(Vec<Transfer>),
+    /// Proof of an offence (see `types::Evidence`), gossiped once by every node that verifies
+    /// it and does not yet hold it committed.
+    Evidence(Box<Evidence>),
 }
 
 impl Message {
@@ -44,6 +47,7 @@ impl Message {
             Message::PoolAnnounce { .. } => "pool_announce",
             Message::GetPooled { .. } => "get_pooled",
             Message::Pooled(_) => "pooled",
+            Message::Evidence(_) => "evidence",
         }
     }
 

@@ -41,21 +41,22 @@
 
 use crate::crypto::{Keypair, SignatureCache};
 use crate::election::{self, eligible_at_ms};
+use crate::evidence::{EvidencePool, EvidenceWatch, PooledEvidence};
 use crate::finality::FinalityState;
 use crate::genesis::{genesis_block, Genesis};
 use crate::limits::{
-    GAPPED_TXS_MAX, LOCATOR_HASHES_MAX, MEMPOOL_TXS_PER_SENDER_MAX, ORPHAN_BLOCKS_MAX, POOL_ANNOUNCE_IDS_MAX,
-    POOL_FETCH_IDS_MAX, POOL_FETCH_TIMEOUT_MS, RELAY_FANOUT, REPORT_POOL_PER_VALIDATOR_MAX, SEEN_MESSAGES_MAX,
-    SIDE_BLOCKS_MAX, SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_RETRY_MS,
+    EVIDENCE_WATCH_BLOCKS, GAPPED_TXS_MAX, LOCATOR_HASHES_MAX, MEMPOOL_TXS_PER_SENDER_MAX, ORPHAN_BLOCKS_MAX,
+    POOL_ANNOUNCE_IDS_MAX, POOL_FETCH_IDS_MAX, POOL_FETCH_TIMEOUT_MS, RELAY_FANOUT, REPORT_POOL_PER_VALIDATOR_MAX,
+    SEEN_MESSAGES_MAX, SIDE_BLOCKS_MAX, SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_RETRY_MS,
 };
 use crate::mempool::{DropReason, DroppedTransfer, Mempool, MempoolConfig, MempoolError, RemovalReason, Removed};
 use crate::message::Message;
 use crate::pool_sync::{PoolSync, PoolSyncPhase};
 use crate::state::{ChainState, StateDelta};
-use crate::types::{Address, Block, Checkpoint, Hash, Height, MetricReport, NodeId, Transfer, Vote};
+use crate::types::{Address, Block, Checkpoint, Evidence, Hash, Height, MetricReport, NodeId, Transfer, Vote};
 use crate::validate::{
-    self, apply_block, block_hash, build_block, check_block_shape, check_report_alone, check_transfer_alone, report_id,
-    transfer_id, BlockContext, BlockError, ValidBlock,
+    self, apply_block, block_hash, build_block, check_block_shape, check_evidence, check_report_alone,
+    check_transfer_alone, evidence_id, report_id, transfer_id, BlockContext, BlockError, EvidenceError, ValidBlock,
 };
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
@@ -212,6 +213,32 @@ pub enum TraceEvent {
         admitted: usize,
         timed_out: bool,
     },
+    /// The node verified evidence of an offence it did not hold yet (noticed itself, or from a
+    /// peer): `offender` broke a rule at `offence_height`.
+    EvidenceSeen {
+        offender: NodeId,
+        kind: &'static str,
+        offence_height: Height,
+    },
+    /// A block of the new canonical chain commits evidence against `offender`.
+    EvidenceCommitted {
+        height: Height,
+        offender: NodeId,
+        kind: &'static str,
+        offence_height: Height,
+    },
+    /// Committed evidence jails `validator` (at the end of the ranking) up to this height.
+    Jailed {
+        validator: NodeId,
+        until_height: Height,
+    },
+    /// A peer's final block conflicts with ours: more than a third of the validators must have
+    /// broken the voting rules. The node walks the peer's chain for the evidence.
+    FinalityConflict {
+        peer: NodeId,
+        ours: Checkpoint,
+        theirs: Checkpoint,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -235,6 +262,9 @@ struct PeerState {
     status_received: bool,
     /// The mempool exchange with it since it connected.
     pool: PoolSync,
+    /// Its final block conflicts with ours: we are reading its chain for evidence, not to
+    /// follow it (see `on_status`).
+    evidence_walk: bool,
 }
 
 /// Remembers message ids so each is relayed once. Membership only: never iterated.
@@ -304,6 +334,9 @@ pub struct Node {
     /// The ranking for the block after `ranking_parent`: computed once per tip, not per event.
     ranking: Vec<election::Candidate>,
     ranking_parent: Option<Checkpoint>,
+    /// Offences noticed in what this node sees, and verified evidence waiting for a block.
+    evidence_watch: EvidenceWatch,
+    evidence_pool: EvidencePool,
     /// The highest block this node has seen finalized on its chain. Monotonic: a branch's own
     /// votes may finalize less than this (the link that finalized it can sit in blocks of an
     /// abandoned branch, until those reports are committed again), but fork choice only ever
@@ -359,6 +392,8 @@ impl Node {
             started_at_ms: None,
             ranking: Vec::new(),
             ranking_parent: None,
+            evidence_watch: EvidenceWatch::default(),
+            evidence_pool: EvidencePool::default(),
             finalized: Checkpoint { height: 0, hash: genesis_hash },
         }
     }
@@ -437,6 +472,18 @@ impl Node {
     /// Connected peers whose pools we have fully fetched since they connected.
     pub fn mempool_synced_peers(&self) -> usize {
         self.peers.values().filter(|peer_state| peer_state.pool.phase == PoolSyncPhase::Synced).count()
+    }
+    /// Verified evidence this node holds, committed on its chain or not (until too old).
+    pub fn evidence(&self) -> impl Iterator<Item = &PooledEvidence> {
+        self.evidence_pool.iter()
+    }
+    /// Held evidence not yet committed on the canonical chain.
+    pub fn pending_evidence(&self) -> usize {
+        self.evidence_pool.iter().filter(|pooled| !self.state.offences.contains_key(&pooled.facts.key)).count()
+    }
+    /// Every validator the evidence this node holds accuses.
+    pub fn evidence_offenders(&self) -> BTreeSet<NodeId> {
+        self.evidence_pool.offenders()
     }
     pub fn side_blocks(&self) -> usize {
         self.tree.len().saturating_sub(self.canonical.len().saturating_sub(self.finalized.height as usize))
@@ -635,21 +682,18 @@ impl Node {
             Message::Transfer(transfer) => self.on_transfer(Some(from), transfer, actions),
             Message::Block(block) => self.on_block(now_ms, Some(from), block, true, actions),
             Message::Report(report) => self.on_report(now_ms, from, report, actions),
-            Message::Status { tip, finalized: _ } => {
-                let peer_state = self.peers.entry(from).or_default();
-                peer_state.tip = Some(tip);
-                peer_state.tip_fresh_at_ms = now_ms;
-                peer_state.status_received = true;
-                if !self.knows_block(&tip) {
-                    self.request_sync(now_ms, from, actions);
-                }
-            }
+            Message::Status { tip, finalized } => self.on_status(now_ms, from, tip, finalized, actions),
+            Message::Evidence(evidence) => self.on_evidence(Some(from), *evidence, actions),
             Message::GetBlocks { locator } => self.on_get_blocks(from, &locator, actions),
             Message::PoolAnnounce { ids, complete } => self.on_pool_announce(now_ms, from, &ids, complete, actions),
             Message::GetPooled { ids } => self.on_get_pooled(from, &ids, actions),
             Message::Pooled(transfers) => self.on_pooled(now_ms, from, transfers, actions),
             Message::Blocks(blocks) => {
                 self.sync_requested_at_ms.remove(&from);
+                if self.peers.get(&from).is_some_and(|peer_state| peer_state.evidence_walk) {
+                    self.on_walked_blocks(now_ms, from, &blocks, actions);
+                    return;
+                }
                 let last = blocks[..blocks.len().min(SYNC_BLOCKS_PER_RESPONSE_MAX)]
                     .last()
                     .map(|block| Checkpoint { height: block.header.height, hash: block_hash(&block.header) });
@@ -685,6 +729,141 @@ impl Node {
                 let peer_tip = peer_state.tip;
                 if learned_something && peer_tip.is_some_and(|tip| !self.knows_block(&tip)) {
                     self.request_sync(now_ms, from, actions);
+                }
+            }
+        }
+    }
+
+    fn on_status(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        tip: Checkpoint,
+        finalized: Checkpoint,
+        actions: &mut Vec<Action>,
+    ) {
+        // Its final block sits at or below ours but is not on our chain: two final blocks
+        // conflict. Read its chain from the fork for the votes that prove who caused it.
+        let is_conflict = finalized.height <= self.finalized.height
+            && self.canonical_hash(finalized.height).is_some_and(|hash| hash != finalized.hash);
+        let peer_state = self.peers.entry(from).or_default();
+        peer_state.tip = Some(tip);
+        peer_state.tip_fresh_at_ms = now_ms;
+        peer_state.status_received = true;
+        if is_conflict {
+            tracing::error!(peer = ?from, ours = ?self.finalized, theirs = ?finalized, "finality conflict with a peer");
+            actions.push(Action::Trace(TraceEvent::FinalityConflict {
+                peer: from,
+                ours: self.finalized,
+                theirs: finalized,
+            }));
+            peer_state.evidence_walk = true;
+            self.sync_requested_at_ms.remove(&from);
+            self.request_sync(now_ms, from, actions);
+            return;
+        }
+        if !self.knows_block(&tip) {
+            self.request_sync(now_ms, from, actions);
+        }
+    }
+
+    // ---- evidence -----------------------------------------------------------------------------
+
+    /// Evidence from a peer (`from`) or noticed by this node (None): verified, pooled once per
+    /// offence, gossiped.
+    fn on_evidence(&mut self, from: Option<NodeId>, evidence: Evidence, actions: &mut Vec<Action>) {
+        let id = evidence_id(&evidence);
+        if from.is_some() && !self.seen.insert(id) {
+            return;
+        }
+        let facts = match check_evidence(&self.config.genesis, &evidence, &self.cache) {
+            Ok(facts) => facts,
+            Err(error) => {
+                debug!(%error, "rejecting evidence");
+                if let (EvidenceError::BadSignature, Some(peer)) = (&error, from) {
+                    actions.push(Action::DisconnectPeer { peer, reason: error.to_string() });
+                }
+                return;
+            }
+        };
+        let max_age_blocks = self.config.genesis.parameters.evidence_max_age_blocks;
+        if facts.height.saturating_add(max_age_blocks) <= self.state.tip.height {
+            debug!(offence_height = facts.height, "ignoring evidence: too old to commit");
+            return;
+        }
+        if !self.evidence_pool.insert(PooledEvidence { id, evidence: evidence.clone(), facts }) {
+            return;
+        }
+        if Some(facts.offender) == self.validator_index.map(|_| self.node_id()) && from.is_none() {
+            // Our own watch accusing us means this node broke a voting or production rule.
+            tracing::error!(kind = evidence.kind(), "this node's own objects form evidence against it: a bug");
+        }
+        actions.push(Action::Trace(TraceEvent::EvidenceSeen {
+            offender: facts.offender,
+            kind: evidence.kind(),
+            offence_height: facts.height,
+        }));
+        if from.is_none() {
+            self.seen.insert(id);
+        }
+        self.gossip(id, Message::Evidence(Box::new(evidence)), from, actions);
+    }
+
+    /// Feeds a header whose signature was checked to the watch.
+    fn watch_header(&mut self, header: &crate::types::BlockHeader, actions: &mut Vec<Action>) {
+        if header.height.saturating_add(EVIDENCE_WATCH_BLOCKS) < self.state.tip.height {
+            return;
+        }
+        if let Some(evidence) = self.evidence_watch.observe_header(header) {
+            self.on_evidence(None, evidence, actions);
+        }
+    }
+
+    /// Feeds a report whose signature and fields were checked to the watch.
+    fn watch_report(&mut self, report: &MetricReport, actions: &mut Vec<Action>) {
+        let Some(vote) = report.vote else { return };
+        if vote.target.height.saturating_add(EVIDENCE_WATCH_BLOCKS) < self.state.tip.height {
+            return;
+        }
+        for evidence in self.evidence_watch.observe_report(report) {
+            self.on_evidence(None, evidence, actions);
+        }
+    }
+
+    /// Watches every report of a block, checking each (signatures are cached).
+    fn watch_block_reports(&mut self, block: &Block, actions: &mut Vec<Action>) {
+        for report in &block.reports {
+            if report.vote.is_some() && check_report_alone(&self.config.genesis, report, &self.cache).is_ok() {
+                self.watch_report(report, actions);
+            }
+        }
+    }
+
+    /// Blocks of a peer whose final block conflicts with ours: read for evidence (their header
+    /// and their votes), never followed; then ask for the next ones until its tip.
+    fn on_walked_blocks(&mut self, now_ms: u64, from: NodeId, blocks: &[Arc<Block>], actions: &mut Vec<Action>) {
+        for block in blocks.iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
+            if check_block_shape(&self.config.genesis, block, &self.cache).is_err() {
+                continue;
+            }
+            self.watch_header(&block.header, actions);
+            self.watch_block_reports(block, actions);
+        }
+        let last = blocks
+            .iter()
+            .take(SYNC_BLOCKS_PER_RESPONSE_MAX)
+            .last()
+            .map(|block| Checkpoint { height: block.header.height, hash: block_hash(&block.header) });
+        let peer_tip = self.peers.get(&from).and_then(|peer_state| peer_state.tip);
+        match (last, peer_tip) {
+            (Some(last), Some(tip)) if last.height < tip.height => {
+                self.request_sync_after(now_ms, from, Some(last), actions)
+            }
+            _ => {
+                debug!(peer = ?from, "read the conflicting chain for evidence up to its tip");
+                if let Some(peer_state) = self.peers.get_mut(&from) {
+                    peer_state.evidence_walk = false;
+                    peer_state.tip = None;
                 }
             }
         }
@@ -842,6 +1021,7 @@ impl Node {
                 return;
             }
         };
+        self.watch_report(&report, actions);
         if !self.pool_report(validator, report.clone()) {
             debug!(sequence = report.sequence, "ignoring report: the chain already records a later one");
             return;
@@ -908,6 +1088,7 @@ impl Node {
         actions.push(Action::PersistReportState { last_vote: self.last_vote, report_sequence: sequence });
         self.seen.insert(report_id(&report));
         self.pool_report(validator, report.clone());
+        self.watch_report(&report, actions);
         actions.push(Action::Broadcast { message: Message::Report(report), except: None });
     }
 
@@ -934,6 +1115,10 @@ impl Node {
             return;
         }
         if height <= self.finalized.height {
+            // Still evidence: a second header on a parent below our final block.
+            if check_block_shape(&self.config.genesis, &block, &self.cache).is_ok() {
+                self.watch_header(&block.header, actions);
+            }
             debug!(height, "ignoring block: at or below the final height");
             return;
         }
@@ -952,6 +1137,8 @@ impl Node {
             self.reject_block(hash, &error, from, actions);
             return;
         }
+        self.watch_header(&block.header, actions);
+        self.watch_block_reports(&block, actions);
         let parent = block.header.prev_hash;
         if !self.tree.contains_key(&parent) {
             if self.orphans.len() >= ORPHAN_BLOCKS_MAX {
@@ -1252,6 +1439,25 @@ impl Node {
                 rank: header.rank,
                 transfers: block.transfers.len(),
             }));
+            let mut jailed: BTreeSet<NodeId> = BTreeSet::new();
+            for evidence in &block.evidence {
+                let Ok(facts) = check_evidence(&self.config.genesis, evidence, &self.cache) else {
+                    unreachable!("committed evidence was validated");
+                };
+                actions.push(Action::Trace(TraceEvent::EvidenceCommitted {
+                    height: header.height,
+                    offender: facts.offender,
+                    kind: evidence.kind(),
+                    offence_height: facts.height,
+                }));
+                let jail_blocks = self.config.genesis.parameters.jail_blocks;
+                if jail_blocks > 0 && jailed.insert(facts.offender) {
+                    actions.push(Action::Trace(TraceEvent::Jailed {
+                        validator: facts.offender,
+                        until_height: header.height.saturating_add(jail_blocks),
+                    }));
+                }
+            }
             touched_senders.extend(block.transfers.iter().map(|transfer| transfer.from));
         }
         // Transfers and reports of abandoned blocks go back to their pools, lowest block first:
@@ -1311,6 +1517,9 @@ impl Node {
                 pool.retain(|sequence, _| *sequence > recorded);
             }
         }
+        let tip_height = self.state.tip.height;
+        self.evidence_watch.forget_below(tip_height.saturating_sub(EVIDENCE_WATCH_BLOCKS));
+        self.evidence_pool.forget_too_old(tip_height, self.config.genesis.parameters.evidence_max_age_blocks);
         if finality.justified != old_justified {
             actions.push(Action::Trace(TraceEvent::Justified { checkpoint: finality.justified }));
         }
@@ -1391,7 +1600,8 @@ impl Node {
         }
         self.sync_requested_at_ms.insert(peer, now_ms);
         actions.push(Action::Trace(TraceEvent::SyncRequested { peer, have_height: self.state.tip.height }));
-        let mut locator = self.locator();
+        let is_walk = self.peers.get(&peer).is_some_and(|peer_state| peer_state.evidence_walk);
+        let mut locator = if is_walk { self.locator_to_genesis() } else { self.locator() };
         if let Some(after) = after {
             locator.truncate(LOCATOR_HASHES_MAX - 1);
             locator.insert(0, after);
@@ -1419,6 +1629,24 @@ impl Node {
         }
         let budget = LOCATOR_HASHES_MAX - locator.len();
         locator.extend(self.locator_along(self.state.tip, budget));
+        locator
+    }
+
+    /// Canonical checkpoints from the tip down to genesis (the last ten densely, then
+    /// exponentially spaced): a peer whose chain left ours below our final block matches one
+    /// at or below the fork and answers from there (see `on_status`).
+    fn locator_to_genesis(&self) -> Vec<Checkpoint> {
+        let mut locator = Vec::new();
+        let mut height = self.state.tip.height;
+        let mut step = 1u64;
+        while height > 0 && locator.len() + 1 < LOCATOR_HASHES_MAX {
+            locator.push(Checkpoint { height, hash: self.canonical[height as usize] });
+            if locator.len() >= 10 {
+                step = step.saturating_mul(2);
+            }
+            height = height.saturating_sub(step);
+        }
+        locator.push(Checkpoint { height: 0, hash: self.genesis_hash });
         locator
     }
 
@@ -1575,12 +1803,13 @@ impl Node {
             parameters.block_transfers_max as usize,
             transfer_bytes_max,
         );
+        let evidence = self.evidence_pool.select_for_block(&self.config.genesis, state, height);
         self.produced_on_parent = Some(self.state.tip.hash);
         let key = &self.config.key;
         let built = self.with_tip_context(now_ms, |context| {
-            build_block(context, key, rank, now_ms, transfers, reports).or_else(|error| {
+            build_block(context, key, rank, now_ms, transfers, reports, evidence).or_else(|error| {
                 debug!(%error, "block assembly failed: producing an empty block instead");
-                build_block(context, key, rank, now_ms, Vec::new(), Vec::new())
+                build_block(context, key, rank, now_ms, Vec::new(), Vec::new(), Vec::new())
             })
         });
         let valid = match built {

@@ -20,7 +20,7 @@ pub struct RecordedReport {
 }
 
 /// What the chain remembers about one validator for the election.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct ValidatorRecord {
     /// The recorded report with the highest sequence, if any.
     pub latest_report: Option<RecordedReport>,
@@ -30,6 +30,19 @@ pub struct ValidatorRecord {
     pub missed_turn_at: Option<Height>,
     /// Blocks this validator produced, for observability.
     pub blocks_produced: u64,
+    /// It is jailed (at the end of the ranking) for blocks up to this height: set by committed
+    /// evidence against it, and only ever extended.
+    pub jailed_until: Option<Height>,
+    /// Heights of the blocks it produced among the last `production_window_blocks` blocks, in
+    /// ascending order: its count against the production-share cap.
+    pub recent_blocks: Vec<Height>,
+}
+
+impl ValidatorRecord {
+    /// Jailed for the block at `height`?
+    pub fn is_jailed_at(&self, height: Height) -> bool {
+        self.jailed_until.is_some_and(|until| height <= until)
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -43,6 +56,10 @@ pub struct ChainState {
     /// Base units in existence: genesis allocations plus every block reward (fees move coins,
     /// they do not create them). Checked against the accounts by the simulator.
     pub supply: u64,
+    /// Offences with committed evidence, by offence key (`validate::EvidenceFacts::key`), with
+    /// the offence's height; forgotten `evidence_max_age_blocks` after it, when evidence of it
+    /// is no longer valid anyway.
+    pub offences: BTreeMap<Hash, Height>,
 }
 
 /// A change to the state: the new value of every touched entry. A block's delta holds the
@@ -55,10 +72,13 @@ pub struct StateDelta {
     pub validators: Vec<(u32, ValidatorRecord)>,
     pub finality: FinalityState,
     pub supply: u64,
+    /// Offences added (`Some`) or forgotten (`None`).
+    pub offences: Vec<(Hash, Option<Height>)>,
 }
 
 const ACCOUNT_LEAF_TAG: &str = "tinychain/account/v1";
-const VALIDATOR_LEAF_TAG: &str = "tinychain/validator/v1";
+const VALIDATOR_LEAF_TAG: &str = "tinychain/validator/v2";
+const OFFENCE_LEAF_TAG: &str = "tinychain/offence/v1";
 
 impl ChainState {
     /// The state at genesis: allocations, empty validator records, genesis justified and final.
@@ -77,6 +97,7 @@ impl ChainState {
             validators: vec![ValidatorRecord::default(); genesis.validators.len()],
             finality: FinalityState::at_genesis(tip),
             supply,
+            offences: BTreeMap::new(),
         }
     }
 
@@ -99,7 +120,17 @@ impl ChainState {
             }
         }
         for (index, record) in &delta.validators {
-            self.validators[*index as usize] = *record;
+            self.validators[*index as usize] = record.clone();
+        }
+        for (key, height) in &delta.offences {
+            match height {
+                Some(height) => {
+                    self.offences.insert(*key, *height);
+                }
+                None => {
+                    self.offences.remove(key);
+                }
+            }
         }
         self.finality = delta.finality.clone();
         self.supply = delta.supply;
@@ -115,20 +146,27 @@ impl ChainState {
                 .iter()
                 .map(|(address, _)| (*address, self.accounts.get(address).copied()))
                 .collect(),
-            validators: delta.validators.iter().map(|(index, _)| (*index, self.validators[*index as usize])).collect(),
+            validators: delta
+                .validators
+                .iter()
+                .map(|(index, _)| (*index, self.validators[*index as usize].clone()))
+                .collect(),
             finality: self.finality.clone(),
             supply: self.supply,
+            offences: delta.offences.iter().map(|(key, _)| (*key, self.offences.get(key).copied())).collect(),
         }
     }
 
     /// The state root a block commits to, as if `delta` were applied (pass an empty overlay for
-    /// the current state). Root = merkle([accounts root, validators root]); account leaves are
-    /// Blake3 of (tag, address, balance, nonce) in address order, validator leaves Blake3 of
-    /// (tag, index, record) in genesis order.
+    /// the current state). Root = merkle([accounts root, validators root, offences root]);
+    /// account leaves are Blake3 of (tag, address, balance, nonce) in address order, validator
+    /// leaves Blake3 of (tag, index, record) in genesis order, offence leaves Blake3 of (tag,
+    /// key, height) in key order.
     pub fn root_with(
         &self,
         overlay_accounts: &BTreeMap<Address, Account>,
         overlay_validators: &BTreeMap<u32, ValidatorRecord>,
+        overlay_offences: &BTreeMap<Hash, Option<Height>>,
     ) -> Hash {
         let mut account_leaves = Vec::with_capacity(self.accounts.len() + overlay_accounts.len());
         let mut base = self.accounts.iter().peekable();
@@ -165,11 +203,22 @@ impl ChainState {
                 hash_bytes(&crate::codec::encode(&(VALIDATOR_LEAF_TAG, index, record)))
             })
             .collect();
-        merkle_root(&[merkle_root(&account_leaves), merkle_root(&validator_leaves)])
+        let mut offences = self.offences.clone();
+        for (key, height) in overlay_offences {
+            match height {
+                Some(height) => offences.insert(*key, *height),
+                None => offences.remove(key),
+            };
+        }
+        let offence_leaves: Vec<Hash> = offences
+            .iter()
+            .map(|(key, height)| hash_bytes(&crate::codec::encode(&(OFFENCE_LEAF_TAG, key, height))))
+            .collect();
+        merkle_root(&[merkle_root(&account_leaves), merkle_root(&validator_leaves), merkle_root(&offence_leaves)])
     }
 
     pub fn root(&self) -> Hash {
-        self.root_with(&BTreeMap::new(), &BTreeMap::new())
+        self.root_with(&BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new())
     }
 
     /// Sum of all balances; equals `supply` after every block (an invariant the simulator checks).

@@ -94,16 +94,55 @@ pub struct BlockHeader {
     pub rank: u32,
     pub tx_root: Hash,
     pub report_root: Hash,
+    /// Merkle root of the block's evidence ids (Blake3 of each evidence's encoding).
+    pub evidence_root: Hash,
     pub state_root: Hash,
     pub signature: Signature,
 }
 
-/// A block: its header, the transfers it applies in order, and the reports it records.
+/// A block: its header, the transfers it applies in order, the reports it records and the
+/// evidence of offences it commits.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Block {
     pub header: BlockHeader,
     pub transfers: Vec<Transfer>,
     pub reports: Vec<MetricReport>,
+    pub evidence: Vec<Evidence>,
+}
+
+/// Proof that a validator broke a rule an honest node never breaks: two objects it signed,
+/// checkable by anyone with no other context (see `validate::check_evidence`). The pair is in
+/// a canonical order (the lower id first, except a surround vote's outer vote, which comes
+/// first), so one offence has one encoding.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Evidence {
+    /// Two different block headers signed by one producer on the same parent.
+    DoubleProduction { first: BlockHeader, second: BlockHeader },
+    /// Two reports of one validator whose votes differ but have the same target height.
+    DoubleVote { first: MetricReport, second: MetricReport },
+    /// A vote whose (source, target) surrounds another vote of the same validator:
+    /// `outer.source < inner.source` and `inner.target < outer.target` (heights).
+    SurroundVote { outer: MetricReport, inner: MetricReport },
+}
+
+impl Evidence {
+    /// A short name for logs, traces and RPC.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Evidence::DoubleProduction { .. } => "double_production",
+            Evidence::DoubleVote { .. } => "double_vote",
+            Evidence::SurroundVote { .. } => "surround_vote",
+        }
+    }
+
+    /// The validator the evidence accuses (as it claims; `check_evidence` proves it).
+    pub fn offender(&self) -> NodeId {
+        match self {
+            Evidence::DoubleProduction { first, .. } => first.producer,
+            Evidence::DoubleVote { first, .. } => first.node,
+            Evidence::SurroundVote { outer, .. } => outer.node,
+        }
+    }
 }
 
 impl Block {

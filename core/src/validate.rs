@@ -12,8 +12,8 @@ use crate::finality::VoteIgnored;
 use crate::genesis::Genesis;
 use crate::state::{ChainState, RecordedReport, StateDelta, ValidatorRecord};
 use crate::types::{
-    Account, Address, Amount, Block, BlockHeader, Checkpoint, Hash, Height, MetricReport, NodeId, Signature, Transfer,
-    Vote,
+    Account, Address, Amount, Block, BlockHeader, Checkpoint, Evidence, Hash, Height, MetricReport, NodeId, Signature,
+    Transfer, Vote,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -52,6 +52,56 @@ pub enum ReportError {
     MalformedVote,
     #[error("report signature does not verify under the validator's key")]
     BadSignature,
+}
+
+/// Why a piece of evidence proves nothing (or nothing this block may commit): one variant per
+/// rule, so a refused piece says exactly which rule it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("evidence header is for chain {got:?}, this node runs {expected:?}")]
+    WrongChainId { expected: String, got: String },
+    #[error("evidence accuses {node}, which is not a genesis validator")]
+    UnknownValidator { node: NodeId },
+    #[error("the two signed objects are by different validators")]
+    DifferentSigners,
+    #[error("the two headers are the same header")]
+    SameHeader,
+    #[error("the two headers have different parents, which is no offence")]
+    DifferentParents,
+    #[error("the two headers on one parent claim different heights")]
+    DifferentHeights,
+    #[error("the pair is not in canonical order (lower id first)")]
+    NotCanonicalOrder,
+    #[error("a report of the evidence carries no vote")]
+    MissingVote,
+    #[error("the two votes are the same vote")]
+    SameVote,
+    #[error("the two votes have target heights {first} and {second}, not equal")]
+    DifferentTargetHeights { first: Height, second: Height },
+    #[error("the outer vote does not surround the inner one (source and target heights)")]
+    NotSurrounding,
+    #[error("an evidence report is malformed: {error}")]
+    BadReport { error: ReportError },
+    #[error("a signature of the evidence does not verify under the accused validator's key")]
+    BadSignature,
+    #[error("the offence at height {offence_height} is not below the block height {block_height}")]
+    NotBeforeBlock { offence_height: Height, block_height: Height },
+    #[error("the offence at height {offence_height} is more than {max_age_blocks} blocks below the block height {block_height}")]
+    TooOld { offence_height: Height, block_height: Height, max_age_blocks: u64 },
+    #[error("evidence of this offence is already committed on this chain")]
+    AlreadyCommitted,
+    #[error("the block holds evidence of this offence twice")]
+    DuplicateInBlock,
+}
+
+/// What valid evidence proves: who, which offence (`key`: one per offence, so one committed
+/// record per offence), and the height it happened at (for the age rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceFacts {
+    pub offender: NodeId,
+    pub validator_index: u32,
+    pub key: Hash,
+    pub height: Height,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +144,12 @@ pub enum BlockError {
     InvalidReport { index: usize, error: ReportError },
     #[error("paying the producer overflows its balance or the supply")]
     RewardOverflow,
+    #[error("block has {count} pieces of evidence, the limit is {max}")]
+    TooMuchEvidence { count: usize, max: u32 },
+    #[error("block evidence_root is {got}, its evidence gives {expected}")]
+    EvidenceRootMismatch { expected: Hash, got: Hash },
+    #[error("evidence {index} of the block is invalid: {error}")]
+    InvalidEvidence { index: usize, error: EvidenceError },
 }
 
 /// Builds a transfer and signs it with `key` (the signature covers
@@ -122,6 +178,151 @@ pub fn report_id(report: &MetricReport) -> Hash {
 
 pub fn block_hash(header: &BlockHeader) -> Hash {
     hash_bytes(&codec::encode(header))
+}
+
+pub fn evidence_id(evidence: &Evidence) -> Hash {
+    hash_bytes(&codec::encode(evidence))
+}
+
+const OFFENCE_KEY_TAG: &str = "tinychain/offence-key/v1";
+
+/// Checks evidence on its own (no chain context): both objects signed by the accused
+/// validator, and together breaking one rule. Anyone can run this; an honest node's objects
+/// never pass it (`node` keeps to the rules this checks).
+pub fn check_evidence(
+    genesis: &Genesis,
+    evidence: &Evidence,
+    cache: &SignatureCache,
+) -> Result<EvidenceFacts, EvidenceError> {
+    let index_of = |node: &NodeId| {
+        genesis
+            .validator_index(node)
+            .map(|index| u32::try_from(index).expect("validator count is bounded by VALIDATORS_MAX"))
+            .ok_or(EvidenceError::UnknownValidator { node: *node })
+    };
+    match evidence {
+        Evidence::DoubleProduction { first, second } => {
+            for header in [first, second] {
+                if header.chain_id != genesis.chain_id {
+                    return Err(EvidenceError::WrongChainId {
+                        expected: genesis.chain_id.clone(),
+                        got: header.chain_id.clone(),
+                    });
+                }
+            }
+            let validator_index = index_of(&first.producer)?;
+            if first.producer != second.producer {
+                return Err(EvidenceError::DifferentSigners);
+            }
+            let (first_hash, second_hash) = (block_hash(first), block_hash(second));
+            if first_hash == second_hash {
+                return Err(EvidenceError::SameHeader);
+            }
+            if first_hash > second_hash {
+                return Err(EvidenceError::NotCanonicalOrder);
+            }
+            if first.prev_hash != second.prev_hash {
+                return Err(EvidenceError::DifferentParents);
+            }
+            if first.height != second.height {
+                return Err(EvidenceError::DifferentHeights);
+            }
+            for header in [first, second] {
+                if !cache.verify(&header.producer, &header_signing_bytes(header), &header.signature) {
+                    return Err(EvidenceError::BadSignature);
+                }
+            }
+            let key = hash_bytes(&codec::encode(&(OFFENCE_KEY_TAG, 0u8, &first.producer, &first.prev_hash)));
+            Ok(EvidenceFacts { offender: first.producer, validator_index, key, height: first.height })
+        }
+        Evidence::DoubleVote { first, second } => {
+            let (validator_index, first_vote, second_vote) = check_vote_pair(genesis, first, second, cache)?;
+            let _ = index_of(&first.node)?;
+            if first_vote == second_vote {
+                return Err(EvidenceError::SameVote);
+            }
+            if report_id(first) > report_id(second) {
+                return Err(EvidenceError::NotCanonicalOrder);
+            }
+            if first_vote.target.height != second_vote.target.height {
+                return Err(EvidenceError::DifferentTargetHeights {
+                    first: first_vote.target.height,
+                    second: second_vote.target.height,
+                });
+            }
+            let height = first_vote.target.height;
+            let key = hash_bytes(&codec::encode(&(OFFENCE_KEY_TAG, 1u8, &first.node, height)));
+            Ok(EvidenceFacts { offender: first.node, validator_index, key, height })
+        }
+        Evidence::SurroundVote { outer, inner } => {
+            let (validator_index, outer_vote, inner_vote) = check_vote_pair(genesis, outer, inner, cache)?;
+            let surrounds = outer_vote.source.height < inner_vote.source.height
+                && inner_vote.target.height < outer_vote.target.height;
+            if !surrounds {
+                return Err(EvidenceError::NotSurrounding);
+            }
+            let height = outer_vote.target.height;
+            let key = hash_bytes(&codec::encode(&(
+                OFFENCE_KEY_TAG,
+                2u8,
+                &outer.node,
+                outer_vote.target.height,
+                inner_vote.target.height,
+            )));
+            Ok(EvidenceFacts { offender: outer.node, validator_index, key, height })
+        }
+    }
+}
+
+/// Both reports well formed, by one validator, each carrying a vote, both signatures good.
+fn check_vote_pair(
+    genesis: &Genesis,
+    first: &MetricReport,
+    second: &MetricReport,
+    cache: &SignatureCache,
+) -> Result<(u32, Vote, Vote), EvidenceError> {
+    if first.node != second.node {
+        return Err(EvidenceError::DifferentSigners);
+    }
+    let mut index = 0;
+    for report in [first, second] {
+        index = check_report_fields(genesis, report).map_err(|error| match error {
+            ReportError::UnknownValidator { node } => EvidenceError::UnknownValidator { node },
+            error => EvidenceError::BadReport { error },
+        })?;
+    }
+    let (Some(first_vote), Some(second_vote)) = (first.vote, second.vote) else {
+        return Err(EvidenceError::MissingVote);
+    };
+    for report in [first, second] {
+        if !cache.verify(&report.node, &report_signing_bytes(&genesis.chain_id, report), &report.signature) {
+            return Err(EvidenceError::BadSignature);
+        }
+    }
+    Ok((index, first_vote, second_vote))
+}
+
+/// Evidence as it would be in a block at `block_height` on top of `state`: context-free
+/// validity, then the age rule and not already committed.
+pub fn check_evidence_for_block(
+    genesis: &Genesis,
+    state: &ChainState,
+    block_height: Height,
+    evidence: &Evidence,
+    cache: &SignatureCache,
+) -> Result<EvidenceFacts, EvidenceError> {
+    let facts = check_evidence(genesis, evidence, cache)?;
+    if facts.height >= block_height {
+        return Err(EvidenceError::NotBeforeBlock { offence_height: facts.height, block_height });
+    }
+    let max_age_blocks = genesis.parameters.evidence_max_age_blocks;
+    if facts.height.saturating_add(max_age_blocks) < block_height {
+        return Err(EvidenceError::TooOld { offence_height: facts.height, block_height, max_age_blocks });
+    }
+    if state.offences.contains_key(&facts.key) {
+        return Err(EvidenceError::AlreadyCommitted);
+    }
+    Ok(facts)
 }
 
 /// Checks a transfer on its own: chain id, amount and signature (through the cache).
@@ -224,6 +425,9 @@ fn check_block_limits(genesis: &Genesis, block: &Block) -> Result<(), BlockError
     if block.transfers.len() > parameters.block_transfers_max as usize {
         return Err(BlockError::TooManyTransfers { count: block.transfers.len(), max: parameters.block_transfers_max });
     }
+    if block.evidence.len() > parameters.block_evidence_max as usize {
+        return Err(BlockError::TooMuchEvidence { count: block.evidence.len(), max: parameters.block_evidence_max });
+    }
     let bytes = codec::encoded_len(block);
     if bytes > parameters.block_bytes_max as usize {
         return Err(BlockError::TooLarge { bytes, max: parameters.block_bytes_max });
@@ -274,6 +478,10 @@ pub fn check_block_shape(genesis: &Genesis, block: &Block, cache: &SignatureCach
     if report_root != header.report_root {
         return Err(BlockError::ReportRootMismatch { expected: report_root, got: header.report_root });
     }
+    let evidence_root = merkle_root(&block.evidence.iter().map(evidence_id).collect::<Vec<_>>());
+    if evidence_root != header.evidence_root {
+        return Err(BlockError::EvidenceRootMismatch { expected: evidence_root, got: header.evidence_root });
+    }
     if !cache.verify(&header.producer, &header_signing_bytes(header), &header.signature) {
         return Err(BlockError::BadProducerSignature);
     }
@@ -315,7 +523,7 @@ pub fn validate_block(context: &BlockContext<'_>, block: Arc<Block>) -> Result<V
     }
     verify_body_signatures(context, &block)?;
     let BlockEffects { mut delta, votes_ignored, state_root } =
-        compute_delta(context, header, &block.transfers, &block.reports)?;
+        compute_delta(context, header, &block.transfers, &block.reports, &block.evidence)?;
     if state_root != header.state_root {
         return Err(BlockError::StateRootMismatch { expected: state_root, got: header.state_root });
     }
@@ -368,6 +576,7 @@ fn compute_delta(
     header: &BlockHeader,
     transfers: &[Transfer],
     reports: &[MetricReport],
+    evidence: &[Evidence],
 ) -> Result<BlockEffects, BlockError> {
     let genesis = context.genesis;
     let state = context.state;
@@ -419,7 +628,8 @@ fn compute_delta(
                 block_height: header.height,
             }));
         }
-        let mut record = validators.get(&validator).copied().unwrap_or(state.validators[validator as usize]);
+        let mut record =
+            validators.get(&validator).cloned().unwrap_or_else(|| state.validators[validator as usize].clone());
         let recorded = record.latest_report.map(|latest| latest.sequence);
         if let Some(recorded) = recorded {
             if report.sequence <= recorded {
@@ -452,8 +662,8 @@ fn compute_delta(
     for candidate in ranking.iter().take(header.rank as usize) {
         let mut record = validators
             .get(&candidate.validator_index)
-            .copied()
-            .unwrap_or(state.validators[candidate.validator_index as usize]);
+            .cloned()
+            .unwrap_or_else(|| state.validators[candidate.validator_index as usize].clone());
         record.missed_turn_at = Some(header.height);
         validators.insert(candidate.validator_index, record);
     }
@@ -461,9 +671,47 @@ fn compute_delta(
         u32::try_from(genesis.validator_index(&header.producer).expect("producer was checked to be a validator"))
             .expect("validator count is bounded by VALIDATORS_MAX");
     let mut producer_record =
-        validators.get(&producer_index).copied().unwrap_or(state.validators[producer_index as usize]);
+        validators.get(&producer_index).cloned().unwrap_or_else(|| state.validators[producer_index as usize].clone());
     producer_record.blocks_produced += 1;
+    producer_record.recent_blocks.push(header.height);
     validators.insert(producer_index, producer_record);
+    // The production window ends at this block: forget blocks that left it.
+    let oldest_in_window = (header.height + 1).saturating_sub(genesis.parameters.production_window_blocks);
+    for (index, stored) in state.validators.iter().enumerate() {
+        let index = u32::try_from(index).expect("validator count is bounded by VALIDATORS_MAX");
+        let record = validators.get(&index).unwrap_or(stored);
+        if record.recent_blocks.first().is_some_and(|height| *height < oldest_in_window) {
+            let mut record = record.clone();
+            record.recent_blocks.retain(|height| *height >= oldest_in_window);
+            validators.insert(index, record);
+        }
+    }
+
+    // Evidence: one record per offence, and the offender jailed.
+    let mut offences: BTreeMap<Hash, Option<Height>> = BTreeMap::new();
+    for (index, piece) in evidence.iter().enumerate() {
+        let invalid = |error| BlockError::InvalidEvidence { index, error };
+        let facts = check_evidence_for_block(genesis, state, header.height, piece, context.cache).map_err(invalid)?;
+        if offences.insert(facts.key, Some(facts.height)).is_some() {
+            return Err(invalid(EvidenceError::DuplicateInBlock));
+        }
+        let jail_blocks = genesis.parameters.jail_blocks;
+        if jail_blocks > 0 {
+            let mut record = validators
+                .get(&facts.validator_index)
+                .cloned()
+                .unwrap_or_else(|| state.validators[facts.validator_index as usize].clone());
+            let until = header.height.saturating_add(jail_blocks);
+            record.jailed_until = Some(record.jailed_until.map_or(until, |current| current.max(until)));
+            validators.insert(facts.validator_index, record);
+        }
+    }
+    let max_age_blocks = genesis.parameters.evidence_max_age_blocks;
+    for (key, height) in &state.offences {
+        if height.saturating_add(max_age_blocks) < header.height {
+            offences.insert(*key, None);
+        }
+    }
 
     let is_on_chain = |checkpoint: &Checkpoint| context.is_on_chain(checkpoint);
     let (finality, outcomes) = state.finality.with_votes(&votes, genesis.quorum(), &is_on_chain);
@@ -473,7 +721,7 @@ fn compute_delta(
         .filter_map(|(node, outcome)| outcome.err().map(|reason| (node, reason)))
         .collect();
 
-    let state_root = state.root_with(&accounts, &validators);
+    let state_root = state.root_with(&accounts, &validators, &offences);
     let delta = StateDelta {
         // The block hash is filled in by the caller once the header is complete.
         tip: Checkpoint { height: header.height, hash: Hash::default() },
@@ -482,6 +730,7 @@ fn compute_delta(
         validators: validators.into_iter().collect(),
         finality,
         supply,
+        offences: offences.into_iter().collect(),
     };
     Ok(BlockEffects { delta, votes_ignored, state_root })
 }
@@ -508,6 +757,7 @@ pub fn build_block(
     timestamp_ms: u64,
     transfers: Vec<Transfer>,
     reports: Vec<MetricReport>,
+    evidence: Vec<Evidence>,
 ) -> Result<ValidBlock, BlockError> {
     let parent = context.parent();
     let mut header = BlockHeader {
@@ -519,15 +769,17 @@ pub fn build_block(
         rank,
         tx_root: merkle_root(&transfers.iter().map(transfer_id).collect::<Vec<_>>()),
         report_root: merkle_root(&reports.iter().map(report_id).collect::<Vec<_>>()),
+        evidence_root: merkle_root(&evidence.iter().map(evidence_id).collect::<Vec<_>>()),
         state_root: Hash::default(),
         signature: Signature::default(),
     };
-    let BlockEffects { mut delta, votes_ignored, state_root } = compute_delta(context, &header, &transfers, &reports)?;
+    let BlockEffects { mut delta, votes_ignored, state_root } =
+        compute_delta(context, &header, &transfers, &reports, &evidence)?;
     header.state_root = state_root;
     header.signature = producer.sign(&header_signing_bytes(&header));
     let hash = block_hash(&header);
     delta.tip.hash = hash;
-    let block = Arc::new(Block { header, transfers, reports });
+    let block = Arc::new(Block { header, transfers, reports, evidence });
     // The limits `check_block_shape` enforces on receipt: a producer must never sign a block
     // its own validation would refuse.
     check_block_limits(context.genesis, &block)?;

@@ -85,7 +85,9 @@ impl Branch {
             cache: &cache,
             verify_threads: 1,
         };
-        let valid = build_block(&context, &key_of(genesis, &producer), rank, timestamp_ms, transfers, reports).unwrap();
+        let valid =
+            build_block(&context, &key_of(genesis, &producer), rank, timestamp_ms, transfers, reports, Vec::new())
+                .unwrap();
         let _undo = apply_block(&mut self.state, &valid);
         self.hashes.push(valid.hash);
         self.blocks.push(valid.block);

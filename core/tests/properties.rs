@@ -126,6 +126,7 @@ fn arb_header() -> impl Strategy<Value = BlockHeader> {
                     rank,
                     tx_root,
                     report_root,
+                    evidence_root: merkle_root(&[]),
                     state_root,
                     signature,
                 }
@@ -135,7 +136,7 @@ fn arb_header() -> impl Strategy<Value = BlockHeader> {
 
 fn arb_block() -> impl Strategy<Value = Block> {
     (arb_header(), prop::collection::vec(arb_transfer(), 0..4), prop::collection::vec(arb_report(), 0..4))
-        .prop_map(|(header, transfers, reports)| Block { header, transfers, reports })
+        .prop_map(|(header, transfers, reports)| Block { header, transfers, reports, evidence: Vec::new() })
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
@@ -307,7 +308,7 @@ fn block_fixture() -> &'static BlockFixture {
             cache: &cache,
             verify_threads: 1,
         };
-        let valid = validate::build_block(&context, &producer, 0, timestamp_ms, transfers, reports)
+        let valid = validate::build_block(&context, &producer, 0, timestamp_ms, transfers, reports, Vec::new())
             .expect("the fixture body is valid");
         let block = Arc::unwrap_or_clone(valid.block);
         BlockFixture { genesis, state, canonical, block, cache }
@@ -384,6 +385,7 @@ impl BlockFixture {
                 block.header.timestamp_ms,
                 block.transfers.clone(),
                 block.reports.clone(),
+                Vec::new(),
             )
         });
         if let Ok(assembled) = &assembled {
@@ -825,6 +827,8 @@ fn arb_record() -> impl Strategy<Value = ValidatorRecord> {
             latest_report,
             missed_turn_at,
             blocks_produced,
+            jailed_until: None,
+            recent_blocks: Vec::new(),
         },
     )
 }
@@ -858,7 +862,7 @@ fn election_genesis(validators: &[(Address, ValidatorRecord)]) -> (Genesis, Vec<
         allocations: Vec::new(),
         parameters: Parameters::default(),
     };
-    (genesis, validators.iter().map(|(_, record)| *record).collect())
+    (genesis, validators.iter().map(|(_, record)| record.clone()).collect())
 }
 
 proptest! {
@@ -881,7 +885,7 @@ proptest! {
             prop_assert_eq!(candidate.rank as usize, position);
             prop_assert_eq!(candidate.node, validators[index].0);
             prop_assert_eq!(candidate.score, records[index].latest_report.map(|report| report.score));
-            prop_assert_eq!(candidate.demotion, demotion(&genesis.parameters, &records[index], parent_height));
+            prop_assert_eq!(candidate.demotion, demotion(&genesis, &records[index], parent_height));
             prop_assert_eq!(candidate.tie_break, election::tie_break(&parent.hash, &candidate.node));
             let rank = u32::try_from(position).expect("few validators");
             prop_assert_eq!(election::producer_at_rank(&genesis, &records, &parent, rank), Some(candidate.node));

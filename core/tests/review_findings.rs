@@ -95,7 +95,11 @@ fn bug1_finality_advances_when_reports_reach_the_next_producer_one_block_late() 
 // ---------------------------------------------------------------------------------------------
 #[test]
 fn bug2_a_node_on_a_long_minority_branch_resyncs_promptly_after_the_heal() {
-    let mut net = LocalNet::new(fast_genesis(4, 0), 5);
+    // The production-share cap off: a lone minority producer would otherwise be capped and
+    // its branch would grow too slowly to reach the locator gap under test.
+    let mut genesis = fast_genesis(4, 0);
+    genesis.parameters.production_cap_fair_shares = 0;
+    let mut net = LocalNet::new(genesis, 5);
     net.run_until(30_000);
     let minority = 3;
     net.partition(&[minority]);
@@ -210,7 +214,9 @@ fn bug3_a_producer_never_builds_a_block_its_own_shape_check_rejects() {
 // ---------------------------------------------------------------------------------------------
 #[test]
 fn bug2b_a_long_minority_branch_resyncs_when_links_survive_the_partition() {
-    let mut net = LocalNet::new(fast_genesis(4, 0), 5);
+    let mut genesis = fast_genesis(4, 0);
+    genesis.parameters.production_cap_fair_shares = 0;
+    let mut net = LocalNet::new(genesis, 5);
     net.run_until(30_000);
     let minority = 3;
     net.partition(&[minority]);

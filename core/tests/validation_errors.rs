@@ -109,7 +109,7 @@ impl Chain {
         let timestamp_ms = self.earliest_ms(rank);
         let producer = self.producer_key(rank);
         self.with_context(timestamp_ms, |context| {
-            validate::build_block(context, &producer, rank, timestamp_ms, transfers, reports)
+            validate::build_block(context, &producer, rank, timestamp_ms, transfers, reports, Vec::new())
         })
     }
 
@@ -137,7 +137,7 @@ impl Chain {
             cache: &self.cache,
             verify_threads: 1,
         };
-        let valid = validate::build_block(&context, &producer, rank, timestamp_ms, transfers, reports)
+        let valid = validate::build_block(&context, &producer, rank, timestamp_ms, transfers, reports, Vec::new())
             .expect("the body is valid but for the size limits");
         Arc::unwrap_or_clone(valid.block)
     }
@@ -157,11 +157,13 @@ impl Chain {
                 rank,
                 tx_root: Hash::default(),
                 report_root: Hash::default(),
+                evidence_root: Hash::default(),
                 state_root: Hash([0x5e; 32]),
                 signature: Signature::default(),
             },
             transfers,
             reports,
+            evidence: Vec::new(),
         };
         recompute_roots(&mut block);
         sign_header(&mut block, &producer);
@@ -260,6 +262,7 @@ fn report_root_of(reports: &[MetricReport]) -> Hash {
 fn recompute_roots(block: &mut Block) {
     block.header.tx_root = tx_root_of(&block.transfers);
     block.header.report_root = report_root_of(&block.reports);
+    block.header.evidence_root = merkle_root(&block.evidence.iter().map(validate::evidence_id).collect::<Vec<_>>());
 }
 
 /// After changing the body: roots follow it and the producer signs again, so only the rule
@@ -1586,6 +1589,9 @@ fn block_variant(error: &BlockError) -> &'static str {
         BlockError::InvalidTransfer { .. } => "InvalidTransfer",
         BlockError::InvalidReport { .. } => "InvalidReport",
         BlockError::RewardOverflow => "RewardOverflow",
+        BlockError::TooMuchEvidence { .. } => "TooMuchEvidence",
+        BlockError::EvidenceRootMismatch { .. } => "EvidenceRootMismatch",
+        BlockError::InvalidEvidence { .. } => "InvalidEvidence",
     }
 }
 const BLOCK_VARIANTS: usize = 19;

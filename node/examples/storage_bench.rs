@@ -113,12 +113,13 @@ fn next_commit(
         rank: 0,
         tx_root: Hash::default(),
         report_root: Hash::default(),
+        evidence_root: Hash::default(),
         state_root: Hash::default(),
         signature: Signature::default(),
     };
     let hash = block_hash(&header);
     let producer_index = genesis.validator_index(&producer).unwrap() as u32;
-    let mut producer_record = state.validators[producer_index as usize];
+    let mut producer_record = state.validators[producer_index as usize].clone();
     producer_record.blocks_produced += 1;
     let delta = StateDelta {
         tip: Checkpoint { height, hash },
@@ -127,10 +128,11 @@ fn next_commit(
         validators: vec![(producer_index, producer_record)],
         finality: state.finality.clone(),
         supply: state.supply + reward,
+        offences: vec![],
     };
     let undo = state.undo_for(&delta);
     state.apply_delta(&delta);
-    let block = Arc::new(Block { header, transfers: body, reports: vec![] });
+    let block = Arc::new(Block { header, transfers: body, reports: vec![], evidence: vec![] });
     hashes.push(hash);
     let checkpoint_below = |blocks: u64| {
         let height = height.saturating_sub(blocks);

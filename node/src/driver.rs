@@ -507,6 +507,25 @@ impl Driver {
             TraceEvent::SyncRequested { peer, have_height } => {
                 info!(peer = %self.name_of(&peer), have_height, "behind a peer: asking for blocks");
             }
+            TraceEvent::EvidenceSeen { offender, kind, offence_height } => {
+                error!(offender = %self.name_of(&offender), kind, offence_height, "evidence of an offence seen");
+            }
+            TraceEvent::EvidenceCommitted { height, offender, kind, offence_height } => {
+                error!(height, offender = %self.name_of(&offender), kind, offence_height, "evidence committed");
+            }
+            TraceEvent::Jailed { validator, until_height } => {
+                error!(validator = %self.name_of(&validator), until_height, "validator jailed by committed evidence");
+            }
+            TraceEvent::FinalityConflict { peer, ours, theirs } => {
+                error!(
+                    peer = %self.name_of(&peer),
+                    ours_height = ours.height,
+                    ours_hash = %ours.hash,
+                    theirs_height = theirs.height,
+                    theirs_hash = %theirs.hash,
+                    "finality conflict: a peer finalized a block that conflicts with ours"
+                );
+            }
         }
     }
 

@@ -857,6 +857,10 @@ fn demotion_json(demotion: &Option<Demotion>) -> Value {
         Some(Demotion::NoReport) => json!({ "reason": "no_report" }),
         Some(Demotion::StaleReport { tip_height }) => json!({ "reason": "stale_report", "tip_height": tip_height }),
         Some(Demotion::MissedTurn { at_height }) => json!({ "reason": "missed_turn", "at_height": at_height }),
+        Some(Demotion::OverProductionCap { produced, cap }) => {
+            json!({ "reason": "production_cap", "produced": produced, "cap": cap })
+        }
+        Some(Demotion::Jailed { until_height }) => json!({ "reason": "jailed", "until_height": until_height }),
     }
 }
 

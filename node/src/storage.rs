@@ -201,6 +201,7 @@ struct ChainRow {
     validators: Vec<ValidatorRecord>,
     finality: FinalityState,
     supply: u64,
+    offences: BTreeMap<Hash, Height>,
 }
 
 /// The node's database. Cheap to share behind an `Arc`.
@@ -561,6 +562,7 @@ impl Storage {
                 validators: state.validators.clone(),
                 finality: state.finality.clone(),
                 supply: state.supply,
+                offences: state.offences.clone(),
             };
             tables.chain.insert(CHAIN_ROW, codec::encode(&row).as_slice()).map_err(fail.of())?;
         }
@@ -881,12 +883,18 @@ impl Storage {
                     self.id.genesis.validators.len()
                 )));
             };
-            *slot = *record;
+            *slot = record.clone();
         }
         row.tip = delta.tip;
         row.tip_timestamp_ms = delta.tip_timestamp_ms;
         row.finality = delta.finality.clone();
         row.supply = delta.supply;
+        for (key, height) in &delta.offences {
+            match height {
+                Some(height) => row.offences.insert(*key, *height),
+                None => row.offences.remove(key),
+            };
+        }
         Ok(())
     }
 
@@ -992,6 +1000,7 @@ impl Storage {
             validators: row.validators,
             finality: row.finality,
             supply: row.supply,
+            offences: row.offences,
         };
         Ok(Restored {
             state,

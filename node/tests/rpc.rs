@@ -778,7 +778,7 @@ fn genesis_where_the_silent_validator_goes_first() -> Genesis {
     for genesis_time_ms in 0..256 {
         let genesis = Genesis { genesis_time_ms, ..fast_genesis(2, 0) };
         let (_, state) = tinychain_core::genesis::genesis_block(&genesis);
-        let ranking = rank_candidates(&genesis, &[ValidatorRecord::default(); 2], &state.tip);
+        let ranking = rank_candidates(&genesis, &vec![ValidatorRecord::default(); 2], &state.tip);
         if ranking[0].node == validator_key(1).address() {
             return genesis;
         }

@@ -737,6 +737,7 @@ impl ChainBuilder {
             rank: 0,
             tx_root: Hash::default(),
             report_root: Hash::default(),
+            evidence_root: Hash::default(),
             state_root: Hash::default(),
             signature: Signature::default(),
         };
@@ -748,12 +749,18 @@ impl ChainBuilder {
             validators: vec![],
             finality: self.state.finality.clone(),
             supply: self.state.supply + reward,
+            offences: vec![],
         };
         let undo = self.state.undo_for(&delta);
         self.state.apply_delta(&delta);
         self.hashes.push(hash);
         self.undos.push(undo.clone());
-        ChainOp::Apply { block: Arc::new(Block { header, transfers, reports: vec![] }), hash, delta, undo }
+        ChainOp::Apply {
+            block: Arc::new(Block { header, transfers, reports: vec![], evidence: vec![] }),
+            hash,
+            delta,
+            undo,
+        }
     }
 
     /// Rolls the tip block back.

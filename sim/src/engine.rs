@@ -432,6 +432,28 @@ impl Simulation {
                 let how = if timed_out { "wait ran out" } else { "quorum" };
                 format!("mempool synced peers={synced_peers} admitted={admitted} ({how})")
             }
+            TraceEvent::EvidenceSeen { offender, kind, offence_height } => {
+                let offender = self.node_index(&offender);
+                format!("evidence seen {kind} by=n{offender} at h={offence_height}")
+            }
+            TraceEvent::EvidenceCommitted { height, offender, kind, offence_height } => {
+                let offender = self.node_index(&offender);
+                format!("evidence committed h={height} {kind} by=n{offender} at h={offence_height}")
+            }
+            TraceEvent::Jailed { validator, until_height } => {
+                let validator = self.node_index(&validator);
+                format!("jailed n{validator} until h={until_height}")
+            }
+            TraceEvent::FinalityConflict { peer, ours, theirs } => {
+                let peer = self.node_index(&peer);
+                format!(
+                    "finality conflict with n{peer}: ours h={} id={}, theirs h={} id={}",
+                    ours.height,
+                    short(&ours.hash),
+                    theirs.height,
+                    short(&theirs.hash)
+                )
+            }
             TraceEvent::Justified { .. } | TraceEvent::SyncRequested { .. } => return,
         };
         self.trace(Some(index), text);

@@ -1,0 +1,172 @@
+//! Evidence of dishonest validators, as a node gathers it: the watch that notices offences in
+//! the signed objects the node sees (two headers by one producer on one parent, two votes of
+//! one validator with one target height, a vote that surrounds another), and the pool of
+//! verified evidence a producer puts in its blocks.
+//!
+//! Both are plain bounded maps. The watch is fed only objects whose signatures were checked,
+//! so what it builds always passes `validate::check_evidence`; the node checks it anyway before
+//! pooling (an assertion in spirit, and the same path evidence from peers takes).
+
+use crate::genesis::Genesis;
+use crate::limits::{EVIDENCE_HEADERS_WATCHED_MAX, EVIDENCE_POOL_MAX, EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX};
+use crate::state::ChainState;
+use crate::types::{BlockHeader, Evidence, Hash, Height, MetricReport, NodeId};
+use crate::validate::{block_hash, report_id, EvidenceFacts};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The first header seen per (height, producer, parent) and the first vote seen per
+/// (validator, target height), for the heights a node still watches.
+#[derive(Debug, Default)]
+pub struct EvidenceWatch {
+    headers: BTreeMap<(Height, NodeId, Hash), BlockHeader>,
+    votes: BTreeMap<(NodeId, Height), MetricReport>,
+}
+
+impl EvidenceWatch {
+    /// A header whose signature was checked. Returns evidence if its producer signed a
+    /// different header on the same parent before.
+    pub fn observe_header(&mut self, header: &BlockHeader) -> Option<Evidence> {
+        let key = (header.height, header.producer, header.prev_hash);
+        match self.headers.get(&key) {
+            Some(earlier) if block_hash(earlier) != block_hash(header) => {
+                let (first, second) = if block_hash(earlier) < block_hash(header) {
+                    (earlier.clone(), header.clone())
+                } else {
+                    (header.clone(), earlier.clone())
+                };
+                Some(Evidence::DoubleProduction { first, second })
+            }
+            Some(_) => None,
+            None => {
+                self.headers.insert(key, header.clone());
+                while self.headers.len() > EVIDENCE_HEADERS_WATCHED_MAX {
+                    self.headers.pop_first();
+                }
+                None
+            }
+        }
+    }
+
+    /// A report whose signature and fields were checked. Returns evidence for every earlier
+    /// vote of the same validator this one conflicts with (same target height, or surrounding
+    /// either way).
+    pub fn observe_report(&mut self, report: &MetricReport) -> Vec<Evidence> {
+        let Some(vote) = report.vote else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let validator = report.node;
+        for ((_, _), earlier) in self.votes.range((validator, 0)..=(validator, Height::MAX)) {
+            let earlier_vote = earlier.vote.expect("only reports with votes are watched");
+            if earlier_vote.target.height == vote.target.height {
+                if earlier_vote != vote {
+                    let (first, second) = if report_id(earlier) < report_id(report) {
+                        (earlier.clone(), report.clone())
+                    } else {
+                        (report.clone(), earlier.clone())
+                    };
+                    found.push(Evidence::DoubleVote { first, second });
+                }
+            } else if earlier_vote.source.height < vote.source.height && vote.target.height < earlier_vote.target.height
+            {
+                found.push(Evidence::SurroundVote { outer: earlier.clone(), inner: report.clone() });
+            } else if vote.source.height < earlier_vote.source.height && earlier_vote.target.height < vote.target.height
+            {
+                found.push(Evidence::SurroundVote { outer: report.clone(), inner: earlier.clone() });
+            }
+        }
+        self.votes.entry((validator, vote.target.height)).or_insert_with(|| report.clone());
+        let watched: Vec<(NodeId, Height)> =
+            self.votes.range((validator, 0)..=(validator, Height::MAX)).map(|(key, _)| *key).collect();
+        for key in watched.iter().take(watched.len().saturating_sub(EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX)) {
+            self.votes.remove(key);
+        }
+        found
+    }
+
+    /// Forgets headers below `height` and votes whose target is below it.
+    pub fn forget_below(&mut self, height: Height) {
+        self.headers.retain(|(header_height, _, _), _| *header_height >= height);
+        self.votes.retain(|(_, target_height), _| *target_height >= height);
+    }
+}
+
+/// Verified evidence, committed or not, one per offence, until it is too old to commit.
+#[derive(Clone, Debug)]
+pub struct PooledEvidence {
+    pub id: Hash,
+    pub evidence: Evidence,
+    pub facts: EvidenceFacts,
+}
+
+#[derive(Debug, Default)]
+pub struct EvidencePool {
+    by_key: BTreeMap<Hash, PooledEvidence>,
+}
+
+impl EvidencePool {
+    pub fn contains_offence(&self, key: &Hash) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// Keeps verified evidence. Returns false if the offence was already held. Past the bound,
+    /// the evidence of the oldest offence goes first.
+    pub fn insert(&mut self, pooled: PooledEvidence) -> bool {
+        if self.by_key.contains_key(&pooled.facts.key) {
+            return false;
+        }
+        self.by_key.insert(pooled.facts.key, pooled);
+        while self.by_key.len() > EVIDENCE_POOL_MAX {
+            let oldest =
+                self.by_key.iter().min_by_key(|(key, pooled)| (pooled.facts.height, **key)).map(|(key, _)| *key);
+            match oldest {
+                Some(key) => self.by_key.remove(&key),
+                None => break,
+            };
+        }
+        true
+    }
+
+    /// Evidence a block at `height` on top of `state` may commit: not committed on this chain,
+    /// within the age rule, oldest offence first, at most `block_evidence_max`.
+    pub fn select_for_block(&self, genesis: &Genesis, state: &ChainState, height: Height) -> Vec<Evidence> {
+        let max_age_blocks = genesis.parameters.evidence_max_age_blocks;
+        let mut eligible: Vec<&PooledEvidence> = self
+            .by_key
+            .values()
+            .filter(|pooled| {
+                !state.offences.contains_key(&pooled.facts.key)
+                    && pooled.facts.height < height
+                    && pooled.facts.height.saturating_add(max_age_blocks) >= height
+            })
+            .collect();
+        eligible.sort_by_key(|pooled| (pooled.facts.height, pooled.facts.key));
+        eligible
+            .into_iter()
+            .take(genesis.parameters.block_evidence_max as usize)
+            .map(|pooled| pooled.evidence.clone())
+            .collect()
+    }
+
+    /// Forgets evidence no block above `tip_height` could still commit.
+    pub fn forget_too_old(&mut self, tip_height: Height, max_age_blocks: u64) {
+        self.by_key.retain(|_, pooled| pooled.facts.height.saturating_add(max_age_blocks) > tip_height);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &PooledEvidence> {
+        self.by_key.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every validator some held evidence accuses.
+    pub fn offenders(&self) -> BTreeSet<NodeId> {
+        self.by_key.values().map(|pooled| pooled.facts.offender).collect()
+    }
+}
