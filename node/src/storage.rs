@@ -44,9 +44,12 @@
 //! - `dropped` remembers why a pending transfer was let go of, for `get_tx`; it keeps the latest
 //!   `DROPPED_TRANSFERS_KEPT` records and forgets the oldest past that, in the transaction that
 //!   records new ones.
-//! - Schema upgrades: `open` reads schema versions 1 and 2. A version-1 database passes the same
-//!   read-only checks, then the read-write open adds the journal and dropped tables and writes
-//!   version 2, in one transaction. Any other version is refused untouched.
+//! - Schema version: `open` reads only version 3. Versions 1 and 2 are refused untouched with
+//!   `SchemaTooOld`, which tells the operator what to do: the release that introduced version 3
+//!   (evidence and jail: a new header field, new validator-record fields, new genesis
+//!   parameters) changed the genesis hash of every chain, so no older database holds a chain a
+//!   version-3 node can join, and there is nothing to upgrade. Any other version is refused
+//!   untouched with `SchemaVersion`.
 //!
 //! Tables (heights are `u64` keys, which redb orders numerically; the `address_history` key is
 //! big-endian bytes so one address's entries are contiguous and in chain order; values are
@@ -59,19 +62,19 @@
 //! - `block_heights`: block hash -> height (canonical blocks only).
 //! - `undo`: height -> the undo delta of the canonical block at that height (height >= 1).
 //! - `accounts`: address -> account, at the tip.
-//! - `chain`: the rest of `ChainState` at the tip (tip, timestamp, validator records, finality,
-//!   supply), one row.
+//! - `chain`: the rest of `ChainState` at the tip (tip, timestamp, validator records with their
+//!   jail and production window, finality, supply, committed offences), one row.
 //! - `tx_index`: transfer id -> (height, index in block), canonical blocks only.
 //! - `address_history`: (address, height, index) -> transfer id, for both sender and receiver.
 //! - `elections`: height -> the ranking that elected the canonical block at that height
 //!   (`election::rank_candidates` over the parent's validator records).
 //! - `peers`: the verified peer addresses the connection manager asked to keep.
-//! - `journal` (since version 2): (sender, nonce big-endian, transfer id) -> the transfer, the
+//! - `journal`: (sender, nonce big-endian, transfer id) -> the transfer, the
 //!   transfers this node acknowledged to its clients and has not seen final or dropped. The key
 //!   puts one sender's entries together in nonce order, so deleting a (sender, nonce) slot is a
 //!   range delete and `journal` reads them in resubmission order.
-//! - `dropped` (since version 2): transfer id -> (insertion sequence, `DroppedTransfer`).
-//! - `dropped_order` (since version 2): insertion sequence -> transfer id, one row per `dropped`
+//! - `dropped`: transfer id -> (insertion sequence, `DroppedTransfer`).
+//! - `dropped_order`: insertion sequence -> transfer id, one row per `dropped`
 //!   row, so the oldest record is the first row.
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -94,12 +97,10 @@ use tinychain_core::types::{Account, Address, Block, Checkpoint, Hash, Height, T
 use tinychain_core::validate::{block_hash, transfer_id};
 use tinychain_net::wire::PeerAddress;
 
-/// The schema this build writes. `open` also reads `SCHEMA_VERSION_OLDEST_UPGRADED` and the
-/// versions between, upgrading them to this one; it refuses any other.
-pub const SCHEMA_VERSION: u32 = 2;
-/// The oldest schema `open` upgrades rather than refuses. Version 1 lacks the `journal`,
-/// `dropped` and `dropped_order` tables.
-pub const SCHEMA_VERSION_OLDEST_UPGRADED: u32 = 1;
+/// The schema this build writes and the only one `open` reads. Version 3 came with evidence
+/// and jail, which changed the genesis hash of every chain; versions 1 and 2 are refused with
+/// `SchemaTooOld` (there is no upgrade: their chain is not one this build can join).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Most entries the pending-transfer journal holds; `journal_add` refuses past it. An entry is
 /// 246 bytes of key and value, some 680 bytes of file with the B-tree's slack (storage_bench),
@@ -163,11 +164,18 @@ pub enum StorageError {
         expected_chain_id: String,
         expected_genesis: Box<Hash>,
     },
-    #[error(
-        "the database at {path} has schema version {found}, this build reads versions \
-         {SCHEMA_VERSION_OLDEST_UPGRADED} to {SCHEMA_VERSION}"
-    )]
+    #[error("the database at {path} has schema version {found}, this build reads only version {SCHEMA_VERSION}")]
     SchemaVersion { path: PathBuf, found: u32 },
+    /// A database of an earlier release (schema 1 or 2). Left as it was.
+    #[error(
+        "the database at {path} has schema version {found}, written by an earlier release of tinychain; \
+         this release reads only version {SCHEMA_VERSION} and cannot upgrade it: version {SCHEMA_VERSION} added \
+         evidence and jail, which changed the genesis hash of every chain, so the old chain cannot be \
+         continued. The file was left unchanged. To run this release, start a new chain: move the old \
+         home directory aside, initialise a fresh one (`tinychain init`) and assemble a new genesis \
+         with this release (`tinychain genesis assemble`)"
+    )]
+    SchemaTooOld { path: PathBuf, found: u32 },
     /// `journal_add` would take the journal past its bound; nothing was written.
     #[error(
         "the pending-transfer journal holds {held} transfers and may hold at most {max}; \
@@ -248,9 +256,8 @@ struct Identity {
 }
 
 impl Identity {
-    /// Refuses a database that is not a schema this build reads, of this chain; returns its
-    /// schema version.
-    fn check(&self, txn: &redb::ReadTransaction) -> Result<u32, StorageError> {
+    /// Refuses a database that is not of this build's schema and of this chain.
+    fn check(&self, txn: &redb::ReadTransaction) -> Result<(), StorageError> {
         let meta = txn.open_table(META).map_err(|error| match error {
             redb::TableError::TableDoesNotExist(_) => self.corrupt(
                 "it is a redb database but not a tinychain one (it has no meta table; an interrupted \
@@ -260,7 +267,10 @@ impl Identity {
             error => redb_error(&self.path, "cannot read the meta table", error),
         })?;
         let found: u32 = self.meta_value(&meta, META_SCHEMA_VERSION)?;
-        if !(SCHEMA_VERSION_OLDEST_UPGRADED..=SCHEMA_VERSION).contains(&found) {
+        if found == 1 || found == 2 {
+            return Err(StorageError::SchemaTooOld { path: self.path.clone(), found });
+        }
+        if found != SCHEMA_VERSION {
             return Err(StorageError::SchemaVersion { path: self.path.clone(), found });
         }
         let found_chain_id: String = self.meta_value(&meta, META_CHAIN_ID)?;
@@ -285,15 +295,13 @@ impl Identity {
         txn.open_table(ADDRESS_HISTORY).map_err(fail.of())?;
         txn.open_table(ELECTIONS).map_err(fail.of())?;
         txn.open_table(PEERS).map_err(fail.of())?;
-        if found >= 2 {
-            txn.open_table(JOURNAL).map_err(fail.of())?;
-            let dropped_rows = txn.open_table(DROPPED).map_err(fail.of())?.len().map_err(fail.of())?;
-            let order_rows = txn.open_table(DROPPED_ORDER).map_err(fail.of())?.len().map_err(fail.of())?;
-            if dropped_rows != order_rows {
-                return Err(self.corrupt(format!(
-                    "table dropped holds {dropped_rows} rows, table dropped_order {order_rows}: they must match"
-                )));
-            }
+        txn.open_table(JOURNAL).map_err(fail.of())?;
+        let dropped_rows = txn.open_table(DROPPED).map_err(fail.of())?.len().map_err(fail.of())?;
+        let order_rows = txn.open_table(DROPPED_ORDER).map_err(fail.of())?.len().map_err(fail.of())?;
+        if dropped_rows != order_rows {
+            return Err(self.corrupt(format!(
+                "table dropped holds {dropped_rows} rows, table dropped_order {order_rows}: they must match"
+            )));
         }
         let chain = txn.open_table(CHAIN).map_err(fail.of())?;
         let row = self.chain_row(&chain)?;
@@ -301,7 +309,7 @@ impl Identity {
         if row.tip != tip {
             return Err(self.corrupt(format!("the meta tip {tip:?} is not the chain row's tip {:?}", row.tip)));
         }
-        Ok(found)
+        Ok(())
     }
 
     fn meta_value<T: DeserializeOwned>(
@@ -610,44 +618,13 @@ impl Storage {
         let database = opened(&id.path, std::panic::catch_unwind(|| redb::Builder::new().open(path)))?;
         let storage = Storage { id, database, journal: JournalSize::default() };
         let txn = storage.begin_read()?;
-        let version = storage.id.check(&txn)?;
+        storage.id.check(&txn)?;
         drop(txn);
-        if version < SCHEMA_VERSION {
-            storage.upgrade_schema(version)?;
-        }
         let txn = storage.begin_read()?;
         let fail = Failure { path: &storage.id.path, doing: "cannot read the journal" };
         let journal_entries = txn.open_table(JOURNAL).map_err(fail.of())?.len().map_err(fail.of())?;
         storage.journal.set_entries(journal_entries);
         Ok(storage)
-    }
-
-    /// Brings a database of an older schema (one `Identity::check` accepted) to
-    /// `SCHEMA_VERSION` in one durable transaction, then checks it again as this version.
-    fn upgrade_schema(&self, from_version: u32) -> Result<(), StorageError> {
-        assert!(from_version >= SCHEMA_VERSION_OLDEST_UPGRADED, "check refuses older schemas");
-        assert!(from_version < SCHEMA_VERSION, "only older schemas are upgraded");
-        let txn = self.begin_write()?;
-        {
-            let fail = Failure { path: &self.id.path, doing: "cannot upgrade the schema" };
-            // Version 1 -> 2: the journal and dropped tables, created empty by opening them.
-            let _ = txn.open_table(JOURNAL).map_err(fail.of())?;
-            let _ = txn.open_table(DROPPED).map_err(fail.of())?;
-            let _ = txn.open_table(DROPPED_ORDER).map_err(fail.of())?;
-            let mut meta = txn.open_table(META).map_err(fail.of())?;
-            meta.insert(META_SCHEMA_VERSION, codec::encode(&SCHEMA_VERSION).as_slice()).map_err(fail.of())?;
-        }
-        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit the schema upgrade", error))?;
-        tracing::info!(
-            path = %self.id.path.display(),
-            from_version,
-            to_version = SCHEMA_VERSION,
-            "upgraded the database schema"
-        );
-        let txn = self.begin_read()?;
-        let version = self.id.check(&txn)?;
-        assert_eq!(version, SCHEMA_VERSION, "the upgrade wrote the current schema version");
-        Ok(())
     }
 
     pub fn path(&self) -> &Path {

@@ -3,8 +3,9 @@
 //! both, and every question is asked of both. Then reopening, restarting a node from the
 //! database, and the refusals of `create` and `open` (which must never change the file). Then
 //! the pending-transfer journal and the dropped transfers (which the model does not have), on
-//! chains built block by block so each test chooses what becomes final when, and the upgrade of
-//! a version-1 database.
+//! chains built block by block so each test chooses what becomes final when, and the refusal of
+//! databases of earlier schemas. An equivocating validator on the lock-step network puts
+//! evidence in blocks, offences and jail in the state: the database serves and restores them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -24,9 +25,7 @@ use tinychain_core::types::{Address, Hash, Height, Vote};
 use tinychain_core::types::{Block, BlockHeader, Checkpoint, Signature, Transfer};
 use tinychain_core::validate::{block_hash, transfer_id};
 use tinychain_net::wire::PeerAddress;
-use tinychain_node::storage::{
-    Storage, StorageError, TxLocation, JOURNAL_TRANSFERS_MAX, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST_UPGRADED,
-};
+use tinychain_node::storage::{Storage, StorageError, TxLocation, JOURNAL_TRANSFERS_MAX, SCHEMA_VERSION};
 
 /// One node's disk twice: the model and the real database, fed the same actions.
 struct Disk {
@@ -54,7 +53,19 @@ struct Net {
     queue: BTreeMap<(u64, u64), (usize, usize, Message)>,
     sequence: u64,
     cache: Arc<SignatureCache>,
+    /// This node signs a second block on the parent of each block it produces and shows each
+    /// block to a different half of its peers (as the `test-misbehaviour` driver does).
+    equivocator: Option<usize>,
     _directory: tempfile::TempDir,
+}
+
+/// `block` with its timestamp 1 ms later, signed again by `key`: a different header on the
+/// same parent by the same producer (the state root does not cover the timestamp).
+fn equivocating_twin(block: &Block, key: &tinychain_core::crypto::Keypair) -> Arc<Block> {
+    let mut header = block.header.clone();
+    header.timestamp_ms += 1;
+    header.signature = key.sign(&tinychain_core::codec::header_signing_bytes(&header));
+    Arc::new(Block { header, ..block.clone() })
 }
 
 fn fresh_node(genesis: &Genesis, index: usize, cache: &Arc<SignatureCache>) -> Node {
@@ -103,6 +114,7 @@ impl Net {
             queue: BTreeMap::new(),
             sequence: 0,
             cache,
+            equivocator: None,
             genesis,
             _directory: directory,
         };
@@ -157,6 +169,17 @@ impl Net {
                 Action::SendTo { peer, message } => {
                     let to = self.index_of(&peer);
                     self.send(index, to, message);
+                }
+                Action::Broadcast { message: Message::Block(ref block), except: None }
+                    if Some(index) == self.equivocator && block.header.producer == self.nodes[index].node_id() =>
+                {
+                    let twin = equivocating_twin(block, &validator_key(index));
+                    let others: Vec<usize> = (0..self.nodes.len()).filter(|to| *to != index).collect();
+                    let half = others.len() / 2;
+                    for (position, to) in others.into_iter().enumerate() {
+                        let shown = if position < half { block.clone() } else { twin.clone() };
+                        self.send(index, to, Message::Block(shown));
+                    }
                 }
                 Action::Broadcast { message, except } => {
                     for to in 0..self.nodes.len() {
@@ -494,6 +517,83 @@ fn report_state_and_peers_persist_across_reopening() {
     assert!(restored.recent_blocks.is_empty());
     storage.save_peers(&[]).unwrap();
     assert_eq!(storage.peers().unwrap(), vec![]);
+}
+
+/// Node 0 signs two blocks on each parent it produces on and shows them to different halves of
+/// its peers until committed evidence jails it. The blocks carrying the evidence, the committed
+/// offences and the validator records (jail, production window) are on disk like the model's,
+/// served to peers, and restored as they were when every node restarts from its database.
+#[test]
+fn evidence_offences_and_jail_are_stored_served_and_restored() {
+    let genesis = fast_genesis(4, 0);
+    let mut net = Net::new(genesis.clone());
+    net.equivocator = Some(0);
+    let equivocator = validator_key(0).address();
+    let jailed_on = |disk: &Disk| disk.model.state.validators[0].jailed_until.is_some();
+    for _ in 0..600 {
+        if (1..4).all(|index| jailed_on(&net.disks[index])) {
+            break;
+        }
+        net.run_until(net.now_ms + 100);
+    }
+    assert!((1..4).all(|index| jailed_on(&net.disks[index])), "the honest nodes jailed the equivocator");
+    net.equivocator = None;
+    net.run_until(net.now_ms + 3_000);
+
+    let disk = &net.disks[1];
+    let storage = disk.storage();
+    let state = &disk.model.state;
+    assert!(!state.offences.is_empty(), "offences are committed");
+    // The heights of the blocks with evidence against node 0, read back from the database.
+    let with_evidence: Vec<Height> = (1..=state.tip.height)
+        .filter(|height| {
+            let block = storage.block_at(*height).unwrap().unwrap();
+            block.evidence.iter().any(|evidence| evidence.offender() == equivocator)
+        })
+        .collect();
+    assert!(!with_evidence.is_empty(), "a stored block holds evidence against node 0");
+    let first = with_evidence[0];
+    let block = storage.block_at(first).unwrap().unwrap();
+    assert_eq!(storage.block_by_hash(&block_hash(&block.header)).unwrap(), Some(block.clone()));
+    assert_eq!(storage.blocks_to_serve(first, first).unwrap(), vec![block.clone()], "served with its evidence");
+    assert!(block.evidence.iter().all(|evidence| evidence.kind() == "double_production"));
+    // Jailed from the block that committed its latest evidence (jail is only ever extended);
+    // ranked last in the election after the first.
+    let record = &state.validators[0];
+    let latest = *with_evidence.last().unwrap();
+    assert_eq!(
+        record.jailed_until,
+        Some(latest + genesis.parameters.jail_blocks),
+        "jail runs from the latest evidence"
+    );
+    let election = storage.election_at(first + 1).unwrap().unwrap();
+    let last = election.last().unwrap();
+    assert_eq!(last.node, equivocator, "the jailed validator ranks last: {election:?}");
+    assert!(matches!(last.demotion, Some(tinychain_core::election::Demotion::Jailed { .. })), "{last:?}");
+    assert!(
+        state.validators.iter().any(|record| !record.recent_blocks.is_empty()),
+        "the production window is in the records"
+    );
+    for index in 0..4 {
+        check_disk(&genesis, &net.disks[index], &format!("node {index} with evidence committed"));
+    }
+
+    // Every node restarts from its database: the restored state (offences, jail, windows) is
+    // the stored one (`restart_from_disk` compares it), and the chain goes on.
+    let tips_before: Vec<Height> = net.disks.iter().map(|disk| disk.model.state.tip.height).collect();
+    for index in 0..4 {
+        let stored = net.disks[index].storage().restored().unwrap().state;
+        assert_eq!(stored, net.disks[index].model.state, "node {index}: stored state");
+        net.restart_from_disk(index);
+        assert_eq!(net.nodes[index].state().offences, stored.offences, "node {index}: offences restored");
+        assert_eq!(net.nodes[index].state().validators, stored.validators, "node {index}: records restored");
+    }
+    net.run_until(net.now_ms + 3_000);
+    for (index, (disk, tip_before)) in net.disks.iter().zip(&tips_before).enumerate() {
+        assert!(disk.model.state.tip.height > tip_before + 5, "node {index} goes on after restarting");
+        assert!(disk.model.state.validators[0].jailed_until.is_some(), "node {index}: node 0 is still jailed");
+        check_disk(&genesis, disk, &format!("node {index} after restarting with evidence committed"));
+    }
 }
 
 // ---- refusals: never overwrite, never change the file ------------------------------------------
@@ -1067,7 +1167,7 @@ fn committed_transfer_at_finds_who_used_a_nonce() {
     assert_eq!(storage.committed_transfer_at(&Address([0xee; 32]), 0).unwrap(), None, "no account");
 }
 
-// ---- schema upgrade and damaged journal rows ---------------------------------------------------
+// ---- old schemas and damaged journal rows ------------------------------------------------------
 
 const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
 
@@ -1101,44 +1201,45 @@ fn downgrade_to_version_1(path: &Path) {
     write_schema_version(path, 1);
 }
 
+/// Schema 3 came with evidence and jail, which changed every genesis hash: a database of
+/// schema 1 or 2 holds a chain this build cannot join, so there is no upgrade. It is refused,
+/// untouched, with an error that says what to do. (The test databases here are made by this
+/// build with the version rewritten; a real old database also fails to decode its chain row,
+/// which is why the version is checked first.)
 #[test]
-fn a_version_1_database_is_upgraded_to_version_2_on_open() {
-    assert_eq!((SCHEMA_VERSION_OLDEST_UPGRADED, SCHEMA_VERSION), (1, 2));
+fn databases_of_schema_1_and_2_are_refused_unchanged_saying_what_to_do() {
+    assert_eq!(SCHEMA_VERSION, 3);
     let genesis = fast_genesis(4, 4);
     let directory = tempfile::tempdir().unwrap();
-    let path = directory.path().join("chain.redb");
-    let storage = Storage::create(&path, &genesis).unwrap();
-    let mut chain = ChainBuilder::new(&genesis);
-    let sent = transfer_of(&genesis, 0, 0, 1, 100);
-    for height in 1..=3 {
-        let transfers = if height == 1 { vec![sent.1.clone()] } else { vec![] };
-        let op = chain.apply(transfers);
-        storage.commit(&chain.commit(vec![op], height - 1)).unwrap();
+    for version in [2u32, 1] {
+        let path = directory.path().join(format!("chain-v{version}.redb"));
+        let storage = Storage::create(&path, &genesis).unwrap();
+        let mut chain = ChainBuilder::new(&genesis);
+        let op = chain.apply(vec![transfer_of(&genesis, 0, 0, 1, 100).1]);
+        storage.commit(&chain.commit(vec![op], 0)).unwrap();
+        drop(storage);
+        assert_eq!(stored_schema_version(&path), SCHEMA_VERSION, "create writes the current version");
+        if version == 1 {
+            downgrade_to_version_1(&path);
+        } else {
+            write_schema_version(&path, version);
+        }
+        let before = file_bytes(&path);
+        let error = Storage::open(&path, &genesis).err().unwrap();
+        assert!(matches!(error, StorageError::SchemaTooOld { found, .. } if found == version), "{error}");
+        let message = error.to_string();
+        for expected in [
+            format!("schema version {version}"),
+            "reads only version 3".to_string(),
+            "genesis hash".to_string(),
+            "left unchanged".to_string(),
+            "tinychain init".to_string(),
+            "tinychain genesis assemble".to_string(),
+        ] {
+            assert!(message.contains(&expected), "the error says {expected:?}: {message}");
+        }
+        assert!(file_bytes(&path) == before, "an old database is left as it was (version {version})");
     }
-    let before = storage.restored().unwrap();
-    drop(storage);
-    assert_eq!(stored_schema_version(&path), 2, "create writes the current version");
-    downgrade_to_version_1(&path);
-    assert_eq!(stored_schema_version(&path), 1);
-
-    let storage = Storage::open(&path, &genesis).unwrap_or_else(|error| panic!("{error}"));
-    assert_restored_equal(&before, &storage.restored().unwrap(), "after the upgrade");
-    assert_eq!((storage.journal().unwrap(), storage.journal_len()), (vec![], 0));
-    assert_eq!(storage.committed_transfer_at(&sent.1.from, 0).unwrap(), Some((sent.0, 1)));
-    // The new tables work, and a commit still settles journal entries.
-    let pending = transfer_of(&genesis, 1, 0, 2, 100);
-    storage.journal_add(std::slice::from_ref(&pending)).unwrap();
-    let dropped = dropped_record(sent.0, &sent.1, DropReason::NonceUsed, 3);
-    storage.record_dropped(std::slice::from_ref(&dropped)).unwrap();
-    let op = chain.apply(vec![pending.1.clone()]);
-    storage.commit(&chain.commit(vec![op], 2)).unwrap();
-    let op = chain.apply(vec![]);
-    storage.commit(&chain.commit(vec![op], 4)).unwrap();
-    assert_eq!(storage.journal_len(), 0);
-    drop(storage);
-    assert_eq!(stored_schema_version(&path), 2, "the upgrade wrote version 2");
-    let storage = Storage::open(&path, &genesis).unwrap();
-    assert_eq!(storage.dropped(&sent.0).unwrap(), Some(dropped));
 }
 
 #[test]
@@ -1150,17 +1251,17 @@ fn a_newer_schema_version_is_refused_and_unchanged() {
     write_schema_version(&path, SCHEMA_VERSION + 1);
     let before = file_bytes(&path);
     let error = Storage::open(&path, &genesis).err().unwrap();
-    assert!(matches!(error, StorageError::SchemaVersion { found: 3, .. }), "{error}");
-    assert!(error.to_string().contains("reads versions 1 to 2"), "{error}");
+    assert!(matches!(error, StorageError::SchemaVersion { found: 4, .. }), "{error}");
+    assert!(error.to_string().contains("reads only version 3"), "{error}");
     assert!(file_bytes(&path) == before, "a newer schema is left as it was");
-    // Nor is version 0, below the oldest this build upgrades.
+    // Nor is version 0, which no build ever wrote.
     write_schema_version(&path, 0);
     let error = Storage::open(&path, &genesis).err().unwrap();
     assert!(matches!(error, StorageError::SchemaVersion { found: 0, .. }), "{error}");
 }
 
 #[test]
-fn a_version_2_database_without_its_journal_is_corrupt() {
+fn a_database_without_its_journal_is_corrupt() {
     let genesis = fast_genesis(1, 0);
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("chain.redb");
