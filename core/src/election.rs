@@ -224,6 +224,34 @@ mod tests {
     }
 
     #[test]
+    fn jailed_validators_rank_after_every_other_demoted_one_and_capped_ones_with_the_demoted() {
+        let genesis = genesis(4);
+        let cap = genesis.production_cap_blocks().expect("on by default");
+        let records = vec![
+            ValidatorRecord { jailed_until: Some(150), ..reported(0, 100) },
+            ValidatorRecord::default(),
+            ValidatorRecord { recent_blocks: (101 - cap..=100).collect(), ..reported(1, 100) },
+            reported(900, 100),
+        ];
+        let ranking = rank_candidates(&genesis, &records, &parent(100, 1));
+        assert_eq!(ranking[0].validator_index, 3, "the only active validator leads despite its load");
+        assert_eq!(ranking[3].validator_index, 0, "the jailed one is last despite the best score");
+        assert_eq!(ranking[3].demotion, Some(Demotion::Jailed { until_height: 150 }));
+        let capped = ranking.iter().find(|candidate| candidate.validator_index == 2).expect("present");
+        assert_eq!(capped.demotion, Some(Demotion::OverProductionCap { produced: cap, cap }));
+        assert_eq!(capped.produced_in_window, cap);
+        // The jail ends after its last height; the window slides past old blocks.
+        let later = rank_candidates(&genesis, &records, &parent(150, 1));
+        assert!(!matches!(
+            later.iter().find(|c| c.validator_index == 0).unwrap().demotion,
+            Some(Demotion::Jailed { .. })
+        ));
+        let window = genesis.parameters.production_window_blocks;
+        let slid = rank_candidates(&genesis, &records, &parent(100 + window - cap + 1, 1));
+        assert_eq!(slid.iter().find(|c| c.validator_index == 2).unwrap().produced_in_window, cap - 1);
+    }
+
+    #[test]
     fn eligibility_times_follow_the_rank() {
         let parameters = Parameters::default();
         assert_eq!(eligible_at_ms(&parameters, 1_000, 0), 3_000);

@@ -170,3 +170,112 @@ impl EvidencePool {
         self.by_key.values().map(|pooled| pooled.facts.offender).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SignatureCache;
+    use crate::testkit::{fast_genesis, validator_key};
+    use crate::types::{Checkpoint, Signature, Vote};
+    use crate::validate::check_evidence;
+
+    fn report(validator: usize, sequence: u64, source: Height, target: Height, target_byte: u8) -> MetricReport {
+        let genesis = fast_genesis(4, 0);
+        let key = validator_key(validator);
+        let checkpoint = |height: Height, byte: u8| Checkpoint { height, hash: Hash([byte; 32]) };
+        let mut report = MetricReport {
+            node: key.address(),
+            sequence,
+            tip: checkpoint(target, target_byte),
+            cpu: 0,
+            net: 0,
+            score: 0,
+            vote: Some(Vote { source: checkpoint(source, 1), target: checkpoint(target, target_byte) }),
+            signature: Signature::default(),
+        };
+        report.signature = key.sign(&crate::codec::report_signing_bytes(&genesis.chain_id, &report));
+        report
+    }
+
+    fn header(timestamp_ms: u64) -> BlockHeader {
+        let key = validator_key(1);
+        let mut header = BlockHeader {
+            chain_id: fast_genesis(4, 0).chain_id,
+            height: 7,
+            prev_hash: Hash([7; 32]),
+            timestamp_ms,
+            producer: key.address(),
+            rank: 0,
+            tx_root: Hash::default(),
+            report_root: Hash::default(),
+            evidence_root: Hash::default(),
+            state_root: Hash::default(),
+            signature: Signature::default(),
+        };
+        header.signature = key.sign(&crate::codec::header_signing_bytes(&header));
+        header
+    }
+
+    fn assert_valid(evidence: &Evidence) {
+        let cache = SignatureCache::new(100);
+        check_evidence(&fast_genesis(4, 0), evidence, &cache).expect("what the watch builds is valid evidence");
+    }
+
+    #[test]
+    fn an_honest_sequence_of_votes_and_blocks_is_never_evidence() {
+        let mut watch = EvidenceWatch::default();
+        // Sources never go down, targets always go up, skips included; blocks one per parent.
+        let votes = [(0, 1), (0, 2), (1, 3), (3, 4), (3, 6), (6, 7), (7, 8)];
+        for (sequence, (source, target)) in votes.into_iter().enumerate() {
+            assert!(watch.observe_report(&report(2, sequence as u64, source, target, 9)).is_empty());
+            // The same report again (gossip, a block recording it) is not an offence either.
+            assert!(watch.observe_report(&report(2, sequence as u64, source, target, 9)).is_empty());
+        }
+        assert_eq!(watch.observe_header(&header(1)), None);
+        assert_eq!(watch.observe_header(&header(1)), None);
+    }
+
+    #[test]
+    fn the_watch_notices_each_offence_in_either_order() {
+        for (earlier, later) in [(1u8, 2u8), (2, 1)] {
+            let mut watch = EvidenceWatch::default();
+            assert!(watch.observe_report(&report(2, 1, 0, 5, earlier)).is_empty());
+            let found = watch.observe_report(&report(2, 2, 0, 5, later));
+            assert!(matches!(found.as_slice(), [Evidence::DoubleVote { .. }]), "{found:?}");
+            assert_valid(&found[0]);
+        }
+        for (first, second) in [((2, 3), (1, 6)), ((1, 6), (2, 3))] {
+            let mut watch = EvidenceWatch::default();
+            assert!(watch.observe_report(&report(3, 1, first.0, first.1, 4)).is_empty());
+            let found = watch.observe_report(&report(3, 2, second.0, second.1, 4));
+            assert!(matches!(found.as_slice(), [Evidence::SurroundVote { .. }]), "{found:?}");
+            assert_valid(&found[0]);
+        }
+        for (a, b) in [(1, 2), (2, 1)] {
+            let mut watch = EvidenceWatch::default();
+            assert_eq!(watch.observe_header(&header(a)), None);
+            let found = watch.observe_header(&header(b)).expect("a second header on the same parent");
+            assert_valid(&found);
+        }
+    }
+
+    #[test]
+    fn the_pool_keeps_one_piece_per_offence_and_forgets_old_ones() {
+        let genesis = fast_genesis(4, 0);
+        let cache = SignatureCache::new(100);
+        let mut watch = EvidenceWatch::default();
+        watch.observe_header(&header(1));
+        let evidence = watch.observe_header(&header(2)).expect("evidence");
+        let facts = check_evidence(&genesis, &evidence, &cache).expect("valid");
+        let mut pool = EvidencePool::default();
+        let pooled = PooledEvidence { id: crate::validate::evidence_id(&evidence), evidence, facts };
+        assert!(pool.insert(pooled.clone()));
+        assert!(!pool.insert(pooled), "one piece per offence");
+        assert_eq!(pool.offenders(), BTreeSet::from([validator_key(1).address()]));
+        let state = crate::genesis::genesis_block(&genesis).1;
+        assert_eq!(pool.select_for_block(&genesis, &state, 7).len(), 0, "not before the offence's height + 1");
+        assert_eq!(pool.select_for_block(&genesis, &state, 8).len(), 1);
+        pool.forget_too_old(7 + genesis.parameters.evidence_max_age_blocks, genesis.parameters.evidence_max_age_blocks);
+        assert!(pool.is_empty());
+    }
+}

@@ -15,11 +15,11 @@ use tinychain_core::genesis::{self, Allocation, Genesis};
 use tinychain_core::state::ChainState;
 use tinychain_core::testkit::{self, account_key, sign_transfer, validator_key};
 use tinychain_core::types::{
-    Account, Address, Block, BlockHeader, Checkpoint, Hash, Height, MetricReport, Signature, Transfer, Vote,
+    Account, Address, Block, BlockHeader, Checkpoint, Evidence, Hash, Height, MetricReport, Signature, Transfer, Vote,
     UNITS_PER_COIN,
 };
 use tinychain_core::validate::{
-    self, block_hash, report_id, transfer_id, BlockContext, BlockError, ReportError, TxError, ValidBlock,
+    self, block_hash, report_id, transfer_id, BlockContext, BlockError, EvidenceError, ReportError, TxError, ValidBlock,
 };
 
 const VALIDATORS: usize = 4;
@@ -1382,6 +1382,101 @@ fn reward_overflow_cases() -> Vec<BlockCase> {
     ]
 }
 
+/// Two headers validator `producer` signed on one parent at height 0: an offence a block at
+/// height 1 may commit.
+fn double_production_at_genesis_height(chain: &Chain, producer: usize) -> Evidence {
+    let key = validator_key(producer);
+    let headers: Vec<BlockHeader> = [1_000u64, 1_001]
+        .into_iter()
+        .map(|timestamp_ms| {
+            let mut header = BlockHeader {
+                chain_id: chain.genesis.chain_id.clone(),
+                height: 0,
+                prev_hash: Hash([9; 32]),
+                timestamp_ms,
+                producer: key.address(),
+                rank: 0,
+                tx_root: merkle_root(&[]),
+                report_root: merkle_root(&[]),
+                evidence_root: merkle_root(&[]),
+                state_root: Hash([3; 32]),
+                signature: Signature::default(),
+            };
+            header.signature = key.sign(&codec::header_signing_bytes(&header));
+            header
+        })
+        .collect();
+    let (a, b) = (headers[0].clone(), headers[1].clone());
+    let (first, second) = if block_hash(&a) < block_hash(&b) { (a, b) } else { (b, a) };
+    Evidence::DoubleProduction { first, second }
+}
+
+fn evidence_root_of(evidence: &[Evidence]) -> Hash {
+    merkle_root(&evidence.iter().map(validate::evidence_id).collect::<Vec<_>>())
+}
+
+fn too_much_evidence_cases() -> Vec<BlockCase> {
+    vec![BlockCase {
+        desc: "two pieces of evidence where the genesis allows one",
+        genesis: || Genesis {
+            parameters: genesis::Parameters { block_evidence_max: 1, ..standard_genesis().parameters },
+            ..standard_genesis()
+        },
+        mutate: |chain, block, _| {
+            block.evidence =
+                vec![double_production_at_genesis_height(chain, 1), double_production_at_genesis_height(chain, 2)];
+            reseal(block);
+        },
+        expected: |_, _| BlockError::TooMuchEvidence { count: 2, max: 1 },
+    }]
+}
+
+fn evidence_root_mismatch_cases() -> Vec<BlockCase> {
+    vec![BlockCase {
+        desc: "evidence added without updating the header's evidence root",
+        genesis: standard_genesis,
+        mutate: |chain, block, _| {
+            block.evidence = vec![double_production_at_genesis_height(chain, 1)];
+            resign(block);
+        },
+        expected: |_, block| BlockError::EvidenceRootMismatch {
+            expected: evidence_root_of(&block.evidence),
+            got: merkle_root(&[]),
+        },
+    }]
+}
+
+fn block_invalid_evidence_cases() -> Vec<BlockCase> {
+    vec![
+        BlockCase {
+            desc: "evidence whose second header's signature was tampered with",
+            genesis: standard_genesis,
+            mutate: |chain, block, _| {
+                let Evidence::DoubleProduction { first, mut second } = double_production_at_genesis_height(chain, 1)
+                else {
+                    unreachable!("built as double production")
+                };
+                second.signature.0[5] ^= 1;
+                let (first, second) =
+                    if block_hash(&first) < block_hash(&second) { (first, second) } else { (second, first) };
+                block.evidence = vec![Evidence::DoubleProduction { first, second }];
+                reseal(block);
+            },
+            expected: |_, _| BlockError::InvalidEvidence { index: 0, error: EvidenceError::BadSignature },
+        },
+        BlockCase {
+            desc: "the same offence twice in one block",
+            genesis: standard_genesis,
+            mutate: |chain, block, _| {
+                let evidence = double_production_at_genesis_height(chain, 1);
+                block.evidence = vec![evidence.clone(), evidence];
+                reseal(block);
+            },
+            expected: |_, _| BlockError::InvalidEvidence { index: 1, error: EvidenceError::DuplicateInBlock },
+        },
+    ]
+}
+
 /// A function returning the rows for one variant.
 type BlockTable = fn() -> Vec<BlockCase>;
 
@@ -1406,6 +1501,9 @@ const BLOCK_TABLES: &[(&str, BlockTable)] = &[
     ("InvalidTransfer", block_invalid_transfer_cases),
     ("InvalidReport", block_invalid_report_cases),
     ("RewardOverflow", reward_overflow_cases),
+    ("TooMuchEvidence", too_much_evidence_cases),
+    ("EvidenceRootMismatch", evidence_root_mismatch_cases),
+    ("InvalidEvidence", block_invalid_evidence_cases),
 ];
 
 #[test]
@@ -1503,6 +1601,13 @@ fn block_reward_overflow() {
     run_block_cases(&reward_overflow_cases());
 }
 
+#[test]
+fn block_evidence() {
+    run_block_cases(&too_much_evidence_cases());
+    run_block_cases(&evidence_root_mismatch_cases());
+    run_block_cases(&block_invalid_evidence_cases());
+}
+
 /// The shape checks alone (what a node runs on side-branch and orphan blocks) find the errors
 /// that need no chain state, in the same way.
 #[test]
@@ -1518,6 +1623,8 @@ fn check_block_shape_finds_the_stateless_errors() {
         "TooManyReportsFromValidator",
         "TxRootMismatch",
         "ReportRootMismatch",
+        "TooMuchEvidence",
+        "EvidenceRootMismatch",
     ];
     for (variant, table) in BLOCK_TABLES.iter().filter(|(variant, _)| stateless.contains(variant)) {
         for case in table() {
@@ -1594,7 +1701,7 @@ fn block_variant(error: &BlockError) -> &'static str {
         BlockError::InvalidEvidence { .. } => "InvalidEvidence",
     }
 }
-const BLOCK_VARIANTS: usize = 19;
+const BLOCK_VARIANTS: usize = 22;
 
 #[test]
 fn every_error_variant_has_a_case() {
