@@ -184,7 +184,7 @@ mod tests {
         assert!(ranking[2].demotion.is_some());
         assert!(ranking[3].demotion.is_some());
         assert_eq!(
-            ranking.iter().find(|c| c.validator_index == 2).unwrap().demotion,
+            ranking.iter().find(|c| c.validator_index == 2).expect("present").demotion,
             Some(Demotion::MissedTurn { at_height: 9 })
         );
         assert_eq!(ranking.iter().find(|c| c.validator_index == 3).unwrap().demotion, Some(Demotion::NoReport));
@@ -243,12 +243,12 @@ mod tests {
         // The jail ends after its last height; the window slides past old blocks.
         let later = rank_candidates(&genesis, &records, &parent(150, 1));
         assert!(!matches!(
-            later.iter().find(|c| c.validator_index == 0).unwrap().demotion,
+            later.iter().find(|c| c.validator_index == 0).expect("present").demotion,
             Some(Demotion::Jailed { .. })
         ));
         let window = genesis.parameters.production_window_blocks;
         let slid = rank_candidates(&genesis, &records, &parent(100 + window - cap + 1, 1));
-        assert_eq!(slid.iter().find(|c| c.validator_index == 2).unwrap().produced_in_window, cap - 1);
+        assert_eq!(slid.iter().find(|c| c.validator_index == 2).expect("present").produced_in_window, cap - 1);
     }
 
     #[test]

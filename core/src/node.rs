@@ -849,9 +849,7 @@ impl Node {
             self.watch_header(&block.header, actions);
             self.watch_block_reports(block, actions);
         }
-        let last = blocks
-            .iter()
-            .take(SYNC_BLOCKS_PER_RESPONSE_MAX)
+        let last = blocks[..blocks.len().min(SYNC_BLOCKS_PER_RESPONSE_MAX)]
             .last()
             .map(|block| Checkpoint { height: block.header.height, hash: block_hash(&block.header) });
         let peer_tip = self.peers.get(&from).and_then(|peer_state| peer_state.tip);

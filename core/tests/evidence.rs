@@ -460,7 +460,10 @@ impl Chain {
         evidence: Vec<Evidence>,
     ) -> Result<ValidBlock, BlockError> {
         let ranking = election::rank_candidates(&self.genesis, &self.state.validators, &self.state.tip);
-        let producer = (0..VALIDATORS).map(validator_key).find(|key| key.address() == ranking[0].node).unwrap();
+        let producer = (0..VALIDATORS)
+            .map(validator_key)
+            .find(|key| key.address() == ranking[0].node)
+            .expect("the producer is a test validator");
         let timestamp_ms = self.state.tip_timestamp_ms + self.genesis.parameters.block_interval_ms;
         self.context(timestamp_ms, |context| {
             validate::build_block(context, &producer, 0, timestamp_ms, Vec::new(), reports, evidence)
