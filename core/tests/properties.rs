@@ -19,7 +19,8 @@ use tinychain_core::node::{Event, Node, NodeConfig};
 use tinychain_core::state::{ChainState, RecordedReport, StateDelta, ValidatorRecord};
 use tinychain_core::testkit::{self, account_key, sign_transfer, validator_key, LocalNet};
 use tinychain_core::types::{
-    Address, Block, BlockHeader, Checkpoint, Hash, Height, MetricReport, Signature, Transfer, Vote, UNITS_PER_COIN,
+    Address, Block, BlockHeader, Checkpoint, Evidence, Hash, Height, MetricReport, Signature, Transfer, Vote,
+    UNITS_PER_COIN,
 };
 use tinychain_core::validate::{self, block_hash, report_id, transfer_id, BlockContext, ValidBlock};
 
@@ -137,6 +138,9 @@ fn arb_header() -> impl Strategy<Value = BlockHeader> {
 fn arb_block() -> impl Strategy<Value = Block> {
     (arb_header(), prop::collection::vec(arb_transfer(), 0..4), prop::collection::vec(arb_report(), 0..4))
         .prop_map(|(header, transfers, reports)| Block { header, transfers, reports, evidence: Vec::new() })
+        .prop_flat_map(|block| {
+            prop::collection::vec(arb_evidence(), 0..2).prop_map(move |evidence| Block { evidence, ..block.clone() })
+        })
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
@@ -151,6 +155,15 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|(ids, complete)| Message::PoolAnnounce { ids, complete }),
         prop::collection::vec(arb_hash(), 0..8).prop_map(|ids| Message::GetPooled { ids }),
         prop::collection::vec(arb_transfer(), 0..4).prop_map(Message::Pooled),
+        arb_evidence().prop_map(|evidence| Message::Evidence(Box::new(evidence))),
+    ]
+}
+
+fn arb_evidence() -> impl Strategy<Value = Evidence> {
+    prop_oneof![
+        (arb_header(), arb_header()).prop_map(|(first, second)| Evidence::DoubleProduction { first, second }),
+        (arb_report(), arb_report()).prop_map(|(first, second)| Evidence::DoubleVote { first, second }),
+        (arb_report(), arb_report()).prop_map(|(outer, inner)| Evidence::SurroundVote { outer, inner }),
     ]
 }
 
