@@ -748,7 +748,13 @@ impl Node {
             && self.canonical_hash(finalized.height).is_some_and(|hash| hash != finalized.hash);
         let peer_state = self.peers.entry(from).or_default();
         peer_state.tip = Some(tip);
-        peer_state.tip_fresh_at_ms = now_ms;
+        // Only the first status of a connection makes its tip fresh (holding production back
+        // while we fetch it); later ones wait for blocks to flow. Honest peers send one status
+        // per connection; a peer that kept advertising tips it never serves would otherwise
+        // stall production for ever (the sync-stall attack of CometBFT advisory GO-2025-3442).
+        if !peer_state.status_received {
+            peer_state.tip_fresh_at_ms = now_ms;
+        }
         peer_state.status_received = true;
         if is_conflict {
             tracing::error!(peer = ?from, ours = ?self.finalized, theirs = ?finalized, "finality conflict with a peer");

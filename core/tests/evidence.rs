@@ -800,3 +800,36 @@ fn a_validator_crashed_after_any_prefix_of_its_actions_never_signs_conflicting_o
         .count();
     assert!(conflicts > 0, "no crash fell between signing and storing a block");
 }
+
+/// A peer that keeps advertising a tip it never serves holds production back once per
+/// connection (one producer timeout), not for ever.
+#[test]
+fn a_peer_advertising_tips_it_never_serves_cannot_stall_production() {
+    let mut net = LocalNet::new(genesis(), 5);
+    net.run_until(2_000);
+    // Validator 3 goes quiet towards the others and, every 200 ms, tells node 0 it has a tip far
+    // ahead (a new fake one each time) that it will never serve.
+    net.crash(3);
+    let liar = validator_key(3).address();
+    let start_height = net.nodes[0].tip().height;
+    let mut at_ms = 2_000;
+    net.deliver(0, Event::PeerConnected { peer: liar });
+    for round in 0..150u8 {
+        at_ms += 200;
+        net.run_until(at_ms);
+        let tip = Checkpoint { height: start_height + 1_000, hash: Hash([round; 32]) };
+        let status = Message::Status { tip, finalized: net.nodes[0].finalized() };
+        net.deliver(0, Event::MessageReceived { from: liar, message: status.clone() });
+        for _ in 0..3 {
+            net.deliver(0, Event::MessageReceived { from: liar, message: status.clone() });
+        }
+    }
+    let produced_by_0 = net
+        .traces
+        .iter()
+        .filter(|(at, node, event)| *at > 2_000 && *node == 0 && matches!(event, TraceEvent::BlockProduced { .. }))
+        .count();
+    let height = net.nodes[0].tip().height;
+    assert!(height >= start_height + 100, "the chain kept growing: {start_height} -> {height}");
+    assert!(produced_by_0 >= 10, "node 0 still produced its share: {produced_by_0} blocks");
+}
