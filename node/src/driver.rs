@@ -11,7 +11,10 @@
 //! - `ServeBlocks`: answered from storage.
 //! - `WakeAt`: the loop's timer.
 //! - `Trace`: logs (a line per committed block, with producer, rank and score) and the live
-//!   figures RPC and `/metrics` report.
+//!   figures RPC and `/metrics` report. Evidence seen, evidence committed and a validator
+//!   jailed are logged at error level (an operator must look: a validator broke a rule), each
+//!   line with the evidence itself: its id, kind, offender, offence height and the ids of the
+//!   two conflicting objects (block hashes or report ids).
 //! - `TxDropped`: collected over the step and written with one `Storage::record_dropped` after
 //!   the step's commits, so `get_tx` answers `dropped` with the reason (and the journal forgets
 //!   them).
@@ -39,6 +42,17 @@
 //! its pool to each peer as it connects). One the core refuses before the
 //! first mempool sync is over is tried once more after it (its predecessor may be pending at a
 //! peer); refused then, it is recorded as `DropReason::RefusedAfterRestart`.
+//!
+//! # Test-only misbehaviour
+//!
+//! Built with the `test-misbehaviour` cargo feature (never in a release build: only the root
+//! package's tests turn it on, through a dev-dependency), the driver reads
+//! `TINYCHAIN_TEST_MISBEHAVIOUR` at start. `equivocate` makes it a dishonest producer for the
+//! real-process test `tests/dishonest_validator.rs`: each time its core broadcasts a block it
+//! produced, the driver signs a second block on the same parent (timestamp + 1 ms, signed again
+//! with the node key; the state root does not cover the timestamp) and sends one block to half
+//! of its peers and the other block to the rest. Without the feature the variable is never read
+//! (the code is not compiled).
 
 use crate::metrics::Sampler;
 use crate::query::{self, Call, LiveInfo, MetricSample, PeerInfo, QueryContext, QueryError, Request};
@@ -56,8 +70,8 @@ use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
 use tinychain_core::mempool::{DropReason, DroppedTransfer, MempoolConfig};
 use tinychain_core::message::Message;
 use tinychain_core::node::{Action, Commit, Event, Node, NodeConfig, TraceEvent};
-use tinychain_core::types::{Address, Hash, Height, NodeId, Transfer};
-use tinychain_core::validate::transfer_id;
+use tinychain_core::types::{Address, Evidence, Hash, Height, NodeId, Transfer};
+use tinychain_core::validate::{evidence_id, transfer_id};
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::{NetEvent, NetHandle};
 use tinychain_net::manager::{NetConfig, NetLimits};
@@ -103,6 +117,9 @@ pub enum DriverError {
     Rpc { addr: SocketAddr, detail: String },
     #[error("cannot read system metrics: {0}")]
     Metrics(String),
+    #[cfg(feature = "test-misbehaviour")]
+    #[error("{0}")]
+    Misbehaviour(String),
 }
 
 /// What the running driver tells its caller once it is listening.
@@ -155,6 +172,18 @@ struct Driver {
     /// Journal entries the core refused when resubmitted before its first mempool sync was
     /// over: tried once more when it is (`retry_deferred_journal`).
     deferred_journal: Vec<(Hash, Transfer)>,
+    /// Evidence committed and validators jailed during the current step: logged with the
+    /// evidence read back from the committed block once the step's commits are written.
+    evidence_committed: Vec<CommittedOffence>,
+    #[cfg(feature = "test-misbehaviour")]
+    misbehaviour: Option<misbehaviour::Misbehaviour>,
+}
+
+/// `TraceEvent::EvidenceCommitted` and `TraceEvent::Jailed`, kept until the step's commits are
+/// on disk.
+enum CommittedOffence {
+    Evidence { height: Height, offender: NodeId, kind: &'static str, offence_height: Height },
+    Jailed { validator: NodeId, until_height: Height },
 }
 
 /// Runs the node until `shutdown` completes or storage fails. `on_started` is called once the
@@ -231,8 +260,18 @@ pub async fn run(
         started_at_ms: now_unix_ms(),
         ..LiveInfo::default()
     };
-    let mut driver =
-        Driver { node, storage, net, live, wake_at_ms: 0, committed: Vec::new(), deferred_journal: Vec::new() };
+    let mut driver = Driver {
+        node,
+        storage,
+        net,
+        live,
+        wake_at_ms: 0,
+        committed: Vec::new(),
+        deferred_journal: Vec::new(),
+        evidence_committed: Vec::new(),
+        #[cfg(feature = "test-misbehaviour")]
+        misbehaviour: misbehaviour::from_env(options.key.clone()).map_err(DriverError::Misbehaviour)?,
+    };
     info!(
         node = %node_id,
         name = %driver.name_of(&node_id),
@@ -429,6 +468,11 @@ impl Driver {
                     }
                 }
                 Action::Broadcast { message, except } => {
+                    #[cfg(feature = "test-misbehaviour")]
+                    let Some((message, except)) = self.misbehave(message, except).await
+                    else {
+                        continue;
+                    };
                     if let Err(error) = self.net.broadcast(message, except).await {
                         debug!(%error, "broadcast dropped");
                     }
@@ -455,6 +499,7 @@ impl Driver {
         }
         self.record_dropped(dropped)?;
         self.log_committed();
+        self.log_evidence_committed();
         Ok(verdicts)
     }
 
@@ -508,13 +553,33 @@ impl Driver {
                 info!(peer = %self.name_of(&peer), have_height, "behind a peer: asking for blocks");
             }
             TraceEvent::EvidenceSeen { offender, kind, offence_height } => {
-                error!(offender = %self.name_of(&offender), kind, offence_height, "evidence of an offence seen");
+                // The core pooled it in this step: read the two objects back from its pool.
+                let pooled = self.node.evidence().find(|pooled| {
+                    pooled.facts.offender == offender
+                        && pooled.facts.height == offence_height
+                        && pooled.evidence.kind() == kind
+                });
+                let [(first_role, first), (second_role, second)] =
+                    objects_for_log(pooled.map(|pooled| &pooled.evidence));
+                error!(
+                    evidence_id = %pooled.map_or_else(|| "unknown".to_string(), |pooled| pooled.id.to_string()),
+                    kind,
+                    offender = %self.name_of(&offender),
+                    offender_id = %offender,
+                    offence_height,
+                    first_role,
+                    first = %first,
+                    second_role,
+                    second = %second,
+                    "evidence of an offence seen: a validator signed two conflicting objects"
+                );
             }
             TraceEvent::EvidenceCommitted { height, offender, kind, offence_height } => {
-                error!(height, offender = %self.name_of(&offender), kind, offence_height, "evidence committed");
+                self.live.record_evidence_committed();
+                self.evidence_committed.push(CommittedOffence::Evidence { height, offender, kind, offence_height });
             }
             TraceEvent::Jailed { validator, until_height } => {
-                error!(validator = %self.name_of(&validator), until_height, "validator jailed by committed evidence");
+                self.evidence_committed.push(CommittedOffence::Jailed { validator, until_height });
             }
             TraceEvent::FinalityConflict { peer, ours, theirs } => {
                 error!(
@@ -553,6 +618,105 @@ impl Driver {
                 "block committed"
             );
         }
+    }
+
+    /// The test-only misbehaviour (see the module docs): a broadcast of a block this node
+    /// produced becomes two blocks on one parent, each sent to one half of the peers, and
+    /// `None` is returned; any other broadcast is handed back to be carried out as usual.
+    #[cfg(feature = "test-misbehaviour")]
+    async fn misbehave(&mut self, message: Message, except: Option<NodeId>) -> Option<(Message, Option<NodeId>)> {
+        let key = match (&self.misbehaviour, &message) {
+            (Some(misbehaviour), Message::Block(block))
+                if except.is_none() && block.header.producer == self.node.node_id() =>
+            {
+                misbehaviour.key.clone()
+            }
+            _ => return Some((message, except)),
+        };
+        let Message::Block(block) = message else { unreachable!("matched above") };
+        let twin = misbehaviour::twin(&block, &key);
+        let mut peers = self.node.connected_peers();
+        peers.sort();
+        let half = peers.len().div_ceil(2);
+        error!(
+            height = block.header.height,
+            ours = %tinychain_core::validate::block_hash(&block.header),
+            twin = %tinychain_core::validate::block_hash(&twin.header),
+            peers_shown_ours = half,
+            peers_shown_twin = peers.len() - half,
+            "TEST MISBEHAVIOUR: equivocating, two blocks on one parent sent to two halves of the peers"
+        );
+        for (position, peer) in peers.into_iter().enumerate() {
+            let shown = if position < half { block.clone() } else { twin.clone() };
+            if let Err(error) = self.net.send_to(peer, Message::Block(shown)).await {
+                debug!(%error, "send dropped");
+            }
+        }
+        None
+    }
+
+    /// One error line per piece of evidence committed and per validator jailed in the last
+    /// step, with the evidence read back from the block that commits it (on disk by now).
+    fn log_evidence_committed(&mut self) {
+        let jail_blocks = self.node.genesis().parameters.jail_blocks;
+        for offence in std::mem::take(&mut self.evidence_committed) {
+            match offence {
+                CommittedOffence::Evidence { height, offender, kind, offence_height } => {
+                    let evidence = self.committed_evidence(height, |evidence| {
+                        evidence.offender() == offender
+                            && evidence.kind() == kind
+                            && query::offence_height(evidence) == Some(offence_height)
+                    });
+                    let [(first_role, first), (second_role, second)] = objects_for_log(evidence.as_ref());
+                    error!(
+                        height,
+                        evidence_id = %evidence.as_ref().map_or_else(|| "unknown".to_string(), |evidence| evidence_id(evidence).to_string()),
+                        kind,
+                        offender = %self.name_of(&offender),
+                        offender_id = %offender,
+                        offence_height,
+                        first_role,
+                        first = %first,
+                        second_role,
+                        second = %second,
+                        "evidence committed: a validator broke a rule"
+                    );
+                }
+                CommittedOffence::Jailed { validator, until_height } => {
+                    // Jail runs `jail_blocks` from the block that commits the evidence.
+                    let height = until_height.saturating_sub(jail_blocks);
+                    let evidence: Vec<String> = self
+                        .storage
+                        .block_at(height)
+                        .ok()
+                        .flatten()
+                        .map(|block| {
+                            block
+                                .evidence
+                                .iter()
+                                .filter(|evidence| evidence.offender() == validator)
+                                .map(|evidence| format!("{} {}", evidence.kind(), evidence_id(evidence)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    error!(
+                        validator = %self.name_of(&validator),
+                        validator_id = %validator,
+                        height,
+                        until_height,
+                        evidence = ?evidence,
+                        "validator jailed by committed evidence: it ranks last until the jail ends"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The piece of evidence the canonical block at `height` commits that `matches`, if the
+    /// database has it.
+    fn committed_evidence(&self, height: Height, matches: impl Fn(&Evidence) -> bool) -> Option<Evidence> {
+        let block = self.storage.block_at(height).ok().flatten()?;
+        block.evidence.iter().find(|evidence| matches(evidence)).cloned()
     }
 
     fn log_summary(&self) {
@@ -848,6 +1012,64 @@ fn verdict_for(verdicts: &[Action], id: &Hash) -> Answer {
         }
     }
     Err(QueryError::Internal("the node gave no verdict on the transfer".to_string()))
+}
+
+/// The roles and full ids of evidence's two objects for a log line ("unknown" when the
+/// evidence could not be read back).
+fn objects_for_log(evidence: Option<&Evidence>) -> [(&'static str, String); 2] {
+    match evidence {
+        Some(evidence) => query::evidence_objects(evidence).map(|(role, id)| (role, id.to_string())),
+        None => [("first", "unknown".to_string()), ("second", "unknown".to_string())],
+    }
+}
+
+/// A dishonest producer for the real-process test, compiled only with the `test-misbehaviour`
+/// feature (see the module docs).
+#[cfg(feature = "test-misbehaviour")]
+pub mod misbehaviour {
+    use std::sync::Arc;
+    use tinychain_core::codec::header_signing_bytes;
+    use tinychain_core::crypto::Keypair;
+    use tinychain_core::types::Block;
+
+    /// The environment variable that turns a misbehaviour on, read once at start.
+    pub const ENV_VAR: &str = "TINYCHAIN_TEST_MISBEHAVIOUR";
+
+    /// What this node does wrong, with the key it signs its lies with.
+    pub struct Misbehaviour {
+        pub key: Keypair,
+    }
+
+    /// `Some` when `TINYCHAIN_TEST_MISBEHAVIOUR=equivocate`; `None` when it is unset or empty;
+    /// an error naming the variable for any other value (a test that misspells it must not
+    /// pass with an honest node).
+    pub fn from_env(key: Keypair) -> Result<Option<Misbehaviour>, String> {
+        match std::env::var(ENV_VAR) {
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Ok(value) if value.is_empty() => Ok(None),
+            Ok(value) if value == "equivocate" => {
+                tracing::error!(
+                    variable = ENV_VAR,
+                    value,
+                    "TEST MISBEHAVIOUR: this node signs two blocks on every parent it produces on"
+                );
+                Ok(Some(Misbehaviour { key }))
+            }
+            Ok(value) => Err(format!("{ENV_VAR}={value:?}: the only test misbehaviour is \"equivocate\"")),
+            Err(std::env::VarError::NotUnicode(value)) => {
+                Err(format!("{ENV_VAR}={value:?}: the only test misbehaviour is \"equivocate\""))
+            }
+        }
+    }
+
+    /// `block` 1 ms later, signed again by `key`: a second header by the same producer on the
+    /// same parent, valid on its own (the state root does not cover the timestamp).
+    pub fn twin(block: &Block, key: &Keypair) -> Arc<Block> {
+        let mut header = block.header.clone();
+        header.timestamp_ms = header.timestamp_ms.saturating_add(1);
+        header.signature = key.sign(&header_signing_bytes(&header));
+        Arc::new(Block { header, ..block.clone() })
+    }
 }
 
 #[cfg(test)]

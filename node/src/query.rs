@@ -20,6 +20,11 @@
 //! - `get_tx` looks in the order a transfer's fate is decided: the chain (committed, final),
 //!   then the mempool (pending), then the drop records (dropped), else unknown.
 //!
+//! - Evidence and jail: `get_block` lists a block's evidence (kind, offender, offence height and
+//!   the ids of the two signed objects: block hashes or report ids); `get_election` gives each
+//!   candidate's `jailed_until` and `produced_in_window` beside the cap; `status` and `metrics`
+//!   count the evidence the node holds and name the validators jailed for the next block.
+//!
 //! JSON forms: hashes and ids are 64 hex characters, addresses bech32m `tc1...` text, amounts
 //! strings of base units, heights and times (unix ms) numbers. `docs/rpc.md` shows every answer.
 
@@ -33,8 +38,8 @@ use tinychain_core::codec;
 use tinychain_core::election::{eligible_at_ms, Candidate, Demotion};
 use tinychain_core::mempool::{DropReason, DroppedTransfer};
 use tinychain_core::node::Node;
-use tinychain_core::types::{Address, Block, Checkpoint, Hash, Height, NodeId, Transfer};
-use tinychain_core::validate::{block_hash, report_id, transfer_id};
+use tinychain_core::types::{Address, Block, Checkpoint, Evidence, Hash, Height, MetricReport, NodeId, Transfer};
+use tinychain_core::validate::{block_hash, evidence_id, report_id, transfer_id};
 use tokio::sync::oneshot;
 
 /// Recent block intervals `LiveInfo::record_block_committed` keeps.
@@ -201,6 +206,9 @@ pub struct LiveInfo {
     pub last_block_at_ms: Option<u64>,
     /// Pending transfers dropped since start, by `DropReason::kind`.
     pub transfers_dropped: BTreeMap<&'static str, u64>,
+    /// Pieces of evidence committed by blocks this node made canonical since start (a piece a
+    /// reorganisation commits again counts again).
+    pub evidence_committed: u64,
 }
 
 impl LiveInfo {
@@ -223,6 +231,11 @@ impl LiveInfo {
     pub fn record_transfer_dropped(&mut self, reason: &DropReason) {
         let count = self.transfers_dropped.entry(reason.kind()).or_default();
         *count = count.saturating_add(1);
+    }
+
+    /// Counts one piece of evidence committed (`TraceEvent::EvidenceCommitted`).
+    pub fn record_evidence_committed(&mut self) {
+        self.evidence_committed = self.evidence_committed.saturating_add(1);
     }
 
     /// Pending transfers dropped since start, every reason.
@@ -577,6 +590,17 @@ fn status(context: &QueryContext<'_>) -> Result<Value, QueryError> {
         "mempool_synced": node.is_mempool_synced(),
         "mempool_synced_peers": node.mempool_synced_peers(),
         "journal_transfers": context.storage.journal_len(),
+        "evidence_held": node.evidence().count(),
+        "evidence_pending": node.pending_evidence(),
+        "evidence_offenders": node
+            .evidence_offenders()
+            .iter()
+            .map(|offender| json!({ "node_id": offender, "name": validator_name(context, offender) }))
+            .collect::<Vec<Value>>(),
+        "jailed_validators": jailed_validators(context)
+            .into_iter()
+            .map(|(id, until_height)| json!({ "node_id": id, "name": validator_name(context, &id), "until_height": until_height }))
+            .collect::<Vec<Value>>(),
         "transfers_dropped": {
             "total": live.transfers_dropped_total(),
             "by_reason": live.transfers_dropped,
@@ -594,6 +618,77 @@ fn status(context: &QueryContext<'_>) -> Result<Value, QueryError> {
         "timeouts_fired": live.timeouts_fired,
         "last_block_at_ms": live.last_block_at_ms,
     }))
+}
+
+/// The validators jailed for the block after the tip, in genesis order, with the last height
+/// of their jail.
+fn jailed_validators(context: &QueryContext<'_>) -> Vec<(NodeId, Height)> {
+    let node = context.node;
+    let next_height = node.tip().height.saturating_add(1);
+    node.genesis()
+        .validators
+        .iter()
+        .zip(&node.state().validators)
+        .filter(|(_, record)| record.is_jailed_at(next_height))
+        .filter_map(|(validator, record)| record.jailed_until.map(|until_height| (validator.id, until_height)))
+        .collect()
+}
+
+/// The height an offence happened at, as `validate::check_evidence` defines it: the blocks'
+/// height, the equal target height, or the outer vote's target height. `None` for a vote pair
+/// without votes, which no valid evidence is.
+pub fn offence_height(evidence: &Evidence) -> Option<Height> {
+    match evidence {
+        Evidence::DoubleProduction { first, .. } => Some(first.height),
+        Evidence::DoubleVote { first, .. } => first.vote.map(|vote| vote.target.height),
+        Evidence::SurroundVote { outer, .. } => outer.vote.map(|vote| vote.target.height),
+    }
+}
+
+/// The two signed objects of a piece of evidence, by their role in it (`first`/`second`, or
+/// `outer`/`inner`) and their id: the block hash of a header, the report id of a report.
+pub fn evidence_objects(evidence: &Evidence) -> [(&'static str, Hash); 2] {
+    match evidence {
+        Evidence::DoubleProduction { first, second } => [("first", block_hash(first)), ("second", block_hash(second))],
+        Evidence::DoubleVote { first, second } => [("first", report_id(first)), ("second", report_id(second))],
+        Evidence::SurroundVote { outer, inner } => [("outer", report_id(outer)), ("inner", report_id(inner))],
+    }
+}
+
+fn evidence_json(context: &QueryContext<'_>, evidence: &Evidence) -> Value {
+    let offender = evidence.offender();
+    let mut map = Map::new();
+    map.insert("id".into(), to_json(&evidence_id(evidence)));
+    map.insert("kind".into(), json!(evidence.kind()));
+    map.insert("offender".into(), to_json(&offender));
+    map.insert("offender_name".into(), to_json(&validator_name(context, &offender)));
+    map.insert("offence_height".into(), to_json(&offence_height(evidence)));
+    let vote_object = |report: &MetricReport| {
+        json!({
+            "report_id": report_id(report),
+            "sequence": report.sequence,
+            "vote": report.vote.map(|vote| json!({
+                "source": checkpoint_json(&vote.source),
+                "target": checkpoint_json(&vote.target),
+            })),
+        })
+    };
+    let objects = match evidence {
+        Evidence::DoubleProduction { first, second } => [first, second].map(|header| {
+            json!({
+                "block_hash": block_hash(header),
+                "height": header.height,
+                "prev_hash": header.prev_hash,
+                "timestamp_ms": header.timestamp_ms,
+            })
+        }),
+        Evidence::DoubleVote { first, second } => [vote_object(first), vote_object(second)],
+        Evidence::SurroundVote { outer, inner } => [vote_object(outer), vote_object(inner)],
+    };
+    for ((role, _), object) in evidence_objects(evidence).into_iter().zip(objects) {
+        map.insert(role.into(), object);
+    }
+    Value::Object(map)
 }
 
 fn canonical_block(context: &QueryContext<'_>, selector: &BlockSelector) -> Result<(Arc<Block>, Hash), QueryError> {
@@ -638,6 +733,7 @@ fn block_json(context: &QueryContext<'_>, block: &Block, hash: Hash, with_conten
     map.insert("final".into(), json!(header.height <= context.node.finalized().height));
     map.insert("transfer_count".into(), json!(block.transfers.len()));
     map.insert("report_count".into(), json!(block.reports.len()));
+    map.insert("evidence_count".into(), json!(block.evidence.len()));
     if with_contents {
         let transfers: Vec<Value> =
             block.transfers.iter().map(|transfer| transfer_json(transfer, &transfer_id(transfer))).collect();
@@ -654,6 +750,8 @@ fn block_json(context: &QueryContext<'_>, block: &Block, hash: Hash, with_conten
             .collect();
         map.insert("transfers".into(), Value::Array(transfers));
         map.insert("reports".into(), Value::Array(reports));
+        let evidence: Vec<Value> = block.evidence.iter().map(|piece| evidence_json(context, piece)).collect();
+        map.insert("evidence".into(), Value::Array(evidence));
     }
     Value::Object(map)
 }
@@ -875,6 +973,11 @@ fn candidates_json(context: &QueryContext<'_>, candidates: &[Candidate], parent_
                 "name": validator_name(context, &candidate.node),
                 "score": candidate.score,
                 "demotion": demotion_json(&candidate.demotion),
+                "jailed_until": match candidate.demotion {
+                    Some(Demotion::Jailed { until_height }) => json!(until_height),
+                    _ => Value::Null,
+                },
+                "produced_in_window": candidate.produced_in_window,
                 "eligible_at_ms": eligible_at_ms(parameters, parent_timestamp_ms, candidate.rank),
             })
         })
@@ -891,6 +994,8 @@ fn get_election(context: &QueryContext<'_>, height: Option<Height>) -> Result<Va
         return Ok(json!({
             "height": next_height,
             "parent": checkpoint_json(&tip),
+            "production_window_blocks": node.genesis().parameters.production_window_blocks,
+            "production_cap_blocks": node.genesis().production_cap_blocks(),
             "candidates": candidates_json(context, &ranking, node.state().tip_timestamp_ms),
             "produced": Value::Null,
             "missed_turn": [],
@@ -921,6 +1026,8 @@ fn get_election(context: &QueryContext<'_>, height: Option<Height>) -> Result<Va
     Ok(json!({
         "height": height,
         "parent": { "height": height - 1, "hash": block.header.prev_hash },
+        "production_window_blocks": node.genesis().parameters.production_window_blocks,
+        "production_cap_blocks": node.genesis().production_cap_blocks(),
         "candidates": candidates_json(context, &ranking, parent.header.timestamp_ms),
         "produced": {
             "node_id": producer,
@@ -989,7 +1096,33 @@ fn metrics(context: &QueryContext<'_>) -> Value {
         "mempool_synced": u8::from(node.is_mempool_synced()),
         "journal_transfers": context.storage.journal_len(),
         "transfers_dropped_total": live.transfers_dropped_total(),
+        "jailed_validators": jailed_validators(context).len(),
+        "evidence_held": node.evidence().count(),
+        "evidence_pending": node.pending_evidence(),
+        "evidence_committed_total": live.evidence_committed,
+        // Labelled series (`rpc::render_metrics`): one entry per validator, in genesis order.
+        "validators": validator_metrics(context),
     })
+}
+
+/// Per validator, for the next block: blocks it made in the production window and whether it
+/// is jailed.
+fn validator_metrics(context: &QueryContext<'_>) -> Vec<Value> {
+    let node = context.node;
+    let genesis = node.genesis();
+    let parent_height = node.tip().height;
+    genesis
+        .validators
+        .iter()
+        .zip(&node.state().validators)
+        .map(|(validator, record)| {
+            json!({
+                "name": validator.name,
+                "produced_in_window": tinychain_core::election::produced_in_window(&genesis.parameters, record, parent_height),
+                "jailed": u8::from(record.is_jailed_at(parent_height.saturating_add(1))),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

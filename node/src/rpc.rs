@@ -523,13 +523,34 @@ const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Pending transfers dropped since start (their nonce taken, replaced, evicted, ...).",
     ),
+    ("jailed_validators", "gauge", "Validators jailed (ranked last) by committed evidence for the next block."),
+    ("evidence_held", "gauge", "Verified evidence of offences this node holds, committed or not."),
+    ("evidence_pending", "gauge", "Held evidence not yet committed on this node's chain."),
+    (
+        "evidence_committed_total",
+        "counter",
+        "Pieces of evidence committed by blocks this node made canonical since start.",
+    ),
+];
+
+/// Series with one sample per validator, labelled `validator="<genesis name>"`: (name without
+/// the prefix, which is also the key in each entry of the answer's `validators` list, type,
+/// help).
+const VALIDATOR_METRICS: &[(&str, &str, &str)] = &[
+    (
+        "validator_produced_in_window",
+        "gauge",
+        "Blocks the validator made among the last production_window_blocks (the production-share cap counts these).",
+    ),
+    ("validator_jailed", "gauge", "1 if committed evidence jails the validator for the next block, else 0."),
 ];
 
 /// The Prometheus text exposition format (version 0.0.4) of the driver's metric numbers.
 ///
-/// Written here rather than with a metrics crate: a dozen unlabelled integer series whose names and
-/// help texts are constants of this module need no escaping, no float formatting and no
-/// registry, and the test below checks every line against the format's grammar.
+/// Written here rather than with a metrics crate: a few integer series whose names and help
+/// texts are constants of this module need no float formatting and no registry; the only
+/// label is a validator's genesis name, escaped as the format asks. The test below checks every
+/// line against the format's grammar.
 pub fn render_metrics(numbers: &Value) -> String {
     let mut text = String::new();
     for (name, kind, help) in METRICS {
@@ -541,7 +562,34 @@ pub fn render_metrics(numbers: &Value) -> String {
             let _ = writeln!(text, "tinychain_{name} {value}");
         }
     }
+    let validators = numbers.get("validators").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for (name, kind, help) in VALIDATOR_METRICS {
+        let _ = writeln!(text, "# HELP tinychain_{name} {help}");
+        let _ = writeln!(text, "# TYPE tinychain_{name} {kind}");
+        for validator in validators {
+            let label = validator.get("name").and_then(Value::as_str).unwrap_or_default();
+            let key = name.strip_prefix("validator_").unwrap_or(name);
+            if let Some(value) = validator.get(key).and_then(Value::as_u64) {
+                let _ = writeln!(text, "tinychain_{name}{{validator=\"{}\"}} {value}", escape_label_value(label));
+            }
+        }
+    }
     text
+}
+
+/// A label value as the exposition format writes it: backslash, double quote and line feed
+/// escaped.
+fn escape_label_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for character in value.chars() {
+        match character {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
 }
 
 #[cfg(test)]
@@ -568,6 +616,11 @@ mod tests {
             "height": 12, "finalized_height": 10, "block_interval_ms": null, "peers": 3, "mempool_size": 0,
             "score": 250, "cpu_permille": 300, "net_permille": 200, "timeouts_fired_total": 1,
             "blocks_committed_total": 12, "mempool_synced": 1, "journal_transfers": 4, "transfers_dropped_total": 2,
+            "jailed_validators": 1, "evidence_held": 2, "evidence_pending": 1, "evidence_committed_total": 1,
+            "validators": [
+                { "name": "node0", "produced_in_window": 7, "jailed": 0 },
+                { "name": "we\"ird\\na\nme", "produced_in_window": 0, "jailed": 1 },
+            ],
         });
         let text = render_metrics(&numbers);
         assert!(text.ends_with('\n'));
@@ -579,12 +632,27 @@ mod tests {
                 let (_, kind) = rest.split_once(' ').unwrap();
                 assert!(kind == "gauge" || kind == "counter", "{line}");
             } else {
-                let (name, value) = line.split_once(' ').unwrap();
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let name = series.split_once('{').map_or(series, |(name, _)| name);
                 assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
-                samples.push((name.to_string(), value.parse::<u64>().unwrap()));
+                if let Some(labels) = series.strip_prefix(name).filter(|labels| !labels.is_empty()) {
+                    let value = labels.strip_prefix("{validator=\"").and_then(|rest| rest.strip_suffix("\"}"));
+                    assert!(value.is_some(), "{line}");
+                    assert!(!value.unwrap().contains('\n'), "{line}");
+                }
+                samples.push((series.to_string(), value.parse::<u64>().unwrap()));
             }
         }
-        assert_eq!(samples.len(), METRICS.len() - 1, "the unknown interval has no sample");
+        let validator_samples = 2 * VALIDATOR_METRICS.len();
+        assert_eq!(samples.len(), METRICS.len() - 1 + validator_samples, "the unknown interval has no sample");
+        assert!(samples.contains(&("tinychain_jailed_validators".into(), 1)));
+        assert!(samples.contains(&("tinychain_evidence_committed_total".into(), 1)));
+        assert!(samples.contains(&("tinychain_validator_produced_in_window{validator=\"node0\"}".into(), 7)));
+        assert!(samples.contains(&("tinychain_validator_jailed{validator=\"node0\"}".into(), 0)));
+        assert!(
+            samples.contains(&(r#"tinychain_validator_jailed{validator="we\"ird\\na\nme"}"#.into(), 1)),
+            "quote, backslash and newline escaped:\n{text}"
+        );
         assert!(samples.contains(&("tinychain_height".into(), 12)));
         assert!(samples.contains(&("tinychain_timeouts_fired_total".into(), 1)));
         assert!(samples.contains(&("tinychain_transfers_dropped_total".into(), 2)));
