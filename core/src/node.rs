@@ -698,10 +698,14 @@ impl Node {
                     .last()
                     .map(|block| Checkpoint { height: block.header.height, hash: block_hash(&block.header) });
                 let known_before = self.tree.len() + self.orphans.len();
+                let tree_before = self.tree.len();
                 for block in blocks.into_iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
                     self.on_block(now_ms, Some(from), block, false, actions);
                 }
                 let learned_something = self.tree.len() + self.orphans.len() != known_before;
+                // Only blocks that joined our tree show the peer's tip is real: orphans (blocks
+                // whose parent we lack) cost a dishonest peer nothing to make up.
+                let connected_something = self.tree.len() > tree_before;
                 let advertised_is_unknown = self
                     .peers
                     .get(&from)
@@ -717,7 +721,7 @@ impl Node {
                     }
                 }
                 let peer_state = self.peers.entry(from).or_default();
-                if learned_something {
+                if connected_something {
                     peer_state.tip_fresh_at_ms = now_ms;
                 }
                 if !learned_something && advertised_is_unknown {
@@ -1119,9 +1123,12 @@ impl Node {
             return;
         }
         if height <= self.finalized.height {
-            // Still evidence: a second header on a parent below our final block.
+            // Still evidence: a second header on a parent below our final block, and the votes
+            // it carries (a producer that releases its block late must not hide its own
+            // conflicting votes in it).
             if check_block_shape(&self.config.genesis, &block, &self.cache).is_ok() {
                 self.watch_header(&block.header, actions);
+                self.watch_block_reports(&block, actions);
             }
             debug!(height, "ignoring block: at or below the final height");
             return;

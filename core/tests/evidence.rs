@@ -801,8 +801,8 @@ fn a_validator_crashed_after_any_prefix_of_its_actions_never_signs_conflicting_o
     assert!(conflicts > 0, "no crash fell between signing and storing a block");
 }
 
-/// A peer that keeps advertising a tip it never serves holds production back once per
-/// connection (one producer timeout), not for ever.
+/// A peer that keeps advertising a tip it never serves, and answers sync with made-up blocks,
+/// holds production back once per connection (one producer timeout), not for ever.
 #[test]
 fn a_peer_advertising_tips_it_never_serves_cannot_stall_production() {
     let mut net = LocalNet::new(genesis(), 5);
@@ -823,6 +823,12 @@ fn a_peer_advertising_tips_it_never_serves_cannot_stall_production() {
         for _ in 0..3 {
             net.deliver(0, Event::MessageReceived { from: liar, message: status.clone() });
         }
+        // And "answers" sync with made-up blocks whose parents do not exist: signed, well
+        // formed, but they never join the tree, so they do not count as progress.
+        let chain_id = net.nodes[0].genesis().chain_id.clone();
+        let fake = header(&chain_id, 3, start_height + 500, Hash([round; 32]), at_ms);
+        let block = Block { header: fake, transfers: Vec::new(), reports: Vec::new(), evidence: Vec::new() };
+        net.deliver(0, Event::MessageReceived { from: liar, message: Message::Blocks(vec![Arc::new(block)]) });
     }
     let produced_by_0 = net
         .traces
