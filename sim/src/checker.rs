@@ -1,7 +1,11 @@
-//! The invariants checked after every step, on every node:
+//! The invariants checked after every step, on every honest node (a dishonest validator's cores
+//! are never checked: what they hold proves nothing about the protocol):
 //!
-//! - safety: no two different final blocks at one height on any two nodes, and a node's final
-//!   block never moves back or changes (so each node's final chain is a prefix of every other's);
+//! - safety: no two different final blocks at one height on any two honest nodes, and a node's
+//!   final block never moves back or changes (so each node's final chain is a prefix of every
+//!   other's). With a third or more of the validators dishonest, safety may be lost: conflicting
+//!   final blocks are then counted (pairs of honest nodes that disagree at some height), and the
+//!   engine checks they come with evidence naming a third of the validators;
 //! - supply: the sum of balances equals genesis + rewards (fees only move coins), so no balance
 //!   went negative or appeared from nowhere;
 //! - every committed transfer is valid: none of the deliberately invalid ones commits, and no
@@ -30,9 +34,15 @@ const VIOLATIONS_KEPT: usize = 20;
 pub struct Checker {
     genesis_supply: u64,
     block_reward: u64,
-    /// The one final block at each height, across all nodes.
-    final_by_height: BTreeMap<Height, Hash>,
+    /// The final blocks at each height across the honest nodes, and which nodes finalized each
+    /// (more than one only when safety was lost).
+    finals_by_height: BTreeMap<Height, BTreeMap<Hash, BTreeSet<usize>>>,
     node_final: Vec<Checkpoint>,
+    honest: Vec<bool>,
+    /// Count conflicting final blocks instead of reporting them as violations.
+    counts_conflicts: bool,
+    /// Pairs of honest nodes (lower index first) that finalized different blocks at one height.
+    conflicting_pairs: BTreeSet<(usize, usize)>,
     /// Per node: transfer ids on its canonical chain, by height.
     chain_transfers: Vec<BTreeMap<Height, Vec<Hash>>>,
     chain_transfer_ids: Vec<BTreeSet<Hash>>,
@@ -55,12 +65,18 @@ pub struct GapRule {
 }
 
 impl Checker {
-    pub fn new(genesis: &Genesis, nodes: usize, genesis_hash: Hash) -> Checker {
+    /// `honest[i]`: validator i is checked. `counts_conflicts`: a third or more are dishonest.
+    pub fn new(genesis: &Genesis, genesis_hash: Hash, honest: Vec<bool>, counts_conflicts: bool) -> Checker {
+        let nodes = honest.len();
+        let all_honest: BTreeSet<usize> = (0..nodes).filter(|index| honest[*index]).collect();
         Checker {
             genesis_supply: genesis.allocations.iter().map(|allocation| allocation.amount).sum(),
             block_reward: genesis.parameters.block_reward,
-            final_by_height: BTreeMap::from([(0, genesis_hash)]),
+            finals_by_height: BTreeMap::from([(0, BTreeMap::from([(genesis_hash, all_honest)]))]),
             node_final: vec![Checkpoint { height: 0, hash: genesis_hash }; nodes],
+            honest,
+            counts_conflicts,
+            conflicting_pairs: BTreeSet::new(),
             chain_transfers: vec![BTreeMap::new(); nodes],
             chain_transfer_ids: vec![BTreeSet::new(); nodes],
             gap_checked_to: 0,
@@ -71,7 +87,7 @@ impl Checker {
         }
     }
 
-    fn violation(&mut self, at_ms: u64, text: String) {
+    pub fn violation(&mut self, at_ms: u64, text: String) {
         self.violation_count += 1;
         if self.violations.len() < VIOLATIONS_KEPT {
             self.violations.push(format!("t={at_ms}ms {text}"));
@@ -187,21 +203,27 @@ impl Checker {
                 continue;
             };
             let hash = block_hash(&block.header);
-            match self.final_by_height.get(&height) {
-                Some(other) if *other != hash => {
+            let finals = self.finals_by_height.entry(height).or_default();
+            let is_first = finals.is_empty();
+            let others: Vec<(Hash, usize)> = finals
+                .iter()
+                .filter(|(other, _)| **other != hash)
+                .flat_map(|(other, nodes)| nodes.iter().map(move |other_node| (*other, *other_node)))
+                .collect();
+            finals.entry(hash).or_default().insert(node);
+            for (other, other_node) in others {
+                if self.counts_conflicts {
+                    self.conflicting_pairs.insert((node.min(other_node), node.max(other_node)));
+                } else {
                     self.violation(
                         at_ms,
-                        format!("SAFETY: n{node} finalized {hash} at height {height}, another node finalized {other}"),
+                        format!("SAFETY: n{node} finalized {hash} at height {height}, n{other_node} finalized {other}"),
                     );
                 }
-                Some(_) => {}
-                None => {
-                    self.final_by_height.insert(height, hash);
-                    if height > self.gap_checked_to {
-                        self.check_gap(at_ms, height, storage, genesis, gap_rule);
-                        self.gap_checked_to = height;
-                    }
-                }
+            }
+            if is_first && height > self.gap_checked_to {
+                self.check_gap(at_ms, height, storage, genesis, gap_rule);
+                self.gap_checked_to = height;
             }
         }
         self.node_final[node] = finalized;
@@ -233,7 +255,13 @@ impl Checker {
         }
     }
 
-    pub fn final_heights(&self) -> &[Checkpoint] {
-        &self.node_final
+    /// The latest final block of each honest node.
+    pub fn honest_final_heights(&self) -> impl Iterator<Item = &Checkpoint> {
+        self.node_final.iter().zip(&self.honest).filter(|(_, honest)| **honest).map(|(checkpoint, _)| checkpoint)
+    }
+
+    /// Pairs of honest nodes that finalized different blocks at one height.
+    pub fn conflicting_pairs(&self) -> u64 {
+        self.conflicting_pairs.len() as u64
     }
 }

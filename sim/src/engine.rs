@@ -7,12 +7,23 @@
 //! queue breaks time ties by insertion sequence; nodes share one signature cache (verification
 //! is pure, so sharing changes no outcome). The same options give the same trace, byte for byte,
 //! and its Blake3 hash is the run's fingerprint.
+//!
+//! Dishonest validators (`adversary`): each runs the real core, and its actions pass through
+//! the adversary before the engine carries them out. A validator that splits runs two cores
+//! ("n1" and "n1b") with one key; the engine routes every message to the core on the sender's
+//! side, and partitions never cut a split core's links (the adversary stays in touch with both
+//! groups while they are cut off from each other). The engine addresses cores by index: core
+//! `i < nodes` is validator `i`, a split validator's second core comes after them. Honest cores
+//! alone are checked (ledger, safety, liveness, acknowledged transfers); the engine's own
+//! evidence watch on each honest core records every offence proven to it, and the report says
+//! whether each became committed evidence in time.
 
+use crate::adversary::{self, Adversary, Cast, Side};
 use crate::checker::{Checker, GapRule};
 use crate::faults::{self, FaultEvent};
 use crate::metrics::{MetricsModel, SAMPLE_INTERVAL_MS};
 use crate::network::NetworkModel;
-use crate::options::SimOptions;
+use crate::options::{Behaviour, SimOptions};
 use crate::rng::SimRng;
 use crate::workload::{account_count, Workload};
 use serde::Serialize;
@@ -20,25 +31,43 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::crypto::SignatureCache;
+use tinychain_core::evidence::EvidenceWatch;
 use tinychain_core::genesis::{Allocation, Genesis, ValidatorEntry};
 use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
 use tinychain_core::mempool::DroppedTransfer;
 use tinychain_core::message::Message;
 use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::testkit::{account_key, validator_key, ModelStorage};
-use tinychain_core::types::{Address, Block, Hash, Height, MetricReport, Transfer, UNITS_PER_COIN};
-use tinychain_core::validate::transfer_id;
+use tinychain_core::types::{Address, Block, Evidence, Hash, Height, MetricReport, NodeId, Transfer, UNITS_PER_COIN};
+use tinychain_core::validate::{check_block_shape, check_evidence, check_report_alone, transfer_id};
 
 /// After `HealAll`, finality must resume on every node within this long (virtual time).
 pub const LIVENESS_BOUND_MS: u64 = 60_000;
 
+/// An offence proven to an honest core must be committed evidence on an honest chain within
+/// this long of the later of the proof and the start of the calm network it happened in.
+pub const EVIDENCE_BOUND_MS: u64 = 60_000;
+
 #[derive(Clone, Debug)]
 enum Scheduled {
-    Deliver { from: usize, to: usize, message: Arc<Message> },
-    Tick { node: usize, generation: u64 },
+    Deliver {
+        from: usize,
+        to: usize,
+        message: Arc<Message>,
+    },
+    Tick {
+        node: usize,
+        generation: u64,
+    },
     Fault(FaultEvent),
     Submit,
     Sample,
+    /// A message a dishonest core held back, sent now.
+    Release {
+        from: usize,
+        to_validator: usize,
+        message: Arc<Message>,
+    },
 }
 
 /// A node's clock: `local = base_local + (virtual - base_virtual) * (1e6 + drift_ppm) / 1e6`,
@@ -81,6 +110,40 @@ struct SimNode {
     /// The node's pending-transfer journal, as the server keeps it: what it accepted from its
     /// own clients, by sender, nonce and id; it survives a crash and is resubmitted on restart.
     journal: BTreeMap<(Address, u64, Hash), Transfer>,
+    /// The validator this core signs as (a split validator runs two cores with one key).
+    validator: usize,
+    /// The group this core belongs to in a split run (None: no split, or a dishonest validator
+    /// that does not split).
+    side: Option<Side>,
+    /// Present on a dishonest validator's cores.
+    adversary: Option<Adversary>,
+    /// The engine's own watch over what this (honest) core was delivered: an offence it shows
+    /// was proven to the core. Emptied on restart, as the core's own watch is.
+    proof_watch: EvidenceWatch,
+}
+
+impl SimNode {
+    fn is_honest(&self) -> bool {
+        self.adversary.is_none()
+    }
+
+    /// A dishonest core of a split validator: it talks to one group only, and partitions do
+    /// not cut it.
+    fn is_split_core(&self) -> bool {
+        self.adversary.is_some() && self.side.is_some()
+    }
+}
+
+/// An offence by a dishonest validator proven to an honest core.
+#[derive(Clone, Debug)]
+struct Offence {
+    offender: usize,
+    kind: &'static str,
+    proven_at_ms: u64,
+    /// When an honest core's canonical chain first held it committed.
+    committed_at_ms: Option<u64>,
+    /// Judged late already (reported once).
+    judged_late: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -137,11 +200,36 @@ pub struct SimReport {
     pub trace_lines: u64,
     pub trace_hash: String,
     pub replay: String,
+    /// Dishonest validators (indexes), and what each did.
+    pub byzantine: Vec<usize>,
+    pub behaviours: BTreeMap<usize, String>,
+    /// Distinct offences committed as evidence on the reference (honest) chain.
+    pub evidence_committed: u64,
+    /// Validators the reference chain jailed at some point.
+    pub jailed: Vec<usize>,
+    /// Offences by dishonest validators proven to some honest node, and how many of them an
+    /// honest chain committed; the time from proof to commitment.
+    pub offences_proven: u64,
+    pub offences_committed: u64,
+    pub evidence_delay_ms: Percentiles,
+    /// Pairs of honest nodes that finalized different blocks at one height.
+    pub conflicting_finals: u64,
+    /// With a conflict: whether the evidence the honest nodes held names at least a third of
+    /// the validators (null without a conflict).
+    pub accountable: Option<bool>,
+    /// Validators named by evidence some honest node verified.
+    pub offenders_named: Vec<usize>,
+    /// Per validator, per-mille of the reference chain's blocks it produced and of the
+    /// rewards and fees paid.
+    pub production_share: Vec<u64>,
+    pub reward_share: Vec<u64>,
+    /// A third or more dishonest: liveness is not required, conflicts are counted.
+    pub beyond_fault_tolerance: bool,
 }
 
 impl SimReport {
     pub fn passed(&self) -> bool {
-        self.safety_violations == 0 && self.liveness_ok
+        self.safety_violations == 0 && (self.liveness_ok || self.beyond_fault_tolerance)
     }
 }
 
@@ -180,6 +268,15 @@ pub struct Simulation {
     submitting: Option<Transfer>,
     last_verdict: Option<bool>,
     submits: u64,
+    /// Who is dishonest and how; the cores of each validator (its own index first, then a
+    /// split validator's second core); the first honest core, whose chain the report describes.
+    cast: Cast,
+    cores_of: Vec<Vec<usize>>,
+    reference: usize,
+    /// Offences proven to honest cores, by offence key.
+    offences: BTreeMap<Hash, Offence>,
+    /// Validators named by evidence an honest core verified (held at some time).
+    offenders_named: BTreeSet<usize>,
 }
 
 /// The simulated chain: `nodes` validators, funded accounts for the workload, the options'
@@ -208,9 +305,14 @@ impl Simulation {
         let genesis = sim_genesis(&options);
         let cache = Arc::new(SignatureCache::new(SIGNATURE_CACHE_ENTRIES_MAX));
         let mut metrics_rng = SimRng::stream(options.seed, "metrics");
-        let nodes: Vec<SimNode> = (0..options.nodes)
-            .map(|index| SimNode {
-                node: Self::fresh_node(&genesis, index, &cache),
+        let cast = adversary::choose_cast(&options);
+        let new_core = |validator: usize, side: Option<Side>, metrics: MetricsModel| {
+            let adversary = cast.byzantine.get(&validator).map(|behaviours| {
+                adversary::new_adversary(&genesis, options.seed, validator, side, behaviours.clone())
+            });
+            let side = side.or_else(|| cast.honest_sides.get(&validator).copied());
+            SimNode {
+                node: Self::fresh_node(&genesis, validator, &cache),
                 storage: ModelStorage::new(&genesis),
                 up: true,
                 paused: false,
@@ -218,16 +320,43 @@ impl Simulation {
                 tick_at_ms: None,
                 tick_generation: 0,
                 clock: Clock { base_virtual_ms: 0, base_local_ms: 0, drift_ppm: 0, last_local_ms: 0 },
-                metrics: MetricsModel::profile(&mut metrics_rng),
+                metrics,
                 bytes_sent_since_sample: 0,
                 journal: BTreeMap::new(),
+                validator,
+                side,
+                adversary,
+                proof_watch: EvidenceWatch::default(),
+            }
+        };
+        let is_splitting = |validator: usize| {
+            cast.byzantine.get(&validator).is_some_and(|behaviours| behaviours.contains(&Behaviour::Split))
+        };
+        let mut nodes: Vec<SimNode> = (0..options.nodes)
+            .map(|validator| {
+                let side = is_splitting(validator).then_some(Side::A);
+                new_core(validator, side, MetricsModel::profile(&mut metrics_rng))
             })
             .collect();
+        let mut cores_of: Vec<Vec<usize>> = (0..options.nodes).map(|validator| vec![validator]).collect();
+        for validator in 0..options.nodes {
+            if is_splitting(validator) {
+                cores_of[validator].push(nodes.len());
+                let metrics = nodes[validator].metrics.clone();
+                nodes.push(new_core(validator, Some(Side::B), metrics));
+            }
+        }
+        let reference = (0..options.nodes).find(|index| nodes[*index].is_honest()).unwrap_or(0);
         let genesis_hash = nodes[0].node.genesis_hash();
         let network =
             NetworkModel::new(options.nodes, options.latency_ms, options.jitter_ms, options.bandwidth_bytes_per_ms);
         let mut simulation = Simulation {
-            checker: Checker::new(&genesis, options.nodes, genesis_hash),
+            checker: Checker::new(
+                &genesis,
+                genesis_hash,
+                (0..options.nodes).map(|validator| !cast.byzantine.contains_key(&validator)).collect(),
+                options.is_beyond_fault_tolerance(),
+            ),
             workload: Workload::new(options.nodes),
             network_rng: SimRng::stream(options.seed, "network"),
             workload_rng: SimRng::stream(options.seed, "workload"),
@@ -255,9 +384,21 @@ impl Simulation {
             submitting: None,
             last_verdict: None,
             submits: 0,
+            cast,
+            cores_of,
+            reference,
+            offences: BTreeMap::new(),
+            offenders_named: BTreeSet::new(),
             genesis,
             options,
         };
+        for (validator, behaviours) in simulation.cast.byzantine.clone() {
+            let names: Vec<&str> = behaviours.iter().map(|behaviour| behaviour.name()).collect();
+            simulation.trace(None, format!("byzantine n{validator} {}", names.join(",")));
+        }
+        for (validator, side) in simulation.cast.honest_sides.clone() {
+            simulation.trace(None, format!("split: honest n{validator} in group {side:?}"));
+        }
         let schedule = faults::schedule(&simulation.options, &mut SimRng::stream(simulation.options.seed, "faults"));
         for (at_ms, fault) in schedule {
             simulation.schedule(at_ms, Scheduled::Fault(fault));
@@ -267,14 +408,50 @@ impl Simulation {
         }
         simulation.schedule(0, Scheduled::Sample);
         for a in 0..simulation.nodes.len() {
-            for b in 0..simulation.nodes.len() {
-                if a != b {
-                    let peer = simulation.nodes[b].node.node_id();
+            for b in 0..simulation.options.nodes {
+                if simulation.nodes[a].validator != b && simulation.route(a, b).is_some() {
+                    let peer = simulation.validator_id(b);
                     simulation.step_node(a, Event::PeerConnected { peer });
                 }
             }
         }
         simulation
+    }
+
+    fn validator_id(&self, validator: usize) -> NodeId {
+        self.genesis.validators[validator].id
+    }
+
+    /// The core that receives what core `from` sends to `to_validator`: the validator's own
+    /// core, or a split validator's core on the sender's side; None when a split core would
+    /// reach an honest node of the other group.
+    fn route(&self, from: usize, to_validator: usize) -> Option<usize> {
+        let cores = &self.cores_of[to_validator];
+        if cores.len() == 1 {
+            let to = cores[0];
+            let (sender, receiver) = (&self.nodes[from], &self.nodes[to]);
+            let crosses_groups = sender.is_split_core() && receiver.is_honest() && receiver.side != sender.side;
+            return (!crosses_groups).then_some(to);
+        }
+        let side = self.nodes[from].side.unwrap_or(Side::A);
+        cores.iter().copied().find(|core| self.nodes[*core].side == Some(side))
+    }
+
+    /// The validators core `from` talks to, in validator order.
+    fn peers_of(&self, from: usize) -> Vec<NodeId> {
+        (0..self.options.nodes)
+            .filter(|validator| *validator != self.nodes[from].validator && self.route(from, *validator).is_some())
+            .map(|validator| self.validator_id(validator))
+            .collect()
+    }
+
+    fn core_name(&self, core: usize) -> String {
+        let validator = self.nodes[core].validator;
+        if core == validator {
+            format!("n{validator}")
+        } else {
+            format!("n{validator}b")
+        }
     }
 
     fn fresh_node(genesis: &Genesis, index: usize, cache: &Arc<SignatureCache>) -> Node {
@@ -294,7 +471,7 @@ impl Simulation {
     }
 
     fn trace(&mut self, node: Option<usize>, text: String) {
-        let who = node.map_or_else(|| "--".to_string(), |node| format!("n{node}"));
+        let who = node.map_or_else(|| "--".to_string(), |node| self.core_name(node));
         let line = format!("{:>6}.{:03} {who:>4} {text}", self.now_ms / 1000, self.now_ms % 1000);
         self.trace_hasher.update(line.as_bytes());
         self.trace_hasher.update(b"\n");
@@ -308,14 +485,90 @@ impl Simulation {
         self.genesis.validator_index(id).expect("peers are genesis validators")
     }
 
-    /// Steps one node at the current virtual time (its local clock) and carries out its actions.
+    /// Steps one node at the current virtual time (its local clock) and carries out its actions;
+    /// a dishonest core's event and actions pass through its adversary.
     fn step_node(&mut self, index: usize, event: Event) {
         if !self.nodes[index].up {
             return;
         }
         let local_ms = self.nodes[index].clock.local(self.now_ms);
-        let actions = self.nodes[index].node.step(local_ms, event);
-        self.carry_out(index, actions);
+        if self.nodes[index].is_honest() {
+            if let Event::MessageReceived { message, .. } = &event {
+                self.watch_for_proof(index, message);
+            }
+            let actions = self.nodes[index].node.step(local_ms, event);
+            self.carry_out(index, actions);
+            return;
+        }
+        let peers = self.peers_of(index);
+        let sim_node = &mut self.nodes[index];
+        let adversary = sim_node.adversary.as_mut().expect("a dishonest core has its adversary");
+        let event = adversary::rewrite_event(adversary, event);
+        let actions = sim_node.node.step(local_ms, event);
+        let rewritten = adversary::rewrite_actions(adversary, &sim_node.node, &peers, actions);
+        for note in rewritten.notes {
+            self.trace(Some(index), note);
+        }
+        for (delay_ms, peer, message) in rewritten.delayed {
+            let to_validator = self.node_index(&peer);
+            self.schedule(
+                self.now_ms + delay_ms,
+                Scheduled::Release { from: index, to_validator, message: Arc::new(message) },
+            );
+        }
+        self.carry_out(index, rewritten.actions);
+    }
+
+    /// Feeds what an honest core is delivered to the engine's own evidence watch: signed
+    /// objects of dishonest validators that prove an offence, and evidence itself.
+    fn watch_for_proof(&mut self, index: usize, message: &Message) {
+        if self.cast.byzantine.is_empty() {
+            return;
+        }
+        let mut proofs: Vec<Evidence> = Vec::new();
+        let blocks: Vec<&Arc<Block>> = match message {
+            Message::Block(block) => vec![block],
+            Message::Blocks(blocks) => blocks.iter().collect(),
+            _ => Vec::new(),
+        };
+        let is_byzantine = |id: &NodeId| {
+            self.genesis.validator_index(id).is_some_and(|validator| self.cast.byzantine.contains_key(&validator))
+        };
+        let mut reports: Vec<&MetricReport> = Vec::new();
+        for block in blocks {
+            if is_byzantine(&block.header.producer) && check_block_shape(&self.genesis, block, &self.cache).is_ok() {
+                proofs.extend(self.nodes[index].proof_watch.observe_header(&block.header));
+            }
+            reports.extend(block.reports.iter().filter(|report| is_byzantine(&report.node)));
+        }
+        if let Message::Report(report) = message {
+            if is_byzantine(&report.node) {
+                reports.push(report);
+            }
+        }
+        for report in reports {
+            if check_report_alone(&self.genesis, report, &self.cache).is_ok() {
+                proofs.extend(self.nodes[index].proof_watch.observe_report(report));
+            }
+        }
+        if let Message::Evidence(evidence) = message {
+            proofs.push((**evidence).clone());
+        }
+        for evidence in proofs {
+            let Ok(facts) = check_evidence(&self.genesis, &evidence, &self.cache) else { continue };
+            let offender = self.node_index(&facts.offender);
+            if !self.cast.byzantine.contains_key(&offender) {
+                continue;
+            }
+            let now_ms = self.now_ms;
+            self.offences.entry(facts.key).or_insert(Offence {
+                offender,
+                kind: evidence.kind(),
+                proven_at_ms: now_ms,
+                committed_at_ms: None,
+                judged_late: false,
+            });
+        }
     }
 
     fn carry_out(&mut self, index: usize, actions: Vec<Action>) {
@@ -333,22 +586,27 @@ impl Simulation {
                     assert!(handled, "storage carries out report state");
                 }
                 Action::SendTo { peer, message } => {
-                    let to = self.node_index(&peer);
-                    self.send(index, to, message);
+                    if let Some(to) = self.route(index, self.node_index(&peer)) {
+                        self.send(index, to, message);
+                    }
                 }
                 Action::Broadcast { message, except } => {
                     let bytes = self.size_of(&message);
                     let message = Arc::new(message);
-                    for to in 0..self.nodes.len() {
-                        if to != index && Some(self.nodes[to].node.node_id()) != except {
-                            self.send_shared(index, to, message.clone(), bytes);
+                    for validator in 0..self.options.nodes {
+                        let is_other = validator != self.nodes[index].validator;
+                        if is_other && Some(self.validator_id(validator)) != except {
+                            if let Some(to) = self.route(index, validator) {
+                                self.send_shared(index, to, message.clone(), bytes);
+                            }
                         }
                     }
                 }
                 Action::ServeBlocks { peer, from_height, to_height } => {
                     let blocks = self.nodes[index].storage.blocks_to_serve(from_height, to_height);
-                    let to = self.node_index(&peer);
-                    self.send(index, to, Message::Blocks(blocks));
+                    if let Some(to) = self.route(index, self.node_index(&peer)) {
+                        self.send(index, to, Message::Blocks(blocks));
+                    }
                 }
                 Action::WakeAt(local_ms) => {
                     let at_ms = self.nodes[index].clock.virtual_at(local_ms, self.now_ms);
@@ -401,7 +659,17 @@ impl Simulation {
     /// a broadcast, and sized once).
     fn send_shared(&mut self, from: usize, to: usize, message: Arc<Message>, bytes: usize) {
         self.nodes[from].bytes_sent_since_sample += bytes as u64;
-        for at_ms in self.network.arrivals(&mut self.network_rng, from, to, bytes, self.now_ms) {
+        let crosses_partitions = self.nodes[from].is_split_core() || self.nodes[to].is_split_core();
+        let (from_validator, to_validator) = (self.nodes[from].validator, self.nodes[to].validator);
+        let arrivals = self.network.arrivals(
+            &mut self.network_rng,
+            from_validator,
+            to_validator,
+            bytes,
+            self.now_ms,
+            crosses_partitions,
+        );
+        for at_ms in arrivals {
             self.schedule(at_ms, Scheduled::Deliver { from, to, message: message.clone() });
         }
     }
@@ -434,10 +702,12 @@ impl Simulation {
             }
             TraceEvent::EvidenceSeen { offender, kind, offence_height } => {
                 let offender = self.node_index(&offender);
+                self.on_evidence_named(index, offender, kind, offence_height);
                 format!("evidence seen {kind} by=n{offender} at h={offence_height}")
             }
             TraceEvent::EvidenceCommitted { height, offender, kind, offence_height } => {
                 let offender = self.node_index(&offender);
+                self.on_evidence_named(index, offender, kind, offence_height);
                 format!("evidence committed h={height} {kind} by=n{offender} at h={offence_height}")
             }
             TraceEvent::Jailed { validator, until_height } => {
@@ -457,6 +727,21 @@ impl Simulation {
             TraceEvent::Justified { .. } | TraceEvent::SyncRequested { .. } => return,
         };
         self.trace(Some(index), text);
+    }
+
+    /// Evidence a core verified names `offender`. Evidence proves itself, so evidence against an
+    /// honest validator, held by any core, means an honest node broke a rule: a violation.
+    fn on_evidence_named(&mut self, index: usize, offender: usize, kind: &str, offence_height: Height) {
+        if self.nodes[index].is_honest() {
+            self.offenders_named.insert(offender);
+        }
+        if !self.cast.byzantine.contains_key(&offender) {
+            let who = self.core_name(index);
+            self.checker.violation(
+                self.now_ms,
+                format!("{who} holds evidence ({kind} at h={offence_height}) against honest n{offender}"),
+            );
+        }
     }
 
     fn gap_rule(&self) -> GapRule {
@@ -489,6 +774,18 @@ impl Simulation {
     }
 
     fn on_commit(&mut self, index: usize, commit: &tinychain_core::node::Commit) {
+        if !self.nodes[index].is_honest() {
+            return;
+        }
+        let now_ms = self.now_ms;
+        let offences = &self.nodes[index].node.state().offences;
+        for offence in self
+            .offences
+            .iter_mut()
+            .filter(|(key, offence)| offence.committed_at_ms.is_none() && offences.contains_key(*key))
+        {
+            offence.1.committed_at_ms = Some(now_ms);
+        }
         let gap_rule = self.gap_rule();
         for op in &commit.ops {
             if let tinychain_core::node::ChainOp::Apply { block, .. } = op {
@@ -510,7 +807,7 @@ impl Simulation {
             gap_rule,
         );
         if let (Some(_), None) = (self.healed_at_ms, self.finality_resumed_at_ms) {
-            let all_past = self.checker.final_heights().iter().all(|checkpoint| checkpoint.height > self.final_at_heal);
+            let all_past = self.checker.honest_final_heights().all(|checkpoint| checkpoint.height > self.final_at_heal);
             if all_past {
                 self.finality_resumed_at_ms = Some(self.now_ms);
             }
@@ -523,24 +820,34 @@ impl Simulation {
         match fault.clone() {
             FaultEvent::Crash(node) => self.crash(node),
             FaultEvent::CrashNextProducer => {
-                let next = self.nodes[0].node.next_election()[0].node;
+                let next = self.nodes[self.reference].node.next_election()[0].node;
                 let node = self.node_index(&next);
                 self.trace(None, format!("fault crash n{node} (next producer)"));
                 self.crash(node);
             }
             FaultEvent::Restart(node) => self.restart(node),
-            FaultEvent::Pause(node) => {
-                if self.nodes[node].up {
-                    self.nodes[node].paused = true;
+            FaultEvent::Pause(validator) => {
+                for node in self.cores_of[validator].clone() {
+                    if self.nodes[node].up {
+                        self.nodes[node].paused = true;
+                    }
                 }
             }
-            FaultEvent::Resume(node) => self.resume(node),
+            FaultEvent::Resume(validator) => {
+                for node in self.cores_of[validator].clone() {
+                    self.resume(node);
+                }
+            }
             FaultEvent::Partition { group, one_way } => self.network.partition(&group, one_way),
             FaultEvent::Heal => self.heal_network(),
             FaultEvent::Loss(rate) => self.network.loss_per_million = rate,
             FaultEvent::Dup(rate) => self.network.dup_per_million = rate,
             FaultEvent::Reorder(jitter_ms) => self.network.reorder_jitter_ms = jitter_ms,
-            FaultEvent::Skew { node, offset_ms, drift_ppm } => self.skew(node, offset_ms, drift_ppm),
+            FaultEvent::Skew { node: validator, offset_ms, drift_ppm } => {
+                for node in self.cores_of[validator].clone() {
+                    self.skew(node, offset_ms, drift_ppm);
+                }
+            }
             FaultEvent::Metric { node, fault } => self.nodes[node].metrics.fault = fault,
             FaultEvent::BadReport(node) => self.inject_bad_report(node),
             FaultEvent::HealAll => self.heal_all(),
@@ -549,7 +856,21 @@ impl Simulation {
         self.update_calm(restarted);
     }
 
-    fn crash(&mut self, node: usize) {
+    /// Crashes every core of `validator`.
+    fn crash(&mut self, validator: usize) {
+        for node in self.cores_of[validator].clone() {
+            self.crash_core(node);
+        }
+    }
+
+    /// Restarts every core of `validator`.
+    fn restart(&mut self, validator: usize) {
+        for node in self.cores_of[validator].clone() {
+            self.restart_core(node);
+        }
+    }
+
+    fn crash_core(&mut self, node: usize) {
         if !self.nodes[node].up {
             return;
         }
@@ -560,20 +881,24 @@ impl Simulation {
         self.nodes[node].tick_generation += 1;
         self.queue.retain(|_, event| !matches!(event, Scheduled::Deliver { to, .. } if *to == node));
         let peer = self.nodes[node].node.node_id();
+        let validator = self.nodes[node].validator;
         for other in 0..self.nodes.len() {
-            if other != node {
+            if other != node && self.route(other, validator) == Some(node) {
                 self.step_node(other, Event::PeerDisconnected { peer });
             }
         }
     }
 
-    fn restart(&mut self, node: usize) {
+    fn restart_core(&mut self, node: usize) {
         if self.nodes[node].up {
             return;
         }
-        self.nodes[node].node = Self::fresh_node(&self.genesis, node, &self.cache);
+        self.nodes[node].node = Self::fresh_node(&self.genesis, self.nodes[node].validator, &self.cache);
         self.nodes[node].up = true;
-        self.checker.on_restart(node, &self.nodes[node].storage);
+        self.nodes[node].proof_watch = EvidenceWatch::default();
+        if self.nodes[node].is_honest() {
+            self.checker.on_restart(node, &self.nodes[node].storage);
+        }
         let restored = self.nodes[node].storage.restored();
         self.step_node(node, Event::Restored(Box::new(restored)));
         self.resubmit_journal(node);
@@ -607,12 +932,18 @@ impl Simulation {
     }
 
     fn reconnect(&mut self, node: usize) {
+        let validator = self.nodes[node].validator;
         for other in 0..self.nodes.len() {
-            if other != node && self.nodes[other].up {
+            let other_validator = self.nodes[other].validator;
+            if other_validator != validator && self.nodes[other].up {
                 let other_id = self.nodes[other].node.node_id();
                 let node_id = self.nodes[node].node.node_id();
-                self.step_node(node, Event::PeerConnected { peer: other_id });
-                self.step_node(other, Event::PeerConnected { peer: node_id });
+                if self.route(node, other_validator) == Some(other) {
+                    self.step_node(node, Event::PeerConnected { peer: other_id });
+                }
+                if self.route(other, validator) == Some(node) {
+                    self.step_node(other, Event::PeerConnected { peer: node_id });
+                }
             }
         }
     }
@@ -634,15 +965,19 @@ impl Simulation {
         let was_blocked = self.network.blocked.clone();
         self.network.heal();
         // Links that were cut reconnect, and reconnecting peers exchange their tips.
-        let count = self.nodes.len();
+        let count = self.options.nodes;
         let cut: Vec<(usize, usize)> = (0..count)
             .flat_map(|a| (0..count).map(move |b| (a, b)))
             .filter(|&(a, b)| was_blocked[a][b] || was_blocked[b][a])
             .collect();
         for (a, b) in cut {
-            if self.nodes[a].up && self.nodes[b].up {
-                let peer = self.nodes[b].node.node_id();
-                self.step_node(a, Event::PeerConnected { peer });
+            for core in self.cores_of[a].clone() {
+                let Some(to) = self.route(core, b) else { continue };
+                let was_cut = !self.nodes[core].is_split_core() && !self.nodes[to].is_split_core();
+                if was_cut && self.nodes[core].up && self.nodes[to].up {
+                    let peer = self.validator_id(b);
+                    self.step_node(core, Event::PeerConnected { peer });
+                }
             }
         }
     }
@@ -672,9 +1007,11 @@ impl Simulation {
             signature: Default::default(),
         };
         report.signature = key.sign(&codec::report_signing_bytes(&self.genesis.chain_id, &report));
-        for to in 0..self.nodes.len() {
-            if to != node {
-                self.send(node, to, Message::Report(report.clone()));
+        for validator in 0..self.options.nodes {
+            if validator != node {
+                if let Some(to) = self.route(node, validator) {
+                    self.send(node, to, Message::Report(report.clone()));
+                }
             }
         }
     }
@@ -688,10 +1025,10 @@ impl Simulation {
             self.nodes[node].metrics.fault = None;
             self.skew(node, 0, 0);
             self.resume(node);
-            self.restart(node);
+            self.restart_core(node);
         }
         self.healed_at_ms = Some(self.now_ms);
-        self.final_at_heal = self.checker.final_heights().iter().map(|checkpoint| checkpoint.height).max().unwrap_or(0);
+        self.final_at_heal = self.checker.honest_final_heights().map(|checkpoint| checkpoint.height).max().unwrap_or(0);
     }
 
     fn submit(&mut self) {
@@ -700,7 +1037,7 @@ impl Simulation {
         let candidates: Vec<usize> = (0..self.nodes.len())
             .filter(|&index| {
                 let sim_node = &self.nodes[index];
-                sim_node.up && !sim_node.paused && sim_node.node.is_mempool_synced()
+                sim_node.is_honest() && sim_node.up && !sim_node.paused && sim_node.node.is_mempool_synced()
             })
             .collect();
         if !candidates.is_empty() {
@@ -718,7 +1055,8 @@ impl Simulation {
     }
 
     fn sample_metrics(&mut self) {
-        for index in 0..self.nodes.len() {
+        for validator in 0..self.options.nodes {
+            let index = validator;
             let traffic = self.options.net_from_traffic_bytes_per_s.map(|capacity| {
                 let per_second = self.nodes[index].bytes_sent_since_sample * 1_000 / SAMPLE_INTERVAL_MS;
                 per_second * 1_000 / capacity.max(1)
@@ -726,11 +1064,46 @@ impl Simulation {
             self.nodes[index].bytes_sent_since_sample = 0;
             let now = self.now_ms;
             let sample = self.nodes[index].metrics.sample(&mut self.metrics_rng, now, traffic);
-            if let (Some((cpu, net)), false) = (sample, self.nodes[index].paused) {
-                self.step_node(index, Event::MetricsSampled { cpu, net });
+            // A split validator's second core measures the same machine.
+            for core in self.cores_of[validator].clone() {
+                if let (Some((cpu, net)), false) = (sample, self.nodes[core].paused) {
+                    self.step_node(core, Event::MetricsSampled { cpu, net });
+                }
             }
         }
+        self.judge_evidence_delays();
         self.schedule(self.now_ms + SAMPLE_INTERVAL_MS, Scheduled::Sample);
+    }
+
+    /// Every offence proven to an honest core while fewer than a third are dishonest must be
+    /// committed on an honest chain within `EVIDENCE_BOUND_MS` of the later of its proof and
+    /// the start of the calm period it falls in; judged once a second while calm.
+    fn judge_evidence_delays(&mut self) {
+        if self.options.is_beyond_fault_tolerance() {
+            return;
+        }
+        let Some(calm_since_ms) = self.calm_since_ms else { return };
+        let now_ms = self.now_ms;
+        let mut late = Vec::new();
+        for (key, offence) in self.offences.iter_mut() {
+            let judged_from_ms = offence.proven_at_ms.max(calm_since_ms);
+            if offence.committed_at_ms.is_none() && !offence.judged_late && now_ms > judged_from_ms + EVIDENCE_BOUND_MS
+            {
+                offence.judged_late = true;
+                late.push(format!(
+                    "offence {} ({}) by n{} proven at {} ms is not committed evidence {} ms after {} ms (bound {EVIDENCE_BOUND_MS} ms)",
+                    short(key),
+                    offence.kind,
+                    offence.offender,
+                    offence.proven_at_ms,
+                    now_ms - judged_from_ms,
+                    judged_from_ms
+                ));
+            }
+        }
+        for text in late {
+            self.checker.violation(now_ms, text);
+        }
     }
 
     /// Runs the simulation up to virtual time `until_ms`.
@@ -769,6 +1142,14 @@ impl Simulation {
                 Scheduled::Fault(fault) => self.on_fault(fault),
                 Scheduled::Submit => self.submit(),
                 Scheduled::Sample => self.sample_metrics(),
+                Scheduled::Release { from, to_validator, message } => {
+                    if self.nodes[from].up {
+                        if let Some(to) = self.route(from, to_validator) {
+                            let bytes = self.size_of(&message);
+                            self.send_shared(from, to, message, bytes);
+                        }
+                    }
+                }
             }
         }
         self.now_ms = self.now_ms.max(until_ms);
@@ -805,13 +1186,14 @@ impl Simulation {
         else {
             return (false, "the faults never healed: lengthen the run".into());
         };
-        let up = self.nodes.iter().all(|node| node.up && !node.paused);
-        let tips: Vec<Height> = self.nodes.iter().map(|node| node.node.tip().height).collect();
-        let finals: Vec<Height> = self.nodes.iter().map(|node| node.node.finalized().height).collect();
+        let honest: Vec<&SimNode> = self.nodes.iter().filter(|node| node.is_honest()).collect();
+        let up = honest.iter().all(|node| node.up && !node.paused);
+        let tips: Vec<Height> = honest.iter().map(|node| node.node.tip().height).collect();
+        let finals: Vec<Height> = honest.iter().map(|node| node.node.finalized().height).collect();
         let top = tips.iter().copied().max().unwrap_or(0);
         let lowest_final = finals.iter().copied().min().unwrap_or(0);
-        let common = self.nodes[0].node.canonical_hash(lowest_final);
-        let agree = self.nodes.iter().all(|node| node.node.canonical_hash(lowest_final) == common);
+        let common = self.nodes[self.reference].node.canonical_hash(lowest_final);
+        let agree = honest.iter().all(|node| node.node.canonical_hash(lowest_final) == common);
         let converged = tips.iter().all(|tip| top - tip <= 2);
         let lagging = tips.iter().zip(&finals).all(|(tip, final_height)| tip - final_height <= 4);
         let resumed_in_time = match self.finality_resumed_at_ms {
@@ -827,19 +1209,52 @@ impl Simulation {
     }
 
     pub fn report(&self) -> SimReport {
-        let reference = &self.nodes[0];
+        let reference = &self.nodes[self.reference];
         let tip = reference.node.tip().height;
         let mut blocks_by_rank: BTreeMap<u32, u64> = BTreeMap::new();
         let mut intervals = Vec::new();
         let mut committed: Vec<Hash> = Vec::new();
         let mut previous_timestamp = self.genesis.genesis_time_ms;
+        let validators = self.options.nodes;
+        let mut blocks_by_producer = vec![0u64; validators];
+        let mut rewards_by_producer = vec![0u128; validators];
+        let mut offences_committed: BTreeSet<Hash> = BTreeSet::new();
+        let mut jailed: BTreeSet<usize> = BTreeSet::new();
         for height in 1..=tip {
             let Some(block) = reference.storage.block_at(height) else { break };
             *blocks_by_rank.entry(block.header.rank).or_default() += 1;
             intervals.push(block.header.timestamp_ms.saturating_sub(previous_timestamp));
             previous_timestamp = block.header.timestamp_ms;
             committed.extend(block.transfers.iter().map(transfer_id));
+            let producer = self.node_index(&block.header.producer);
+            blocks_by_producer[producer] += 1;
+            let fees: u128 = block.transfers.iter().map(|transfer| u128::from(transfer.fee)).sum();
+            rewards_by_producer[producer] += u128::from(self.genesis.parameters.block_reward) + fees;
+            for evidence in &block.evidence {
+                let facts = check_evidence(&self.genesis, evidence, &self.cache).expect("committed evidence is valid");
+                offences_committed.insert(facts.key);
+                if self.genesis.parameters.jail_blocks > 0 {
+                    jailed.insert(self.node_index(&facts.offender));
+                }
+            }
         }
+        let per_mille = |part: u128, whole: u128| if whole == 0 { 0 } else { (part * 1_000 / whole) as u64 };
+        let blocks_total: u128 = blocks_by_producer.iter().map(|count| u128::from(*count)).sum();
+        let rewards_total: u128 = rewards_by_producer.iter().sum();
+        let production_share =
+            blocks_by_producer.iter().map(|count| per_mille(u128::from(*count), blocks_total)).collect();
+        let reward_share = rewards_by_producer.iter().map(|reward| per_mille(*reward, rewards_total)).collect();
+        let mut offenders_named = self.offenders_named.clone();
+        for sim_node in self.nodes.iter().filter(|sim_node| sim_node.is_honest() && sim_node.up) {
+            offenders_named.extend(sim_node.node.evidence_offenders().iter().map(|offender| self.node_index(offender)));
+        }
+        let conflicting_finals = self.checker.conflicting_pairs();
+        let accountable = (conflicting_finals > 0).then(|| offenders_named.len() >= validators.div_ceil(3));
+        let delays: Vec<u64> = self
+            .offences
+            .values()
+            .filter_map(|offence| Some(offence.committed_at_ms? - offence.proven_at_ms))
+            .collect();
         let latencies: Vec<u64> = committed
             .iter()
             .filter_map(|id| {
@@ -852,6 +1267,14 @@ impl Simulation {
         violations.extend(lost.iter().map(|id| {
             format!("acknowledged transfer {id} was lost: not committed, pending on no node, dropped by none")
         }));
+        let unaccountable = accountable == Some(false);
+        if unaccountable {
+            violations.push(format!(
+                "ACCOUNTABILITY: {conflicting_finals} pairs of honest nodes hold conflicting final blocks, but the evidence they hold names only {:?} (at least {} needed)",
+                offenders_named,
+                validators.div_ceil(3)
+            ));
+        }
         SimReport {
             seed: self.options.seed,
             nodes: self.options.nodes,
@@ -872,7 +1295,7 @@ impl Simulation {
             max_reorg_depth: self.max_reorg_depth,
             timeouts_fired: self.timeouts_fired,
             faults_injected: self.faults_injected,
-            safety_violations: self.checker.violation_count + lost.len() as u64,
+            safety_violations: self.checker.violation_count + lost.len() as u64 + u64::from(unaccountable),
             violations,
             liveness_ok,
             liveness,
@@ -885,6 +1308,24 @@ impl Simulation {
             trace_lines: self.trace_count,
             trace_hash: self.trace_hasher.clone().finalize().to_hex().to_string(),
             replay: self.options.replay_command(),
+            byzantine: self.cast.byzantine.keys().copied().collect(),
+            behaviours: self
+                .cast
+                .byzantine
+                .iter()
+                .map(|(validator, behaviours)| (*validator, crate::options::behaviours_text(behaviours)))
+                .collect(),
+            evidence_committed: offences_committed.len() as u64,
+            jailed: jailed.into_iter().collect(),
+            offences_proven: self.offences.len() as u64,
+            offences_committed: delays.len() as u64,
+            evidence_delay_ms: percentiles(delays),
+            conflicting_finals,
+            accountable,
+            offenders_named: offenders_named.into_iter().collect(),
+            production_share,
+            reward_share,
+            beyond_fault_tolerance: self.options.is_beyond_fault_tolerance(),
         }
     }
 }
@@ -895,8 +1336,8 @@ impl Simulation {
     /// node, dropped with a reason (counted by reason), or lost (returned).
     fn acknowledged_outcomes(&self, committed: &[Hash]) -> (BTreeMap<String, u64>, Vec<Hash>) {
         let mut committed: BTreeSet<Hash> = committed.iter().copied().collect();
-        let final_height = self.nodes[0].node.finalized().height;
-        for sim_node in self.nodes.iter().filter(|sim_node| sim_node.up) {
+        let final_height = self.nodes[self.reference].node.finalized().height;
+        for sim_node in self.nodes.iter().filter(|sim_node| sim_node.up && sim_node.is_honest()) {
             for height in final_height + 1..=sim_node.node.tip().height {
                 let Some(block) = sim_node.storage.block_at(height) else { break };
                 committed.extend(block.transfers.iter().map(transfer_id));
@@ -908,7 +1349,11 @@ impl Simulation {
             if committed.contains(id) {
                 continue;
             }
-            if self.nodes.iter().any(|sim_node| sim_node.up && sim_node.node.mempool().contains(id)) {
+            if self
+                .nodes
+                .iter()
+                .any(|sim_node| sim_node.is_honest() && sim_node.up && sim_node.node.mempool().contains(id))
+            {
                 continue;
             }
             match self.dropped.get(id) {

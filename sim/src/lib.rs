@@ -12,6 +12,7 @@
 //! - `checker`: the invariants checked after every step, and the liveness phase.
 //! - `engine`: the event loop that ties them together, the trace and the report.
 
+pub mod adversary;
 pub mod checker;
 pub mod engine;
 pub mod faults;

@@ -36,8 +36,18 @@ impl NetworkModel {
     }
 
     /// Arrival times of one message sent now: none if lost or blocked, two if duplicated.
-    pub fn arrivals(&mut self, rng: &mut SimRng, from: usize, to: usize, bytes: usize, now_ms: u64) -> Vec<u64> {
-        if self.blocked[from][to] || rng.chance(self.loss_per_million) {
+    /// `ignores_partitions`: the link is an adversary's own (a split validator's), which
+    /// partitions do not cut.
+    pub fn arrivals(
+        &mut self,
+        rng: &mut SimRng,
+        from: usize,
+        to: usize,
+        bytes: usize,
+        now_ms: u64,
+        ignores_partitions: bool,
+    ) -> Vec<u64> {
+        if (self.blocked[from][to] && !ignores_partitions) || rng.chance(self.loss_per_million) {
             return Vec::new();
         }
         let copies = if rng.chance(self.dup_per_million) { 2 } else { 1 };
@@ -91,12 +101,12 @@ mod tests {
         let mut network = NetworkModel::new(4, 10, 0, None);
         let mut rng = SimRng::stream(1, "network");
         network.partition(&[0], false);
-        assert!(network.arrivals(&mut rng, 0, 1, 100, 0).is_empty());
-        assert!(network.arrivals(&mut rng, 1, 0, 100, 0).is_empty());
-        assert_eq!(network.arrivals(&mut rng, 1, 2, 100, 0), vec![10]);
+        assert!(network.arrivals(&mut rng, 0, 1, 100, 0, false).is_empty());
+        assert!(network.arrivals(&mut rng, 1, 0, 100, 0, false).is_empty());
+        assert_eq!(network.arrivals(&mut rng, 1, 2, 100, 0, false), vec![10]);
         network.partition(&[0], true);
-        assert_eq!(network.arrivals(&mut rng, 0, 1, 100, 0), vec![10]);
-        assert!(network.arrivals(&mut rng, 1, 0, 100, 0).is_empty());
+        assert_eq!(network.arrivals(&mut rng, 0, 1, 100, 0, false), vec![10]);
+        assert!(network.arrivals(&mut rng, 1, 0, 100, 0, false).is_empty());
         network.heal();
         assert!(!network.is_partitioned());
     }
@@ -105,8 +115,8 @@ mod tests {
     fn bandwidth_queues_messages_on_a_link() {
         let mut network = NetworkModel::new(2, 10, 0, Some(100));
         let mut rng = SimRng::stream(1, "network");
-        assert_eq!(network.arrivals(&mut rng, 0, 1, 1_000, 0), vec![20]);
-        assert_eq!(network.arrivals(&mut rng, 0, 1, 1_000, 0), vec![30], "the second waits for the first");
+        assert_eq!(network.arrivals(&mut rng, 0, 1, 1_000, 0, false), vec![20]);
+        assert_eq!(network.arrivals(&mut rng, 0, 1, 1_000, 0, false), vec![30], "the second waits for the first");
     }
 
     #[test]
@@ -115,7 +125,7 @@ mod tests {
         let mut rng = SimRng::stream(2, "network");
         network.loss_per_million = 250_000;
         network.dup_per_million = 100_000;
-        let delivered: usize = (0..10_000).map(|_| network.arrivals(&mut rng, 0, 1, 10, 0).len()).sum();
+        let delivered: usize = (0..10_000).map(|_| network.arrivals(&mut rng, 0, 1, 10, 0, false).len()).sum();
         // Expect 10,000 * 0.75 * 1.1 = 8,250.
         assert!((7_900..8_600).contains(&delivered), "{delivered}");
     }

@@ -1,6 +1,7 @@
 //! What to simulate: node count, seed, virtual duration, transfer rate, which fault kinds to
-//! inject, network and chain parameters. Parsing of the command line's durations and fault
-//! lists lives here too, so the CLI and tests share it.
+//! inject, how many validators are dishonest and how, network and chain parameters. Parsing of
+//! the command line's durations, fault lists and behaviour lists lives here too, so the CLI and
+//! tests share it.
 
 use crate::faults::ScriptedFault;
 use std::collections::BTreeSet;
@@ -44,8 +45,70 @@ impl FaultKind {
     }
 }
 
+/// What a dishonest validator does (see `adversary`). `All` gives each dishonest validator a
+/// mix chosen by the seed.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Behaviour {
+    LieMetrics,
+    Equivocate,
+    DoubleVote,
+    SurroundVote,
+    Withhold,
+    Invalid,
+    Spam,
+    Split,
+    All,
+}
+
+impl Behaviour {
+    /// Every behaviour but `All`.
+    pub const EACH: [Behaviour; 8] = [
+        Behaviour::LieMetrics,
+        Behaviour::Equivocate,
+        Behaviour::DoubleVote,
+        Behaviour::SurroundVote,
+        Behaviour::Withhold,
+        Behaviour::Invalid,
+        Behaviour::Spam,
+        Behaviour::Split,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::LieMetrics => "lie-metrics",
+            Behaviour::Equivocate => "equivocate",
+            Behaviour::DoubleVote => "double-vote",
+            Behaviour::SurroundVote => "surround-vote",
+            Behaviour::Withhold => "withhold",
+            Behaviour::Invalid => "invalid",
+            Behaviour::Spam => "spam",
+            Behaviour::Split => "split",
+            Behaviour::All => "all",
+        }
+    }
+}
+
+/// A comma list of behaviours (`all` alone, or names from `Behaviour::EACH`).
+pub fn parse_behaviours(text: &str) -> Result<BTreeSet<Behaviour>, OptionError> {
+    let all = Behaviour::EACH.into_iter().chain([Behaviour::All]);
+    text.split(',')
+        .filter(|name| !name.trim().is_empty())
+        .map(|name| {
+            all.clone()
+                .find(|behaviour| behaviour.name() == name.trim())
+                .ok_or_else(|| OptionError::UnknownBehaviour { given: name.trim().to_string() })
+        })
+        .collect()
+}
+
+pub fn behaviours_text(behaviours: &BTreeSet<Behaviour>) -> String {
+    behaviours.iter().map(|behaviour| behaviour.name()).collect::<Vec<_>>().join(",")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
+    #[error("unknown behaviour {given:?}: use all, or a comma list of lie-metrics, equivocate, double-vote, surround-vote, withhold, invalid, spam, split")]
+    UnknownBehaviour { given: String },
     #[error("unknown fault kind {given:?}: use none, all, or a comma list of crash, pause, partition, loss, dup, reorder, skew, metrics")]
     UnknownFault { given: String },
     #[error("duration {given:?} is not a number followed by ms, s, m or h (e.g. 500ms, 30s, 10m, 1h)")]
@@ -143,6 +206,11 @@ pub struct SimOptions {
     pub net_from_traffic_bytes_per_s: Option<u64>,
     /// Keep every trace line in memory (for `--trace` and snapshots); the hash is always kept.
     pub keep_trace: bool,
+    /// Dishonest validators, chosen from the seed (their own stream: an honest run draws
+    /// nothing from it).
+    pub byzantine: usize,
+    /// What the dishonest validators do (ignored when `byzantine` is 0).
+    pub behaviours: BTreeSet<Behaviour>,
 }
 
 impl SimOptions {
@@ -161,7 +229,15 @@ impl SimOptions {
             bandwidth_bytes_per_ms: None,
             net_from_traffic_bytes_per_s: None,
             keep_trace: false,
+            byzantine: 0,
+            behaviours: BTreeSet::new(),
         }
+    }
+
+    /// A third or more of the validators are dishonest: safety may be lost (conflicting final
+    /// blocks are counted, not failed), but never without proof naming a third of them.
+    pub fn is_beyond_fault_tolerance(&self) -> bool {
+        3 * self.byzantine >= self.nodes && self.byzantine > 0
     }
 
     pub fn fault_window_ms(&self) -> (u64, u64) {
@@ -190,6 +266,17 @@ impl SimOptions {
         if let Some(capacity) = self.net_from_traffic_bytes_per_s {
             command.push_str(&format!(" --net-from-traffic {capacity}"));
         }
+        if self.byzantine > 0 {
+            command.push_str(&format!(
+                " --byzantine {} --behaviour {}",
+                self.byzantine,
+                behaviours_text(&self.behaviours)
+            ));
+        }
+        let cap = self.parameters.production_cap_fair_shares;
+        if cap != Parameters::default().production_cap_fair_shares {
+            command.push_str(&format!(" --production-cap {cap}"));
+        }
         command
     }
 }
@@ -215,6 +302,12 @@ mod tests {
         assert_eq!(parse_seed_range("3..7"), Ok(3..=7));
         assert!(parse_seed_range("7..3").is_err());
         assert_eq!(duration_text(600_000), "10m");
+        assert_eq!(
+            parse_behaviours("equivocate, split").map(|set| set.into_iter().collect::<Vec<_>>()),
+            Ok(vec![Behaviour::Equivocate, Behaviour::Split])
+        );
+        assert_eq!(parse_behaviours("all").map(|set| behaviours_text(&set)), Ok("all".to_string()));
+        assert!(matches!(parse_behaviours("evil"), Err(OptionError::UnknownBehaviour { .. })));
         assert_eq!(faults_text(&parse_faults("all").unwrap_or_default()), "all");
     }
 }

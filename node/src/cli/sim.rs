@@ -1,13 +1,13 @@
 //! `tinychain sim`: runs seeded simulations of a whole network on virtual time (the same core
-//! code a server runs), with injected faults, and reports what happened. A failing run prints
-//! the one command that replays it and exits non-zero.
+//! code a server runs), with injected faults and dishonest validators, and reports what
+//! happened. A failing run prints the one command that replays it and exits non-zero.
 
 use anyhow::{bail, Context};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 use tinychain_sim::engine::{SimReport, Simulation};
-use tinychain_sim::options::{parse_duration_ms, parse_faults, parse_seed_range, SimOptions};
+use tinychain_sim::options::{parse_behaviours, parse_duration_ms, parse_faults, parse_seed_range, SimOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,6 +44,19 @@ pub struct Args {
     /// capacity in bytes per second, instead of a random profile.
     #[arg(long, value_name = "BYTES_PER_S")]
     pub net_from_traffic: Option<u64>,
+    /// Dishonest validators, chosen from the seed. With fewer than a third, safety, liveness and
+    /// evidence are checked; with a third or more, conflicting final blocks are counted and
+    /// must come with evidence naming a third of the validators.
+    #[arg(long, default_value_t = 0)]
+    pub byzantine: usize,
+    /// What the dishonest validators do: all (a mix chosen by the seed), or a comma list of
+    /// lie-metrics, equivocate, double-vote, surround-vote, withhold, invalid, spam, split.
+    #[arg(long, default_value = "all")]
+    pub behaviour: String,
+    /// The production-share cap in fair shares of the window (genesis
+    /// production_cap_fair_shares; 0 turns it off).
+    #[arg(long)]
+    pub production_cap: Option<u64>,
     /// Write the trace (one line per event of interest, see docs/sim-trace.md) to this file.
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -66,6 +79,17 @@ fn options_for(args: &Args, seed: u64) -> anyhow::Result<SimOptions> {
     options.net_from_traffic_bytes_per_s = args.net_from_traffic;
     if args.bandwidth == Some(0) || args.net_from_traffic == Some(0) {
         bail!("--bandwidth and --net-from-traffic must be above zero");
+    }
+    if args.byzantine > args.nodes {
+        bail!("--byzantine {} is more than the {} validators", args.byzantine, args.nodes);
+    }
+    options.byzantine = args.byzantine;
+    options.behaviours = parse_behaviours(&args.behaviour).context("--behaviour")?;
+    if args.byzantine > 0 && options.behaviours.is_empty() {
+        bail!("--behaviour names no behaviour");
+    }
+    if let Some(cap) = args.production_cap {
+        options.parameters.production_cap_fair_shares = cap;
     }
     Ok(options)
 }
@@ -139,6 +163,31 @@ fn print_human(report: &SimReport) {
         "  faults     {} injected, {} timeouts fired, {} reorgs (deepest {})",
         report.faults_injected, report.timeouts_fired, report.reorgs, report.max_reorg_depth
     );
+    if !report.byzantine.is_empty() {
+        println!(
+            "  byzantine  {:?}{}: {} offences proven to honest nodes, {} committed (delay p50 {} ms, max {} ms), {} on the chain; jailed {:?}",
+            report.behaviours,
+            if report.beyond_fault_tolerance { " (a third or more)" } else { "" },
+            report.offences_proven,
+            report.offences_committed,
+            report.evidence_delay_ms.p50,
+            report.evidence_delay_ms.max,
+            report.evidence_committed,
+            report.jailed
+        );
+        let accountable = match report.accountable {
+            None => "no conflict".to_string(),
+            Some(accountable) => format!("accountable {accountable}, offenders named {:?}", report.offenders_named),
+        };
+        println!(
+            "  conflicts  {} pairs of honest nodes with conflicting final blocks: {accountable}",
+            report.conflicting_finals
+        );
+    }
+    println!(
+        "  shares     blocks {:?}, rewards {:?} (per-mille per validator)",
+        report.production_share, report.reward_share
+    );
     println!("  safety     {} violations", report.safety_violations);
     for violation in &report.violations {
         println!("    {violation}");
@@ -159,10 +208,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let show_progress = !sweep && std::io::stderr().is_terminal();
     let mut failing = Vec::new();
     let mut runs = 0u64;
+    let (mut conflicted, mut accountable) = (0u64, 0u64);
     for seed in seeds {
         let options = options_for(args, seed)?;
         let (report, trace) = run_one(options, show_progress);
         runs += 1;
+        conflicted += u64::from(report.conflicting_finals > 0);
+        accountable += u64::from(report.accountable == Some(true));
         if let Some(path) = &args.trace {
             let mut file =
                 std::fs::File::create(path).with_context(|| format!("cannot create trace file {}", path.display()))?;
@@ -174,8 +226,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report).expect("reports serialize"));
         } else if sweep {
             let verdict = if report.passed() { "ok  " } else { "FAIL" };
+            let conflicts = match report.accountable {
+                None => String::new(),
+                Some(accountable) => {
+                    format!(" conflicts {} accountable {accountable}", report.conflicting_finals)
+                }
+            };
             println!(
-                "{verdict} seed {seed}: height {} final {} reorgs {} violations {} liveness {}",
+                "{verdict} seed {seed}: height {} final {} reorgs {} violations {} liveness {}{conflicts}",
                 report.height,
                 report.final_height,
                 report.reorgs,
@@ -194,9 +252,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     if sweep {
         if args.json {
-            println!("{}", serde_json::json!({ "summary": true, "runs": runs, "failing_seeds": failing }));
+            println!(
+                "{}",
+                serde_json::json!({
+                    "summary": true,
+                    "runs": runs,
+                    "failing_seeds": failing,
+                    "seeds_with_conflicting_finals": conflicted,
+                    "seeds_accountable": accountable,
+                })
+            );
         } else {
             println!("{} of {runs} seeds passed; failing: {failing:?}", runs - failing.len() as u64);
+            if conflicted > 0 {
+                println!("{conflicted} seeds showed conflicting final blocks, {accountable} of them accountable");
+            }
         }
     }
     if !failing.is_empty() {
