@@ -655,13 +655,14 @@ pub fn evidence_objects(evidence: &Evidence) -> [(&'static str, Hash); 2] {
     }
 }
 
-fn evidence_json(context: &QueryContext<'_>, evidence: &Evidence) -> Value {
+/// One piece of a block's evidence for `get_block`; `name_of` gives a validator's genesis name.
+fn evidence_json(evidence: &Evidence, name_of: impl Fn(&NodeId) -> Option<String>) -> Value {
     let offender = evidence.offender();
     let mut map = Map::new();
     map.insert("id".into(), to_json(&evidence_id(evidence)));
     map.insert("kind".into(), json!(evidence.kind()));
     map.insert("offender".into(), to_json(&offender));
-    map.insert("offender_name".into(), to_json(&validator_name(context, &offender)));
+    map.insert("offender_name".into(), to_json(&name_of(&offender)));
     map.insert("offence_height".into(), to_json(&offence_height(evidence)));
     let vote_object = |report: &MetricReport| {
         json!({
@@ -750,7 +751,8 @@ fn block_json(context: &QueryContext<'_>, block: &Block, hash: Hash, with_conten
             .collect();
         map.insert("transfers".into(), Value::Array(transfers));
         map.insert("reports".into(), Value::Array(reports));
-        let evidence: Vec<Value> = block.evidence.iter().map(|piece| evidence_json(context, piece)).collect();
+        let evidence: Vec<Value> =
+            block.evidence.iter().map(|piece| evidence_json(piece, |id| validator_name(context, id))).collect();
         map.insert("evidence".into(), Value::Array(evidence));
     }
     Value::Object(map)
@@ -1212,6 +1214,52 @@ mod tests {
         assert!(invalid_text("submit_tx", json!(["zz"])).contains("not hex"));
         assert!(invalid_text("submit_tx", json!(["00".repeat(2_000)])).contains("more than a transfer"));
         assert!(invalid_text("submit_tx", json!([&hex_text[..hex_text.len() - 2]])).contains("cannot decode"));
+    }
+
+    /// A report of `node` voting `source` -> `target` (unsigned: the JSON form does not check).
+    fn vote_report(node: NodeId, sequence: u64, source: Height, target: Height) -> MetricReport {
+        let checkpoint = |height: Height| Checkpoint { height, hash: Hash([height as u8; 32]) };
+        MetricReport {
+            node,
+            sequence,
+            tip: checkpoint(target),
+            cpu: 0,
+            net: 0,
+            score: 0,
+            vote: Some(tinychain_core::types::Vote { source: checkpoint(source), target: checkpoint(target) }),
+            signature: tinychain_core::types::Signature::default(),
+        }
+    }
+
+    #[test]
+    fn evidence_of_each_kind_names_the_offender_the_height_and_both_objects() {
+        let offender = Address([7; 32]);
+        let name_of = |id: &NodeId| (*id == offender).then(|| "node7".to_string());
+        let (first, second) = (vote_report(offender, 1, 2, 5), vote_report(offender, 2, 3, 5));
+        let double_vote = Evidence::DoubleVote { first: first.clone(), second: second.clone() };
+        let value = evidence_json(&double_vote, name_of);
+        assert_eq!(value["kind"], "double_vote");
+        assert_eq!(value["offender"], to_json(&offender));
+        assert_eq!(value["offender_name"], "node7");
+        assert_eq!(value["offence_height"], 5);
+        assert_eq!(value["id"], to_json(&evidence_id(&double_vote)));
+        assert_eq!(value["first"]["report_id"], to_json(&report_id(&first)));
+        assert_eq!(value["second"]["report_id"], to_json(&report_id(&second)));
+        assert_eq!(value["second"]["vote"]["source"]["height"], 3);
+        assert_eq!(value["first"]["sequence"], 1);
+
+        let (outer, inner) = (vote_report(offender, 3, 1, 9), vote_report(offender, 4, 4, 6));
+        let surround = Evidence::SurroundVote { outer: outer.clone(), inner: inner.clone() };
+        let value = evidence_json(&surround, name_of);
+        assert_eq!(value["kind"], "surround_vote");
+        assert_eq!(value["offence_height"], 9, "the outer vote's target");
+        assert_eq!(value["outer"]["report_id"], to_json(&report_id(&outer)));
+        assert_eq!(value["inner"]["vote"]["target"]["height"], 6);
+        assert!(value.get("first").is_none() && value.get("second").is_none(), "{value}");
+        assert_eq!(evidence_objects(&surround), [("outer", report_id(&outer)), ("inner", report_id(&inner))]);
+
+        let unknown = evidence_json(&Evidence::DoubleVote { first, second }, |_| None);
+        assert_eq!(unknown["offender_name"], Value::Null, "a name only for a genesis validator");
     }
 
     #[test]
