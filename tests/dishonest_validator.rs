@@ -131,7 +131,9 @@ fn an_equivocating_validator_is_caught_jailed_and_ranked_last_by_the_honest_node
         assert_eq!(jailed[0]["node_id"], equivocator_id.as_str());
         assert_eq!(jailed[0]["name"], equivocator_name.as_str());
         assert_eq!(jailed[0]["until_height"], until_height);
-        assert!(status["evidence_held"].as_u64().unwrap() >= 1, "node {index} holds the evidence: {status}");
+        // A node may learn of the offence only from the block that commits it (its pool then
+        // never held the evidence), so the counts are only consistent, not necessarily > 0.
+        assert!(status["evidence_pending"].as_u64() <= status["evidence_held"].as_u64(), "node {index}: {status}");
         assert!(
             status["evidence_offenders"]
                 .as_array()
@@ -180,31 +182,6 @@ fn an_equivocating_validator_is_caught_jailed_and_ranked_last_by_the_honest_node
     }
     assert_eq!(evidence["id"].as_str().unwrap().len(), 64, "{evidence}");
 
-    // Every honest node logs the commit and the jail at error level, with the evidence: its
-    // id, kind, offender and both block hashes in full.
-    for index in &honest {
-        let log = net.log(*index);
-        let committed = log
-            .lines()
-            .find(|line| line.contains("evidence committed") && line.contains(evidence["id"].as_str().unwrap()))
-            .unwrap_or_else(|| panic!("node {index} logs the committed evidence {}", evidence["id"]));
-        assert!(committed.contains("ERROR"), "node {index}: {committed}");
-        for field in [
-            "double_production",
-            &format!("offender={equivocator_name}"),
-            &format!("offence_height={offence_height}"),
-            evidence["first"]["block_hash"].as_str().unwrap(),
-            evidence["second"]["block_hash"].as_str().unwrap(),
-        ] {
-            assert!(committed.contains(field), "node {index}: the line names {field}: {committed}");
-        }
-        let jailed = log.lines().find(|line| line.contains("validator jailed by committed evidence"));
-        assert!(
-            jailed.is_some_and(|line| line.contains("ERROR") && line.contains(evidence["id"].as_str().unwrap())),
-            "node {index} logs the jail with the evidence: {jailed:?}"
-        );
-    }
-
     // Jail never cost liveness or safety: the honest nodes go on finalizing past the evidence
     // block and agree on the final block.
     let (finalized_before, _) = net.finalized(observer).unwrap();
@@ -222,6 +199,33 @@ fn an_equivocating_validator_is_caught_jailed_and_ranked_last_by_the_honest_node
             "the honest nodes agree at height {height}: {hashes:?}"
         );
     }
+    // Every honest node (all hold the evidence block by now) logs the commit and the jail at
+    // error level, with the evidence: its id, kind, offender and both block hashes in full.
+    for index in &honest {
+        let log = net.log(*index);
+        let committed = log
+            .lines()
+            .find(|line| line.contains("evidence committed") && line.contains(evidence["id"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("node {index} logs the committed evidence {}", evidence["id"]));
+        assert!(committed.contains("ERROR"), "node {index}: {committed}");
+        for field in [
+            "double_production",
+            &format!("offender={equivocator_name}"),
+            &format!("offence_height={offence_height}"),
+            evidence["first"]["block_hash"].as_str().unwrap(),
+            evidence["second"]["block_hash"].as_str().unwrap(),
+        ] {
+            assert!(committed.contains(field), "node {index}: the line names {field}: {committed}");
+        }
+        assert!(
+            log.lines().any(|line| line.contains("ERROR")
+                && line.contains("validator jailed by committed evidence")
+                && line.contains(evidence["id"].as_str().unwrap())),
+            "node {index} logs the jail with the evidence {}",
+            evidence["id"]
+        );
+    }
+
     println!("done {:.1} s into the test", started.elapsed().as_secs_f64());
 }
 
