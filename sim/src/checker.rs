@@ -16,7 +16,8 @@
 //!   block's rank (each unreachable candidate ahead costs one `producer_timeout_ms`), plus one
 //!   interval and the network delay, whenever the network is otherwise calm: crashes are the
 //!   fault the timeout rule bounds; a producer returning from a pause, a partition or a skewed
-//!   clock may legitimately produce late, so gaps next to those faults are not judged.
+//!   clock may legitimately produce late, so gaps next to those faults are not judged, nor the
+//!   gap after a dishonest validator's block (it may have held its block back).
 //!
 //! Violations are collected (the run goes on) and reported; a failing run exits non-zero.
 
@@ -237,8 +238,14 @@ impl Checker {
         let gap_ms = block.header.timestamp_ms.saturating_sub(parent.header.timestamp_ms);
         self.max_final_gap_ms = self.max_final_gap_ms.max(gap_ms);
         let settle_ms = 2 * genesis.parameters.producer_timeout_ms;
-        let judged =
-            gap_rule.calm_since_ms.is_some_and(|calm_since_ms| parent.header.timestamp_ms >= calm_since_ms + settle_ms);
+        // A dishonest producer's timestamp says nothing about when its block reached anyone
+        // (it may have held it back): the gap after its block is not judged.
+        let parent_is_honest = parent.header.height == 0
+            || genesis.validator_index(&parent.header.producer).is_some_and(|index| self.honest[index]);
+        let judged = parent_is_honest
+            && gap_rule
+                .calm_since_ms
+                .is_some_and(|calm_since_ms| parent.header.timestamp_ms >= calm_since_ms + settle_ms);
         if !judged {
             return;
         }
