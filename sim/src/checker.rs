@@ -267,6 +267,11 @@ impl Checker {
         self.node_final.iter().zip(&self.honest).filter(|(_, honest)| **honest).map(|(checkpoint, _)| checkpoint)
     }
 
+    /// The latest final block of node `index` as the checker last saw it.
+    pub fn final_of(&self, index: usize) -> Checkpoint {
+        self.node_final[index]
+    }
+
     /// Pairs of honest nodes that finalized different blocks at one height.
     pub fn conflicting_pairs(&self) -> u64 {
         self.conflicting_pairs.len() as u64

@@ -179,6 +179,8 @@ pub struct SimReport {
     pub final_height: Height,
     pub blocks_by_rank: BTreeMap<u32, u64>,
     pub interval_ms: Percentiles,
+    /// From a block's timestamp to when the reference node saw it final.
+    pub finality_lag_ms: Percentiles,
     pub txs_submitted: u64,
     pub invalid_txs_submitted: u64,
     pub txs_committed: u64,
@@ -282,6 +284,8 @@ pub struct Simulation {
     offences: BTreeMap<Hash, Offence>,
     /// Validators named by evidence an honest core verified (held at some time).
     offenders_named: BTreeSet<usize>,
+    /// Per height, the time from the block's timestamp to the reference core seeing it final.
+    finality_lag_ms: BTreeMap<Height, u64>,
 }
 
 /// The simulated chain: `nodes` validators, funded accounts for the workload, the options'
@@ -394,6 +398,7 @@ impl Simulation {
             reference,
             offences: BTreeMap::new(),
             offenders_named: BTreeSet::new(),
+            finality_lag_ms: BTreeMap::new(),
             genesis,
             options,
         };
@@ -807,6 +812,15 @@ impl Simulation {
                     let id = transfer_id(transfer);
                     self.first_commit_ms.entry(id).or_insert(self.now_ms);
                     self.workload.note_committed(transfer);
+                }
+            }
+        }
+        if index == self.reference {
+            let previous_final = self.checker.final_of(index).height;
+            for height in previous_final + 1..=commit.finalized.height {
+                if let Some(block) = self.nodes[index].storage.block_at(height) {
+                    let lag_ms = self.now_ms.saturating_sub(block.header.timestamp_ms);
+                    self.finality_lag_ms.entry(height).or_insert(lag_ms);
                 }
             }
         }
@@ -1318,6 +1332,7 @@ impl Simulation {
             final_height: reference.node.finalized().height,
             blocks_by_rank,
             interval_ms: percentiles(intervals),
+            finality_lag_ms: percentiles(self.finality_lag_ms.values().copied().collect()),
             txs_submitted: self.workload.submitted_at_ms.len() as u64,
             invalid_txs_submitted: self.workload.invalid_submitted,
             txs_committed: committed.len() as u64,

@@ -141,8 +141,13 @@ fn print_human(report: &SimReport) {
         report.height, report.final_height, report.blocks_by_rank
     );
     println!(
-        "  intervals  p50 {} ms, p99 {} ms, max {} ms; max gap before a final block {} ms",
-        report.interval_ms.p50, report.interval_ms.p99, report.interval_ms.max, report.max_final_gap_ms
+        "  intervals  p50 {} ms, p99 {} ms, max {} ms; max gap before a final block {} ms; finality lag p50 {} ms, p99 {} ms",
+        report.interval_ms.p50,
+        report.interval_ms.p99,
+        report.interval_ms.max,
+        report.max_final_gap_ms,
+        report.finality_lag_ms.p50,
+        report.finality_lag_ms.p99
     );
     println!(
         "  transfers  {} submitted (+{} invalid), {} committed, latency p50 {} ms p99 {} ms",
