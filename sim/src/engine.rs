@@ -48,6 +48,10 @@ pub const LIVENESS_BOUND_MS: u64 = 60_000;
 /// this long of the later of the proof and the start of the calm network it happened in.
 pub const EVIDENCE_BOUND_MS: u64 = 60_000;
 
+/// Time an honest producer is given to hear of an offence before its block counts as one that
+/// could have carried the evidence.
+const EVIDENCE_GOSSIP_MS: u64 = 10_000;
+
 #[derive(Clone, Debug)]
 enum Scheduled {
     Deliver {
@@ -1107,6 +1111,10 @@ impl Simulation {
     /// committed on an honest chain within `EVIDENCE_BOUND_MS` of the later of its proof and
     /// the start of the calm period it falls in; judged once a second while calm.
     ///
+    /// While every honest block since then carried as much evidence as a block may hold, the
+    /// offence is waiting its turn, not late: a flood of offences (hundreds, from a validator
+    /// that splits and surrounds) takes the chain minutes to commit at 8 per block.
+    ///
     /// One exception, by the core's design: a node watches one vote per validator and target
     /// height (bounded memory), so once a validator has voted twice at a height, a surround
     /// relation with the vote it did not keep can go unseen. Such a surround vote is not
@@ -1123,9 +1131,13 @@ impl Simulation {
             .filter(|offence| offence.kind == "double_vote")
             .map(|offence| (offence.offender, offence.height))
             .collect();
+        let latest_spare_block_ms = self.latest_block_with_evidence_room_ms();
         let mut late = Vec::new();
         for (key, offence) in self.offences.iter_mut() {
             let judged_from_ms = offence.proven_at_ms.max(calm_since_ms);
+            // Blocks commit at most `block_evidence_max` pieces: while every honest block since
+            // then was full, the offence waits in line and is not late.
+            let had_room = latest_spare_block_ms.is_some_and(|at_ms| at_ms >= judged_from_ms + EVIDENCE_GOSSIP_MS);
             let (outer_height, inner_height) = offence.vote_heights;
             let is_shadowed = offence.kind == "surround_vote"
                 && (double_votes.contains(&(offence.offender, outer_height))
@@ -1133,6 +1145,7 @@ impl Simulation {
             if offence.committed_at_ms.is_none()
                 && !offence.judged_late
                 && !is_shadowed
+                && had_room
                 && now_ms > judged_from_ms + EVIDENCE_BOUND_MS
             {
                 offence.judged_late = true;
@@ -1152,6 +1165,19 @@ impl Simulation {
         for text in late {
             self.checker.violation(now_ms, text);
         }
+    }
+
+    /// The timestamp of the latest block of the reference chain that an honest validator
+    /// produced with room for more evidence than it carried.
+    fn latest_block_with_evidence_room_ms(&self) -> Option<u64> {
+        let reference = &self.nodes[self.reference];
+        let evidence_max = self.genesis.parameters.block_evidence_max as usize;
+        (1..=reference.node.tip().height).rev().find_map(|height| {
+            let block = reference.storage.block_at(height)?;
+            let producer = self.node_index(&block.header.producer);
+            let has_room = !self.cast.byzantine.contains_key(&producer) && block.evidence.len() < evidence_max;
+            has_room.then_some(block.header.timestamp_ms)
+        })
     }
 
     /// Runs the simulation up to virtual time `until_ms`.
