@@ -197,7 +197,12 @@ fn print_human(report: &SimReport) {
     for violation in &report.violations {
         println!("    {violation}");
     }
-    println!("  liveness   {}: {}", if report.liveness_ok { "ok" } else { "FAILED" }, report.liveness);
+    let liveness = match (report.liveness_ok, report.beyond_fault_tolerance) {
+        (true, _) => "ok",
+        (false, true) => "lost (not required past a third dishonest)",
+        (false, false) => "FAILED",
+    };
+    println!("  liveness   {liveness}: {}", report.liveness);
     println!("  trace      {} lines, hash {}", report.trace_lines, report.trace_hash);
     if !report.passed() {
         println!("  replay     {}", report.replay);
@@ -243,7 +248,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 report.final_height,
                 report.reorgs,
                 report.safety_violations,
-                if report.liveness_ok { "ok" } else { "FAILED" }
+                match (report.liveness_ok, report.beyond_fault_tolerance) {
+                    (true, _) => "ok",
+                    (false, true) => "lost (not required past a third dishonest)",
+                    (false, false) => "FAILED",
+                }
             );
         } else {
             print_human(&report);
