@@ -183,3 +183,21 @@ fn a_scripted_split_of_the_honest_groups_conflicts_and_is_accountable() {
     assert_eq!(report.accountable, Some(true), "{}", explain(&report));
     assert!(trace.iter().any(|line| line.contains("finality conflict")), "the honest nodes noticed");
 }
+
+/// Regressions (10 minutes, one dishonest of four, every fault). Seed 264: a spamming, splitting
+/// validator replayed old blocks full of votes; honest nodes compared every vote of every
+/// replayed block below their final block again and again, and one run took minutes (the core
+/// now watches such a block once). Seed 165: hundreds of offences wait behind full blocks (8
+/// pieces each); the checker must not call that late.
+#[test]
+fn regression_seeds_264_and_165_evidence_floods_stay_fast_and_are_judged_fairly() {
+    for seed in [264, 165] {
+        let mut options = options(4, seed, 600_000, 1, "all");
+        options.faults = parse_faults("all").expect("valid fault list");
+        options.tx_rate_per_s = 0;
+        options.keep_trace = false;
+        let (report, _) = run(options);
+        assert!(report.passed(), "seed {seed}: {}", explain(&report));
+        assert!(report.offences_proven >= 500, "seed {seed}: a flood: {}", report.offences_proven);
+    }
+}
