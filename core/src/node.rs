@@ -590,6 +590,11 @@ impl Node {
                 actions.push(Action::SendTo { peer, message: Message::Report(latest.clone()) });
             }
         }
+        // Evidence not yet committed on our chain: gossip went out once, and the peers that
+        // took it may have crashed since (pools are not stored), so a new link gets it again.
+        for pooled in self.evidence_pool.iter().filter(|pooled| !self.state.offences.contains_key(&pooled.facts.key)) {
+            actions.push(Action::SendTo { peer, message: Message::Evidence(Box::new(pooled.evidence.clone())) });
+        }
         // Our pending ids, by sender then nonce, in batches; the last (maybe empty) is complete.
         let ids: Vec<Hash> = self.mempool.ids_by_sender().collect();
         let batches = ids.len().div_ceil(POOL_ANNOUNCE_IDS_MAX).max(1);
@@ -1125,8 +1130,9 @@ impl Node {
         if height <= self.finalized.height {
             // Still evidence: a second header on a parent below our final block, and the votes
             // it carries (a producer that releases its block late must not hide its own
-            // conflicting votes in it).
-            if check_block_shape(&self.config.genesis, &block, &self.cache).is_ok() {
+            // conflicting votes in it). Once per block: a peer replaying old blocks must not
+            // make us compare their votes again and again.
+            if self.seen.insert(hash) && check_block_shape(&self.config.genesis, &block, &self.cache).is_ok() {
                 self.watch_header(&block.header, actions);
                 self.watch_block_reports(&block, actions);
             }
