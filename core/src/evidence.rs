@@ -8,7 +8,10 @@
 //! pooling (an assertion in spirit, and the same path evidence from peers takes).
 
 use crate::genesis::Genesis;
-use crate::limits::{EVIDENCE_HEADERS_WATCHED_MAX, EVIDENCE_POOL_MAX, EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX};
+use crate::limits::{
+    EVIDENCE_HEADERS_WATCHED_MAX, EVIDENCE_PER_OBSERVATION_MAX, EVIDENCE_POOL_MAX,
+    EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX,
+};
 use crate::state::ChainState;
 use crate::types::{BlockHeader, Evidence, Hash, Height, MetricReport, NodeId};
 use crate::validate::{block_hash, report_id, EvidenceFacts};
@@ -47,28 +50,33 @@ impl EvidenceWatch {
         }
     }
 
-    /// A report whose signature and fields were checked. Returns evidence for every earlier
-    /// vote of the same validator this one conflicts with (same target height, or surrounding
-    /// either way).
+    /// A report whose signature and fields were checked. Returns evidence for earlier votes of
+    /// the same validator this one conflicts with: the vote with the same target height first,
+    /// then votes it surrounds or is surrounded by, at most `EVIDENCE_PER_OBSERVATION_MAX` in
+    /// all (one piece already jails; a validator surrounding hundreds of its votes at once
+    /// must not flood the pool and every block's evidence room).
     pub fn observe_report(&mut self, report: &MetricReport) -> Vec<Evidence> {
         let Some(vote) = report.vote else {
             return Vec::new();
         };
         let mut found = Vec::new();
         let validator = report.node;
+        if let Some(earlier) = self.votes.get(&(validator, vote.target.height)) {
+            if earlier.vote != Some(vote) {
+                let (first, second) = if report_id(earlier) < report_id(report) {
+                    (earlier.clone(), report.clone())
+                } else {
+                    (report.clone(), earlier.clone())
+                };
+                found.push(Evidence::DoubleVote { first, second });
+            }
+        }
         for ((_, _), earlier) in self.votes.range((validator, 0)..=(validator, Height::MAX)) {
+            if found.len() >= EVIDENCE_PER_OBSERVATION_MAX {
+                break;
+            }
             let earlier_vote = earlier.vote.expect("only reports with votes are watched");
-            if earlier_vote.target.height == vote.target.height {
-                if earlier_vote != vote {
-                    let (first, second) = if report_id(earlier) < report_id(report) {
-                        (earlier.clone(), report.clone())
-                    } else {
-                        (report.clone(), earlier.clone())
-                    };
-                    found.push(Evidence::DoubleVote { first, second });
-                }
-            } else if earlier_vote.source.height < vote.source.height && vote.target.height < earlier_vote.target.height
-            {
+            if earlier_vote.source.height < vote.source.height && vote.target.height < earlier_vote.target.height {
                 found.push(Evidence::SurroundVote { outer: earlier.clone(), inner: report.clone() });
             } else if vote.source.height < earlier_vote.source.height && earlier_vote.target.height < vote.target.height
             {
@@ -128,7 +136,8 @@ impl EvidencePool {
     }
 
     /// Evidence a block at `height` on top of `state` may commit: not committed on this chain,
-    /// within the age rule, oldest offence first, at most `block_evidence_max`.
+    /// within the age rule, at most `block_evidence_max`; the oldest offence of each offender
+    /// first (so every offender is jailed by the next block), then the rest, oldest first.
     pub fn select_for_block(&self, genesis: &Genesis, state: &ChainState, height: Height) -> Vec<Evidence> {
         let max_age_blocks = genesis.parameters.evidence_max_age_blocks;
         let mut eligible: Vec<&PooledEvidence> = self
@@ -141,7 +150,12 @@ impl EvidencePool {
             })
             .collect();
         eligible.sort_by_key(|pooled| (pooled.facts.height, pooled.facts.key));
-        eligible
+        let mut offenders_first: BTreeSet<NodeId> = BTreeSet::new();
+        let (firsts, rest): (Vec<&PooledEvidence>, Vec<&PooledEvidence>) =
+            eligible.into_iter().partition(|pooled| offenders_first.insert(pooled.facts.offender));
+        firsts
+            .into_iter()
+            .chain(rest)
             .into_iter()
             .take(genesis.parameters.block_evidence_max as usize)
             .map(|pooled| pooled.evidence.clone())
@@ -257,6 +271,45 @@ mod tests {
             let found = watch.observe_header(&header(b)).expect("a second header on the same parent");
             assert_valid(&found);
         }
+    }
+
+    #[test]
+    fn one_vote_yields_its_double_vote_first_and_a_bounded_number_of_surrounds() {
+        let mut watch = EvidenceWatch::default();
+        // Twenty short votes 10+i -> 11+i, then one vote 0 -> 25 (surrounds them all, except
+        // the one at its own target height 25 ... which does not exist) and a twin at 20.
+        for i in 0..20u64 {
+            assert!(watch.observe_report(&report(2, i, 10 + i, 11 + i, 9)).is_empty());
+        }
+        let found = watch.observe_report(&report(2, 100, 0, 20, 7));
+        assert_eq!(found.len(), EVIDENCE_PER_OBSERVATION_MAX);
+        assert!(matches!(found[0], Evidence::DoubleVote { .. }), "the double vote comes first: {found:?}");
+        assert!(found[1..].iter().all(|evidence| matches!(evidence, Evidence::SurroundVote { .. })));
+        found.iter().for_each(assert_valid);
+    }
+
+    #[test]
+    fn a_block_takes_one_piece_per_offender_before_a_second_of_anyone() {
+        let genesis = fast_genesis(4, 0);
+        let cache = SignatureCache::new(100);
+        let mut watch = EvidenceWatch::default();
+        let mut pool = EvidencePool::default();
+        // Validator 2: ten double votes at heights 1..=10; validator 3: one, at height 10.
+        let mut add = |evidence: Evidence| {
+            let facts = check_evidence(&genesis, &evidence, &cache).expect("valid");
+            pool.insert(PooledEvidence { id: crate::validate::evidence_id(&evidence), evidence, facts });
+        };
+        for height in 1..=10u64 {
+            watch.observe_report(&report(2, height, 0, height, 1));
+            watch.observe_report(&report(2, 100 + height, 0, height, 2)).into_iter().for_each(&mut add);
+        }
+        watch.observe_report(&report(3, 1, 0, 10, 1));
+        watch.observe_report(&report(3, 2, 0, 10, 2)).into_iter().for_each(&mut add);
+        let state = crate::genesis::genesis_block(&genesis).1;
+        let chosen = pool.select_for_block(&genesis, &state, 11);
+        assert_eq!(chosen.len(), genesis.parameters.block_evidence_max as usize);
+        let offenders: Vec<NodeId> = chosen.iter().map(Evidence::offender).collect();
+        assert_eq!(&offenders[..2], &[validator_key(2).address(), validator_key(3).address()]);
     }
 
     #[test]
