@@ -156,7 +156,6 @@ impl EvidencePool {
         firsts
             .into_iter()
             .chain(rest)
-            .into_iter()
             .take(genesis.parameters.block_evidence_max as usize)
             .map(|pooled| pooled.evidence.clone())
             .collect()
