@@ -8,10 +8,7 @@
 //! pooling (an assertion in spirit, and the same path evidence from peers takes).
 
 use crate::genesis::Genesis;
-use crate::limits::{
-    EVIDENCE_HEADERS_WATCHED_MAX, EVIDENCE_PER_OBSERVATION_MAX, EVIDENCE_POOL_MAX,
-    EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX,
-};
+use crate::limits::{EVIDENCE_HEADERS_WATCHED_MAX, EVIDENCE_POOL_MAX, EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX};
 use crate::state::ChainState;
 use crate::types::{BlockHeader, Evidence, Hash, Height, MetricReport, NodeId};
 use crate::validate::{block_hash, report_id, EvidenceFacts};
@@ -50,11 +47,12 @@ impl EvidenceWatch {
         }
     }
 
-    /// A report whose signature and fields were checked. Returns evidence for earlier votes of
-    /// the same validator this one conflicts with: the vote with the same target height first,
-    /// then votes it surrounds or is surrounded by, at most `EVIDENCE_PER_OBSERVATION_MAX` in
-    /// all (one piece already jails; a validator surrounding hundreds of its votes at once
-    /// must not flood the pool and every block's evidence room).
+    /// A report whose signature and fields were checked. Returns evidence for every earlier vote
+    /// of the same validator this one conflicts with: the vote with the same target height
+    /// first, then the votes it surrounds or is surrounded by (at most the watched votes of one
+    /// validator, `EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX`). Every provable offence is kept:
+    /// `EvidencePool::select_for_block` takes one piece per offender first, so a validator
+    /// that floods the pool with offences is still jailed by the next block.
     pub fn observe_report(&mut self, report: &MetricReport) -> Vec<Evidence> {
         let Some(vote) = report.vote else {
             return Vec::new();
@@ -72,9 +70,6 @@ impl EvidenceWatch {
             }
         }
         for ((_, _), earlier) in self.votes.range((validator, 0)..=(validator, Height::MAX)) {
-            if found.len() >= EVIDENCE_PER_OBSERVATION_MAX {
-                break;
-            }
             let earlier_vote = earlier.vote.expect("only reports with votes are watched");
             if earlier_vote.source.height < vote.source.height && vote.target.height < earlier_vote.target.height {
                 found.push(Evidence::SurroundVote { outer: earlier.clone(), inner: report.clone() });
@@ -273,15 +268,15 @@ mod tests {
     }
 
     #[test]
-    fn one_vote_yields_its_double_vote_first_and_a_bounded_number_of_surrounds() {
+    fn one_vote_yields_its_double_vote_first_then_every_surround() {
         let mut watch = EvidenceWatch::default();
-        // Twenty short votes 10+i -> 11+i, then one vote 0 -> 25 (surrounds them all, except
-        // the one at its own target height 25 ... which does not exist) and a twin at 20.
+        // Twenty short votes 10+i -> 11+i, then one vote 0 -> 20: it surrounds those with
+        // i < 9, and the one at 19 -> 20 has its target height.
         for i in 0..20u64 {
             assert!(watch.observe_report(&report(2, i, 10 + i, 11 + i, 9)).is_empty());
         }
         let found = watch.observe_report(&report(2, 100, 0, 20, 7));
-        assert_eq!(found.len(), EVIDENCE_PER_OBSERVATION_MAX);
+        assert_eq!(found.len(), 1 + 9);
         assert!(matches!(found[0], Evidence::DoubleVote { .. }), "the double vote comes first: {found:?}");
         assert!(found[1..].iter().all(|evidence| matches!(evidence, Evidence::SurroundVote { .. })));
         found.iter().for_each(assert_valid);

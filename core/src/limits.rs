@@ -44,8 +44,6 @@ pub const EVIDENCE_POOL_MAX: usize = 1_024;
 pub const EVIDENCE_HEADERS_WATCHED_MAX: usize = 16_384;
 pub const EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX: usize = 1_024;
 pub const EVIDENCE_WATCH_BLOCKS: u64 = 1_024;
-/// Pieces of evidence one observed vote may yield (its double vote first, then surrounds).
-pub const EVIDENCE_PER_OBSERVATION_MAX: usize = 4;
 
 /// Reports held per validator that the chain has not recorded yet.
 pub const REPORT_POOL_PER_VALIDATOR_MAX: usize = 16;
