@@ -1277,8 +1277,7 @@ impl Simulation {
         let agree = honest.iter().all(|node| node.node.canonical_hash(lowest_final) == common);
         let converged = tips.iter().all(|tip| top - tip <= 2);
         let lagging = tips.iter().zip(&finals).all(|(tip, final_height)| tip - final_height <= 4);
-        let bound_ms =
-            if self.options.byzantine > 0 { LIVENESS_BOUND_WITH_DISHONEST_MS } else { LIVENESS_BOUND_MS };
+        let bound_ms = if self.options.byzantine > 0 { LIVENESS_BOUND_WITH_DISHONEST_MS } else { LIVENESS_BOUND_MS };
         let resumed_in_time = match self.finality_resumed_at_ms {
             Some(at_ms) => at_ms - healed_at_ms <= bound_ms,
             None => healed_at_ms == 0 && lowest_final > 0,
