@@ -1370,17 +1370,8 @@ impl Node {
 
     /// Runs `f` with the validation context of a block extending the current tip.
     fn with_tip_context<R>(&self, now_ms: u64, f: impl FnOnce(&BlockContext<'_>) -> R) -> R {
-        let canonical = &self.canonical;
-        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
-        let context = BlockContext {
-            genesis: &self.config.genesis,
-            state: &self.state,
-            ancestor_hash: &ancestor_hash,
-            now_ms,
-            cache: &self.cache,
-            verify_threads: self.config.verify_threads,
-        };
-        f(&context)
+        let (genesis, threads) = (&self.config.genesis, self.config.verify_threads);
+        validate::with_canonical_context(genesis, &self.state, &self.canonical, now_ms, &self.cache, threads, f)
     }
 
     fn apply_valid(&mut self, valid: ValidBlock, ops: &mut Vec<ChainOp>, applied: &mut Vec<(Hash, Arc<Block>)>) {

@@ -409,6 +409,23 @@ impl BlockContext<'_> {
     }
 }
 
+/// Runs `run` with the context of a block extending `state.tip` on the chain whose block at
+/// each height is `canonical[height]` (genesis first): the node's own chain, and every test
+/// fixture's.
+pub fn with_canonical_context<R>(
+    genesis: &Genesis,
+    state: &ChainState,
+    canonical: &[Hash],
+    now_ms: u64,
+    cache: &SignatureCache,
+    verify_threads: usize,
+    run: impl FnOnce(&BlockContext<'_>) -> R,
+) -> R {
+    let ancestor_hash = |height: Height| canonical.get(usize::try_from(height).ok()?).copied();
+    let context = BlockContext { genesis, state, ancestor_hash: &ancestor_hash, now_ms, cache, verify_threads };
+    run(&context)
+}
+
 /// A block that passed every check, with the state change it makes.
 #[derive(Clone, Debug)]
 pub struct ValidBlock {

@@ -436,17 +436,7 @@ impl Chain {
     }
 
     fn context<R>(&self, now_ms: u64, run: impl FnOnce(&BlockContext<'_>) -> R) -> R {
-        let canonical = &self.canonical;
-        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
-        let context = BlockContext {
-            genesis: &self.genesis,
-            state: &self.state,
-            ancestor_hash: &ancestor_hash,
-            now_ms,
-            cache: &self.cache,
-            verify_threads: 1,
-        };
-        run(&context)
+        validate::with_canonical_context(&self.genesis, &self.state, &self.canonical, now_ms, &self.cache, 1, run)
     }
 
     /// Builds the next block at rank 0 with `evidence`.

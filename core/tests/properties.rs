@@ -312,16 +312,10 @@ fn block_fixture() -> &'static BlockFixture {
         let ranking = election::rank_candidates(&genesis, &state.validators, &state.tip);
         let producer = key_of(&ranking[0].node).expect("validators have testkit keys");
         let timestamp_ms = state.tip_timestamp_ms + genesis.parameters.block_interval_ms;
-        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
-        let context = BlockContext {
-            genesis: &genesis,
-            state: &state,
-            ancestor_hash: &ancestor_hash,
-            now_ms: timestamp_ms,
-            cache: &cache,
-            verify_threads: 1,
-        };
-        let valid = validate::build_block(&context, &producer, 0, timestamp_ms, transfers, reports, Vec::new())
+        let valid =
+            validate::with_canonical_context(&genesis, &state, &canonical, timestamp_ms, &cache, 1, |context| {
+                validate::build_block(context, &producer, 0, timestamp_ms, transfers, reports, Vec::new())
+            })
             .expect("the fixture body is valid");
         let block = Arc::unwrap_or_clone(valid.block);
         BlockFixture { genesis, state, canonical, block, cache }
@@ -358,17 +352,7 @@ fn signed_report(
 
 impl BlockFixture {
     fn with_context<R>(&self, now_ms: u64, run: impl FnOnce(&BlockContext<'_>) -> R) -> R {
-        let canonical = &self.canonical;
-        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
-        let context = BlockContext {
-            genesis: &self.genesis,
-            state: &self.state,
-            ancestor_hash: &ancestor_hash,
-            now_ms,
-            cache: &self.cache,
-            verify_threads: 1,
-        };
-        run(&context)
+        validate::with_canonical_context(&self.genesis, &self.state, &self.canonical, now_ms, &self.cache, 1, run)
     }
 
     /// Makes a damaged block consistent again wherever a test key can: every transfer and report

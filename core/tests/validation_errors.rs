@@ -70,17 +70,7 @@ impl Chain {
     }
 
     fn with_context<R>(&self, now_ms: u64, run: impl FnOnce(&BlockContext<'_>) -> R) -> R {
-        let canonical = &self.canonical;
-        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
-        let context = BlockContext {
-            genesis: &self.genesis,
-            state: &self.state,
-            ancestor_hash: &ancestor_hash,
-            now_ms,
-            cache: &self.cache,
-            verify_threads: 1,
-        };
-        run(&context)
+        validate::with_canonical_context(&self.genesis, &self.state, &self.canonical, now_ms, &self.cache, 1, run)
     }
 
     fn ranking(&self) -> Vec<Candidate> {
@@ -127,18 +117,16 @@ impl Chain {
         relaxed.parameters.block_bytes_max = u32::MAX;
         let timestamp_ms = self.earliest_ms(rank);
         let producer = self.producer_key(rank);
-        let canonical = &self.canonical;
-        let ancestor_hash = |height: Height| canonical.get(height as usize).copied();
-        let context = BlockContext {
-            genesis: &relaxed,
-            state: &self.state,
-            ancestor_hash: &ancestor_hash,
-            now_ms: timestamp_ms,
-            cache: &self.cache,
-            verify_threads: 1,
-        };
-        let valid = validate::build_block(&context, &producer, rank, timestamp_ms, transfers, reports, Vec::new())
-            .expect("the body is valid but for the size limits");
+        let valid = validate::with_canonical_context(
+            &relaxed,
+            &self.state,
+            &self.canonical,
+            timestamp_ms,
+            &self.cache,
+            1,
+            |context| validate::build_block(context, &producer, rank, timestamp_ms, transfers, reports, Vec::new()),
+        )
+        .expect("the body is valid but for the size limits");
         Arc::unwrap_or_clone(valid.block)
     }
 
