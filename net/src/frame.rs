@@ -194,6 +194,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Whether the decoder holds part of a frame (a header or a payload not yet complete): a
+    /// stream that ends now ends inside a frame.
+    pub fn is_inside_frame(&self) -> bool {
+        self.header_filled > 0 || self.payload_length.is_some()
+    }
+
     /// The next complete frame's payload, `Ok(None)` if more bytes are needed, or the error that
     /// ended the stream.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {

@@ -245,6 +245,13 @@ impl Keystore {
         let path = dir.join(WALLET_FILE_NAME);
         let file_bytes = read_wallet_file(&path)?;
         warn_if_readable_by_others(&path);
+        Keystore::from_file_bytes(path, file_bytes)
+    }
+
+    /// Checks a wallet file's bytes exactly as `open` does (shape, version, names, addresses,
+    /// parameter bounds), without touching the disk; `path` names the file in errors and is
+    /// where a later save would write. For tools that hold the bytes already, and the fuzzer.
+    pub fn from_file_bytes(path: PathBuf, file_bytes: Vec<u8>) -> Result<Keystore, KeystoreError> {
         let keys = decode_file(&path, &file_bytes)?;
         Ok(Keystore { path, keys, file_bytes })
     }
@@ -262,6 +269,11 @@ impl Keystore {
     /// The keys' names and addresses, in file order.
     pub fn entries(&self) -> Vec<(String, Address)> {
         self.keys.iter().map(|key| (key.name.clone(), key.address)).collect()
+    }
+
+    /// The argon2id parameters the key called `name` is sealed with: what opening it will cost.
+    pub fn kdf_params(&self, name: &str) -> Result<KdfParams, KeystoreError> {
+        Ok(self.find(name)?.kdf)
     }
 
     /// The address of the key called `name`.
