@@ -2,9 +2,7 @@
 //! and stepped into a validator that holds the fixture chain, then a tick. Nothing may panic;
 //! a decode error is the usual outcome.
 
-use crate::fixture::{chain, VALIDATORS};
-use std::sync::Arc;
-use tinychain_core::crypto::SignatureCache;
+use crate::fixture::{cache, chain, VALIDATORS};
 use tinychain_core::message::Message;
 use tinychain_core::node::{Event, Node};
 use tinychain_core::testkit::{validator_key, validator_node};
@@ -12,8 +10,7 @@ use tinychain_core::testkit::{validator_key, validator_node};
 /// Validator 0 at the fixture chain's tip, linked to validator 1; and the time of that tip.
 pub fn node_at_tip() -> (Node, u64) {
     let chain = chain();
-    let cache = Arc::new(SignatureCache::new(10_000));
-    let mut node = validator_node(&chain.genesis, 0, &cache);
+    let mut node = validator_node(&chain.genesis, 0, &cache());
     let peer = validator_key(1).address();
     let now_ms = chain.blocks.last().map_or(0, |block| block.header.timestamp_ms);
     let _ = node.step(0, Event::PeerConnected { peer });

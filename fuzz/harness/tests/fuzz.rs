@@ -137,6 +137,16 @@ fn corpus_text() {
     }
 }
 
+// ---- findings, each replayed by name ---------------------------------------------------------------
+
+/// A log filter with U+00A0 made tracing-subscriber 0.3.23 panic inside `check_log_filter`, so
+/// a config with such a `log.level` (or such a RUST_LOG) crashed the node as it started.
+#[test]
+fn finding_log_filter_with_a_non_breaking_space() {
+    let path = fuzz_dir().join("regressions/text/log-filter-with-a-non-breaking-space");
+    assert_eq!(replay_file("text", &path), "");
+}
+
 // ---- the harnesses reach what they fuzz ----------------------------------------------------------
 
 #[test]

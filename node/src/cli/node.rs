@@ -2,13 +2,12 @@
 //! SIGTERM. Loads and checks the home (key, config, genesis), sets up logging, and hands the
 //! driver its options; a bad home fails before anything listens, with the file and field named.
 
-use crate::config::{Config, LogFormat, RpcAdmin};
+use crate::config::{parse_log_filter, Config, LogFormat, RpcAdmin};
 use crate::driver::{self, DriverOptions};
 use crate::home::{Home, Loaded};
 use crate::rpc::{AdminAccess, RpcConfig};
 use anyhow::Context;
 use std::path::PathBuf;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,10 +19,11 @@ pub struct Args {
 /// Installs the log subscriber: RUST_LOG if set, else the config's `log.level`.
 pub fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
-            .with_context(|| format!("RUST_LOG={directives:?} is not a valid log filter"))?,
-        _ => EnvFilter::try_new(&config.log.level)
-            .with_context(|| format!("config.toml: log.level: {:?} is not a valid log filter", config.log.level))?,
+        Ok(directives) if !directives.is_empty() => parse_log_filter(&directives)
+            .map_err(|reason| anyhow::anyhow!("RUST_LOG={directives:?} is not a valid log filter: {reason}"))?,
+        _ => parse_log_filter(&config.log.level).map_err(|reason| {
+            anyhow::anyhow!("config.toml: log.level: {:?} is not a valid log filter: {reason}", config.log.level)
+        })?,
     };
     // Colours only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
