@@ -83,9 +83,11 @@ pub struct ReportInput {
     pub signer: Signer,
     pub sequence: u64,
     pub tip_height: u8,
+    /// Per-mille; taken modulo 1,100 so the bound (1,000) is crossed now and then.
     pub cpu: u16,
     pub net: u16,
-    pub score: u16,
+    /// `None`: the score genesis gives `cpu` and `net` (an honest report's).
+    pub score: Option<u16>,
     /// A vote from the checkpoint at this height to the tip.
     pub vote_source: Option<u8>,
     /// Break the tip hash (a checkpoint on no chain).
@@ -104,13 +106,14 @@ impl ReportInput {
             flip.apply(&mut tip.hash.0);
         }
         let key = self.signer.key();
+        let (cpu, net) = (self.cpu % 1_100, self.net % 1_100);
         let mut report = MetricReport {
             node: key.address(),
             sequence: self.sequence,
             tip,
-            cpu: self.cpu,
-            net: self.net,
-            score: self.score,
+            cpu,
+            net,
+            score: self.score.unwrap_or_else(|| chain.genesis.score(cpu.min(1_000), net.min(1_000))),
             vote: self.vote_source.map(|source| Vote { source: checkpoint(source), target: tip }),
             signature: Default::default(),
         };

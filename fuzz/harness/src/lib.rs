@@ -25,8 +25,11 @@ pub mod message_step;
 pub mod rpc;
 pub mod text;
 
+/// A target's body: the fuzzer's bytes in, a short outcome out.
+pub type Body = fn(&[u8]) -> String;
+
 /// Every target: the name of its cargo-fuzz binary and corpus directory, and its body.
-pub const TARGETS: &[(&str, fn(&[u8]) -> String)] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("message_step", message_step::run),
     ("block_validation", block_validation::run),
     ("block_mutation", block_mutation::run),

@@ -172,7 +172,7 @@ fn an_unchanged_block_validates_and_a_changed_one_is_refused_for_its_change() {
         tip_height: 2,
         cpu: 1,
         net: 1,
-        score: 1,
+        score: None,
         vote_source: None,
         tip_flip: None,
     };
@@ -193,7 +193,7 @@ fn vote(signer: u8, source: u8, target: u8, flip: Option<ByteFlip>) -> ReportInp
         tip_height: target,
         cpu: 10,
         net: 10,
-        score: 10,
+        score: None,
         vote_source: Some(source),
         tip_flip: flip,
     }
