@@ -22,8 +22,9 @@ pub enum EvidenceInput {
     /// `None`).
     DoubleProduction { height: u8, first: HeaderEdit, second: HeaderEdit, signer: Option<Signer>, swap: bool },
     /// Two reports, as a double vote or (`surround`) a surround vote; `same_signer` makes the
-    /// second report's signer the first's.
-    Votes { surround: bool, first: ReportInput, second: ReportInput, same_signer: bool, swap: bool },
+    /// second report's signer the first's, and `same_target` its tip height (what a double vote
+    /// needs, and random heights rarely give).
+    Votes { surround: bool, first: ReportInput, second: ReportInput, same_signer: bool, same_target: bool, swap: bool },
 }
 
 #[derive(arbitrary::Arbitrary, Clone, Debug)]
@@ -81,10 +82,13 @@ impl EvidenceInput {
                 }
                 Evidence::DoubleProduction { first, second }
             }
-            EvidenceInput::Votes { surround, first, second, same_signer, swap } => {
+            EvidenceInput::Votes { surround, first, second, same_signer, same_target, swap } => {
                 let mut second = second.clone();
                 if *same_signer {
                     second.signer = first.signer;
+                }
+                if *same_target {
+                    second.tip_height = first.tip_height;
                 }
                 let (mut first, mut second) = (first.build(), second.build());
                 if *surround {

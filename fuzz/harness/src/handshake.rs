@@ -149,12 +149,5 @@ pub fn check(input: &Input) -> String {
 }
 
 pub fn run(data: &[u8]) -> String {
-    match data.split_first() {
-        None => "empty".to_string(),
-        Some((mode, rest)) if mode % 2 == 0 => raw(rest),
-        Some((_, rest)) => match crate::structured::<Input>(rest) {
-            None => "not an input".to_string(),
-            Some(input) => check(&input),
-        },
-    }
+    crate::by_mode::<Input>(data, raw, check)
 }

@@ -74,3 +74,20 @@ impl ByteFlip {
 pub fn structured<'a, T: arbitrary::Arbitrary<'a>>(data: &'a [u8]) -> Option<T> {
     T::arbitrary_take_rest(arbitrary::Unstructured::new(data)).ok()
 }
+
+/// The body of a target with two modes, picked by the first byte: even hands the rest to `raw`,
+/// odd reads it as a structured input for `structured`.
+pub fn by_mode<'a, T: arbitrary::Arbitrary<'a>>(
+    data: &'a [u8],
+    raw: impl FnOnce(&'a [u8]) -> String,
+    structured: impl FnOnce(&T) -> String,
+) -> String {
+    match data.split_first() {
+        None => "empty".to_string(),
+        Some((mode, rest)) if mode % 2 == 0 => raw(rest),
+        Some((_, rest)) => match crate::structured::<T>(rest) {
+            None => "not an input".to_string(),
+            Some(input) => structured(&input),
+        },
+    }
+}

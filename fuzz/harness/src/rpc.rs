@@ -266,12 +266,5 @@ fn structured(input: &Input) -> String {
 }
 
 pub fn run(data: &[u8]) -> String {
-    match data.split_first() {
-        None => "empty".to_string(),
-        Some((mode, rest)) if mode % 2 == 0 => raw(rest),
-        Some((_, rest)) => match crate::structured::<Input>(rest) {
-            None => "not an input".to_string(),
-            Some(input) => structured(&input),
-        },
-    }
+    crate::by_mode::<Input>(data, raw, structured)
 }
