@@ -88,7 +88,8 @@ pub struct ReportInput {
     pub net: u16,
     /// `None`: the score genesis gives `cpu` and `net` (an honest report's).
     pub score: Option<u16>,
-    /// A vote from the checkpoint at this height to the tip.
+    /// A vote to the tip from the checkpoint at this height, taken modulo the tip's height so
+    /// the vote is well formed (source below target).
     pub vote_source: Option<u8>,
     /// Break the tip hash (a checkpoint on no chain).
     pub tip_flip: Option<ByteFlip>,
@@ -114,7 +115,10 @@ impl ReportInput {
             cpu,
             net,
             score: self.score.unwrap_or_else(|| chain.genesis.score(cpu.min(1_000), net.min(1_000))),
-            vote: self.vote_source.map(|source| Vote { source: checkpoint(source), target: tip }),
+            vote: self.vote_source.map(|source| {
+                let source = u8::try_from(u64::from(source) % tip.height.max(1)).expect("below a u8");
+                Vote { source: checkpoint(source), target: tip }
+            }),
             signature: Default::default(),
         };
         report.signature = key.sign(&report_signing_bytes(&chain.genesis.chain_id, &report));

@@ -22,6 +22,7 @@ pub mod genesis;
 pub mod handshake;
 pub mod keystore;
 pub mod message_step;
+pub mod peer_session;
 pub mod rpc;
 pub mod text;
 
@@ -31,6 +32,7 @@ pub type Body = fn(&[u8]) -> String;
 /// Every target: the name of its cargo-fuzz binary and corpus directory, and its body.
 pub const TARGETS: &[(&str, Body)] = &[
     ("message_step", message_step::run),
+    ("peer_session", peer_session::run),
     ("block_validation", block_validation::run),
     ("block_mutation", block_mutation::run),
     ("evidence", evidence::run),
