@@ -1,5 +1,8 @@
 //! Table-driven step tests: each row feeds one event to a node at a given time and lists the
-//! actions it must return, summarised as short strings (`broadcast:report`, `send:get_blocks`).
+//! actions it must return, summarised as short strings (`broadcast:report`, `send:get_blocks`,
+//! `wake:500` with the exact wake-up time). A lone validator wakes when it is next eligible
+//! (every 100 ms on the test genesis); one of several that has not finished its first mempool
+//! exchange wakes at that exchange's bound, one `producer_timeout_ms` (500) after it started.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,7 +19,7 @@ fn summary(action: &Action) -> String {
         Action::SendTo { message, .. } => format!("send:{}", message.kind()),
         Action::Broadcast { message, except: None } => format!("broadcast:{}", message.kind()),
         Action::Broadcast { message, except: Some(_) } => format!("relay:{}", message.kind()),
-        Action::WakeAt(_) => "wake".into(),
+        Action::WakeAt(at_ms) => format!("wake:{at_ms}"),
         Action::CommitBlocks(commit) => format!("commit:{}", commit.ops.len()),
         Action::PersistReportState { last_vote, .. } => {
             if last_vote.is_some() {
@@ -76,9 +79,9 @@ fn a_lone_validator_reports_then_produces_when_eligible() {
                        is genesis), then sleep until eligible",
                 now_ms: 0,
                 event: Event::Tick,
-                expected: &["trace:MempoolSynced", "persist_sequence", "broadcast:report", "wake"],
+                expected: &["trace:MempoolSynced", "persist_sequence", "broadcast:report", "wake:100"],
             },
-            Row { desc: "nothing to do before the interval", now_ms: 50, event: Event::Tick, expected: &["wake"] },
+            Row { desc: "nothing to do before the interval", now_ms: 50, event: Event::Tick, expected: &["wake:100"] },
             Row {
                 desc: "eligible: produce, commit, gossip the block, then report and vote for it",
                 now_ms: 100,
@@ -90,7 +93,7 @@ fn a_lone_validator_reports_then_produces_when_eligible() {
                     "broadcast:block",
                     "persist_vote",
                     "broadcast:report",
-                    "wake",
+                    "wake:200",
                 ],
             },
             Row {
@@ -105,7 +108,7 @@ fn a_lone_validator_reports_then_produces_when_eligible() {
                     "broadcast:block",
                     "persist_vote",
                     "broadcast:report",
-                    "wake",
+                    "wake:300",
                 ],
             },
             Row {
@@ -121,7 +124,7 @@ fn a_lone_validator_reports_then_produces_when_eligible() {
                     "broadcast:block",
                     "persist_vote",
                     "broadcast:report",
-                    "wake",
+                    "wake:400",
                 ],
             },
         ],
@@ -148,43 +151,43 @@ fn transfers_are_accepted_relayed_once_and_rejected_with_a_reason() {
                 desc: "start",
                 now_ms: 0,
                 event: Event::Tick,
-                expected: &["persist_sequence", "broadcast:report", "wake"],
+                expected: &["persist_sequence", "broadcast:report", "wake:500"],
             },
             Row {
                 desc: "a valid submission is accepted and gossiped",
                 now_ms: 1,
                 event: Event::TxSubmitted(good),
-                expected: &["tx_accepted", "broadcast:transfer", "wake"],
+                expected: &["tx_accepted", "broadcast:transfer", "wake:500"],
             },
             Row {
                 desc: "a forged signature is refused",
                 now_ms: 2,
                 event: Event::TxSubmitted(forged),
-                expected: &["tx_rejected:transfer signature does not verify under the sender's key", "wake"],
+                expected: &["tx_rejected:transfer signature does not verify under the sender's key", "wake:500"],
             },
             Row {
                 desc: "a zero amount is refused before the signature is checked",
                 now_ms: 3,
                 event: Event::TxSubmitted(zero),
-                expected: &["tx_rejected:transfer amount is zero; send at least one base unit", "wake"],
+                expected: &["tx_rejected:transfer amount is zero; send at least one base unit", "wake:500"],
             },
             Row {
                 desc: "a nonce gap is refused by the mempool",
                 now_ms: 4,
                 event: Event::TxSubmitted(wrong_nonce),
-                expected: &["tx_rejected:nonce 3 would leave a gap: this account's next nonce is 0", "wake"],
+                expected: &["tx_rejected:nonce 3 would leave a gap: this account's next nonce is 0", "wake:500"],
             },
             Row {
                 desc: "a transfer from a peer is relayed to the others",
                 now_ms: 5,
                 event: Event::MessageReceived { from: peer(1), message: Message::Transfer(relayed.clone()) },
-                expected: &["relay:transfer", "wake"],
+                expected: &["relay:transfer", "wake:500"],
             },
             Row {
                 desc: "the same transfer again is not relayed twice",
                 now_ms: 6,
                 event: Event::MessageReceived { from: peer(2), message: Message::Transfer(relayed) },
-                expected: &["wake"],
+                expected: &["wake:500"],
             },
         ],
     );
@@ -202,7 +205,7 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
                 desc: "a new peer gets our status and our (empty) pool's announcement",
                 now_ms: 0,
                 event: Event::PeerConnected { peer: peer(1) },
-                expected: &["send:status", "send:pool_announce", "persist_sequence", "broadcast:report", "wake"],
+                expected: &["send:status", "send:pool_announce", "persist_sequence", "broadcast:report", "wake:500"],
             },
             Row {
                 desc: "its status names a tip we lack: ask it for blocks",
@@ -211,7 +214,7 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
                     from: peer(1),
                     message: Message::Status { tip: unknown_tip, finalized: genesis_tip },
                 },
-                expected: &["trace:SyncRequested", "send:get_blocks", "wake"],
+                expected: &["trace:SyncRequested", "send:get_blocks", "wake:500"],
             },
             Row {
                 desc: "a second reason to sync while the request is out sends nothing more",
@@ -220,7 +223,7 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
                     from: peer(1),
                     message: Message::Status { tip: unknown_tip, finalized: genesis_tip },
                 },
-                expected: &["wake"],
+                expected: &["wake:500"],
             },
             Row {
                 desc: "a peer as far as we are is told there is nothing more",
@@ -229,7 +232,7 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
                     from: peer(2),
                     message: Message::GetBlocks { locator: vec![genesis_tip] },
                 },
-                expected: &["send:blocks", "wake"],
+                expected: &["send:blocks", "wake:500"],
             },
         ],
     );
@@ -258,20 +261,20 @@ fn forged_messages_get_the_peer_disconnected() {
                 desc: "start",
                 now_ms: 0,
                 event: Event::Tick,
-                expected: &["persist_sequence", "broadcast:report", "wake"],
+                expected: &["persist_sequence", "broadcast:report", "wake:500"],
             },
             Row {
                 desc: "a report whose signature is not its node's",
                 now_ms: 1,
                 event: Event::MessageReceived { from: peer(1), message: Message::Report(report.clone()) },
-                expected: &["disconnect", "wake"],
+                expected: &["disconnect", "wake:500"],
             },
         ],
     );
     // The same report correctly signed is pooled and relayed.
     report.signature = validator_key(1).sign(&bytes);
     let actions = node.step(2, Event::MessageReceived { from: peer(1), message: Message::Report(report) });
-    assert_eq!(actions.iter().map(summary).collect::<Vec<_>>(), vec!["relay:report", "wake"]);
+    assert_eq!(actions.iter().map(summary).collect::<Vec<_>>(), vec!["relay:report", "wake:500"]);
 }
 
 #[test]

@@ -220,12 +220,24 @@ async fn an_added_address_links_nodes_and_a_removed_one_is_forgotten() {
 async fn a_saved_address_links_nodes_after_a_restart() {
     let cluster = Cluster::new(2);
     let (config, other) = unreachable_from_each_other(&cluster);
-    let saved = vec![PeerAddress { id: cluster.id(1), addr: cluster.addrs[1].to_string() }];
-    let mut first = TestNode::start(0, config, PeerStore::new(saved, |_: &[PeerAddress]| {})).await;
+    // First run: only a seed links validator 0 to 1, and validator 0 saves 1's address.
+    let mut seeded = config.clone();
+    seeded.seeds = vec![cluster.addrs[1].to_string()];
+    let (store, saves) = recording_store(Vec::new());
+    let mut first = TestNode::start(0, seeded, store).await;
     let mut second = TestNode::start(1, other, PeerStore::none()).await;
     first.wait_connected_to(&cluster.ids([1])).await;
     second.wait_connected_to(&cluster.ids([0])).await;
+    let saved = last_save(&saves);
+    assert_eq!(saved, vec![PeerAddress { id: cluster.id(1), addr: cluster.addrs[1].to_string() }]);
     first.shut_down().await;
+    // The restart: no seed and a dead genesis address; the saved address alone links them.
+    let mut restarted = TestNode::start(0, config, PeerStore::new(saved, |_: &[PeerAddress]| {})).await;
+    restarted.wait_connected_to(&cluster.ids([1])).await;
+    wait_settled(&[&restarted, &second], 1).await;
+    restarted.handle.send_to(second.id, status(9)).await.unwrap();
+    assert_eq!(second.next_message().await, (restarted.id, status(9)));
+    restarted.shut_down().await;
     second.shut_down().await;
 }
 

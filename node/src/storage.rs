@@ -16,8 +16,8 @@
 //!   `Immediate` (fsync at commit): a commit that returned is on disk.
 //! - A commit must continue the stored chain: rollbacks start at the tip, applies extend it, and
 //!   the tip after its operations is the one it names (the invariants `ModelStorage` asserts).
-//!   One that does not is a bug in the core or the driver: debug builds panic, release builds
-//!   return `CommitMismatch` and write nothing of it.
+//!   One that does not is a bug in the core or the driver: every build returns `CommitMismatch`
+//!   and writes nothing of it.
 //! - `open` refuses a missing file, a file that is not a tinychain database, a database of another
 //!   chain (chain id or genesis hash differ) or of an unknown schema version, with a message naming
 //!   the path; it checks through a read-only open first, so a refused file is left byte for byte
@@ -353,12 +353,10 @@ impl Identity {
         self.corrupt(format!("table {table} has no row {key:?}, which the chain needs"))
     }
 
-    /// A commit that does not follow the stored chain: a bug upstream. Debug builds stop here
-    /// so tests catch it at the source; release builds refuse it and write nothing.
+    /// A commit that does not follow the stored chain: a bug upstream. Refused the same way in
+    /// every build (nothing of it is written), so tests see what production does; the driver
+    /// stops the node on it.
     fn refuse(&self, detail: String) -> StorageError {
-        if cfg!(debug_assertions) {
-            panic!("database {}: {detail}", self.path.display());
-        }
         StorageError::CommitMismatch { path: self.path.clone(), detail }
     }
 }

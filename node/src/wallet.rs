@@ -73,8 +73,8 @@ pub const RPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const RPC_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer read from the node (a full `get_history` page is far below this).
 pub const RPC_ANSWER_BYTES_MAX: u64 = 8 * 1024 * 1024;
-/// `history` lists this many transfers without `--limit`.
-pub const HISTORY_LIMIT_DEFAULT: usize = 20;
+/// `history` lists this many transfers without `--limit`: the node's own default page.
+pub const HISTORY_LIMIT_DEFAULT: usize = crate::query::HISTORY_LIMIT_DEFAULT;
 /// The most `get_history` returns in one page (`query::HISTORY_LIMIT_MAX`).
 pub const HISTORY_LIMIT_MAX: usize = crate::query::HISTORY_LIMIT_MAX;
 /// How often `wait_for_status` asks the node.

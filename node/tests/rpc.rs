@@ -1127,34 +1127,3 @@ fn every_method_is_documented() {
         assert!(docs.contains(&format!("### `{method}`")), "docs/rpc.md has no section for {method}");
     }
 }
-
-/// The server's own cost per call, measured against the fake driver with a keep-alive client
-/// (ureq). Prints the figures (`cargo test -p tinychain-node --test rpc -- --nocapture
-/// round_trips`); the bound is loose enough for a loaded two-core machine and still catches a
-/// server that waits on something per request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_trips_cost_the_server_little() {
-    const CALLS: u32 = 2_000;
-    let server = fake_server(loopback_config()).await;
-    let url = format!("http://{}/", server.local_addr());
-    let elapsed = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "status" });
-        let started = Instant::now();
-        for _ in 0..CALLS {
-            let mut response = agent.post(&url).send_json(&body).unwrap();
-            let answer: Value = response.body_mut().read_json().unwrap();
-            assert_eq!(answer["result"], json!({ "fake": true }));
-        }
-        started.elapsed()
-    })
-    .await
-    .unwrap();
-    let per_call_us = elapsed.as_micros() / u128::from(CALLS);
-    println!(
-        "rpc::status round trip over keep-alive: {per_call_us} us per call, {:.0} calls/s (one client, fake driver)",
-        f64::from(CALLS) / elapsed.as_secs_f64()
-    );
-    assert!(per_call_us < 2_000, "{per_call_us} us per call");
-    server.stop().await;
-}
