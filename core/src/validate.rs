@@ -738,6 +738,13 @@ fn compute_delta(
         .filter_map(|(node, outcome)| outcome.err().map(|reason| (node, reason)))
         .collect();
 
+    // Conservation: amounts and fees only move coins, so the accounts this block touches gain
+    // exactly its reward between them (every account it changes is in `accounts`).
+    let before: u128 = accounts.keys().map(|address| u128::from(state.account(address).balance)).sum();
+    let after: u128 = accounts.values().map(|account| u128::from(account.balance)).sum();
+    assert_eq!(after, before + u128::from(reward), "block {} creates exactly its reward, no more", header.height);
+    assert_eq!(supply, state.supply + reward, "the supply grows by the reward alone");
+
     let state_root = state.root_with(&accounts, &validators, &offences);
     let delta = StateDelta {
         // The block hash is filled in by the caller once the header is complete.

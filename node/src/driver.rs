@@ -159,6 +159,15 @@ pub fn open_database(path: &std::path::Path, genesis: &Genesis) -> Result<(Stora
     Ok((Storage::open(path, genesis)?, true))
 }
 
+/// A block the core committed during the current step, as its trace names it.
+struct CommittedBlock {
+    height: Height,
+    hash: Hash,
+    producer: NodeId,
+    rank: u32,
+    transfers: usize,
+}
+
 /// The loop's state: the core, its storage, the transport and the live figures.
 struct Driver {
     node: Node,
@@ -168,7 +177,7 @@ struct Driver {
     wake_at_ms: u64,
     /// Blocks committed during the current step: logged with their election once the step's
     /// actions are all carried out.
-    committed: Vec<(Height, Hash, NodeId, u32, usize)>,
+    committed: Vec<CommittedBlock>,
     /// Journal entries the core refused when resubmitted before its first mempool sync was
     /// over: tried once more when it is (`retry_deferred_journal`).
     deferred_journal: Vec<(Hash, Transfer)>,
@@ -525,7 +534,7 @@ impl Driver {
     fn trace(&mut self, trace: TraceEvent) {
         match trace {
             TraceEvent::BlockCommitted { height, hash, producer, rank, transfers } => {
-                self.committed.push((height, hash, producer, rank, transfers));
+                self.committed.push(CommittedBlock { height, hash, producer, rank, transfers });
             }
             TraceEvent::BlockProduced { height, rank, transfers, reports, .. } => {
                 info!(height, rank, transfers, reports, "produced a block");
@@ -596,7 +605,7 @@ impl Driver {
 
     /// One log line per block committed in the last step, with the producer's committed score.
     fn log_committed(&mut self) {
-        for (height, hash, producer, rank, transfers) in std::mem::take(&mut self.committed) {
+        for CommittedBlock { height, hash, producer, rank, transfers } in std::mem::take(&mut self.committed) {
             let score = self
                 .storage
                 .election_at(height)
