@@ -71,7 +71,8 @@ pub enum AddressError {
 }
 
 /// Checks that text is a plausible `host:port`: a DNS name, an IPv4 address or a bracketed IPv6
-/// address, then a port from 1 to 65535. Resolving it is the dialer's business.
+/// address, then a port from 1 to 65535. Resolving it is the dialer's business. The one rule for
+/// a peer address everywhere: the config's seeds, genesis entries, `add_peer` and discovery.
 pub fn check_peer_address(addr: &str) -> Result<(), AddressError> {
     if addr.is_empty() {
         return Err(AddressError::Empty);
@@ -94,7 +95,8 @@ pub fn check_peer_address(addr: &str) -> Result<(), AddressError> {
     let host_ok = if let Some(inner) = host.strip_prefix('[') {
         inner.strip_suffix(']').is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
     } else {
-        !host.is_empty() && host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-_".contains(&byte))
+        // A DNS label never starts with '-' (and an option-like host is a typo).
+        !host.starts_with('-') && host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-_".contains(&byte))
     };
     if !host_ok {
         return Err(AddressError::BadHost { addr: addr.to_string() });

@@ -483,25 +483,12 @@ pub fn parse_log_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, S
     tracing_subscriber::EnvFilter::try_new(filter).map_err(|error| error.to_string())
 }
 
-/// Checks a `host:port` string: a non-empty host without spaces and a port from 1 to 65535.
-/// The host may be a DNS name, resolved when dialled.
+/// Checks a `host:port` string by the transport's one rule for peer addresses
+/// (`tinychain_net::discovery::check_peer_address`): a DNS name, an IPv4 address or a bracketed
+/// IPv6 address, then a port from 1 to 65535. A DNS name is resolved when dialled.
 pub fn check_host_port(text: &str) -> Result<(), String> {
-    if text.parse::<SocketAddr>().is_ok_and(|address| address.port() != 0) {
-        return Ok(());
-    }
-    let bad = || Err(format!("{text:?} is not host:port (e.g. \"validator-1.example.org:7740\" or \"10.0.0.5:7740\")"));
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return bad();
-    };
-    let host_ok = !host.is_empty()
-        && host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-._[]:".contains(&byte))
-        && !host.starts_with('-');
-    let port_ok = port.parse::<u16>().is_ok_and(|port| port != 0);
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        bad()
-    }
+    tinychain_net::discovery::check_peer_address(text)
+        .map_err(|error| format!("{error} (e.g. \"validator-1.example.org:7740\" or \"10.0.0.5:7740\")"))
 }
 
 /// Socket addresses as "host:port" strings, with an error message an operator can act on.
@@ -602,7 +589,7 @@ mod tests {
             ("[metrics]\nsample_interval_ms = 100\n", "metrics.sample_interval_ms: 100 is out of range"),
             ("[mempool]\nmin_fee = 5\n", "mempool.min_fee"),
             ("[rpc]\nadmin = \"everyone\"\n", "rpc.admin"),
-            ("[p2p]\nseeds = [\"nohost\"]\n", "p2p.seeds[0]: \"nohost\" is not host:port"),
+            ("[p2p]\nseeds = [\"nohost\"]\n", "p2p.seeds[0]: the address \"nohost\" is not host:port"),
             ("[log]\nlevel = \"loud!!\"\n", "log.level"),
             ("[p2p\n", "line 1"),
         ];

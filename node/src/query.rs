@@ -53,8 +53,6 @@ pub const MEMPOOL_LIMIT_MAX: usize = 1_000;
 /// Largest encoded transfer `submit_tx` decodes (a transfer with a 32-byte chain id encodes to
 /// under 200 bytes).
 pub const TRANSFER_BYTES_MAX: u64 = 1_024;
-/// Longest `host:port` the admin methods accept.
-pub const PEER_ADDR_BYTES_MAX: usize = 255;
 
 /// Every method `parse_request` knows, for `rpc` to register.
 pub const METHODS: &[&str] = &[
@@ -434,7 +432,7 @@ impl<'a> Params<'a> {
     fn peer_addr(&self, index: usize) -> Result<String, QueryError> {
         let name = self.name(index);
         let text = self.string(index, "host:port")?;
-        check_peer_addr(text).map_err(|reason| invalid(format!("param {name:?}: {reason}")))?;
+        crate::config::check_host_port(text).map_err(|reason| invalid(format!("param {name:?}: {reason}")))?;
         Ok(text.to_string())
     }
 }
@@ -444,23 +442,6 @@ fn parse_hash(text: &str) -> Result<Hash, String> {
         return Err(format!("expected 64 hex characters, got {} characters", text.len()));
     }
     Hash::from_hex(text).map_err(|error| format!("not hex: {error}"))
-}
-
-/// `host:port` with a non-empty host without spaces and a port from 1 to 65535.
-fn check_peer_addr(text: &str) -> Result<(), String> {
-    if text.len() > PEER_ADDR_BYTES_MAX {
-        return Err(format!("an address is at most {PEER_ADDR_BYTES_MAX} bytes, got {}", text.len()));
-    }
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("{text:?} is not host:port (e.g. \"10.0.0.5:7740\")"));
-    };
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{text:?} has no usable host before the port"));
-    }
-    match port.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(()),
-        _ => Err(format!("{text:?}: the port must be a number from 1 to 65535")),
-    }
 }
 
 /// `get_block` / `get_header`: `{"height": n}` or `{"hash": hex}` by name, `[n]` or `[hex]` by

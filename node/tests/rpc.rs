@@ -291,6 +291,12 @@ async fn admin_methods_follow_the_admin_rule() {
     );
     let (code, message) = error(loopback.local_addr(), "add_peer", json!(["no-port"])).await;
     assert_eq!(code, -32602, "{message}");
+    // Checked by the transport's own rule before anything is answered: a sign in the port and
+    // a host starting with '-' used to be answered "added", then dropped by the transport.
+    for refused in ["node1.example:+7740", "-node1.example:7740", "[not-ipv6]:7740"] {
+        let (code, message) = error(loopback.local_addr(), "add_peer", json!([refused])).await;
+        assert_eq!(code, -32602, "{refused}: {message}");
+    }
     loopback.stop().await;
 
     let off = fake_server(RpcConfig { admin: AdminAccess::Off, ..loopback_config() }).await;
