@@ -6,7 +6,7 @@
 //! randomness. A driver (the simulator, or the real node) feeds it events with the current time
 //! and carries out the actions it returns; see `node` for that contract.
 
-// No unsafe code: what a sanitizer or Miri could find here is in dependencies (issue #13).
+// No unsafe code: what a sanitizer or Miri could find here is in dependencies.
 #![forbid(unsafe_code)]
 
 pub mod address;

@@ -12,7 +12,7 @@
 //! - `discovery`: the address book (genesis, seeds, manual, peer exchange) and its persistence.
 //! - `memory`: an in-memory transport with the same interface, for driver tests.
 
-// No unsafe code: what a sanitizer or Miri could find here is in dependencies (issue #13).
+// No unsafe code: what a sanitizer or Miri could find here is in dependencies.
 #![forbid(unsafe_code)]
 
 pub mod discovery;

@@ -1,4 +1,4 @@
-//! The bodies of tinychain's fuzz targets, as plain functions over bytes (issue #13).
+//! The bodies of tinychain's fuzz targets, as plain functions over bytes.
 //!
 //! This crate owns what each target feeds the node and what it checks beyond "no panic". The
 //! cargo-fuzz binaries in `fuzz/fuzz_targets/` are one line each, calling [`run`] with their
