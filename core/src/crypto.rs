@@ -196,7 +196,9 @@ impl SignatureCache {
     /// the (signer, message, signature) triple; it runs inside the threads, so encoding the
     /// signed bytes and hashing the cache key are parallel too, and only the verdicts are
     /// gathered. Returns the index of the first invalid item, if any: the same for every thread
-    /// count.
+    /// count. With several threads, items after the first invalid one may be checked and cached
+    /// too: that changes how fast a later check is, never its answer, so the core stays
+    /// deterministic (tests/core_is_pure.rs states the rule).
     pub fn verify_all<F>(&self, count: usize, threads: usize, item: F) -> Option<usize>
     where
         F: Fn(usize) -> (Address, Vec<u8>, Signature) + Sync,

@@ -899,7 +899,7 @@ impl Dropped {
 
 /// An account's state at one block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AccountAt {
+pub struct AccountAtHeight {
     pub height: Height,
     pub balance: Amount,
     /// The nonce the account's next committed transfer must carry.
@@ -931,8 +931,8 @@ impl PendingOutgoing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Balance {
     pub address: Address,
-    pub final_state: AccountAt,
-    pub tip_state: AccountAt,
+    pub final_state: AccountAtHeight,
+    pub tip_state: AccountAtHeight,
     /// The pending outgoing transfers counted (nonce at least `tip_state.nonce`).
     pub pending_outgoing: Vec<PendingOutgoing>,
     /// `tip_state.balance` minus the cost of `pending_outgoing` (never below 0).
@@ -1006,12 +1006,12 @@ pub fn balance(client: &RpcClient, address: &Address) -> Result<Balance, WalletE
     let final_answer = get_account(client, address, "final")?;
     Ok(Balance {
         address: *address,
-        final_state: AccountAt {
+        final_state: AccountAtHeight {
             height: final_answer.height,
             balance: final_answer.balance,
             nonce: final_answer.nonce,
         },
-        tip_state: AccountAt { height: tip.height, balance: tip.balance, nonce: tip.nonce },
+        tip_state: AccountAtHeight { height: tip.height, balance: tip.balance, nonce: tip.nonce },
         pending_outgoing,
         pending_balance,
         pending_nonce: tip.pending_nonce,

@@ -464,7 +464,7 @@ fn balance_output(balance: &Balance, name: Option<&str>) -> Output {
             );
         }
     }
-    let state_json = |state: &wallet::AccountAt| {
+    let state_json = |state: &wallet::AccountAtHeight| {
         amounts_json(&[("height", json!(state.height)), ("nonce", json!(state.nonce))], &[("balance", state.balance)])
     };
     let pending_list: Vec<Value> = balance
