@@ -1061,7 +1061,7 @@ impl Node {
     }
 
     fn recorded_sequence(&self, validator: u32) -> Option<u64> {
-        self.state.validators[validator as usize].latest_report.map(|report| report.sequence)
+        self.state.validators[validator as usize].recorded_sequence()
     }
 
     /// Signs and sends a fresh report for the current tip, with a vote when the tip moved past
@@ -1302,9 +1302,13 @@ impl Node {
         path_a.last() < path_b.last()
     }
 
+    /// A block of the tree with no child in it.
+    fn is_leaf(&self, hash: &Hash) -> bool {
+        self.children.get(hash).is_none_or(|children| children.is_empty())
+    }
+
     fn best_tip(&self) -> Hash {
-        let leaves =
-            self.tree.keys().filter(|hash| self.children.get(*hash).is_none_or(|children| children.is_empty()));
+        let leaves = self.tree.keys().filter(|hash| self.is_leaf(hash));
         leaves.fold(self.state.tip.hash, |best, &leaf| if self.is_preferred(leaf, best) { leaf } else { best })
     }
 
@@ -1519,9 +1523,7 @@ impl Node {
             self.admit_gapped(sender, actions);
         }
         for (validator, pool) in self.report_pool.iter_mut() {
-            if let Some(recorded) =
-                self.state.validators[*validator as usize].latest_report.map(|report| report.sequence)
-            {
+            if let Some(recorded) = self.state.validators[*validator as usize].recorded_sequence() {
                 pool.retain(|sequence, _| *sequence > recorded);
             }
         }
@@ -1581,10 +1583,7 @@ impl Node {
             let lowest_side_leaf = self
                 .tree
                 .iter()
-                .filter(|(hash, entry)| {
-                    self.canonical_hash(entry.height) != Some(**hash)
-                        && self.children.get(*hash).is_none_or(|children| children.is_empty())
-                })
+                .filter(|(hash, entry)| self.canonical_hash(entry.height) != Some(**hash) && self.is_leaf(hash))
                 .min_by_key(|(hash, entry)| (entry.height, **hash))
                 .map(|(hash, _)| *hash);
             match lowest_side_leaf {
@@ -1625,9 +1624,7 @@ impl Node {
         let highest_side_leaf = self
             .tree
             .iter()
-            .filter(|(hash, _)| {
-                **hash != self.state.tip.hash && self.children.get(*hash).is_none_or(|children| children.is_empty())
-            })
+            .filter(|(hash, _)| **hash != self.state.tip.hash && self.is_leaf(hash))
             .max_by_key(|(hash, entry)| (entry.height, std::cmp::Reverse(**hash)))
             .map(|(hash, entry)| Checkpoint { height: entry.height, hash: *hash });
         let mut locator = Vec::new();
@@ -1781,7 +1778,7 @@ impl Node {
             .report_pool
             .iter()
             .map(|(validator, pool)| {
-                let recorded = state.validators[*validator as usize].latest_report.map(|report| report.sequence);
+                let recorded = state.validators[*validator as usize].recorded_sequence();
                 pool.values()
                     .filter(|report| {
                         recorded.is_none_or(|recorded| report.sequence > recorded) && report.tip.height < height

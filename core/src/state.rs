@@ -43,6 +43,11 @@ impl ValidatorRecord {
     pub fn is_jailed_at(&self, height: Height) -> bool {
         self.jailed_until.is_some_and(|until| height <= until)
     }
+
+    /// The sequence of the latest report the chain recorded: a report at or below it is stale.
+    pub fn recorded_sequence(&self) -> Option<u64> {
+        self.latest_report.map(|report| report.sequence)
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

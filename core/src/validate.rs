@@ -647,7 +647,7 @@ fn compute_delta(
         }
         let mut record =
             validators.get(&validator).cloned().unwrap_or_else(|| state.validators[validator as usize].clone());
-        let recorded = record.latest_report.map(|latest| latest.sequence);
+        let recorded = record.recorded_sequence();
         if let Some(recorded) = recorded {
             if report.sequence <= recorded {
                 return Err(invalid(ReportError::StaleSequence { recorded, got: report.sequence }));
