@@ -693,53 +693,55 @@ impl Node {
             Message::PoolAnnounce { ids, complete } => self.on_pool_announce(now_ms, from, &ids, complete, actions),
             Message::GetPooled { ids } => self.on_get_pooled(from, &ids, actions),
             Message::Pooled(transfers) => self.on_pooled(now_ms, from, transfers, actions),
-            Message::Blocks(blocks) => {
-                self.sync_requested_at_ms.remove(&from);
-                if self.peers.get(&from).is_some_and(|peer_state| peer_state.evidence_walk) {
-                    self.on_walked_blocks(now_ms, from, &blocks, actions);
-                    return;
-                }
-                let last = blocks[..blocks.len().min(SYNC_BLOCKS_PER_RESPONSE_MAX)]
-                    .last()
-                    .map(|block| Checkpoint { height: block.header.height, hash: block_hash(&block.header) });
-                let known_before = self.tree.len() + self.orphans.len();
-                let tree_before = self.tree.len();
-                for block in blocks.into_iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
-                    self.on_block(now_ms, Some(from), block, false, actions);
-                }
-                let learned_something = self.tree.len() + self.orphans.len() != known_before;
-                // Only blocks that joined our tree show the peer's tip is real: orphans (blocks
-                // whose parent we lack) cost a dishonest peer nothing to make up.
-                let connected_something = self.tree.len() > tree_before;
-                let advertised_is_unknown = self
-                    .peers
-                    .get(&from)
-                    .and_then(|peer_state| peer_state.tip)
-                    .is_some_and(|tip| !self.knows_block(&tip));
-                // Blocks we already had: they are the peer's chain where it still agrees with
-                // ours (our locator matched far below the fork). Continue right after the last
-                // one instead of concluding there is nothing to learn.
-                if let (false, true, Some(last)) = (learned_something, advertised_is_unknown, last) {
-                    if self.knows_block(&last) {
-                        self.request_sync_after(now_ms, from, Some(last), actions);
-                        return;
-                    }
-                }
-                let peer_state = self.peers.entry(from).or_default();
-                if connected_something {
-                    peer_state.tip_fresh_at_ms = now_ms;
-                }
-                if !learned_something && advertised_is_unknown {
-                    // Nothing new, and the tip it advertised is still unknown: that tip is not on
-                    // its canonical chain any more. Stop asking (and stop holding production
-                    // back) until it says more.
-                    peer_state.tip = None;
-                }
-                let peer_tip = peer_state.tip;
-                if learned_something && peer_tip.is_some_and(|tip| !self.knows_block(&tip)) {
-                    self.request_sync(now_ms, from, actions);
-                }
+            Message::Blocks(blocks) => self.on_blocks(now_ms, from, blocks, actions),
+        }
+    }
+
+    /// A sync response: the blocks are taken like gossiped ones (at most
+    /// `SYNC_BLOCKS_PER_RESPONSE_MAX`), then the peer's advertised tip decides whether to ask
+    /// for more, continue after blocks we already had, or stop asking.
+    fn on_blocks(&mut self, now_ms: u64, from: NodeId, blocks: Vec<Arc<Block>>, actions: &mut Vec<Action>) {
+        self.sync_requested_at_ms.remove(&from);
+        if self.peers.get(&from).is_some_and(|peer_state| peer_state.evidence_walk) {
+            self.on_walked_blocks(now_ms, from, &blocks, actions);
+            return;
+        }
+        let last = blocks[..blocks.len().min(SYNC_BLOCKS_PER_RESPONSE_MAX)]
+            .last()
+            .map(|block| Checkpoint { height: block.header.height, hash: block_hash(&block.header) });
+        let known_before = self.tree.len() + self.orphans.len();
+        let tree_before = self.tree.len();
+        for block in blocks.into_iter().take(SYNC_BLOCKS_PER_RESPONSE_MAX) {
+            self.on_block(now_ms, Some(from), block, false, actions);
+        }
+        let learned_something = self.tree.len() + self.orphans.len() != known_before;
+        // Only blocks that joined our tree show the peer's tip is real: orphans (blocks
+        // whose parent we lack) cost a dishonest peer nothing to make up.
+        let connected_something = self.tree.len() > tree_before;
+        let advertised_is_unknown =
+            self.peers.get(&from).and_then(|peer_state| peer_state.tip).is_some_and(|tip| !self.knows_block(&tip));
+        // Blocks we already had: they are the peer's chain where it still agrees with
+        // ours (our locator matched far below the fork). Continue right after the last
+        // one instead of concluding there is nothing to learn.
+        if let (false, true, Some(last)) = (learned_something, advertised_is_unknown, last) {
+            if self.knows_block(&last) {
+                self.request_sync_after(now_ms, from, Some(last), actions);
+                return;
             }
+        }
+        let peer_state = self.peers.entry(from).or_default();
+        if connected_something {
+            peer_state.tip_fresh_at_ms = now_ms;
+        }
+        if !learned_something && advertised_is_unknown {
+            // Nothing new, and the tip it advertised is still unknown: that tip is not on
+            // its canonical chain any more. Stop asking (and stop holding production
+            // back) until it says more.
+            peer_state.tip = None;
+        }
+        let peer_tip = peer_state.tip;
+        if learned_something && peer_tip.is_some_and(|tip| !self.knows_block(&tip)) {
+            self.request_sync(now_ms, from, actions);
         }
     }
 
