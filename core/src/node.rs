@@ -290,6 +290,20 @@ impl SeenSet {
     }
 }
 
+/// What one activation of the best chain did, for `Node::finish_tip_change` to commit, trace and
+/// settle.
+struct TipChange {
+    old_justified: Checkpoint,
+    old_final: Checkpoint,
+    /// The lowest height the tip moved back to (the old tip's if nothing was rolled back).
+    fork_height: Height,
+    ops: Vec<ChainOp>,
+    /// (hash, block) of every block rolled back, in order.
+    abandoned: Vec<(Hash, Arc<Block>)>,
+    /// (hash, block) of every block applied, in order.
+    applied: Vec<(Hash, Arc<Block>)>,
+}
+
 pub struct Node {
     config: NodeConfig,
     genesis_hash: Hash,
@@ -1371,7 +1385,8 @@ impl Node {
         if ops.is_empty() {
             return;
         }
-        self.finish_tip_change(old_justified, old_final, lowest_fork_height, ops, abandoned, applied, actions);
+        let change = TipChange { old_justified, old_final, fork_height: lowest_fork_height, ops, abandoned, applied };
+        self.finish_tip_change(change, actions);
     }
 
     /// Runs `f` with the validation context of a block extending the current tip.
@@ -1391,17 +1406,8 @@ impl Node {
         ops.push(ChainOp::Apply { block: valid.block, hash: valid.hash, delta: valid.delta, undo });
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish_tip_change(
-        &mut self,
-        old_justified: Checkpoint,
-        old_final: Checkpoint,
-        fork_height: Height,
-        ops: Vec<ChainOp>,
-        abandoned: Vec<(Hash, Arc<Block>)>,
-        applied: Vec<(Hash, Arc<Block>)>,
-        actions: &mut Vec<Action>,
-    ) {
+    fn finish_tip_change(&mut self, change: TipChange, actions: &mut Vec<Action>) {
+        let TipChange { old_justified, old_final, fork_height, ops, abandoned, applied } = change;
         let finality = self.state.finality.clone();
         if finality.finalized.height > self.finalized.height {
             self.finalized = finality.finalized;
