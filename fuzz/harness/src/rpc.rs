@@ -15,9 +15,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::crypto::SignatureCache;
-use tinychain_core::mempool::MempoolConfig;
-use tinychain_core::node::{Action, Event, Node, NodeConfig};
-use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_key};
+use tinychain_core::node::{Action, Event, Node};
+use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_node};
 use tinychain_core::types::{Hash, Height};
 use tinychain_core::validate::transfer_id;
 use tinychain_node::query::{self, LiveInfo, QueryContext, QueryError, METHODS};
@@ -53,14 +52,7 @@ fn serve() -> Served {
     let genesis = fast_genesis(1, 4);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let storage = Storage::create(&dir.path().join("chain.redb"), &genesis).expect("a fresh database");
-    let config = NodeConfig {
-        genesis: genesis.clone(),
-        key: validator_key(0),
-        verify_threads: 1,
-        mempool: MempoolConfig::default(),
-        unmeasured_metrics: (0, 0),
-    };
-    let node = Node::new(config, Arc::new(SignatureCache::new(1_000)));
+    let node = validator_node(&genesis, 0, &Arc::new(SignatureCache::new(1_000)));
     let mut served = Served {
         node,
         storage,
