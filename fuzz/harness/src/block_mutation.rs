@@ -131,6 +131,32 @@ fn pick(byte: u8, len: usize) -> Option<usize> {
     (len > 0).then(|| usize::from(byte) % len)
 }
 
+/// Changes the item `at` picks, if the list has any.
+fn edit<T>(items: &mut [T], at: u8, change: impl FnOnce(&mut T)) {
+    if let Some(at) = pick(at, items.len()) {
+        change(&mut items[at]);
+    }
+}
+
+fn remove<T>(items: &mut Vec<T>, at: u8) {
+    if let Some(at) = pick(at, items.len()) {
+        items.remove(at);
+    }
+}
+
+/// Inserts a copy of the picked item right before it.
+fn duplicate<T: Clone>(items: &mut Vec<T>, at: u8) {
+    if let Some(at) = pick(at, items.len()) {
+        items.insert(at, items[at].clone());
+    }
+}
+
+fn swap<T>(items: &mut [T], a: u8, b: u8) {
+    if let (Some(a), Some(b)) = (pick(a, items.len()), pick(b, items.len())) {
+        items.swap(a, b);
+    }
+}
+
 fn apply(block: &mut Block, mutation: &Mutation) {
     let chain_id = chain().genesis.chain_id.clone();
     let header = &mut block.header;
@@ -150,74 +176,28 @@ fn apply(block: &mut Block, mutation: &Mutation) {
         Mutation::EvidenceRoot(flip) => flip.apply(&mut header.evidence_root.0),
         Mutation::StateRoot(flip) => flip.apply(&mut header.state_root.0),
         Mutation::Signature(flip) => flip.apply(&mut header.signature.0),
-        Mutation::DropTransfer(at) => {
-            if let Some(at) = pick(*at, block.transfers.len()) {
-                block.transfers.remove(at);
-            }
-        }
-        Mutation::DuplicateTransfer(at) => {
-            if let Some(at) = pick(*at, block.transfers.len()) {
-                let copy = block.transfers[at].clone();
-                block.transfers.insert(at, copy);
-            }
-        }
-        Mutation::SwapTransfers(a, b) => {
-            if let (Some(a), Some(b)) = (pick(*a, block.transfers.len()), pick(*b, block.transfers.len())) {
-                block.transfers.swap(a, b);
-            }
-        }
-        Mutation::TransferAmount(at, value) => {
-            if let Some(at) = pick(*at, block.transfers.len()) {
-                block.transfers[at].amount = *value;
-            }
-        }
-        Mutation::TransferFee(at, value) => {
-            if let Some(at) = pick(*at, block.transfers.len()) {
-                block.transfers[at].fee = *value;
-            }
-        }
-        Mutation::TransferNonce(at, value) => {
-            if let Some(at) = pick(*at, block.transfers.len()) {
-                block.transfers[at].nonce = *value;
-            }
-        }
+        Mutation::DropTransfer(at) => remove(&mut block.transfers, *at),
+        Mutation::DuplicateTransfer(at) => duplicate(&mut block.transfers, *at),
+        Mutation::SwapTransfers(a, b) => swap(&mut block.transfers, *a, *b),
+        Mutation::TransferAmount(at, value) => edit(&mut block.transfers, *at, |transfer| transfer.amount = *value),
+        Mutation::TransferFee(at, value) => edit(&mut block.transfers, *at, |transfer| transfer.fee = *value),
+        Mutation::TransferNonce(at, value) => edit(&mut block.transfers, *at, |transfer| transfer.nonce = *value),
         Mutation::TransferSignature(at, flip) => {
-            if let Some(at) = pick(*at, block.transfers.len()) {
-                flip.apply(&mut block.transfers[at].signature.0);
-            }
+            edit(&mut block.transfers, *at, |transfer| flip.apply(&mut transfer.signature.0))
         }
         Mutation::AddTransfer { from, to, amount, fee, nonce } => {
             let from = account_key(usize::from(*from) % ACCOUNTS);
             let to = account_key(usize::from(*to) % ACCOUNTS).address();
             block.transfers.push(sign_transfer(&from, &chain_id, to, *amount, *fee, *nonce));
         }
-        Mutation::DropReport(at) => {
-            if let Some(at) = pick(*at, block.reports.len()) {
-                block.reports.remove(at);
-            }
-        }
-        Mutation::DuplicateReport(at) => {
-            if let Some(at) = pick(*at, block.reports.len()) {
-                let copy = block.reports[at].clone();
-                block.reports.insert(at, copy);
-            }
-        }
-        Mutation::SwapReports(a, b) => {
-            if let (Some(a), Some(b)) = (pick(*a, block.reports.len()), pick(*b, block.reports.len())) {
-                block.reports.swap(a, b);
-            }
-        }
+        Mutation::DropReport(at) => remove(&mut block.reports, *at),
+        Mutation::DuplicateReport(at) => duplicate(&mut block.reports, *at),
+        Mutation::SwapReports(a, b) => swap(&mut block.reports, *a, *b),
         Mutation::ReportSignature(at, flip) => {
-            if let Some(at) = pick(*at, block.reports.len()) {
-                flip.apply(&mut block.reports[at].signature.0);
-            }
+            edit(&mut block.reports, *at, |report| flip.apply(&mut report.signature.0))
         }
         Mutation::AddReport(report) => block.reports.push(report.build()),
-        Mutation::DropEvidence(at) => {
-            if let Some(at) = pick(*at, block.evidence.len()) {
-                block.evidence.remove(at);
-            }
-        }
+        Mutation::DropEvidence(at) => remove(&mut block.evidence, *at),
         Mutation::AddEvidence(evidence) => block.evidence.push(evidence.build()),
     }
 }

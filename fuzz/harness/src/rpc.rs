@@ -93,6 +93,11 @@ thread_local! {
     static SERVED: RefCell<Option<Served>> = const { RefCell::new(None) };
 }
 
+/// Runs `f` on this thread's served node, made on first use.
+fn with_served<R>(f: impl FnOnce(&Served) -> R) -> R {
+    SERVED.with(|served| f(served.borrow_mut().get_or_insert_with(serve)))
+}
+
 /// Parses one call and, if it is read-only, answers it; returns the verdict.
 fn call(method: &str, params: &Value) -> String {
     let request = match query::parse_request(method, params) {
@@ -103,9 +108,7 @@ fn call(method: &str, params: &Value) -> String {
     if request.is_handled_by_driver() {
         return format!("for the driver: {request:?}");
     }
-    SERVED.with(|served| {
-        let mut served = served.borrow_mut();
-        let served = served.get_or_insert_with(serve);
+    with_served(|served| {
         let context = QueryContext { node: &served.node, storage: &served.storage, live: &served.live };
         match query::answer(&context, &request) {
             Ok(answer) => {
@@ -196,22 +199,16 @@ impl ValueInput {
             ValueInput::Unsigned(value) => json!(value),
             ValueInput::Float(value) => json!(value),
             ValueInput::Text(text) => json!(text),
-            ValueInput::BlockHash(index) => SERVED.with(|served| {
-                let mut served = served.borrow_mut();
-                known(&served.get_or_insert_with(serve).block_hashes, *index)
-            }),
-            ValueInput::TransferId(index) => SERVED.with(|served| {
-                let mut served = served.borrow_mut();
-                known(&served.get_or_insert_with(serve).transfer_ids, *index)
-            }),
+            ValueInput::BlockHash(index) => with_served(|served| known(&served.block_hashes, *index)),
+            ValueInput::TransferId(index) => with_served(|served| known(&served.transfer_ids, *index)),
             ValueInput::Address(index) => json!(account_key(usize::from(*index) % 5).address().to_string()),
             ValueInput::Height(height) => json!(height % 10),
-            ValueInput::Hex(bytes) => json!(hex_string(bytes)),
+            ValueInput::Hex(bytes) => json!(hex::encode(bytes)),
             ValueInput::Transfer { from, amount, fee, nonce, flip } => {
-                let genesis = fast_genesis(1, 4);
+                let chain_id = with_served(|served| served.node.genesis().chain_id.clone());
                 let transfer = sign_transfer(
                     &account_key(usize::from(*from) % 4),
-                    &genesis.chain_id,
+                    &chain_id,
                     account_key(1).address(),
                     *amount,
                     *fee,
@@ -221,7 +218,7 @@ impl ValueInput {
                 if let Some(flip) = flip {
                     flip.apply(&mut bytes);
                 }
-                json!(hex_string(&bytes))
+                json!(hex::encode(&bytes))
             }
             ValueInput::List(items) => json!(items),
             ValueInput::Object(fields) => {
@@ -229,10 +226,6 @@ impl ValueInput {
             }
         }
     }
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn structured(input: &Input) -> String {
