@@ -69,7 +69,7 @@ fn units(value: &Value) -> u64 {
 }
 
 fn tc(text: &str) -> u64 {
-    tinychain_node::setup::parse_amount(text).unwrap()
+    tinychain_wallet::amount::parse_amount(text).unwrap()
 }
 
 /// `(final balance, final height)` of an address over RPC.
@@ -346,7 +346,7 @@ fn sending_more_than_the_balance_sends_nothing(fixture: &Fixture) {
     );
     // Just one base unit too much is refused too.
     let all = units(&balance["pending"]["balance"]);
-    let one_too_many = tinychain_node::setup::format_amount(all);
+    let one_too_many = tinychain_wallet::amount::format_amount(all);
     let error = wallet_fails(alice_wallet, rpc, ALICE_PASSPHRASE, &["send", bob, &one_too_many, "--fee", "0.00000001"]);
     assert!(error.contains("insufficient funds"), "{error}");
     std::thread::sleep(Duration::from_millis(1_200));

@@ -57,7 +57,6 @@
 use crate::metrics::Sampler;
 use crate::query::{self, Call, LiveInfo, MetricSample, PeerInfo, QueryContext, QueryError, Request};
 use crate::rpc::{self, RpcConfig};
-use crate::setup::now_unix_ms;
 use crate::storage::{Storage, StorageError, JOURNAL_TRANSFERS_MAX};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,6 +76,12 @@ use tinychain_net::handle::{NetEvent, NetHandle};
 use tinychain_net::manager::{NetConfig, NetLimits};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
+
+/// Milliseconds since the Unix epoch by the system clock: the `now_ms` this driver gives the core.
+pub fn now_unix_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// RPC calls the loop takes in one go when it wakes for one: the call itself and those already
 /// queued behind it (the channel holds 256), so the journal writes of their submits share one

@@ -1,18 +1,13 @@
-//! tinychain-node: what an operator runs. The command line (`cli`, one module per `tinychain`
-//! subcommand), the node's home directory and configuration (`home`, `config`, `setup`), the
-//! redb StorageEngine (`storage`), live metrics (`metrics`), the event-loop driver that runs a
-//! `tinychain-core` node over `tinychain-net` (`driver`), the JSON-RPC server (`rpc`, answering
-//! from `query`), and the wallet: its encrypted keystore (`keystore`) and the commands' logic
-//! over RPC (`wallet`).
+//! tinychain-node: the server as a library. The node's home directory and configuration
+//! (`home`, `config`), the redb StorageEngine (`storage`), live metrics (`metrics`), the
+//! event-loop driver that runs a `tinychain-core` node over `tinychain-net` (`driver`), and the
+//! JSON-RPC server (`rpc`, answering from `query`, with the schema of `tinychain-rpc`). The
+//! `tinychain` command line (the root package) starts it; the wallet is `tinychain-wallet`.
 
-pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod home;
-pub mod keystore;
 pub mod metrics;
 pub mod query;
 pub mod rpc;
-pub mod setup;
 pub mod storage;
-pub mod wallet;

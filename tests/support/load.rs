@@ -55,9 +55,9 @@ pub fn sender_keys(label: &str, count: usize) -> Vec<Keypair> {
 /// The development wallet's key that `tinychain testnet init` funded in genesis.
 pub fn development_key(net: &Testnet) -> Keypair {
     let dir = net.path().join("wallet");
-    let keystore = tinychain_node::keystore::Keystore::open(&dir).expect("the testnet has a development wallet");
+    let keystore = tinychain_wallet::keystore::Keystore::open(&dir).expect("the testnet has a development wallet");
     keystore
-        .key(tinychain_node::setup::DEV_KEY_NAME, tinychain_node::setup::DEV_WALLET_PASSPHRASE)
+        .key(tinychain::setup::DEV_KEY_NAME, tinychain::setup::DEV_WALLET_PASSPHRASE)
         .expect("the development key opens with its empty passphrase")
 }
 

@@ -7,7 +7,7 @@
 //! Oracle beyond "no panic": a key that opens has the address its entry claims.
 
 use std::path::PathBuf;
-use tinychain_node::keystore::{KdfParams, Keystore};
+use tinychain_wallet::keystore::{KdfParams, Keystore};
 
 /// The passphrase the seed wallets are sealed under.
 pub const PASSPHRASE: &str = "fuzz";

@@ -6,9 +6,10 @@
 //! parses to the same value, and that text is the canonical form (lowercase address; amount
 //! without needless zeros).
 
+use tinychain::setup::{check_validator_name, parse_allocation};
 use tinychain_core::types::Address;
 use tinychain_node::config::{check_host_port, check_log_filter};
-use tinychain_node::setup::{check_validator_name, format_amount, parse_allocation, parse_amount};
+use tinychain_wallet::amount::{format_amount, parse_amount};
 
 pub fn run(data: &[u8]) -> String {
     let Ok(text) = std::str::from_utf8(data) else { return "not UTF-8".to_string() };

@@ -13,7 +13,7 @@ use tinychain_fuzz_harness::block_mutation::{self, Mutation, ReportInput, Resign
 use tinychain_fuzz_harness::evidence::{self, EvidenceInput, HeaderEdit};
 use tinychain_fuzz_harness::fixture::Signer;
 use tinychain_fuzz_harness::{config, frames, genesis, handshake, keystore, rpc, run, text, ByteFlip, TARGETS};
-use tinychain_node::keystore::{KdfParams, Keystore};
+use tinychain_wallet::keystore::{KdfParams, Keystore};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("fuzz/harness has a parent").to_path_buf()

@@ -34,8 +34,6 @@ use zeroize::Zeroizing;
 pub const WALLET_FILE_NAME: &str = "wallet.json";
 /// The only format version this code reads and writes.
 pub const WALLET_FORMAT_VERSION: u32 = 1;
-/// The environment variable that supplies the passphrase without a prompt.
-pub const PASSPHRASE_ENV_VAR: &str = "TINYCHAIN_PASSPHRASE";
 /// Key names are 1..=KEY_NAME_CHARS_MAX characters of `[a-zA-Z0-9_-]`.
 pub const KEY_NAME_CHARS_MAX: usize = 32;
 /// Largest argon2 memory cost accepted from a file or a caller: 4 GiB. A damaged file must not
@@ -143,14 +141,10 @@ pub enum KeystoreError {
     Io { path: PathBuf, detail: String },
     #[error("the operating system's random number generator failed: {detail}")]
     Random { detail: String },
-    #[error("no passphrase: there is no terminal to prompt on; set the {PASSPHRASE_ENV_VAR} environment variable")]
-    NoPassphrase,
-    #[error("the passphrase in {PASSPHRASE_ENV_VAR} is not valid UTF-8")]
-    PassphraseNotUtf8,
-    #[error("the two passphrases typed differ; nothing was changed")]
-    PassphraseMismatch,
-    #[error("reading the passphrase from the terminal failed: {detail}")]
-    Prompt { detail: String },
+    /// The caller's passphrase source failed (no terminal to prompt on, two typed passphrases
+    /// differ, ...); the source says why.
+    #[error(transparent)]
+    Passphrase(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 fn list_names(names: &[String]) -> String {
@@ -379,45 +373,6 @@ impl Keystore {
         self.keys = keys;
         self.file_bytes = file_bytes;
         Ok(())
-    }
-}
-
-/// The passphrase from `TINYCHAIN_PASSPHRASE` if it is set (even to the empty string),
-/// otherwise typed at the terminal after `prompt`; with `confirm` (when a key is being sealed)
-/// it is asked twice and both must match. Without a terminal and without the variable, the
-/// error says to set the variable.
-pub fn passphrase_from_env_or_prompt(prompt: &str, confirm: bool) -> Result<Zeroizing<String>, KeystoreError> {
-    if let Some(value) = std::env::var_os(PASSPHRASE_ENV_VAR) {
-        let text = value.into_string().map_err(|_| KeystoreError::PassphraseNotUtf8)?;
-        return Ok(Zeroizing::new(text));
-    }
-    if !has_terminal() {
-        return Err(KeystoreError::NoPassphrase);
-    }
-    let read = |text: &str| -> Result<Zeroizing<String>, KeystoreError> {
-        rpassword::prompt_password(text)
-            .map(Zeroizing::new)
-            .map_err(|error| KeystoreError::Prompt { detail: error.to_string() })
-    };
-    let first = read(prompt)?;
-    if confirm {
-        let second = read("Repeat the passphrase: ")?;
-        if *first != *second {
-            return Err(KeystoreError::PassphraseMismatch);
-        }
-    }
-    Ok(first)
-}
-
-fn has_terminal() -> bool {
-    #[cfg(unix)]
-    {
-        std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").is_ok()
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::IsTerminal;
-        std::io::stdin().is_terminal()
     }
 }
 

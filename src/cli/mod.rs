@@ -5,6 +5,7 @@ mod check_genesis;
 mod genesis;
 mod init;
 mod node;
+mod passphrase;
 mod sim;
 mod testnet;
 mod wallet;

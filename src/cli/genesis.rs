@@ -2,9 +2,9 @@
 //! `validator.json` each validator's `tinychain init` wrote, validates it and writes it.
 //! (`tinychain check-genesis FILE` shows a genesis; there is no separate `genesis show`.)
 
-use crate::home::{self, Overwrite};
 use crate::setup::{self, AssembleOptions};
 use std::path::PathBuf;
+use tinychain_node::home::{self, Overwrite};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -57,7 +57,7 @@ fn assemble(args: &AssembleArgs) -> anyhow::Result<()> {
         allocations,
         block_interval_ms: args.block_interval_ms,
         producer_timeout_ms: args.producer_timeout_ms,
-        genesis_time_ms: args.genesis_time_ms.unwrap_or_else(setup::now_unix_ms),
+        genesis_time_ms: args.genesis_time_ms.unwrap_or_else(tinychain_node::driver::now_unix_ms),
     })?;
     let overwrite = if args.force { Overwrite::Replace } else { Overwrite::Refuse };
     home::write_genesis(&args.out, &genesis, overwrite).map_err(|error| match error {

@@ -1,24 +1,22 @@
 //! Setting a network up: a new node home (`tinychain init`), a genesis assembled from the
 //! validators' `validator.json` files (`tinychain genesis assemble`), a whole local testnet in one
-//! directory (`init_testnet`, read back by `load_testnet`), and amounts in TC (`parse_amount`,
-//! `format_amount`, shared with the wallet).
+//! directory (`init_testnet`, read back by `load_testnet`) with its development wallet.
 //!
 //! Contract: nothing here overwrites a key, and a testnet directory is only ever created whole:
 //! `testnet.json` is written last, so its presence means every home, the genesis and the dev
 //! wallet are in place. Amounts are parsed exactly with integer arithmetic (no floats).
 
-use crate::config::Config;
-use crate::home::{self, FileMode, Home, HomeError, Overwrite};
-use crate::keystore::{KdfParams, Keystore, KeystoreError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tinychain_core::crypto::Keypair;
 use tinychain_core::genesis::{Allocation, Genesis, GenesisError, Parameters, ValidatorEntry};
 use tinychain_core::types::{Address, Amount, NodeId, UNITS_PER_COIN};
+use tinychain_node::config::Config;
+use tinychain_node::home::{self, FileMode, Home, HomeError, Overwrite};
+use tinychain_wallet::amount::{parse_amount, AmountError};
+use tinychain_wallet::keystore::{KdfParams, Keystore, KeystoreError};
 
-/// Decimals of one TC (1 TC = 10^8 base units).
-pub const AMOUNT_DECIMALS: usize = 8;
 pub const TESTNET_FILE: &str = "testnet.json";
 pub const TESTNET_NODES_MAX: usize = 16;
 pub const TESTNET_BASE_PORT_DEFAULT: u16 = 17740;
@@ -32,21 +30,6 @@ pub const DEV_WALLET_PASSPHRASE: &str = "";
 /// (DESIGN.md's defaults: 2 s blocks, 10 s timeout).
 pub const PRODUCER_TIMEOUT_INTERVALS_DEFAULT: u64 = 5;
 pub const VALIDATOR_NAME_BYTES_MAX: usize = 64;
-
-/// Why a TC amount was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AmountError {
-    #[error("the amount is empty; write an amount in TC such as 1.5")]
-    Empty,
-    #[error("amount {text:?} is negative; amounts are 0 or more")]
-    Negative { text: String },
-    #[error("amount {text:?} is not an amount in TC: write digits with an optional '.' and up to 8 decimals, e.g. 1.5 or 0.00000001")]
-    NotAnAmount { text: String },
-    #[error("amount {text:?} has {decimals} decimals; TC has 8 (the smallest amount is 0.00000001)")]
-    TooManyDecimals { text: String, decimals: usize },
-    #[error("amount {text:?} is too large: the most is {} TC", format_amount(u64::MAX))]
-    TooLarge { text: String },
-}
 
 /// Why a home, a genesis or a testnet could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -88,51 +71,6 @@ pub enum SetupError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Amounts
-
-/// Parses an amount in TC (`"1.5"`, `"0.00000001"`, `"1000000"`) into base units, exactly.
-/// Refuses signs, exponents, spaces, more than 8 decimals and amounts above `u64::MAX` units.
-pub fn parse_amount(text: &str) -> Result<Amount, AmountError> {
-    if text.is_empty() {
-        return Err(AmountError::Empty);
-    }
-    if text.starts_with('-') {
-        return Err(AmountError::Negative { text: text.to_string() });
-    }
-    let not_an_amount = || AmountError::NotAnAmount { text: text.to_string() };
-    let (whole, fraction) = match text.split_once('.') {
-        Some((whole, fraction)) => (whole, Some(fraction)),
-        None => (text, None),
-    };
-    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
-    if !all_digits(whole) || fraction.is_some_and(|fraction| !all_digits(fraction)) {
-        return Err(not_an_amount());
-    }
-    let fraction = fraction.unwrap_or("");
-    if fraction.len() > AMOUNT_DECIMALS {
-        return Err(AmountError::TooManyDecimals { text: text.to_string(), decimals: fraction.len() });
-    }
-    let too_large = || AmountError::TooLarge { text: text.to_string() };
-    // Digits only, so parsing fails only on overflow.
-    let whole_units: u64 = whole.parse().map_err(|_| too_large())?;
-    let padded = format!("{fraction:0<width$}", width = AMOUNT_DECIMALS);
-    let fraction_units: u64 = padded.parse().map_err(|_| not_an_amount())?;
-    whole_units.checked_mul(UNITS_PER_COIN).and_then(|units| units.checked_add(fraction_units)).ok_or_else(too_large)
-}
-
-/// Shows base units in TC with as few decimals as are exact: 150000000 → "1.5", 1 →
-/// "0.00000001", 0 → "0". No unit suffix; `parse_amount(&format_amount(x)) == Ok(x)`.
-pub fn format_amount(amount: Amount) -> String {
-    let whole = amount / UNITS_PER_COIN;
-    let fraction = amount % UNITS_PER_COIN;
-    if fraction == 0 {
-        return whole.to_string();
-    }
-    let digits = format!("{fraction:0width$}", width = AMOUNT_DECIMALS);
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
-// ---------------------------------------------------------------------------------------------
 // One home
 
 /// What `tinychain init` writes.
@@ -165,10 +103,10 @@ pub struct InitializedHome {
 /// files already exists.
 pub fn init_home(options: &InitOptions) -> Result<InitializedHome, SetupError> {
     check_validator_name(&options.name)?;
-    crate::config::check_host_port(&options.p2p_addr)
+    tinychain_node::config::check_host_port(&options.p2p_addr)
         .map_err(|reason| SetupError::BadAddress { addr: options.p2p_addr.clone(), reason })?;
     options.config.validate().map_err(|invalid| {
-        SetupError::Home(HomeError::Config(crate::config::ConfigError::Invalid {
+        SetupError::Home(HomeError::Config(tinychain_node::config::ConfigError::Invalid {
             path: Home::new(&options.dir).config_path(),
             invalid,
         }))
@@ -289,7 +227,7 @@ pub fn load_validator_entries(paths: &[PathBuf]) -> Result<Vec<ValidatorEntry>, 
     for path in paths {
         let entry = home::load_validator_entry(path)?;
         check_validator_name(&entry.name)?;
-        crate::config::check_host_port(&entry.addr).map_err(|reason| SetupError::BadAddress {
+        tinychain_node::config::check_host_port(&entry.addr).map_err(|reason| SetupError::BadAddress {
             addr: entry.addr.clone(),
             reason: format!("in {}: {reason}", path.display()),
         })?;
@@ -321,12 +259,6 @@ pub fn parse_allocation(text: &str) -> Result<Allocation, SetupError> {
     let address: Address = address.trim().parse().map_err(|error| bad(format!("bad address: {error}")))?;
     let amount = parse_amount(amount.trim()).map_err(|error| bad(error.to_string()))?;
     Ok(Allocation { address, amount })
-}
-
-/// Milliseconds since the Unix epoch by the system clock.
-pub fn now_unix_ms() -> u64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,7 +364,7 @@ pub fn init_testnet(options: &TestnetOptions) -> Result<TestnetLayout, SetupErro
         allocations: vec![Allocation { address: dev_key.address(), amount: DEV_ALLOCATION }],
         block_interval_ms: options.block_interval_ms,
         producer_timeout_ms: options.producer_timeout_ms,
-        genesis_time_ms: now_unix_ms(),
+        genesis_time_ms: tinychain_node::driver::now_unix_ms(),
     })?;
     let genesis_path = dir.join(home::GENESIS_FILE);
     home::write_genesis(&genesis_path, &genesis, Overwrite::Refuse)?;
@@ -517,46 +449,6 @@ fn create_dir(path: &Path) -> Result<(), SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn amounts_parse_exactly() {
-        assert_eq!(parse_amount("1.5"), Ok(150_000_000));
-        assert_eq!(parse_amount("0.00000001"), Ok(1));
-        assert_eq!(parse_amount("1000000"), Ok(1_000_000 * UNITS_PER_COIN));
-        assert_eq!(parse_amount("0"), Ok(0));
-        assert_eq!(parse_amount("007.10"), Ok(710_000_000));
-        assert_eq!(parse_amount("184467440737.09551615"), Ok(u64::MAX));
-        assert!(matches!(parse_amount("184467440737.09551616"), Err(AmountError::TooLarge { .. })));
-        assert!(matches!(parse_amount("99999999999999999999999"), Err(AmountError::TooLarge { .. })));
-        assert!(matches!(parse_amount("1.123456789"), Err(AmountError::TooManyDecimals { decimals: 9, .. })));
-        assert!(matches!(parse_amount("-1"), Err(AmountError::Negative { .. })));
-        assert_eq!(parse_amount(""), Err(AmountError::Empty));
-        for bad in ["1e3", "1.", ".5", "+1", " 1", "1 ", "1,5", "1.2.3", "0x10", "١"] {
-            assert!(matches!(parse_amount(bad), Err(AmountError::NotAnAmount { .. })), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn amounts_format_with_as_few_decimals_as_exact() {
-        assert_eq!(format_amount(0), "0");
-        assert_eq!(format_amount(150_000_000), "1.5");
-        assert_eq!(format_amount(1), "0.00000001");
-        assert_eq!(format_amount(DEV_ALLOCATION), "1000000");
-        assert_eq!(format_amount(u64::MAX), "184467440737.09551615");
-    }
-
-    proptest! {
-        #[test]
-        fn format_then_parse_is_the_identity(amount in any::<u64>()) {
-            prop_assert_eq!(parse_amount(&format_amount(amount)), Ok(amount));
-        }
-
-        #[test]
-        fn parse_never_panics(text in "\\PC{0,30}") {
-            let _ = parse_amount(&text);
-        }
-    }
 
     #[test]
     fn an_explicit_interval_scales_the_default_timeout() {

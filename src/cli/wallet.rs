@@ -1,4 +1,5 @@
-//! `tinychain wallet ...`: clap arguments and printing only; the logic is `crate::wallet`.
+//! `tinychain wallet ...`: clap arguments, the environment, passphrase prompts and printing;
+//! the logic is the `tinychain-wallet` library.
 //!
 //! Every subcommand takes `--wallet DIR` (default `$TINYCHAIN_WALLET`, else
 //! `~/.tinychain/wallet`), `--rpc URL` (default `$TINYCHAIN_RPC`, else `http://127.0.0.1:7741`)
@@ -14,17 +15,27 @@
 //! reports (its id and nonce among them) and the node's `dropped` fields, so that a script
 //! learns both that it must act and exactly which transfer was lost.
 
-use crate::keystore::{self, KeystoreError};
-use crate::wallet::{
-    self, Balance, Direction, Dropped, FeeChoice, History, KeyEntry, MempoolSyncWait, RpcClient, SendRequest, Sent,
-    TxState, TxStatus, WaitFor, WalletError,
-};
+use super::passphrase::passphrase_source;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tinychain_core::types::{Amount, Transfer};
+use tinychain_wallet::amount::format_tc;
+use tinychain_wallet::client::RpcClient;
+use tinychain_wallet::keystore::KeystoreError;
+use tinychain_wallet::{
+    self as wallet, Balance, Direction, Dropped, FeeChoice, History, KeyEntry, MempoolSyncWait, SendRequest, Sent,
+    TxState, TxStatus, WaitFor, WalletError,
+};
 use zeroize::Zeroizing;
+
+/// The environment variable that overrides `wallet::RPC_URL_DEFAULT` (`--rpc` overrides both).
+pub const RPC_URL_ENV_VAR: &str = "TINYCHAIN_RPC";
+/// The environment variable naming the wallet directory (`--wallet` overrides it).
+pub const WALLET_DIR_ENV_VAR: &str = "TINYCHAIN_WALLET";
+/// The wallet directory without `--wallet` or `TINYCHAIN_WALLET`, under `$HOME`.
+pub const WALLET_DIR_UNDER_HOME: &str = ".tinychain/wallet";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,10 +49,10 @@ pub struct Args {
 pub struct GlobalArgs {
     /// The wallet directory (holding wallet.json) [default: ~/.tinychain/wallet]. The local
     /// testnet's development wallet is `testnet/wallet`.
-    #[arg(long, global = true, value_name = "DIR", env = wallet::WALLET_DIR_ENV_VAR)]
+    #[arg(long, global = true, value_name = "DIR", env = WALLET_DIR_ENV_VAR)]
     pub wallet: Option<PathBuf>,
     /// The node to ask (its JSON-RPC URL).
-    #[arg(long, global = true, value_name = "URL", env = wallet::RPC_URL_ENV_VAR, default_value = wallet::RPC_URL_DEFAULT)]
+    #[arg(long, global = true, value_name = "URL", env = RPC_URL_ENV_VAR, default_value = wallet::RPC_URL_DEFAULT)]
     pub rpc: String,
     /// Print one JSON object instead of text (also for errors).
     #[arg(long, global = true)]
@@ -88,7 +99,7 @@ pub enum Command {
         from: Option<String>,
         /// After sending, wait until the transfer is in a block (`--wait`) or final (`--wait final`).
         #[arg(long, value_name = "UNTIL", num_args = 0..=1, default_missing_value = "committed")]
-        wait: Option<WaitFor>,
+        wait: Option<WaitArg>,
         /// How long --wait waits, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         wait_timeout_s: u64,
@@ -182,6 +193,36 @@ impl From<WalletError> for Failure {
 }
 
 /// Printed on stderr, once, when `send` waits for a just-started node.
+/// `--wait`'s values: the wallet's `WaitFor`, named for the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitArg {
+    Committed,
+    Final,
+}
+
+impl From<WaitArg> for WaitFor {
+    fn from(wait: WaitArg) -> WaitFor {
+        match wait {
+            WaitArg::Committed => WaitFor::Committed,
+            WaitArg::Final => WaitFor::Final,
+        }
+    }
+}
+
+/// The wallet directory: `--wallet` (or `TINYCHAIN_WALLET`, which clap reads into it), else
+/// `$HOME/.tinychain/wallet`.
+pub fn wallet_dir(given: Option<&Path>) -> Result<PathBuf, WalletError> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(WALLET_DIR_UNDER_HOME)),
+        _ => Err(WalletError::Refused(format!(
+            "no wallet directory: set --wallet DIR or {WALLET_DIR_ENV_VAR} (HOME is not set either)"
+        ))),
+    }
+}
+
 const MEMPOOL_SYNC_WAIT_NOTE: &str = "waiting for the node to sync its mempool with its peers (it just started)";
 
 fn note_mempool_sync_wait() {
@@ -189,16 +230,16 @@ fn note_mempool_sync_wait() {
 }
 
 fn passphrase_for_unlock() -> Result<Zeroizing<String>, KeystoreError> {
-    keystore::passphrase_from_env_or_prompt("Wallet passphrase: ", false)
+    passphrase_source("Wallet passphrase: ", false)()
 }
 
 fn passphrase_for_new_key() -> Result<Zeroizing<String>, KeystoreError> {
-    keystore::passphrase_from_env_or_prompt("Passphrase for the new key: ", true)
+    passphrase_source("Passphrase for the new key: ", true)()
 }
 
 fn execute(args: &Args) -> Result<Output, Failure> {
     let global = &args.global;
-    let dir = || wallet::wallet_dir(global.wallet.as_deref());
+    let dir = || wallet_dir(global.wallet.as_deref());
     match &args.command {
         Command::New { name } => {
             let added = wallet::new_key(&dir()?, name, passphrase_for_new_key)?;
@@ -237,7 +278,7 @@ fn execute(args: &Args) -> Result<Output, Failure> {
                 from: from.clone(),
             };
             let client = RpcClient::new(&global.rpc)?;
-            let wait = wait.map(|target| (target, Duration::from_secs(*wait_timeout_s)));
+            let wait = wait.map(|target| (WaitFor::from(target), Duration::from_secs(*wait_timeout_s)));
             send_and_wait(
                 &client,
                 &dir()?,
@@ -394,7 +435,7 @@ fn key_json(key: &KeyEntry) -> Value {
 /// An amount for `--json`: base units (as the RPC writes them) under `name`, TC under `name_tc`.
 fn insert_amount(map: &mut serde_json::Map<String, Value>, name: &str, amount: Amount) {
     map.insert(name.to_string(), json!(amount.to_string()));
-    map.insert(format!("{name}_tc"), json!(crate::setup::format_amount(amount)));
+    map.insert(format!("{name}_tc"), json!(tinychain_wallet::amount::format_amount(amount)));
 }
 
 fn amounts_json(fields: &[(&str, Value)], amounts: &[(&str, Amount)]) -> Value {
@@ -432,12 +473,12 @@ fn balance_output(balance: &Balance, name: Option<&str>) -> Output {
     };
     text.push_str(&format!(
         "final     {:<24} at height {}\n",
-        wallet::format_tc(balance.final_state.balance),
+        format_tc(balance.final_state.balance),
         balance.final_state.height
     ));
     text.push_str(&format!(
         "tip       {:<24} at height {}\n",
-        wallet::format_tc(balance.tip_state.balance),
+        format_tc(balance.tip_state.balance),
         balance.tip_state.height
     ));
     let pending_count = balance.pending_outgoing.len();
@@ -445,10 +486,10 @@ fn balance_output(balance: &Balance, name: Option<&str>) -> Output {
         balance.pending_outgoing.iter().fold(0, |total, transfer| total.saturating_add(transfer.cost()));
     let note = match pending_count {
         0 => "no pending outgoing transfer".to_string(),
-        1 => format!("tip minus 1 pending outgoing transfer ({})", wallet::format_tc(spent)),
-        n => format!("tip minus {n} pending outgoing transfers ({})", wallet::format_tc(spent)),
+        1 => format!("tip minus 1 pending outgoing transfer ({})", format_tc(spent)),
+        n => format!("tip minus {n} pending outgoing transfers ({})", format_tc(spent)),
     };
-    text.push_str(&format!("pending   {:<24} {note}\n", wallet::format_tc(balance.pending_balance)));
+    text.push_str(&format!("pending   {:<24} {note}\n", format_tc(balance.pending_balance)));
     match balance.pending_nonce {
         Some(pending_nonce) => {
             text.push_str(&format!("nonce     {} (next transfer: {pending_nonce})\n", balance.tip_state.nonce))
@@ -521,12 +562,12 @@ fn sent_output(sent: &Sent, fee: FeeChoice) -> Output {
     };
     let text = format!(
         "sent        {} from {:?} to {}\nfee         {}{fee_note}\nnonce       {}\npending     {} left to spend\nid          {}\n",
-        wallet::format_tc(transfer.amount),
+        format_tc(transfer.amount),
         sent.key_name,
         transfer.to,
-        wallet::format_tc(transfer.fee),
+        format_tc(transfer.fee),
         transfer.nonce,
-        wallet::format_tc(sent.pending_balance_after),
+        format_tc(sent.pending_balance_after),
         sent.id,
     );
     let mut json = transfer_json(transfer);
@@ -552,10 +593,10 @@ fn status_output(status: &TxStatus) -> Output {
     if let Some(transfer) = &status.transfer {
         text.push_str(&format!(
             "transfer    {} from {} to {}, fee {}, nonce {}\n",
-            wallet::format_tc(transfer.amount),
+            format_tc(transfer.amount),
             transfer.from,
             transfer.to,
-            wallet::format_tc(transfer.fee),
+            format_tc(transfer.fee),
             transfer.nonce
         ));
     }
@@ -627,8 +668,8 @@ fn history_output(history: &History, name: Option<&str>) -> Output {
         text.push_str(&format!(
             "{place:<14} {:<4} {sign}{:<22} fee {:<16} {arrow} {}  nonce {}  id {}\n",
             entry.direction.as_str(),
-            wallet::format_tc(entry.amount),
-            wallet::format_tc(entry.fee),
+            format_tc(entry.amount),
+            format_tc(entry.fee),
             entry.counterparty,
             entry.nonce,
             entry.id
@@ -669,9 +710,9 @@ fn history_output(history: &History, name: Option<&str>) -> Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wallet::testing::{dropped_answer, fake_node, transfer_answer, wallet_with_one_key};
     use tinychain_core::types::{Address, Hash};
     use tinychain_core::validate::transfer_id;
+    use tinychain_wallet::testing::{dropped_answer, fake_node, transfer_answer, wallet_with_one_key};
 
     #[test]
     fn a_dropped_status_says_why_and_what_to_do_and_gives_the_nodes_fields() {

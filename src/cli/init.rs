@@ -2,11 +2,11 @@
 //! validator.json, plus genesis.json with `--genesis`) and says what to do next. Refuses a home
 //! that already holds any of these files; a key is never overwritten.
 
-use crate::config::{Config, P2P_PORT_DEFAULT};
 use crate::setup::{self, InitOptions};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use tinychain_node::config::{Config, P2P_PORT_DEFAULT};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

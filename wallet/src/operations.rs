@@ -1,9 +1,9 @@
-//! The wallet's logic, as plain functions the `tinychain wallet` commands call: keys from the
-//! encrypted keystore (`keystore`), amounts in TC (`setup::parse_amount` / `format_amount`), a
-//! small blocking JSON-RPC client (`RpcClient`, on `ureq` with timeouts), building and signing
-//! transfers, and one function per command (`new_key`, `list_keys`, `balance`, `send`,
-//! `tx_status`, `wait_for_status`, `history`, `import_key`, `export_key`). Printing belongs to
-//! `cli::wallet`.
+//! The wallet's operations, as plain functions any program can call (the `tinychain wallet`
+//! commands are one such program): keys from the encrypted keystore (`keystore`), amounts in TC
+//! (`amount`), the node's answers over `client::RpcClient`, building and signing transfers, and
+//! one function per operation (`new_key`, `list_keys`, `balance`, `send`, `tx_status`,
+//! `wait_for_status`, `history`, `import_key`, `export_key`). Nothing here reads the environment
+//! or prompts: a passphrase comes from a closure the caller gives, and printing is the caller's.
 //!
 //! Contract:
 //! - Everything a user typed is checked before anything is read from the network or the
@@ -42,12 +42,12 @@
 //!   counted twice. The pending list is the node's mempool, which a dropped transfer has left:
 //!   a dropped transfer is never counted as pending (nor listed by `history`).
 
+use crate::amount::{format_amount, parse_amount, AmountError};
+use crate::client::{shorten, CallFailure, RpcClient};
 use crate::keystore::{self, Keystore, KeystoreError};
-use crate::setup::{self, AmountError};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tinychain_core::address::AddressError;
 use tinychain_core::codec;
@@ -58,25 +58,13 @@ use zeroize::Zeroizing;
 
 /// The node the wallet talks to by default: the local node's RPC port (DESIGN.md).
 pub const RPC_URL_DEFAULT: &str = "http://127.0.0.1:7741";
-/// The environment variable that overrides `RPC_URL_DEFAULT` (`--rpc` overrides both).
-pub const RPC_URL_ENV_VAR: &str = "TINYCHAIN_RPC";
-/// The environment variable naming the wallet directory (`--wallet` overrides it).
-pub const WALLET_DIR_ENV_VAR: &str = "TINYCHAIN_WALLET";
-/// The wallet directory without `--wallet` or `TINYCHAIN_WALLET`, under `$HOME`.
-pub const WALLET_DIR_UNDER_HOME: &str = ".tinychain/wallet";
 /// The name `wallet new` and `wallet import` give a key without `--name`; also the key used
 /// when a wallet holds several and none is named.
 pub const DEFAULT_KEY_NAME: &str = "default";
-/// How long connecting to the node may take.
-pub const RPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one whole JSON-RPC call may take (the node itself answers within 5 s or errors).
-pub const RPC_CALL_TIMEOUT: Duration = Duration::from_secs(15);
-/// Largest answer read from the node (a full `get_history` page is far below this).
-pub const RPC_ANSWER_BYTES_MAX: u64 = 8 * 1024 * 1024;
-/// `history` lists this many transfers without `--limit`: the node's own default page.
-pub const HISTORY_LIMIT_DEFAULT: usize = crate::query::HISTORY_LIMIT_DEFAULT;
-/// The most `get_history` returns in one page (`query::HISTORY_LIMIT_MAX`).
-pub const HISTORY_LIMIT_MAX: usize = crate::query::HISTORY_LIMIT_MAX;
+/// `history` lists this many transfers without a limit: the node's own default page.
+pub const HISTORY_LIMIT_DEFAULT: usize = tinychain_rpc::HISTORY_LIMIT_DEFAULT;
+/// The most `get_history` returns in one page.
+pub const HISTORY_LIMIT_MAX: usize = tinychain_rpc::HISTORY_LIMIT_MAX;
 /// How often `wait_for_status` asks the node.
 pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long `send` waits for a just-started node to offer a pending nonce: a little more than
@@ -113,8 +101,6 @@ pub enum WalletError {
         names.join(", ")
     )]
     AmbiguousKey { path: PathBuf, names: Vec<String> },
-    #[error("no wallet directory: set --wallet DIR or {WALLET_DIR_ENV_VAR} (HOME is not set either)")]
-    NoWalletDir,
     #[error("cannot reach the node at {url}: {detail}; is it running? (--rpc)")]
     Unreachable { url: String, detail: String },
     #[error("the node at {url} did not answer {method}: {detail}")]
@@ -134,10 +120,10 @@ pub enum WalletError {
     SubmitUncertain { url: String, id: Hash, detail: String },
     #[error(
         "insufficient funds: balance {} TC{}, sending {} TC + fee {} TC; nothing was sent",
-        setup::format_amount(*balance),
+        format_amount(*balance),
         pending_note(*pending_outgoing_count),
-        setup::format_amount(*amount),
-        setup::format_amount(*fee)
+        format_amount(*amount),
+        format_amount(*fee)
     )]
     InsufficientFunds { balance: Amount, pending_outgoing_count: usize, amount: Amount, fee: Amount },
     #[error("amount + fee overflows: {amount} + {fee} base units; nothing was sent")]
@@ -185,15 +171,10 @@ fn pending_note(count: usize) -> String {
 
 // ---- Amounts, fees, addresses, ids -------------------------------------------------------------
 
-/// An amount as the wallet prints it: "1.5 TC", "0.00000001 TC", "0 TC".
-pub fn format_tc(amount: Amount) -> String {
-    format!("{} TC", setup::format_amount(amount))
-}
-
 /// Parses an amount to send: TC with up to 8 decimals, exactly, and more than 0.
 pub fn parse_send_amount(argument: &str, text: &str) -> Result<Amount, WalletError> {
-    let amount = setup::parse_amount(text)
-        .map_err(|reason| WalletError::BadAmount { argument: argument.to_string(), reason })?;
+    let amount =
+        parse_amount(text).map_err(|reason| WalletError::BadAmount { argument: argument.to_string(), reason })?;
     if amount == 0 {
         return Err(WalletError::ZeroAmount { argument: argument.to_string() });
     }
@@ -214,7 +195,7 @@ pub fn parse_fee(argument: &str, text: &str) -> Result<FeeChoice, WalletError> {
     if text.eq_ignore_ascii_case("auto") {
         return Ok(FeeChoice::Auto);
     }
-    setup::parse_amount(text).map(FeeChoice::Fixed).map_err(|reason| WalletError::BadFee {
+    parse_amount(text).map(FeeChoice::Fixed).map_err(|reason| WalletError::BadFee {
         argument: argument.to_string(),
         text: text.to_string(),
         reason,
@@ -251,18 +232,6 @@ pub fn build_transfer(key: &Keypair, chain_id: &str, to: Address, amount: Amount
 }
 
 // ---- The wallet directory and its keys ---------------------------------------------------------
-
-/// The wallet directory: `--wallet` (or `TINYCHAIN_WALLET`, which clap reads into it), else
-/// `$HOME/.tinychain/wallet`.
-pub fn wallet_dir(given: Option<&Path>) -> Result<PathBuf, WalletError> {
-    if let Some(dir) = given {
-        return Ok(dir.to_path_buf());
-    }
-    match std::env::var_os("HOME") {
-        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(WALLET_DIR_UNDER_HOME)),
-        _ => Err(WalletError::NoWalletDir),
-    }
-}
 
 /// One key of a wallet, as listed (no secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -401,179 +370,6 @@ pub fn resolve_account(
             let key = select_key(&Keystore::open(dir)?, other)?;
             Ok((key.address, Some(key.name)))
         }
-    }
-}
-
-// ---- The JSON-RPC client -----------------------------------------------------------------------
-
-/// A blocking JSON-RPC 2.0 client for one node, with connect and whole-call timeouts.
-#[derive(Debug)]
-pub struct RpcClient {
-    url: String,
-    agent: ureq::Agent,
-    next_id: AtomicU64,
-}
-
-/// How far a failed request got: whether the node can have received it.
-#[derive(Debug)]
-enum CallFailure {
-    /// No connection was made: the request certainly did not reach the node.
-    NotConnected(String),
-    /// The request may have been delivered.
-    AfterConnect(String),
-    /// The node answered with a JSON-RPC error.
-    Node {
-        code: i64,
-        message: String,
-    },
-    Http {
-        status: u16,
-        body: String,
-    },
-    BadAnswer(String),
-}
-
-impl RpcClient {
-    /// A client for `url` (`http://host:port`; the node's RPC is plain HTTP, on loopback by
-    /// default). Nothing is sent yet.
-    pub fn new(url: &str) -> Result<RpcClient, WalletError> {
-        RpcClient::with_timeout(url, RPC_CALL_TIMEOUT)
-    }
-
-    /// `new` with another bound on each whole call (the testnet runner polls with a short one).
-    pub fn with_timeout(url: &str, call_timeout: Duration) -> Result<RpcClient, WalletError> {
-        let bad = |detail: &str| WalletError::BadRpcUrl { url: url.to_string(), detail: detail.to_string() };
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(if url.starts_with("https://") {
-                bad("https is not supported: the node serves plain HTTP (keep it on loopback or behind a TLS proxy you reach over http)")
-            } else {
-                bad("write it as http://HOST:PORT, e.g. http://127.0.0.1:7741")
-            });
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        if authority.is_empty() {
-            return Err(bad("the host is missing; write it as http://HOST:PORT"));
-        }
-        if url.parse::<ureq::http::Uri>().is_err() {
-            return Err(bad("not a valid URL"));
-        }
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(RPC_CONNECT_TIMEOUT.min(call_timeout)))
-            .timeout_global(Some(call_timeout))
-            .http_status_as_error(false)
-            .build();
-        Ok(RpcClient { url: url.to_string(), agent: ureq::Agent::new_with_config(config), next_id: AtomicU64::new(1) })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// One call; the result or an error naming the URL and method.
-    pub fn call(&self, method: &str, params: Value) -> Result<Value, WalletError> {
-        self.call_raw(method, params).map_err(|failure| self.error_of(method, failure))
-    }
-
-    /// One call whose answer is deserialized into `T`.
-    fn call_as<T: serde::de::DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, WalletError> {
-        let value = self.call(method, params)?;
-        serde_json::from_value(value).map_err(|error| WalletError::BadAnswer {
-            url: self.url.clone(),
-            method: method.to_string(),
-            detail: error.to_string(),
-        })
-    }
-
-    fn error_of(&self, method: &str, failure: CallFailure) -> WalletError {
-        let url = self.url.clone();
-        let method = method.to_string();
-        match failure {
-            CallFailure::NotConnected(detail) => WalletError::Unreachable { url, detail },
-            CallFailure::AfterConnect(detail) => WalletError::NoAnswer { url, method, detail },
-            CallFailure::Node { code, message } => WalletError::NodeError { url, method, code, message },
-            CallFailure::Http { status, body } => WalletError::HttpStatus { url, method, status, body },
-            CallFailure::BadAnswer(detail) => WalletError::BadAnswer { url, method, detail },
-        }
-    }
-
-    fn call_raw(&self, method: &str, params: Value) -> Result<Value, CallFailure> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let mut response = self.agent.post(&self.url).send_json(&request).map_err(transport_failure)?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(RPC_ANSWER_BYTES_MAX)
-            .read_to_vec()
-            .map_err(|error| CallFailure::AfterConnect(describe_transport_error(&error)))?;
-        let body: Value = match serde_json::from_slice(&bytes) {
-            Ok(body) => body,
-            Err(error) if status == 200 => return Err(CallFailure::BadAnswer(format!("not JSON: {error}"))),
-            Err(_) => return Err(CallFailure::Http { status, body: shorten(&String::from_utf8_lossy(&bytes)) }),
-        };
-        if let Some(error) = body.get("error") {
-            let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
-            let message = error.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
-            return Err(CallFailure::Node { code, message });
-        }
-        if status != 200 {
-            return Err(CallFailure::Http { status, body: shorten(&body.to_string()) });
-        }
-        match body.get("result") {
-            Some(result) => Ok(result.clone()),
-            None => Err(CallFailure::BadAnswer("neither \"result\" nor \"error\" in the answer".to_string())),
-        }
-    }
-}
-
-/// A short printable form of what a node sent (never echo megabytes).
-fn shorten(text: &str) -> String {
-    const SHOWN_CHARS_MAX: usize = 200;
-    let text = text.trim();
-    if text.chars().count() <= SHOWN_CHARS_MAX {
-        text.to_string()
-    } else {
-        format!("{}...", text.chars().take(SHOWN_CHARS_MAX).collect::<String>())
-    }
-}
-
-fn transport_failure(error: ureq::Error) -> CallFailure {
-    let detail = describe_transport_error(&error);
-    let not_connected = match &error {
-        ureq::Error::Io(io) => matches!(
-            io.kind(),
-            std::io::ErrorKind::ConnectionRefused
-                | std::io::ErrorKind::AddrNotAvailable
-                | std::io::ErrorKind::NotFound
-                | std::io::ErrorKind::HostUnreachable
-                | std::io::ErrorKind::NetworkUnreachable
-        ),
-        ureq::Error::Timeout(which) => matches!(which, ureq::Timeout::Connect | ureq::Timeout::Resolve),
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::BadUri(_) => true,
-        _ => false,
-    };
-    if not_connected {
-        CallFailure::NotConnected(detail)
-    } else {
-        CallFailure::AfterConnect(detail)
-    }
-}
-
-fn describe_transport_error(error: &ureq::Error) -> String {
-    match error {
-        ureq::Error::Io(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-            std::io::ErrorKind::ConnectionReset => "the connection was reset".to_string(),
-            _ => io.to_string(),
-        },
-        ureq::Error::Timeout(ureq::Timeout::Connect) => {
-            format!("no connection within {} s", RPC_CONNECT_TIMEOUT.as_secs())
-        }
-        ureq::Error::Timeout(_) => format!("no answer within {} s", RPC_CALL_TIMEOUT.as_secs()),
-        ureq::Error::HostNotFound => "the host name does not resolve".to_string(),
-        ureq::Error::ConnectionFailed => "the connection failed".to_string(),
-        other => other.to_string(),
     }
 }
 
@@ -1123,7 +919,7 @@ pub fn send(
         Err(CallFailure::NotConnected(detail)) => {
             return Err(WalletError::Unreachable { url: client.url().to_string(), detail })
         }
-        Err(CallFailure::Node { code, message }) if code == i64::from(crate::rpc::TX_REJECTED_CODE) => {
+        Err(CallFailure::Node { code, message }) if code == i64::from(tinychain_rpc::code::TX_REJECTED) => {
             let reason = message.strip_prefix("transfer rejected: ").unwrap_or(&message).to_string();
             return Err(WalletError::Rejected { url: client.url().to_string(), id, reason });
         }
@@ -1202,7 +998,7 @@ pub fn tx_status(client: &RpcClient, id: &Hash) -> Result<TxStatus, WalletError>
 }
 
 /// How far `send --wait` waits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitFor {
     /// In a canonical block.
     Committed,
@@ -1337,22 +1133,25 @@ pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<Hi
     Ok(History { address: *address, final_height, tip_height: status.tip.height, entries, has_more })
 }
 
-#[cfg(test)]
-pub(crate) mod testing {
-    //! A fake node and a test wallet, for the tests of this module and of `cli::wallet`.
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing {
+    //! A fake node and a test wallet, for the tests of this crate and of the `tinychain wallet`
+    //! command line (feature `testing`; not part of the API).
     use super::*;
+    use serde_json::Value;
 
     /// A fake node on loopback: answers each JSON-RPC call with `answer(method, params)`
     /// (`Some(Ok(result))`, `Some(Err((code, message)))`, or `None` to close the connection
     /// without answering), and records the methods called.
-    pub(crate) struct FakeNode {
-        pub(crate) url: String,
-        pub(crate) calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub struct FakeNode {
+        pub url: String,
+        pub calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     }
 
-    pub(crate) type FakeAnswer = Option<Result<Value, (i64, String)>>;
+    pub type FakeAnswer = Option<Result<Value, (i64, String)>>;
 
-    pub(crate) fn fake_node(answer: impl Fn(&str, &Value) -> FakeAnswer + Send + 'static) -> FakeNode {
+    pub fn fake_node(answer: impl Fn(&str, &Value) -> FakeAnswer + Send + 'static) -> FakeNode {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1396,14 +1195,14 @@ pub(crate) mod testing {
     }
 
     /// A transfer as the node's answers carry it: its fields plus its `id`.
-    pub(crate) fn transfer_answer(transfer: &Transfer) -> Value {
+    pub fn transfer_answer(transfer: &Transfer) -> Value {
         let mut value = serde_json::to_value(transfer).unwrap();
         value["id"] = json!(transfer_id(transfer));
         value
     }
 
     /// `get_tx`'s answer for a transfer the node dropped, as `docs/rpc.md` gives it.
-    pub(crate) fn dropped_answer(
+    pub fn dropped_answer(
         transfer: &Transfer,
         reason: &str,
         message: &str,
@@ -1424,7 +1223,7 @@ pub(crate) mod testing {
     }
 
     /// A wallet in `dir` holding one key, "main", sealed under "pw".
-    pub(crate) fn wallet_with_one_key(dir: &Path) -> Keypair {
+    pub fn wallet_with_one_key(dir: &Path) -> Keypair {
         let key = Keypair::from_secret_bytes(&[5; 32]);
         let mut keystore = Keystore::create(dir).unwrap();
         keystore.add_with_params("main", &key, "pw", crate::keystore::KdfParams::INSECURE_FAST).unwrap();
@@ -1436,6 +1235,9 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+    use crate::amount::format_tc;
+    use serde_json::Value;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use tinychain_core::crypto::verify_strict;
     use tinychain_core::types::UNITS_PER_COIN;
 

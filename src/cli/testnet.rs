@@ -9,7 +9,6 @@
 
 use crate::cli::node::shutdown_signal;
 use crate::setup::{self, TestnetLayout, TestnetOptions};
-use crate::wallet::RpcClient;
 use anyhow::Context;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -17,6 +16,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tinychain_wallet::client::RpcClient;
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -1,4 +1,4 @@
-//! The wallet keystore against its contract (`node/src/keystore.rs`, `docs/wallet-format.md`):
+//! The wallet keystore against its contract (`wallet/src/keystore.rs`, `docs/wallet-format.md`):
 //! round trips, several keys, wrong passphrases and damaged files leave the file untouched,
 //! file modes, names, import/export, and an independent decryption that follows the document.
 //! Every test uses `KdfParams::INSECURE_FAST` except `default_params_round_trip_and_unlock_time`.
@@ -10,10 +10,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use proptest::prelude::*;
 use tinychain_core::crypto::Keypair;
 use tinychain_core::types::Address;
-use tinychain_node::keystore::{
-    passphrase_from_env_or_prompt, KdfParams, Keystore, KeystoreError, KDF_MEMORY_KIB_MAX, PASSPHRASE_ENV_VAR,
-    WALLET_FILE_NAME,
-};
+use tinychain_wallet::keystore::{KdfParams, Keystore, KeystoreError, KDF_MEMORY_KIB_MAX, WALLET_FILE_NAME};
 
 const FAST: KdfParams = KdfParams::INSECURE_FAST;
 
@@ -49,7 +46,7 @@ fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect();
     // The advisory lock file guarding writes is not part of the wallet's content.
-    names.retain(|name| name != tinychain_node::keystore::LOCK_FILE_NAME);
+    names.retain(|name| name != tinychain_wallet::keystore::LOCK_FILE_NAME);
     names.sort();
     names
 }
@@ -546,22 +543,6 @@ fn a_wallet_changed_on_disk_since_it_was_opened_is_not_overwritten() {
     reopened.add_with_params("dave", &keypair(4), "pw", FAST).unwrap();
     let names: Vec<String> = Keystore::open(&dir).unwrap().entries().into_iter().map(|(name, _)| name).collect();
     assert_eq!(names, ["alice", "bob", "carol", "dave"]);
-}
-
-#[test]
-fn passphrase_comes_from_the_environment_even_when_empty() {
-    // The only test in this binary that touches the variable.
-    std::env::set_var(PASSPHRASE_ENV_VAR, "");
-    assert_eq!(*passphrase_from_env_or_prompt("unused: ", true).unwrap(), "");
-    std::env::set_var(PASSPHRASE_ENV_VAR, "from the environment");
-    assert_eq!(*passphrase_from_env_or_prompt("unused: ", false).unwrap(), "from the environment");
-    std::env::remove_var(PASSPHRASE_ENV_VAR);
-}
-
-#[test]
-fn the_no_terminal_error_says_what_to_set() {
-    let message = KeystoreError::NoPassphrase.to_string();
-    assert!(message.contains(PASSPHRASE_ENV_VAR), "{message}");
 }
 
 // ---- Arbitrary input never panics ----------------------------------------------------------------

@@ -2,12 +2,12 @@
 //! SIGTERM. Loads and checks the home (key, config, genesis), sets up logging, and hands the
 //! driver its options; a bad home fails before anything listens, with the file and field named.
 
-use crate::config::{parse_log_filter, Config, LogFormat, RpcAdmin};
-use crate::driver::{self, DriverOptions};
-use crate::home::{Home, Loaded};
-use crate::rpc::{AdminAccess, RpcConfig};
 use anyhow::Context;
 use std::path::PathBuf;
+use tinychain_node::config::{parse_log_filter, Config, LogFormat, RpcAdmin};
+use tinychain_node::driver::{self, DriverOptions};
+use tinychain_node::home::{Home, Loaded};
+use tinychain_node::rpc::{AdminAccess, RpcConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -14,12 +14,12 @@ pub struct Args {
 
 /// Reads and validates a genesis file; the error names the file and, where it can, the field.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Genesis> {
-    Ok(crate::home::load_genesis(path)?)
+    Ok(tinychain_node::home::load_genesis(path)?)
 }
 
 /// Shows an amount of base units in tinycoins with up to 8 decimals.
 fn coins(amount: u64) -> String {
-    format!("{} TC", crate::setup::format_amount(amount))
+    format!("{} TC", tinychain_wallet::amount::format_amount(amount))
 }
 
 /// Prints what a genesis defines: chain id, genesis hash, validators, allocations and timing

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use tinychain::setup::{self, AssembleOptions, InitOptions, SetupError, TestnetOptions};
 use tinychain_node::config::{self, Config};
 use tinychain_node::home::{self, Home, HomeError, Overwrite};
-use tinychain_node::keystore::Keystore;
-use tinychain_node::setup::{self, AssembleOptions, InitOptions, SetupError, TestnetOptions};
+use tinychain_wallet::keystore::Keystore;
 
 fn init_options(dir: &Path, name: &str, port: u16) -> InitOptions {
     let mut config = Config::default();
@@ -308,7 +308,7 @@ fn init_testnet_writes_the_exact_layout_and_funds_the_dev_wallet() {
     assert_eq!(dev_key.address(), dev);
     assert_eq!(genesis.allocations.len(), 1);
     assert_eq!(genesis.allocations[0].address, dev);
-    assert_eq!(setup::format_amount(genesis.allocations[0].amount), "1000000");
+    assert_eq!(tinychain_wallet::amount::format_amount(genesis.allocations[0].amount), "1000000");
 
     for (index, node) in layout.nodes.iter().enumerate() {
         let loaded = Home::load(&node.home).unwrap();
