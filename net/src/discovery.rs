@@ -70,6 +70,55 @@ pub enum AddressError {
     BadHost { addr: String },
 }
 
+/// A peer address that passed the one rule for peer addresses (`check_peer_address`): a DNS
+/// name, an IPv4 address or a bracketed IPv6 address, then a port from 1 to 65535. The config's
+/// seeds, `add_peer` and the transport's commands carry this type, so an address is checked once,
+/// where it enters, and never again. Resolving it is the dialer's business.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct PeerAddr(String);
+
+impl PeerAddr {
+    /// Checks `text` and keeps it as it was written.
+    pub fn parse(text: &str) -> Result<PeerAddr, AddressError> {
+        check_peer_address(text)?;
+        Ok(PeerAddr(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for PeerAddr {
+    type Err = AddressError;
+
+    fn from_str(text: &str) -> Result<PeerAddr, AddressError> {
+        PeerAddr::parse(text)
+    }
+}
+
+impl TryFrom<String> for PeerAddr {
+    type Error = AddressError;
+
+    fn try_from(text: String) -> Result<PeerAddr, AddressError> {
+        check_peer_address(&text)?;
+        Ok(PeerAddr(text))
+    }
+}
+
+impl From<PeerAddr> for String {
+    fn from(addr: PeerAddr) -> String {
+        addr.0
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Checks that text is a plausible `host:port`: a DNS name, an IPv4 address or a bracketed IPv6
 /// address, then a port from 1 to 65535. Resolving it is the dialer's business. The one rule for
 /// a peer address everywhere: the config's seeds, genesis entries, `add_peer` and discovery.
@@ -200,18 +249,17 @@ impl AddressBook {
         }
     }
 
-    /// Adds a seed or manual address. Returns `Ok(false)` if it was known already.
-    pub fn add_unidentified(&mut self, addr: &str, source: AddressSource) -> Result<bool, AddressError> {
-        check_peer_address(addr)?;
-        if self.knows(addr) {
-            return Ok(false);
+    /// Adds a seed or manual address. Returns false if it was known already.
+    pub fn add_unidentified(&mut self, addr: &PeerAddr, source: AddressSource) -> bool {
+        if self.knows(addr.as_str()) {
+            return false;
         }
         if self.unidentified.len() >= self.unidentified_max {
-            warn!(addr, max = self.unidentified_max, "ignoring an address: too many unidentified addresses");
-            return Ok(false);
+            warn!(%addr, max = self.unidentified_max, "ignoring an address: too many unidentified addresses");
+            return false;
         }
         self.unidentified.push((addr.to_string(), source));
-        Ok(true)
+        true
     }
 
     /// Files an unidentified address under the validator a dial found there (or drops it, if it
@@ -377,6 +425,10 @@ mod tests {
         validator_key(index).address()
     }
 
+    fn addr(text: &str) -> PeerAddr {
+        PeerAddr::parse(text).unwrap()
+    }
+
     fn book() -> AddressBook {
         AddressBook::new(&fast_genesis(4, 0), id(0), 4)
     }
@@ -475,10 +527,10 @@ mod tests {
     #[test]
     fn unidentified_addresses_wait_for_a_dial_to_name_their_validator() {
         let mut book = book();
-        assert_eq!(book.add_unidentified("seed.example:7740", AddressSource::Seed), Ok(true));
-        assert_eq!(book.add_unidentified("seed.example:7740", AddressSource::Seed), Ok(false), "known already");
-        assert_eq!(book.add_unidentified("127.0.0.1:7741", AddressSource::Manual), Ok(false), "a genesis address");
-        assert!(book.add_unidentified("nonsense", AddressSource::Manual).is_err());
+        assert!(book.add_unidentified(&addr("seed.example:7740"), AddressSource::Seed));
+        assert!(!book.add_unidentified(&addr("seed.example:7740"), AddressSource::Seed), "known already");
+        assert!(!book.add_unidentified(&addr("127.0.0.1:7741"), AddressSource::Manual), "a genesis address");
+        assert!(PeerAddr::parse("nonsense").is_err(), "only a checked address reaches the book");
         assert_eq!(book.unidentified().collect::<Vec<_>>(), ["seed.example:7740"]);
 
         // A claim the TLS handshake did not prove is filed but not verified.
@@ -487,14 +539,14 @@ mod tests {
         assert!(book.addresses_of(&id(2)).iter().any(|known| known.addr == "seed.example:7740" && !known.verified));
         assert!(book.persistent().is_empty());
 
-        book.add_unidentified("me.example:7740", AddressSource::Manual).unwrap();
+        assert!(book.add_unidentified(&addr("me.example:7740"), AddressSource::Manual));
         assert!(book.identify("me.example:7740", Identified::Ourselves));
         assert!(!book.knows("me.example:7740"));
 
         for port in 1..=4 {
-            assert_eq!(book.add_unidentified(&format!("m.example:{port}"), AddressSource::Manual), Ok(true));
+            assert!(book.add_unidentified(&addr(&format!("m.example:{port}")), AddressSource::Manual));
         }
-        assert_eq!(book.add_unidentified("m.example:5", AddressSource::Manual), Ok(false), "the cap holds");
+        assert!(!book.add_unidentified(&addr("m.example:5"), AddressSource::Manual), "the cap holds");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - After `Shutdown` no further event is delivered and the events channel closes once the
 //!   transport's tasks have ended.
 
+use crate::discovery::PeerAddr;
 use crate::tls::TlsError;
 use std::net::SocketAddr;
 use tinychain_core::message::Message;
@@ -49,9 +50,9 @@ pub enum NetCommand {
     /// down (a longer wait before it is dialed or accepted again).
     Disconnect { peer: NodeId, reason: String },
     /// Adds an address (`host:port`) to dial; which validator it is, the dial finds out.
-    AddPeer { addr: String },
+    AddPeer { addr: PeerAddr },
     /// Forgets an address: it is no longer dialed or shared. Links already up stay up.
-    RemovePeer { addr: String },
+    RemovePeer { addr: PeerAddr },
     /// Closes every link, stops listening and ends the transport's tasks.
     Shutdown,
 }
@@ -106,12 +107,12 @@ impl NetHandle {
         self.command(NetCommand::Disconnect { peer, reason: reason.into() }).await
     }
 
-    pub async fn add_peer(&self, addr: impl Into<String>) -> Result<(), NetError> {
-        self.command(NetCommand::AddPeer { addr: addr.into() }).await
+    pub async fn add_peer(&self, addr: PeerAddr) -> Result<(), NetError> {
+        self.command(NetCommand::AddPeer { addr }).await
     }
 
-    pub async fn remove_peer(&self, addr: impl Into<String>) -> Result<(), NetError> {
-        self.command(NetCommand::RemovePeer { addr: addr.into() }).await
+    pub async fn remove_peer(&self, addr: PeerAddr) -> Result<(), NetError> {
+        self.command(NetCommand::RemovePeer { addr }).await
     }
 
     /// Asks the transport to stop. Wait for the events channel to close (or for the TLS

@@ -53,7 +53,7 @@
 //! Everything else (a closed socket, a failed write, an idle timeout) only costs the usual
 //! backoff.
 
-use crate::discovery::{genesis_validators, AddressBook, AddressSource, Identified, PeerStore};
+use crate::discovery::{genesis_validators, AddressBook, AddressSource, Identified, PeerAddr, PeerStore};
 use crate::frame::{read_frame, write_frame, FrameError};
 use crate::handle::{NetCommand, NetError, NetEvent, NetHandle};
 use crate::handshake::{
@@ -195,7 +195,7 @@ pub struct NetConfig {
     pub genesis_hash: Hash,
     /// `host:port` addresses of validators to ask (DNS names allowed); which validator each is,
     /// a dial finds out.
-    pub seeds: Vec<String>,
+    pub seeds: Vec<PeerAddr>,
     pub limits: NetLimits,
 }
 
@@ -653,15 +653,13 @@ pub async fn start(
     let now = Instant::now();
     let mut probes = BTreeMap::new();
     for seed in &seeds {
-        match book.add_unidentified(seed, AddressSource::Seed) {
-            Ok(true) => {
-                probes.insert(
-                    seed.clone(),
-                    ProbeState { backoff: Backoff::new(limits.backoff_initial), due_at: now, in_flight: false },
-                );
-            }
-            Ok(false) => debug!(seed, "seed address already known"),
-            Err(error) => warn!(seed, %error, "ignoring a seed address"),
+        if book.add_unidentified(seed, AddressSource::Seed) {
+            probes.insert(
+                seed.to_string(),
+                ProbeState { backoff: Backoff::new(limits.backoff_initial), due_at: now, in_flight: false },
+            );
+        } else {
+            debug!(%seed, "seed address already known");
         }
     }
     let peers = book
@@ -1096,23 +1094,23 @@ impl Manager {
                 }
             }
             NetCommand::Disconnect { peer, reason } => self.score_down(peer, &reason),
-            NetCommand::AddPeer { addr } => match self.book.add_unidentified(&addr, AddressSource::Manual) {
-                Ok(true) => {
-                    info!(addr, "added a peer address");
+            NetCommand::AddPeer { addr } => {
+                if self.book.add_unidentified(&addr, AddressSource::Manual) {
+                    info!(%addr, "added a peer address");
                     let state = ProbeState {
                         backoff: Backoff::new(self.context.limits.backoff_initial),
                         due_at: Instant::now(),
                         in_flight: false,
                     };
-                    self.probes.insert(addr, state);
+                    self.probes.insert(addr.to_string(), state);
+                } else {
+                    debug!(%addr, "peer address already known");
                 }
-                Ok(false) => debug!(addr, "peer address already known"),
-                Err(error) => warn!(addr = %addr.escape_debug(), %error, "ignoring an added peer address"),
-            },
+            }
             NetCommand::RemovePeer { addr } => {
-                if self.book.remove(&addr) {
-                    info!(addr, "removed a peer address");
-                    self.probes.remove(&addr);
+                if self.book.remove(addr.as_str()) {
+                    info!(%addr, "removed a peer address");
+                    self.probes.remove(addr.as_str());
                     self.save_peers();
                 }
             }

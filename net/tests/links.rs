@@ -9,9 +9,13 @@ mod common;
 use common::{free_addrs, status, wait_settled, Cluster, TestNode};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tinychain_net::discovery::PeerStore;
+use tinychain_net::discovery::{PeerAddr, PeerStore};
 use tinychain_net::manager::NetConfig;
 use tinychain_net::wire::PeerAddress;
+
+fn checked(addr: &str) -> PeerAddr {
+    PeerAddr::parse(addr).expect("a host:port the tests write")
+}
 
 /// A pause long enough for a stray message to show up on loopback, used only to check that
 /// something did *not* happen after the ordering checks have already passed.
@@ -178,7 +182,7 @@ async fn a_seed_given_by_dns_name_links_nodes_that_genesis_does_not() {
     let cluster = Cluster::new(2);
     let (mut config, other) = unreachable_from_each_other(&cluster);
     let seed = format!("localhost:{}", cluster.addrs[1].port());
-    config.seeds = vec![seed.clone()];
+    config.seeds = vec![checked(&seed)];
     let (store, saves) = recording_store(Vec::new());
     let mut first = TestNode::start(0, config, store).await;
     let mut second = TestNode::start(1, other, PeerStore::none()).await;
@@ -201,11 +205,11 @@ async fn an_added_address_links_nodes_and_a_removed_one_is_forgotten() {
     let mut first = TestNode::start(0, config, store).await;
     let mut second = TestNode::start(1, other, PeerStore::none()).await;
     let addr = cluster.addrs[1].to_string();
-    first.handle.add_peer(addr.clone()).await.unwrap();
+    first.handle.add_peer(checked(&addr)).await.unwrap();
     first.wait_connected_to(&cluster.ids([1])).await;
     second.wait_connected_to(&cluster.ids([0])).await;
     assert_eq!(last_save(&saves), vec![PeerAddress { id: cluster.id(1), addr: addr.clone() }]);
-    first.handle.remove_peer(addr).await.unwrap();
+    first.handle.remove_peer(checked(&addr)).await.unwrap();
     let deadline = tokio::time::Instant::now() + common::WITHIN;
     while !last_save(&saves).is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "the removal reaches the peer store");
@@ -222,7 +226,7 @@ async fn a_saved_address_links_nodes_after_a_restart() {
     let (config, other) = unreachable_from_each_other(&cluster);
     // First run: only a seed links validator 0 to 1, and validator 0 saves 1's address.
     let mut seeded = config.clone();
-    seeded.seeds = vec![cluster.addrs[1].to_string()];
+    seeded.seeds = vec![checked(&cluster.addrs[1].to_string())];
     let (store, saves) = recording_store(Vec::new());
     let mut first = TestNode::start(0, seeded, store).await;
     let mut second = TestNode::start(1, other, PeerStore::none()).await;
@@ -274,8 +278,8 @@ async fn added_addresses_of_a_linked_validator_and_of_ourselves_are_identified_w
     wait_settled(&[&first, &second], 1).await;
 
     let other = format!("localhost:{}", cluster.addrs[1].port());
-    first.handle.add_peer(format!("localhost:{}", cluster.addrs[0].port())).await.unwrap();
-    first.handle.add_peer(other.clone()).await.unwrap();
+    first.handle.add_peer(checked(&format!("localhost:{}", cluster.addrs[0].port()))).await.unwrap();
+    first.handle.add_peer(checked(&other)).await.unwrap();
     let deadline = tokio::time::Instant::now() + common::WITHIN;
     while last_save(&saves).is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "the added address is identified and saved");

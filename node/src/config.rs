@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tinychain_core::mempool::MempoolConfig;
 use tinychain_core::types::{amount_serde, Amount};
+use tinychain_net::discovery::PeerAddr;
 
 /// DESIGN.md's peer-to-peer port.
 pub const P2P_PORT_DEFAULT: u16 = 7740;
@@ -46,8 +47,8 @@ pub struct P2pSection {
     #[serde(with = "socket_address")]
     pub listen: SocketAddr,
     /// Extra `host:port` addresses to dial at start, on top of the validators' addresses in the
-    /// genesis file. Default empty.
-    pub seeds: Vec<String>,
+    /// genesis file, each checked when the file is read. Default empty.
+    pub seeds: Vec<PeerAddr>,
 }
 
 impl Default for P2pSection {
@@ -239,11 +240,6 @@ impl Config {
         if self.p2p.listen.port() == 0 {
             return invalid("p2p.listen", format!("{} has port 0; peers need a fixed port to dial", self.p2p.listen));
         }
-        for (index, seed) in self.p2p.seeds.iter().enumerate() {
-            if let Err(reason) = check_host_port(seed) {
-                return invalid(&format!("p2p.seeds[{index}]"), reason);
-            }
-        }
         if self.rpc.listen.port() == 0 {
             return invalid("rpc.listen", format!("{} has port 0; clients need a fixed port", self.rpc.listen));
         }
@@ -329,7 +325,8 @@ impl Config {
     pub fn to_commented_toml(&self) -> String {
         let defaults = Config::default();
         let string = |text: &str| toml::Value::String(text.to_string()).to_string();
-        let seeds = toml::Value::Array(self.p2p.seeds.iter().map(|seed| toml::Value::String(seed.clone())).collect());
+        let seeds =
+            toml::Value::Array(self.p2p.seeds.iter().map(|seed| toml::Value::String(seed.to_string())).collect());
         let storage_path = string(&self.storage.path.to_string_lossy());
         format!(
             r#"# tinychain node configuration. Every field is optional: a missing field takes the default
@@ -486,8 +483,8 @@ pub fn parse_log_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, S
 /// Checks a `host:port` string by the transport's one rule for peer addresses
 /// (`tinychain_net::discovery::check_peer_address`): a DNS name, an IPv4 address or a bracketed
 /// IPv6 address, then a port from 1 to 65535. A DNS name is resolved when dialled.
-pub fn check_host_port(text: &str) -> Result<(), String> {
-    tinychain_net::discovery::check_peer_address(text)
+pub fn check_host_port(text: &str) -> Result<PeerAddr, String> {
+    PeerAddr::parse(text)
         .map_err(|error| format!("{error} (e.g. \"validator-1.example.org:7740\" or \"10.0.0.5:7740\")"))
 }
 
@@ -550,7 +547,7 @@ mod tests {
         let changed = Config {
             p2p: P2pSection {
                 listen: "10.0.0.5:9000".parse().unwrap(),
-                seeds: vec!["seed.example.org:7740".into(), "[::1]:7740".into()],
+                seeds: vec!["seed.example.org:7740".parse().unwrap(), "[::1]:7740".parse().unwrap()],
             },
             rpc: RpcSection {
                 listen: "[::1]:9001".parse().unwrap(),
@@ -607,7 +604,7 @@ mod tests {
     #[test]
     fn host_port_accepts_names_and_addresses_only_with_a_port() {
         for good in ["a.example.org:7740", "10.0.0.1:1", "[::1]:7740", "localhost:65535"] {
-            assert_eq!(check_host_port(good), Ok(()), "{good}");
+            assert_eq!(check_host_port(good).map(|addr| addr.to_string()), Ok(good.to_string()), "{good}");
         }
         for bad in ["", "host", "host:", ":7740", "host:0", "host:70000", "ho st:1", "-host:1"] {
             assert!(check_host_port(bad).is_err(), "{bad}");

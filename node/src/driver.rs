@@ -95,7 +95,7 @@ pub struct DriverOptions {
     /// The redb file. Created on the first start (when its directory does not exist yet).
     pub database: PathBuf,
     pub p2p_listen: SocketAddr,
-    pub seeds: Vec<String>,
+    pub seeds: Vec<tinychain_net::discovery::PeerAddr>,
     /// `None`: no RPC server.
     pub rpc: Option<RpcConfig>,
     pub metrics_interval_ms: u64,

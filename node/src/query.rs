@@ -40,6 +40,7 @@ use tinychain_core::mempool::{DropReason, DroppedTransfer};
 use tinychain_core::node::Node;
 use tinychain_core::types::{Address, Block, Checkpoint, Evidence, Hash, Height, MetricReport, NodeId, Transfer};
 use tinychain_core::validate::{block_hash, evidence_id, report_id, transfer_id};
+use tinychain_net::discovery::PeerAddr;
 use tokio::sync::oneshot;
 
 /// Recent block intervals `LiveInfo::record_block_committed` keeps.
@@ -121,11 +122,11 @@ pub enum Request {
     SubmitTx(Transfer),
     /// Answered by the driver (`NetHandle::add_peer`); `addr` is `host:port`, checked for shape.
     AddPeer {
-        addr: String,
+        addr: PeerAddr,
     },
     /// Answered by the driver (`NetHandle::remove_peer`).
     RemovePeer {
-        addr: String,
+        addr: PeerAddr,
     },
     /// `GET /health`: `{"status": "ok", "height", "peers"}`.
     Health,
@@ -429,11 +430,10 @@ impl<'a> Params<'a> {
             .map_err(|error| invalid(format!("param {name:?}: {error}")))
     }
 
-    fn peer_addr(&self, index: usize) -> Result<String, QueryError> {
+    fn peer_addr(&self, index: usize) -> Result<PeerAddr, QueryError> {
         let name = self.name(index);
         let text = self.string(index, "host:port")?;
-        crate::config::check_host_port(text).map_err(|reason| invalid(format!("param {name:?}: {reason}")))?;
-        Ok(text.to_string())
+        crate::config::check_host_port(text).map_err(|reason| invalid(format!("param {name:?}: {reason}")))
     }
 }
 
@@ -1181,7 +1181,7 @@ mod tests {
         assert!(invalid_text("add_peer", json!(["nohost"])).contains("host:port"));
         assert!(invalid_text("add_peer", json!([":80"])).contains("host"));
         assert!(invalid_text("add_peer", json!(["a:0"])).contains("port"));
-        assert_eq!(parsed("add_peer", json!(["[::1]:7740"])).unwrap(), Request::AddPeer { addr: "[::1]:7740".into() });
+        assert_eq!(parsed("add_peer", json!(["[::1]:7740"])).unwrap(), Request::AddPeer { addr: "[::1]:7740".parse().unwrap() });
         assert!(parse_request("no_such_method", &Value::Null).is_none());
     }
 

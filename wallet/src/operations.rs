@@ -1237,7 +1237,7 @@ mod tests {
     use super::*;
     use crate::amount::format_tc;
     use serde_json::Value;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     use tinychain_core::crypto::verify_strict;
     use tinychain_core::types::UNITS_PER_COIN;
 
