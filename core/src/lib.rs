@@ -22,6 +22,7 @@ pub mod message;
 pub mod node;
 pub mod pool_sync;
 pub mod state;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod types;
 pub mod validate;
