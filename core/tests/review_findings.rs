@@ -28,7 +28,7 @@ use tinychain_core::types::{Checkpoint, MetricReport, Signature};
 //
 // A block S is final only through a supermajority link S -> S+1 (finality.rs:115-124, the
 // `target.height == source.height + 1` filter), and an honest vote is always (highest
-// justified on my chain) -> (my tip) (node.rs:584-591; DESIGN.md says so too). The votes for block h can be committed in block h+1 only if a quorum of
+// justified on my chain) -> (my tip) (`Node::send_report`, core/src/node/reports.rs; DESIGN.md says so too). The votes for block h can be committed in block h+1 only if a quorum of
 // reports for h reaches h+1's producer before it produces, i.e. if block delivery + report
 // delivery < block_interval_ms. When that round trip is longer, the votes for h land in h+2,
 // so at every tip h the justified block is h-2: every vote is the skip link (h-2 -> h), which
@@ -74,8 +74,8 @@ fn bug1_finality_advances_when_reports_reach_the_next_producer_one_block_late() 
 // ---------------------------------------------------------------------------------------------
 // BUG 2 (medium-high, liveness: sync that does not complete after a long partition).
 //
-// The block locator (node.rs:1061-1099, `locator` / `locator_along`) runs from the tip back
-// to GENESIS (node.rs:1097), 10 dense entries then exponentially spaced, and never includes the asker's own
+// The block locator (`locator` / `locator_along`, core/src/node/sync.rs) runs from the tip back
+// to GENESIS, 10 dense entries then exponentially spaced, and never includes the asker's own
 // final block. The server (`on_get_blocks`) answers with 64 blocks after the highest shared
 // entry. A node that sat on a minority branch L blocks long (L in 136..=199, 264..=455,
 // 520..=967, ...) has its highest shared locator entry more than 64 blocks below the fork
