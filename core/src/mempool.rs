@@ -60,6 +60,25 @@ pub enum MempoolError {
     PoolFull { lowest_fee: Amount },
 }
 
+impl MempoolError {
+    /// A stable, machine-readable name for why the mempool refused the transfer (the
+    /// `node::TxRejection` table lists them all). Clients match on it; the `Display` text is for
+    /// people and may change.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MempoolError::AlreadyKnown { .. } => "duplicate",
+            MempoolError::NonceTooLow { .. } => "nonce_used",
+            MempoolError::NonceGap { .. } => "nonce_gap",
+            MempoolError::FeeBelowMinimum { .. } => "fee_too_low",
+            MempoolError::ReplacementFeeTooLow { .. } => "replacement_fee_too_low",
+            MempoolError::InsufficientBalance { .. } => "insufficient_balance_with_pending",
+            MempoolError::AmountOverflow => "pending_amount_overflow",
+            MempoolError::SenderQueueFull { .. } => "sender_queue_full",
+            MempoolError::PoolFull { .. } => "mempool_full",
+        }
+    }
+}
+
 /// What a successful insert displaced, in removal order: the replaced transfer (same sender and
 /// nonce), later ones of that sender it left unaffordable, and another sender's last transfer
 /// evicted to make room.

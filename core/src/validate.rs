@@ -36,6 +36,23 @@ pub enum TxError {
     RecipientBalanceOverflow,
 }
 
+impl TxError {
+    /// A stable, machine-readable name for the rule the transfer broke (the `TxRejection`
+    /// table lists them all). Clients match on it; the `Display` text is for people and may
+    /// change.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TxError::WrongChainId { .. } => "wrong_chain",
+            TxError::ZeroAmount => "zero_amount",
+            TxError::BadSignature => "bad_signature",
+            TxError::WrongNonce { .. } => "wrong_nonce",
+            TxError::InsufficientBalance { .. } => "insufficient_balance",
+            TxError::AmountOverflow => "amount_overflow",
+            TxError::RecipientBalanceOverflow => "recipient_balance_overflow",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
     #[error("report from {node}, which is not a genesis validator")]

@@ -191,7 +191,7 @@ fn bug3_a_producer_never_builds_a_block_its_own_shape_check_rejects() {
     let rejected: Vec<String> = actions
         .iter()
         .filter_map(|action| match action {
-            Action::Trace(TraceEvent::BlockRejected { reason, .. }) => Some(reason.clone()),
+            Action::Trace(TraceEvent::BlockRejected { reason, .. }) => Some(reason.to_string()),
             _ => None,
         })
         .collect();

@@ -500,7 +500,7 @@ impl Driver {
                 }
                 Action::DisconnectPeer { peer, reason } => {
                     warn!(peer = %self.name_of(&peer), %reason, "disconnecting a peer");
-                    if let Err(error) = self.net.disconnect(peer, reason).await {
+                    if let Err(error) = self.net.disconnect(peer, reason.to_string()).await {
                         debug!(%error, "disconnect dropped");
                     }
                 }
@@ -1020,7 +1020,7 @@ fn verdict_for(verdicts: &[Action], id: &Hash) -> Answer {
                 return Ok(serde_json::json!({ "id": id.to_string() }));
             }
             Action::TxRejected { id: rejected, reason } if rejected == id => {
-                return Err(QueryError::Rejected(reason.clone()));
+                return Err(QueryError::Rejected(reason.to_string()));
             }
             _ => {}
         }

@@ -4,7 +4,7 @@
 //! tip change settles: traces, transfers and reports of abandoned blocks back to their pools,
 //! the mempool revalidated, evidence aged, pruning after finality.
 
-use super::{Action, ChainOp, Commit, Node, TraceEvent};
+use super::{Action, ChainOp, Commit, DisconnectReason, Node, TraceEvent};
 use crate::limits::{EVIDENCE_WATCH_BLOCKS, ORPHAN_BLOCKS_MAX};
 use crate::mempool::{DropReason, DroppedTransfer, MempoolError};
 use crate::message::Message;
@@ -125,7 +125,7 @@ impl Node {
     fn reject_block(&mut self, hash: Hash, error: &BlockError, from: Option<NodeId>, actions: &mut Vec<Action>) {
         debug!(?hash, %error, "rejecting block");
         self.invalid.insert(hash);
-        actions.push(Action::Trace(TraceEvent::BlockRejected { hash, reason: error.to_string() }));
+        actions.push(Action::Trace(TraceEvent::BlockRejected { hash, reason: error.clone() }));
         let is_forgery = matches!(
             error,
             BlockError::BadProducerSignature
@@ -133,7 +133,7 @@ impl Node {
                 | BlockError::InvalidReport { error: validate::ReportError::BadSignature, .. }
         );
         if let (true, Some(peer)) = (is_forgery, from) {
-            actions.push(Action::DisconnectPeer { peer, reason: error.to_string() });
+            actions.push(Action::DisconnectPeer { peer, reason: DisconnectReason::Block(error.clone()) });
         }
     }
     /// Moves the canonical chain to the best branch, validating each block as it is applied; a
@@ -360,7 +360,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{hash_of, observer, receive, sent, traces, validator_id, Branch};
-    use super::{Action, ChainOp, TraceEvent};
+    use super::{Action, ChainOp, DisconnectReason, TraceEvent};
     use crate::mempool::DropReason;
     use crate::message::Message;
     use crate::testkit::{account_key, fast_genesis, sign_transfer};
@@ -455,9 +455,13 @@ mod tests {
         let actions = receive(&mut node, NOW_MS, from, block_message(&forged));
         assert_eq!(
             traces(&actions),
-            vec![&TraceEvent::BlockRejected { hash, reason: BlockError::BadProducerSignature.to_string() }]
+            vec![&TraceEvent::BlockRejected { hash, reason: BlockError::BadProducerSignature }]
         );
-        assert!(actions.iter().any(|action| matches!(action, Action::DisconnectPeer { peer, .. } if *peer == from)));
+        assert!(actions.iter().any(|action| matches!(
+            action,
+            Action::DisconnectPeer { peer, reason: DisconnectReason::Block(BlockError::BadProducerSignature) }
+                if *peer == from
+        )));
         assert!(node.knows_block(&Checkpoint { height: 1, hash }), "remembered as invalid");
         assert_eq!(node.tip().height, 0);
 

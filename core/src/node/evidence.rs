@@ -3,7 +3,7 @@
 //! per offence and gossiping it, and reading a conflicting chain for the votes that prove who
 //! broke the rules. The watch and the pool themselves are `crate::evidence`.
 
-use super::{Action, Node, TraceEvent};
+use super::{Action, DisconnectReason, Node, TraceEvent};
 use crate::evidence::PooledEvidence;
 use crate::limits::{EVIDENCE_WATCH_BLOCKS, SYNC_BLOCKS_PER_RESPONSE_MAX};
 use crate::message::Message;
@@ -25,7 +25,7 @@ impl Node {
             Err(error) => {
                 debug!(%error, "rejecting evidence");
                 if let (EvidenceError::BadSignature, Some(peer)) = (&error, from) {
-                    actions.push(Action::DisconnectPeer { peer, reason: error.to_string() });
+                    actions.push(Action::DisconnectPeer { peer, reason: DisconnectReason::Evidence(error) });
                 }
                 return;
             }
@@ -121,7 +121,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{hash_of, observer, receive, receive_branch, sent, traces, validator_id, Branch};
-    use super::{Action, TraceEvent};
+    use super::{Action, DisconnectReason, EvidenceError, TraceEvent};
     use crate::message::Message;
     use crate::node::Event;
     use crate::testkit::{account_key, fast_genesis, sign_transfer};
@@ -188,7 +188,11 @@ mod tests {
         let peer = validator_id(2);
         let evidence = Evidence::DoubleProduction { first, second };
         let actions = receive(&mut node, NOW_MS, peer, Message::Evidence(Box::new(evidence)));
-        assert!(actions.iter().any(|action| matches!(action, Action::DisconnectPeer { peer: to, .. } if *to == peer)));
+        assert!(actions.iter().any(|action| matches!(
+            action,
+            Action::DisconnectPeer { peer: to, reason: DisconnectReason::Evidence(EvidenceError::BadSignature) }
+                if *to == peer
+        )));
         assert_eq!(node.pending_evidence(), 0);
         assert!(traces(&actions).is_empty());
     }

@@ -15,9 +15,10 @@
 //! - `ServeBlocks` reads canonical blocks from storage and sends them to the peer as one
 //!   `Message::Blocks`, cut to `limits::SYNC_RESPONSE_BYTES_MAX`.
 //! - `WakeAt(ms)` replaces any earlier wake-up: deliver `Event::Tick` at or after that time.
-//! - `TxAccepted` / `TxRejected` answer a local `TxSubmitted`; `TxDropped` says a pending
-//!   transfer left the mempool without being included, and why (the node's RPC answers `get_tx`
-//!   with it); `Trace` is observability only.
+//! - `TxAccepted` / `TxRejected` answer a local `TxSubmitted` (a rejection is a typed
+//!   `TxRejection` with a stable `code`); `TxDropped` says a pending transfer left the mempool
+//!   without being included, and why (the node's RPC answers `get_tx` with it); `Trace` is
+//!   observability only.
 //!
 //! On start the driver either calls `step` with `Event::Restored` carrying what storage holds,
 //! or (a fresh node) starts from genesis as `Node::new` builds it; then it sends `Tick`.
@@ -79,11 +80,12 @@ use crate::evidence::{EvidencePool, EvidenceWatch, PooledEvidence};
 use crate::finality::FinalityState;
 use crate::genesis::{genesis_block, Genesis};
 use crate::limits::{POOL_ANNOUNCE_IDS_MAX, POOL_FETCH_TIMEOUT_MS, SYNC_RETRY_MS};
-use crate::mempool::{DroppedTransfer, Mempool, MempoolConfig};
+use crate::mempool::{DroppedTransfer, Mempool, MempoolConfig, MempoolError};
 use crate::message::Message;
 use crate::pool_sync::{PoolSync, PoolSyncPhase};
 use crate::state::{ChainState, StateDelta};
 use crate::types::{Address, Block, Checkpoint, Hash, Height, MetricReport, NodeId, Transfer, Vote};
+use crate::validate::{BlockError, EvidenceError, ReportError, TxError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::debug;
@@ -170,21 +172,80 @@ pub enum Action {
         from_height: Height,
         to_height: Height,
     },
+    /// The peer sent something signed that does not verify: drop the link.
     DisconnectPeer {
         peer: NodeId,
-        reason: String,
+        reason: DisconnectReason,
     },
     TxAccepted {
         id: Hash,
     },
     TxRejected {
         id: Hash,
-        reason: String,
+        reason: TxRejection,
     },
     /// A pending transfer left the mempool without being included (boxed: it carries the
     /// transfer, and actions are moved around in bulk).
     TxDropped(Box<DroppedTransfer>),
     Trace(TraceEvent),
+}
+
+/// Why a locally submitted transfer was refused (`Action::TxRejected`): a rule the transfer
+/// breaks on its own, or the mempool's policy against what is already pending. `Display` is
+/// the underlying error's text; `code` is a stable, machine-readable name for clients:
+///
+/// | code | variant | meaning |
+/// | --- | --- | --- |
+/// | `wrong_chain` | `TxError::WrongChainId` | signed for another chain id |
+/// | `zero_amount` | `TxError::ZeroAmount` | the amount is zero |
+/// | `bad_signature` | `TxError::BadSignature` | the signature does not verify under the sender's key |
+/// | `wrong_nonce` | `TxError::WrongNonce` | not the account's next nonce (in a block) |
+/// | `insufficient_balance` | `TxError::InsufficientBalance` | the balance is below amount + fee |
+/// | `amount_overflow` | `TxError::AmountOverflow` | amount + fee overflows a u64 |
+/// | `recipient_balance_overflow` | `TxError::RecipientBalanceOverflow` | the recipient's balance would overflow |
+/// | `duplicate` | `MempoolError::AlreadyKnown` | the same transfer is already pending |
+/// | `nonce_used` | `MempoolError::NonceTooLow` | the nonce was already used on the chain |
+/// | `nonce_gap` | `MempoolError::NonceGap` | an earlier nonce of the sender is neither committed nor pending |
+/// | `fee_too_low` | `MempoolError::FeeBelowMinimum` | the fee is below this node's minimum |
+/// | `replacement_fee_too_low` | `MempoolError::ReplacementFeeTooLow` | a pending transfer holds the nonce with a fee at least as high |
+/// | `insufficient_balance_with_pending` | `MempoolError::InsufficientBalance` | the balance cannot cover it with the sender's earlier pending transfers |
+/// | `pending_amount_overflow` | `MempoolError::AmountOverflow` | with the sender's pending transfers, the total overflows |
+/// | `sender_queue_full` | `MempoolError::SenderQueueFull` | the sender already has the most pending transfers one account may queue |
+/// | `mempool_full` | `MempoolError::PoolFull` | the mempool is full and the fee is too low to evict anything |
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxRejection {
+    /// The transfer breaks a rule on its own (`validate::check_transfer_alone`).
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+    /// The mempool refused it against the sender's account and pending transfers.
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+}
+
+impl TxRejection {
+    /// The stable code of the refusal (see the table above).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TxRejection::Invalid(error) => error.code(),
+            TxRejection::Mempool(error) => error.code(),
+        }
+    }
+}
+
+/// Why the node asks the driver to drop a peer (`Action::DisconnectPeer`): the error of what it
+/// sent, always a signature that does not verify (a forgery costs an honest peer nothing to
+/// avoid). `Display` is that error's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisconnectReason {
+    /// A block with a forged producer signature, or carrying a forged transfer or report.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// A report whose signature does not verify.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// Evidence whose signatures do not verify under the accused validator's key.
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
 }
 
 /// What happened, for traces, logs and tests. Deterministic: no wall-clock times or addresses.
@@ -223,7 +284,7 @@ pub enum TraceEvent {
     },
     BlockRejected {
         hash: Hash,
-        reason: String,
+        reason: BlockError,
     },
     SyncRequested {
         peer: NodeId,
@@ -615,9 +676,102 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::test_support::{cache, observer, receive, validator_id, Branch};
-    use super::{Action, Event};
+    use super::{Action, Event, MempoolError, TxError, TxRejection};
     use crate::message::Message;
     use crate::testkit::{account_key, fast_genesis, sign_transfer, validator_node};
+    use crate::types::Hash;
+    use std::collections::BTreeSet;
+
+    /// Which variant a rejection is, as a number. The match is exhaustive, so a new variant does
+    /// not compile until it is numbered here, and then the table below must hold a sample of it.
+    fn variant_number(rejection: &TxRejection) -> usize {
+        match rejection {
+            TxRejection::Invalid(error) => match error {
+                TxError::WrongChainId { .. } => 0,
+                TxError::ZeroAmount => 1,
+                TxError::BadSignature => 2,
+                TxError::WrongNonce { .. } => 3,
+                TxError::InsufficientBalance { .. } => 4,
+                TxError::AmountOverflow => 5,
+                TxError::RecipientBalanceOverflow => 6,
+            },
+            TxRejection::Mempool(error) => match error {
+                MempoolError::AlreadyKnown { .. } => 7,
+                MempoolError::NonceTooLow { .. } => 8,
+                MempoolError::NonceGap { .. } => 9,
+                MempoolError::FeeBelowMinimum { .. } => 10,
+                MempoolError::ReplacementFeeTooLow { .. } => 11,
+                MempoolError::InsufficientBalance { .. } => 12,
+                MempoolError::AmountOverflow => 13,
+                MempoolError::SenderQueueFull { .. } => 14,
+                MempoolError::PoolFull { .. } => 15,
+            },
+        }
+    }
+    const REJECTION_VARIANTS: usize = 16;
+
+    #[test]
+    fn every_rejection_has_its_own_stable_snake_case_code_and_keeps_its_error_text() {
+        let id = Hash([1; 32]);
+        // The codes are an interface: this table is the one in `TxRejection`'s docs.
+        let table: Vec<(TxRejection, &str)> = vec![
+            (TxError::WrongChainId { expected: "a".into(), got: "b".into() }.into(), "wrong_chain"),
+            (TxError::ZeroAmount.into(), "zero_amount"),
+            (TxError::BadSignature.into(), "bad_signature"),
+            (TxError::WrongNonce { expected: 1, got: 2 }.into(), "wrong_nonce"),
+            (TxError::InsufficientBalance { balance: 1, needed: 2 }.into(), "insufficient_balance"),
+            (TxError::AmountOverflow.into(), "amount_overflow"),
+            (TxError::RecipientBalanceOverflow.into(), "recipient_balance_overflow"),
+            (MempoolError::AlreadyKnown { id }.into(), "duplicate"),
+            (MempoolError::NonceTooLow { expected: 2, got: 1 }.into(), "nonce_used"),
+            (MempoolError::NonceGap { expected: 1, got: 2 }.into(), "nonce_gap"),
+            (MempoolError::FeeBelowMinimum { minimum: 2, got: 1 }.into(), "fee_too_low"),
+            (MempoolError::ReplacementFeeTooLow { pending_fee: 2, got: 2 }.into(), "replacement_fee_too_low"),
+            (MempoolError::InsufficientBalance { balance: 1, needed: 2 }.into(), "insufficient_balance_with_pending"),
+            (MempoolError::AmountOverflow.into(), "pending_amount_overflow"),
+            (MempoolError::SenderQueueFull { pending: 256 }.into(), "sender_queue_full"),
+            (MempoolError::PoolFull { lowest_fee: 3 }.into(), "mempool_full"),
+        ];
+        let covered: BTreeSet<usize> = table.iter().map(|(rejection, _)| variant_number(rejection)).collect();
+        assert_eq!(covered, (0..REJECTION_VARIANTS).collect(), "one sample of every variant");
+        let codes: BTreeSet<&str> = table.iter().map(|(rejection, _)| rejection.code()).collect();
+        assert_eq!(codes.len(), table.len(), "no two variants share a code");
+        for (rejection, code) in &table {
+            assert_eq!(rejection.code(), *code, "{rejection:?}");
+            let is_snake_case = code.starts_with(|first: char| first.is_ascii_lowercase())
+                && code.chars().all(|character| character.is_ascii_lowercase() || character == '_')
+                && !code.ends_with('_')
+                && !code.contains("__");
+            assert!(is_snake_case, "{code}");
+            // The text is the error's own, as logs and traces printed it before it was typed.
+            let text = match rejection {
+                TxRejection::Invalid(error) => error.to_string(),
+                TxRejection::Mempool(error) => error.to_string(),
+            };
+            assert_eq!(rejection.to_string(), text);
+        }
+        assert_eq!(
+            TxRejection::from(MempoolError::NonceGap { expected: 0, got: 3 }).to_string(),
+            "nonce 3 would leave a gap: this account's next nonce is 0"
+        );
+    }
+
+    #[test]
+    fn a_disconnect_reason_reads_as_the_error_it_wraps() {
+        use super::{BlockError, DisconnectReason, EvidenceError, ReportError};
+        let reasons: Vec<(DisconnectReason, String)> = vec![
+            (BlockError::BadProducerSignature.into(), BlockError::BadProducerSignature.to_string()),
+            (ReportError::BadSignature.into(), ReportError::BadSignature.to_string()),
+            (EvidenceError::BadSignature.into(), EvidenceError::BadSignature.to_string()),
+        ];
+        for (reason, text) in reasons {
+            assert_eq!(reason.to_string(), text);
+        }
+        assert_eq!(
+            DisconnectReason::from(BlockError::BadProducerSignature).to_string(),
+            "block producer signature does not verify"
+        );
+    }
 
     #[test]
     fn every_step_ends_with_one_wake_up_after_now() {

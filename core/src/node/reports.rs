@@ -3,7 +3,7 @@
 //! report for each new tip with a vote when the two voting rules allow it, persisted before it
 //! is sent.
 
-use super::{Action, Node};
+use super::{Action, DisconnectReason, Node};
 use crate::limits::REPORT_POOL_PER_VALIDATOR_MAX;
 use crate::message::Message;
 use crate::types::{MetricReport, NodeId, Vote};
@@ -21,7 +21,7 @@ impl Node {
             Err(error) => {
                 debug!(%error, "rejecting report");
                 if matches!(error, validate::ReportError::BadSignature) {
-                    actions.push(Action::DisconnectPeer { peer: from, reason: error.to_string() });
+                    actions.push(Action::DisconnectPeer { peer: from, reason: DisconnectReason::Report(error) });
                 }
                 return;
             }
@@ -101,11 +101,12 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{cache, observer, receive, signed_report, validator_id, Branch};
-    use super::Action;
+    use super::{Action, DisconnectReason};
     use crate::limits::REPORT_POOL_PER_VALIDATOR_MAX;
     use crate::message::Message;
     use crate::testkit::{fast_genesis, validator_node};
     use crate::types::{MetricReport, Signature, Vote};
+    use crate::validate::ReportError;
 
     const NOW_MS: u64 = 1_000_000;
 
@@ -187,7 +188,11 @@ mod tests {
         let mut forged = signed_report(&genesis, 1, 1, tip, None);
         forged.signature = Signature([5; 64]);
         let actions = receive(&mut node, NOW_MS, peer, Message::Report(forged));
-        assert!(actions.iter().any(|action| matches!(action, Action::DisconnectPeer { peer: to, .. } if *to == peer)));
+        assert!(actions.iter().any(|action| matches!(
+            action,
+            Action::DisconnectPeer { peer: to, reason: DisconnectReason::Report(ReportError::BadSignature) }
+                if *to == peer
+        )));
         assert!(node.report_pool.is_empty());
 
         let report = signed_report(&genesis, 1, 1, tip, None);

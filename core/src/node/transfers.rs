@@ -2,7 +2,7 @@
 //! admitted, transfers from peers held while their sender's earlier nonces are missing, and the
 //! reason given for every pending transfer the mempool lets go of.
 
-use super::{Action, Node};
+use super::{Action, Node, TxRejection};
 use crate::limits::{GAPPED_TXS_MAX, MEMPOOL_TXS_PER_SENDER_MAX};
 use crate::mempool::{DropReason, DroppedTransfer, MempoolError, RemovalReason, Removed};
 use crate::message::Message;
@@ -14,7 +14,7 @@ use tracing::debug;
 impl Node {
     pub(super) fn on_transfer(&mut self, from: Option<NodeId>, transfer: Transfer, actions: &mut Vec<Action>) {
         let id = transfer_id(&transfer);
-        let reject = |actions: &mut Vec<Action>, reason: String| {
+        let reject = |actions: &mut Vec<Action>, reason: TxRejection| {
             if from.is_none() {
                 actions.push(Action::TxRejected { id, reason });
             }
@@ -50,9 +50,8 @@ impl Node {
         transfer: Transfer,
         from_peer: bool,
         actions: &mut Vec<Action>,
-    ) -> Result<(), String> {
-        check_transfer_alone(&self.config.genesis.chain_id, &transfer, &self.cache)
-            .map_err(|error| error.to_string())?;
+    ) -> Result<(), TxRejection> {
+        check_transfer_alone(&self.config.genesis.chain_id, &transfer, &self.cache)?;
         let sender_address = transfer.from;
         let sender = self.state.account(&sender_address);
         match self.mempool.insert(transfer.clone(), id, &sender) {
@@ -70,7 +69,7 @@ impl Node {
                 self.gapped.insert((sender_address, got), (id, transfer));
                 Ok(())
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(TxRejection::Mempool(error)),
         }
     }
 
@@ -126,7 +125,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{observer, receive, validator_id};
-    use super::Action;
+    use super::{Action, TxRejection};
     use crate::mempool::{DropReason, MempoolError};
     use crate::message::Message;
     use crate::node::Event;
@@ -135,12 +134,12 @@ mod tests {
     use crate::validate::{transfer_id, TxError};
 
     /// The verdicts among `actions`: Ok(id) for accepted, Err((id, reason)) for rejected.
-    fn verdicts(actions: &[Action]) -> Vec<Result<Hash, (Hash, String)>> {
+    fn verdicts(actions: &[Action]) -> Vec<Result<Hash, (Hash, TxRejection)>> {
         actions
             .iter()
             .filter_map(|action| match action {
                 Action::TxAccepted { id } => Some(Ok(*id)),
-                Action::TxRejected { id, reason } => Some(Err((*id, reason.to_string()))),
+                Action::TxRejected { id, reason } => Some(Err((*id, reason.clone()))),
                 _ => None,
             })
             .collect()
@@ -163,7 +162,7 @@ mod tests {
             Action::Broadcast { message: Message::Transfer(sent), except: None } if *sent == first
         )));
         let again = node.step(0, Event::TxSubmitted(first));
-        assert_eq!(verdicts(&again), vec![Err((id, MempoolError::AlreadyKnown { id }.to_string()))]);
+        assert_eq!(verdicts(&again), vec![Err((id, TxRejection::Mempool(MempoolError::AlreadyKnown { id })))]);
         assert!(!again.iter().any(|action| matches!(action, Action::Broadcast { .. })));
     }
 
@@ -174,7 +173,7 @@ mod tests {
         forged.signature = Signature([3; 64]);
         let id = transfer_id(&forged);
         let actions = node.step(0, Event::TxSubmitted(forged.clone()));
-        assert_eq!(verdicts(&actions), vec![Err((id, TxError::BadSignature.to_string()))]);
+        assert_eq!(verdicts(&actions), vec![Err((id, TxRejection::Invalid(TxError::BadSignature)))]);
         let actions = receive(&mut node, 0, validator_id(1), Message::Transfer(forged));
         assert!(verdicts(&actions).is_empty(), "a peer gets no verdict");
         assert!(!actions.iter().any(|action| matches!(action, Action::Broadcast { .. } | Action::SendTo { .. })));
@@ -188,7 +187,7 @@ mod tests {
         let (first, second) = (transfer(0, 1), transfer(1, 1));
 
         let actions = node.step(0, Event::TxSubmitted(second.clone()));
-        let gap = MempoolError::NonceGap { expected: 0, got: 1 }.to_string();
+        let gap = TxRejection::Mempool(MempoolError::NonceGap { expected: 0, got: 1 });
         assert_eq!(verdicts(&actions), vec![Err((transfer_id(&second), gap))]);
         assert!(node.gapped.is_empty(), "a client's transfer is never held");
 
