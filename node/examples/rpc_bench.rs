@@ -10,7 +10,7 @@
 
 use serde_json::{json, Value};
 use std::time::Instant;
-use tinychain_node::query::{Call, Request};
+use tinychain_node::query::{Call, Query, Request};
 use tinychain_node::rpc::{self, RpcConfig};
 use tokio::sync::mpsc;
 
@@ -29,7 +29,7 @@ fn main() {
         tokio::spawn(async move {
             while let Some(Call { request, reply }) = requests.recv().await {
                 let answer = match request {
-                    Request::Status => Ok(json!({ "fake": true })),
+                    Request::Query(Query::Status) => Ok(json!({ "fake": true })),
                     other => panic!("the benchmark only calls status, got {other:?}"),
                 };
                 let _ = reply.send(answer);

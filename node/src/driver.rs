@@ -55,7 +55,7 @@
 //! (the code is not compiled).
 
 use crate::metrics::Sampler;
-use crate::query::{self, Call, LiveInfo, MetricSample, PeerInfo, QueryContext, QueryError, Request};
+use crate::query::{self, Call, Command, LiveInfo, MetricSample, PeerInfo, QueryContext, QueryError, Request};
 use crate::rpc::{self, RpcConfig};
 use crate::storage::{Storage, StorageError, JOURNAL_TRANSFERS_MAX};
 use std::future::Future;
@@ -74,6 +74,7 @@ use tinychain_core::validate::{evidence_id, transfer_id};
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::{NetEvent, NetHandle};
 use tinychain_net::manager::{NetConfig, NetLimits};
+use tinychain_rpc::{AddPeerAnswer, RemovePeerAnswer, SubmitAnswer};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -757,9 +758,10 @@ impl Driver {
         );
     }
 
-    /// Answers a batch of RPC calls in order. Read-only requests go to `query::answer`; the rest
-    /// act here. Every transfer the core accepts is written to the journal with one
-    /// `journal_add` before any reply of the batch is sent (see the module docs).
+    /// Answers a batch of RPC calls in order. Queries (and the health and metrics routes) are
+    /// answered by `query`; commands act here. Every transfer the core accepts is written to
+    /// the journal with one `journal_add` before any reply of the batch is sent (see the module
+    /// docs).
     async fn answer_batch(&mut self, batch: Vec<Call>) -> Result<(), DriverError> {
         self.refresh_live_peers();
         let journal_held = self.storage.journal_len();
@@ -767,8 +769,12 @@ impl Driver {
         // (index in `replies`, id, transfer) of each accepted submit.
         let mut accepted: Vec<(usize, Hash, Transfer)> = Vec::new();
         for Call { request, reply } in batch {
+            let context = || QueryContext { node: &self.node, storage: &self.storage, live: &self.live };
             let answer = match request {
-                Request::SubmitTx(transfer) => {
+                Request::Query(query) => query::answer(&context(), &query),
+                Request::Health => Ok(query::to_json(&query::health(&context()))),
+                Request::Metrics => Ok(query::to_json(&query::metrics(&context()))),
+                Request::Command(Command::SubmitTx { tx: transfer }) => {
                     let held = journal_held.saturating_add(accepted.len());
                     if held >= JOURNAL_TRANSFERS_MAX {
                         // Refused before the core sees it: the transfer is in no mempool, so
@@ -785,24 +791,20 @@ impl Driver {
                         answer
                     }
                 }
-                Request::AddPeer { addr } => match self.net.add_peer(addr.clone()).await {
+                Request::Command(Command::AddPeer { addr }) => match self.net.add_peer(addr.clone()).await {
                     Ok(()) => {
                         info!(%addr, "peer address added by an operator");
-                        Ok(serde_json::json!({ "added": addr }))
+                        Ok(query::to_json(&AddPeerAnswer { added: addr.to_string() }))
                     }
                     Err(error) => Err(QueryError::Internal(error.to_string())),
                 },
-                Request::RemovePeer { addr } => match self.net.remove_peer(addr.clone()).await {
+                Request::Command(Command::RemovePeer { addr }) => match self.net.remove_peer(addr.clone()).await {
                     Ok(()) => {
                         info!(%addr, "peer address removed by an operator");
-                        Ok(serde_json::json!({ "removed": addr }))
+                        Ok(query::to_json(&RemovePeerAnswer { removed: addr.to_string() }))
                     }
                     Err(error) => Err(QueryError::Internal(error.to_string())),
                 },
-                request => {
-                    let context = QueryContext { node: &self.node, storage: &self.storage, live: &self.live };
-                    query::answer(&context, &request)
-                }
             };
             replies.push((reply, answer));
         }
@@ -1017,7 +1019,7 @@ fn verdict_for(verdicts: &[Action], id: &Hash) -> Answer {
     for verdict in verdicts {
         match verdict {
             Action::TxAccepted { id: accepted } if accepted == id => {
-                return Ok(serde_json::json!({ "id": id.to_string() }));
+                return Ok(query::to_json(&SubmitAnswer { id: *id }));
             }
             Action::TxRejected { id: rejected, reason } if rejected == id => {
                 return Err(QueryError::Rejected(reason.to_string()));

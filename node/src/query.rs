@@ -1,15 +1,17 @@
-//! The questions a JSON-RPC client may ask, as typed values, and the pure function that answers
-//! the read-only ones from the core `Node`, the `Storage` and what only the driver knows
-//! (`LiveInfo`).
+//! What the driver is asked over RPC, as typed values (`Request`: a read-only `Query`, a
+//! `Command`, or one of the two monitoring routes), and the pure functions that answer the
+//! read-only ones from the core `Node`, the `Storage` and what only the driver knows
+//! (`LiveInfo`). The schema itself (method names, params, answer types) is `tinychain-rpc`'s.
 //!
 //! Contract:
 //! - `rpc` turns every JSON-RPC call into a `Request` with `parse_request`, which checks every
 //!   parameter (by name in an object or by position in an array) and names the one that is
 //!   wrong, then sends it to the driver as a `Call` over a bounded channel.
-//! - The driver answers `SubmitTx`, `AddPeer` and `RemovePeer` itself (they have side effects)
-//!   and every other request by calling `answer` inside its loop, between two events, so an
-//!   answer sees one consistent state of the node and its storage.
-//! - `answer` never mutates and never panics on any request: a missing block or transfer is
+//! - The driver carries out a `Command` itself (`submit_tx`, `add_peer`, `remove_peer`: they
+//!   have side effects) and answers a `Query` by calling `answer` (`GET /health` and
+//!   `GET /metrics` by calling `health` and `metrics`) inside its loop, between two events, so
+//!   an answer sees one consistent state of the node and its storage.
+//! - `answer` never mutates and never panics on any query: a missing block or transfer is
 //!   `QueryError::NotFound`, a storage failure `QueryError::Internal`. Its work is bounded:
 //!   list lengths by the `*_LIMIT_MAX` constants; an account at "final" comes from the core's
 //!   in-memory undo data (`Node::account_at_final`), not from disk.
@@ -25,12 +27,12 @@
 //!   candidate's `jailed_until` and `produced_in_window` beside the cap; `status` and `metrics`
 //!   count the evidence the node holds and name the validators jailed for the next block.
 //!
-//! JSON forms: hashes and ids are 64 hex characters, addresses bech32m `tc1...` text, amounts
-//! strings of base units, heights and times (unix ms) numbers. `docs/rpc.md` shows every answer.
+//! Every answer is one of `tinychain-rpc`'s answer types, serialised to a `serde_json::Value`
+//! (so its keys go out in alphabetical order). `docs/rpc.md` shows every answer.
 
 use crate::storage::{Storage, StorageError, TxLocation};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,104 +43,37 @@ use tinychain_core::node::Node;
 use tinychain_core::types::{Address, Block, Checkpoint, Evidence, Hash, Height, MetricReport, NodeId, Transfer};
 use tinychain_core::validate::{block_hash, evidence_id, report_id, transfer_id};
 use tinychain_net::discovery::PeerAddr;
+use tinychain_rpc::{
+    AccountAnswer, BlockAnswer, ConnectedPeer, Direction, ElectionAnswer, ElectionCandidate, ElectionDemotion,
+    EvidenceAnswer, EvidenceHeader, EvidenceObjects, EvidenceReport, FeeAnswer, HeaderAnswer, HealthAnswer,
+    HealthStatus, HistoryAnswer, HistoryTransfer, JailedValidator, MempoolAnswer, Method, MissedTurn, NextProducer,
+    PeersAnswer, ProducedBlock, ReportWithId, StatusAnswer, Tip, TransferWithId, TransfersDropped, TxAnswer, TxDropped,
+    TxInBlock, TxState, UnconnectedValidator, ValidatorName, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX,
+    MEMPOOL_LIMIT_DEFAULT, MEMPOOL_LIMIT_MAX, TRANSFER_BYTES_MAX,
+};
 use tokio::sync::oneshot;
+
+pub use tinychain_rpc::{AccountAt, BlockSelector, MetricSample, Query};
 
 /// Recent block intervals `LiveInfo::record_block_committed` keeps.
 pub const BLOCK_INTERVALS_KEPT: usize = 64;
-/// `get_history`: transfers returned when the client gives no limit, and the most it may ask for.
-pub const HISTORY_LIMIT_DEFAULT: usize = 50;
-pub const HISTORY_LIMIT_MAX: usize = 500;
-/// `get_mempool`: transfers listed when the client gives no limit, and the most it may ask for.
-pub const MEMPOOL_LIMIT_DEFAULT: usize = 100;
-pub const MEMPOOL_LIMIT_MAX: usize = 1_000;
-/// Largest encoded transfer `submit_tx` decodes (a transfer with a 32-byte chain id encodes to
-/// under 200 bytes).
-pub const TRANSFER_BYTES_MAX: u64 = 1_024;
 
-/// Every method `parse_request` knows, for `rpc` to register.
-pub const METHODS: &[&str] = &[
-    "status",
-    "get_block",
-    "get_header",
-    "get_tx",
-    "get_account",
-    "get_history",
-    "get_mempool",
-    "get_election",
-    "get_peers",
-    "estimate_fee",
-    "submit_tx",
-    "add_peer",
-    "remove_peer",
-];
+/// A method call that changes the node, its peer address checked by the transport's rule.
+pub type Command = tinychain_rpc::Command<PeerAddr>;
 
-/// The methods only an admin client may call (see `rpc::AdminAccess`).
-pub const ADMIN_METHODS: &[&str] = &["add_peer", "remove_peer"];
-
-/// Which canonical block a client names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlockSelector {
-    Height(Height),
-    Hash(Hash),
-}
-
-/// Which state `get_account` reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum AccountAt {
-    #[default]
-    Tip,
-    Final,
-}
-
-/// One JSON-RPC method call, parameters checked.
+/// What the driver is asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Status,
-    GetBlock(BlockSelector),
-    GetHeader(BlockSelector),
-    GetTx {
-        id: Hash,
-    },
-    GetAccount {
-        address: Address,
-        at: AccountAt,
-    },
-    GetHistory {
-        address: Address,
-        limit: usize,
-        before_height: Option<Height>,
-    },
-    GetMempool {
-        limit: usize,
-    },
-    /// `None`: the live election for the block after the tip.
-    GetElection {
-        height: Option<Height>,
-    },
-    GetPeers,
-    EstimateFee,
-    /// Answered by the driver: steps the core with `Event::TxSubmitted` and replies
-    /// `{"id": hex}` on `TxAccepted`, `QueryError::Rejected(reason)` on `TxRejected`.
-    SubmitTx(Transfer),
-    /// Answered by the driver (`NetHandle::add_peer`); `addr` is `host:port`, checked for shape.
-    AddPeer {
-        addr: PeerAddr,
-    },
-    /// Answered by the driver (`NetHandle::remove_peer`).
-    RemovePeer {
-        addr: PeerAddr,
-    },
-    /// `GET /health`: `{"status": "ok", "height", "peers"}`.
+    /// A read-only method: `answer`.
+    Query(Query),
+    /// `submit_tx`, `add_peer`, `remove_peer`: carried out by the driver. A submit steps the
+    /// core with `Event::TxSubmitted` and is answered `{"id": hex}` on `TxAccepted`,
+    /// `QueryError::Rejected` on `TxRejected`; a peer address goes to `NetHandle`.
+    Command(Command),
+    /// `GET /health`: `health`.
     Health,
-    /// `GET /metrics`: the numbers `rpc` renders in the Prometheus text format (see `answer`).
+    /// `GET /metrics`: the numbers `rpc` renders in the Prometheus text format (`metrics`).
     Metrics,
-}
-
-impl Request {
-    /// True for the requests the driver answers itself instead of calling `answer`.
-    pub fn is_handled_by_driver(&self) -> bool {
-        matches!(self, Request::SubmitTx(_) | Request::AddPeer { .. } | Request::RemovePeer { .. })
-    }
 }
 
 /// Why a request got no answer. `rpc` maps each to a JSON-RPC error code (see `docs/rpc.md`).
@@ -165,14 +100,6 @@ pub struct Call {
     pub reply: oneshot::Sender<Result<Value, QueryError>>,
 }
 
-/// The latest metric sample the node measured (per-mille of the last window) and its score.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MetricSample {
-    pub cpu_permille: u16,
-    pub net_permille: u16,
-    pub score: u16,
-}
-
 /// One connected peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -186,7 +113,8 @@ pub struct PeerInfo {
 /// What only the driver knows. Plain data: the driver updates the fields as events happen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LiveInfo {
-    /// The latest sample, `None` before the first one.
+    /// The latest metric sample the node measured (per mille of the last window) and its
+    /// score, `None` before the first one.
     pub metrics: Option<MetricSample>,
     /// The peers with an authenticated link now.
     pub peers: Vec<PeerInfo>,
@@ -252,38 +180,38 @@ pub struct QueryContext<'a> {
 
 // ---- parsing -------------------------------------------------------------------------------
 
-/// Turns a JSON-RPC method name and its params (an object by name, an array by position, or
-/// `null` when absent) into a `Request`. `None` for a method not in `METHODS`.
-pub fn parse_request(method: &str, params: &Value) -> Option<Result<Request, QueryError>> {
-    let parsed = match method {
-        "status" => Params::new("status", &[], params).map(|_| Request::Status),
-        "get_block" => parse_block_selector("get_block", params).map(Request::GetBlock),
-        "get_header" => parse_block_selector("get_header", params).map(Request::GetHeader),
-        "get_tx" => Params::new("get_tx", &["id"], params).and_then(|p| Ok(Request::GetTx { id: p.hash(0)? })),
-        "get_account" => Params::new("get_account", &["address", "at"], params)
-            .and_then(|p| Ok(Request::GetAccount { address: p.address(0)?, at: p.account_at(1)? })),
-        "get_history" => Params::new("get_history", &["address", "limit", "before_height"], params).and_then(|p| {
-            Ok(Request::GetHistory {
+/// Turns a JSON-RPC method and its params (an object by name, an array by position, or `null`
+/// when absent) into a `Request`.
+pub fn parse_request(method: Method, params: &Value) -> Result<Request, QueryError> {
+    let params_of = || Params::new(method, params);
+    let query = match method {
+        Method::Status => params_of().map(|_| Query::Status)?,
+        Method::GetBlock => Query::GetBlock(parse_block_selector(method, params)?),
+        Method::GetHeader => Query::GetHeader(parse_block_selector(method, params)?),
+        Method::GetTx => Query::GetTx { id: params_of()?.hash(0)? },
+        Method::GetAccount => {
+            let p = params_of()?;
+            Query::GetAccount { address: p.address(0)?, at: p.account_at(1)? }
+        }
+        Method::GetHistory => {
+            let p = params_of()?;
+            Query::GetHistory {
                 address: p.address(0)?,
                 limit: p.limit(1, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX)?,
                 before_height: p.optional_height(2)?,
-            })
-        }),
-        "get_mempool" => Params::new("get_mempool", &["limit"], params)
-            .and_then(|p| Ok(Request::GetMempool { limit: p.limit(0, MEMPOOL_LIMIT_DEFAULT, MEMPOOL_LIMIT_MAX)? })),
-        "get_election" => Params::new("get_election", &["height"], params)
-            .and_then(|p| Ok(Request::GetElection { height: p.optional_height(0)? })),
-        "get_peers" => Params::new("get_peers", &[], params).map(|_| Request::GetPeers),
-        "estimate_fee" => Params::new("estimate_fee", &[], params).map(|_| Request::EstimateFee),
-        "submit_tx" => Params::new("submit_tx", &["tx"], params).and_then(|p| Ok(Request::SubmitTx(p.transfer(0)?))),
-        "add_peer" => {
-            Params::new("add_peer", &["addr"], params).and_then(|p| Ok(Request::AddPeer { addr: p.peer_addr(0)? }))
+            }
         }
-        "remove_peer" => Params::new("remove_peer", &["addr"], params)
-            .and_then(|p| Ok(Request::RemovePeer { addr: p.peer_addr(0)? })),
-        _ => return None,
+        Method::GetMempool => {
+            Query::GetMempool { limit: params_of()?.limit(0, MEMPOOL_LIMIT_DEFAULT, MEMPOOL_LIMIT_MAX)? }
+        }
+        Method::GetElection => Query::GetElection { height: params_of()?.optional_height(0)? },
+        Method::GetPeers => params_of().map(|_| Query::GetPeers)?,
+        Method::EstimateFee => params_of().map(|_| Query::EstimateFee)?,
+        Method::SubmitTx => return Ok(Request::Command(Command::SubmitTx { tx: params_of()?.transfer(0)? })),
+        Method::AddPeer => return Ok(Request::Command(Command::AddPeer { addr: params_of()?.peer_addr(0)? })),
+        Method::RemovePeer => return Ok(Request::Command(Command::RemovePeer { addr: params_of()?.peer_addr(0)? })),
     };
-    Some(parsed)
+    Ok(Request::Query(query))
 }
 
 /// A method's params with the names they have by position.
@@ -309,7 +237,8 @@ fn invalid(text: String) -> QueryError {
 }
 
 impl<'a> Params<'a> {
-    fn new(method: &str, names: &'static [&'static str], value: &'a Value) -> Result<Params<'a>, QueryError> {
+    fn new(method: Method, value: &'a Value) -> Result<Params<'a>, QueryError> {
+        let names = method.param_names();
         let expected = if names.is_empty() { "none".to_string() } else { names.join(", ") };
         match value {
             Value::Null => {}
@@ -446,7 +375,7 @@ fn parse_hash(text: &str) -> Result<Hash, String> {
 
 /// `get_block` / `get_header`: `{"height": n}` or `{"hash": hex}` by name, `[n]` or `[hex]` by
 /// position.
-fn parse_block_selector(method: &str, params: &Value) -> Result<BlockSelector, QueryError> {
+fn parse_block_selector(method: Method, params: &Value) -> Result<BlockSelector, QueryError> {
     let selector_of = |value: &Value| -> Result<BlockSelector, QueryError> {
         if let Some(height) = value.as_u64() {
             return Ok(BlockSelector::Height(height));
@@ -467,7 +396,7 @@ fn parse_block_selector(method: &str, params: &Value) -> Result<BlockSelector, Q
             Err(invalid(format!("{method} takes one positional param (a height or a hash), got {}", items.len())))
         }
         Value::Object(_) => {
-            let named = Params::new(method, &["height", "hash"], params)?;
+            let named = Params::new(method, params)?;
             match (named.get(0), named.get(1)) {
                 (Some(_), Some(_)) => Err(invalid(format!("{method}: give \"height\" or \"hash\", not both"))),
                 (Some(_), None) => {
@@ -487,38 +416,36 @@ fn parse_block_selector(method: &str, params: &Value) -> Result<BlockSelector, Q
 
 // ---- answers -------------------------------------------------------------------------------
 
-/// Answers a read-only request. Pure: reads `context`, changes nothing. The requests the driver
-/// handles itself (`Request::is_handled_by_driver`) get `QueryError::Internal`.
-///
-/// `Request::Metrics` answers the numbers behind `GET /metrics` as one JSON object whose keys
-/// are the metric names without the `tinychain_` prefix (`rpc::render_metrics` writes the text).
-pub fn answer(context: &QueryContext<'_>, request: &Request) -> Result<Value, QueryError> {
-    match request {
-        Request::Status => status(context),
-        Request::GetBlock(selector) => {
+/// Answers a read-only method. Pure: reads `context`, changes nothing.
+pub fn answer(context: &QueryContext<'_>, query: &Query) -> Result<Value, QueryError> {
+    Ok(match query {
+        Query::Status => to_json(&status(context)),
+        Query::GetBlock(selector) => {
             let (block, hash) = canonical_block(context, selector)?;
-            Ok(block_json(context, &block, hash, true))
+            to_json(&block_answer(context, &block, hash))
         }
-        Request::GetHeader(selector) => {
+        Query::GetHeader(selector) => {
             let (block, hash) = canonical_block(context, selector)?;
-            Ok(block_json(context, &block, hash, false))
+            to_json(&header_answer(context, &block, hash))
         }
-        Request::GetTx { id } => get_tx(context, id),
-        Request::GetAccount { address, at } => get_account(context, address, *at),
-        Request::GetHistory { address, limit, before_height } => get_history(context, address, *limit, *before_height),
-        Request::GetMempool { limit } => Ok(get_mempool(context, *limit)),
-        Request::GetElection { height } => get_election(context, *height),
-        Request::GetPeers => Ok(get_peers(context)),
-        Request::EstimateFee => Ok(estimate_fee(context)),
-        Request::Health => Ok(json!({
-            "status": "ok",
-            "height": context.node.tip().height,
-            "peers": context.node.connected_peers().len(),
-        })),
-        Request::Metrics => Ok(metrics(context)),
-        Request::SubmitTx(_) | Request::AddPeer { .. } | Request::RemovePeer { .. } => {
-            Err(QueryError::Internal("handled by the driver".into()))
+        Query::GetTx { id } => to_json(&get_tx(context, id)?),
+        Query::GetAccount { address, at } => to_json(&get_account(context, address, *at)),
+        Query::GetHistory { address, limit, before_height } => {
+            to_json(&get_history(context, address, *limit, *before_height)?)
         }
+        Query::GetMempool { limit } => to_json(&get_mempool(context, *limit)),
+        Query::GetElection { height } => to_json(&get_election(context, *height)?),
+        Query::GetPeers => to_json(&get_peers(context)),
+        Query::EstimateFee => to_json(&estimate_fee(context)),
+    })
+}
+
+/// `GET /health`'s answer when the driver answers at all.
+pub fn health(context: &QueryContext<'_>) -> HealthAnswer {
+    HealthAnswer {
+        status: HealthStatus::Ok,
+        height: context.node.tip().height,
+        peers: context.node.connected_peers().len(),
     }
 }
 
@@ -526,79 +453,69 @@ fn storage_failed(error: StorageError) -> QueryError {
     QueryError::Internal(format!("reading the database failed: {error}"))
 }
 
-/// serde_json only fails on maps with non-string keys, which none of these types has.
-fn to_json<T: Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).expect("protocol types have a JSON form")
+/// The JSON of an answer. serde_json only fails on maps with non-string keys, which no answer
+/// type has.
+pub fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("answer types have a JSON form")
 }
 
 fn validator_name(context: &QueryContext<'_>, id: &NodeId) -> Option<String> {
     context.node.genesis().validator_name(id).map(str::to_string)
 }
 
-fn checkpoint_json(checkpoint: &Checkpoint) -> Value {
-    json!({ "height": checkpoint.height, "hash": checkpoint.hash })
-}
-
-fn status(context: &QueryContext<'_>) -> Result<Value, QueryError> {
+fn status(context: &QueryContext<'_>) -> StatusAnswer {
     let node = context.node;
     let genesis = node.genesis();
     let tip = node.tip();
     let behind_a_peer =
         node.peer_tips().iter().any(|(_, advertised)| advertised.is_some_and(|peer_tip| peer_tip.height > tip.height));
     let syncing = behind_a_peer || !node.is_mempool_synced();
-    let parameters = &genesis.parameters;
-    let next_producer = node.next_election().first().map(|candidate| {
-        json!({
-            "node_id": candidate.node,
-            "name": validator_name(context, &candidate.node),
-            "eligible_at_ms": eligible_at_ms(parameters, node.state().tip_timestamp_ms, 0),
-        })
+    let next_producer = node.next_election().first().map(|candidate| NextProducer {
+        node_id: candidate.node,
+        name: validator_name(context, &candidate.node),
+        eligible_at_ms: eligible_at_ms(&genesis.parameters, node.state().tip_timestamp_ms, 0),
     });
     let live = context.live;
-    Ok(json!({
-        "chain_id": genesis.chain_id,
-        "genesis_hash": node.genesis_hash(),
-        "node_id": node.node_id(),
-        "name": validator_name(context, &node.node_id()),
-        "is_validator": genesis.validator_index(&node.node_id()).is_some(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "tip": { "height": tip.height, "hash": tip.hash, "timestamp_ms": node.state().tip_timestamp_ms },
-        "justified": checkpoint_json(&node.finality().justified),
-        "finalized": checkpoint_json(&node.finalized()),
-        "peers": node.connected_peers().len(),
-        "mempool_size": node.mempool().len(),
-        "syncing": syncing,
-        "mempool_synced": node.is_mempool_synced(),
-        "mempool_synced_peers": node.mempool_synced_peers(),
-        "journal_transfers": context.storage.journal_len(),
-        "evidence_held": node.evidence().count(),
-        "evidence_pending": node.pending_evidence(),
-        "evidence_offenders": node
+    StatusAnswer {
+        chain_id: genesis.chain_id.clone(),
+        genesis_hash: node.genesis_hash(),
+        node_id: node.node_id(),
+        name: validator_name(context, &node.node_id()),
+        is_validator: genesis.validator_index(&node.node_id()).is_some(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        tip: Tip { height: tip.height, hash: tip.hash, timestamp_ms: node.state().tip_timestamp_ms },
+        justified: node.finality().justified,
+        finalized: node.finalized(),
+        peers: node.connected_peers().len(),
+        mempool_size: node.mempool().len(),
+        syncing,
+        mempool_synced: node.is_mempool_synced(),
+        mempool_synced_peers: node.mempool_synced_peers(),
+        journal_transfers: context.storage.journal_len(),
+        evidence_held: node.evidence().count(),
+        evidence_pending: node.pending_evidence(),
+        evidence_offenders: node
             .evidence_offenders()
             .iter()
-            .map(|offender| json!({ "node_id": offender, "name": validator_name(context, offender) }))
-            .collect::<Vec<Value>>(),
-        "jailed_validators": jailed_validators(context)
+            .map(|offender| ValidatorName { node_id: *offender, name: validator_name(context, offender) })
+            .collect(),
+        jailed_validators: jailed_validators(context)
             .into_iter()
-            .map(|(id, until_height)| json!({ "node_id": id, "name": validator_name(context, &id), "until_height": until_height }))
-            .collect::<Vec<Value>>(),
-        "transfers_dropped": {
-            "total": live.transfers_dropped_total(),
-            "by_reason": live.transfers_dropped,
+            .map(|(id, until_height)| JailedValidator { node_id: id, name: validator_name(context, &id), until_height })
+            .collect(),
+        transfers_dropped: TransfersDropped {
+            total: live.transfers_dropped_total(),
+            by_reason: live.transfers_dropped.iter().map(|(reason, count)| (reason.to_string(), *count)).collect(),
         },
-        "metrics": live.metrics.map(|sample| json!({
-            "cpu_permille": sample.cpu_permille,
-            "net_permille": sample.net_permille,
-            "score": sample.score,
-        })),
-        "next_producer": next_producer,
-        "started_at_ms": live.started_at_ms,
-        "rpc_listen": live.rpc_listen.map(|addr| addr.to_string()),
-        "p2p_listen": live.p2p_listen.map(|addr| addr.to_string()),
-        "blocks_committed": live.blocks_committed,
-        "timeouts_fired": live.timeouts_fired,
-        "last_block_at_ms": live.last_block_at_ms,
-    }))
+        metrics: live.metrics,
+        next_producer,
+        started_at_ms: live.started_at_ms,
+        rpc_listen: live.rpc_listen.map(|addr| addr.to_string()),
+        p2p_listen: live.p2p_listen.map(|addr| addr.to_string()),
+        blocks_committed: live.blocks_committed,
+        timeouts_fired: live.timeouts_fired,
+        last_block_at_ms: live.last_block_at_ms,
+    }
 }
 
 /// The validators jailed for the block after the tip, in genesis order, with the last height
@@ -637,40 +554,37 @@ pub fn evidence_objects(evidence: &Evidence) -> [(&'static str, Hash); 2] {
 }
 
 /// One piece of a block's evidence for `get_block`; `name_of` gives a validator's genesis name.
-fn evidence_json(evidence: &Evidence, name_of: impl Fn(&NodeId) -> Option<String>) -> Value {
+fn evidence_answer(evidence: &Evidence, name_of: impl Fn(&NodeId) -> Option<String>) -> EvidenceAnswer {
     let offender = evidence.offender();
-    let mut map = Map::new();
-    map.insert("id".into(), to_json(&evidence_id(evidence)));
-    map.insert("kind".into(), json!(evidence.kind()));
-    map.insert("offender".into(), to_json(&offender));
-    map.insert("offender_name".into(), to_json(&name_of(&offender)));
-    map.insert("offence_height".into(), to_json(&offence_height(evidence)));
-    let vote_object = |report: &MetricReport| {
-        json!({
-            "report_id": report_id(report),
-            "sequence": report.sequence,
-            "vote": report.vote.map(|vote| json!({
-                "source": checkpoint_json(&vote.source),
-                "target": checkpoint_json(&vote.target),
-            })),
-        })
+    let report = |report: &MetricReport| EvidenceReport {
+        report_id: report_id(report),
+        sequence: report.sequence,
+        vote: report.vote,
+    };
+    let header = |header: &tinychain_core::types::BlockHeader| EvidenceHeader {
+        block_hash: block_hash(header),
+        height: header.height,
+        prev_hash: header.prev_hash,
+        timestamp_ms: header.timestamp_ms,
     };
     let objects = match evidence {
-        Evidence::DoubleProduction { first, second } => [first, second].map(|header| {
-            json!({
-                "block_hash": block_hash(header),
-                "height": header.height,
-                "prev_hash": header.prev_hash,
-                "timestamp_ms": header.timestamp_ms,
-            })
-        }),
-        Evidence::DoubleVote { first, second } => [vote_object(first), vote_object(second)],
-        Evidence::SurroundVote { outer, inner } => [vote_object(outer), vote_object(inner)],
+        Evidence::DoubleProduction { first, second } => {
+            EvidenceObjects::DoubleProduction { first: header(first), second: header(second) }
+        }
+        Evidence::DoubleVote { first, second } => {
+            EvidenceObjects::DoubleVote { first: report(first), second: report(second) }
+        }
+        Evidence::SurroundVote { outer, inner } => {
+            EvidenceObjects::SurroundVote { outer: report(outer), inner: report(inner) }
+        }
     };
-    for ((role, _), object) in evidence_objects(evidence).into_iter().zip(objects) {
-        map.insert(role.into(), object);
+    EvidenceAnswer {
+        id: evidence_id(evidence),
+        objects,
+        offender,
+        offender_name: name_of(&offender),
+        offence_height: offence_height(evidence),
     }
-    Value::Object(map)
 }
 
 fn canonical_block(context: &QueryContext<'_>, selector: &BlockSelector) -> Result<(Arc<Block>, Hash), QueryError> {
@@ -694,49 +608,35 @@ fn canonical_block(context: &QueryContext<'_>, selector: &BlockSelector) -> Resu
     }
 }
 
-fn transfer_json(transfer: &Transfer, id: &Hash) -> Value {
-    let mut value = to_json(transfer);
-    if let Value::Object(map) = &mut value {
-        map.insert("id".into(), to_json(id));
-    }
-    value
+fn transfer_with_id(transfer: &Transfer, id: &Hash) -> TransferWithId {
+    TransferWithId { id: *id, transfer: transfer.clone() }
 }
 
-fn block_json(context: &QueryContext<'_>, block: &Block, hash: Hash, with_contents: bool) -> Value {
+fn header_answer(context: &QueryContext<'_>, block: &Block, hash: Hash) -> HeaderAnswer {
     let header = &block.header;
-    let tip = context.node.tip();
-    let mut map = Map::new();
-    map.insert("hash".into(), to_json(&hash));
-    if let Value::Object(header_fields) = to_json(header) {
-        map.extend(header_fields);
+    HeaderAnswer {
+        hash,
+        header: header.clone(),
+        producer_name: validator_name(context, &header.producer),
+        confirmations: context.node.tip().height.saturating_sub(header.height).saturating_add(1),
+        is_final: header.height <= context.node.finalized().height,
+        transfer_count: block.transfers.len(),
+        report_count: block.reports.len(),
+        evidence_count: block.evidence.len(),
     }
-    map.insert("producer_name".into(), to_json(&validator_name(context, &header.producer)));
-    map.insert("confirmations".into(), json!(tip.height.saturating_sub(header.height).saturating_add(1)));
-    map.insert("final".into(), json!(header.height <= context.node.finalized().height));
-    map.insert("transfer_count".into(), json!(block.transfers.len()));
-    map.insert("report_count".into(), json!(block.reports.len()));
-    map.insert("evidence_count".into(), json!(block.evidence.len()));
-    if with_contents {
-        let transfers: Vec<Value> =
-            block.transfers.iter().map(|transfer| transfer_json(transfer, &transfer_id(transfer))).collect();
-        let reports: Vec<Value> = block
+}
+
+fn block_answer(context: &QueryContext<'_>, block: &Block, hash: Hash) -> BlockAnswer {
+    BlockAnswer {
+        header: header_answer(context, block, hash),
+        transfers: block.transfers.iter().map(|transfer| transfer_with_id(transfer, &transfer_id(transfer))).collect(),
+        reports: block
             .reports
             .iter()
-            .map(|report| {
-                let mut value = to_json(report);
-                if let Value::Object(fields) = &mut value {
-                    fields.insert("id".into(), to_json(&report_id(report)));
-                }
-                value
-            })
-            .collect();
-        map.insert("transfers".into(), Value::Array(transfers));
-        map.insert("reports".into(), Value::Array(reports));
-        let evidence: Vec<Value> =
-            block.evidence.iter().map(|piece| evidence_json(piece, |id| validator_name(context, id))).collect();
-        map.insert("evidence".into(), Value::Array(evidence));
+            .map(|report| ReportWithId { id: report_id(report), report: report.clone() })
+            .collect(),
+        evidence: block.evidence.iter().map(|piece| evidence_answer(piece, |id| validator_name(context, id))).collect(),
     }
-    Value::Object(map)
 }
 
 /// The transfer a committed location points at, or an internal error if the index and the
@@ -759,35 +659,35 @@ fn block_at_height(context: &QueryContext<'_>, height: Height) -> Result<Arc<Blo
     })
 }
 
-fn get_tx(context: &QueryContext<'_>, id: &Hash) -> Result<Value, QueryError> {
+fn get_tx(context: &QueryContext<'_>, id: &Hash) -> Result<TxAnswer, QueryError> {
     let node = context.node;
+    let answer = |status, block, dropped, transfer| TxAnswer { id: *id, status, block, dropped, transfer };
     if let Some(location) = context.storage.tx_location(id).map_err(storage_failed)? {
         let block = block_at_height(context, location.height)?;
         let transfer = transfer_at(&block, &location)?;
         let is_final = location.height <= node.finalized().height;
-        let block_hash = node.canonical_hash(location.height).unwrap_or_else(|| block_hash(&block.header));
-        return Ok(json!({
-            "id": id,
-            "status": if is_final { "final" } else { "committed" },
-            "height": location.height,
-            "block_hash": block_hash,
-            "index": location.index,
-            "confirmations": node.tip().height.saturating_sub(location.height).saturating_add(1),
-            "transfer": transfer_json(&transfer, id),
-        }));
+        let in_block = TxInBlock {
+            height: location.height,
+            block_hash: node.canonical_hash(location.height).unwrap_or_else(|| block_hash(&block.header)),
+            index: location.index,
+            confirmations: node.tip().height.saturating_sub(location.height).saturating_add(1),
+        };
+        let status = if is_final { TxState::Final } else { TxState::Committed };
+        return Ok(answer(status, Some(in_block), None, Some(transfer_with_id(&transfer, id))));
     }
     if let Some(transfer) = node.mempool().get(id) {
-        return Ok(json!({ "id": id, "status": "pending", "transfer": transfer_json(transfer, id) }));
+        return Ok(answer(TxState::Pending, None, None, Some(transfer_with_id(transfer, id))));
     }
     if let Some(dropped) = context.storage.dropped(id).map_err(storage_failed)? {
-        return Ok(dropped_json(&dropped));
+        let transfer = transfer_with_id(&dropped.transfer, &dropped.id);
+        return Ok(answer(TxState::Dropped, None, Some(tx_dropped(&dropped)), Some(transfer)));
     }
-    Ok(json!({ "id": id, "status": "unknown" }))
+    Ok(answer(TxState::Unknown, None, None, None))
 }
 
-/// `get_tx`'s answer for a transfer this node dropped: the reason as a name and as a sentence,
-/// and the transfer that took its place when there is one.
-fn dropped_json(dropped: &DroppedTransfer) -> Value {
+/// Why a transfer this node dropped was dropped: the reason as a name and as a sentence, and
+/// the transfer that took its place when there is one.
+fn tx_dropped(dropped: &DroppedTransfer) -> TxDropped {
     let (by, by_height) = match &dropped.reason {
         DropReason::NonceTaken { by, height } => (Some(*by), Some(*height)),
         DropReason::Replaced { by } | DropReason::Evicted { by } => (Some(*by), None),
@@ -796,60 +696,56 @@ fn dropped_json(dropped: &DroppedTransfer) -> Value {
         | DropReason::RefusedAfterRestart { .. }
         | DropReason::NotReadmitted { .. } => (None, None),
     };
-    json!({
-        "id": dropped.id,
-        "status": "dropped",
-        "reason": dropped.reason.kind(),
-        "message": dropped.reason.to_string(),
-        "by": by,
-        "by_height": by_height,
-        "dropped_at_height": dropped.tip_height,
-        "transfer": transfer_json(&dropped.transfer, &dropped.id),
-    })
-}
-
-fn get_account(context: &QueryContext<'_>, address: &Address, at: AccountAt) -> Result<Value, QueryError> {
-    let node = context.node;
-    let tip = node.tip();
-    let at_tip = node.state().account(address);
-    // Counted from a pool that may lack what the peers hold, it could name a taken nonce.
-    let pending_nonce = node.is_mempool_synced().then(|| node.mempool().pending_nonce(address, &at_tip));
-    let (account, height, at_name) = match at {
-        AccountAt::Tip => (at_tip, tip.height, "tip"),
-        AccountAt::Final => {
-            let finalized = node.finalized();
-            (node.account_at_final(address), finalized.height, "final")
-        }
-    };
-    Ok(json!({
-        "address": address,
-        "at": at_name,
-        "height": height,
-        "balance": account.balance.to_string(),
-        "nonce": account.nonce,
-        "pending_nonce": pending_nonce,
-        "mempool_synced": node.is_mempool_synced(),
-    }))
-}
-
-fn direction_of(address: &Address, transfer: &Transfer) -> (&'static str, Address) {
-    match (transfer.from == *address, transfer.to == *address) {
-        (true, true) => ("self", *address),
-        (true, false) => ("out", transfer.to),
-        _ => ("in", transfer.from),
+    TxDropped {
+        reason: dropped.reason.kind().to_string(),
+        message: dropped.reason.to_string(),
+        by,
+        by_height,
+        dropped_at_height: dropped.tip_height,
     }
 }
 
-fn history_entry(address: &Address, transfer: &Transfer, id: &Hash) -> Map<String, Value> {
+fn get_account(context: &QueryContext<'_>, address: &Address, at: AccountAt) -> AccountAnswer {
+    let node = context.node;
+    let at_tip = node.state().account(address);
+    // Counted from a pool that may lack what the peers hold, it could name a taken nonce.
+    let pending_nonce = node.is_mempool_synced().then(|| node.mempool().pending_nonce(address, &at_tip));
+    let (account, height) = match at {
+        AccountAt::Tip => (at_tip, node.tip().height),
+        AccountAt::Final => (node.account_at_final(address), node.finalized().height),
+    };
+    AccountAnswer {
+        address: *address,
+        at,
+        height,
+        balance: account.balance,
+        nonce: account.nonce,
+        pending_nonce,
+        mempool_synced: node.is_mempool_synced(),
+    }
+}
+
+fn direction_of(address: &Address, transfer: &Transfer) -> (Direction, Address) {
+    match (transfer.from == *address, transfer.to == *address) {
+        (true, true) => (Direction::ToSelf, *address),
+        (true, false) => (Direction::Out, transfer.to),
+        _ => (Direction::In, transfer.from),
+    }
+}
+
+/// One entry of `address`'s history; `location` is where it is committed, `None` while pending.
+fn history_entry(address: &Address, transfer: &Transfer, id: &Hash, location: Option<&TxLocation>) -> HistoryTransfer {
     let (direction, counterparty) = direction_of(address, transfer);
-    let mut entry = Map::new();
-    entry.insert("id".into(), to_json(id));
-    entry.insert("direction".into(), json!(direction));
-    entry.insert("counterparty".into(), to_json(&counterparty));
-    entry.insert("amount".into(), json!(transfer.amount.to_string()));
-    entry.insert("fee".into(), json!(transfer.fee.to_string()));
-    entry.insert("nonce".into(), json!(transfer.nonce));
-    entry
+    HistoryTransfer {
+        id: *id,
+        direction,
+        counterparty,
+        amount: transfer.amount,
+        fee: transfer.fee,
+        nonce: transfer.nonce,
+        height: location.map(|location| location.height),
+        index: location.map(|location| location.index),
+    }
 }
 
 /// Committed transfers newest first. When the page is full, the transfers of its lowest block
@@ -860,7 +756,7 @@ fn get_history(
     address: &Address,
     limit: usize,
     before_height: Option<Height>,
-) -> Result<Value, QueryError> {
+) -> Result<HistoryAnswer, QueryError> {
     let mut locations = context.storage.history(address, before_height, limit).map_err(storage_failed)?;
     let mut next_before_height = None;
     if locations.len() >= limit {
@@ -895,13 +791,10 @@ fn get_history(
         };
         let transfer = transfer_at(&block, location)?;
         current = Some(block);
-        let mut entry = history_entry(address, &transfer, &location.id);
-        entry.insert("height".into(), json!(location.height));
-        entry.insert("index".into(), json!(location.index));
-        committed.push(Value::Object(entry));
+        committed.push(history_entry(address, &transfer, &location.id, Some(location)));
     }
     // Pending transfers belong to the newest page only.
-    let pending: Vec<Value> = if before_height.is_none() {
+    let pending: Vec<HistoryTransfer> = if before_height.is_none() {
         let mut mine: Vec<(&Hash, &Transfer)> = context
             .node
             .mempool()
@@ -912,77 +805,74 @@ fn get_history(
         // Not bound by `limit`: a client may ask for one committed entry and every pending one.
         mine.into_iter()
             .take(HISTORY_LIMIT_MAX)
-            .map(|(id, transfer)| Value::Object(history_entry(address, transfer, id)))
+            .map(|(id, transfer)| history_entry(address, transfer, id, None))
             .collect()
     } else {
         Vec::new()
     };
-    Ok(json!({
-        "address": address,
-        "transfers": committed,
-        "pending": pending,
-        "next_before_height": next_before_height,
-    }))
+    Ok(HistoryAnswer { address: *address, transfers: committed, pending, next_before_height })
 }
 
-fn get_mempool(context: &QueryContext<'_>, limit: usize) -> Value {
+fn get_mempool(context: &QueryContext<'_>, limit: usize) -> MempoolAnswer {
     let mempool = context.node.mempool();
-    let transfers: Vec<Value> =
-        mempool.iter_by_fee().take(limit).map(|(id, transfer)| transfer_json(transfer, id)).collect();
-    json!({ "count": mempool.len(), "transfers": transfers })
-}
-
-fn demotion_json(demotion: &Option<Demotion>) -> Value {
-    match demotion {
-        None => Value::Null,
-        Some(Demotion::NoReport) => json!({ "reason": "no_report" }),
-        Some(Demotion::StaleReport { tip_height }) => json!({ "reason": "stale_report", "tip_height": tip_height }),
-        Some(Demotion::MissedTurn { at_height }) => json!({ "reason": "missed_turn", "at_height": at_height }),
-        Some(Demotion::OverProductionCap { produced, cap }) => {
-            json!({ "reason": "production_cap", "produced": produced, "cap": cap })
-        }
-        Some(Demotion::Jailed { until_height }) => json!({ "reason": "jailed", "until_height": until_height }),
+    MempoolAnswer {
+        count: mempool.len(),
+        transfers: mempool.iter_by_fee().take(limit).map(|(id, transfer)| transfer_with_id(transfer, id)).collect(),
     }
 }
 
-fn candidates_json(context: &QueryContext<'_>, candidates: &[Candidate], parent_timestamp_ms: u64) -> Vec<Value> {
+fn election_demotion(demotion: &Demotion) -> ElectionDemotion {
+    match *demotion {
+        Demotion::NoReport => ElectionDemotion::NoReport,
+        Demotion::StaleReport { tip_height } => ElectionDemotion::StaleReport { tip_height },
+        Demotion::MissedTurn { at_height } => ElectionDemotion::MissedTurn { at_height },
+        Demotion::OverProductionCap { produced, cap } => ElectionDemotion::OverProductionCap { produced, cap },
+        Demotion::Jailed { until_height } => ElectionDemotion::Jailed { until_height },
+    }
+}
+
+fn election_candidates(
+    context: &QueryContext<'_>,
+    candidates: &[Candidate],
+    parent_timestamp_ms: u64,
+) -> Vec<ElectionCandidate> {
     let parameters = &context.node.genesis().parameters;
     candidates
         .iter()
-        .map(|candidate| {
-            json!({
-                "rank": candidate.rank,
-                "node_id": candidate.node,
-                "name": validator_name(context, &candidate.node),
-                "score": candidate.score,
-                "demotion": demotion_json(&candidate.demotion),
-                "jailed_until": match candidate.demotion {
-                    Some(Demotion::Jailed { until_height }) => json!(until_height),
-                    _ => Value::Null,
-                },
-                "produced_in_window": candidate.produced_in_window,
-                "eligible_at_ms": eligible_at_ms(parameters, parent_timestamp_ms, candidate.rank),
-            })
+        .map(|candidate| ElectionCandidate {
+            rank: candidate.rank,
+            node_id: candidate.node,
+            name: validator_name(context, &candidate.node),
+            score: candidate.score,
+            demotion: candidate.demotion.as_ref().map(election_demotion),
+            jailed_until: match candidate.demotion {
+                Some(Demotion::Jailed { until_height }) => Some(until_height),
+                _ => None,
+            },
+            produced_in_window: candidate.produced_in_window,
+            eligible_at_ms: eligible_at_ms(parameters, parent_timestamp_ms, candidate.rank),
         })
         .collect()
 }
 
-fn get_election(context: &QueryContext<'_>, height: Option<Height>) -> Result<Value, QueryError> {
+fn get_election(context: &QueryContext<'_>, height: Option<Height>) -> Result<ElectionAnswer, QueryError> {
     let node = context.node;
     let tip = node.tip();
     let next_height = tip.height.saturating_add(1);
     let height = height.unwrap_or(next_height);
+    let production_window_blocks = node.genesis().parameters.production_window_blocks;
+    let production_cap_blocks = node.genesis().production_cap_blocks();
     if height == next_height {
         let ranking = node.next_election();
-        return Ok(json!({
-            "height": next_height,
-            "parent": checkpoint_json(&tip),
-            "production_window_blocks": node.genesis().parameters.production_window_blocks,
-            "production_cap_blocks": node.genesis().production_cap_blocks(),
-            "candidates": candidates_json(context, &ranking, node.state().tip_timestamp_ms),
-            "produced": Value::Null,
-            "missed_turn": [],
-        }));
+        return Ok(ElectionAnswer {
+            height: next_height,
+            parent: tip,
+            production_window_blocks,
+            production_cap_blocks,
+            candidates: election_candidates(context, &ranking, node.state().tip_timestamp_ms),
+            produced: None,
+            missed_turn: Vec::new(),
+        });
     }
     if height == 0 {
         return Err(QueryError::NotFound("the genesis block has no election".into()));
@@ -1001,96 +891,136 @@ fn get_election(context: &QueryContext<'_>, height: Option<Height>) -> Result<Va
     let parent = block_at_height(context, height - 1)?;
     let producer = block.header.producer;
     let produced_rank = block.header.rank;
-    let missed: Vec<Value> = ranking
+    let missed_turn = ranking
         .iter()
         .filter(|candidate| candidate.rank < produced_rank)
-        .map(|candidate| json!({ "rank": candidate.rank, "node_id": candidate.node, "name": validator_name(context, &candidate.node) }))
+        .map(|candidate| MissedTurn {
+            rank: candidate.rank,
+            node_id: candidate.node,
+            name: validator_name(context, &candidate.node),
+        })
         .collect();
-    Ok(json!({
-        "height": height,
-        "parent": { "height": height - 1, "hash": block.header.prev_hash },
-        "production_window_blocks": node.genesis().parameters.production_window_blocks,
-        "production_cap_blocks": node.genesis().production_cap_blocks(),
-        "candidates": candidates_json(context, &ranking, parent.header.timestamp_ms),
-        "produced": {
-            "node_id": producer,
-            "name": validator_name(context, &producer),
-            "rank": produced_rank,
-            "block_hash": node.canonical_hash(height).unwrap_or_else(|| block_hash(&block.header)),
-            "timestamp_ms": block.header.timestamp_ms,
-        },
-        "missed_turn": missed,
-    }))
+    Ok(ElectionAnswer {
+        height,
+        parent: Checkpoint { height: height - 1, hash: block.header.prev_hash },
+        production_window_blocks,
+        production_cap_blocks,
+        candidates: election_candidates(context, &ranking, parent.header.timestamp_ms),
+        produced: Some(ProducedBlock {
+            node_id: producer,
+            name: validator_name(context, &producer),
+            rank: produced_rank,
+            block_hash: node.canonical_hash(height).unwrap_or_else(|| block_hash(&block.header)),
+            timestamp_ms: block.header.timestamp_ms,
+        }),
+        missed_turn,
+    })
 }
 
-fn get_peers(context: &QueryContext<'_>) -> Value {
+fn get_peers(context: &QueryContext<'_>) -> PeersAnswer {
     let node = context.node;
     let addr_of =
         |id: &NodeId| context.live.peers.iter().find(|peer| peer.id == *id).and_then(|peer| peer.addr.clone());
     let peer_tips = node.peer_tips();
-    let connected: Vec<Value> = peer_tips
+    let connected = peer_tips
         .iter()
-        .map(|(id, tip)| {
-            json!({
-                "node_id": id,
-                "name": validator_name(context, id),
-                "addr": addr_of(id),
-                "tip": tip.as_ref().map(checkpoint_json),
-            })
+        .map(|(id, tip)| ConnectedPeer {
+            node_id: *id,
+            name: validator_name(context, id),
+            addr: addr_of(id),
+            tip: *tip,
         })
         .collect();
-    let not_connected: Vec<Value> = node
+    let validators_not_connected = node
         .genesis()
         .validators
         .iter()
         .filter(|validator| validator.id != node.node_id() && !peer_tips.iter().any(|(id, _)| *id == validator.id))
-        .map(|validator| json!({ "node_id": validator.id, "name": validator.name, "addr": validator.addr }))
+        .map(|validator| UnconnectedValidator {
+            node_id: validator.id,
+            name: validator.name.clone(),
+            addr: validator.addr.clone(),
+        })
         .collect();
-    json!({ "connected": connected, "validators_not_connected": not_connected })
+    PeersAnswer { connected, validators_not_connected }
 }
 
-fn estimate_fee(context: &QueryContext<'_>) -> Value {
+fn estimate_fee(context: &QueryContext<'_>) -> FeeAnswer {
     let mempool = context.node.mempool();
-    let transfers_max = context.node.genesis().parameters.block_transfers_max as usize;
-    // `estimate_fee(0)` is the pool's minimum fee by its contract (fewer than 0+1 slots).
-    json!({
-        "fee": mempool.estimate_fee(transfers_max).to_string(),
-        "min_fee": mempool.estimate_fee(0).to_string(),
-        "mempool_size": mempool.len(),
-        "block_transfers_max": transfers_max,
-    })
+    let block_transfers_max = context.node.genesis().parameters.block_transfers_max;
+    FeeAnswer {
+        fee: mempool.estimate_fee(block_transfers_max as usize),
+        // `estimate_fee(0)` is the pool's minimum fee by its contract (fewer than 0+1 slots).
+        min_fee: mempool.estimate_fee(0),
+        mempool_size: mempool.len(),
+        block_transfers_max,
+    }
 }
 
-fn metrics(context: &QueryContext<'_>) -> Value {
-    let node = context.node;
-    let live = context.live;
-    let sample = live.metrics.unwrap_or_default();
-    json!({
-        "height": node.tip().height,
-        "finalized_height": node.finalized().height,
-        "block_interval_ms": live.block_intervals_ms.back().copied(),
-        "peers": node.connected_peers().len(),
-        "mempool_size": node.mempool().len(),
-        "score": sample.score,
-        "cpu_permille": sample.cpu_permille,
-        "net_permille": sample.net_permille,
-        "timeouts_fired_total": live.timeouts_fired,
-        "blocks_committed_total": live.blocks_committed,
-        "mempool_synced": u8::from(node.is_mempool_synced()),
-        "journal_transfers": context.storage.journal_len(),
-        "transfers_dropped_total": live.transfers_dropped_total(),
-        "jailed_validators": jailed_validators(context).len(),
-        "evidence_held": node.evidence().count(),
-        "evidence_pending": node.pending_evidence(),
-        "evidence_committed_total": live.evidence_committed,
-        // Labelled series (`rpc::render_metrics`): one entry per validator, in genesis order.
-        "validators": validator_metrics(context),
-    })
+/// The numbers behind `GET /metrics`: each field's name is its metric's name without the
+/// `tinychain_` prefix (`rpc::render_metrics` writes the text from the JSON of this).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MetricNumbers {
+    pub height: Height,
+    pub finalized_height: Height,
+    /// `None` before the second block since start.
+    pub block_interval_ms: Option<u64>,
+    pub peers: usize,
+    pub mempool_size: usize,
+    pub score: u16,
+    pub cpu_permille: u16,
+    pub net_permille: u16,
+    pub timeouts_fired_total: u64,
+    pub blocks_committed_total: u64,
+    /// 1 once the first mempool sync since start is over, else 0.
+    pub mempool_synced: u8,
+    pub journal_transfers: usize,
+    pub transfers_dropped_total: u64,
+    pub jailed_validators: usize,
+    pub evidence_held: usize,
+    pub evidence_pending: usize,
+    pub evidence_committed_total: u64,
+    /// Labelled series (`rpc::render_metrics`): one entry per validator, in genesis order.
+    pub validators: Vec<ValidatorMetrics>,
 }
 
 /// Per validator, for the next block: blocks it made in the production window and whether it
-/// is jailed.
-fn validator_metrics(context: &QueryContext<'_>) -> Vec<Value> {
+/// is jailed (1) or not (0).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ValidatorMetrics {
+    pub name: String,
+    pub produced_in_window: u64,
+    pub jailed: u8,
+}
+
+/// `GET /metrics`' numbers.
+pub fn metrics(context: &QueryContext<'_>) -> MetricNumbers {
+    let node = context.node;
+    let live = context.live;
+    let sample = live.metrics.unwrap_or_default();
+    MetricNumbers {
+        height: node.tip().height,
+        finalized_height: node.finalized().height,
+        block_interval_ms: live.block_intervals_ms.back().copied(),
+        peers: node.connected_peers().len(),
+        mempool_size: node.mempool().len(),
+        score: sample.score,
+        cpu_permille: sample.cpu_permille,
+        net_permille: sample.net_permille,
+        timeouts_fired_total: live.timeouts_fired,
+        blocks_committed_total: live.blocks_committed,
+        mempool_synced: u8::from(node.is_mempool_synced()),
+        journal_transfers: context.storage.journal_len(),
+        transfers_dropped_total: live.transfers_dropped_total(),
+        jailed_validators: jailed_validators(context).len(),
+        evidence_held: node.evidence().count(),
+        evidence_pending: node.pending_evidence(),
+        evidence_committed_total: live.evidence_committed,
+        validators: validator_metrics(context),
+    }
+}
+
+fn validator_metrics(context: &QueryContext<'_>) -> Vec<ValidatorMetrics> {
     let node = context.node;
     let genesis = node.genesis();
     let parent_height = node.tip().height;
@@ -1098,12 +1028,14 @@ fn validator_metrics(context: &QueryContext<'_>) -> Vec<Value> {
         .validators
         .iter()
         .zip(&node.state().validators)
-        .map(|(validator, record)| {
-            json!({
-                "name": validator.name,
-                "produced_in_window": tinychain_core::election::produced_in_window(&genesis.parameters, record, parent_height),
-                "jailed": u8::from(record.is_jailed_at(parent_height.saturating_add(1))),
-            })
+        .map(|(validator, record)| ValidatorMetrics {
+            name: validator.name.clone(),
+            produced_in_window: tinychain_core::election::produced_in_window(
+                &genesis.parameters,
+                record,
+                parent_height,
+            ),
+            jailed: u8::from(record.is_jailed_at(parent_height.saturating_add(1))),
         })
         .collect()
 }
@@ -1111,9 +1043,14 @@ fn validator_metrics(context: &QueryContext<'_>) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn parsed(method: &str, params: Value) -> Result<Request, QueryError> {
-        parse_request(method, &params).expect("a known method")
+        parse_request(Method::from_name(method).expect("a known method"), &params)
+    }
+
+    fn query(query: Query) -> Result<Request, QueryError> {
+        Ok(Request::Query(query))
     }
 
     fn invalid_text(method: &str, params: Value) -> String {
@@ -1127,36 +1064,33 @@ mod tests {
     fn params_by_name_and_by_position_agree() {
         let address = Address([3; 32]);
         let text = address.to_string();
-        let by_name = parsed("get_history", json!({"address": text, "limit": 7, "before_height": 9})).unwrap();
-        let by_position = parsed("get_history", json!([text, 7, 9])).unwrap();
-        assert_eq!(by_name, Request::GetHistory { address, limit: 7, before_height: Some(9) });
+        let by_name = parsed("get_history", json!({"address": text, "limit": 7, "before_height": 9}));
+        let by_position = parsed("get_history", json!([text, 7, 9]));
+        assert_eq!(by_name, query(Query::GetHistory { address, limit: 7, before_height: Some(9) }));
         assert_eq!(by_name, by_position);
         assert_eq!(
-            parsed("get_history", json!([text])).unwrap(),
-            Request::GetHistory { address, limit: HISTORY_LIMIT_DEFAULT, before_height: None }
+            parsed("get_history", json!([text])),
+            query(Query::GetHistory { address, limit: HISTORY_LIMIT_DEFAULT, before_height: None })
         );
         assert_eq!(
-            parsed("get_account", json!([text, "final"])).unwrap(),
-            Request::GetAccount { address, at: AccountAt::Final }
+            parsed("get_account", json!([text, "final"])),
+            query(Query::GetAccount { address, at: AccountAt::Final })
         );
         assert_eq!(
-            parsed("get_account", json!({"address": text})).unwrap(),
-            Request::GetAccount { address, at: AccountAt::Tip }
+            parsed("get_account", json!({"address": text})),
+            query(Query::GetAccount { address, at: AccountAt::Tip })
         );
     }
 
     #[test]
     fn block_selectors() {
         let hash = Hash([0xab; 32]);
-        assert_eq!(parsed("get_block", json!({"height": 4})).unwrap(), Request::GetBlock(BlockSelector::Height(4)));
-        assert_eq!(parsed("get_block", json!([4])).unwrap(), Request::GetBlock(BlockSelector::Height(4)));
+        assert_eq!(parsed("get_block", json!({"height": 4})), query(Query::GetBlock(BlockSelector::Height(4))));
+        assert_eq!(parsed("get_block", json!([4])), query(Query::GetBlock(BlockSelector::Height(4))));
+        assert_eq!(parsed("get_header", json!([hash.to_string()])), query(Query::GetHeader(BlockSelector::Hash(hash))));
         assert_eq!(
-            parsed("get_header", json!([hash.to_string()])).unwrap(),
-            Request::GetHeader(BlockSelector::Hash(hash))
-        );
-        assert_eq!(
-            parsed("get_block", json!({"hash": hash.to_string()})).unwrap(),
-            Request::GetBlock(BlockSelector::Hash(hash))
+            parsed("get_block", json!({"hash": hash.to_string()})),
+            query(Query::GetBlock(BlockSelector::Hash(hash)))
         );
         assert!(invalid_text("get_block", json!({"height": 1, "hash": hash.to_string()})).contains("not both"));
         assert!(invalid_text("get_block", json!({})).contains("missing"));
@@ -1181,8 +1115,11 @@ mod tests {
         assert!(invalid_text("add_peer", json!(["nohost"])).contains("host:port"));
         assert!(invalid_text("add_peer", json!([":80"])).contains("host"));
         assert!(invalid_text("add_peer", json!(["a:0"])).contains("port"));
-        assert_eq!(parsed("add_peer", json!(["[::1]:7740"])).unwrap(), Request::AddPeer { addr: "[::1]:7740".parse().unwrap() });
-        assert!(parse_request("no_such_method", &Value::Null).is_none());
+        assert_eq!(
+            parsed("add_peer", json!(["[::1]:7740"])),
+            Ok(Request::Command(Command::AddPeer { addr: "[::1]:7740".parse().unwrap() }))
+        );
+        assert!(Method::from_name("no_such_method").is_none());
     }
 
     #[test]
@@ -1190,7 +1127,7 @@ mod tests {
         let key = tinychain_core::testkit::account_key(0);
         let transfer = tinychain_core::testkit::sign_transfer(&key, "c", Address([9; 32]), 5, 1, 0);
         let hex_text = hex::encode(codec::encode(&transfer));
-        assert_eq!(parsed("submit_tx", json!([hex_text])).unwrap(), Request::SubmitTx(transfer));
+        assert_eq!(parsed("submit_tx", json!([hex_text])), Ok(Request::Command(Command::SubmitTx { tx: transfer })));
         assert!(invalid_text("submit_tx", json!([format!("{hex_text}00")])).contains("\"tx\""));
         assert!(invalid_text("submit_tx", json!(["zz"])).contains("not hex"));
         assert!(invalid_text("submit_tx", json!(["00".repeat(2_000)])).contains("more than a transfer"));
@@ -1210,6 +1147,10 @@ mod tests {
             vote: Some(tinychain_core::types::Vote { source: checkpoint(source), target: checkpoint(target) }),
             signature: tinychain_core::types::Signature::default(),
         }
+    }
+
+    fn evidence_json(evidence: &Evidence, name_of: impl Fn(&NodeId) -> Option<String>) -> Value {
+        to_json(&evidence_answer(evidence, name_of))
     }
 
     #[test]

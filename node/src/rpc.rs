@@ -2,18 +2,19 @@
 //! Methods, params, answers and error codes are documented in `docs/rpc.md`.
 //!
 //! Contract:
-//! - The server runs on its own tokio tasks and never touches the node: every method becomes a
-//!   `query::Request`, sent to the driver as a `query::Call` over the bounded channel given to
-//!   `start`, and the handler waits `CALL_TIMEOUT` for the reply (then -32603 "the node did not
-//!   answer in time"). A full channel makes clients wait, never the driver.
+//! - The server runs on its own tokio tasks and never touches the node: every method (one per
+//!   `tinychain_rpc::Method`) becomes a `query::Request`, sent to the driver as a `query::Call`
+//!   over the bounded channel given to `start`, and the handler waits `CALL_TIMEOUT` for the
+//!   reply (then -32603 "the node did not answer in time"). A full channel makes clients wait,
+//!   never the driver.
 //! - Nothing a client sends can panic the server or stop the node. Request bodies are limited to
 //!   `RpcConfig::body_bytes_max` (HTTP 413), batches to `BATCH_REQUESTS_MAX` calls, open TCP
 //!   connections to `RpcConfig::connections_max` (more are answered 503 and closed at accept),
 //!   a request's headers must arrive within `HEADER_READ_TIMEOUT` (which also closes idle
 //!   keep-alive connections), and a whole request within `REQUEST_TIMEOUT` (HTTP 408).
-//! - Admin methods (`query::ADMIN_METHODS`) are answered according to `RpcConfig::admin`, from
+//! - Admin methods (`Method::is_admin`) are answered according to `RpcConfig::admin`, from
 //!   the address of the TCP connection (never from headers a client can forge); refused calls
-//!   get `ADMIN_ONLY_CODE`.
+//!   get `code::ADMIN_ONLY`.
 //! - `RpcServer::stop` stops accepting, lets requests in flight finish (at most `STOP_GRACE`),
 //!   and returns when every connection task has ended.
 //!
@@ -38,6 +39,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tinychain_rpc::{code, HealthRefusal, HealthStatus, Method};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tower::Service as _;
@@ -52,7 +54,7 @@ pub enum AdminAccess {
     Loopback,
     /// Any client that can reach the listen address.
     Any,
-    /// No one: the admin methods always answer `ADMIN_ONLY_CODE`.
+    /// No one: the admin methods always answer `code::ADMIN_ONLY`.
     Off,
 }
 
@@ -87,16 +89,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` lets requests in flight finish.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Application error codes (JSON-RPC reserves -32768..-32000 for implementations; jsonrpsee
-/// itself uses -32007 oversized request, -32009 server busy and -32010 batch too big).
-pub const NOT_FOUND_CODE: i32 = -32001;
-pub const TX_REJECTED_CODE: i32 = -32002;
-pub const ADMIN_ONLY_CODE: i32 = -32003;
-/// The request body is over `RpcConfig::body_bytes_max` (jsonrpsee's code for it).
-pub const OVERSIZED_REQUEST_CODE: i32 = jsonrpsee::types::error::OVERSIZED_REQUEST_CODE;
-pub const INVALID_PARAMS_CODE: i32 = jsonrpsee::types::error::INVALID_PARAMS_CODE;
-pub const INTERNAL_ERROR_CODE: i32 = jsonrpsee::types::error::INTERNAL_ERROR_CODE;
 
 impl Default for RpcConfig {
     fn default() -> Self {
@@ -193,21 +185,21 @@ async fn ask(calls: &mpsc::Sender<Call>, request: Request, timeout: Duration) ->
 
 fn error_object(error: QueryError) -> ErrorObjectOwned {
     let code = match &error {
-        QueryError::InvalidParams(_) => INVALID_PARAMS_CODE,
-        QueryError::NotFound(_) => NOT_FOUND_CODE,
-        QueryError::Rejected(_) => TX_REJECTED_CODE,
-        QueryError::Internal(_) => INTERNAL_ERROR_CODE,
+        QueryError::InvalidParams(_) => code::INVALID_PARAMS,
+        QueryError::NotFound(_) => code::NOT_FOUND,
+        QueryError::Rejected(_) => code::TX_REJECTED,
+        QueryError::Internal(_) => code::INTERNAL_ERROR,
     };
     ErrorObject::owned(code, error.to_string(), None::<()>)
 }
 
 async fn handle_method(
-    method: &'static str,
+    method: Method,
     params: Params<'static>,
     context: Arc<MethodContext>,
     extensions: Extensions,
 ) -> Result<Value, ErrorObjectOwned> {
-    if query::ADMIN_METHODS.contains(&method) {
+    if method.is_admin() {
         // Connections this module did not accept carry no rule: refuse, never allow by default.
         let refusal = match extensions.get::<AdminRule>().copied().unwrap_or(AdminRule::TurnedOff) {
             AdminRule::Allowed => None,
@@ -217,8 +209,8 @@ async fn handle_method(
             }
         };
         if let Some(message) = refusal {
-            debug!(method, "refusing an admin method");
-            return Err(ErrorObject::owned(ADMIN_ONLY_CODE, message, None::<()>));
+            debug!(%method, "refusing an admin method");
+            return Err(ErrorObject::owned(code::ADMIN_ONLY, message, None::<()>));
         }
     }
     let params_value: Value = match params.as_str() {
@@ -227,21 +219,18 @@ async fn handle_method(
         Some(text) => serde_json::from_str(text)
             .map_err(|error| error_object(QueryError::InvalidParams(format!("params are not valid JSON: {error}"))))?,
     };
-    let request = match query::parse_request(method, &params_value) {
-        Some(parsed) => parsed.map_err(error_object)?,
-        None => return Err(error_object(QueryError::Internal(format!("method {method} has no parser")))),
-    };
+    let request = query::parse_request(method, &params_value).map_err(error_object)?;
     ask(&context.calls, request, CALL_TIMEOUT).await.map_err(error_object)
 }
 
 fn methods(calls: mpsc::Sender<Call>) -> Result<RpcModule<MethodContext>, RpcError> {
     let mut module = RpcModule::new(MethodContext { calls });
-    for &method in query::METHODS {
+    for method in Method::ALL {
         module
-            .register_async_method(method, move |params, context, extensions| {
+            .register_async_method(method.as_str(), move |params, context, extensions| {
                 handle_method(method, params, context, extensions)
             })
-            .map_err(|error| RpcError::Register { method, detail: error.to_string() })?;
+            .map_err(|error| RpcError::Register { method: method.as_str(), detail: error.to_string() })?;
     }
     Ok(module)
 }
@@ -444,7 +433,7 @@ async fn read_body_limited(
             "jsonrpc": "2.0",
             "id": null,
             "error": {
-                "code": OVERSIZED_REQUEST_CODE,
+                "code": code::OVERSIZED_REQUEST,
                 "message": format!("the request body is over this node's limit of {body_bytes_max} bytes"),
             },
         });
@@ -484,8 +473,8 @@ async fn health(calls: &mpsc::Sender<Call>) -> HttpResponse {
     match ask(calls, Request::Health, HEALTH_TIMEOUT).await {
         Ok(answer) => response(hyper::StatusCode::OK, "application/json", answer.to_string()),
         Err(error) => {
-            let body = serde_json::json!({ "status": "unavailable", "reason": error.to_string() });
-            response(hyper::StatusCode::SERVICE_UNAVAILABLE, "application/json", body.to_string())
+            let refusal = HealthRefusal { status: HealthStatus::Unavailable, reason: error.to_string() };
+            response(hyper::StatusCode::SERVICE_UNAVAILABLE, "application/json", query::to_json(&refusal).to_string())
         }
     }
 }
@@ -608,6 +597,19 @@ mod tests {
         assert_eq!(admin_rule(AdminAccess::Loopback, remote), AdminRule::NotLoopback);
         assert_eq!(admin_rule(AdminAccess::Any, remote), AdminRule::Allowed);
         assert_eq!(admin_rule(AdminAccess::Off, loopback), AdminRule::TurnedOff);
+    }
+
+    /// The schema's codes for what jsonrpsee answers itself are jsonrpsee's.
+    #[test]
+    fn the_schemas_error_codes_are_the_servers() {
+        use jsonrpsee::types::error as server;
+        assert_eq!(code::PARSE_ERROR, server::PARSE_ERROR_CODE);
+        assert_eq!(code::INVALID_REQUEST, server::INVALID_REQUEST_CODE);
+        assert_eq!(code::METHOD_NOT_FOUND, server::METHOD_NOT_FOUND_CODE);
+        assert_eq!(code::INVALID_PARAMS, server::INVALID_PARAMS_CODE);
+        assert_eq!(code::INTERNAL_ERROR, server::INTERNAL_ERROR_CODE);
+        assert_eq!(code::OVERSIZED_REQUEST, server::OVERSIZED_REQUEST_CODE);
+        assert_eq!(code::BATCH_TOO_BIG, server::TOO_BIG_BATCH_REQUEST_CODE);
     }
 
     #[test]

@@ -10,12 +10,12 @@
 use crate::cli::node::shutdown_signal;
 use crate::setup::{self, TestnetLayout, TestnetOptions};
 use anyhow::Context;
-use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tinychain_rpc::BlockSelector;
 use tinychain_wallet::client::RpcClient;
 
 #[derive(Debug, clap::Args)]
@@ -228,12 +228,11 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
         let Some((rpc, status)) = running
             .iter()
             .filter(|node| !node.exited)
-            .find_map(|node| node.rpc.call("status", json!({})).ok().map(|status| (&node.rpc, status)))
+            .find_map(|node| node.rpc.status().ok().map(|status| (&node.rpc, status)))
         else {
             continue;
         };
-        let tip = status.pointer("/tip/height").and_then(Value::as_u64).unwrap_or(0);
-        let finalized = status.pointer("/finalized/height").and_then(Value::as_u64).unwrap_or(0);
+        let (tip, finalized) = (status.tip.height, status.finalized.height);
         if tip > printed_height {
             // Show at most the last 20 if far behind (a restarted testnet resumes at its tip).
             let from = (printed_height + 1).max(tip.saturating_sub(19));
@@ -254,26 +253,22 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
 
 /// Prints one committed block: height, producer, rank, the producer's committed score, transfers.
 fn print_block(rpc: &RpcClient, height: u64, finalized: u64) {
-    let Some(header) = rpc.call("get_header", json!({ "height": height })).ok() else { return };
-    let election = rpc.call("get_election", json!({ "height": height })).ok();
+    let Some(header) = rpc.get_header(BlockSelector::Height(height)).ok() else { return };
+    let election = rpc.get_election(Some(height)).ok();
+    let producer_id = header.header.producer;
     let producer = election
         .as_ref()
-        .and_then(|election| election.pointer("/produced/name").and_then(Value::as_str).map(str::to_string))
-        .or_else(|| header.get("producer").and_then(Value::as_str).map(short_id))
-        .unwrap_or_else(|| "?".to_string());
-    let rank = header.get("rank").and_then(Value::as_u64).unwrap_or(0);
+        .and_then(|election| election.produced.as_ref().and_then(|produced| produced.name.clone()))
+        .unwrap_or_else(|| short_id(&producer_id.to_string()));
+    let rank = header.header.rank;
     // The producer's committed score: its line in the ranking that elected the block.
-    let producer_id = header.get("producer").and_then(Value::as_str).unwrap_or_default();
     let score = election
         .as_ref()
-        .and_then(|election| election.get("candidates").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
-        .iter()
-        .find(|candidate| candidate.get("node_id").and_then(Value::as_str) == Some(producer_id))
-        .and_then(|candidate| candidate.get("score").and_then(Value::as_u64))
+        .and_then(|election| election.candidates.iter().find(|candidate| candidate.node_id == producer_id))
+        .and_then(|candidate| candidate.score)
         .map(|score| score.to_string())
         .unwrap_or_else(|| "-".to_string());
-    let transfers = header.get("transfer_count").and_then(Value::as_u64).unwrap_or(0);
+    let transfers = header.transfer_count;
     println!("{height:>7}  {producer:<8} {rank:>4} {score:>6} {transfers:>9}  {finalized:>8}");
 }
 

@@ -712,7 +712,7 @@ mod tests {
     use super::*;
     use tinychain_core::types::{Address, Hash};
     use tinychain_core::validate::transfer_id;
-    use tinychain_wallet::testing::{dropped_answer, fake_node, transfer_answer, wallet_with_one_key};
+    use tinychain_wallet::testing::{dropped_answer, fake_node, status_answer, transfer_answer, wallet_with_one_key};
 
     #[test]
     fn a_dropped_status_says_why_and_what_to_do_and_gives_the_nodes_fields() {
@@ -766,10 +766,15 @@ mod tests {
         let pending = json!({ "id": sent_id, "status": "pending", "transfer": transfer_answer(&sent) });
         let dropped = dropped_answer(&sent, "nonce_taken", "taken", Some(winner), Some(812), 812);
         let get_tx_calls = std::sync::atomic::AtomicUsize::new(0);
-        let node = fake_node(move |method, _params| match method {
-            "status" => Some(Ok(json!({ "chain_id": "fake", "tip": { "height": 9 }, "finalized": { "height": 7 } }))),
-            "get_history" => Some(Ok(json!({ "transfers": [], "pending": [], "next_before_height": null }))),
-            "get_account" => Some(Ok(json!({ "height": 9, "balance": "10000", "nonce": 3, "pending_nonce": 3 }))),
+        let node = fake_node(move |method, params| match method {
+            "status" => Some(Ok(status_answer("fake", 9, 7))),
+            "get_history" => Some(Ok(json!({
+                "address": params["address"], "transfers": [], "pending": [], "next_before_height": null,
+            }))),
+            "get_account" => Some(Ok(json!({
+                "address": params["address"], "at": params["at"], "height": 9, "balance": "10000", "nonce": 3,
+                "pending_nonce": 3, "mempool_synced": true,
+            }))),
             "submit_tx" => Some(Ok(json!({ "id": sent_id }))),
             "get_tx" => {
                 let call = get_tx_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

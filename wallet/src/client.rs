@@ -1,12 +1,22 @@
 //! A small blocking JSON-RPC 2.0 client for one node (`RpcClient`, on `ureq`), with connect and
 //! whole-call timeouts and errors that say how far a failed call got: whether the request can
-//! have reached the node (`CallFailure`). Any program may use it; the wallet's operations and the
-//! testnet runner do.
+//! have reached the node (`CallFailure`). One typed method per JSON-RPC method, asking with
+//! `tinychain-rpc`'s `Query`/`Command` and reading its answer types, the very types the node
+//! serialises; `call` sends any method by name. Any program may use it; the wallet's operations
+//! and the testnet runner do.
 
 use crate::WalletError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tinychain_core::types::{Address, Hash, Height, Transfer};
+use tinychain_rpc::{
+    AccountAnswer, AccountAt, AddPeerAnswer, BlockAnswer, BlockSelector, Command, ElectionAnswer, FeeAnswer,
+    HeaderAnswer, HistoryAnswer, MempoolAnswer, Method, PeersAnswer, Query, RemovePeerAnswer, StatusAnswer,
+    SubmitAnswer, TxAnswer,
+};
 
 /// Seconds to wait for a TCP connection to the node.
 pub const RPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -78,23 +88,99 @@ impl RpcClient {
         &self.url
     }
 
-    /// One call; the result or an error naming the URL and method.
+    /// One call of any method by name; the result or an error naming the URL and method.
     pub fn call(&self, method: &str, params: Value) -> Result<Value, WalletError> {
         self.call_raw(method, params).map_err(|failure| self.error_of(method, failure))
     }
 
-    /// One call whose answer is deserialized into `T`.
-    pub(crate) fn call_as<T: serde::de::DeserializeOwned>(
+    pub fn status(&self) -> Result<StatusAnswer, WalletError> {
+        self.query(&Query::Status)
+    }
+
+    pub fn get_block(&self, selector: BlockSelector) -> Result<BlockAnswer, WalletError> {
+        self.query(&Query::GetBlock(selector))
+    }
+
+    pub fn get_header(&self, selector: BlockSelector) -> Result<HeaderAnswer, WalletError> {
+        self.query(&Query::GetHeader(selector))
+    }
+
+    pub fn get_tx(&self, id: &Hash) -> Result<TxAnswer, WalletError> {
+        self.query(&Query::GetTx { id: *id })
+    }
+
+    pub fn get_account(&self, address: &Address, at: AccountAt) -> Result<AccountAnswer, WalletError> {
+        self.query(&Query::GetAccount { address: *address, at })
+    }
+
+    /// One page of `address`'s history: up to `limit` committed transfers in blocks below
+    /// `before_height` (and, on the first page, the pending ones).
+    pub fn get_history(
         &self,
-        method: &str,
-        params: Value,
-    ) -> Result<T, WalletError> {
-        let value = self.call(method, params)?;
+        address: &Address,
+        limit: usize,
+        before_height: Option<Height>,
+    ) -> Result<HistoryAnswer, WalletError> {
+        self.query(&Query::GetHistory { address: *address, limit, before_height })
+    }
+
+    pub fn get_mempool(&self, limit: usize) -> Result<MempoolAnswer, WalletError> {
+        self.query(&Query::GetMempool { limit })
+    }
+
+    /// The election for block `height`; `None`: the live one, for the block after the tip.
+    pub fn get_election(&self, height: Option<Height>) -> Result<ElectionAnswer, WalletError> {
+        self.query(&Query::GetElection { height })
+    }
+
+    pub fn get_peers(&self) -> Result<PeersAnswer, WalletError> {
+        self.query(&Query::GetPeers)
+    }
+
+    pub fn estimate_fee(&self) -> Result<FeeAnswer, WalletError> {
+        self.query(&Query::EstimateFee)
+    }
+
+    /// Submits a signed transfer. (`send` tells apart failures before and after the request may
+    /// have reached the node; this does not.)
+    pub fn submit_tx(&self, transfer: &Transfer) -> Result<SubmitAnswer, WalletError> {
+        self.command(&Command::SubmitTx { tx: transfer.clone() })
+    }
+
+    /// Admin: adds `addr` (`host:port`) to the addresses the node dials.
+    pub fn add_peer(&self, addr: &str) -> Result<AddPeerAnswer, WalletError> {
+        self.command(&Command::AddPeer { addr: addr.to_string() })
+    }
+
+    /// Admin: forgets `addr` (`host:port`).
+    pub fn remove_peer(&self, addr: &str) -> Result<RemovePeerAnswer, WalletError> {
+        self.command(&Command::RemovePeer { addr: addr.to_string() })
+    }
+
+    fn query<T: DeserializeOwned>(&self, query: &Query) -> Result<T, WalletError> {
+        self.ask(query.method(), query)
+    }
+
+    fn command<T: DeserializeOwned>(&self, command: &Command) -> Result<T, WalletError> {
+        self.ask(command.method(), command)
+    }
+
+    /// One query or command (`call`, which serialises to its method and params), its answer
+    /// deserialised into `T`.
+    fn ask<T: DeserializeOwned>(&self, method: Method, call: &impl Serialize) -> Result<T, WalletError> {
+        let value = self.ask_raw(method, call).map_err(|failure| self.error_of(method.as_str(), failure))?;
         serde_json::from_value(value).map_err(|error| WalletError::BadAnswer {
             url: self.url.clone(),
             method: method.to_string(),
             detail: error.to_string(),
         })
+    }
+
+    /// `ask` without reading the answer, failing with how far the call got.
+    pub(crate) fn ask_raw(&self, method: Method, call: &impl Serialize) -> Result<Value, CallFailure> {
+        let mut call = serde_json::to_value(call).expect("queries and commands have a JSON form");
+        let params = call.get_mut("params").map(Value::take).unwrap_or(Value::Null);
+        self.call_raw(method.as_str(), params)
     }
 
     fn error_of(&self, method: &str, failure: CallFailure) -> WalletError {
@@ -109,9 +195,13 @@ impl RpcClient {
         }
     }
 
+    /// One call; `Value::Null` params are left out.
     pub(crate) fn call_raw(&self, method: &str, params: Value) -> Result<Value, CallFailure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut request = json!({ "jsonrpc": "2.0", "id": id, "method": method });
+        if !params.is_null() {
+            request["params"] = params;
+        }
         let mut response = self.agent.post(&self.url).send_json(&request).map_err(transport_failure)?;
         let status = response.status().as_u16();
         let bytes = response

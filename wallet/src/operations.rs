@@ -45,15 +45,13 @@
 use crate::amount::{format_amount, parse_amount, AmountError};
 use crate::client::{shorten, CallFailure, RpcClient};
 use crate::keystore::{self, Keystore, KeystoreError};
-use serde::Deserialize;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tinychain_core::address::AddressError;
-use tinychain_core::codec;
 use tinychain_core::crypto::Keypair;
-use tinychain_core::types::{amount_serde, Address, Amount, Hash, Height, Transfer};
+use tinychain_core::types::{Address, Amount, Hash, Height, Transfer};
 use tinychain_core::validate::transfer_id;
+use tinychain_rpc::{AccountAnswer, AccountAt, Command, HistoryAnswer, HistoryTransfer, SubmitAnswer, TxAnswer};
 use zeroize::Zeroizing;
 
 /// The node the wallet talks to by default: the local node's RPC port (DESIGN.md).
@@ -375,156 +373,30 @@ pub fn resolve_account(
 
 // ---- The node's answers, as the wallet reads them ----------------------------------------------
 
-#[derive(Deserialize)]
-struct StatusAnswer {
-    chain_id: String,
-    tip: HeightAnswer,
-    finalized: HeightAnswer,
-}
+// The answer types are `tinychain-rpc`'s, the node's own; these two are part of this crate's API.
+pub use tinychain_rpc::{Direction, TxState};
 
-#[derive(Deserialize)]
-struct HeightAnswer {
-    height: Height,
-}
-
-#[derive(Deserialize)]
-struct AccountAnswer {
-    height: Height,
-    #[serde(with = "amount_serde")]
-    balance: Amount,
-    nonce: u64,
-    /// The nonce the account's next transfer must carry; `None` (null, or absent from a node
-    /// that predates the field) while the node has not synced its mempool with its peers.
-    #[serde(default)]
-    pending_nonce: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct HistoryAnswer {
-    transfers: Vec<HistoryItem>,
-    pending: Vec<HistoryItem>,
-    next_before_height: Option<Height>,
-}
-
-#[derive(Deserialize)]
-struct HistoryItem {
-    id: Hash,
-    direction: Direction,
-    counterparty: Address,
-    #[serde(with = "amount_serde")]
-    amount: Amount,
-    #[serde(with = "amount_serde")]
-    fee: Amount,
-    nonce: u64,
-    height: Option<Height>,
-}
-
-#[derive(Deserialize)]
-struct FeeAnswer {
-    #[serde(with = "amount_serde")]
-    fee: Amount,
-}
-
-#[derive(Deserialize)]
-struct SubmitAnswer {
-    id: Hash,
-}
-
-/// `get_tx`'s answer. The fields after `transfer` come with status `dropped` only (a node that
-/// predates that status never sends them).
-#[derive(Deserialize)]
-struct TxAnswer {
-    status: TxState,
-    height: Option<Height>,
-    block_hash: Option<Hash>,
-    confirmations: Option<u64>,
-    transfer: Option<Transfer>,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    by: Option<Hash>,
-    #[serde(default)]
-    by_height: Option<Height>,
-    #[serde(default)]
-    dropped_at_height: Option<Height>,
-}
-
-impl TxAnswer {
-    /// What a `dropped` answer says; an error naming the missing field when it leaves out one
-    /// the node must send, and `None` for any other status.
-    fn dropped(&self) -> Result<Option<Dropped>, String> {
-        if self.status != TxState::Dropped {
-            return Ok(None);
-        }
-        let missing = |field: &str| format!("status \"dropped\" without \"{field}\"");
-        let reason = self.reason.as_deref().ok_or_else(|| missing("reason"))?;
-        let message = self.message.clone().ok_or_else(|| missing("message"))?;
-        let dropped_at_height = self.dropped_at_height.ok_or_else(|| missing("dropped_at_height"))?;
-        Ok(Some(Dropped {
-            reason: DropReason::from_name(reason),
-            message,
-            by: self.by,
-            by_height: self.by_height,
-            dropped_at_height,
-        }))
+/// What a `dropped` answer of `get_tx` says; an error naming what is missing when it leaves out
+/// what the node must send, and `None` for any other status.
+fn dropped_of(answer: &TxAnswer) -> Result<Option<Dropped>, String> {
+    if answer.status != TxState::Dropped {
+        return Ok(None);
     }
-}
-
-/// Which way a transfer went, seen from one account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    In,
-    Out,
-    #[serde(rename = "self")]
-    ToSelf,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::In => "in",
-            Direction::Out => "out",
-            Direction::ToSelf => "self",
-        }
-    }
-}
-
-/// Where a transfer is, as one node sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TxState {
-    /// In the node's mempool, not in a block.
-    Pending,
-    /// In a canonical block above the final one (a reorganisation could still undo it).
-    Committed,
-    /// In a block at or below the latest final block.
-    Final,
-    /// Was pending on the node, which let go of it and will not include it (`Dropped` says why).
-    /// The node remembers this for a bounded time, then answers `unknown`.
-    Dropped,
-    /// Neither in the node's chain nor its mempool, nor remembered as dropped.
-    Unknown,
-}
-
-impl TxState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TxState::Pending => "pending",
-            TxState::Committed => "committed",
-            TxState::Final => "final",
-            TxState::Dropped => "dropped",
-            TxState::Unknown => "unknown",
-        }
-    }
-}
-
-impl std::fmt::Display for TxState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+    // The three fields come together (`TxDropped`): the answer lacks at least one of them.
+    let dropped = answer.dropped.as_ref().ok_or_else(|| {
+        concat!(
+            "status \"dropped\" without \"reason\", \"message\" or \"dropped_at_height\" ",
+            "(a dropped answer carries all three)"
+        )
+        .to_string()
+    })?;
+    Ok(Some(Dropped {
+        reason: DropReason::from_name(&dropped.reason),
+        message: dropped.message.clone(),
+        by: dropped.by,
+        by_height: dropped.by_height,
+        dropped_at_height: dropped.dropped_at_height,
+    }))
 }
 
 /// Why the node let go of a pending transfer (`get_tx`'s `reason`).
@@ -768,30 +640,14 @@ fn pending_outgoing_of(history: &HistoryAnswer) -> Vec<PendingOutgoing> {
         .collect()
 }
 
-fn get_account(client: &RpcClient, address: &Address, at: &str) -> Result<AccountAnswer, WalletError> {
-    client.call_as("get_account", json!({ "address": address.to_string(), "at": at }))
-}
-
-fn get_history(
-    client: &RpcClient,
-    address: &Address,
-    limit: usize,
-    before_height: Option<Height>,
-) -> Result<HistoryAnswer, WalletError> {
-    client.call_as(
-        "get_history",
-        json!({ "address": address.to_string(), "limit": limit, "before_height": before_height }),
-    )
-}
-
 /// The tip state and pending figures, read in the order the module docs give.
 fn tip_and_pending(
     client: &RpcClient,
     address: &Address,
 ) -> Result<(AccountAnswer, Vec<PendingOutgoing>, Amount), WalletError> {
     // The pending list comes with the first page whatever its limit: ask for one committed entry.
-    let history = get_history(client, address, 1, None)?;
-    let tip = get_account(client, address, "tip")?;
+    let history = client.get_history(address, 1, None)?;
+    let tip = client.get_account(address, AccountAt::Tip)?;
     let (counted, balance) = pending_balance(tip.balance, tip.nonce, &pending_outgoing_of(&history));
     Ok((tip, counted, balance))
 }
@@ -799,7 +655,7 @@ fn tip_and_pending(
 /// `wallet balance`.
 pub fn balance(client: &RpcClient, address: &Address) -> Result<Balance, WalletError> {
     let (tip, pending_outgoing, pending_balance) = tip_and_pending(client, address)?;
-    let final_answer = get_account(client, address, "final")?;
+    let final_answer = client.get_account(address, AccountAt::Final)?;
     Ok(Balance {
         address: *address,
         final_state: AccountAtHeight {
@@ -892,12 +748,12 @@ pub fn send(
 ) -> Result<Sent, WalletError> {
     let keystore = Keystore::open(dir)?;
     let key_entry = select_key(&keystore, request.from.as_deref())?;
-    let status: StatusAnswer = client.call_as("status", json!({}))?;
+    let status = client.status()?;
     let (pending_nonce, pending_outgoing, pending_balance_before) =
         tip_and_pending_once_synced(client, &key_entry.address, sync_wait, on_sync_wait)?;
     let fee = match request.fee {
         FeeChoice::Fixed(fee) => fee,
-        FeeChoice::Auto => client.call_as::<FeeAnswer>("estimate_fee", json!({}))?.fee,
+        FeeChoice::Auto => client.estimate_fee()?.fee,
     };
     let cost = request.amount.checked_add(fee).ok_or(WalletError::AmountOverflow { amount: request.amount, fee })?;
     if cost > pending_balance_before {
@@ -913,8 +769,8 @@ pub fn send(
     drop(passphrase);
     let transfer = build_transfer(&key, &status.chain_id, request.to, request.amount, fee, pending_nonce);
     let id = transfer_id(&transfer);
-    let tx_hex = hex::encode(codec::encode(&transfer));
-    let submitted = match client.call_raw("submit_tx", json!({ "tx": tx_hex })) {
+    let submit = Command::<String>::SubmitTx { tx: transfer.clone() };
+    let submitted = match client.ask_raw(submit.method(), &submit) {
         Ok(value) => value,
         Err(CallFailure::NotConnected(detail)) => {
             return Err(WalletError::Unreachable { url: client.url().to_string(), detail })
@@ -980,8 +836,8 @@ pub struct TxStatus {
 
 /// `wallet status TXID`.
 pub fn tx_status(client: &RpcClient, id: &Hash) -> Result<TxStatus, WalletError> {
-    let answer: TxAnswer = client.call_as("get_tx", json!({ "id": id.to_string() }))?;
-    let dropped = answer.dropped().map_err(|detail| WalletError::BadAnswer {
+    let answer = client.get_tx(id)?;
+    let dropped = dropped_of(&answer).map_err(|detail| WalletError::BadAnswer {
         url: client.url().to_string(),
         method: "get_tx".to_string(),
         detail,
@@ -989,10 +845,10 @@ pub fn tx_status(client: &RpcClient, id: &Hash) -> Result<TxStatus, WalletError>
     Ok(TxStatus {
         id: *id,
         state: answer.status,
-        height: answer.height,
-        block_hash: answer.block_hash,
-        confirmations: answer.confirmations,
-        transfer: answer.transfer,
+        height: answer.block.map(|block| block.height),
+        block_hash: answer.block.map(|block| block.block_hash),
+        confirmations: answer.block.map(|block| block.confirmations),
+        transfer: answer.transfer.map(|with_id| with_id.transfer),
         dropped,
     })
 }
@@ -1092,9 +948,9 @@ pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<Hi
     if !(1..=HISTORY_LIMIT_MAX).contains(&limit) {
         return Err(WalletError::BadLimit { limit });
     }
-    let status: StatusAnswer = client.call_as("status", json!({}))?;
+    let status = client.status()?;
     let final_height = status.finalized.height;
-    let entry_of = |item: &HistoryItem| HistoryEntry {
+    let entry_of = |item: &HistoryTransfer| HistoryEntry {
         id: item.id,
         direction: item.direction,
         counterparty: item.counterparty,
@@ -1104,7 +960,7 @@ pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<Hi
         height: item.height,
         is_final: item.height.is_some_and(|height| height <= final_height),
     };
-    let first = get_history(client, address, limit, None)?;
+    let first = client.get_history(address, limit, None)?;
     // Pending ones come sorted by (sender, nonce): newest last; the wallet shows newest first.
     let mut entries: Vec<HistoryEntry> = first.pending.iter().rev().map(entry_of).collect();
     let mut committed: Vec<HistoryEntry> = first.transfers.iter().map(entry_of).collect();
@@ -1113,7 +969,7 @@ pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<Hi
     let mut pages_left = limit;
     while committed.len() < limit && pages_left > 0 {
         let Some(before_height) = next_before_height else { break };
-        let page = get_history(client, address, limit, Some(before_height))?;
+        let page = client.get_history(address, limit, Some(before_height))?;
         if page.transfers.is_empty() {
             next_before_height = None;
             break;
@@ -1125,7 +981,7 @@ pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<Hi
     let has_more = match next_before_height {
         _ if committed.len() > limit => true,
         // A full page says where the next would start, not whether it holds anything.
-        Some(before_height) => !get_history(client, address, 1, Some(before_height))?.transfers.is_empty(),
+        Some(before_height) => !client.get_history(address, 1, Some(before_height))?.transfers.is_empty(),
         None => false,
     };
     committed.truncate(limit);
@@ -1135,11 +991,14 @@ pub fn history(client: &RpcClient, address: &Address, limit: usize) -> Result<Hi
 
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
+#[allow(clippy::unwrap_used)] // test support: a broken fixture should stop the test at once
 pub mod testing {
     //! A fake node and a test wallet, for the tests of this crate and of the `tinychain wallet`
     //! command line (feature `testing`; not part of the API).
     use super::*;
-    use serde_json::Value;
+    use serde_json::{json, Value};
+    use tinychain_core::types::Checkpoint;
+    use tinychain_rpc::{FeeAnswer, StatusAnswer, Tip};
 
     /// A fake node on loopback: answers each JSON-RPC call with `answer(method, params)`
     /// (`Some(Ok(result))`, `Some(Err((code, message)))`, or `None` to close the connection
@@ -1194,6 +1053,23 @@ pub mod testing {
         FakeNode { url, calls }
     }
 
+    /// `status`'s answer of a node on chain `chain_id` with its tip at `tip_height` and its final
+    /// block at `final_height`; every other field empty.
+    pub fn status_answer(chain_id: &str, tip_height: Height, final_height: Height) -> Value {
+        serde_json::to_value(StatusAnswer {
+            chain_id: chain_id.to_string(),
+            tip: Tip { height: tip_height, ..Tip::default() },
+            finalized: Checkpoint { height: final_height, ..Checkpoint::default() },
+            ..StatusAnswer::default()
+        })
+        .unwrap()
+    }
+
+    /// `estimate_fee`'s answer: `fee` in base units, every other field empty.
+    pub fn fee_answer(fee: Amount) -> Value {
+        serde_json::to_value(FeeAnswer { fee, ..FeeAnswer::default() }).unwrap()
+    }
+
     /// A transfer as the node's answers carry it: its fields plus its `id`.
     pub fn transfer_answer(transfer: &Transfer) -> Value {
         let mut value = serde_json::to_value(transfer).unwrap();
@@ -1236,8 +1112,9 @@ mod tests {
     use super::testing::*;
     use super::*;
     use crate::amount::format_tc;
-    use serde_json::Value;
+    use serde_json::{json, Value};
     use std::sync::atomic::Ordering;
+    use tinychain_core::codec;
     use tinychain_core::crypto::verify_strict;
     use tinychain_core::types::UNITS_PER_COIN;
 
@@ -1435,13 +1312,16 @@ mod tests {
     /// A node whose chain holds `balance` for everyone, nothing pending, and whose `submit_tx`
     /// answers with `submit`.
     fn node_with(balance: Amount, submit: impl Fn() -> FakeAnswer + Send + 'static) -> FakeNode {
-        fake_node(move |method, _params| match method {
-            "status" => Some(Ok(json!({ "chain_id": "fake", "tip": { "height": 9 }, "finalized": { "height": 7 } }))),
-            "get_history" => Some(Ok(json!({ "transfers": [], "pending": [], "next_before_height": null }))),
-            "get_account" => {
-                Some(Ok(json!({ "height": 9, "balance": balance.to_string(), "nonce": 3, "pending_nonce": 3 })))
-            }
-            "estimate_fee" => Some(Ok(json!({ "fee": "25", "min_fee": "0" }))),
+        fake_node(move |method, params| match method {
+            "status" => Some(Ok(status_answer("fake", 9, 7))),
+            "get_history" => Some(Ok(json!({
+                "address": params["address"], "transfers": [], "pending": [], "next_before_height": null,
+            }))),
+            "get_account" => Some(Ok(json!({
+                "address": params["address"], "at": params["at"], "height": 9, "balance": balance.to_string(),
+                "nonce": 3, "pending_nonce": 3, "mempool_synced": true,
+            }))),
+            "estimate_fee" => Some(Ok(fee_answer(25))),
             "submit_tx" => submit(),
             _ => Some(Err((-32601, "method not found".into()))),
         })
@@ -1739,14 +1619,19 @@ mod tests {
         let account_calls = std::sync::atomic::AtomicUsize::new(0);
         let history_calls = std::sync::atomic::AtomicUsize::new(0);
         fake_node(move |method, params| match method {
-            "status" => Some(Ok(json!({ "chain_id": "fake", "tip": { "height": 9 }, "finalized": { "height": 7 } }))),
+            "status" => Some(Ok(status_answer("fake", 9, 7))),
             "get_history" => {
                 let call = history_calls.fetch_add(1, Ordering::SeqCst);
-                Some(Ok(json!({ "transfers": [], "pending": pending(call), "next_before_height": null })))
+                Some(Ok(json!({
+                    "address": params["address"], "transfers": [], "pending": pending(call), "next_before_height": null,
+                })))
             }
             "get_account" => {
                 let call = account_calls.fetch_add(1, Ordering::SeqCst);
-                let mut answer = json!({ "height": 9, "balance": balance.to_string(), "nonce": 3 });
+                let mut answer = json!({
+                    "address": params["address"], "at": params["at"], "height": 9, "balance": balance.to_string(),
+                    "nonce": 3,
+                });
                 if let Some(pending_nonce) = pending_nonce(call) {
                     answer["pending_nonce"] = pending_nonce;
                     answer["mempool_synced"] = json!(!answer["pending_nonce"].is_null());

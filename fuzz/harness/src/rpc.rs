@@ -13,13 +13,14 @@
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 use std::sync::Arc;
+use tinychain::rpc::Method;
 use tinychain_core::codec;
 use tinychain_core::crypto::SignatureCache;
 use tinychain_core::node::{Action, Event, Node};
 use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_node};
 use tinychain_core::types::{Hash, Height};
 use tinychain_core::validate::transfer_id;
-use tinychain_node::query::{self, LiveInfo, QueryContext, QueryError, METHODS};
+use tinychain_node::query::{self, LiveInfo, QueryContext, QueryError, Request};
 use tinychain_node::storage::Storage;
 
 /// A node that produced a few blocks alone, its database and what the driver would know.
@@ -98,24 +99,22 @@ fn with_served<R>(f: impl FnOnce(&Served) -> R) -> R {
     SERVED.with(|served| f(served.borrow_mut().get_or_insert_with(serve)))
 }
 
-/// Parses one call and, if it is read-only, answers it; returns the verdict.
+/// Parses one call and, if it is a query, answers it; returns the verdict.
 fn call(method: &str, params: &Value) -> String {
-    let request = match query::parse_request(method, params) {
-        None => return "unknown method".to_string(),
-        Some(Err(error)) => return format!("refused: {error}"),
-        Some(Ok(request)) => request,
+    let Some(method) = Method::from_name(method) else { return "unknown method".to_string() };
+    let query = match query::parse_request(method, params) {
+        Err(error) => return format!("refused: {error}"),
+        Ok(Request::Query(query)) => query,
+        Ok(command) => return format!("for the driver: {command:?}"),
     };
-    if request.is_handled_by_driver() {
-        return format!("for the driver: {request:?}");
-    }
     with_served(|served| {
         let context = QueryContext { node: &served.node, storage: &served.storage, live: &served.live };
-        match query::answer(&context, &request) {
+        match query::answer(&context, &query) {
             Ok(answer) => {
                 let _ = serde_json::to_string(&answer).expect("an answer serialises");
                 "answered".to_string()
             }
-            Err(QueryError::Internal(reason)) => panic!("{request:?} failed inside the node: {reason}"),
+            Err(QueryError::Internal(reason)) => panic!("{query:?} failed inside the node: {reason}"),
             Err(error) => format!("refused: {error}"),
         }
     })
@@ -229,7 +228,7 @@ impl ValueInput {
 }
 
 fn structured(input: &Input) -> String {
-    let method = METHODS[usize::from(input.method) % METHODS.len()];
+    let method = Method::ALL[usize::from(input.method) % Method::ALL.len()].as_str();
     let params = match &input.params {
         ParamsInput::Absent => Value::Null,
         ParamsInput::ByPosition(values) => Value::Array(values.iter().map(ValueInput::json).collect()),
