@@ -11,6 +11,7 @@
 //! - `workload`: signed transfers, some deliberately invalid.
 //! - `checker`: the invariants checked after every step, and the liveness phase.
 //! - `engine`: the event loop that ties them together, the trace and the report.
+//! - `scenario`: scenario files (TOML): faults at set times and the expectations to check.
 
 pub mod adversary;
 pub mod checker;
@@ -20,4 +21,5 @@ pub mod metrics;
 pub mod network;
 pub mod options;
 pub mod rng;
+pub mod scenario;
 pub mod workload;

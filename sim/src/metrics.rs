@@ -15,6 +15,8 @@ pub enum MetricFault {
     Flapping,
     /// Pinned to the extreme (1000, 1000).
     Extreme,
+    /// CPU and network pinned at this per-mille (scenario files: `metrics N fixed=V`).
+    Fixed(u16),
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +45,7 @@ impl MetricsModel {
         match self.fault {
             Some(MetricFault::Stale) => return None,
             Some(MetricFault::Extreme) => return Some((1000, 1000)),
+            Some(MetricFault::Fixed(value)) => return Some((value, value)),
             Some(MetricFault::Flapping) => {
                 self.flap = !self.flap;
                 return Some(if self.flap { (0, 0) } else { (1000, 1000) });
@@ -86,5 +89,7 @@ mod tests {
         assert_ne!(first, model.sample(&mut rng, 0, None));
         model.fault = Some(MetricFault::Extreme);
         assert_eq!(model.sample(&mut rng, 0, None), Some((1000, 1000)));
+        model.fault = Some(MetricFault::Fixed(100));
+        assert_eq!(model.sample(&mut rng, 0, None), Some((100, 100)));
     }
 }

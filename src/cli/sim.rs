@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tinychain_sim::engine::{SimReport, Simulation};
 use tinychain_sim::options::{parse_behaviours, parse_duration_ms, parse_faults, parse_seed_range, SimOptions};
+use tinychain_sim::scenario;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -63,6 +64,10 @@ pub struct Args {
     /// Print one JSON object per run (and a summary object after a sweep).
     #[arg(long)]
     pub json: bool,
+    /// Run a scenario file instead: validators, seed, duration, faults at set times and the
+    /// expectations to check (docs/scenarios.md). The other simulation options are ignored.
+    #[arg(long, value_name = "FILE.toml", conflicts_with = "seeds")]
+    pub scenario: Option<PathBuf>,
 }
 
 fn options_for(args: &Args, seed: u64) -> anyhow::Result<SimOptions> {
@@ -209,7 +214,57 @@ fn print_human(report: &SimReport) {
     }
 }
 
+/// `--scenario FILE`: runs the file's simulation and judges its expectations.
+fn run_scenario(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read scenario {}", path.display()))?;
+    let mut scenario = scenario::parse(&text).with_context(|| format!("scenario {}", path.display()))?;
+    scenario.options.keep_trace = args.trace.is_some();
+    let show_progress = std::io::stderr().is_terminal();
+    let (mut report, trace) = run_one(scenario.options.clone(), show_progress);
+    report.replay = format!("tinychain sim --scenario {}", path.display());
+    if let Some(trace_path) = &args.trace {
+        write_trace(trace_path, &trace)?;
+    }
+    let verdicts = scenario::check(&scenario.expect, &report);
+    let failed = verdicts.iter().filter(|verdict| !verdict.ok).count();
+    if args.json {
+        let mut object = serde_json::to_value(&report).expect("reports serialize");
+        object["scenario"] = serde_json::json!({
+            "file": path.display().to_string(),
+            "description": scenario.description,
+            "passed": failed == 0,
+            "expectations": verdicts,
+        });
+        println!("{object}");
+    } else {
+        if !scenario.description.is_empty() {
+            println!("scenario   {}: {}", path.display(), scenario.description);
+        }
+        print_human(&report);
+        println!("  expected");
+        for verdict in &verdicts {
+            println!("    {} {}: {}", if verdict.ok { "ok  " } else { "FAIL" }, verdict.expectation, verdict.observed);
+        }
+    }
+    if failed > 0 {
+        bail!("scenario {}: {failed} of {} expectations failed", path.display(), verdicts.len());
+    }
+    Ok(())
+}
+
+fn write_trace(path: &std::path::Path, trace: &[String]) -> anyhow::Result<()> {
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create trace file {}", path.display()))?;
+    for line in trace {
+        writeln!(file, "{line}").with_context(|| format!("cannot write trace file {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.scenario {
+        return run_scenario(args, path);
+    }
     let seeds = match &args.seeds {
         Some(range) => parse_seed_range(range).context("--seeds")?,
         None => args.seed..=args.seed,
@@ -226,11 +281,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         conflicted += u64::from(report.conflicting_finals > 0);
         accountable += u64::from(report.accountable == Some(true));
         if let Some(path) = &args.trace {
-            let mut file =
-                std::fs::File::create(path).with_context(|| format!("cannot create trace file {}", path.display()))?;
-            for line in &trace {
-                writeln!(file, "{line}").with_context(|| format!("cannot write trace file {}", path.display()))?;
-            }
+            write_trace(path, &trace)?;
         }
         if args.json {
             println!("{}", serde_json::to_string(&report).expect("reports serialize"));
