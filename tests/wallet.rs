@@ -4,7 +4,7 @@
 //! exactly the reward and the fees; `status` goes pending → committed → final; 20 sends in a row
 //! all commit in nonce order; and the failures (more than the balance, a wrong passphrase, a
 //! mistyped address, a node that is down) are clear errors that send nothing and leave the wallet
-//! file as it was.
+//! file as it was; a transfer the node refuses comes back with the reason's code (`data.code`).
 //!
 //! One testnet serves every check (started once, held under `serial()`), so the file runs in well
 //! under two minutes on a 2-core machine. Each command is the real binary with
@@ -147,6 +147,7 @@ fn the_wallet_commands_against_a_live_testnet() {
     twenty_sends_in_a_row_all_commit_in_nonce_order(&fixture);
     history_lists_the_transfers_newest_first(&fixture);
     sending_more_than_the_balance_sends_nothing(&fixture);
+    a_refused_submit_names_why_and_the_wallet_maps_it(&fixture);
     a_wrong_passphrase_sends_nothing_and_leaves_the_file_unchanged(&fixture);
     a_mistyped_address_is_refused_before_anything_is_sent(&fixture);
     a_node_that_is_down_is_a_clear_error_and_loses_nothing(&fixture);
@@ -349,6 +350,33 @@ fn sending_more_than_the_balance_sends_nothing(fixture: &Fixture) {
     let one_too_many = tinychain_wallet::amount::format_amount(all);
     let error = wallet_fails(alice_wallet, rpc, ALICE_PASSPHRASE, &["send", bob, &one_too_many, "--fee", "0.00000001"]);
     assert!(error.contains("insufficient funds"), "{error}");
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(account_footprint(net, alice), before, "nonce and history unchanged");
+}
+
+/// Submitted past the wallet's own checks (the library's `submit_tx`, as another program would):
+/// a nonce the chain already used and more than the balance come back as `Rejected` with the
+/// node's `data.code`, and nothing reaches the chain.
+fn a_refused_submit_names_why_and_the_wallet_maps_it(fixture: &Fixture) {
+    let Fixture { net, rpc, alice_wallet, alice, bob, .. } = fixture;
+    let before = account_footprint(net, alice);
+    let client = tinychain_wallet::client::RpcClient::new(rpc).unwrap();
+    let chain_id = client.status().unwrap().chain_id;
+    let key = tinychain_wallet::keystore::Keystore::open(alice_wallet).unwrap().key("alice", ALICE_PASSPHRASE).unwrap();
+    let bob = tinychain_wallet::parse_address("bob", bob).unwrap();
+    let refusal = |amount: u64, nonce: u64| {
+        let transfer = tinychain_wallet::build_transfer(&key, &chain_id, bob, amount, 1_000, nonce);
+        match client.submit_tx(&transfer) {
+            Err(tinychain_wallet::WalletError::Rejected { code, message, .. }) => (code.unwrap_or_default(), message),
+            other => panic!("amount {amount}, nonce {nonce}: expected a rejection, got {other:?}"),
+        }
+    };
+    // Alice's first send took nonce 0 long ago.
+    let (code, message) = refusal(1, 0);
+    assert_eq!(code, tinychain_rpc::data_code::NONCE_USED, "{message}");
+    let next_nonce = client.get_account(&key.address(), tinychain_rpc::AccountAt::Tip).unwrap().pending_nonce.unwrap();
+    let (code, message) = refusal(1_000_000 * UNITS_PER_COIN, next_nonce);
+    assert_eq!(code, tinychain_rpc::data_code::INSUFFICIENT_BALANCE_WITH_PENDING, "{message}");
     std::thread::sleep(Duration::from_millis(1_200));
     assert_eq!(account_footprint(net, alice), before, "nonce and history unchanged");
 }

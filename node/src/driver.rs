@@ -779,7 +779,7 @@ impl Driver {
                     if held >= JOURNAL_TRANSFERS_MAX {
                         // Refused before the core sees it: the transfer is in no mempool, so
                         // the refusal is the whole truth.
-                        Err(journal_full(held, JOURNAL_TRANSFERS_MAX))
+                        Err(QueryError::JournalFull { held, max: JOURNAL_TRANSFERS_MAX })
                     } else {
                         let id = transfer_id(&transfer);
                         let actions = self.node.step(now_unix_ms(), Event::TxSubmitted(transfer.clone()));
@@ -796,14 +796,14 @@ impl Driver {
                         info!(%addr, "peer address added by an operator");
                         Ok(query::to_json(&AddPeerAnswer { added: addr.to_string() }))
                     }
-                    Err(error) => Err(QueryError::Internal(error.to_string())),
+                    Err(source) => Err(QueryError::Transport { source }),
                 },
                 Request::Command(Command::RemovePeer { addr }) => match self.net.remove_peer(addr.clone()).await {
                     Ok(()) => {
                         info!(%addr, "peer address removed by an operator");
                         Ok(query::to_json(&RemovePeerAnswer { removed: addr.to_string() }))
                     }
-                    Err(error) => Err(QueryError::Internal(error.to_string())),
+                    Err(source) => Err(QueryError::Transport { source }),
                 },
             };
             replies.push((reply, answer));
@@ -829,7 +829,7 @@ impl Driver {
                     // what became of the transfer.
                     warn!(held, max, transfers = entries.len(), "the pending-transfer journal is full");
                     for index in journaled {
-                        replies[index].1 = Err(journal_full(held, max));
+                        replies[index].1 = Err(QueryError::JournalFull { held, max });
                     }
                 }
                 // Like a failed commit: the node stops rather than acknowledge what it cannot keep.
@@ -919,7 +919,7 @@ impl Driver {
                         Ok(_) => settled.resubmitted += 1,
                         Err(refusal) if refusals_are_final => {
                             let reason = match refusal {
-                                QueryError::Rejected(reason) => reason,
+                                QueryError::Rejected(rejection) => rejection.to_string(),
                                 other => other.to_string(),
                             };
                             debug!(%id, %reason, "a journal entry was refused after the restart");
@@ -954,12 +954,6 @@ struct SettledJournal {
     resubmitted: usize,
     committed: usize,
     dropped: usize,
-}
-
-fn journal_full(held: usize, max: usize) -> QueryError {
-    QueryError::Rejected(format!(
-        "this node's pending-transfer journal is full ({held} of {max}); retry after some blocks"
-    ))
 }
 
 /// What the database says about the transfers committed on the canonical chain, as
@@ -1022,7 +1016,7 @@ fn verdict_for(verdicts: &[Action], id: &Hash) -> Answer {
                 return Ok(query::to_json(&SubmitAnswer { id: *id }));
             }
             Action::TxRejected { id: rejected, reason } if rejected == id => {
-                return Err(QueryError::Rejected(reason.to_string()));
+                return Err(QueryError::Rejected(reason.clone()));
             }
             _ => {}
         }
@@ -1163,9 +1157,9 @@ mod tests {
 
     #[test]
     fn a_full_journal_says_so_and_how_full() {
-        let error = journal_full(100_000, JOURNAL_TRANSFERS_MAX);
+        let error = QueryError::JournalFull { held: 100_000, max: JOURNAL_TRANSFERS_MAX };
         let text = error.to_string();
-        assert!(matches!(error, QueryError::Rejected(_)), "{text}");
+        assert_eq!(error.data_code(), "journal_full", "{text}");
         assert!(text.contains("journal is full (100000 of 100000)"), "{text}");
         assert!(text.contains("retry after some blocks"), "{text}");
     }

@@ -39,17 +39,18 @@ use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::election::{eligible_at_ms, Candidate, Demotion};
 use tinychain_core::mempool::{DropReason, DroppedTransfer};
-use tinychain_core::node::Node;
+use tinychain_core::node::{Node, TxRejection};
 use tinychain_core::types::{Address, Block, Checkpoint, Evidence, Hash, Height, MetricReport, NodeId, Transfer};
 use tinychain_core::validate::{block_hash, evidence_id, report_id, transfer_id};
 use tinychain_net::discovery::PeerAddr;
+use tinychain_net::handle::NetError;
 use tinychain_rpc::{
-    AccountAnswer, BlockAnswer, ConnectedPeer, Direction, ElectionAnswer, ElectionCandidate, ElectionDemotion,
-    EvidenceAnswer, EvidenceHeader, EvidenceObjects, EvidenceReport, FeeAnswer, HeaderAnswer, HealthAnswer,
-    HealthStatus, HistoryAnswer, HistoryTransfer, JailedValidator, MempoolAnswer, Method, MissedTurn, NextProducer,
-    PeersAnswer, ProducedBlock, ReportWithId, StatusAnswer, Tip, TransferWithId, TransfersDropped, TxAnswer, TxDropped,
-    TxInBlock, TxState, UnconnectedValidator, ValidatorName, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX,
-    MEMPOOL_LIMIT_DEFAULT, MEMPOOL_LIMIT_MAX, TRANSFER_BYTES_MAX,
+    data_code, AccountAnswer, BlockAnswer, ConnectedPeer, Direction, ElectionAnswer, ElectionCandidate,
+    ElectionDemotion, EvidenceAnswer, EvidenceHeader, EvidenceObjects, EvidenceReport, FeeAnswer, HeaderAnswer,
+    HealthAnswer, HealthStatus, HistoryAnswer, HistoryTransfer, JailedValidator, MempoolAnswer, Method, MissedTurn,
+    NextProducer, PeersAnswer, ProducedBlock, ReportWithId, StatusAnswer, Tip, TransferWithId, TransfersDropped,
+    TxAnswer, TxDropped, TxInBlock, TxState, UnconnectedValidator, ValidatorName, HISTORY_LIMIT_DEFAULT,
+    HISTORY_LIMIT_MAX, MEMPOOL_LIMIT_DEFAULT, MEMPOOL_LIMIT_MAX, TRANSFER_BYTES_MAX,
 };
 use tokio::sync::oneshot;
 
@@ -76,8 +77,9 @@ pub enum Request {
     Metrics,
 }
 
-/// Why a request got no answer. `rpc` maps each to a JSON-RPC error code (see `docs/rpc.md`).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a request got no answer. `rpc` answers each with a JSON-RPC error code and, as
+/// `data.code`, `data_code` (`docs/rpc.md`, "Error codes").
+#[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// A parameter is missing, of the wrong type or out of range: -32602. The text names it.
     #[error("{0}")]
@@ -85,12 +87,52 @@ pub enum QueryError {
     /// The block, height or transfer asked for does not exist: -32001.
     #[error("{0}")]
     NotFound(String),
-    /// `submit_tx`: the node did not admit the transfer (the core's reason): -32002.
+    /// `submit_tx`: the core did not admit the transfer: -32002.
     #[error("transfer rejected: {0}")]
-    Rejected(String),
-    /// Anything else (storage failure, the driver gone or late): -32603.
+    Rejected(#[source] TxRejection),
+    /// `submit_tx` refused before the core saw it, the pending-transfer journal being full:
+    /// -32002. The transfer is in no mempool, so sending it again later (or elsewhere) is safe.
+    #[error(
+        "transfer rejected: this node's pending-transfer journal is full ({held} of {max}); retry after some blocks"
+    )]
+    JournalFull { held: usize, max: usize },
+    /// Reading the database failed: -32603.
+    #[error("internal error: reading the database failed: {source}")]
+    Storage { source: StorageError },
+    /// `add_peer`/`remove_peer`: the transport has stopped: -32603.
+    #[error("internal error: {source}")]
+    Transport { source: NetError },
+    /// The driver has stopped taking calls: -32603.
+    #[error("internal error: the node is shutting down")]
+    ShuttingDown,
+    /// The driver dropped the call without answering (it stopped meanwhile): -32603.
+    #[error("internal error: the node dropped the request without answering")]
+    NotAnswered,
+    /// The driver did not answer within the server's bound: -32603.
+    #[error("internal error: the node did not answer in time")]
+    TimedOut,
+    /// What should not happen (the database contradicting itself, no verdict on a transfer):
+    /// -32603.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl QueryError {
+    /// The stable name of why, for clients (`error.data.code`).
+    pub fn data_code(&self) -> &'static str {
+        match self {
+            QueryError::InvalidParams(_) => data_code::INVALID_PARAMS,
+            QueryError::NotFound(_) => data_code::NOT_FOUND,
+            QueryError::Rejected(rejection) => rejection.code(),
+            QueryError::JournalFull { .. } => data_code::JOURNAL_FULL,
+            QueryError::Storage { .. } => data_code::STORAGE_FAILED,
+            QueryError::Transport { .. } => data_code::TRANSPORT_STOPPED,
+            QueryError::ShuttingDown => data_code::SHUTTING_DOWN,
+            QueryError::NotAnswered => data_code::NOT_ANSWERED,
+            QueryError::TimedOut => data_code::TIMED_OUT,
+            QueryError::Internal(_) => data_code::INTERNAL,
+        }
+    }
 }
 
 /// A request on its way to the driver, and where its answer goes.
@@ -449,8 +491,8 @@ pub fn health(context: &QueryContext<'_>) -> HealthAnswer {
     }
 }
 
-fn storage_failed(error: StorageError) -> QueryError {
-    QueryError::Internal(format!("reading the database failed: {error}"))
+fn storage_failed(source: StorageError) -> QueryError {
+    QueryError::Storage { source }
 }
 
 /// The JSON of an answer. serde_json only fails on maps with non-string keys, which no answer
@@ -1049,8 +1091,8 @@ mod tests {
         parse_request(Method::from_name(method).expect("a known method"), &params)
     }
 
-    fn query(query: Query) -> Result<Request, QueryError> {
-        Ok(Request::Query(query))
+    fn query(query: Query) -> Request {
+        Request::Query(query)
     }
 
     fn invalid_text(method: &str, params: Value) -> String {
@@ -1064,20 +1106,20 @@ mod tests {
     fn params_by_name_and_by_position_agree() {
         let address = Address([3; 32]);
         let text = address.to_string();
-        let by_name = parsed("get_history", json!({"address": text, "limit": 7, "before_height": 9}));
-        let by_position = parsed("get_history", json!([text, 7, 9]));
+        let by_name = parsed("get_history", json!({"address": text, "limit": 7, "before_height": 9})).unwrap();
+        let by_position = parsed("get_history", json!([text, 7, 9])).unwrap();
         assert_eq!(by_name, query(Query::GetHistory { address, limit: 7, before_height: Some(9) }));
         assert_eq!(by_name, by_position);
         assert_eq!(
-            parsed("get_history", json!([text])),
+            parsed("get_history", json!([text])).unwrap(),
             query(Query::GetHistory { address, limit: HISTORY_LIMIT_DEFAULT, before_height: None })
         );
         assert_eq!(
-            parsed("get_account", json!([text, "final"])),
+            parsed("get_account", json!([text, "final"])).unwrap(),
             query(Query::GetAccount { address, at: AccountAt::Final })
         );
         assert_eq!(
-            parsed("get_account", json!({"address": text})),
+            parsed("get_account", json!({"address": text})).unwrap(),
             query(Query::GetAccount { address, at: AccountAt::Tip })
         );
     }
@@ -1085,11 +1127,17 @@ mod tests {
     #[test]
     fn block_selectors() {
         let hash = Hash([0xab; 32]);
-        assert_eq!(parsed("get_block", json!({"height": 4})), query(Query::GetBlock(BlockSelector::Height(4))));
-        assert_eq!(parsed("get_block", json!([4])), query(Query::GetBlock(BlockSelector::Height(4))));
-        assert_eq!(parsed("get_header", json!([hash.to_string()])), query(Query::GetHeader(BlockSelector::Hash(hash))));
         assert_eq!(
-            parsed("get_block", json!({"hash": hash.to_string()})),
+            parsed("get_block", json!({"height": 4})).unwrap(),
+            query(Query::GetBlock(BlockSelector::Height(4)))
+        );
+        assert_eq!(parsed("get_block", json!([4])).unwrap(), query(Query::GetBlock(BlockSelector::Height(4))));
+        assert_eq!(
+            parsed("get_header", json!([hash.to_string()])).unwrap(),
+            query(Query::GetHeader(BlockSelector::Hash(hash)))
+        );
+        assert_eq!(
+            parsed("get_block", json!({"hash": hash.to_string()})).unwrap(),
             query(Query::GetBlock(BlockSelector::Hash(hash)))
         );
         assert!(invalid_text("get_block", json!({"height": 1, "hash": hash.to_string()})).contains("not both"));
@@ -1116,8 +1164,8 @@ mod tests {
         assert!(invalid_text("add_peer", json!([":80"])).contains("host"));
         assert!(invalid_text("add_peer", json!(["a:0"])).contains("port"));
         assert_eq!(
-            parsed("add_peer", json!(["[::1]:7740"])),
-            Ok(Request::Command(Command::AddPeer { addr: "[::1]:7740".parse().unwrap() }))
+            parsed("add_peer", json!(["[::1]:7740"])).unwrap(),
+            Request::Command(Command::AddPeer { addr: "[::1]:7740".parse().unwrap() })
         );
         assert!(Method::from_name("no_such_method").is_none());
     }
@@ -1127,7 +1175,10 @@ mod tests {
         let key = tinychain_core::testkit::account_key(0);
         let transfer = tinychain_core::testkit::sign_transfer(&key, "c", Address([9; 32]), 5, 1, 0);
         let hex_text = hex::encode(codec::encode(&transfer));
-        assert_eq!(parsed("submit_tx", json!([hex_text])), Ok(Request::Command(Command::SubmitTx { tx: transfer })));
+        assert_eq!(
+            parsed("submit_tx", json!([hex_text])).unwrap(),
+            Request::Command(Command::SubmitTx { tx: transfer })
+        );
         assert!(invalid_text("submit_tx", json!([format!("{hex_text}00")])).contains("\"tx\""));
         assert!(invalid_text("submit_tx", json!(["zz"])).contains("not hex"));
         assert!(invalid_text("submit_tx", json!(["00".repeat(2_000)])).contains("more than a transfer"));
@@ -1182,6 +1233,85 @@ mod tests {
 
         let unknown = evidence_json(&Evidence::DoubleVote { first, second }, |_| None);
         assert_eq!(unknown["offender_name"], Value::Null, "a name only for a genesis validator");
+    }
+
+    /// Every `data.code` the node can answer is one the schema lists (and `docs/rpc.md`
+    /// documents, which `rpc/tests/docs.rs` checks). A new kind of rejection fails to compile in
+    /// the matches below until it has a sample here.
+    #[test]
+    fn every_data_code_is_in_the_schema() {
+        use tinychain_core::mempool::MempoolError;
+        use tinychain_core::validate::TxError;
+        let tx_errors = [
+            TxError::WrongChainId { expected: "a".into(), got: "b".into() },
+            TxError::ZeroAmount,
+            TxError::BadSignature,
+            TxError::WrongNonce { expected: 1, got: 0 },
+            TxError::InsufficientBalance { balance: 0, needed: 1 },
+            TxError::AmountOverflow,
+            TxError::RecipientBalanceOverflow,
+        ];
+        for error in &tx_errors {
+            match error {
+                TxError::WrongChainId { .. }
+                | TxError::ZeroAmount
+                | TxError::BadSignature
+                | TxError::WrongNonce { .. }
+                | TxError::InsufficientBalance { .. }
+                | TxError::AmountOverflow
+                | TxError::RecipientBalanceOverflow => {}
+            }
+        }
+        let mempool_errors = [
+            MempoolError::AlreadyKnown { id: Hash::default() },
+            MempoolError::NonceTooLow { expected: 1, got: 0 },
+            MempoolError::NonceGap { expected: 0, got: 1 },
+            MempoolError::FeeBelowMinimum { minimum: 1, got: 0 },
+            MempoolError::ReplacementFeeTooLow { pending_fee: 1, got: 1 },
+            MempoolError::InsufficientBalance { balance: 0, needed: 1 },
+            MempoolError::AmountOverflow,
+            MempoolError::SenderQueueFull { pending: 1 },
+            MempoolError::PoolFull { lowest_fee: 1 },
+        ];
+        for error in &mempool_errors {
+            match error {
+                MempoolError::AlreadyKnown { .. }
+                | MempoolError::NonceTooLow { .. }
+                | MempoolError::NonceGap { .. }
+                | MempoolError::FeeBelowMinimum { .. }
+                | MempoolError::ReplacementFeeTooLow { .. }
+                | MempoolError::InsufficientBalance { .. }
+                | MempoolError::AmountOverflow
+                | MempoolError::SenderQueueFull { .. }
+                | MempoolError::PoolFull { .. } => {}
+            }
+        }
+        let rejections =
+            tx_errors.into_iter().map(TxRejection::Invalid).chain(mempool_errors.map(TxRejection::Mempool));
+        let mut errors: Vec<QueryError> = rejections.map(QueryError::Rejected).collect();
+        errors.extend([
+            QueryError::InvalidParams("x".into()),
+            QueryError::NotFound("x".into()),
+            QueryError::JournalFull { held: 1, max: 1 },
+            QueryError::Storage { source: StorageError::Missing { path: "x".into() } },
+            QueryError::Transport { source: NetError::Stopped },
+            QueryError::ShuttingDown,
+            QueryError::NotAnswered,
+            QueryError::TimedOut,
+            QueryError::Internal("x".into()),
+        ]);
+        let answered: Vec<&str> = errors.iter().map(QueryError::data_code).collect();
+        for (error, code) in errors.iter().zip(&answered) {
+            assert!(data_code::ALL.contains(code), "{error:?} answers data.code {code:?}, not in data_code::ALL");
+        }
+        // And the schema lists nothing a node never answers (but for the two refusals `rpc`
+        // answers itself: a request too large, an admin method not allowed).
+        for code in data_code::ALL {
+            assert!(
+                answered.contains(code) || *code == data_code::REQUEST_TOO_LARGE || *code == data_code::ADMIN_ONLY,
+                "{code}"
+            );
+        }
     }
 
     #[test]

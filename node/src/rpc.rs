@@ -39,7 +39,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tinychain_rpc::{code, HealthRefusal, HealthStatus, Method};
+use tinychain_rpc::{code, data_code, ErrorData, HealthRefusal, HealthStatus, Method};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tower::Service as _;
@@ -171,26 +171,33 @@ struct MethodContext {
 async fn ask(calls: &mpsc::Sender<Call>, request: Request, timeout: Duration) -> Result<Value, QueryError> {
     let (reply, answer) = oneshot::channel();
     let exchange = async {
-        calls
-            .send(Call { request, reply })
-            .await
-            .map_err(|_| QueryError::Internal("the node is shutting down".into()))?;
-        answer.await.map_err(|_| QueryError::Internal("the node dropped the request without answering".into()))?
+        calls.send(Call { request, reply }).await.map_err(|_| QueryError::ShuttingDown)?;
+        answer.await.map_err(|_| QueryError::NotAnswered)?
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(answered) => answered,
-        Err(_) => Err(QueryError::Internal("the node did not answer in time".into())),
+        Err(_) => Err(QueryError::TimedOut),
     }
 }
 
+/// The JSON-RPC error for `error`: its code, its text as the message and its `data.code`.
 fn error_object(error: QueryError) -> ErrorObjectOwned {
     let code = match &error {
         QueryError::InvalidParams(_) => code::INVALID_PARAMS,
         QueryError::NotFound(_) => code::NOT_FOUND,
-        QueryError::Rejected(_) => code::TX_REJECTED,
-        QueryError::Internal(_) => code::INTERNAL_ERROR,
+        QueryError::Rejected(_) | QueryError::JournalFull { .. } => code::TX_REJECTED,
+        QueryError::Storage { .. }
+        | QueryError::Transport { .. }
+        | QueryError::ShuttingDown
+        | QueryError::NotAnswered
+        | QueryError::TimedOut
+        | QueryError::Internal(_) => code::INTERNAL_ERROR,
     };
-    ErrorObject::owned(code, error.to_string(), None::<()>)
+    ErrorObject::owned(code, error.to_string(), Some(error_data(error.data_code())))
+}
+
+fn error_data(data_code: &str) -> ErrorData {
+    ErrorData { code: data_code.to_string() }
 }
 
 async fn handle_method(
@@ -210,7 +217,7 @@ async fn handle_method(
         };
         if let Some(message) = refusal {
             debug!(%method, "refusing an admin method");
-            return Err(ErrorObject::owned(code::ADMIN_ONLY, message, None::<()>));
+            return Err(ErrorObject::owned(code::ADMIN_ONLY, message, Some(error_data(data_code::ADMIN_ONLY))));
         }
     }
     let params_value: Value = match params.as_str() {
@@ -435,6 +442,7 @@ async fn read_body_limited(
             "error": {
                 "code": code::OVERSIZED_REQUEST,
                 "message": format!("the request body is over this node's limit of {body_bytes_max} bytes"),
+                "data": error_data(data_code::REQUEST_TOO_LARGE),
             },
         });
         response(hyper::StatusCode::PAYLOAD_TOO_LARGE, "application/json", body.to_string())

@@ -21,8 +21,8 @@ use tinychain_core::codec;
 use tinychain_core::crypto::SignatureCache;
 use tinychain_core::election::rank_candidates;
 use tinychain_core::genesis::Genesis;
-use tinychain_core::mempool::{DropReason, DroppedTransfer, MempoolConfig};
-use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
+use tinychain_core::mempool::{DropReason, DroppedTransfer, MempoolConfig, MempoolError};
+use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent, TxRejection};
 use tinychain_core::state::ValidatorRecord;
 use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_key};
 use tinychain_core::types::{Address, Hash, Height, Transfer, UNITS_PER_COIN};
@@ -32,8 +32,8 @@ use tinychain_node::query::{self, Call, Command, LiveInfo, Query, QueryContext, 
 use tinychain_node::rpc::{self, AdminAccess, RpcConfig, RpcServer};
 use tinychain_node::storage::Storage;
 use tinychain_rpc::{
-    code, AccountAnswer, BlockAnswer, ElectionAnswer, FeeAnswer, HeaderAnswer, HealthAnswer, HistoryAnswer,
-    MempoolAnswer, PeersAnswer, StatusAnswer, SubmitAnswer, TxAnswer,
+    code, data_code, AccountAnswer, BlockAnswer, ElectionAnswer, ErrorData, FeeAnswer, HeaderAnswer, HealthAnswer,
+    HistoryAnswer, MempoolAnswer, PeersAnswer, StatusAnswer, SubmitAnswer, TxAnswer,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -120,6 +120,15 @@ async fn error(addr: SocketAddr, method: &str, params: Value) -> (i64, String) {
     (error["code"].as_i64().unwrap(), error["message"].as_str().unwrap().to_string())
 }
 
+/// Calls one method that must fail; returns (code, message, data.code).
+async fn error_with_reason(addr: SocketAddr, method: &str, params: Value) -> (i64, String, String) {
+    let response = call(addr, method, params.clone()).await;
+    let error = response.get("error").unwrap_or_else(|| panic!("{method} {params} should fail: {response}"));
+    let data: ErrorData = serde_json::from_value(error["data"].clone())
+        .unwrap_or_else(|problem| panic!("{method} {params}: no data.code ({problem}): {response}"));
+    (error["code"].as_i64().unwrap(), error["message"].as_str().unwrap().to_string(), data.code)
+}
+
 fn loopback_config() -> RpcConfig {
     RpcConfig { listen: "127.0.0.1:0".parse().unwrap(), ..RpcConfig::default() }
 }
@@ -138,7 +147,9 @@ fn fake_answer(request: &Request) -> Result<Value, QueryError> {
         })),
         Request::Command(Command::AddPeer { addr }) => Ok(json!({ "added": addr })),
         Request::Command(Command::RemovePeer { addr }) => Ok(json!({ "removed": addr })),
-        Request::Command(Command::SubmitTx { .. }) => Err(QueryError::Rejected("nonce 0 was already used".into())),
+        Request::Command(Command::SubmitTx { .. }) => {
+            Err(QueryError::Rejected(TxRejection::Mempool(MempoolError::NonceTooLow { expected: 1, got: 0 })))
+        }
         Request::Query(Query::GetBlock(query::BlockSelector::Height(99))) => {
             Err(QueryError::NotFound("no block at height 99".into()))
         }
@@ -181,8 +192,8 @@ async fn standard_error_codes() {
     let (code, message) = error(addr, "get_everything", json!([])).await;
     assert_eq!(code, -32601, "{message}");
 
-    let (code, message) = error(addr, "get_tx", json!({ "id": "1234" })).await;
-    assert_eq!(code, -32602);
+    let (code, message, reason) = error_with_reason(addr, "get_tx", json!({ "id": "1234" })).await;
+    assert_eq!((code, reason.as_str()), (-32602, data_code::INVALID_PARAMS));
     assert!(message.contains("\"id\"") && message.contains("64 hex"), "{message}");
     let (code, message) = error(addr, "get_history", json!({ "address": "tc1qqq", "limit": 5 })).await;
     assert_eq!(code, -32602);
@@ -194,11 +205,12 @@ async fn standard_error_codes() {
     assert_eq!(code, -32602);
     assert!(message.contains("\"tx\""), "{message}");
 
-    let (code, message) = error(addr, "get_block", json!({ "height": 99 })).await;
-    assert_eq!((code, message.as_str()), (-32001, "no block at height 99"));
+    let (code, message, reason) = error_with_reason(addr, "get_block", json!({ "height": 99 })).await;
+    assert_eq!((code, message.as_str(), reason.as_str()), (-32001, "no block at height 99", data_code::NOT_FOUND));
     let transfer = sign_transfer(&account_key(0), "tinychain-test", Address([1; 32]), 5, 1, 0);
-    let (code, message) = error(addr, "submit_tx", json!([hex::encode(codec::encode(&transfer))])).await;
-    assert_eq!(code, -32002);
+    let (code, message, reason) =
+        error_with_reason(addr, "submit_tx", json!([hex::encode(codec::encode(&transfer))])).await;
+    assert_eq!((code, reason.as_str()), (-32002, data_code::NONCE_USED));
     assert!(message.contains("already used"), "{message}");
 
     // GET on the JSON-RPC path is not JSON-RPC.
@@ -249,6 +261,7 @@ async fn bodies_over_the_limit_are_refused_and_under_it_answered() {
     assert_eq!(reply.status, 413, "{}", reply.body);
     let refusal: Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(refusal["error"]["code"], code::OVERSIZED_REQUEST);
+    assert_eq!(refusal["error"]["data"]["code"], data_code::REQUEST_TOO_LARGE);
     assert!(refusal["error"]["message"].as_str().unwrap().contains("4096 bytes"), "{refusal}");
 
     // Just under the limit: answered.
@@ -305,8 +318,9 @@ async fn admin_methods_follow_the_admin_rule() {
 
     let off = fake_server(RpcConfig { admin: AdminAccess::Off, ..loopback_config() }).await;
     for method in ["add_peer", "remove_peer"] {
-        let (code, message) = error(off.local_addr(), method, json!(["10.0.0.5:7740"])).await;
+        let (code, message, reason) = error_with_reason(off.local_addr(), method, json!(["10.0.0.5:7740"])).await;
         assert_eq!(code, i64::from(tinychain_rpc::code::ADMIN_ONLY), "{message}");
+        assert_eq!(reason, data_code::ADMIN_ONLY);
         assert!(message.contains("admin"), "{message}");
     }
     // Read-only methods are unaffected.
@@ -364,8 +378,8 @@ async fn health_and_metrics() {
     let health = http(orphan.local_addr(), "GET", "/health", Vec::new()).await;
     assert_eq!(health.status, 503, "{}", health.body);
     assert_eq!(http(orphan.local_addr(), "GET", "/metrics", Vec::new()).await.status, 503);
-    let (code, message) = error(orphan.local_addr(), "status", json!([])).await;
-    assert_eq!(code, -32603);
+    let (code, message, reason) = error_with_reason(orphan.local_addr(), "status", json!([])).await;
+    assert_eq!((code, reason.as_str()), (-32603, data_code::SHUTTING_DOWN));
     assert!(message.contains("shutting down"), "{message}");
     orphan.stop().await;
 }
@@ -386,7 +400,8 @@ async fn a_driver_that_does_not_answer_times_out() {
     assert_eq!(health.status, 503);
     assert!(started.elapsed() >= rpc::HEALTH_TIMEOUT, "{:?}", started.elapsed());
     let started = Instant::now();
-    let (code, message) = error(server.local_addr(), "status", json!([])).await;
+    let (code, message, reason) = error_with_reason(server.local_addr(), "status", json!([])).await;
+    assert_eq!(reason, data_code::TIMED_OUT);
     assert_eq!(code, -32603);
     assert!(message.contains("did not answer in time"), "{message}");
     assert!(started.elapsed() >= rpc::CALL_TIMEOUT, "{:?}", started.elapsed());
@@ -579,12 +594,12 @@ impl Chain {
         }
     }
 
-    fn submit(&mut self, transfer: Transfer) -> Result<Hash, String> {
+    fn submit(&mut self, transfer: Transfer) -> Result<Hash, TxRejection> {
         let id = transfer_id(&transfer);
         for action in self.step(Event::TxSubmitted(transfer)) {
             match action {
                 Action::TxAccepted { id: accepted } if accepted == id => return Ok(id),
-                Action::TxRejected { id: rejected, reason } if rejected == id => return Err(reason.to_string()),
+                Action::TxRejected { id: rejected, reason } if rejected == id => return Err(reason),
                 _ => {}
             }
         }
@@ -769,8 +784,17 @@ async fn answers_from_a_real_node_and_storage() {
     let accepted = result(addr, "submit_tx", json!({ "tx": d_hex })).await;
     assert_eq!(accepted["id"], transfer_id(&d).to_string());
     assert_eq!(result(addr, "get_tx", json!([transfer_id(&d).to_string()])).await["status"], "pending");
-    let (code, message) = error(addr, "submit_tx", json!([d_hex])).await;
-    assert_eq!(code, -32002, "{message}");
+    let (code, message, reason) = error_with_reason(addr, "submit_tx", json!([d_hex])).await;
+    assert_eq!((code, reason.as_str()), (-32002, data_code::DUPLICATE), "{message}");
+    // A nonce the chain already used (A took alice's 0), and more than the sender holds: each
+    // refusal names its reason in data.code.
+    let used_nonce = sign_transfer(&alice, &chain_id, bob.address(), 1, fee, 0);
+    let (code, message, reason) = error_with_reason(addr, "submit_tx", submit_params(&used_nonce)).await;
+    assert_eq!((code, reason.as_str()), (-32002, data_code::NONCE_USED), "{message}");
+    assert!(message.contains("nonce 0 was already used"), "{message}");
+    let too_much = sign_transfer(&bob, &chain_id, alice.address(), 10_000 * UNITS_PER_COIN, fee, 1);
+    let (code, message, reason) = error_with_reason(addr, "submit_tx", submit_params(&too_much)).await;
+    assert_eq!((code, reason.as_str()), (-32002, data_code::INSUFFICIENT_BALANCE_WITH_PENDING), "{message}");
 
     // health and metrics from the real answers
     let health = http(addr, "GET", "/health", Vec::new()).await;

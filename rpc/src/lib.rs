@@ -8,7 +8,8 @@
 //!   node, and the limits on what it may ask for.
 //! - `answer`: one answer type per method (and `GET /health`), serialised by the node and
 //!   deserialised by clients.
-//! - `error`: the error codes.
+//! - `error`: the error codes, and the `data.code` names that say why in a form a client can
+//!   branch on.
 
 pub mod answer;
 pub mod error;
@@ -16,7 +17,7 @@ pub mod method;
 pub mod request;
 
 pub use answer::*;
-pub use error::code;
+pub use error::{code, data_code, ErrorData};
 pub use method::Method;
 pub use request::{
     AccountAt, BlockSelector, Command, Query, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MEMPOOL_LIMIT_DEFAULT,

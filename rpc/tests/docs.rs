@@ -1,7 +1,7 @@
 //! `docs/rpc.md` documents the whole schema: a `### \`method\`` section for every method in
 //! `Method::ALL`, naming each of its params and every field of its answer, nested ones too
-//! (`tip.height` needs `tip` and `height`), and the `GET /health` section naming the health
-//! answers' fields.
+//! (`tip.height` needs `tip` and `height`), the `GET /health` section naming the health
+//! answers' fields, and the "Error codes" section naming every `data.code`.
 //!
 //! The answers are one value of each type built here field by field (no `..Default::default()`,
 //! so a field added to an answer type does not compile here until it has a value, and then
@@ -345,6 +345,15 @@ fn every_method_has_a_section_naming_its_params_and_every_answer_field() {
     ];
     missing.extend(undocumented(health, &health_answers).into_iter().map(|path| format!("GET /health: {path}")));
     assert!(missing.is_empty(), "docs/rpc.md does not name these params and answer fields:\n{}", missing.join("\n"));
+}
+
+/// The "Error codes" section names every `data.code` a node answers.
+#[test]
+fn every_data_code_is_documented() {
+    let docs = docs();
+    let errors = section(&docs, "## Error codes").expect("docs/rpc.md has an Error codes section");
+    let missing: Vec<&str> = data_code::ALL.iter().copied().filter(|name| !names(errors, name)).collect();
+    assert!(missing.is_empty(), "docs/rpc.md's Error codes section does not name: {missing:?}");
 }
 
 /// The check itself: a key only a nested object has is found, and a section ends at the next

@@ -153,7 +153,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         Err(Failure { error, json }) => {
             if args.global.json {
-                println!("{}", failure_json(&error, json));
+                println!("{}", failure_json(&error, json.map(|json| *json)));
             }
             Err(error.into())
         }
@@ -183,7 +183,8 @@ struct Output {
 #[derive(Debug)]
 struct Failure {
     error: WalletError,
-    json: Option<Value>,
+    /// Boxed: failures travel in every `Result` of this module, and most have none.
+    json: Option<Box<Value>>,
 }
 
 impl From<WalletError> for Failure {
@@ -368,7 +369,7 @@ fn send_and_wait(
             if let Value::Object(map) = &mut json {
                 map.insert("dropped".into(), dropped_json(&dropped));
             }
-            return Err(Failure { error: WalletError::Dropped { id, nonce, dropped }, json: Some(json) });
+            return Err(Failure { error: WalletError::Dropped { id, nonce, dropped }, json: Some(Box::new(json)) });
         }
         // The transfer was submitted and may still commit: with --json, say so in the one object
         // (with the id and nonce) rather than an error a script might answer by sending again.
@@ -400,9 +401,7 @@ fn confirm_export(key: &KeyEntry) -> Result<(), WalletError> {
     eprint!("Type yes to print the secret of {:?}: ", key.name);
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    stdin
-        .read_line(&mut answer)
-        .map_err(|error| WalletError::Input { what: "the confirmation".into(), detail: error.to_string() })?;
+    stdin.read_line(&mut answer).map_err(|source| WalletError::Input { what: "the confirmation".into(), source })?;
     if answer.trim() != "yes" {
         return Err(WalletError::Refused("not confirmed; nothing was printed".into()));
     }
@@ -412,17 +411,16 @@ fn confirm_export(key: &KeyEntry) -> Result<(), WalletError> {
 /// The secret to import: typed at a hidden prompt on a terminal, else read from stdin.
 fn read_secret() -> Result<Zeroizing<String>, WalletError> {
     const SECRET_INPUT_BYTES_MAX: u64 = 1_024;
-    let input_error = |detail: String| WalletError::Input { what: "the secret key".into(), detail };
     if std::io::stdin().is_terminal() {
         return rpassword::prompt_password("Secret key (64 hex digits): ")
             .map(Zeroizing::new)
-            .map_err(|error| input_error(error.to_string()));
+            .map_err(|source| WalletError::Input { what: "the secret key".into(), source });
     }
     let mut text = Zeroizing::new(String::new());
     std::io::stdin()
         .take(SECRET_INPUT_BYTES_MAX)
         .read_to_string(&mut text)
-        .map_err(|error| input_error(format!("stdin: {error}")))?;
+        .map_err(|source| WalletError::Input { what: "the secret key from stdin".into(), source })?;
     Ok(text)
 }
 
@@ -712,7 +710,9 @@ mod tests {
     use super::*;
     use tinychain_core::types::{Address, Hash};
     use tinychain_core::validate::transfer_id;
-    use tinychain_wallet::testing::{dropped_answer, fake_node, status_answer, transfer_answer, wallet_with_one_key};
+    use tinychain_wallet::testing::{
+        dropped_answer, fake_node, node_error, status_answer, transfer_answer, wallet_with_one_key,
+    };
 
     #[test]
     fn a_dropped_status_says_why_and_what_to_do_and_gives_the_nodes_fields() {
@@ -781,7 +781,7 @@ mod tests {
                 // Each send polls pending once, then finds it dropped.
                 Some(Ok(if call.is_multiple_of(2) { pending.clone() } else { dropped.clone() }))
             }
-            _ => Some(Err((-32601, "method not found".into()))),
+            _ => Some(Err(node_error(-32601, "method not found", None))),
         });
         let client = RpcClient::new(&node.url).unwrap();
         let request = SendRequest { from: None, to: Address([9; 32]), amount: 1_000, fee: FeeChoice::Fixed(0) };
@@ -807,7 +807,7 @@ mod tests {
             assert!(message
                 .contains(&format!("transfer {sent_id} was dropped: its nonce 3 was taken by transfer {winner}")));
             // --json: the sent transfer (so a script knows which was lost), why, and the error.
-            let json = failure_json(&failure.error, failure.json);
+            let json = failure_json(&failure.error, failure.json.map(|json| *json));
             assert_eq!(json["id"], json!(sent_id));
             assert_eq!(json["nonce"], 3);
             assert_eq!(json["dropped"]["reason"], "nonce_taken");

@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tinychain_core::types::{Address, Hash, Height, Transfer};
+use tinychain_core::validate::transfer_id;
 use tinychain_rpc::{
-    AccountAnswer, AccountAt, AddPeerAnswer, BlockAnswer, BlockSelector, Command, ElectionAnswer, FeeAnswer,
-    HeaderAnswer, HistoryAnswer, MempoolAnswer, Method, PeersAnswer, Query, RemovePeerAnswer, StatusAnswer,
+    code, AccountAnswer, AccountAt, AddPeerAnswer, BlockAnswer, BlockSelector, Command, ElectionAnswer, ErrorData,
+    FeeAnswer, HeaderAnswer, HistoryAnswer, MempoolAnswer, Method, PeersAnswer, Query, RemovePeerAnswer, StatusAnswer,
     SubmitAnswer, TxAnswer,
 };
 
@@ -35,15 +36,17 @@ pub struct RpcClient {
 
 /// How far a failed request got: whether the node can have received it.
 #[derive(Debug)]
-pub(crate) enum CallFailure {
+enum CallFailure {
     /// No connection was made: the request certainly did not reach the node.
     NotConnected(String),
     /// The request may have been delivered.
     AfterConnect(String),
-    /// The node answered with a JSON-RPC error.
+    /// The node answered with a JSON-RPC error; `data_code` is its `data.code`, why in a stable
+    /// name (`None` from a node that sends none).
     Node {
         code: i64,
         message: String,
+        data_code: Option<String>,
     },
     Http {
         status: u16,
@@ -141,10 +144,40 @@ impl RpcClient {
         self.query(&Query::EstimateFee)
     }
 
-    /// Submits a signed transfer. (`send` tells apart failures before and after the request may
-    /// have reached the node; this does not.)
+    /// Submits a signed transfer. A refusal is `WalletError::Rejected`, whose `code` says why
+    /// (the node's `data.code`); nothing was admitted then. A failure after the request may have
+    /// reached the node is `SubmitUncertain`: the transfer may be pending, so look it up by its id
+    /// before sending it again.
     pub fn submit_tx(&self, transfer: &Transfer) -> Result<SubmitAnswer, WalletError> {
-        self.command(&Command::SubmitTx { tx: transfer.clone() })
+        let id = transfer_id(transfer);
+        let (url, method) = (self.url.clone(), Method::SubmitTx);
+        let submitted = match self.ask_raw(method, &Command::<String>::SubmitTx { tx: transfer.clone() }) {
+            Ok(value) => value,
+            Err(CallFailure::NotConnected(detail)) => return Err(WalletError::Unreachable { url, detail }),
+            Err(CallFailure::Node { code, message, data_code }) if code == i64::from(code::TX_REJECTED) => {
+                let message = message.strip_prefix("transfer rejected: ").unwrap_or(&message).to_string();
+                return Err(WalletError::Rejected { url, id, code: data_code, message });
+            }
+            Err(CallFailure::Node { code, message, data_code }) if code == i64::from(code::INVALID_PARAMS) => {
+                // The node could not decode the transfer: it cannot have been admitted.
+                let message = format!("invalid transfer encoding (error {code}: {message})");
+                return Err(WalletError::Rejected { url, id, code: data_code, message });
+            }
+            Err(failure) => {
+                let detail = match failure {
+                    CallFailure::AfterConnect(detail) | CallFailure::BadAnswer(detail) => detail,
+                    CallFailure::Node { code, message, .. } => format!("error {code}: {message}"),
+                    CallFailure::Http { status, body } => format!("HTTP {status}: {body}"),
+                    CallFailure::NotConnected(detail) => detail,
+                };
+                return Err(WalletError::SubmitUncertain { url, id, detail });
+            }
+        };
+        serde_json::from_value(submitted).map_err(|error| WalletError::SubmitUncertain {
+            url,
+            id,
+            detail: format!("the answer is not {{\"id\": ...}}: {error}"),
+        })
     }
 
     /// Admin: adds `addr` (`host:port`) to the addresses the node dials.
@@ -177,7 +210,7 @@ impl RpcClient {
     }
 
     /// `ask` without reading the answer, failing with how far the call got.
-    pub(crate) fn ask_raw(&self, method: Method, call: &impl Serialize) -> Result<Value, CallFailure> {
+    fn ask_raw(&self, method: Method, call: &impl Serialize) -> Result<Value, CallFailure> {
         let mut call = serde_json::to_value(call).expect("queries and commands have a JSON form");
         let params = call.get_mut("params").map(Value::take).unwrap_or(Value::Null);
         self.call_raw(method.as_str(), params)
@@ -189,14 +222,16 @@ impl RpcClient {
         match failure {
             CallFailure::NotConnected(detail) => WalletError::Unreachable { url, detail },
             CallFailure::AfterConnect(detail) => WalletError::NoAnswer { url, method, detail },
-            CallFailure::Node { code, message } => WalletError::NodeError { url, method, code, message },
+            CallFailure::Node { code, message, data_code } => {
+                WalletError::NodeError { url, method, code, data_code, message }
+            }
             CallFailure::Http { status, body } => WalletError::HttpStatus { url, method, status, body },
             CallFailure::BadAnswer(detail) => WalletError::BadAnswer { url, method, detail },
         }
     }
 
     /// One call; `Value::Null` params are left out.
-    pub(crate) fn call_raw(&self, method: &str, params: Value) -> Result<Value, CallFailure> {
+    fn call_raw(&self, method: &str, params: Value) -> Result<Value, CallFailure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut request = json!({ "jsonrpc": "2.0", "id": id, "method": method });
         if !params.is_null() {
@@ -218,7 +253,8 @@ impl RpcClient {
         if let Some(error) = body.get("error") {
             let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
             let message = error.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
-            return Err(CallFailure::Node { code, message });
+            let data = error.get("data").and_then(|data| serde_json::from_value::<ErrorData>(data.clone()).ok());
+            return Err(CallFailure::Node { code, message, data_code: data.map(|data| data.code) });
         }
         if status != 200 {
             return Err(CallFailure::Http { status, body: shorten(&body.to_string()) });

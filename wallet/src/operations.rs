@@ -43,7 +43,7 @@
 //!   a dropped transfer is never counted as pending (nor listed by `history`).
 
 use crate::amount::{format_amount, parse_amount, AmountError};
-use crate::client::{shorten, CallFailure, RpcClient};
+use crate::client::{shorten, RpcClient};
 use crate::keystore::{self, Keystore, KeystoreError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ use tinychain_core::address::AddressError;
 use tinychain_core::crypto::Keypair;
 use tinychain_core::types::{Address, Amount, Hash, Height, Transfer};
 use tinychain_core::validate::transfer_id;
-use tinychain_rpc::{AccountAnswer, AccountAt, Command, HistoryAnswer, HistoryTransfer, SubmitAnswer, TxAnswer};
+use tinychain_rpc::{data_code, AccountAnswer, AccountAt, HistoryAnswer, HistoryTransfer, Method, TxAnswer};
 use zeroize::Zeroizing;
 
 /// The node the wallet talks to by default: the local node's RPC port (DESIGN.md).
@@ -105,12 +105,17 @@ pub enum WalletError {
     NoAnswer { url: String, method: String, detail: String },
     #[error("the node at {url} answered {method} with HTTP {status}: {body}")]
     HttpStatus { url: String, method: String, status: u16, body: String },
+    /// `data_code` is the error's `data.code` (`tinychain_rpc::data_code`), `None` from a node that
+    /// sends none.
     #[error("the node at {url} answered {method} with error {code}: {message}")]
-    NodeError { url: String, method: String, code: i64, message: String },
+    NodeError { url: String, method: String, code: i64, data_code: Option<String>, message: String },
     #[error("the node at {url} gave an answer to {method} this wallet does not understand: {detail}")]
     BadAnswer { url: String, method: String, detail: String },
-    #[error("the node at {url} rejected transfer {id}: {reason}; this command added nothing to its mempool")]
-    Rejected { url: String, id: Hash, reason: String },
+    /// `submit_tx` refused the transfer: `code` is why (`tinychain_rpc::data_code`: `nonce_used`,
+    /// `insufficient_balance_with_pending`, ...; `None` from a node that sends no code), `message`
+    /// the node's sentence. The text adds what to do for the reasons a user can act on.
+    #[error("the node at {url} rejected transfer {id}: {}", rejection_text(code.as_deref(), message))]
+    Rejected { url: String, id: Hash, code: Option<String>, message: String },
     #[error(
         "submitting transfer {id} to {url} failed after the request may have reached the node ({detail}); \
          it may or may not be pending: check with `tinychain wallet status {id}` before sending again"
@@ -142,10 +147,33 @@ pub enum WalletError {
         seconds_text(*waited_ms)
     )]
     MempoolNotSynced { url: String, waited_ms: u64 },
-    #[error("reading {what}: {detail}")]
-    Input { what: String, detail: String },
+    #[error("reading {what}: {source}")]
+    Input { what: String, source: std::io::Error },
     #[error("{0}")]
     Refused(String),
+}
+
+/// A rejection's reason as `WalletError::Rejected` says it: the node's sentence, that nothing
+/// was sent, and what to do where the reason tells (`code`, the error's `data.code`).
+fn rejection_text(code: Option<&str>, message: &str) -> String {
+    let nothing_added = "this command added nothing to its mempool";
+    match code {
+        Some(data_code::INSUFFICIENT_BALANCE | data_code::INSUFFICIENT_BALANCE_WITH_PENDING) => format!(
+            "insufficient funds: {message}; {nothing_added}. The node counts the account's pending transfers \
+             too: check what it can still spend with `tinychain wallet balance`"
+        ),
+        Some(data_code::NONCE_USED | data_code::REPLACEMENT_FEE_TOO_LOW) => format!(
+            "{message}; {nothing_added}. Another transfer from this key took the nonce meanwhile (a send \
+             from elsewhere?): run the command again, it signs with the next free nonce"
+        ),
+        Some(data_code::FEE_TOO_LOW | data_code::MEMPOOL_FULL) => format!(
+            "{message}; {nothing_added}. Send again with a higher fee (`--fee auto` follows the node's estimate)"
+        ),
+        Some(data_code::JOURNAL_FULL) => {
+            format!("{message}; {nothing_added}. Retry after some blocks, or send through another node (--rpc)")
+        }
+        _ => format!("{message}; {nothing_added}"),
+    }
 }
 
 /// Milliseconds as seconds for a message: "15", "0.25".
@@ -769,43 +797,11 @@ pub fn send(
     drop(passphrase);
     let transfer = build_transfer(&key, &status.chain_id, request.to, request.amount, fee, pending_nonce);
     let id = transfer_id(&transfer);
-    let submit = Command::<String>::SubmitTx { tx: transfer.clone() };
-    let submitted = match client.ask_raw(submit.method(), &submit) {
-        Ok(value) => value,
-        Err(CallFailure::NotConnected(detail)) => {
-            return Err(WalletError::Unreachable { url: client.url().to_string(), detail })
-        }
-        Err(CallFailure::Node { code, message }) if code == i64::from(tinychain_rpc::code::TX_REJECTED) => {
-            let reason = message.strip_prefix("transfer rejected: ").unwrap_or(&message).to_string();
-            return Err(WalletError::Rejected { url: client.url().to_string(), id, reason });
-        }
-        Err(CallFailure::Node { code, message }) if code == -32602 => {
-            // The node could not decode the transfer: it cannot have been admitted.
-            return Err(WalletError::Rejected {
-                url: client.url().to_string(),
-                id,
-                reason: format!("invalid transfer encoding (error {code}: {message})"),
-            });
-        }
-        Err(failure) => {
-            let detail = match failure {
-                CallFailure::AfterConnect(detail) | CallFailure::BadAnswer(detail) => detail,
-                CallFailure::Node { code, message } => format!("error {code}: {message}"),
-                CallFailure::Http { status, body } => format!("HTTP {status}: {body}"),
-                CallFailure::NotConnected(detail) => detail,
-            };
-            return Err(WalletError::SubmitUncertain { url: client.url().to_string(), id, detail });
-        }
-    };
-    let answer: SubmitAnswer = serde_json::from_value(submitted).map_err(|error| WalletError::SubmitUncertain {
-        url: client.url().to_string(),
-        id,
-        detail: format!("the answer is not {{\"id\": ...}}: {error}"),
-    })?;
+    let answer = client.submit_tx(&transfer)?;
     if answer.id != id {
         return Err(WalletError::BadAnswer {
             url: client.url().to_string(),
-            method: "submit_tx".to_string(),
+            method: Method::SubmitTx.to_string(),
             detail: format!("the node admitted id {}, but the transfer signed here has id {id}", answer.id),
         });
     }
@@ -1001,14 +997,23 @@ pub mod testing {
     use tinychain_rpc::{FeeAnswer, StatusAnswer, Tip};
 
     /// A fake node on loopback: answers each JSON-RPC call with `answer(method, params)`
-    /// (`Some(Ok(result))`, `Some(Err((code, message)))`, or `None` to close the connection
+    /// (`Some(Ok(result))`, `Some(Err(node_error(..)))`, or `None` to close the connection
     /// without answering), and records the methods called.
     pub struct FakeNode {
         pub url: String,
         pub calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     }
 
-    pub type FakeAnswer = Option<Result<Value, (i64, String)>>;
+    pub type FakeAnswer = Option<Result<Value, Value>>;
+
+    /// A JSON-RPC error object: `code`, `message` and, when given, `data.code`.
+    pub fn node_error(code: i64, message: &str, data_code: Option<&str>) -> Value {
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(data_code) = data_code {
+            error["data"] = json!({ "code": data_code });
+        }
+        error
+    }
 
     pub fn fake_node(answer: impl Fn(&str, &Value) -> FakeAnswer + Send + 'static) -> FakeNode {
         use std::io::{BufRead, BufReader, Read, Write};
@@ -1038,9 +1043,7 @@ pub mod testing {
                 let reply = match answer(&method, &request["params"]) {
                     None => continue,
                     Some(Ok(result)) => json!({ "jsonrpc": "2.0", "id": request["id"], "result": result }),
-                    Some(Err((code, message))) => {
-                        json!({ "jsonrpc": "2.0", "id": request["id"], "error": { "code": code, "message": message } })
-                    }
+                    Some(Err(error)) => json!({ "jsonrpc": "2.0", "id": request["id"], "error": error }),
                 };
                 let text = reply.to_string();
                 let _ = write!(
@@ -1323,7 +1326,7 @@ mod tests {
             }))),
             "estimate_fee" => Some(Ok(fee_answer(25))),
             "submit_tx" => submit(),
-            _ => Some(Err((-32601, "method not found".into()))),
+            _ => Some(Err(node_error(-32601, "method not found", None))),
         })
     }
 
@@ -1384,7 +1387,8 @@ mod tests {
     fn the_nodes_rejection_is_shown_with_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         wallet_with_one_key(dir.path());
-        let node = node_with(10_000, || Some(Err((-32002, "transfer rejected: nonce 3 is already used".into()))));
+        let node =
+            node_with(10_000, || Some(Err(node_error(-32002, "transfer rejected: nonce 3 is already used", None))));
         let client = RpcClient::new(&node.url).unwrap();
         let error = send_to_synced(&client, dir.path(), &send_request(1_000, FeeChoice::Fixed(0)), || {
             Ok(Zeroizing::new("pw".into()))
@@ -1393,6 +1397,44 @@ mod tests {
         let text = error.to_string();
         assert!(matches!(error, WalletError::Rejected { .. }), "{error:?}");
         assert!(text.contains(&node.url) && text.contains(": nonce 3 is already used;"), "{text}");
+    }
+
+    /// The node's `data.code` reaches `WalletError::Rejected`, and the reasons a user can act on
+    /// say what to do.
+    #[test]
+    fn a_rejection_carries_the_nodes_code_and_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        wallet_with_one_key(dir.path());
+        let cases = [
+            (Some(data_code::NONCE_USED), "nonce 3 was already used", "run the command again"),
+            (
+                Some(data_code::INSUFFICIENT_BALANCE_WITH_PENDING),
+                "balance 10 cannot cover 1000",
+                "insufficient funds: balance 10 cannot cover 1000; this command added nothing",
+            ),
+            (Some(data_code::INSUFFICIENT_BALANCE), "balance 10 is below", "tinychain wallet balance"),
+            (Some(data_code::FEE_TOO_LOW), "fee 0 is below this node's minimum fee of 5", "with a higher fee"),
+            (Some(data_code::JOURNAL_FULL), "this node's pending-transfer journal is full", "another node (--rpc)"),
+            (Some(data_code::BAD_SIGNATURE), "transfer signature does not verify", "added nothing to its mempool"),
+            (None, "a node without codes", "added nothing to its mempool"),
+        ];
+        for (code, message, says) in cases {
+            let message_sent = format!("transfer rejected: {message}");
+            let node = node_with(10_000, move || Some(Err(node_error(-32002, &message_sent, code))));
+            let client = RpcClient::new(&node.url).unwrap();
+            let error = send_to_synced(&client, dir.path(), &send_request(1_000, FeeChoice::Fixed(0)), || {
+                Ok(Zeroizing::new("pw".into()))
+            })
+            .unwrap_err();
+            let text = error.to_string();
+            match &error {
+                WalletError::Rejected { code: got, message: got_message, .. } => {
+                    assert_eq!((got.as_deref(), got_message.as_str()), (code, message));
+                }
+                other => panic!("{code:?}: expected Rejected, got {other:?}"),
+            }
+            assert!(text.contains(says), "{code:?}: {says:?} is not in {text:?}");
+        }
     }
 
     #[test]
@@ -1542,7 +1584,7 @@ mod tests {
         let next = served.clone();
         let node = fake_node(move |method, _params| match method {
             "get_tx" => Some(Ok(answers[next.fetch_add(1, Ordering::SeqCst)].clone())),
-            _ => Some(Err((-32601, "method not found".into()))),
+            _ => Some(Err(node_error(-32601, "method not found", None))),
         });
         let client = RpcClient::new(&node.url).unwrap();
         for DropCase { reason, by, by_height, message, says } in &cases {
@@ -1643,7 +1685,7 @@ mod tests {
                 let transfer: Transfer = codec::decode("transfer", &bytes).unwrap();
                 Some(Ok(json!({ "id": transfer_id(&transfer) })))
             }
-            _ => Some(Err((-32601, "method not found".into()))),
+            _ => Some(Err(node_error(-32601, "method not found", None))),
         })
     }
 

@@ -114,8 +114,8 @@ fn call(method: &str, params: &Value) -> String {
                 let _ = serde_json::to_string(&answer).expect("an answer serialises");
                 "answered".to_string()
             }
-            Err(QueryError::Internal(reason)) => panic!("{query:?} failed inside the node: {reason}"),
-            Err(error) => format!("refused: {error}"),
+            Err(QueryError::InvalidParams(reason) | QueryError::NotFound(reason)) => format!("refused: {reason}"),
+            Err(error) => panic!("{query:?} failed inside the node: {error}"),
         }
     })
 }
