@@ -19,7 +19,20 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Default)]
 pub struct EvidenceWatch {
     headers: BTreeMap<(Height, NodeId, Hash), BlockHeader>,
-    votes: BTreeMap<(NodeId, Height), MetricReport>,
+    votes: BTreeMap<NodeId, WatchedVotes>,
+}
+
+/// One validator's watched votes by target height. Every node observes every report several
+/// times (gossip, then each block that records it), so a report must not cost a walk over the
+/// whole window: `source_height_max` bounds the source heights ever watched, and while a new
+/// vote's source is at or above it (as an honest validator's always is) no earlier vote with a
+/// lower target can be surrounded by it, so only the votes with a higher target are looked at.
+#[derive(Debug, Default)]
+struct WatchedVotes {
+    by_target_height: BTreeMap<Height, MetricReport>,
+    /// At least the source height of every vote in `by_target_height` (never lowered when a
+    /// vote is forgotten: an upper bound is all the skip needs).
+    source_height_max: Height,
 }
 
 impl EvidenceWatch {
@@ -49,8 +62,9 @@ impl EvidenceWatch {
 
     /// A report whose signature and fields were checked. Returns evidence for every earlier vote
     /// of the same validator this one conflicts with: the vote with the same target height
-    /// first, then the votes it surrounds or is surrounded by (at most the watched votes of one
-    /// validator, `EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX`). Every provable offence is kept:
+    /// first, then the votes it surrounds or is surrounded by, in the order of their target
+    /// heights (at most the watched votes of one validator,
+    /// `EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX`). Every provable offence is kept:
     /// `EvidencePool::select_for_block` takes one piece per offender first, so a validator
     /// that floods the pool with offences is still jailed by the next block.
     pub fn observe_report(&mut self, report: &MetricReport) -> Vec<Evidence> {
@@ -58,8 +72,8 @@ impl EvidenceWatch {
             return Vec::new();
         };
         let mut found = Vec::new();
-        let validator = report.node;
-        if let Some(earlier) = self.votes.get(&(validator, vote.target.height)) {
+        let watched = self.votes.entry(report.node).or_default();
+        if let Some(earlier) = watched.by_target_height.get(&vote.target.height) {
             if earlier.vote != Some(vote) {
                 let (first, second) = if report_id(earlier) < report_id(report) {
                     (earlier.clone(), report.clone())
@@ -69,28 +83,42 @@ impl EvidenceWatch {
                 found.push(Evidence::DoubleVote { first, second });
             }
         }
-        for ((_, _), earlier) in self.votes.range((validator, 0)..=(validator, Height::MAX)) {
-            let earlier_vote = earlier.vote.expect("only reports with votes are watched");
-            if earlier_vote.source.height < vote.source.height && vote.target.height < earlier_vote.target.height {
-                found.push(Evidence::SurroundVote { outer: earlier.clone(), inner: report.clone() });
-            } else if vote.source.height < earlier_vote.source.height && earlier_vote.target.height < vote.target.height
-            {
-                found.push(Evidence::SurroundVote { outer: report.clone(), inner: earlier.clone() });
+        // A vote with a lower target is surrounded by this one only if its source is higher.
+        if vote.source.height < watched.source_height_max {
+            for earlier in watched.by_target_height.range(..vote.target.height).map(|(_, earlier)| earlier) {
+                let earlier_vote = earlier.vote.expect("only reports with votes are watched");
+                if vote.source.height < earlier_vote.source.height {
+                    found.push(Evidence::SurroundVote { outer: report.clone(), inner: earlier.clone() });
+                }
             }
         }
-        self.votes.entry((validator, vote.target.height)).or_insert_with(|| report.clone());
-        let watched: Vec<(NodeId, Height)> =
-            self.votes.range((validator, 0)..=(validator, Height::MAX)).map(|(key, _)| *key).collect();
-        for key in watched.iter().take(watched.len().saturating_sub(EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX)) {
-            self.votes.remove(key);
+        // A vote with a higher target surrounds this one if its source is lower.
+        let above = (std::ops::Bound::Excluded(vote.target.height), std::ops::Bound::Unbounded);
+        for earlier in watched.by_target_height.range(above).map(|(_, earlier)| earlier) {
+            let earlier_vote = earlier.vote.expect("only reports with votes are watched");
+            if earlier_vote.source.height < vote.source.height {
+                found.push(Evidence::SurroundVote { outer: earlier.clone(), inner: report.clone() });
+            }
+        }
+        watched.by_target_height.entry(vote.target.height).or_insert_with(|| report.clone());
+        watched.source_height_max = watched.source_height_max.max(vote.source.height);
+        while watched.by_target_height.len() > EVIDENCE_VOTES_WATCHED_PER_VALIDATOR_MAX {
+            watched.by_target_height.pop_first();
         }
         found
     }
 
     /// Forgets headers below `height` and votes whose target is below it.
     pub fn forget_below(&mut self, height: Height) {
-        self.headers.retain(|(header_height, _, _), _| *header_height >= height);
-        self.votes.retain(|(_, target_height), _| *target_height >= height);
+        while self.headers.first_key_value().is_some_and(|((header_height, _, _), _)| *header_height < height) {
+            self.headers.pop_first();
+        }
+        for watched in self.votes.values_mut() {
+            while watched.by_target_height.first_key_value().is_some_and(|(target_height, _)| *target_height < height) {
+                watched.by_target_height.pop_first();
+            }
+        }
+        self.votes.retain(|_, watched| !watched.by_target_height.is_empty());
     }
 }
 
