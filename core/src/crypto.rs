@@ -113,12 +113,32 @@ pub struct SignatureCache {
     inner: Mutex<CacheInner>,
     capacity: usize,
     keys: Mutex<std::collections::HashMap<Address, VerifyingKey>>,
+    /// Ids of signed objects whose signature verified through `verify_identified`, where the id
+    /// alone determines signer, signed bytes and signature (a transfer id hashes every field and
+    /// the signature). The simulator delivers one transfer to every node: the first pays for
+    /// the signing bytes, the cache key and the check, the others only look its id up.
+    identified: Mutex<CacheInner>,
 }
 
 #[derive(Debug, Default)]
 struct CacheInner {
     entries: HashSet<Hash>,
     order: VecDeque<Hash>,
+}
+
+impl CacheInner {
+    /// Remembers `key`; past `capacity` the oldest entry is forgotten first.
+    fn insert(&mut self, key: Hash, capacity: usize) {
+        if capacity == 0 || !self.entries.insert(key) {
+            return;
+        }
+        self.order.push_back(key);
+        while self.order.len() > capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.entries.remove(&oldest);
+            }
+        }
+    }
 }
 
 fn cache_key(signer: &Address, message: &[u8], signature: &Signature) -> Hash {
@@ -131,7 +151,12 @@ fn cache_key(signer: &Address, message: &[u8], signature: &Signature) -> Hash {
 
 impl SignatureCache {
     pub fn new(capacity: usize) -> SignatureCache {
-        SignatureCache { inner: Mutex::new(CacheInner::default()), capacity, keys: Mutex::default() }
+        SignatureCache {
+            inner: Mutex::new(CacheInner::default()),
+            capacity,
+            keys: Mutex::default(),
+            identified: Mutex::new(CacheInner::default()),
+        }
     }
 
     /// Strict verification with the signer's key decompressed once and remembered.
@@ -159,16 +184,30 @@ impl SignatureCache {
     }
 
     fn insert(&self, key: Hash) {
-        let mut inner = self.inner.lock().expect("cache lock is never poisoned: no panics while held");
-        if self.capacity == 0 || !inner.entries.insert(key) {
-            return;
+        self.inner.lock().expect("cache lock is never poisoned: no panics while held").insert(key, self.capacity);
+    }
+
+    /// Verifies the signature of an object identified by `id`, which must determine `signer`,
+    /// the bytes `message` builds and `signature` together (a Blake3 over all of them, as a
+    /// transfer id is). A known id is a hit without building the message; otherwise this is
+    /// `verify`, and a success remembers the id too. Only successes are remembered, so a hit
+    /// never changes an answer.
+    pub fn verify_identified(
+        &self,
+        id: &Hash,
+        signer: &Address,
+        message: impl FnOnce() -> Vec<u8>,
+        signature: &Signature,
+    ) -> bool {
+        let lock_identified = || self.identified.lock().expect("cache lock is never poisoned: no panics while held");
+        if lock_identified().entries.contains(id) {
+            return true;
         }
-        inner.order.push_back(key);
-        while inner.order.len() > self.capacity {
-            if let Some(oldest) = inner.order.pop_front() {
-                inner.entries.remove(&oldest);
-            }
+        let valid = self.verify(signer, &message(), signature);
+        if valid {
+            lock_identified().insert(*id, self.capacity);
         }
+        valid
     }
 
     pub fn len(&self) -> usize {
@@ -296,6 +335,30 @@ mod tests {
             assert!(cache.verify(&key.address(), message, &key.sign(message)));
         }
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn an_identified_object_is_verified_once_and_only_a_success_is_remembered() {
+        let cache = SignatureCache::new(4);
+        let key = Keypair::from_secret_bytes(&[5; 32]);
+        let id = |message: &[u8], signature: &Signature| {
+            hash_bytes(&[&key.address().0[..], message, &signature.0[..]].concat())
+        };
+        let bad = Signature([0; 64]);
+        assert!(!cache.verify_identified(&id(b"m", &bad), &key.address(), || b"m".to_vec(), &bad));
+        assert!(!cache.verify_identified(&id(b"m", &bad), &key.address(), || b"m".to_vec(), &bad), "not remembered");
+        let good = key.sign(b"m");
+        assert!(cache.verify_identified(&id(b"m", &good), &key.address(), || b"m".to_vec(), &good));
+        assert!(
+            cache.verify_identified(
+                &id(b"m", &good),
+                &key.address(),
+                || unreachable!("a known id is not encoded"),
+                &good
+            ),
+            "a known id is a hit"
+        );
+        assert!(cache.verify(&key.address(), b"m", &good), "the (key, message, signature) entry is kept too");
     }
 
     #[test]

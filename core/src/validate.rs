@@ -351,6 +351,22 @@ pub fn check_transfer_alone(chain_id: &str, transfer: &Transfer, cache: &Signatu
     Ok(())
 }
 
+/// `check_transfer_alone` for a transfer whose id (`transfer_id`) the caller already holds:
+/// the id covers every field and the signature, so a transfer any node already checked
+/// through here is not encoded and hashed again.
+pub fn check_transfer_alone_identified(
+    chain_id: &str,
+    transfer: &Transfer,
+    id: &Hash,
+    cache: &SignatureCache,
+) -> Result<(), TxError> {
+    check_transfer_fields(chain_id, transfer)?;
+    if !cache.verify_identified(id, &transfer.from, || transfer_signing_bytes(transfer), &transfer.signature) {
+        return Err(TxError::BadSignature);
+    }
+    Ok(())
+}
+
 fn check_transfer_fields(chain_id: &str, transfer: &Transfer) -> Result<(), TxError> {
     if transfer.chain_id != chain_id {
         return Err(TxError::WrongChainId { expected: chain_id.to_string(), got: transfer.chain_id.clone() });

@@ -7,7 +7,7 @@ use crate::limits::{GAPPED_TXS_MAX, MEMPOOL_TXS_PER_SENDER_MAX};
 use crate::mempool::{DropReason, DroppedTransfer, MempoolError, RemovalReason, Removed};
 use crate::message::Message;
 use crate::types::{Address, Hash, Height, NodeId, Transfer};
-use crate::validate::{check_transfer_alone, transfer_id};
+use crate::validate::{check_transfer_alone_identified, transfer_id};
 use std::collections::BTreeMap;
 use tracing::debug;
 
@@ -43,7 +43,8 @@ impl Node {
     /// (`gapped`) instead of refused, and admitted when the gap fills: gossip from different
     /// origins, and mempool sync after a restart, deliver a sender's transfers out of order, and
     /// a node that refused the later ones would count that sender's pending nonce short and
-    /// offer clients a nonce already taken.
+    /// offer clients a nonce already taken. `id` is `transfer_id(&transfer)` computed here, never
+    /// one a peer claimed: the signature check trusts it to identify the signed bytes.
     pub(super) fn admit_transfer(
         &mut self,
         id: Hash,
@@ -51,7 +52,8 @@ impl Node {
         from_peer: bool,
         actions: &mut Vec<Action>,
     ) -> Result<(), TxRejection> {
-        check_transfer_alone(&self.config.genesis.chain_id, &transfer, &self.cache)?;
+        debug_assert_eq!(id, transfer_id(&transfer), "the id is computed from the transfer itself");
+        check_transfer_alone_identified(&self.config.genesis.chain_id, &transfer, &id, &self.cache)?;
         let sender_address = transfer.from;
         let sender = self.state.account(&sender_address);
         match self.mempool.insert(transfer.clone(), id, &sender) {
