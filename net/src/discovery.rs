@@ -1,6 +1,6 @@
 //! Peer discovery: which addresses a node knows for each validator, where they came from, which
-//! it shares and which it persists. Pure data and rules, no I/O: the connection manager asks it
-//! what to dial and tells it what a dial found out.
+//! it shares and which it persists. Pure data and rules, no I/O: the peer policy (`policy`) asks
+//! it what to dial and tells it what a dial found out.
 //!
 //! Sources, in the order of trust: the genesis file (each validator's `addr`), addresses saved by
 //! an earlier run ([`PeerStore`]), seeds and manual additions (bare `host:port`, DNS names
@@ -27,10 +27,10 @@ use tracing::{debug, warn};
 /// seeds alone. The node implements it on its redb `peers` table: `saved` is what the table held
 /// at start, and `save` replaces the table's contents with the list it is given.
 ///
-/// `save` is called from the connection manager's task with the full list of verified, non-genesis
-/// addresses (sorted, small) every time that list changes, which is rare (a new address verified,
-/// or one removed). Keep it quick: a redb commit (~0.2 ms) is fine; anything slower should hand
-/// the list to another thread.
+/// `save` is called from the connection manager's task (the policy's `SavePeers` order) with the
+/// full list of verified, non-genesis addresses (sorted, small) every time that list changes,
+/// which is rare (a new address verified, or one removed). Keep it quick: a redb commit (~0.2 ms)
+/// is fine; anything slower should hand the list to another thread.
 pub struct PeerStore {
     pub saved: Vec<PeerAddress>,
     pub save: SavePeers,

@@ -7,7 +7,9 @@
 //! - `tls`: node certificates, rustls configurations and verifiers that admit only validators.
 //! - `wire`: the envelope every frame carries once a link is authenticated.
 //! - `handle`: the driver's interface to any transport (events, commands, handle).
-//! - `manager`: the TLS transport — listener, dials, backoff, one link per peer, scoring down.
+//! - `policy`: every decision about peers (dialing, backoff, admission caps, one link per pair,
+//!   bans, peer exchange) as a sans-IO state machine: time and facts in, orders out.
+//! - `manager`: the TLS transport — the tokio shell that carries out the policy's orders.
 //! - `link`: one link's reader and writer tasks and its bounded outbound queue.
 //! - `discovery`: the address book (genesis, seeds, manual, peer exchange) and its persistence.
 //! - `memory`: an in-memory transport with the same interface, for driver tests.
@@ -22,5 +24,6 @@ pub mod handshake;
 pub mod link;
 pub mod manager;
 pub mod memory;
+pub mod policy;
 pub mod tls;
 pub mod wire;

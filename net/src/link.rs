@@ -46,8 +46,10 @@ pub type Frame = Arc<[u8]>;
 pub enum LinkEnd {
     /// The peer closed the connection.
     Closed,
-    /// The socket failed, or nothing arrived for the idle timeout.
+    /// The socket failed.
     Failed { reason: String },
+    /// Nothing arrived for the idle timeout (an honest peer pings more often than that).
+    Idle,
     /// The manager or the writer stopped the link (the reason was logged where it happened).
     Stopped,
     /// The link's outbound queue was full when the reader had a pong to send.
@@ -233,7 +235,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
         match read {
             Err(_) => {
                 debug!(%peer, "closing link: nothing received for the idle timeout");
-                return LinkEnd::Failed { reason: "idle timeout".into() };
+                return LinkEnd::Idle;
             }
             Ok(Err(error)) => {
                 debug!(%peer, %error, "closing link: read failed");

@@ -6,7 +6,7 @@
 //! and decoded with the frame limit as its byte limit. The core's messages travel inside
 //! [`Wire::Core`]; the other variants belong to the network alone (liveness and peer exchange)
 //! and never reach the core. A peer that sends a payload [`Wire::decode`] refuses has broken the
-//! protocol: the link is closed and the peer scored down (see `manager`).
+//! protocol: the link is closed and the peer scored down (see `policy`).
 
 use crate::frame::{encode_frame, FRAME_BYTES_MAX};
 use serde::{Deserialize, Serialize};
