@@ -30,13 +30,13 @@ fn main() {
         for (at_ms, node, event) in &net.traces[printed..] {
             if let (0, TraceEvent::BlockCommitted { height, producer, rank, transfers, .. }) = (node, event) {
                 let by =
-                    net.nodes.iter().position(|node| node.node_id() == *producer).map_or("?", |index| &names[index]);
+                    net.nodes().position(|node| node.node_id() == *producer).map_or("?", |index| &names[index]);
                 println!("{:>6.1}s  {height:>6}  {by:<6} {rank:>4}  {transfers:>9}", *at_ms as f64 / 1000.0);
             }
         }
         printed = net.traces.len();
     }
-    let node = &net.nodes[0];
+    let node = &net.drivers[0].node;
     let finalized = node.finalized();
     println!("\ntip {}  justified {}  final {}", node.tip().height, node.finality().justified.height, finalized.height);
     let state = node.state();
@@ -49,6 +49,6 @@ fn main() {
         state.supply,
         u128::from(state.supply) == state.balances_total()
     );
-    let agree = net.nodes.iter().all(|other| other.canonical_hash(finalized.height) == Some(finalized.hash));
+    let agree = net.nodes().all(|other| other.canonical_hash(finalized.height) == Some(finalized.hash));
     println!("all nodes share the final block: {agree}");
 }

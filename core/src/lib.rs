@@ -12,6 +12,7 @@
 pub mod address;
 pub mod codec;
 pub mod crypto;
+pub mod driver;
 pub mod election;
 pub mod evidence;
 pub mod finality;

@@ -3,12 +3,13 @@
 //! real `Node`s with fixed latency. Not used by the production node.
 
 use crate::crypto::{Keypair, SignatureCache};
+use crate::driver::{Driver, JournalAddError, Output, Store};
 use crate::genesis::{genesis_block, Allocation, Genesis, Parameters, ValidatorEntry};
 use crate::mempool::{DroppedTransfer, MempoolConfig};
 use crate::message::Message;
-use crate::node::{Action, ChainOp, Event, Node, NodeConfig, Restored, TraceEvent};
+use crate::node::{Action, ChainOp, Commit, Event, Node, NodeConfig, Restored, TraceEvent};
 use crate::state::{ChainState, StateDelta};
-use crate::types::{Address, Block, Height, Transfer, Vote, UNITS_PER_COIN};
+use crate::types::{Address, Block, Hash, Height, Transfer, Vote, UNITS_PER_COIN};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -78,6 +79,10 @@ pub struct ModelStorage {
     pub report_sequence: u64,
     /// The node's latest final block, as its last commit reported it.
     pub finalized: crate::types::Checkpoint,
+    /// The pending-transfer journal, by (sender, nonce, id), as the server keeps it.
+    pub journal: BTreeMap<(Address, u64, Hash), Transfer>,
+    /// The most entries the journal holds (`journal_add` refuses past it).
+    pub journal_capacity: usize,
 }
 
 impl ModelStorage {
@@ -91,29 +96,55 @@ impl ModelStorage {
             last_vote: None,
             report_sequence: 0,
             finalized,
+            journal: BTreeMap::new(),
+            journal_capacity: usize::MAX,
         }
+    }
+
+    /// Writes a commit as the real storage does: rollbacks and applies in order, the new final
+    /// checkpoint, and the journal entries whose (sender, nonce) a newly final block used
+    /// deleted.
+    pub fn commit(&mut self, commit: &Commit) {
+        for op in &commit.ops {
+            match op {
+                ChainOp::Rollback { height, undo, .. } => {
+                    assert_eq!(*height, self.state.tip.height, "rollbacks start at the tip");
+                    self.state.apply_delta(undo);
+                    self.blocks.remove(height);
+                }
+                ChainOp::Apply { block, delta, undo, .. } => {
+                    assert_eq!(block.header.prev_hash, self.state.tip.hash, "applies extend the tip");
+                    self.state.apply_delta(delta);
+                    self.blocks.insert(block.header.height, (block.clone(), undo.clone()));
+                }
+            }
+        }
+        assert_eq!(self.state.tip, commit.tip, "storage and core agree on the tip");
+        let previous_final = self.finalized.height;
+        self.finalized = commit.finalized;
+        if !self.journal.is_empty() && commit.finalized.height > previous_final {
+            let slots: std::collections::BTreeSet<(Address, u64)> = self
+                .blocks
+                .range(previous_final + 1..=commit.finalized.height)
+                .flat_map(|(_, (block, _))| block.transfers.iter().map(|transfer| (transfer.from, transfer.nonce)))
+                .collect();
+            self.journal.retain(|(from, nonce, _), _| !slots.contains(&(*from, *nonce)));
+        }
+    }
+
+    /// The canonical transfer that used (`from`, `nonce`): its id and height.
+    fn find_committed(&self, from: &Address, nonce: u64) -> Option<(Hash, Height)> {
+        self.blocks.values().rev().find_map(|(block, _)| {
+            let transfer = block.transfers.iter().find(|transfer| transfer.from == *from && transfer.nonce == nonce)?;
+            Some((crate::validate::transfer_id(transfer), block.header.height))
+        })
     }
 
     /// Carries out the storage actions; returns true if it handled the action.
     pub fn carry_out(&mut self, action: &Action) -> bool {
         match action {
             Action::CommitBlocks(commit) => {
-                for op in &commit.ops {
-                    match op {
-                        ChainOp::Rollback { height, undo, .. } => {
-                            assert_eq!(*height, self.state.tip.height, "rollbacks start at the tip");
-                            self.state.apply_delta(undo);
-                            self.blocks.remove(height);
-                        }
-                        ChainOp::Apply { block, delta, undo, .. } => {
-                            assert_eq!(block.header.prev_hash, self.state.tip.hash, "applies extend the tip");
-                            self.state.apply_delta(delta);
-                            self.blocks.insert(block.header.height, (block.clone(), undo.clone()));
-                        }
-                    }
-                }
-                assert_eq!(self.state.tip, commit.tip, "storage and core agree on the tip");
-                self.finalized = commit.finalized;
+                self.commit(commit);
                 true
             }
             Action::PersistReportState { last_vote, report_sequence } => {
@@ -169,14 +200,75 @@ impl ModelStorage {
     }
 }
 
-/// A lock-step network of real nodes on one virtual clock with a fixed latency, for tests. The
-/// simulator crate is the full-featured version (faults, drift, seeds); this one is small enough
-/// to read in one sitting and has no randomness at all.
+/// The model store never fails.
+impl Store for ModelStorage {
+    type Error = std::convert::Infallible;
+
+    fn restored(&mut self) -> Result<Restored, Self::Error> {
+        Ok(ModelStorage::restored(self))
+    }
+    fn commit(&mut self, commit: &Commit) -> Result<(), Self::Error> {
+        ModelStorage::commit(self, commit);
+        Ok(())
+    }
+    fn persist_report_state(&mut self, last_vote: Option<Vote>, report_sequence: u64) -> Result<(), Self::Error> {
+        self.last_vote = last_vote;
+        self.report_sequence = report_sequence;
+        Ok(())
+    }
+    fn blocks_to_serve(&mut self, from_height: Height, to_height: Height) -> Result<Vec<Arc<Block>>, Self::Error> {
+        Ok(ModelStorage::blocks_to_serve(self, from_height, to_height))
+    }
+    fn record_dropped(&mut self, dropped: &[DroppedTransfer]) -> Result<(), Self::Error> {
+        for dropped in dropped {
+            self.journal.remove(&(dropped.transfer.from, dropped.transfer.nonce, dropped.id));
+        }
+        Ok(())
+    }
+    fn journal(&mut self) -> Result<Vec<(Hash, Transfer)>, Self::Error> {
+        Ok(self.journal.iter().map(|((_, _, id), transfer)| (*id, transfer.clone())).collect())
+    }
+    fn journal_len(&self) -> usize {
+        self.journal.len()
+    }
+    fn journal_capacity(&self) -> usize {
+        self.journal_capacity
+    }
+    fn journal_add(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), JournalAddError<Self::Error>> {
+        let new = entries
+            .iter()
+            .filter(|(id, transfer)| !self.journal.contains_key(&(transfer.from, transfer.nonce, *id)))
+            .count();
+        if self.journal.len() + new > self.journal_capacity {
+            return Err(JournalAddError::Full { held: self.journal.len(), max: self.journal_capacity });
+        }
+        for (id, transfer) in entries {
+            self.journal.insert((transfer.from, transfer.nonce, *id), transfer.clone());
+        }
+        Ok(())
+    }
+    fn journal_remove(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), Self::Error> {
+        for (id, transfer) in entries {
+            self.journal.remove(&(transfer.from, transfer.nonce, *id));
+        }
+        Ok(())
+    }
+    fn committed_height(&mut self, id: &Hash, transfer: &Transfer) -> Result<Option<Height>, Self::Error> {
+        Ok(self.find_committed(&transfer.from, transfer.nonce).filter(|(by, _)| by == id).map(|(_, height)| height))
+    }
+    fn committed_at(&mut self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, Self::Error> {
+        Ok(self.find_committed(from, nonce))
+    }
+}
+
+/// A lock-step network of real nodes on one virtual clock with a fixed latency, for tests. Each
+/// node runs in the one `Driver` over a `ModelStorage`, as in the simulator and on a server.
+/// The simulator crate is the full-featured version (faults, drift, seeds); this one is small
+/// enough to read in one sitting and has no randomness at all.
 pub struct LocalNet {
     pub now_ms: u64,
     pub latency_ms: u64,
-    pub nodes: Vec<Node>,
-    pub storage: Vec<ModelStorage>,
+    pub drivers: Vec<Driver<ModelStorage>>,
     pub up: Vec<bool>,
     /// `blocked[a][b]`: messages from a to b are dropped.
     pub blocked: Vec<Vec<bool>>,
@@ -197,13 +289,13 @@ impl LocalNet {
     pub fn new(genesis: Genesis, latency_ms: u64) -> LocalNet {
         let count = genesis.validators.len();
         let cache = Arc::new(SignatureCache::new(crate::limits::SIGNATURE_CACHE_ENTRIES_MAX));
-        let nodes: Vec<Node> = (0..count).map(|index| validator_node(&genesis, index, &cache)).collect();
-        let storage = (0..count).map(|_| ModelStorage::new(&genesis)).collect();
+        let drivers = (0..count)
+            .map(|index| Driver::new(validator_node(&genesis, index, &cache), ModelStorage::new(&genesis)))
+            .collect();
         let mut net = LocalNet {
             now_ms: genesis.genesis_time_ms,
             latency_ms,
-            nodes,
-            storage,
+            drivers,
             up: vec![true; count],
             blocked: vec![vec![false; count]; count],
             extra_delay_ms: vec![vec![0; count]; count],
@@ -218,7 +310,7 @@ impl LocalNet {
         for a in 0..count {
             for b in 0..count {
                 if a != b {
-                    let peer = net.nodes[b].node_id();
+                    let peer = net.drivers[b].node.node_id();
                     net.deliver(a, Event::PeerConnected { peer });
                 }
             }
@@ -226,42 +318,43 @@ impl LocalNet {
         net
     }
 
-    fn index_of(&self, id: &Address) -> usize {
-        self.nodes.iter().position(|node| &node.node_id() == id).expect("peers are validators")
+    /// Every node, in validator order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.drivers.iter().map(|driver| &driver.node)
     }
 
-    /// Steps node `index` with `event` and carries out its actions.
+    fn index_of(&self, id: &Address) -> usize {
+        self.drivers.iter().position(|driver| &driver.node.node_id() == id).expect("peers are validators")
+    }
+
+    /// Steps node `index` with `event` and carries out its outputs.
     pub fn deliver(&mut self, index: usize, event: Event) {
         if !self.up[index] {
             return;
         }
-        let actions = self.nodes[index].step(self.now_ms, event);
-        for action in actions {
-            if self.storage[index].carry_out(&action) {
-                continue;
-            }
-            match action {
-                Action::SendTo { peer, message } => {
+        let Ok(_) = self.drivers[index].step(self.now_ms, event);
+        self.carry_out(index);
+    }
+
+    /// Carries out what node `index`'s driver owes.
+    fn carry_out(&mut self, index: usize) {
+        for output in self.drivers[index].take_outputs() {
+            match output {
+                Output::Send { peer, message } => {
                     let to = self.index_of(&peer);
                     self.send(index, to, message);
                 }
-                Action::Broadcast { message, except } => {
-                    for to in 0..self.nodes.len() {
-                        if to != index && Some(self.nodes[to].node_id()) != except {
+                Output::Broadcast { message, except } => {
+                    for to in 0..self.drivers.len() {
+                        if to != index && Some(self.drivers[to].node.node_id()) != except {
                             self.send(index, to, message.clone());
                         }
                     }
                 }
-                Action::ServeBlocks { peer, from_height, to_height } => {
-                    let blocks = self.storage[index].blocks_to_serve(from_height, to_height);
-                    let to = self.index_of(&peer);
-                    self.send(index, to, Message::Blocks(blocks));
-                }
-                Action::WakeAt(at_ms) => self.wake_at[index] = at_ms,
-                Action::Trace(event) => self.traces.push((self.now_ms, index, event)),
-                Action::TxDropped(dropped) => self.dropped.push((self.now_ms, index, *dropped)),
-                Action::DisconnectPeer { .. } | Action::TxAccepted { .. } | Action::TxRejected { .. } => {}
-                Action::CommitBlocks(_) | Action::PersistReportState { .. } => unreachable!("storage handled it"),
+                Output::WakeAt(at_ms) => self.wake_at[index] = at_ms,
+                Output::Trace(event) => self.traces.push((self.now_ms, index, event)),
+                Output::Dropped(dropped) => self.dropped.push((self.now_ms, index, dropped)),
+                Output::Disconnect { .. } | Output::Committed(_) => {}
             }
         }
     }
@@ -281,7 +374,7 @@ impl LocalNet {
     pub fn run_until(&mut self, until_ms: u64) {
         loop {
             let next_message = self.queue.keys().next().map(|(at, _)| *at);
-            let next_wake = (0..self.nodes.len()).filter(|&i| self.up[i]).map(|i| (self.wake_at[i], i)).min();
+            let next_wake = (0..self.drivers.len()).filter(|&i| self.up[i]).map(|i| (self.wake_at[i], i)).min();
             let message_first = match (next_message, next_wake) {
                 (Some(at), Some((wake, _))) => at <= wake,
                 (Some(_), None) => true,
@@ -294,10 +387,9 @@ impl LocalNet {
             }
             self.now_ms = self.now_ms.max(at);
             if message_first {
-                let (key, (from, to, message)) = self.queue.pop_first().expect("checked");
-                let _ = key;
+                let (_, (from, to, message)) = self.queue.pop_first().expect("checked");
                 if self.up[to] {
-                    let from_id = self.nodes[from].node_id();
+                    let from_id = self.drivers[from].node.node_id();
                     self.deliver(to, Event::MessageReceived { from: from_id, message });
                 }
             } else {
@@ -313,25 +405,26 @@ impl LocalNet {
     pub fn crash(&mut self, index: usize) {
         self.up[index] = false;
         self.queue.retain(|_, (_, to, _)| *to != index);
-        let peer = self.nodes[index].node_id();
-        for other in 0..self.nodes.len() {
+        let peer = self.drivers[index].node.node_id();
+        for other in 0..self.drivers.len() {
             if other != index {
                 self.deliver(other, Event::PeerDisconnected { peer });
             }
         }
     }
 
-    /// Restarts a crashed node from its storage and reconnects it.
+    /// Restarts a crashed node from its storage (the driver's `start`: restore, then the
+    /// journal) and reconnects it.
     pub fn restart(&mut self, index: usize) {
-        self.nodes[index] = validator_node(&self.genesis, index, &self.cache);
+        self.drivers[index].node = validator_node(&self.genesis, index, &self.cache);
         self.up[index] = true;
         self.wake_at[index] = self.now_ms;
-        let restored = self.storage[index].restored();
-        self.deliver(index, Event::Restored(Box::new(restored)));
-        for other in 0..self.nodes.len() {
+        let Ok(_) = self.drivers[index].start(self.now_ms);
+        self.carry_out(index);
+        for other in 0..self.drivers.len() {
             if other != index {
-                let peer_other = self.nodes[other].node_id();
-                let peer_self = self.nodes[index].node_id();
+                let peer_other = self.drivers[other].node.node_id();
+                let peer_self = self.drivers[index].node.node_id();
                 self.deliver(index, Event::PeerConnected { peer: peer_other });
                 self.deliver(other, Event::PeerConnected { peer: peer_self });
             }
@@ -340,8 +433,8 @@ impl LocalNet {
 
     /// Blocks all traffic between the two groups (both directions).
     pub fn partition(&mut self, group: &[usize]) {
-        for a in 0..self.nodes.len() {
-            for b in 0..self.nodes.len() {
+        for a in 0..self.drivers.len() {
+            for b in 0..self.drivers.len() {
                 self.blocked[a][b] = group.contains(&a) != group.contains(&b);
             }
         }
@@ -352,18 +445,25 @@ impl LocalNet {
         for row in self.blocked.iter_mut() {
             row.fill(false);
         }
-        for a in 0..self.nodes.len() {
-            for b in 0..self.nodes.len() {
+        for a in 0..self.drivers.len() {
+            for b in 0..self.drivers.len() {
                 if a != b && self.up[a] && self.up[b] {
-                    let peer = self.nodes[b].node_id();
+                    let peer = self.drivers[b].node.node_id();
                     self.deliver(a, Event::PeerConnected { peer });
                 }
             }
         }
     }
 
+    /// A client of node `index` submits a transfer (journaled when accepted, as on a server).
     pub fn submit(&mut self, index: usize, transfer: Transfer) {
-        self.deliver(index, Event::TxSubmitted(transfer));
+        if !self.up[index] {
+            return;
+        }
+        let driver = &mut self.drivers[index];
+        let Ok(_) = driver.submit(self.now_ms, transfer);
+        let Ok(_) = driver.finish_submits();
+        self.carry_out(index);
     }
 
     pub fn committed(&self) -> Vec<(u64, usize, Height, u32)> {

@@ -609,14 +609,14 @@ fn a_validator_at_its_cap_goes_to_the_end_until_its_blocks_leave_the_window() {
 // ---- on a running network -------------------------------------------------------------------------
 
 fn jailed(net: &LocalNet, node: usize, validator: usize) -> bool {
-    let tip = net.nodes[node].tip().height;
-    net.nodes[node].state().validators[validator].is_jailed_at(tip + 1)
+    let tip = net.drivers[node].node.tip().height;
+    net.drivers[node].node.state().validators[validator].is_jailed_at(tip + 1)
 }
 
 /// Validator 3 signs two blocks on node 0's tip; only node 0 sees them.
 fn equivocate_to_node_0(net: &mut LocalNet) {
-    let chain_id = net.nodes[0].genesis().chain_id.clone();
-    let tip = net.nodes[0].tip();
+    let chain_id = net.drivers[0].node.genesis().chain_id.clone();
+    let tip = net.drivers[0].node.tip();
     for timestamp_ms in [net.now_ms, net.now_ms + 1] {
         let header = header(&chain_id, 3, tip.height + 1, tip.hash, timestamp_ms);
         let block = Block { header, transfers: Vec::new(), reports: Vec::new(), evidence: Vec::new() };
@@ -633,7 +633,7 @@ fn an_equivocating_producer_is_caught_jailed_everywhere_and_ranked_last() {
     net.run_until(6_000);
     for node in 0..VALIDATORS {
         assert!(jailed(&net, node, 3), "node {node} has validator 3 jailed");
-        let ranking = net.nodes[node].next_election();
+        let ranking = net.drivers[node].node.next_election();
         assert_eq!(ranking.last().map(|candidate| candidate.validator_index), Some(3));
     }
     let committed: Vec<&TraceEvent> = net
@@ -652,9 +652,9 @@ fn an_equivocating_producer_is_caught_jailed_everywhere_and_ranked_last() {
         .iter()
         .any(|(_, _, event)| matches!(event, TraceEvent::Jailed { validator, .. } if *validator == offender)));
     // Finality goes on with the jailed validator still voting.
-    let final_before = net.nodes[0].finalized().height;
+    let final_before = net.drivers[0].node.finalized().height;
     net.run_until(10_000);
-    assert!(net.nodes[0].finalized().height >= final_before + 10);
+    assert!(net.drivers[0].node.finalized().height >= final_before + 10);
 }
 
 #[test]
@@ -667,7 +667,7 @@ fn a_jailed_validator_still_produces_when_everyone_ahead_of_it_is_gone() {
     for node in 0..3 {
         net.crash(node);
     }
-    let tip_before = net.nodes[3].tip().height;
+    let tip_before = net.drivers[3].node.tip().height;
     net.run_until(30_000);
     let jailed_id = validator_key(3).address();
     let own: Vec<(Height, u32)> = net
@@ -703,12 +703,12 @@ fn honest_nodes_that_crash_and_restart_at_any_point_never_accuse_anyone() {
         net.restart(node);
     }
     net.run_until(at_ms + 10_000);
-    for (index, node) in net.nodes.iter().enumerate() {
+    for (index, node) in net.nodes().enumerate() {
         assert!(node.evidence_offenders().is_empty(), "node {index} holds evidence against an honest validator");
         assert!(node.state().offences.is_empty());
     }
     assert!(!net.traces.iter().any(|(_, _, event)| matches!(event, TraceEvent::EvidenceSeen { .. })));
-    assert!(net.nodes[0].finalized().height > 50, "the network made progress meanwhile");
+    assert!(net.drivers[0].node.finalized().height > 50, "the network made progress meanwhile");
 }
 
 /// A validator crashed after every possible prefix of its actions (storage done, messages not
@@ -801,21 +801,21 @@ fn a_peer_advertising_tips_it_never_serves_cannot_stall_production() {
     // ahead (a new fake one each time) that it will never serve.
     net.crash(3);
     let liar = validator_key(3).address();
-    let start_height = net.nodes[0].tip().height;
+    let start_height = net.drivers[0].node.tip().height;
     let mut at_ms = 2_000;
     net.deliver(0, Event::PeerConnected { peer: liar });
     for round in 0..150u8 {
         at_ms += 200;
         net.run_until(at_ms);
         let tip = Checkpoint { height: start_height + 1_000, hash: Hash([round; 32]) };
-        let status = Message::Status { tip, finalized: net.nodes[0].finalized() };
+        let status = Message::Status { tip, finalized: net.drivers[0].node.finalized() };
         net.deliver(0, Event::MessageReceived { from: liar, message: status.clone() });
         for _ in 0..3 {
             net.deliver(0, Event::MessageReceived { from: liar, message: status.clone() });
         }
         // And "answers" sync with made-up blocks whose parents do not exist: signed, well
         // formed, but they never join the tree, so they do not count as progress.
-        let chain_id = net.nodes[0].genesis().chain_id.clone();
+        let chain_id = net.drivers[0].node.genesis().chain_id.clone();
         let fake = header(&chain_id, 3, start_height + 500, Hash([round; 32]), at_ms);
         let block = Block { header: fake, transfers: Vec::new(), reports: Vec::new(), evidence: Vec::new() };
         net.deliver(0, Event::MessageReceived { from: liar, message: Message::Blocks(vec![Arc::new(block)]) });
@@ -825,7 +825,7 @@ fn a_peer_advertising_tips_it_never_serves_cannot_stall_production() {
         .iter()
         .filter(|(at, node, event)| *at > 2_000 && *node == 0 && matches!(event, TraceEvent::BlockProduced { .. }))
         .count();
-    let height = net.nodes[0].tip().height;
+    let height = net.drivers[0].node.tip().height;
     assert!(height >= start_height + 100, "the chain kept growing: {start_height} -> {height}");
     assert!(produced_by_0 >= 10, "node 0 still produced its share: {produced_by_0} blocks");
 }

@@ -43,13 +43,13 @@ fn check_safety(net: &LocalNet) {
             );
         }
     }
-    for a in 0..net.nodes.len() {
-        for b in 0..net.nodes.len() {
-            let common = net.nodes[a].finalized().height.min(net.nodes[b].finalized().height);
+    for a in 0..net.drivers.len() {
+        for b in 0..net.drivers.len() {
+            let common = net.drivers[a].node.finalized().height.min(net.drivers[b].node.finalized().height);
             for height in [common, common / 2, 0] {
                 assert_eq!(
-                    net.nodes[a].canonical_hash(height),
-                    net.nodes[b].canonical_hash(height),
+                    net.drivers[a].node.canonical_hash(height),
+                    net.drivers[b].node.canonical_hash(height),
                     "nodes {a} and {b} disagree below their final blocks at height {height}"
                 );
             }
@@ -96,11 +96,11 @@ proptest! {
         }
         net.heal();
         let healed_at = net.now_ms;
-        let final_at_heal: Vec<u64> = net.nodes.iter().map(|node| node.finalized().height).collect();
+        let final_at_heal: Vec<u64> = net.nodes().map(|node| node.finalized().height).collect();
         net.run_until(healed_at + 4_000);
         check_safety(&net);
-        let top = net.nodes.iter().map(|node| node.tip().height).max().unwrap();
-        for (index, node) in net.nodes.iter().enumerate() {
+        let top = net.nodes().map(|node| node.tip().height).max().unwrap();
+        for (index, node) in net.nodes().enumerate() {
             prop_assert!(node.finalized().height > final_at_heal[index], "node {} finalizes again after the heal", index);
             prop_assert!(top - node.finalized().height <= 4, "node {} final lag {} after heal", index, top - node.finalized().height);
         }

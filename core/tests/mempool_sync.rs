@@ -26,8 +26,8 @@ fn slow_block_genesis(validators: usize, accounts: usize) -> Genesis {
 }
 
 fn next_producer(net: &LocalNet, observer: usize) -> usize {
-    let id = net.nodes[observer].next_election()[0].node;
-    net.nodes.iter().position(|node| node.node_id() == id).unwrap()
+    let id = net.drivers[observer].node.next_election()[0].node;
+    net.nodes().position(|node| node.node_id() == id).unwrap()
 }
 
 fn last_commit_ms(net: &LocalNet) -> u64 {
@@ -60,15 +60,15 @@ fn a_restarted_producer_fetches_its_peers_pending_transfers_and_its_first_block_
         }
     }
     net.run_until(3_600);
-    for (index, node) in net.nodes.iter().enumerate().filter(|(index, _)| *index != producer) {
+    for (index, node) in net.nodes().enumerate().filter(|(index, _)| *index != producer) {
         assert_eq!(node.mempool().len(), 30, "node {index} holds every pending transfer");
     }
     net.restart(producer);
-    let restarted = &net.nodes[producer];
+    let restarted = &net.drivers[producer].node;
     assert!(restarted.mempool().is_empty(), "a restart starts with an empty mempool");
     assert!(!restarted.is_mempool_synced(), "not synced before its peers answered");
     net.run_until(3_640);
-    let restarted = &net.nodes[producer];
+    let restarted = &net.drivers[producer].node;
     assert!(restarted.is_mempool_synced(), "synced once its peers' pools arrived");
     assert_eq!(restarted.mempool_synced_peers(), 3);
     assert!(ids.iter().all(|id| restarted.mempool().contains(id)), "it fetched every pending transfer");
@@ -116,8 +116,8 @@ fn a_transfer_that_loses_its_nonce_to_another_is_dropped_naming_the_winner() {
     net.submit(other, loser.clone());
     net.run_until(5_000);
     let (winner_id, loser_id) = (transfer_id(&winner), transfer_id(&loser));
-    let height = net.nodes[0].tip().height;
-    assert!(net.nodes.iter().all(|node| node.state().account(&sender.address()).nonce == 1));
+    let height = net.drivers[0].node.tip().height;
+    assert!(net.nodes().all(|node| node.state().account(&sender.address()).nonce == 1));
     let drops: Vec<_> = net.dropped.iter().filter(|(_, _, dropped)| dropped.id == loser_id).collect();
     assert_eq!(drops.len(), 1, "only the node holding the loser drops it: {:?}", net.dropped);
     let (_, node, dropped) = drops[0];
@@ -265,20 +265,20 @@ fn transfers_of_several_abandoned_blocks_all_return_to_the_pool_and_commit() {
         let transfer = sign_transfer(&sender, &chain_id, account_key(1).address(), UNITS_PER_COIN, 5, nonce);
         ids.push(transfer_id(&transfer));
         net.submit(0, transfer);
-        let height = net.nodes[0].tip().height;
+        let height = net.drivers[0].node.tip().height;
         let until = net.now_ms + 5_000;
-        while net.nodes[0].tip().height == height && net.now_ms < until {
+        while net.drivers[0].node.tip().height == height && net.now_ms < until {
             let step_to = net.now_ms + 50;
             net.run_until(step_to);
         }
-        assert!(net.nodes[0].tip().height > height, "the lone node produced a block holding nonce {nonce}");
+        assert!(net.drivers[0].node.tip().height > height, "the lone node produced a block holding nonce {nonce}");
     }
-    assert_eq!(net.nodes[0].state().account(&sender.address()).nonce, 3, "three blocks of the lone branch");
-    assert_eq!(net.nodes[1].state().account(&sender.address()).nonce, 0, "the majority never saw them");
+    assert_eq!(net.drivers[0].node.state().account(&sender.address()).nonce, 3, "three blocks of the lone branch");
+    assert_eq!(net.drivers[1].node.state().account(&sender.address()).nonce, 0, "the majority never saw them");
     net.heal();
     let until = net.now_ms + 5_000;
     net.run_until(until);
-    for node in &net.nodes {
+    for node in net.nodes() {
         assert_eq!(node.state().account(&sender.address()).nonce, 3, "all three committed on the majority's chain");
     }
     assert!(net.dropped.is_empty(), "nothing dropped: {:?}", net.dropped);

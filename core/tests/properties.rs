@@ -581,7 +581,7 @@ fn arb_partition() -> impl Strategy<Value = Option<Partition>> {
 fn transfer_for(net: &LocalNet, chain_id: &str, op: &Op) -> Transfer {
     let key = account_key(op.sender);
     let address = key.address();
-    let node = &net.nodes[op.node];
+    let node = &net.drivers[op.node].node;
     let committed = node.state().account(&address);
     let next_nonce = node.mempool().pending_nonce(&address, &committed);
     let to = match op.recipient {
@@ -712,7 +712,7 @@ fn run_network(ops: &[Op], partition: &Option<Partition>) -> Result<(), TestCase
                 let id = transfer_id(&transfer);
                 submitted.insert(id);
                 net.submit(op.node, transfer);
-                if net.nodes[op.node].mempool().contains(&id) {
+                if net.drivers[op.node].node.mempool().contains(&id) {
                     accepted += 1;
                 }
             }
@@ -723,18 +723,18 @@ fn run_network(ops: &[Op], partition: &Option<Partition>) -> Result<(), TestCase
     // moment when no block is in flight.
     net.run_until(now_ms + 4_000);
     for _ in 0..200 {
-        let tip = net.nodes[0].tip();
-        if net.nodes.iter().all(|node| node.tip() == tip) {
+        let tip = net.drivers[0].node.tip();
+        if net.nodes().all(|node| node.tip() == tip) {
             break;
         }
         let next_ms = net.now_ms + 3;
         net.run_until(next_ms);
     }
 
-    let tip = net.nodes[0].tip();
-    let election = net.nodes[0].next_election();
+    let tip = net.drivers[0].node.tip();
+    let election = net.drivers[0].node.next_election();
     let mut committed_ids: Option<Vec<Hash>> = None;
-    for (index, node) in net.nodes.iter().enumerate() {
+    for (index, node) in net.nodes().enumerate() {
         let state = node.state();
         prop_assert_eq!(node.tip(), tip, "node {} disagrees on the tip after settling", index);
         prop_assert_eq!(node.next_election(), election.clone(), "node {} ranks the next producers differently", index);
@@ -745,9 +745,9 @@ fn run_network(ops: &[Op], partition: &Option<Partition>) -> Result<(), TestCase
             "node {}: supply = genesis + rewards",
             index
         );
-        prop_assert_eq!(&net.storage[index].state, state, "node {}: storage holds the node's state", index);
+        prop_assert_eq!(&net.drivers[index].store.state, state, "node {}: storage holds the node's state", index);
 
-        let replay = replay(&genesis, genesis_hash, &net.storage[index].blocks)?;
+        let replay = replay(&genesis, genesis_hash, &net.drivers[index].store.blocks)?;
         let addresses: BTreeSet<Address> = state.accounts.keys().chain(replay.balances.keys()).copied().collect();
         for address in &addresses {
             let account = state.account(address);

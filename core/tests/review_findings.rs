@@ -57,7 +57,7 @@ fn bug1_finality_advances_when_reports_reach_the_next_producer_one_block_late() 
     // the 10 s producer timeout, so production itself is perfectly healthy.
     let mut net = LocalNet::new(genesis, 1_050);
     net.run_until(200_000);
-    let node = &net.nodes[0];
+    let node = &net.drivers[0].node;
     let tip = node.tip().height;
     let justified = node.finality().justified.height;
     let finalized = node.finalized().height;
@@ -106,21 +106,22 @@ fn bug2_a_node_on_a_long_minority_branch_resyncs_promptly_after_the_heal() {
     // 30 s of 100 ms blocks: the minority's branch is ~290 blocks above the fork point.
     net.run_until(60_000);
     let fork_height =
-        (0..).find(|&h| net.nodes[0].canonical_hash(h) != net.nodes[minority].canonical_hash(h)).unwrap() - 1;
-    let minority_tip = net.nodes[minority].tip().height;
+        (0..).find(|&h| net.drivers[0].node.canonical_hash(h) != net.drivers[minority].node.canonical_hash(h)).unwrap()
+            - 1;
+    let minority_tip = net.drivers[minority].node.tip().height;
     assert!(minority_tip - fork_height > 264, "minority branch {} blocks long", minority_tip - fork_height);
     net.heal();
     let healed_at = net.now_ms;
     // Three seconds is 30 blocks: ample for a few sync round trips of 10 ms each.
     net.run_until(healed_at + 3_000);
-    let majority_final = net.nodes[0].finalized();
+    let majority_final = net.drivers[0].node.finalized();
     assert!(majority_final.height > fork_height + 100);
     assert_eq!(
-        net.nodes[minority].canonical_hash(majority_final.height),
+        net.drivers[minority].node.canonical_hash(majority_final.height),
         Some(majority_final.hash),
         "3 s after the heal the minority node is still on its own branch (tip {:?}, final {:?})",
-        net.nodes[minority].tip(),
-        net.nodes[minority].finalized()
+        net.drivers[minority].node.tip(),
+        net.drivers[minority].node.finalized()
     );
 }
 
@@ -222,21 +223,22 @@ fn bug2b_a_long_minority_branch_resyncs_when_links_survive_the_partition() {
     net.partition(&[minority]);
     net.run_until(60_000);
     let fork_height =
-        (0..).find(|&h| net.nodes[0].canonical_hash(h) != net.nodes[minority].canonical_hash(h)).unwrap() - 1;
-    assert!(net.nodes[minority].tip().height - fork_height > 264);
+        (0..).find(|&h| net.drivers[0].node.canonical_hash(h) != net.drivers[minority].node.canonical_hash(h)).unwrap()
+            - 1;
+    assert!(net.drivers[minority].node.tip().height - fork_height > 264);
     // The outage ends without any link being re-established: no PeerConnected, no Status.
     for row in net.blocked.iter_mut() {
         row.fill(false);
     }
     let healed_at = net.now_ms;
     net.run_until(healed_at + 3_000);
-    let majority_final = net.nodes[0].finalized();
+    let majority_final = net.drivers[0].node.finalized();
     assert_eq!(
-        net.nodes[minority].canonical_hash(majority_final.height),
+        net.drivers[minority].node.canonical_hash(majority_final.height),
         Some(majority_final.hash),
         "3 s after the outage the minority node is still on its own branch (tip {:?}, final {:?})",
-        net.nodes[minority].tip(),
-        net.nodes[minority].finalized()
+        net.drivers[minority].node.tip(),
+        net.drivers[minority].node.finalized()
     );
 }
 
@@ -258,25 +260,25 @@ fn bug4_one_validator_advertising_a_tip_it_never_serves_does_not_halt_the_chain(
     let mut net = LocalNet::new(fast_genesis(4, 0), 5);
     net.run_until(1_000);
     let faulty = 1;
-    let faulty_id = net.nodes[faulty].node_id();
+    let faulty_id = net.drivers[faulty].node.node_id();
     // From now on nothing the faulty validator sends arrives (its links stay up), except one
     // status claiming a tip far ahead.
     for to in 0..4 {
         net.blocked[faulty][to] = true;
     }
     let claimed = Checkpoint { height: 1_000_000, hash: tinychain_core::types::Hash([7; 32]) };
-    let finalized = net.nodes[0].finalized();
+    let finalized = net.drivers[0].node.finalized();
     for to in [0, 2, 3] {
         net.deliver(
             to,
             Event::MessageReceived { from: faulty_id, message: Message::Status { tip: claimed, finalized } },
         );
     }
-    let tip_before = net.nodes[0].tip().height;
+    let tip_before = net.drivers[0].node.tip().height;
     // Three honest validators of four are a quorum: they should keep producing and finalizing
     // (losing at most one producer timeout each time the faulty one is ranked first).
     net.run_until(11_000);
-    let tip_after = net.nodes[0].tip().height;
+    let tip_after = net.drivers[0].node.tip().height;
     assert!(
         tip_after >= tip_before + 20,
         "the chain stopped: tip {tip_before} -> {tip_after} in 10 s of 100 ms blocks"

@@ -8,8 +8,8 @@ use tinychain_core::types::UNITS_PER_COIN;
 
 fn assert_agree(net: &LocalNet, up_to: u64) {
     for height in 0..=up_to {
-        let reference = net.nodes[0].canonical_hash(height);
-        for node in &net.nodes[1..] {
+        let reference = net.drivers[0].node.canonical_hash(height);
+        for node in net.nodes().skip(1) {
             assert_eq!(node.canonical_hash(height), reference, "nodes disagree at height {height}");
         }
     }
@@ -20,12 +20,12 @@ fn healthy_network_produces_every_interval_and_finalizes_two_blocks_behind() {
     let genesis = fast_genesis(4, 2);
     let mut net = LocalNet::new(genesis, 5);
     net.run_until(3_000);
-    let tips: Vec<u64> = net.nodes.iter().map(|node| node.tip().height).collect();
+    let tips: Vec<u64> = net.nodes().map(|node| node.tip().height).collect();
     // 100 ms blocks for 3 s: about 30 blocks (latency makes intervals a little longer).
     assert!(tips.iter().all(|&height| height >= 25), "tips {tips:?}");
     let lowest = *tips.iter().min().unwrap();
     assert_agree(&net, lowest);
-    for node in &net.nodes {
+    for node in net.nodes() {
         let lag = node.tip().height - node.finalized().height;
         assert!(lag <= 3, "final block {lag} behind the tip");
     }
@@ -46,7 +46,7 @@ fn transfers_commit_and_balances_move_exactly() {
         net.submit(1, sign_transfer(&sender, &chain_id, recipient, UNITS_PER_COIN, 1_000, nonce));
     }
     net.run_until(1_500);
-    let state = net.nodes[0].state();
+    let state = net.drivers[0].node.state();
     assert_eq!(state.account(&sender.address()).nonce, 5);
     assert_eq!(state.account(&sender.address()).balance, 1_000 * UNITS_PER_COIN - 5 * (UNITS_PER_COIN + 1_000));
     assert_eq!(state.account(&recipient).balance, 1_005 * UNITS_PER_COIN);
@@ -56,8 +56,8 @@ fn transfers_commit_and_balances_move_exactly() {
 
 /// The validator ranked first for the next block on node `observer`'s chain.
 fn next_producer(net: &LocalNet, observer: usize) -> usize {
-    let id = net.nodes[observer].next_election()[0].node;
-    net.nodes.iter().position(|node| node.node_id() == id).unwrap()
+    let id = net.drivers[observer].node.next_election()[0].node;
+    net.nodes().position(|node| node.node_id() == id).unwrap()
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn a_crashed_top_producer_costs_one_timeout_then_drops_to_the_end() {
     // Mid-interval, once the last block has reached everyone: the next producer has not acted.
     net.run_until(1_050);
     let victim = next_producer(&net, 0);
-    let crash_height = net.nodes[0].tip().height;
+    let crash_height = net.drivers[0].node.tip().height;
     let crashed_at = net.now_ms;
     net.crash(victim);
     net.run_until(crashed_at + 3_000);
@@ -90,10 +90,10 @@ fn a_crashed_top_producer_costs_one_timeout_then_drops_to_the_end() {
     for window in commits[1..].windows(2) {
         assert!(window[1].0 - window[0].0 <= interval_ms + 50, "{commits:?}");
     }
-    let demoted = net.nodes[observer].next_election();
-    assert_eq!(demoted.last().unwrap().node, net.nodes[victim].node_id());
+    let demoted = net.drivers[observer].node.next_election();
+    assert_eq!(demoted.last().unwrap().node, net.drivers[victim].node.node_id());
     // Three of four validators still finalize.
-    let lag = net.nodes[observer].tip().height - net.nodes[observer].finalized().height;
+    let lag = net.drivers[observer].node.tip().height - net.drivers[observer].node.finalized().height;
     assert!(lag <= 3, "final lag {lag}");
 }
 
@@ -102,22 +102,22 @@ fn a_restarted_node_resumes_from_storage_catches_up_and_never_votes_twice() {
     let mut net = LocalNet::new(fast_genesis(4, 0), 5);
     net.run_until(1_000);
     let victim = 3;
-    let stored_tip = net.storage[victim].state.tip;
-    let last_vote = net.storage[victim].last_vote.expect("a running validator has voted");
-    let sequence = net.storage[victim].report_sequence;
+    let stored_tip = net.drivers[victim].store.state.tip;
+    let last_vote = net.drivers[victim].store.last_vote.expect("a running validator has voted");
+    let sequence = net.drivers[victim].store.report_sequence;
     net.crash(victim);
     net.run_until(2_000);
     net.restart(victim);
     // Restored exactly what storage held.
-    assert_eq!(net.nodes[victim].last_vote(), Some(last_vote));
-    assert!(net.nodes[victim].tip().height >= stored_tip.height);
+    assert_eq!(net.drivers[victim].node.last_vote(), Some(last_vote));
+    assert!(net.drivers[victim].node.tip().height >= stored_tip.height);
     net.run_until(3_500);
-    let reference_tip = net.nodes[0].tip();
-    assert!(net.nodes[victim].tip().height + 2 >= reference_tip.height, "caught up");
-    assert_agree(&net, net.nodes[victim].tip().height.min(reference_tip.height));
+    let reference_tip = net.drivers[0].node.tip();
+    assert!(net.drivers[victim].node.tip().height + 2 >= reference_tip.height, "caught up");
+    assert_agree(&net, net.drivers[victim].node.tip().height.min(reference_tip.height));
     // Its report sequence continued above the stored one, and vote targets kept rising.
-    assert!(net.nodes[victim].report_sequence() > sequence);
-    assert!(net.nodes[victim].last_vote().unwrap().target.height > last_vote.target.height);
+    assert!(net.drivers[victim].node.report_sequence() > sequence);
+    assert!(net.drivers[victim].node.last_vote().unwrap().target.height > last_vote.target.height);
 }
 
 #[test]
@@ -131,9 +131,9 @@ fn a_restored_node_does_not_vote_again_at_its_last_vote_height() {
     // Restart from storage but before any new block arrives: the tip equals its last vote
     // target, so its fresh report must carry no vote.
     let (node, actions) = {
-        let restored = net.storage[victim].restored();
+        let restored = net.drivers[victim].store.restored();
         let config = tinychain_core::node::NodeConfig {
-            genesis: net.nodes[victim].genesis().clone(),
+            genesis: net.drivers[victim].node.genesis().clone(),
             key: tinychain_core::testkit::validator_key(victim),
             verify_threads: 1,
             mempool: Default::default(),
@@ -154,7 +154,7 @@ fn a_restored_node_does_not_vote_again_at_its_last_vote_height() {
         .collect();
     assert_eq!(reports.len(), 1, "a restarted node reports its tip once");
     assert_eq!(reports[0].vote, None, "no second vote at the same target height");
-    assert!(reports[0].sequence > net.storage[victim].report_sequence);
+    assert!(reports[0].sequence > net.drivers[victim].store.report_sequence);
     // The persist action comes before the broadcast that carries the report.
     let persist = actions.iter().position(|action| matches!(action, Action::PersistReportState { .. })).unwrap();
     let broadcast = actions
@@ -168,23 +168,23 @@ fn a_restored_node_does_not_vote_again_at_its_last_vote_height() {
 fn a_minority_partition_never_finalizes_and_adopts_the_majority_chain_on_heal() {
     let mut net = LocalNet::new(fast_genesis(4, 0), 5);
     net.run_until(1_000);
-    let final_before = net.nodes[0].finalized();
+    let final_before = net.drivers[0].node.finalized();
     let minority = 3;
     net.partition(&[minority]);
     net.run_until(6_000);
     // The minority keeps producing on its own, yet never finalizes anything new.
-    let minority_node = &net.nodes[minority];
+    let minority_node = &net.drivers[minority].node;
     assert!(minority_node.tip().height > final_before.height + 2, "minority stalled at {:?}", minority_node.tip());
     assert!(minority_node.finalized().height <= final_before.height + 2);
-    let majority_final = net.nodes[0].finalized();
+    let majority_final = net.drivers[0].node.finalized();
     assert!(majority_final.height > final_before.height + 10, "majority finalizes: {majority_final:?}");
     // The minority's chain may even be longer; it still loses to the justified majority chain.
     net.heal();
     net.run_until(8_000);
-    let tip = net.nodes[0].tip().height.min(net.nodes[minority].tip().height);
+    let tip = net.drivers[0].node.tip().height.min(net.drivers[minority].node.tip().height);
     assert_agree(&net, tip);
-    assert_eq!(net.nodes[minority].canonical_hash(majority_final.height), Some(majority_final.hash));
-    assert!(net.nodes[minority].finalized().height >= majority_final.height);
+    assert_eq!(net.drivers[minority].node.canonical_hash(majority_final.height), Some(majority_final.hash));
+    assert!(net.drivers[minority].node.finalized().height >= majority_final.height);
     let reorgs = net
         .traces
         .iter()
@@ -212,13 +212,13 @@ fn after_a_reorg_the_state_equals_a_fresh_replay_of_the_winning_chain() {
     net.run_until(3_000);
     net.heal();
     net.run_until(4_500);
-    let node = &net.nodes[minority];
+    let node = &net.drivers[minority].node;
     // Replay the winning chain from genesis into a fresh state.
     let (_, mut state) = genesis_block(&genesis);
     let cache = SignatureCache::new(100_000);
     let mut hashes = vec![state.tip.hash];
     for height in 1..=node.tip().height {
-        let block = net.storage[minority].block_at(height).unwrap();
+        let block = net.drivers[minority].store.block_at(height).unwrap();
         let ancestor_hash = |h: u64| hashes.get(h as usize).copied();
         let context = BlockContext {
             genesis: &genesis,
@@ -234,7 +234,7 @@ fn after_a_reorg_the_state_equals_a_fresh_replay_of_the_winning_chain() {
         hashes.push(hash);
     }
     assert_eq!(&state, node.state(), "in-memory state after the reorg equals a fresh replay");
-    assert_eq!(&state, &net.storage[minority].state, "stored state after the reorg equals a fresh replay");
+    assert_eq!(&state, &net.drivers[minority].store.state, "stored state after the reorg equals a fresh replay");
     assert_eq!(state.account(&account_key(1).address()).balance, 1_003 * UNITS_PER_COIN, "the majority's transfer won");
     let _ = Arc::new(());
 }
@@ -247,12 +247,12 @@ fn a_node_far_behind_syncs_in_several_rounds_and_then_produces_again() {
     net.crash(victim);
     // 100 ms blocks for 20 s: about 200 blocks, several 64-block sync responses.
     net.run_until(20_500);
-    let behind = net.nodes[0].tip().height - net.storage[victim].state.tip.height;
+    let behind = net.drivers[0].node.tip().height - net.drivers[victim].store.state.tip.height;
     assert!(behind > 150, "the node should be far behind, is {behind} blocks");
     net.restart(victim);
     net.run_until(23_000);
-    assert!(net.nodes[victim].tip().height + 2 >= net.nodes[0].tip().height);
-    assert_agree(&net, net.nodes[victim].tip().height.min(net.nodes[0].tip().height));
+    assert!(net.drivers[victim].node.tip().height + 2 >= net.drivers[0].node.tip().height);
+    assert_agree(&net, net.drivers[victim].node.tip().height.min(net.drivers[0].node.tip().height));
     let sync_requests = net
         .traces
         .iter()
@@ -282,13 +282,13 @@ fn halves_that_forked_long_ago_converge_and_finalize_after_the_heal() {
     net.run_until(7_885);
     net.partition(&[0, 1]);
     net.run_until(9_808);
-    let final_before = net.nodes[0].finalized().height;
+    let final_before = net.drivers[0].node.finalized().height;
     net.heal();
     let healed_at = net.now_ms;
     net.run_until(healed_at + 4_000);
-    let tip = net.nodes.iter().map(|node| node.tip().height).min().unwrap();
+    let tip = net.nodes().map(|node| node.tip().height).min().unwrap();
     assert_agree(&net, tip);
-    for node in &net.nodes {
+    for node in net.nodes() {
         assert!(node.finalized().height > final_before + 50, "finality resumed: {:?}", node.finalized());
         assert!(node.tip().height - node.finalized().height <= 3);
         assert_eq!(node.side_blocks(), 0, "the losing branch was pruned once finality passed it");
@@ -308,9 +308,9 @@ fn a_transfer_only_the_minority_committed_is_regossiped_and_commits_on_the_winni
     net.submit(minority, sign_transfer(&sender, &chain_id, recipient, 2 * UNITS_PER_COIN, 5, 0));
     // Let the minority produce a block with it (its rank comes up within a few blocks).
     net.run_until(4_000);
-    let minority_included = net.storage[minority].blocks.values().any(|(block, _)| !block.transfers.is_empty());
+    let minority_included = net.drivers[minority].store.blocks.values().any(|(block, _)| !block.transfers.is_empty());
     assert!(minority_included, "the minority committed the transfer on its branch");
-    assert_eq!(net.nodes[1].state().account(&sender.address()).nonce, 0, "the majority never saw it");
+    assert_eq!(net.drivers[1].node.state().account(&sender.address()).nonce, 0, "the majority never saw it");
     net.heal();
     // Step until the minority has rolled back its branch, then crash it at once: from then on
     // only the re-gossiped copy can bring the transfer to the majority.
@@ -326,7 +326,7 @@ fn a_transfer_only_the_minority_committed_is_regossiped_and_commits_on_the_winni
     }
     net.crash(minority);
     net.run_until(8_000);
-    for node in &net.nodes[1..] {
+    for node in net.nodes().skip(1) {
         assert_eq!(node.state().account(&sender.address()).nonce, 1, "committed on the winning chain");
         assert_eq!(node.state().account(&recipient).balance, 1_002 * UNITS_PER_COIN);
     }

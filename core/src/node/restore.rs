@@ -73,7 +73,7 @@ mod tests {
         let genesis = fast_genesis(4, 2);
         let mut net = LocalNet::new(genesis.clone(), 10);
         net.run_until(3_000);
-        let (live, storage) = (&net.nodes[0], &net.storage[0]);
+        let (live, storage) = (&net.drivers[0].node, &net.drivers[0].store);
         assert!(live.finalized().height > 0, "the run finalized blocks, so there are undo deltas to restore");
         assert!(storage.last_vote.is_some(), "the node voted, so there is a vote not to repeat");
 
