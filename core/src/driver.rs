@@ -50,11 +50,20 @@ use crate::types::{Address, Block, Hash, Height, NodeId, Transfer, Vote};
 use crate::validate::transfer_id;
 use std::sync::Arc;
 
-/// What a node keeps across restarts, as the driver uses it. Every write is durable when it
-/// returns.
-pub trait Store {
+/// What the store says about the transfers committed on the canonical chain, as
+/// `classify_journal_entry` asks it.
+pub trait CommittedTransfers {
     type Error: std::error::Error + Send + Sync + 'static;
 
+    /// The height of the canonical block that holds this very transfer (`id` is its id).
+    fn committed_height(&mut self, id: &Hash, transfer: &Transfer) -> Result<Option<Height>, Self::Error>;
+    /// The canonical transfer that used (`from`, `nonce`), and its height.
+    fn committed_at(&mut self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, Self::Error>;
+}
+
+/// What a node keeps across restarts, as the driver uses it. Every write is durable when it
+/// returns.
+pub trait Store: CommittedTransfers {
     /// What a starting node loads: the event `Event::Restored` carries.
     fn restored(&mut self) -> Result<Restored, Self::Error>;
     /// Writes the blocks applied and rolled back, and the new tip, justified and final
@@ -76,11 +85,6 @@ pub trait Store {
     /// Adds entries in one durable write, or refuses all of them with `JournalAddError::Full`.
     fn journal_add(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), JournalAddError<Self::Error>>;
     fn journal_remove(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), Self::Error>;
-
-    /// The height of the canonical block that holds this very transfer (`id` is its id).
-    fn committed_height(&mut self, id: &Hash, transfer: &Transfer) -> Result<Option<Height>, Self::Error>;
-    /// The canonical transfer that used (`from`, `nonce`), and its height.
-    fn committed_at(&mut self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, Self::Error>;
 }
 
 /// Why `Store::journal_add` wrote nothing.
@@ -403,12 +407,12 @@ pub enum JournalEntryFate {
 
 /// Where a journal entry stands, given its sender's committed nonce at the tip. Only a nonce
 /// below it asks the store anything.
-pub fn classify_journal_entry<S: Store>(
+pub fn classify_journal_entry<C: CommittedTransfers>(
     id: &Hash,
     transfer: &Transfer,
     committed_nonce: u64,
-    store: &mut S,
-) -> Result<JournalEntryFate, S::Error> {
+    store: &mut C,
+) -> Result<JournalEntryFate, C::Error> {
     if transfer.nonce >= committed_nonce {
         return Ok(JournalEntryFate::Open);
     }

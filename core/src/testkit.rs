@@ -3,7 +3,7 @@
 //! real `Node`s with fixed latency. Not used by the production node.
 
 use crate::crypto::{Keypair, SignatureCache};
-use crate::driver::{Driver, JournalAddError, Output, Store};
+use crate::driver::{CommittedTransfers, Driver, JournalAddError, Output, Store};
 use crate::genesis::{genesis_block, Allocation, Genesis, Parameters, ValidatorEntry};
 use crate::mempool::{DroppedTransfer, MempoolConfig};
 use crate::message::Message;
@@ -201,9 +201,18 @@ impl ModelStorage {
 }
 
 /// The model store never fails.
-impl Store for ModelStorage {
+impl CommittedTransfers for ModelStorage {
     type Error = std::convert::Infallible;
 
+    fn committed_height(&mut self, id: &Hash, transfer: &Transfer) -> Result<Option<Height>, Self::Error> {
+        Ok(self.find_committed(&transfer.from, transfer.nonce).filter(|(by, _)| by == id).map(|(_, height)| height))
+    }
+    fn committed_at(&mut self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, Self::Error> {
+        Ok(self.find_committed(from, nonce))
+    }
+}
+
+impl Store for ModelStorage {
     fn restored(&mut self) -> Result<Restored, Self::Error> {
         Ok(ModelStorage::restored(self))
     }
@@ -252,12 +261,6 @@ impl Store for ModelStorage {
             self.journal.remove(&(transfer.from, transfer.nonce, *id));
         }
         Ok(())
-    }
-    fn committed_height(&mut self, id: &Hash, transfer: &Transfer) -> Result<Option<Height>, Self::Error> {
-        Ok(self.find_committed(&transfer.from, transfer.nonce).filter(|(by, _)| by == id).map(|(_, height)| height))
-    }
-    fn committed_at(&mut self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, Self::Error> {
-        Ok(self.find_committed(from, nonce))
     }
 }
 

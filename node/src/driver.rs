@@ -1,47 +1,35 @@
-//! The driver: one tokio event loop that runs a `tinychain-core` node for real. It owns the core
-//! `Node` and the `Storage`, feeds the core every event with the wall-clock time (unix ms), and
-//! carries out every action in order before taking the next event:
+//! The server's event loop: one tokio task that hosts the one driver (`tinychain_core::driver`,
+//! the same interpreter of the core's actions the simulator runs) with the wall clock (unix ms),
+//! the `tinychain-net` transport and redb (`storage::Storage`, behind `StorageStore`). The core
+//! driver makes every store write of a step (commits merged, report state, drop records, the
+//! pending-transfer journal: see its module docs) before it hands back the outward effects, which
+//! this loop carries out in order:
 //!
-//! - `CommitBlocks` / `PersistReportState`: written to redb before any later action with an
-//!   effect outside the process, so a vote is on disk before the report that carries it is sent
-//!   (consecutive commits, e.g. a batch of synced blocks, share one transaction). A storage failure stops the node
-//!   (the core already believes the commit happened; running on would let memory and disk
-//!   disagree). Restarting recovers from the last committed transaction.
-//! - `SendTo` / `Broadcast` / `DisconnectPeer`: handed to the `tinychain-net` connection manager.
-//! - `ServeBlocks`: answered from storage.
+//! - `Send` / `Broadcast` / `Disconnect`: handed to the connection manager.
 //! - `WakeAt`: the loop's timer.
 //! - `Trace`: logs (a line per committed block, with producer, rank and score) and the live
 //!   figures RPC and `/metrics` report. Evidence seen, evidence committed and a validator
 //!   jailed are logged at error level (an operator must look: a validator broke a rule), each
 //!   line with the evidence itself: its id, kind, offender, offence height and the ids of the
 //!   two conflicting objects (block hashes or report ids).
-//! - `TxDropped`: collected over the step and written with one `Storage::record_dropped` after
-//!   the step's commits, so `get_tx` answers `dropped` with the reason (and the journal forgets
-//!   them).
+//! - `Dropped`: logged and counted by reason (the drop record is already written, so `get_tx`
+//!   answers `dropped` with the reason).
+//!
+//! A storage failure stops the node (the core already believes the write happened; running on
+//! would let memory and disk disagree). Restarting recovers from the last committed transaction.
 //!
 //! Event sources: the network, RPC calls (read-only ones are answered by `query::answer` from the
 //! core and storage; `submit_tx`, `add_peer` and `remove_peer` are carried out here), the metrics
 //! sampler, the wake-up timer and the shutdown signal. Shutdown finishes the step in progress
 //! (so a commit is never cut short by it), stops RPC, then closes every link.
 //!
-//! # The pending-transfer journal
+//! # RPC submits and the journal
 //!
-//! A transfer this node accepted from its own RPC client is in the journal on disk *before* the
-//! client hears "accepted", so a crash cannot lose it silently. The write is a group commit: the
-//! RPC branch of the loop takes the call it woke for and up to `RPC_CALLS_PER_BATCH_MAX - 1` more
-//! already queued, steps the core for each in order, writes every accepted transfer with one
-//! `Storage::journal_add` (one fsync for the batch), then sends all the batch's replies. A full
-//! journal refuses further submits before the core sees them. The commit that makes a block final
-//! deletes the entries of the (sender, nonce) slots it used; `TxDropped` removes an entry with
-//! the drop record.
-//!
-//! After `Event::Restored` the driver reads the journal back (`resubmit_journal`): an entry whose
-//! transfer is committed stays until its block is final (a reorganisation could still return it
-//! to the mempool), one whose nonce another committed transfer took is recorded as dropped
-//! (`DropReason::NonceTaken`), and the rest are submitted to the core again (the core announces
-//! its pool to each peer as it connects). One the core refuses before the
-//! first mempool sync is over is tried once more after it (its predecessor may be pending at a
-//! peer); refused then, it is recorded as `DropReason::RefusedAfterRestart`.
+//! The RPC branch of the loop takes the call it woke for and up to `RPC_CALLS_PER_BATCH_MAX - 1`
+//! more already queued, answers each in order (a submit goes to `Driver::submit`), then has the
+//! driver write every accepted transfer to the journal with one `finish_submits` (one fsync for
+//! the batch), and only then sends the batch's replies: a client told "accepted" holds a promise
+//! on disk. After the restore the core driver settles the journal (`Driver::start`).
 //!
 //! # Test-only misbehaviour
 //!
@@ -64,13 +52,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tinychain_core::crypto::{Keypair, SignatureCache};
+use tinychain_core::driver::{
+    self as core_driver, CommittedTransfers, JournalAddError, JournalSettled, Output, Store, SubmitRefusal,
+};
 use tinychain_core::genesis::Genesis;
 use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
-use tinychain_core::mempool::{DropReason, DroppedTransfer, MempoolConfig};
+use tinychain_core::mempool::{DroppedTransfer, MempoolConfig};
 use tinychain_core::message::Message;
-use tinychain_core::node::{Action, Commit, Event, Node, NodeConfig, TraceEvent};
-use tinychain_core::types::{Address, Evidence, Hash, Height, NodeId, Transfer};
-use tinychain_core::validate::{evidence_id, transfer_id};
+use tinychain_core::node::Restored;
+use tinychain_core::node::{Commit, Event, Node, NodeConfig, TraceEvent};
+use tinychain_core::types::{Address, Block, Evidence, Hash, Height, NodeId, Transfer, Vote};
+use tinychain_core::validate::evidence_id;
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::{NetEvent, NetHandle};
 use tinychain_net::manager::{NetConfig, NetLimits};
@@ -174,21 +166,71 @@ struct CommittedBlock {
     transfers: usize,
 }
 
-/// The loop's state: the core, its storage, the transport and the live figures.
-struct Driver {
-    node: Node,
+/// The storage as the core driver's `Store`: the redb database, shared with the RPC queries and
+/// the peers table.
+pub struct StorageStore(pub Arc<Storage>);
+
+impl CommittedTransfers for StorageStore {
+    type Error = StorageError;
+
+    fn committed_height(&mut self, id: &Hash, _transfer: &Transfer) -> Result<Option<Height>, StorageError> {
+        Ok(self.0.tx_location(id)?.map(|location| location.height))
+    }
+    fn committed_at(&mut self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError> {
+        self.0.committed_transfer_at(from, nonce)
+    }
+}
+
+impl Store for StorageStore {
+    fn restored(&mut self) -> Result<Restored, StorageError> {
+        self.0.restored()
+    }
+    fn commit(&mut self, commit: &Commit) -> Result<(), StorageError> {
+        self.0.commit(commit)
+    }
+    fn persist_report_state(&mut self, last_vote: Option<Vote>, report_sequence: u64) -> Result<(), StorageError> {
+        self.0.persist_report_state(last_vote, report_sequence)
+    }
+    fn blocks_to_serve(&mut self, from_height: Height, to_height: Height) -> Result<Vec<Arc<Block>>, StorageError> {
+        self.0.blocks_to_serve(from_height, to_height)
+    }
+    fn record_dropped(&mut self, dropped: &[DroppedTransfer]) -> Result<(), StorageError> {
+        self.0.record_dropped(dropped)
+    }
+    fn journal(&mut self) -> Result<Vec<(Hash, Transfer)>, StorageError> {
+        self.0.journal()
+    }
+    fn journal_len(&self) -> usize {
+        self.0.journal_len()
+    }
+    fn journal_capacity(&self) -> usize {
+        JOURNAL_TRANSFERS_MAX
+    }
+    fn journal_add(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), JournalAddError<StorageError>> {
+        match self.0.journal_add(entries) {
+            Ok(()) => Ok(()),
+            Err(StorageError::JournalFull { held, max }) => Err(JournalAddError::Full { held, max }),
+            Err(error) => Err(JournalAddError::Store(error)),
+        }
+    }
+    fn journal_remove(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), StorageError> {
+        self.0.journal_remove(entries)
+    }
+}
+
+/// The loop's state: the core driver (the core and its storage), the transport and the live
+/// figures.
+struct Server {
+    driver: core_driver::Driver<StorageStore>,
     storage: Arc<Storage>,
     net: NetHandle,
     live: LiveInfo,
     wake_at_ms: u64,
     /// Blocks committed during the current step: logged with their election once the step's
-    /// actions are all carried out.
+    /// outputs are all carried out.
     committed: Vec<CommittedBlock>,
-    /// Journal entries the core refused when resubmitted before its first mempool sync was
-    /// over: tried once more when it is (`retry_deferred_journal`).
-    deferred_journal: Vec<(Hash, Transfer)>,
     /// Evidence committed and validators jailed during the current step: logged with the
-    /// evidence read back from the committed block once the step's commits are written.
+    /// evidence read back from the committed block once the step's outputs are carried out.
     evidence_committed: Vec<CommittedOffence>,
     #[cfg(feature = "test-misbehaviour")]
     misbehaviour: Option<misbehaviour::Misbehaviour>,
@@ -228,13 +270,8 @@ pub async fn run(
     let node = Node::new(config, Arc::new(SignatureCache::new(SIGNATURE_CACHE_ENTRIES_MAX)));
     let node_id = node.node_id();
     let genesis_hash = node.genesis_hash();
-    let restored = storage.restored()?;
-    info!(
-        tip = restored.state.tip.height,
-        finalized = restored.final_block.header.height,
-        "restored the chain from the database"
-    );
 
+    let stored_tip = storage.tip()?;
     let peer_storage = storage.clone();
     let saved_peers = storage.peers()?;
     let peer_store = PeerStore::new(saved_peers, move |peers| {
@@ -275,14 +312,13 @@ pub async fn run(
         started_at_ms: now_unix_ms(),
         ..LiveInfo::default()
     };
-    let mut driver = Driver {
-        node,
+    let mut driver = Server {
+        driver: core_driver::Driver::new(node, StorageStore(storage.clone())),
         storage,
         net,
         live,
         wake_at_ms: 0,
         committed: Vec::new(),
-        deferred_journal: Vec::new(),
         evidence_committed: Vec::new(),
         #[cfg(feature = "test-misbehaviour")]
         misbehaviour: misbehaviour::from_env(options.key.clone()).map_err(DriverError::Misbehaviour)?,
@@ -295,11 +331,8 @@ pub async fn run(
         chain = %genesis.chain_id,
         "node started"
     );
-    on_started(Started { p2p: p2p_addr, rpc: rpc_addr, tip: restored.state.tip.height });
-    let mut result = driver.step(Event::Restored(Box::new(restored))).await;
-    if result.is_ok() {
-        result = driver.resubmit_journal().await;
-    }
+    on_started(Started { p2p: p2p_addr, rpc: rpc_addr, tip: stored_tip.height });
+    let mut result = driver.start().await;
 
     let mut sampler = Sampler::new(options.link_capacity_mbit, options.metrics_window)
         .map_err(|error| DriverError::Metrics(error.to_string()))?;
@@ -337,7 +370,7 @@ pub async fn run(
             },
             _ = metrics_timer.tick() => match sampler.sample() {
                 Some(sample) => {
-                    let score = driver.node.genesis().score(sample.cpu_permille, sample.net_permille);
+                    let score = driver.driver.node.genesis().score(sample.cpu_permille, sample.net_permille);
                     driver.live.metrics =
                         Some(MetricSample { cpu_permille: sample.cpu_permille, net_permille: sample.net_permille, score });
                     debug!(cpu = sample.cpu_permille, net = sample.net_permille, score, "metrics sampled");
@@ -368,9 +401,6 @@ pub async fn run(
                 driver.answer_batch(batch).await
             }
         };
-        if result.is_ok() && !driver.deferred_journal.is_empty() && driver.node.is_mempool_synced() {
-            result = driver.retry_deferred_journal().await;
-        }
     }
 
     // Calls still queued fail at once instead of waiting out their timeout.
@@ -392,7 +422,7 @@ pub async fn run(
         }
         Err(error) => error!(%error, "stopping the node"),
     }
-    log_stopped(&driver.node, &driver.storage);
+    log_stopped(&driver.driver.node, &driver.storage);
     result
 }
 
@@ -419,70 +449,47 @@ fn log_stopped(node: &Node, storage: &Storage) {
     }
 }
 
-impl Driver {
+impl Server {
     fn name_of(&self, id: &NodeId) -> String {
-        self.node.genesis().validator_name(id).map_or_else(|| id.to_string(), str::to_string)
+        self.driver.node.genesis().validator_name(id).map_or_else(|| id.to_string(), str::to_string)
     }
 
-    /// Steps the core with one event and carries out its actions in order.
+    /// Restores the core from the database and settles the journal (`Driver::start`).
+    async fn start(&mut self) -> Result<(), DriverError> {
+        let settled = self.driver.start(now_unix_ms())?;
+        info!(
+            tip = self.driver.node.tip().height,
+            finalized = self.driver.node.finalized().height,
+            "restored the chain from the database"
+        );
+        self.carry_out().await;
+        log_journal_settled(&settled, "resubmitted the pending-transfer journal");
+        Ok(())
+    }
+
+    /// Steps the core with one event, through the core driver, and carries out the outputs.
     async fn step(&mut self, event: Event) -> Result<(), DriverError> {
-        let actions = self.node.step(now_unix_ms(), event);
-        self.carry_out(actions).await.map(|_| ())
+        let retried = self.driver.step(now_unix_ms(), event)?;
+        self.carry_out().await;
+        if let Some(settled) = retried {
+            log_journal_settled(&settled, "resubmitted the journal's transfers refused before the mempool sync");
+        }
+        Ok(())
     }
 
-    /// Carries out actions in order; returns the transaction verdicts among them.
-    ///
-    /// Consecutive `CommitBlocks` (with only traces between them, as when a batch of synced
-    /// blocks is applied one by one) are written as one redb transaction: the same ops in the
-    /// same order, so the database passes through fewer states but never a partial one, and a
-    /// sync costs one fsync per batch instead of one per block. Pending commits are written before
-    /// any action with an effect outside the process, so nothing is sent that disk does not hold.
-    ///
-    /// The transfers the step dropped (`TxDropped`) are recorded with one write after its commits.
-    async fn carry_out(&mut self, actions: Vec<Action>) -> Result<Vec<Action>, DriverError> {
-        let mut verdicts = Vec::new();
-        let mut dropped = Vec::new();
-        let mut pending: Option<Box<Commit>> = None;
-        for action in actions {
-            match action {
-                Action::CommitBlocks(commit) => {
-                    pending = Some(match pending.take() {
-                        None => commit,
-                        Some(mut merged) => {
-                            let Commit { ops, tip, justified, finalized } = *commit;
-                            merged.ops.extend(ops);
-                            merged.tip = tip;
-                            merged.justified = justified;
-                            merged.finalized = finalized;
-                            merged
-                        }
-                    });
-                    continue;
-                }
-                Action::Trace(trace) => {
-                    self.trace(trace);
-                    continue;
-                }
-                Action::TxDropped(transfer) => {
-                    dropped.push(*transfer);
-                    continue;
-                }
-                _ => {}
-            }
-            if let Some(commit) = pending.take() {
-                self.storage.commit(&commit)?;
-            }
-            match action {
-                Action::CommitBlocks(_) | Action::Trace(_) | Action::TxDropped(_) => unreachable!("handled above"),
-                Action::PersistReportState { last_vote, report_sequence } => {
-                    self.storage.persist_report_state(last_vote, report_sequence)?;
-                }
-                Action::SendTo { peer, message } => {
+    /// Carries out the outputs the core driver owes, in order (its store writes are made).
+    async fn carry_out(&mut self) {
+        for output in self.driver.take_outputs() {
+            match output {
+                Output::Send { peer, message } => {
+                    if let Message::Blocks(blocks) = &message {
+                        debug!(peer = %self.name_of(&peer), count = blocks.len(), "serving blocks");
+                    }
                     if let Err(error) = self.net.send_to(peer, message).await {
                         debug!(%error, "send dropped");
                     }
                 }
-                Action::Broadcast { message, except } => {
+                Output::Broadcast { message, except } => {
                     #[cfg(feature = "test-misbehaviour")]
                     let Some((message, except)) = self.misbehave(message, except).await
                     else {
@@ -492,49 +499,28 @@ impl Driver {
                         debug!(%error, "broadcast dropped");
                     }
                 }
-                Action::ServeBlocks { peer, from_height, to_height } => {
-                    let blocks = self.storage.blocks_to_serve(from_height, to_height)?;
-                    debug!(peer = %self.name_of(&peer), from_height, count = blocks.len(), "serving blocks");
-                    if let Err(error) = self.net.send_to(peer, Message::Blocks(blocks)).await {
-                        debug!(%error, "serving blocks dropped");
-                    }
-                }
-                Action::DisconnectPeer { peer, reason } => {
+                Output::Disconnect { peer, reason } => {
                     warn!(peer = %self.name_of(&peer), %reason, "disconnecting a peer");
                     if let Err(error) = self.net.disconnect(peer, reason.to_string()).await {
                         debug!(%error, "disconnect dropped");
                     }
                 }
-                Action::WakeAt(at_ms) => self.wake_at_ms = at_ms,
-                verdict @ (Action::TxAccepted { .. } | Action::TxRejected { .. }) => verdicts.push(verdict),
+                Output::WakeAt(at_ms) => self.wake_at_ms = at_ms,
+                Output::Trace(trace) => self.trace(trace),
+                Output::Committed(_) => {}
+                Output::Dropped(transfer) => {
+                    debug!(
+                        id = %transfer.id,
+                        reason = transfer.reason.kind(),
+                        detail = %transfer.reason,
+                        "dropped a pending transfer"
+                    );
+                    self.live.record_transfer_dropped(&transfer.reason);
+                }
             }
         }
-        if let Some(commit) = pending.take() {
-            self.storage.commit(&commit)?;
-        }
-        self.record_dropped(dropped)?;
         self.log_committed();
         self.log_evidence_committed();
-        Ok(verdicts)
-    }
-
-    /// Writes drop records (one transaction, which also forgets their journal entries), logs
-    /// them and counts them by reason.
-    fn record_dropped(&mut self, dropped: Vec<DroppedTransfer>) -> Result<(), DriverError> {
-        if dropped.is_empty() {
-            return Ok(());
-        }
-        self.storage.record_dropped(&dropped)?;
-        for transfer in &dropped {
-            debug!(
-                id = %transfer.id,
-                reason = transfer.reason.kind(),
-                detail = %transfer.reason,
-                "dropped a pending transfer"
-            );
-            self.live.record_transfer_dropped(&transfer.reason);
-        }
-        Ok(())
     }
 
     fn trace(&mut self, trace: TraceEvent) {
@@ -569,7 +555,7 @@ impl Driver {
             }
             TraceEvent::EvidenceSeen { offender, kind, offence_height } => {
                 // The core pooled it in this step: read the two objects back from its pool.
-                let pooled = self.node.evidence().find(|pooled| {
+                let pooled = self.driver.node.evidence().find(|pooled| {
                     pooled.facts.offender == offender
                         && pooled.facts.height == offence_height
                         && pooled.evidence.kind() == kind
@@ -629,7 +615,7 @@ impl Driver {
                 score = ?score,
                 transfers,
                 interval_ms = ?interval_ms,
-                finalized = self.node.finalized().height,
+                finalized = self.driver.node.finalized().height,
                 "block committed"
             );
         }
@@ -642,7 +628,7 @@ impl Driver {
     async fn misbehave(&mut self, message: Message, except: Option<NodeId>) -> Option<(Message, Option<NodeId>)> {
         let key = match (&self.misbehaviour, &message) {
             (Some(misbehaviour), Message::Block(block))
-                if except.is_none() && block.header.producer == self.node.node_id() =>
+                if except.is_none() && block.header.producer == self.driver.node.node_id() =>
             {
                 misbehaviour.key.clone()
             }
@@ -650,7 +636,7 @@ impl Driver {
         };
         let Message::Block(block) = message else { unreachable!("matched above") };
         let twin = misbehaviour::twin(&block, &key);
-        let mut peers = self.node.connected_peers();
+        let mut peers = self.driver.node.connected_peers();
         peers.sort();
         let half = peers.len().div_ceil(2);
         error!(
@@ -673,7 +659,7 @@ impl Driver {
     /// One error line per piece of evidence committed and per validator jailed in the last
     /// step, with the evidence read back from the block that commits it (on disk by now).
     fn log_evidence_committed(&mut self) {
-        let jail_blocks = self.node.genesis().parameters.jail_blocks;
+        let jail_blocks = self.driver.node.genesis().parameters.jail_blocks;
         for offence in std::mem::take(&mut self.evidence_committed) {
             match offence {
                 CommittedOffence::Evidence { height, offender, kind, offence_height } => {
@@ -736,6 +722,7 @@ impl Driver {
 
     fn log_summary(&self) {
         let ranking: Vec<String> = self
+            .driver
             .node
             .next_election()
             .iter()
@@ -746,10 +733,10 @@ impl Driver {
             .collect();
         let metrics = self.live.metrics.unwrap_or_default();
         info!(
-            height = self.node.tip().height,
-            finalized = self.node.finalized().height,
-            peers = self.node.connected_peers().len(),
-            mempool = self.node.mempool().len(),
+            height = self.driver.node.tip().height,
+            finalized = self.driver.node.finalized().height,
+            peers = self.driver.node.connected_peers().len(),
+            mempool = self.driver.node.mempool().len(),
             cpu = metrics.cpu_permille,
             net = metrics.net_permille,
             score = metrics.score,
@@ -760,35 +747,26 @@ impl Driver {
 
     /// Answers a batch of RPC calls in order. Queries (and the health and metrics routes) are
     /// answered by `query`; commands act here. Every transfer the core accepts is written to
-    /// the journal with one `journal_add` before any reply of the batch is sent (see the module
-    /// docs).
+    /// the journal with one `finish_submits` before any reply of the batch is sent (see the
+    /// module docs).
     async fn answer_batch(&mut self, batch: Vec<Call>) -> Result<(), DriverError> {
         self.refresh_live_peers();
-        let journal_held = self.storage.journal_len();
         let mut replies: Vec<(oneshot::Sender<Answer>, Answer)> = Vec::with_capacity(batch.len());
-        // (index in `replies`, id, transfer) of each accepted submit.
-        let mut accepted: Vec<(usize, Hash, Transfer)> = Vec::new();
+        // (index in `replies`, id) of each accepted submit.
+        let mut accepted: Vec<(usize, Hash)> = Vec::new();
         for Call { request, reply } in batch {
-            let context = || QueryContext { node: &self.node, storage: &self.storage, live: &self.live };
+            let context = || QueryContext { node: &self.driver.node, storage: &self.storage, live: &self.live };
             let answer = match request {
                 Request::Query(query) => query::answer(&context(), &query),
                 Request::Health => Ok(query::to_json(&query::health(&context()))),
                 Request::Metrics => Ok(query::to_json(&query::metrics(&context()))),
                 Request::Command(Command::SubmitTx { tx: transfer }) => {
-                    let held = journal_held.saturating_add(accepted.len());
-                    if held >= JOURNAL_TRANSFERS_MAX {
-                        // Refused before the core sees it: the transfer is in no mempool, so
-                        // the refusal is the whole truth.
-                        Err(QueryError::JournalFull { held, max: JOURNAL_TRANSFERS_MAX })
-                    } else {
-                        let id = transfer_id(&transfer);
-                        let actions = self.node.step(now_unix_ms(), Event::TxSubmitted(transfer.clone()));
-                        let verdicts = self.carry_out(actions).await?;
-                        let answer = verdict_for(&verdicts, &id);
-                        if answer.is_ok() {
-                            accepted.push((replies.len(), id, transfer));
+                    match self.driver.submit(now_unix_ms(), transfer)? {
+                        Ok(id) => {
+                            accepted.push((replies.len(), id));
+                            Ok(query::to_json(&SubmitAnswer { id }))
                         }
-                        answer
+                        Err(refusal) => Err(refusal_answer(refusal)),
                     }
                 }
                 Request::Command(Command::AddPeer { addr }) => match self.net.add_peer(addr.clone()).await {
@@ -808,34 +786,21 @@ impl Driver {
             };
             replies.push((reply, answer));
         }
-        // A transfer no longer pending was either committed already (this node produced a block
-        // between two submits), and is journaled until its block is final like any other, or
-        // dropped (a later submit replaced it), and its drop record is its answer from now on.
-        let mut journaled = Vec::with_capacity(accepted.len());
-        let mut entries = Vec::with_capacity(accepted.len());
-        for (index, id, transfer) in accepted {
-            if self.node.mempool().contains(&id) || self.storage.tx_location(&id)?.is_some() {
-                journaled.push(index);
-                entries.push((id, transfer));
+        // Like a failed commit, a failed journal write stops the node rather than acknowledge
+        // what it cannot keep.
+        let unkept = self.driver.finish_submits()?;
+        if let Some((_, SubmitRefusal::JournalFull { held, max })) = unkept.first() {
+            // Only when the count taken before the core saw them was off. These transfers are
+            // already in the mempool and gossiped, so they may still be included; the client is
+            // told it was not promised, and `get_tx` tells it what became of the transfer.
+            warn!(held, max, transfers = unkept.len(), "the pending-transfer journal is full");
+        }
+        for (id, refusal) in unkept {
+            for (index, _) in accepted.iter().filter(|(_, accepted)| *accepted == id) {
+                replies[*index].1 = Err(refusal_answer(refusal.clone()));
             }
         }
-        if !entries.is_empty() {
-            match self.storage.journal_add(&entries) {
-                Ok(()) => {}
-                Err(StorageError::JournalFull { held, max }) => {
-                    // Only when the count taken at the start of the batch was off. These
-                    // transfers are already in the mempool and gossiped, so they may still be
-                    // included; the client is told it was not promised, and `get_tx` tells it
-                    // what became of the transfer.
-                    warn!(held, max, transfers = entries.len(), "the pending-transfer journal is full");
-                    for index in journaled {
-                        replies[index].1 = Err(QueryError::JournalFull { held, max });
-                    }
-                }
-                // Like a failed commit: the node stops rather than acknowledge what it cannot keep.
-                Err(error) => return Err(error.into()),
-            }
-        }
+        self.carry_out().await;
         for (reply, answer) in replies {
             // The caller may have given up (timeout, closed connection): nothing to do then.
             let _ = reply.send(answer);
@@ -845,183 +810,43 @@ impl Driver {
 
     fn refresh_live_peers(&mut self) {
         self.live.peers = self
+            .driver
             .node
             .connected_peers()
             .into_iter()
-            .map(|id| PeerInfo { id, name: self.node.genesis().validator_name(&id).map(str::to_string), addr: None })
+            .map(|id| PeerInfo {
+                id,
+                name: self.driver.node.genesis().validator_name(&id).map(str::to_string),
+                addr: None,
+            })
             .collect();
-    }
-
-    /// After `Event::Restored`: settles every journal entry against the restored chain and
-    /// submits the open ones again (see the module docs).
-    async fn resubmit_journal(&mut self) -> Result<(), DriverError> {
-        let journal = self.storage.journal()?;
-        if journal.is_empty() {
-            return Ok(());
-        }
-        let refusals_are_final = self.node.is_mempool_synced();
-        let settled = self.settle_journal(journal, refusals_are_final).await?;
-        info!(
-            resubmitted = settled.resubmitted,
-            already_committed = settled.committed,
-            dropped = settled.dropped,
-            retried_after_mempool_sync = self.deferred_journal.len(),
-            "resubmitted the pending-transfer journal"
-        );
-        Ok(())
-    }
-
-    /// Once the first mempool sync is over: the journal entries refused at restart, once more.
-    async fn retry_deferred_journal(&mut self) -> Result<(), DriverError> {
-        let deferred = std::mem::take(&mut self.deferred_journal);
-        let settled = self.settle_journal(deferred, true).await?;
-        info!(
-            resubmitted = settled.resubmitted,
-            already_committed = settled.committed,
-            dropped = settled.dropped,
-            "resubmitted the journal's transfers refused before the mempool sync"
-        );
-        Ok(())
-    }
-
-    /// Classifies each entry (`classify_journal_entry`) and carries out the verdict: committed
-    /// entries leave the journal once final, taken nonces become drop records, open ones go to
-    /// the core again. A refusal is recorded as a drop when `refusals_are_final`, else kept in
-    /// `deferred_journal`.
-    async fn settle_journal(
-        &mut self,
-        entries: Vec<(Hash, Transfer)>,
-        refusals_are_final: bool,
-    ) -> Result<SettledJournal, DriverError> {
-        let mut settled = SettledJournal::default();
-        let mut final_entries = Vec::new();
-        let mut dropped = Vec::new();
-        let tip_height = self.node.tip().height;
-        let finalized_height = self.node.finalized().height;
-        for (id, transfer) in entries {
-            let committed_nonce = self.node.state().account(&transfer.from).nonce;
-            match classify_journal_entry(&id, &transfer, committed_nonce, &*self.storage)? {
-                JournalEntryFate::Committed { height } => {
-                    settled.committed += 1;
-                    // Above the final block a reorganisation may still return it to the
-                    // mempool: the entry stays until the commit that makes it final deletes it.
-                    if height <= finalized_height {
-                        final_entries.push((id, transfer));
-                    }
-                }
-                JournalEntryFate::Dropped(reason) => dropped.push(DroppedTransfer { id, transfer, reason, tip_height }),
-                // Fetched from a peer since the restart: pending again, the entry stays.
-                JournalEntryFate::Open if self.node.mempool().contains(&id) => settled.resubmitted += 1,
-                JournalEntryFate::Open => {
-                    let actions = self.node.step(now_unix_ms(), Event::TxSubmitted(transfer.clone()));
-                    let verdicts = self.carry_out(actions).await?;
-                    match verdict_for(&verdicts, &id) {
-                        Ok(_) => settled.resubmitted += 1,
-                        Err(refusal) if refusals_are_final => {
-                            let reason = match refusal {
-                                QueryError::Rejected(rejection) => rejection.to_string(),
-                                other => other.to_string(),
-                            };
-                            debug!(%id, %reason, "a journal entry was refused after the restart");
-                            dropped.push(DroppedTransfer {
-                                id,
-                                transfer,
-                                reason: DropReason::RefusedAfterRestart { reason },
-                                tip_height,
-                            });
-                        }
-                        Err(refusal) => {
-                            debug!(%id, %refusal, "a journal entry was refused before the mempool sync: trying again after it");
-                            self.deferred_journal.push((id, transfer));
-                        }
-                    }
-                }
-            }
-        }
-        settled.dropped = dropped.len();
-        self.storage.journal_remove(&final_entries)?;
-        self.record_dropped(dropped)?;
-        Ok(settled)
     }
 }
 
 /// What an RPC call is answered.
 type Answer = Result<serde_json::Value, QueryError>;
 
-/// What `settle_journal` did with the entries it was given.
-#[derive(Clone, Copy, Debug, Default)]
-struct SettledJournal {
-    resubmitted: usize,
-    committed: usize,
-    dropped: usize,
-}
-
-/// What the database says about the transfers committed on the canonical chain, as
-/// `classify_journal_entry` asks it.
-trait CommittedTransfers {
-    /// The height of the canonical block that holds this very transfer.
-    fn committed_height(&self, id: &Hash) -> Result<Option<Height>, StorageError>;
-    /// The canonical transfer that used (`from`, `nonce`), and its height.
-    fn committed_at(&self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError>;
-}
-
-impl CommittedTransfers for Storage {
-    fn committed_height(&self, id: &Hash) -> Result<Option<Height>, StorageError> {
-        Ok(self.tx_location(id)?.map(|location| location.height))
-    }
-    fn committed_at(&self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError> {
-        self.committed_transfer_at(from, nonce)
+/// A submit refusal as an RPC error.
+fn refusal_answer(refusal: SubmitRefusal) -> QueryError {
+    match refusal {
+        SubmitRefusal::Rejected(rejection) => QueryError::Rejected(rejection),
+        SubmitRefusal::JournalFull { held, max } => QueryError::JournalFull { held, max },
+        SubmitRefusal::NoVerdict => QueryError::Internal(SubmitRefusal::NoVerdict.to_string()),
     }
 }
 
-/// Where a journal entry stands against the restored chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum JournalEntryFate {
-    /// This very transfer is committed at `height`.
-    Committed { height: Height },
-    /// Another committed transfer used its nonce: it can never be included.
-    Dropped(DropReason),
-    /// Its nonce is still open: submit it again.
-    Open,
-}
-
-/// Where a journal entry stands, given its sender's committed nonce at the tip. Only a nonce
-/// below it asks the database anything.
-fn classify_journal_entry(
-    id: &Hash,
-    transfer: &Transfer,
-    committed_nonce: u64,
-    chain: &impl CommittedTransfers,
-) -> Result<JournalEntryFate, StorageError> {
-    if transfer.nonce >= committed_nonce {
-        return Ok(JournalEntryFate::Open);
+/// One line saying what settling journal entries did (nothing when there were none).
+fn log_journal_settled(settled: &JournalSettled, what: &str) {
+    if *settled == JournalSettled::default() {
+        return;
     }
-    if let Some(height) = chain.committed_height(id)? {
-        return Ok(JournalEntryFate::Committed { height });
-    }
-    Ok(match chain.committed_at(&transfer.from, transfer.nonce)? {
-        // The two indexes disagree only if the database is damaged; the transfer is on the
-        // chain either way.
-        Some((by, height)) if by == *id => JournalEntryFate::Committed { height },
-        Some((by, height)) => JournalEntryFate::Dropped(DropReason::NonceTaken { by, height }),
-        None => JournalEntryFate::Dropped(DropReason::NonceUsed),
-    })
-}
-
-/// The core's verdict on a submitted transfer, as an RPC answer.
-fn verdict_for(verdicts: &[Action], id: &Hash) -> Answer {
-    for verdict in verdicts {
-        match verdict {
-            Action::TxAccepted { id: accepted } if accepted == id => {
-                return Ok(query::to_json(&SubmitAnswer { id: *id }));
-            }
-            Action::TxRejected { id: rejected, reason } if rejected == id => {
-                return Err(QueryError::Rejected(reason.clone()));
-            }
-            _ => {}
-        }
-    }
-    Err(QueryError::Internal("the node gave no verdict on the transfer".to_string()))
+    info!(
+        resubmitted = settled.resubmitted,
+        already_committed = settled.committed,
+        dropped = settled.dropped,
+        retried_after_mempool_sync = settled.deferred,
+        "{what}"
+    );
 }
 
 /// The roles and full ids of evidence's two objects for a log line ("unknown" when the
@@ -1085,75 +910,7 @@ pub mod misbehaviour {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-    use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer};
-
-    /// The canonical chain as `classify_journal_entry` sees it: transfer id -> height, and
-    /// (sender, nonce) -> (id, height).
-    #[derive(Default)]
-    struct FakeChain {
-        heights: BTreeMap<Hash, Height>,
-        slots: BTreeMap<(Address, u64), (Hash, Height)>,
-    }
-
-    impl FakeChain {
-        fn commit(&mut self, transfer: &Transfer, height: Height) {
-            let id = transfer_id(transfer);
-            self.heights.insert(id, height);
-            self.slots.insert((transfer.from, transfer.nonce), (id, height));
-        }
-    }
-
-    impl CommittedTransfers for FakeChain {
-        fn committed_height(&self, id: &Hash) -> Result<Option<Height>, StorageError> {
-            Ok(self.heights.get(id).copied())
-        }
-        fn committed_at(&self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError> {
-            Ok(self.slots.get(&(*from, nonce)).copied())
-        }
-    }
-
-    #[test]
-    fn journal_entries_are_classified_against_the_restored_chain() {
-        let alice = account_key(0);
-        let bob = account_key(1).address();
-        let transfer = |nonce: u64, amount: u64| sign_transfer(&alice, "tinychain-test", bob, amount, 10, nonce);
-        // Alice's nonces 0 and 1 are committed: 0 by the journal's own transfer, 1 by another.
-        let mut chain = FakeChain::default();
-        chain.commit(&transfer(0, 5), 3);
-        let winner = transfer(1, 99);
-        chain.commit(&winner, 4);
-        // A chain whose nonce table misses a nonce the account has used (a transfer this node
-        // never saw, as far as the lookup can tell).
-        let mut gapped = FakeChain::default();
-        gapped.commit(&transfer(0, 5), 3);
-        let empty = FakeChain::default();
-
-        let cases: Vec<(&str, Transfer, u64, &FakeChain, JournalEntryFate)> = vec![
-            ("its own transfer used the nonce", transfer(0, 5), 2, &chain, JournalEntryFate::Committed { height: 3 }),
-            (
-                "another transfer took the nonce",
-                transfer(1, 7),
-                2,
-                &chain,
-                JournalEntryFate::Dropped(DropReason::NonceTaken { by: transfer_id(&winner), height: 4 }),
-            ),
-            (
-                "the nonce is used, the winner not found",
-                transfer(1, 7),
-                2,
-                &gapped,
-                JournalEntryFate::Dropped(DropReason::NonceUsed),
-            ),
-            ("the next nonce is open", transfer(2, 7), 2, &chain, JournalEntryFate::Open),
-            ("a later nonce is open too", transfer(5, 7), 2, &chain, JournalEntryFate::Open),
-            ("nothing committed yet", transfer(0, 5), 0, &empty, JournalEntryFate::Open),
-        ];
-        for (desc, transfer, committed_nonce, chain, expected) in cases {
-            let fate = classify_journal_entry(&transfer_id(&transfer), &transfer, committed_nonce, chain).unwrap();
-            assert_eq!(fate, expected, "{desc}");
-        }
-    }
+    use tinychain_core::testkit::fast_genesis;
 
     #[test]
     fn a_full_journal_says_so_and_how_full() {

@@ -31,14 +31,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::crypto::SignatureCache;
+use tinychain_core::driver::{Driver, Output};
 use tinychain_core::evidence::EvidenceWatch;
 use tinychain_core::genesis::{Allocation, Genesis, ValidatorEntry};
 use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
-use tinychain_core::mempool::DroppedTransfer;
 use tinychain_core::message::Message;
-use tinychain_core::node::{Action, Event, Node, NodeConfig, TraceEvent};
+use tinychain_core::node::{Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::testkit::{account_key, validator_key, ModelStorage};
-use tinychain_core::types::{Address, Block, Evidence, Hash, Height, MetricReport, NodeId, Transfer, UNITS_PER_COIN};
+use tinychain_core::types::{Block, Evidence, Hash, Height, MetricReport, NodeId, Transfer, UNITS_PER_COIN};
 use tinychain_core::validate::{check_block_shape, check_evidence, check_report_alone, transfer_id};
 
 /// After `HealAll`, finality must resume on every node within this long (virtual time).
@@ -108,8 +108,9 @@ impl Clock {
 }
 
 struct SimNode {
-    node: Node,
-    storage: ModelStorage,
+    /// The one driver (as on a server) over the node's model storage, which survives a crash
+    /// and holds the pending-transfer journal.
+    driver: Driver<ModelStorage>,
     up: bool,
     paused: bool,
     held: Vec<(usize, Message)>,
@@ -118,9 +119,6 @@ struct SimNode {
     clock: Clock,
     metrics: MetricsModel,
     bytes_sent_since_sample: u64,
-    /// The node's pending-transfer journal, as the server keeps it: what it accepted from its
-    /// own clients, by sender, nonce and id; it survives a crash and is resubmitted on restart.
-    journal: BTreeMap<(Address, u64, Hash), Transfer>,
     /// The validator this core signs as (a split validator runs two cores with one key).
     validator: usize,
     /// The group this core belongs to in a split run (None: no split, or a dishonest validator
@@ -283,8 +281,6 @@ pub struct Simulation {
     /// Transfer ids some node dropped, with the first reason given.
     dropped: BTreeMap<Hash, &'static str>,
     /// The transfer being submitted to a node, and the node's verdict on it.
-    submitting: Option<Transfer>,
-    last_verdict: Option<bool>,
     submits: u64,
     /// Who is dishonest and how; the cores of each validator (its own index first, then a
     /// split validator's second core); the first honest core, whose chain the report describes.
@@ -332,8 +328,7 @@ impl Simulation {
             });
             let side = side.or_else(|| cast.honest_sides.get(&validator).copied());
             SimNode {
-                node: Self::fresh_node(&genesis, validator, &cache),
-                storage: ModelStorage::new(&genesis),
+                driver: Driver::new(Self::fresh_node(&genesis, validator, &cache), ModelStorage::new(&genesis)),
                 up: true,
                 paused: false,
                 held: Vec::new(),
@@ -342,7 +337,6 @@ impl Simulation {
                 clock: Clock { base_virtual_ms: 0, base_local_ms: 0, drift_ppm: 0, last_local_ms: 0 },
                 metrics,
                 bytes_sent_since_sample: 0,
-                journal: BTreeMap::new(),
                 validator,
                 side,
                 adversary,
@@ -367,7 +361,7 @@ impl Simulation {
             }
         }
         let reference = (0..options.nodes).find(|index| nodes[*index].is_honest()).unwrap_or(0);
-        let genesis_hash = nodes[0].node.genesis_hash();
+        let genesis_hash = nodes[0].driver.node.genesis_hash();
         let network =
             NetworkModel::new(options.nodes, options.latency_ms, options.jitter_ms, options.bandwidth_bytes_per_ms);
         let mut simulation = Simulation {
@@ -401,8 +395,6 @@ impl Simulation {
             first_commit_ms: BTreeMap::new(),
             acknowledged: BTreeSet::new(),
             dropped: BTreeMap::new(),
-            submitting: None,
-            last_verdict: None,
             submits: 0,
             cast,
             cores_of,
@@ -517,16 +509,17 @@ impl Simulation {
             if let Event::MessageReceived { message, .. } = &event {
                 self.watch_for_proof(index, message);
             }
-            let actions = self.nodes[index].node.step(local_ms, event);
-            self.carry_out(index, actions);
+            let Ok(_) = self.nodes[index].driver.step(local_ms, event);
+            self.carry_out(index);
             return;
         }
         let peers = self.peers_of(index);
         let sim_node = &mut self.nodes[index];
         let adversary = sim_node.adversary.as_mut().expect("a dishonest core has its adversary");
         let event = adversary::rewrite_event(adversary, event);
-        let actions = sim_node.node.step(local_ms, event);
-        let rewritten = adversary::rewrite_actions(adversary, &sim_node.node, &peers, actions);
+        let actions = sim_node.driver.node.step(local_ms, event);
+        let rewritten = adversary::rewrite_actions(adversary, &sim_node.driver.node, &peers, actions);
+        let Ok(_) = sim_node.driver.carry_out(rewritten.actions);
         for note in rewritten.notes {
             self.trace(Some(index), note);
         }
@@ -537,7 +530,7 @@ impl Simulation {
                 Scheduled::Release { from: index, to_validator, message: Arc::new(message) },
             );
         }
-        self.carry_out(index, rewritten.actions);
+        self.carry_out(index);
     }
 
     /// Feeds what an honest core is delivered to the engine's own evidence watch: signed
@@ -601,26 +594,17 @@ impl Simulation {
         }
     }
 
-    fn carry_out(&mut self, index: usize, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::CommitBlocks(commit) => {
-                    let action = Action::CommitBlocks(commit);
-                    let handled = self.nodes[index].storage.carry_out(&action);
-                    assert!(handled, "storage carries out commits");
-                    let Action::CommitBlocks(commit) = action else { unreachable!("just built") };
-                    self.on_commit(index, &commit);
-                }
-                Action::PersistReportState { .. } => {
-                    let handled = self.nodes[index].storage.carry_out(&action);
-                    assert!(handled, "storage carries out report state");
-                }
-                Action::SendTo { peer, message } => {
+    /// Carries out what core `index`'s driver owes, in order (its store writes are made).
+    fn carry_out(&mut self, index: usize) {
+        for output in self.nodes[index].driver.take_outputs() {
+            match output {
+                Output::Committed(commit) => self.on_commit(index, &commit),
+                Output::Send { peer, message } => {
                     if let Some(to) = self.route(index, self.node_index(&peer)) {
                         self.send(index, to, message);
                     }
                 }
-                Action::Broadcast { message, except } => {
+                Output::Broadcast { message, except } => {
                     let bytes = self.size_of(&message);
                     let message = Arc::new(message);
                     for validator in 0..self.options.nodes {
@@ -632,13 +616,7 @@ impl Simulation {
                         }
                     }
                 }
-                Action::ServeBlocks { peer, from_height, to_height } => {
-                    let blocks = self.nodes[index].storage.blocks_to_serve(from_height, to_height);
-                    if let Some(to) = self.route(index, self.node_index(&peer)) {
-                        self.send(index, to, Message::Blocks(blocks));
-                    }
-                }
-                Action::WakeAt(local_ms) => {
+                Output::WakeAt(local_ms) => {
                     let at_ms = self.nodes[index].clock.virtual_at(local_ms, self.now_ms);
                     let sim_node = &mut self.nodes[index];
                     if sim_node.tick_at_ms != Some(at_ms) {
@@ -648,23 +626,13 @@ impl Simulation {
                         self.schedule(at_ms, Scheduled::Tick { node: index, generation });
                     }
                 }
-                Action::Trace(event) => self.on_trace(index, event),
-                Action::DisconnectPeer { peer, reason } => {
+                Output::Trace(event) => self.on_trace(index, event),
+                Output::Disconnect { peer, reason } => {
                     let peer = self.node_index(&peer);
                     self.trace(Some(index), format!("disconnect n{peer}: {reason}"));
                 }
-                Action::TxAccepted { id } => {
-                    let submitted = self.submitting.as_ref().filter(|transfer| transfer_id(transfer) == id);
-                    if let Some(transfer) = submitted.cloned() {
-                        self.nodes[index].journal.insert((transfer.from, transfer.nonce, id), transfer);
-                        self.last_verdict = Some(true);
-                    }
-                }
-                Action::TxRejected { .. } => self.last_verdict = Some(false),
-                Action::TxDropped(dropped) => {
-                    let DroppedTransfer { id, transfer, reason, .. } = *dropped;
-                    self.nodes[index].journal.remove(&(transfer.from, transfer.nonce, id));
-                    self.dropped.entry(id).or_insert(reason.kind());
+                Output::Dropped(dropped) => {
+                    self.dropped.entry(dropped.id).or_insert(dropped.reason.kind());
                 }
             }
         }
@@ -808,7 +776,7 @@ impl Simulation {
             return;
         }
         let now_ms = self.now_ms;
-        let offences = &self.nodes[index].node.state().offences;
+        let offences = &self.nodes[index].driver.node.state().offences;
         for offence in self
             .offences
             .iter_mut()
@@ -829,13 +797,13 @@ impl Simulation {
         if index == self.reference {
             let previous_final = self.checker.final_of(index).height;
             for height in previous_final + 1..=commit.finalized.height {
-                if let Some(block) = self.nodes[index].storage.block_at(height) {
+                if let Some(block) = self.nodes[index].driver.store.block_at(height) {
                     let lag_ms = self.now_ms.saturating_sub(block.header.timestamp_ms);
                     self.finality_lag_ms.entry(height).or_insert(lag_ms);
                 }
             }
         }
-        let storage = &self.nodes[index].storage;
+        let storage = &self.nodes[index].driver.store;
         self.checker.on_commit(
             self.now_ms,
             index,
@@ -859,7 +827,7 @@ impl Simulation {
         match fault.clone() {
             FaultEvent::Crash(node) => self.crash(node),
             FaultEvent::CrashNextProducer => {
-                let next = self.nodes[self.reference].node.next_election()[0].node;
+                let next = self.nodes[self.reference].driver.node.next_election()[0].node;
                 let node = self.node_index(&next);
                 self.trace(None, format!("fault crash n{node} (next producer)"));
                 self.crash(node);
@@ -919,7 +887,7 @@ impl Simulation {
         self.nodes[node].tick_at_ms = None;
         self.nodes[node].tick_generation += 1;
         self.queue.retain(|_, event| !matches!(event, Scheduled::Deliver { to, .. } if *to == node));
-        let peer = self.nodes[node].node.node_id();
+        let peer = self.nodes[node].driver.node.node_id();
         let validator = self.nodes[node].validator;
         for other in 0..self.nodes.len() {
             if other != node && self.route(other, validator) == Some(node) {
@@ -932,42 +900,31 @@ impl Simulation {
         if self.nodes[node].up {
             return;
         }
-        self.nodes[node].node = Self::fresh_node(&self.genesis, self.nodes[node].validator, &self.cache);
+        self.nodes[node].driver.node = Self::fresh_node(&self.genesis, self.nodes[node].validator, &self.cache);
         self.nodes[node].up = true;
         self.nodes[node].proof_watch = EvidenceWatch::default();
         if self.nodes[node].is_honest() {
-            self.checker.on_restart(node, &self.nodes[node].storage);
+            self.checker.on_restart(node, &self.nodes[node].driver.store);
         }
-        let restored = self.nodes[node].storage.restored();
-        self.step_node(node, Event::Restored(Box::new(restored)));
-        self.resubmit_journal(node);
+        // As on a server: restore from storage, then settle the journal (see the core driver).
+        let local_ms = self.nodes[node].clock.local(self.now_ms);
+        let Ok(_) = self.nodes[node].driver.start(local_ms);
+        self.carry_out(node);
         self.reconnect(node);
     }
 
-    /// What the server's driver does after a restart: entries whose nonce the chain used are
-    /// removed (dropped, unless committed), the rest resubmitted in nonce order.
-    fn resubmit_journal(&mut self, node: usize) {
-        let journal = std::mem::take(&mut self.nodes[node].journal);
-        for ((from, nonce, id), transfer) in journal {
-            if nonce < self.nodes[node].node.state().account(&from).nonce {
-                if !self.first_commit_ms.contains_key(&id) {
-                    self.dropped.entry(id).or_insert("nonce_taken");
-                }
-                continue;
-            }
-            if !self.submit_to(node, transfer) {
-                self.dropped.entry(id).or_insert("refused_after_restart");
-            }
-        }
-    }
-
-    /// Steps `node` with a submitted transfer; true if it accepted it (and journaled it).
+    /// A client of `node` submits a transfer, as over RPC on a server (journaled when
+    /// accepted); true if it was accepted.
     fn submit_to(&mut self, node: usize, transfer: Transfer) -> bool {
-        self.submitting = Some(transfer.clone());
-        self.last_verdict = None;
-        self.step_node(node, Event::TxSubmitted(transfer));
-        self.submitting = None;
-        self.last_verdict.take().unwrap_or(false)
+        if !self.nodes[node].up {
+            return false;
+        }
+        let local_ms = self.nodes[node].clock.local(self.now_ms);
+        let driver = &mut self.nodes[node].driver;
+        let Ok(verdict) = driver.submit(local_ms, transfer);
+        let Ok(unkept) = driver.finish_submits();
+        self.carry_out(node);
+        verdict.is_ok() && unkept.is_empty()
     }
 
     fn reconnect(&mut self, node: usize) {
@@ -975,8 +932,8 @@ impl Simulation {
         for other in 0..self.nodes.len() {
             let other_validator = self.nodes[other].validator;
             if other_validator != validator && self.nodes[other].up {
-                let other_id = self.nodes[other].node.node_id();
-                let node_id = self.nodes[node].node.node_id();
+                let other_id = self.nodes[other].driver.node.node_id();
+                let node_id = self.nodes[node].driver.node.node_id();
                 if self.route(node, other_validator) == Some(other) {
                     self.step_node(node, Event::PeerConnected { peer: other_id });
                 }
@@ -994,7 +951,7 @@ impl Simulation {
         self.nodes[node].paused = false;
         let held = std::mem::take(&mut self.nodes[node].held);
         for (from, message) in held {
-            let from_id = self.nodes[from].node.node_id();
+            let from_id = self.nodes[from].driver.node.node_id();
             self.step_node(node, Event::MessageReceived { from: from_id, message });
         }
         self.step_node(node, Event::Tick);
@@ -1033,8 +990,8 @@ impl Simulation {
 
     fn inject_bad_report(&mut self, node: usize) {
         let key = validator_key(node);
-        let tip = self.nodes[node].node.tip();
-        let sequence = self.nodes[node].node.report_sequence() + 1_000_000;
+        let tip = self.nodes[node].driver.node.tip();
+        let sequence = self.nodes[node].driver.node.report_sequence() + 1_000_000;
         let mut report = MetricReport {
             node: key.address(),
             sequence,
@@ -1076,12 +1033,12 @@ impl Simulation {
         let candidates: Vec<usize> = (0..self.nodes.len())
             .filter(|&index| {
                 let sim_node = &self.nodes[index];
-                sim_node.is_honest() && sim_node.up && !sim_node.paused && sim_node.node.is_mempool_synced()
+                sim_node.is_honest() && sim_node.up && !sim_node.paused && sim_node.driver.node.is_mempool_synced()
             })
             .collect();
         if !candidates.is_empty() {
             let target = candidates[self.workload_rng.below(candidates.len() as u64) as usize];
-            let transfer = self.workload.next(&mut self.workload_rng, &self.nodes[target].node, self.now_ms);
+            let transfer = self.workload.next(&mut self.workload_rng, &self.nodes[target].driver.node, self.now_ms);
             self.submits += 1;
             let id = transfer_id(&transfer);
             if self.submit_to(target, transfer) && !self.workload.invalid_ids.contains(&id) {
@@ -1179,8 +1136,8 @@ impl Simulation {
     fn latest_block_with_evidence_room_ms(&self) -> Option<u64> {
         let reference = &self.nodes[self.reference];
         let evidence_max = self.genesis.parameters.block_evidence_max as usize;
-        (1..=reference.node.tip().height).rev().find_map(|height| {
-            let block = reference.storage.block_at(height)?;
+        (1..=reference.driver.node.tip().height).rev().find_map(|height| {
+            let block = reference.driver.store.block_at(height)?;
             let producer = self.node_index(&block.header.producer);
             let has_room = !self.cast.byzantine.contains_key(&producer) && block.evidence.len() < evidence_max;
             has_room.then_some(block.header.timestamp_ms)
@@ -1206,7 +1163,7 @@ impl Simulation {
                         self.nodes[to].held.push((from, message));
                         continue;
                     }
-                    let from_id = self.nodes[from].node.node_id();
+                    let from_id = self.nodes[from].driver.node.node_id();
                     self.step_node(to, Event::MessageReceived { from: from_id, message });
                 }
                 Scheduled::Tick { node, generation } => {
@@ -1244,12 +1201,12 @@ impl Simulation {
     }
 
     pub fn node(&self, index: usize) -> &Node {
-        &self.nodes[index].node
+        &self.nodes[index].driver.node
     }
 
     /// A block node `index` has stored at `height` on its canonical chain.
     pub fn stored_block(&self, index: usize, height: Height) -> Option<Arc<Block>> {
-        self.nodes[index].storage.block_at(height)
+        self.nodes[index].driver.store.block_at(height)
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -1269,12 +1226,12 @@ impl Simulation {
         };
         let honest: Vec<&SimNode> = self.nodes.iter().filter(|node| node.is_honest()).collect();
         let up = honest.iter().all(|node| node.up && !node.paused);
-        let tips: Vec<Height> = honest.iter().map(|node| node.node.tip().height).collect();
-        let finals: Vec<Height> = honest.iter().map(|node| node.node.finalized().height).collect();
+        let tips: Vec<Height> = honest.iter().map(|node| node.driver.node.tip().height).collect();
+        let finals: Vec<Height> = honest.iter().map(|node| node.driver.node.finalized().height).collect();
         let top = tips.iter().copied().max().unwrap_or(0);
         let lowest_final = finals.iter().copied().min().unwrap_or(0);
-        let common = self.nodes[self.reference].node.canonical_hash(lowest_final);
-        let agree = honest.iter().all(|node| node.node.canonical_hash(lowest_final) == common);
+        let common = self.nodes[self.reference].driver.node.canonical_hash(lowest_final);
+        let agree = honest.iter().all(|node| node.driver.node.canonical_hash(lowest_final) == common);
         let converged = tips.iter().all(|tip| top - tip <= 2);
         let lagging = tips.iter().zip(&finals).all(|(tip, final_height)| tip - final_height <= 4);
         let bound_ms = if self.options.byzantine > 0 { LIVENESS_BOUND_WITH_DISHONEST_MS } else { LIVENESS_BOUND_MS };
@@ -1292,7 +1249,7 @@ impl Simulation {
 
     pub fn report(&self) -> SimReport {
         let reference = &self.nodes[self.reference];
-        let tip = reference.node.tip().height;
+        let tip = reference.driver.node.tip().height;
         let mut blocks_by_rank: BTreeMap<u32, u64> = BTreeMap::new();
         let mut intervals = Vec::new();
         let mut committed: Vec<Hash> = Vec::new();
@@ -1303,7 +1260,7 @@ impl Simulation {
         let mut offences_committed: BTreeSet<Hash> = BTreeSet::new();
         let mut jailed: BTreeSet<usize> = BTreeSet::new();
         for height in 1..=tip {
-            let Some(block) = reference.storage.block_at(height) else { break };
+            let Some(block) = reference.driver.store.block_at(height) else { break };
             *blocks_by_rank.entry(block.header.rank).or_default() += 1;
             intervals.push(block.header.timestamp_ms.saturating_sub(previous_timestamp));
             previous_timestamp = block.header.timestamp_ms;
@@ -1328,7 +1285,8 @@ impl Simulation {
         let reward_share = rewards_by_producer.iter().map(|reward| per_mille(*reward, rewards_total)).collect();
         let mut offenders_named = self.offenders_named.clone();
         for sim_node in self.nodes.iter().filter(|sim_node| sim_node.is_honest() && sim_node.up) {
-            offenders_named.extend(sim_node.node.evidence_offenders().iter().map(|offender| self.node_index(offender)));
+            offenders_named
+                .extend(sim_node.driver.node.evidence_offenders().iter().map(|offender| self.node_index(offender)));
         }
         let conflicting_finals = self.checker.conflicting_pairs();
         let accountable = (conflicting_finals > 0).then(|| offenders_named.len() >= validators.div_ceil(3));
@@ -1363,7 +1321,7 @@ impl Simulation {
             virtual_ms: self.now_ms,
             wall_ms: 0,
             height: tip,
-            final_height: reference.node.finalized().height,
+            final_height: reference.driver.node.finalized().height,
             blocks_by_rank,
             interval_ms: percentiles(intervals),
             finality_lag_ms: percentiles(self.finality_lag_ms.values().copied().collect()),
@@ -1419,13 +1377,13 @@ impl Simulation {
     /// node, dropped with a reason (counted by reason), or lost (returned).
     fn acknowledged_outcomes(&self, committed: &[Hash]) -> (BTreeMap<String, u64>, Vec<Hash>) {
         let mut committed: BTreeSet<Hash> = committed.iter().copied().collect();
-        let final_height = self.nodes[self.reference].node.finalized().height;
+        let final_height = self.nodes[self.reference].driver.node.finalized().height;
         // Past a third dishonest, honest nodes may hold conflicting final chains: a transfer
         // committed on any of them is committed.
         let first_height = if self.options.is_beyond_fault_tolerance() { 1 } else { final_height + 1 };
         for sim_node in self.nodes.iter().filter(|sim_node| sim_node.up && sim_node.is_honest()) {
-            for height in first_height..=sim_node.node.tip().height {
-                let Some(block) = sim_node.storage.block_at(height) else { break };
+            for height in first_height..=sim_node.driver.node.tip().height {
+                let Some(block) = sim_node.driver.store.block_at(height) else { break };
                 committed.extend(block.transfers.iter().map(transfer_id));
             }
         }
@@ -1438,7 +1396,7 @@ impl Simulation {
             if self
                 .nodes
                 .iter()
-                .any(|sim_node| sim_node.is_honest() && sim_node.up && sim_node.node.mempool().contains(id))
+                .any(|sim_node| sim_node.is_honest() && sim_node.up && sim_node.driver.node.mempool().contains(id))
             {
                 continue;
             }
