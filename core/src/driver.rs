@@ -46,6 +46,7 @@
 use crate::mempool::{DropReason, DroppedTransfer};
 use crate::message::Message;
 use crate::node::{Action, Commit, DisconnectReason, Event, Node, Restored, TraceEvent, TxRejection};
+use crate::record::{ActionDigest, Entry, StoreRead};
 use crate::types::{Address, Block, Hash, Height, NodeId, Transfer, Vote};
 use crate::validate::transfer_id;
 use std::sync::Arc;
@@ -80,8 +81,7 @@ pub trait Store: CommittedTransfers {
     /// Every journal entry, ordered by sender, nonce, then id (the resubmission order).
     fn journal(&mut self) -> Result<Vec<(Hash, Transfer)>, Self::Error>;
     /// How many entries the journal holds now, and the most it may hold.
-    fn journal_len(&self) -> usize;
-    fn journal_capacity(&self) -> usize;
+    fn journal_room(&mut self) -> (usize, usize);
     /// Adds entries in one durable write, or refuses all of them with `JournalAddError::Full`.
     fn journal_add(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), JournalAddError<Self::Error>>;
     fn journal_remove(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), Self::Error>;
@@ -162,11 +162,88 @@ pub struct Driver<S: Store> {
     /// Journal entries the core refused when resubmitted before its first mempool sync was
     /// over: tried once more when it is.
     deferred_journal: Vec<(Hash, Transfer)>,
+    /// Present when recording (`record`) or replaying (`digest_only`).
+    recorder: Option<Recorder>,
+}
+
+/// The record of the calls into the driver (see `record`).
+struct Recorder {
+    /// Whether to keep the entries (recording) or only the digests (replaying).
+    keep_entries: bool,
+    entries: Vec<Entry>,
+    digest: ActionDigest,
+    /// The number of actions and the digest of the last call that finished.
+    last: (u32, Hash),
 }
 
 impl<S: Store> Driver<S> {
     pub fn new(node: Node, store: S) -> Driver<S> {
-        Driver { node, store, outputs: Vec::new(), unjournaled: Vec::new(), deferred_journal: Vec::new() }
+        Driver {
+            node,
+            store,
+            outputs: Vec::new(),
+            unjournaled: Vec::new(),
+            deferred_journal: Vec::new(),
+            recorder: None,
+        }
+    }
+
+    /// Records every call from now on, with the store's answers and the digest of the actions
+    /// (`record`); the host takes the entries with `take_records` and appends them to its log.
+    pub fn record(&mut self) {
+        self.recorder = Some(Recorder {
+            keep_entries: true,
+            entries: Vec::new(),
+            digest: ActionDigest::default(),
+            last: Default::default(),
+        });
+    }
+
+    /// Computes only the digest of each call's actions (`last_digest`), as a replay compares.
+    pub fn digest_only(&mut self) {
+        self.recorder = Some(Recorder {
+            keep_entries: false,
+            entries: Vec::new(),
+            digest: ActionDigest::default(),
+            last: Default::default(),
+        });
+    }
+
+    /// The record entries since the last call (empty when not recording).
+    pub fn take_records(&mut self) -> Vec<Entry> {
+        self.recorder.as_mut().map(|recorder| std::mem::take(&mut recorder.entries)).unwrap_or_default()
+    }
+
+    /// Stops recording (the host could not write its log).
+    pub fn stop_recording(&mut self) {
+        self.recorder = None;
+    }
+
+    /// The number of actions and the digest of the last finished call (when recording or
+    /// replaying).
+    pub fn last_digest(&self) -> Option<(u32, Hash)> {
+        self.recorder.as_ref().map(|recorder| recorder.last)
+    }
+
+    fn note(&mut self, entry: impl FnOnce() -> Entry) {
+        if let Some(recorder) = self.recorder.as_mut().filter(|recorder| recorder.keep_entries) {
+            recorder.entries.push(entry());
+        }
+    }
+
+    fn note_read(&mut self, read: impl FnOnce() -> StoreRead) {
+        self.note(|| Entry::Read(read()));
+    }
+
+    /// Ends a call: its digest becomes `last_digest`, and is recorded.
+    fn done(&mut self) {
+        if let Some(recorder) = self.recorder.as_mut() {
+            let (actions, digest) = recorder.digest.finish();
+            recorder.last = (actions, digest);
+            if recorder.keep_entries {
+                recorder.entries.push(Entry::Done { actions, digest });
+            }
+        }
     }
 
     /// The outward effects owed since the last call, in order.
@@ -178,9 +255,18 @@ impl<S: Store> Driver<S> {
     /// journal settled against the restored chain (see the module docs). Returns what became of
     /// the journal.
     pub fn start(&mut self, now_ms: u64) -> Result<JournalSettled, S::Error> {
+        self.note(|| Entry::Start { now_ms });
+        let settled = self.start_inner(now_ms);
+        self.done();
+        settled
+    }
+
+    fn start_inner(&mut self, now_ms: u64) -> Result<JournalSettled, S::Error> {
         let restored = self.store.restored()?;
-        self.step(now_ms, Event::Restored(Box::new(restored)))?;
+        self.note_read(|| StoreRead::Restored(Box::new(restored.clone())));
+        self.step_inner(now_ms, Event::Restored(Box::new(restored)))?;
         let journal = self.store.journal()?;
+        self.note_read(|| StoreRead::Journal(journal.clone()));
         let refusals_are_final = self.node.is_mempool_synced();
         self.settle_journal(now_ms, journal, refusals_are_final)
     }
@@ -189,6 +275,13 @@ impl<S: Store> Driver<S> {
     /// over, the journal entries deferred at the start are tried again (returned when there
     /// were any).
     pub fn step(&mut self, now_ms: u64, event: Event) -> Result<Option<JournalSettled>, S::Error> {
+        self.note(|| Entry::Step { now_ms, event: event.clone() });
+        let settled = self.step_inner(now_ms, event);
+        self.done();
+        settled
+    }
+
+    fn step_inner(&mut self, now_ms: u64, event: Event) -> Result<Option<JournalSettled>, S::Error> {
         let actions = self.node.step(now_ms, event);
         self.carry_out(actions)?;
         if !self.deferred_journal.is_empty() && self.node.is_mempool_synced() {
@@ -202,8 +295,16 @@ impl<S: Store> Driver<S> {
     /// stepped into the core. An accepted one waits for `finish_submits` to be journaled;
     /// answer the client only after that.
     pub fn submit(&mut self, now_ms: u64, transfer: Transfer) -> Result<Result<Hash, SubmitRefusal>, S::Error> {
-        let held = self.store.journal_len().saturating_add(self.unjournaled.len());
-        let max = self.store.journal_capacity();
+        self.note(|| Entry::Submit { now_ms, transfer: transfer.clone() });
+        let verdict = self.submit_inner(now_ms, transfer);
+        self.done();
+        verdict
+    }
+
+    fn submit_inner(&mut self, now_ms: u64, transfer: Transfer) -> Result<Result<Hash, SubmitRefusal>, S::Error> {
+        let (len, max) = self.store.journal_room();
+        self.note_read(|| StoreRead::JournalRoom { len: len as u64, capacity: max as u64 });
+        let held = len.saturating_add(self.unjournaled.len());
         if held >= max {
             // Refused before the core sees it: the transfer is in no mempool, so the refusal is
             // the whole truth.
@@ -223,13 +324,25 @@ impl<S: Store> Driver<S> {
     /// the ids whose promise could not be written (the journal was full after all): those
     /// clients are told so, though the transfer is pending and may still be included.
     pub fn finish_submits(&mut self) -> Result<Vec<(Hash, SubmitRefusal)>, S::Error> {
+        self.note(|| Entry::FinishSubmits);
+        let unkept = self.finish_submits_inner();
+        self.done();
+        unkept
+    }
+
+    fn finish_submits_inner(&mut self) -> Result<Vec<(Hash, SubmitRefusal)>, S::Error> {
         let accepted = std::mem::take(&mut self.unjournaled);
         // A transfer no longer pending was either committed already (this node produced a
         // block between two submits), and is journaled until its block is final like any
         // other, or dropped (a later submit replaced it), and its drop record is its answer.
         let mut entries = Vec::with_capacity(accepted.len());
         for (id, transfer) in accepted {
-            if self.node.mempool().contains(&id) || self.store.committed_height(&id, &transfer)?.is_some() {
+            let pending = self.node.mempool().contains(&id) || {
+                let height = self.store.committed_height(&id, &transfer)?;
+                self.note_read(|| StoreRead::CommittedHeight(height));
+                height.is_some()
+            };
+            if pending {
                 entries.push((id, transfer));
             }
         }
@@ -237,8 +350,12 @@ impl<S: Store> Driver<S> {
             return Ok(Vec::new());
         }
         match self.store.journal_add(&entries) {
-            Ok(()) => Ok(Vec::new()),
+            Ok(()) => {
+                self.note_read(|| StoreRead::JournalAdd(None));
+                Ok(Vec::new())
+            }
             Err(JournalAddError::Full { held, max }) => {
+                self.note_read(|| StoreRead::JournalAdd(Some((held as u64, max as u64))));
                 Ok(entries.into_iter().map(|(id, _)| (id, SubmitRefusal::JournalFull { held, max })).collect())
             }
             Err(JournalAddError::Store(error)) => Err(error),
@@ -253,6 +370,9 @@ impl<S: Store> Driver<S> {
         let mut dropped = Vec::new();
         let mut pending: Option<Box<Commit>> = None;
         for action in actions {
+            if let Some(recorder) = self.recorder.as_mut() {
+                recorder.digest.add(&action);
+            }
             match action {
                 Action::CommitBlocks(commit) => {
                     pending = Some(match pending.take() {
@@ -288,6 +408,7 @@ impl<S: Store> Driver<S> {
                 Action::Broadcast { message, except } => self.outputs.push(Output::Broadcast { message, except }),
                 Action::ServeBlocks { peer, from_height, to_height } => {
                     let blocks = self.store.blocks_to_serve(from_height, to_height)?;
+                    self.note_read(|| StoreRead::BlocksServed(blocks.clone()));
                     self.outputs.push(Output::Send { peer, message: Message::Blocks(blocks) });
                 }
                 Action::DisconnectPeer { peer, reason } => self.outputs.push(Output::Disconnect { peer, reason }),
@@ -336,7 +457,9 @@ impl<S: Store> Driver<S> {
         let finalized_height = self.node.finalized().height;
         for (id, transfer) in entries {
             let committed_nonce = self.node.state().account(&transfer.from).nonce;
-            match classify_journal_entry(&id, &transfer, committed_nonce, &mut self.store)? {
+            let fate = classify_journal_entry(&id, &transfer, committed_nonce, &mut self.store)?;
+            self.note_classified(&transfer, committed_nonce, &fate);
+            match fate {
                 JournalEntryFate::Committed { height } => {
                     settled.committed += 1;
                     // Above the final block a reorganisation may still return it to the
@@ -377,6 +500,31 @@ impl<S: Store> Driver<S> {
         self.store.journal_remove(&final_entries)?;
         self.record_dropped(dropped)?;
         Ok(settled)
+    }
+}
+
+impl<S: Store> Driver<S> {
+    /// Records the store's answers `classify_journal_entry` used for `fate`, in the order it
+    /// asked them.
+    fn note_classified(&mut self, transfer: &Transfer, committed_nonce: u64, fate: &JournalEntryFate) {
+        if transfer.nonce >= committed_nonce {
+            return;
+        }
+        match fate {
+            JournalEntryFate::Committed { height } => {
+                // Found by its id, or (the indexes disagreeing) by its slot.
+                self.note_read(|| StoreRead::CommittedHeight(Some(*height)));
+            }
+            JournalEntryFate::Dropped(DropReason::NonceTaken { by, height }) => {
+                self.note_read(|| StoreRead::CommittedHeight(None));
+                self.note_read(|| StoreRead::CommittedAt(Some((*by, *height))));
+            }
+            JournalEntryFate::Dropped(_) => {
+                self.note_read(|| StoreRead::CommittedHeight(None));
+                self.note_read(|| StoreRead::CommittedAt(None));
+            }
+            JournalEntryFate::Open => {}
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod mempool;
 pub mod message;
 pub mod node;
 pub mod pool_sync;
+pub mod record;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -237,11 +237,8 @@ impl Store for ModelStorage {
     fn journal(&mut self) -> Result<Vec<(Hash, Transfer)>, Self::Error> {
         Ok(self.journal.iter().map(|((_, _, id), transfer)| (*id, transfer.clone())).collect())
     }
-    fn journal_len(&self) -> usize {
-        self.journal.len()
-    }
-    fn journal_capacity(&self) -> usize {
-        self.journal_capacity
+    fn journal_room(&mut self) -> (usize, usize) {
+        (self.journal.len(), self.journal_capacity)
     }
     fn journal_add(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), JournalAddError<Self::Error>> {
         let new = entries

@@ -61,6 +61,7 @@ use tinychain_core::mempool::{DroppedTransfer, MempoolConfig};
 use tinychain_core::message::Message;
 use tinychain_core::node::Restored;
 use tinychain_core::node::{Commit, Event, Node, NodeConfig, TraceEvent};
+use tinychain_core::record::{self, Entry, Session};
 use tinychain_core::types::{Address, Block, Evidence, Hash, Height, NodeId, Transfer, Vote};
 use tinychain_core::validate::evidence_id;
 use tinychain_net::discovery::PeerStore;
@@ -81,6 +82,11 @@ pub fn now_unix_ms() -> u64 {
 /// fsync.
 pub const RPC_CALLS_PER_BATCH_MAX: usize = 256;
 
+/// Until the first real sample (about two sample intervals away: sysinfo's first reading is
+/// discarded), a node reports full load, so a node that just started is not elected for a
+/// score it never measured.
+const UNMEASURED_METRICS: (u16, u16) = (1000, 1000);
+
 /// Everything the driver needs, already loaded and checked (see `home::Loaded`).
 pub struct DriverOptions {
     pub genesis: Genesis,
@@ -96,6 +102,9 @@ pub struct DriverOptions {
     pub metrics_window: usize,
     pub link_capacity_mbit: u64,
     pub mempool: MempoolConfig,
+    /// Appends every input the core driver gets to this file (docs/record-format.md), for
+    /// `tinychain replay`. `None`: no recording.
+    pub record: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +124,8 @@ pub enum DriverError {
     Rpc { addr: SocketAddr, detail: String },
     #[error("cannot read system metrics: {0}")]
     Metrics(String),
+    #[error("cannot open the record log {path}: {source}")]
+    Record { path: PathBuf, source: std::io::Error },
     #[cfg(feature = "test-misbehaviour")]
     #[error("{0}")]
     Misbehaviour(String),
@@ -200,11 +211,8 @@ impl Store for StorageStore {
     fn journal(&mut self) -> Result<Vec<(Hash, Transfer)>, StorageError> {
         self.0.journal()
     }
-    fn journal_len(&self) -> usize {
-        self.0.journal_len()
-    }
-    fn journal_capacity(&self) -> usize {
-        JOURNAL_TRANSFERS_MAX
+    fn journal_room(&mut self) -> (usize, usize) {
+        (self.0.journal_len(), JOURNAL_TRANSFERS_MAX)
     }
     fn journal_add(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), JournalAddError<StorageError>> {
         match self.0.journal_add(entries) {
@@ -232,8 +240,41 @@ struct Server {
     /// Evidence committed and validators jailed during the current step: logged with the
     /// evidence read back from the committed block once the step's outputs are carried out.
     evidence_committed: Vec<CommittedOffence>,
+    /// The record log, when recording.
+    record: Option<RecordLog>,
     #[cfg(feature = "test-misbehaviour")]
     misbehaviour: Option<misbehaviour::Misbehaviour>,
+}
+
+/// An open record log (`DriverOptions::record`).
+struct RecordLog {
+    path: PathBuf,
+    file: std::fs::File,
+    bytes: u64,
+    entries: u64,
+}
+
+impl RecordLog {
+    /// Opens (or creates) the log for appending and writes the session's first entry.
+    fn open(path: &std::path::Path, session: Session) -> Result<RecordLog, DriverError> {
+        let record_error = |source| DriverError::Record { path: path.to_path_buf(), source };
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(record_error)?;
+        let frame = record::encode_frame(&Entry::Session(Box::new(session)));
+        std::io::Write::write_all(&mut file, &frame).map_err(record_error)?;
+        Ok(RecordLog { path: path.to_path_buf(), file, bytes: frame.len() as u64, entries: 1 })
+    }
+
+    /// Appends entries with one write (the OS keeps them if the process is killed after it).
+    fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for entry in entries {
+            bytes.extend_from_slice(&record::encode_frame(entry));
+        }
+        std::io::Write::write_all(&mut self.file, &bytes)?;
+        self.bytes += bytes.len() as u64;
+        self.entries += entries.len() as u64;
+        Ok(())
+    }
 }
 
 /// `TraceEvent::EvidenceCommitted` and `TraceEvent::Jailed`, kept until the step's commits are
@@ -261,11 +302,8 @@ pub async fn run(
         genesis: genesis.clone(),
         key: options.key.clone(),
         verify_threads,
-        mempool: options.mempool,
-        // Until the first real sample (about two sample intervals away: sysinfo's first
-        // reading is discarded), report full load, so a node that just started is not
-        // elected for a score it never measured.
-        unmeasured_metrics: (1000, 1000),
+        mempool: options.mempool.clone(),
+        unmeasured_metrics: UNMEASURED_METRICS,
     };
     let node = Node::new(config, Arc::new(SignatureCache::new(SIGNATURE_CACHE_ENTRIES_MAX)));
     let node_id = node.node_id();
@@ -320,6 +358,7 @@ pub async fn run(
         wake_at_ms: 0,
         committed: Vec::new(),
         evidence_committed: Vec::new(),
+        record: None,
         #[cfg(feature = "test-misbehaviour")]
         misbehaviour: misbehaviour::from_env(options.key.clone()).map_err(DriverError::Misbehaviour)?,
     };
@@ -332,6 +371,19 @@ pub async fn run(
         "node started"
     );
     on_started(Started { p2p: p2p_addr, rpc: rpc_addr, tip: stored_tip.height });
+    if let Some(path) = &options.record {
+        let session = Session {
+            format: record::RECORD_FORMAT,
+            software: format!("tinychain-node {}", env!("CARGO_PKG_VERSION")),
+            genesis: genesis.clone(),
+            node_id,
+            mempool: options.mempool.clone(),
+            unmeasured_metrics: UNMEASURED_METRICS,
+        };
+        driver.record = Some(RecordLog::open(path, session)?);
+        driver.driver.record();
+        info!(path = %path.display(), "recording every input of the core to the record log");
+    }
     let mut result = driver.start().await;
 
     let mut sampler = Sampler::new(options.link_capacity_mbit, options.metrics_window)
@@ -422,6 +474,9 @@ pub async fn run(
         }
         Err(error) => error!(%error, "stopping the node"),
     }
+    if let Some(log) = &driver.record {
+        info!(path = %log.path.display(), entries = log.entries, bytes = log.bytes, "record log closed");
+    }
     log_stopped(&driver.driver.node, &driver.storage);
     result
 }
@@ -454,6 +509,21 @@ impl Server {
         self.driver.node.genesis().validator_name(id).map_or_else(|| id.to_string(), str::to_string)
     }
 
+    /// Appends what the core driver recorded since the last call to the record log. A failed
+    /// write stops the recording (with an error line), never the node.
+    fn write_records(&mut self) {
+        let Some(log) = self.record.as_mut() else { return };
+        let entries = self.driver.take_records();
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(error) = log.append(&entries) {
+            error!(path = %log.path.display(), %error, "cannot write the record log: recording stopped, the node goes on");
+            self.record = None;
+            self.driver.stop_recording();
+        }
+    }
+
     /// Restores the core from the database and settles the journal (`Driver::start`).
     async fn start(&mut self) -> Result<(), DriverError> {
         let settled = self.driver.start(now_unix_ms())?;
@@ -477,8 +547,10 @@ impl Server {
         Ok(())
     }
 
-    /// Carries out the outputs the core driver owes, in order (its store writes are made).
+    /// Carries out the outputs the core driver owes, in order (its store writes are made),
+    /// after appending the calls that made them to the record log.
     async fn carry_out(&mut self) {
+        self.write_records();
         for output in self.driver.take_outputs() {
             match output {
                 Output::Send { peer, message } => {

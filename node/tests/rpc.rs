@@ -1047,6 +1047,7 @@ async fn start_node(genesis: &Genesis, database: &Path) -> RunningNode {
         metrics_window: 5,
         link_capacity_mbit: 1_000,
         mempool: MempoolConfig::default(),
+        record: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let (started_sender, started) = oneshot::channel::<Started>();

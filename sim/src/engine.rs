@@ -485,7 +485,7 @@ impl Simulation {
 
     fn trace(&mut self, node: Option<usize>, text: String) {
         let who = node.map_or_else(|| "--".to_string(), |node| self.core_name(node));
-        let line = format!("{:>6}.{:03} {who:>4} {text}", self.now_ms / 1000, self.now_ms % 1000);
+        let line = trace_line(self.now_ms, &who, &text);
         self.trace_hasher.update(line.as_bytes());
         self.trace_hasher.update(b"\n");
         self.trace_count += 1;
@@ -673,58 +673,22 @@ impl Simulation {
     }
 
     fn on_trace(&mut self, index: usize, event: TraceEvent) {
-        let text = match event {
-            TraceEvent::BlockProduced { height, hash, rank, transfers, reports } => {
-                format!("produced h={height} r={rank} txs={transfers} reports={reports} id={}", short(&hash))
-            }
-            TraceEvent::BlockCommitted { height, hash, producer, rank, transfers } => {
-                let by = self.node_index(&producer);
-                format!("committed h={height} r={rank} by=n{by} txs={transfers} id={}", short(&hash))
-            }
-            TraceEvent::TimeoutFired { height, skipped_ranks } => {
-                self.timeouts_fired += 1;
-                format!("timeout h={height} skipped={skipped_ranks}")
-            }
-            TraceEvent::Reorg { fork_height, rolled_back, applied, new_tip } => {
+        match &event {
+            TraceEvent::TimeoutFired { .. } => self.timeouts_fired += 1,
+            TraceEvent::Reorg { rolled_back, .. } => {
                 self.reorgs += 1;
-                self.max_reorg_depth = self.max_reorg_depth.max(rolled_back);
-                format!("reorg fork={fork_height} back={rolled_back} forward={applied} tip={}", new_tip.height)
+                self.max_reorg_depth = self.max_reorg_depth.max(*rolled_back);
             }
-            TraceEvent::Finalized { checkpoint } => {
-                format!("finalized h={} id={}", checkpoint.height, short(&checkpoint.hash))
+            TraceEvent::EvidenceSeen { offender, kind, offence_height }
+            | TraceEvent::EvidenceCommitted { offender, kind, offence_height, .. } => {
+                let offender = self.node_index(offender);
+                self.on_evidence_named(index, offender, kind, *offence_height);
             }
-            TraceEvent::BlockRejected { hash, reason } => format!("rejected id={} {reason}", short(&hash)),
-            TraceEvent::MempoolSynced { synced_peers, admitted, timed_out } => {
-                let how = if timed_out { "wait ran out" } else { "quorum" };
-                format!("mempool synced peers={synced_peers} admitted={admitted} ({how})")
-            }
-            TraceEvent::EvidenceSeen { offender, kind, offence_height } => {
-                let offender = self.node_index(&offender);
-                self.on_evidence_named(index, offender, kind, offence_height);
-                format!("evidence seen {kind} by=n{offender} at h={offence_height}")
-            }
-            TraceEvent::EvidenceCommitted { height, offender, kind, offence_height } => {
-                let offender = self.node_index(&offender);
-                self.on_evidence_named(index, offender, kind, offence_height);
-                format!("evidence committed h={height} {kind} by=n{offender} at h={offence_height}")
-            }
-            TraceEvent::Jailed { validator, until_height } => {
-                let validator = self.node_index(&validator);
-                format!("jailed n{validator} until h={until_height}")
-            }
-            TraceEvent::FinalityConflict { peer, ours, theirs } => {
-                let peer = self.node_index(&peer);
-                format!(
-                    "finality conflict with n{peer}: ours h={} id={}, theirs h={} id={}",
-                    ours.height,
-                    short(&ours.hash),
-                    theirs.height,
-                    short(&theirs.hash)
-                )
-            }
-            TraceEvent::Justified { .. } | TraceEvent::SyncRequested { .. } => return,
-        };
-        self.trace(Some(index), text);
+            _ => {}
+        }
+        if let Some(text) = trace_text(&event, &|id| self.node_index(id)) {
+            self.trace(Some(index), text);
+        }
     }
 
     /// Evidence a core verified names `offender`. Evidence proves itself, so evidence against an
@@ -1407,6 +1371,55 @@ impl Simulation {
         }
         (dropped, lost)
     }
+}
+
+/// One trace line (docs/sim-trace.md): the time in seconds with milliseconds, who, what.
+pub fn trace_line(now_ms: u64, who: &str, text: &str) -> String {
+    format!("{:>6}.{:03} {who:>4} {text}", now_ms / 1000, now_ms % 1000)
+}
+
+/// The trace text of a core's trace event (None for events the trace leaves out); validators
+/// are named `n<index>` through `index_of`.
+pub fn trace_text(event: &TraceEvent, index_of: &dyn Fn(&NodeId) -> usize) -> Option<String> {
+    Some(match event {
+        TraceEvent::BlockProduced { height, hash, rank, transfers, reports } => {
+            format!("produced h={height} r={rank} txs={transfers} reports={reports} id={}", short(hash))
+        }
+        TraceEvent::BlockCommitted { height, hash, producer, rank, transfers } => {
+            let by = index_of(producer);
+            format!("committed h={height} r={rank} by=n{by} txs={transfers} id={}", short(hash))
+        }
+        TraceEvent::TimeoutFired { height, skipped_ranks } => format!("timeout h={height} skipped={skipped_ranks}"),
+        TraceEvent::Reorg { fork_height, rolled_back, applied, new_tip } => {
+            format!("reorg fork={fork_height} back={rolled_back} forward={applied} tip={}", new_tip.height)
+        }
+        TraceEvent::Finalized { checkpoint } => {
+            format!("finalized h={} id={}", checkpoint.height, short(&checkpoint.hash))
+        }
+        TraceEvent::BlockRejected { hash, reason } => format!("rejected id={} {reason}", short(hash)),
+        TraceEvent::MempoolSynced { synced_peers, admitted, timed_out } => {
+            let how = if *timed_out { "wait ran out" } else { "quorum" };
+            format!("mempool synced peers={synced_peers} admitted={admitted} ({how})")
+        }
+        TraceEvent::EvidenceSeen { offender, kind, offence_height } => {
+            format!("evidence seen {kind} by=n{} at h={offence_height}", index_of(offender))
+        }
+        TraceEvent::EvidenceCommitted { height, offender, kind, offence_height } => {
+            format!("evidence committed h={height} {kind} by=n{} at h={offence_height}", index_of(offender))
+        }
+        TraceEvent::Jailed { validator, until_height } => {
+            format!("jailed n{} until h={until_height}", index_of(validator))
+        }
+        TraceEvent::FinalityConflict { peer, ours, theirs } => format!(
+            "finality conflict with n{}: ours h={} id={}, theirs h={} id={}",
+            index_of(peer),
+            ours.height,
+            short(&ours.hash),
+            theirs.height,
+            short(&theirs.hash)
+        ),
+        TraceEvent::Justified { .. } | TraceEvent::SyncRequested { .. } => return None,
+    })
 }
 
 fn short(hash: &Hash) -> String {

@@ -20,6 +20,7 @@ pub mod faults;
 pub mod metrics;
 pub mod network;
 pub mod options;
+pub mod replay;
 pub mod rng;
 pub mod scenario;
 pub mod workload;

@@ -6,6 +6,7 @@ mod genesis;
 mod init;
 mod node;
 mod passphrase;
+mod replay;
 mod sim;
 mod testnet;
 mod wallet;
@@ -48,6 +49,10 @@ pub enum Command {
     /// Simulate a whole network on virtual time from one seed, with injected faults, checking
     /// safety after every step and liveness after the faults heal.
     Sim(sim::Args),
+    /// Re-run a record log written by `tinychain node --record FILE` through the simulator's
+    /// core and driver, checking that every action comes out identical; prints the first
+    /// divergence otherwise.
+    Replay(replay::Args),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -61,5 +66,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Testnet(args) => testnet::run(&args),
         Command::Wallet(args) => wallet::run(&args),
         Command::Sim(args) => sim::run(&args),
+        Command::Replay(args) => replay::run(&args),
     }
 }

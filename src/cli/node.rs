@@ -14,6 +14,11 @@ pub struct Args {
     /// The node's home directory (made by `tinychain init` or `tinychain testnet init`).
     #[arg(long, env = "TINYCHAIN_HOME")]
     pub home: PathBuf,
+    /// Record every input the node's core gets (time, messages, peer events, metric samples,
+    /// submitted transfers, what storage answered) by appending it to FILE, for
+    /// `tinychain replay FILE --home DIR`. Cheap enough to leave on; see docs/record-format.md.
+    #[arg(long, value_name = "FILE", env = "TINYCHAIN_RECORD")]
+    pub record: Option<PathBuf>,
 }
 
 /// Installs the log subscriber: RUST_LOG if set, else the config's `log.level`.
@@ -62,6 +67,7 @@ pub fn driver_options(loaded: Loaded) -> DriverOptions {
         metrics_window: 5,
         link_capacity_mbit: config.metrics.link_capacity_mbit,
         mempool: config.mempool.to_core(),
+        record: None,
     }
 }
 
@@ -91,7 +97,7 @@ pub async fn shutdown_signal() {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let loaded = Home::load(&args.home).with_context(|| format!("cannot start a node from {}", args.home.display()))?;
     init_logging(&loaded.config)?;
-    let options = driver_options(loaded);
+    let options = DriverOptions { record: args.record.clone(), ..driver_options(loaded) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("tinychain")

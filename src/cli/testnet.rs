@@ -25,6 +25,10 @@ pub struct Args {
     pub command: Option<Command>,
     #[command(flatten)]
     pub options: InitArgs,
+    /// Each node records every input of its core to HOME/record.log (`tinychain node --record`),
+    /// for `tinychain replay HOME/record.log --home HOME`.
+    #[arg(long)]
+    pub record: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -109,7 +113,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             println!("start it with: tinychain testnet --dir {}", init.dir.display());
             Ok(())
         }
-        None => run_testnet(&args.options),
+        None => run_testnet(&args.options, args.record),
     }
 }
 
@@ -138,7 +142,7 @@ struct Running {
     exited: bool,
 }
 
-fn spawn_node(exe: &std::path::Path, home: &std::path::Path) -> anyhow::Result<Child> {
+fn spawn_node(exe: &std::path::Path, home: &std::path::Path, record: bool) -> anyhow::Result<Child> {
     let log_path = home.join("node.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -152,6 +156,7 @@ fn spawn_node(exe: &std::path::Path, home: &std::path::Path) -> anyhow::Result<C
         .arg("--home")
         .arg(home)
         .env_remove("TINYCHAIN_HOME")
+        .env_remove("TINYCHAIN_RECORD")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
@@ -167,10 +172,13 @@ fn spawn_node(exe: &std::path::Path, home: &std::path::Path) -> anyhow::Result<C
             });
         }
     }
+    if record {
+        command.arg("--record").arg(home.join("record.log"));
+    }
     command.spawn().with_context(|| format!("cannot start {} node --home {}", exe.display(), home.display()))
 }
 
-fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
+fn run_testnet(args: &InitArgs, record: bool) -> anyhow::Result<()> {
     let layout = load_or_init(args)?;
     let exe = std::env::current_exe().context("cannot find the tinychain executable to start nodes with")?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -189,7 +197,7 @@ fn run_testnet(args: &InitArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut running = Vec::new();
     for (node, rpc) in layout.nodes.iter().zip(clients) {
-        match spawn_node(&exe, &node.home) {
+        match spawn_node(&exe, &node.home, record) {
             Ok(child) => running.push(Running { name: node.name.clone(), rpc, child, exited: false }),
             Err(error) => {
                 stop_all(&mut running);

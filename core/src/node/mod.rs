@@ -105,7 +105,7 @@ pub struct NodeConfig {
 }
 
 /// What storage held when the node restarted.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Restored {
     /// The state after the stored tip.
     pub state: ChainState,
@@ -119,8 +119,8 @@ pub struct Restored {
     pub report_sequence: u64,
 }
 
-/// Facts the driver reports, in the past tense.
-#[derive(Clone, Debug)]
+/// Facts the driver reports, in the past tense (serialisable: a record log holds them).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     Tick,
     MessageReceived { from: NodeId, message: Message },
