@@ -324,6 +324,10 @@ impl<S: Store> Driver<S> {
     /// the ids whose promise could not be written (the journal was full after all): those
     /// clients are told so, though the transfer is pending and may still be included.
     pub fn finish_submits(&mut self) -> Result<Vec<(Hash, SubmitRefusal)>, S::Error> {
+        if self.unjournaled.is_empty() {
+            // Nothing to write, nothing to record.
+            return Ok(Vec::new());
+        }
         self.note(|| Entry::FinishSubmits);
         let unkept = self.finish_submits_inner();
         self.done();
