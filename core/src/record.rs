@@ -235,3 +235,43 @@ impl ActionDigest {
         (actions, digest)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Address;
+
+    /// The layouts docs/record-format.md gives.
+    #[test]
+    fn entries_have_the_documented_layout() {
+        let frame = encode_frame(&Entry::Start { now_ms: 5 });
+        assert_eq!(frame, [12, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        let step = codec::encode(&Entry::Step { now_ms: 7, event: Event::MetricsSampled { cpu: 300, net: 2 } });
+        assert_eq!(step, [2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 44, 1, 2, 0]);
+        assert_eq!(codec::encode(&Entry::FinishSubmits), [4, 0, 0, 0]);
+        let done = codec::encode(&Entry::Done { actions: 3, digest: Hash([9; 32]) });
+        assert_eq!(&done[..8], [6, 0, 0, 0, 3, 0, 0, 0]);
+        assert_eq!(done.len(), 8 + 32);
+        let read = codec::encode(&Entry::Read(StoreRead::JournalAdd(Some((1, 2)))));
+        assert_eq!(read, [5, 0, 0, 0, 6, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        let tick = codec::encode(&Entry::Step { now_ms: 1, event: Event::PeerConnected { peer: Address([3; 32]) } });
+        assert_eq!(&tick[12..16], [2, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_log_decodes_to_its_entries_and_a_cut_or_damaged_one_says_where() {
+        let entries = [Entry::Start { now_ms: 1 }, Entry::Step { now_ms: 2, event: Event::Tick }, Entry::FinishSubmits];
+        let log: Vec<u8> = entries.iter().flat_map(encode_frame).collect();
+        let (decoded, stopped) = decode_log(&log);
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(stopped, None);
+        let (decoded, stopped) = decode_log(&log[..log.len() - 1]);
+        assert_eq!(decoded.len(), 2);
+        assert!(matches!(stopped, Some(RecordError::Truncated { index: 2, .. })), "{stopped:?}");
+        let mut damaged = log.clone();
+        damaged[4] = 99; // the first entry's variant
+        let (decoded, stopped) = decode_log(&damaged);
+        assert!(decoded.is_empty());
+        assert!(matches!(stopped, Some(RecordError::Malformed { index: 0, offset: 0, .. })), "{stopped:?}");
+    }
+}
