@@ -152,6 +152,24 @@ impl Testnet {
         self.children[index] = Some(child);
     }
 
+    /// `start` with extra environment variables for the node process (e.g. the test-only
+    /// `TINYCHAIN_TEST_METRICS`, compiled in through the root package's dev-dependency).
+    pub fn start_with_env(&mut self, index: usize, env: &[(&str, &str)]) {
+        assert!(self.children[index].is_none(), "node {index} is already running");
+        let home = &self.nodes[index].home;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("node.log")).unwrap();
+        let child = Command::new(EXE)
+            .args(["node", "--home", home.to_str().unwrap()])
+            .env("RUST_LOG", node_log_filter())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[index] = Some(child);
+    }
+
     pub fn start_all(&mut self) {
         for index in 0..self.nodes.len() {
             self.start(index);
