@@ -122,8 +122,8 @@ pub enum DriverError {
     Net { addr: SocketAddr, detail: String },
     #[error("cannot start the RPC server on {addr}: {detail}")]
     Rpc { addr: SocketAddr, detail: String },
-    #[error("cannot read system metrics: {0}")]
-    Metrics(String),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("cannot open the record log {path}: {source}")]
     Record { path: PathBuf, source: std::io::Error },
     #[cfg(feature = "test-misbehaviour")]
@@ -386,8 +386,7 @@ pub async fn run(
     }
     let mut result = driver.start().await;
 
-    let mut sampler = Sampler::new(options.link_capacity_mbit, options.metrics_window)
-        .map_err(|error| DriverError::Metrics(error.to_string()))?;
+    let mut sampler = Sampler::new(options.link_capacity_mbit, options.metrics_window)?;
     let mut metrics_timer = tokio::time::interval(Duration::from_millis(options.metrics_interval_ms.max(250)));
     metrics_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut summary_timer = tokio::time::interval(Duration::from_secs(30));

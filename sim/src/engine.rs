@@ -494,6 +494,30 @@ impl Simulation {
         }
     }
 
+    /// Adds a message delivery to the trace hash (not to the trace's lines): its time, sender,
+    /// receiver and contents (a block by its header, blocks by their headers, anything else by
+    /// its encoding), so two runs with one hash delivered the same messages in the same order.
+    fn hash_delivery(&mut self, from: usize, to: usize, message: &Message) {
+        let hasher = &mut self.trace_hasher;
+        hasher.update(b"deliver");
+        hasher.update(&self.now_ms.to_le_bytes());
+        hasher.update(&(from as u64).to_le_bytes());
+        hasher.update(&(to as u64).to_le_bytes());
+        match message {
+            Message::Block(block) => {
+                hasher.update(&codec::encode(&block.header));
+            }
+            Message::Blocks(blocks) => {
+                for block in blocks {
+                    hasher.update(&codec::encode(&block.header));
+                }
+            }
+            other => {
+                hasher.update(&codec::encode(other));
+            }
+        }
+    }
+
     fn node_index(&self, id: &tinychain_core::types::NodeId) -> usize {
         self.genesis.validator_index(id).expect("peers are genesis validators")
     }
@@ -915,6 +939,7 @@ impl Simulation {
         self.nodes[node].paused = false;
         let held = std::mem::take(&mut self.nodes[node].held);
         for (from, message) in held {
+            self.hash_delivery(from, node, &message);
             let from_id = self.nodes[from].driver.node.node_id();
             self.step_node(node, Event::MessageReceived { from: from_id, message });
         }
@@ -1127,6 +1152,7 @@ impl Simulation {
                         self.nodes[to].held.push((from, message));
                         continue;
                     }
+                    self.hash_delivery(from, to, &message);
                     let from_id = self.nodes[from].driver.node.node_id();
                     self.step_node(to, Event::MessageReceived { from: from_id, message });
                 }
