@@ -39,6 +39,12 @@ pub struct ScenarioFile {
     pub block_interval_ms: Option<u64>,
     #[serde(default)]
     pub producer_timeout_ms: Option<u64>,
+    /// The production-share cap's window and cap (genesis `production_window_blocks` and
+    /// `production_cap_fair_shares`), when not the defaults.
+    #[serde(default)]
+    pub production_window_blocks: Option<u64>,
+    #[serde(default)]
+    pub production_cap_fair_shares: Option<u64>,
     /// When every fault ends (`heal-all`); by default the time of the last fault.
     #[serde(default)]
     pub heal_all_at: Option<String>,
@@ -69,6 +75,9 @@ pub struct Expectations {
     pub max_slow_blocks: Option<u64>,
     /// Finality resumes within this long after `heal-all` ("10s").
     pub finality_resumes_within: Option<String>,
+    /// `finality_resumes_within` in ms (read by `parse`).
+    #[serde(skip)]
+    pub finality_resumes_within_ms: Option<u64>,
     /// The reference node's chain reaches these heights.
     pub min_height: Option<u64>,
     pub min_final_height: Option<u64>,
@@ -76,6 +85,9 @@ pub struct Expectations {
     pub max_reorg_depth: Option<u64>,
     /// No interval between consecutive blocks longer than this ("12s").
     pub max_block_interval: Option<String>,
+    /// `max_block_interval` in ms (read by `parse`).
+    #[serde(skip)]
+    pub max_block_interval_ms: Option<u64>,
     /// Validators (indexes) that must have produced at least one block, or none.
     pub produced_by: Option<Vec<usize>>,
     pub not_produced_by: Option<Vec<usize>>,
@@ -116,7 +128,7 @@ fn duration(field: &str, text: &str) -> Result<u64, ScenarioError> {
 
 /// Reads a scenario file's text into options and checks.
 pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-    let file: ScenarioFile = toml::from_str(text)?;
+    let mut file: ScenarioFile = toml::from_str(text)?;
     if file.nodes == 0 || file.nodes > SCENARIO_NODES_MAX {
         return Err(invalid("nodes", format!("{} is not between 1 and {SCENARIO_NODES_MAX}", file.nodes)));
     }
@@ -128,6 +140,12 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     }
     if let Some(timeout) = file.producer_timeout_ms {
         options.parameters.producer_timeout_ms = timeout;
+    }
+    if let Some(window) = file.production_window_blocks {
+        options.parameters.production_window_blocks = window;
+    }
+    if let Some(cap) = file.production_cap_fair_shares {
+        options.parameters.production_cap_fair_shares = cap;
     }
     let mut scripted = Vec::with_capacity(file.faults.len() + 1);
     for (index, line) in file.faults.iter().enumerate() {
@@ -168,14 +186,18 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     // Stable: events at one time keep the file's order, heal-all last.
     scripted.sort_by_key(|(at_ms, _)| *at_ms);
     options.scripted = scripted;
-    for (field, value) in [
-        ("expect.finality_resumes_within", &file.expect.finality_resumes_within),
-        ("expect.max_block_interval", &file.expect.max_block_interval),
-    ] {
-        if let Some(text) = value {
-            duration(field, text)?;
-        }
-    }
+    file.expect.finality_resumes_within_ms = file
+        .expect
+        .finality_resumes_within
+        .as_deref()
+        .map(|text| duration("expect.finality_resumes_within", text))
+        .transpose()?;
+    file.expect.max_block_interval_ms = file
+        .expect
+        .max_block_interval
+        .as_deref()
+        .map(|text| duration("expect.max_block_interval", text))
+        .transpose()?;
     for (field, validators) in
         [("expect.produced_by", &file.expect.produced_by), ("expect.not_produced_by", &file.expect.not_produced_by)]
     {
@@ -341,8 +363,7 @@ pub fn check(expect: &Expectations, report: &SimReport) -> Vec<Verdict> {
         let slow: u64 = report.blocks_by_rank.range(1..).map(|(_, count)| count).sum();
         judge(format!("at most {max} slow blocks"), slow <= max, format!("{slow} blocks at rank 1 or later"));
     }
-    if let Some(text) = &expect.finality_resumes_within {
-        let bound_ms = parse_duration_ms(text).unwrap_or(0);
+    if let (Some(text), Some(bound_ms)) = (&expect.finality_resumes_within, expect.finality_resumes_within_ms) {
         let (ok, observed) = match report.finality_resumed_after_heal_ms {
             Some(after_ms) => (after_ms <= bound_ms, format!("resumed {after_ms} ms after heal-all")),
             None => (false, "finality did not resume after heal-all".to_string()),
@@ -366,8 +387,7 @@ pub fn check(expect: &Expectations, report: &SimReport) -> Vec<Verdict> {
             format!("deepest {}", report.max_reorg_depth),
         );
     }
-    if let Some(text) = &expect.max_block_interval {
-        let bound_ms = parse_duration_ms(text).unwrap_or(0);
+    if let (Some(text), Some(bound_ms)) = (&expect.max_block_interval, expect.max_block_interval_ms) {
         judge(
             format!("no block interval longer than {text}"),
             report.interval_ms.max <= bound_ms,
@@ -491,5 +511,18 @@ mod tests {
             let error = parse(text).expect_err(text).to_string();
             assert!(error.contains(field), "{text:?} gave {error:?}, expected it to name {field:?}");
         }
+    }
+
+    #[test]
+    fn chain_parameters_and_duration_bounds_are_read_once() {
+        let text = "nodes = 4\nduration = \"1m\"\nproduction_window_blocks = 20\nproduction_cap_fair_shares = 3\n\
+                    [expect]\nfinality_resumes_within = \"10s\"\nmax_block_interval = \"1500ms\"\n";
+        let scenario = parse(text).unwrap();
+        assert_eq!(scenario.options.parameters.production_window_blocks, 20);
+        assert_eq!(scenario.options.parameters.production_cap_fair_shares, 3);
+        assert_eq!(scenario.expect.finality_resumes_within_ms, Some(10_000));
+        assert_eq!(scenario.expect.max_block_interval_ms, Some(1_500));
+        let error = parse("nodes = 4\nduration = \"1m\"\n[expect]\nmax_block_interval = \"soon\"\n").unwrap_err();
+        assert!(error.to_string().starts_with("expect.max_block_interval:"), "{error}");
     }
 }
