@@ -495,21 +495,31 @@ impl Simulation {
     }
 
     /// Adds a message delivery to the trace hash (not to the trace's lines): its time, sender,
-    /// receiver and contents (a block by its header, blocks by their headers, anything else by
-    /// its encoding), so two runs with one hash delivered the same messages in the same order.
+    /// receiver and contents (transfers and reports by their canonical bytes, built directly; a
+    /// block by its height and producer signature, which covers its header; anything else by its
+    /// encoding), so two runs with one hash delivered the same messages in the same order.
     fn hash_delivery(&mut self, from: usize, to: usize, message: &Message) {
         let hasher = &mut self.trace_hasher;
-        hasher.update(b"deliver");
         hasher.update(&self.now_ms.to_le_bytes());
-        hasher.update(&(from as u64).to_le_bytes());
-        hasher.update(&(to as u64).to_le_bytes());
+        hasher.update(&(from as u32).to_le_bytes());
+        hasher.update(&(to as u32).to_le_bytes());
+        hasher.update(message.kind().as_bytes());
+        let mut block = |block: &Block| {
+            hasher.update(&block.header.height.to_le_bytes());
+            hasher.update(&block.header.signature.0);
+        };
         match message {
-            Message::Block(block) => {
-                hasher.update(&codec::encode(&block.header));
+            Message::Transfer(transfer) => {
+                hasher.update(&codec::transfer_bytes(transfer));
             }
-            Message::Blocks(blocks) => {
-                for block in blocks {
-                    hasher.update(&codec::encode(&block.header));
+            Message::Report(report) => {
+                hasher.update(&codec::report_bytes(report));
+            }
+            Message::Block(one) => block(one),
+            Message::Blocks(blocks) => blocks.iter().for_each(|one| block(one)),
+            Message::Pooled(transfers) => {
+                for transfer in transfers {
+                    hasher.update(&codec::transfer_bytes(transfer));
                 }
             }
             other => {
