@@ -67,7 +67,7 @@ use tinychain_core::validate::evidence_id;
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::{NetEvent, NetHandle};
 use tinychain_net::manager::{NetConfig, NetLimits};
-use tinychain_rpc::{AddPeerAnswer, RemovePeerAnswer, SubmitAnswer};
+use tinychain_rpc::{AddPeerAnswer, RemovePeerAnswer, SubmitAnswer, SubmitError, SubmitResult, SubmitTxsAnswer};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -823,8 +823,11 @@ impl Server {
     async fn answer_batch(&mut self, batch: Vec<Call>) -> Result<(), DriverError> {
         self.refresh_live_peers();
         let mut replies: Vec<(oneshot::Sender<Answer>, Answer)> = Vec::with_capacity(batch.len());
-        // (index in `replies`, id) of each accepted submit.
-        let mut accepted: Vec<(usize, Hash)> = Vec::new();
+        // (index in `replies`, index in its `submit_txs` results or None, id) of each accepted
+        // submit.
+        let mut accepted: Vec<(usize, Option<usize>, Hash)> = Vec::new();
+        // `submit_txs` answers, by index in `replies`: serialised once the journal is written.
+        let mut many: Vec<(usize, SubmitTxsAnswer)> = Vec::new();
         for Call { request, reply } in batch {
             let context = || QueryContext { node: &self.driver.node, storage: &self.storage, live: &self.live };
             let answer = match request {
@@ -834,11 +837,26 @@ impl Server {
                 Request::Command(Command::SubmitTx { tx: transfer }) => {
                     match self.driver.submit(now_unix_ms(), transfer)? {
                         Ok(id) => {
-                            accepted.push((replies.len(), id));
+                            accepted.push((replies.len(), None, id));
                             Ok(query::to_json(&SubmitAnswer { id }))
                         }
                         Err(refusal) => Err(refusal_answer(refusal)),
                     }
+                }
+                Request::Command(Command::SubmitTxs { txs }) => {
+                    let mut answer = SubmitTxsAnswer { accepted: 0, results: Vec::with_capacity(txs.len()) };
+                    for transfer in txs {
+                        match self.driver.submit(now_unix_ms(), transfer)? {
+                            Ok(id) => {
+                                accepted.push((replies.len(), Some(answer.results.len()), id));
+                                answer.accepted += 1;
+                                answer.results.push(SubmitResult::Accepted { id });
+                            }
+                            Err(refusal) => answer.results.push(refused(refusal_answer(refusal))),
+                        }
+                    }
+                    many.push((replies.len(), answer));
+                    Ok(serde_json::Value::Null)
                 }
                 Request::Command(Command::AddPeer { addr }) => match self.net.add_peer(addr.clone()).await {
                     Ok(()) => {
@@ -867,9 +885,20 @@ impl Server {
             warn!(held, max, transfers = unkept.len(), "the pending-transfer journal is full");
         }
         for (id, refusal) in unkept {
-            for (index, _) in accepted.iter().filter(|(_, accepted)| *accepted == id) {
-                replies[*index].1 = Err(refusal_answer(refusal.clone()));
+            for (reply, position, _) in accepted.iter().filter(|(_, _, accepted)| *accepted == id) {
+                match position {
+                    None => replies[*reply].1 = Err(refusal_answer(refusal.clone())),
+                    Some(position) => {
+                        if let Some((_, answer)) = many.iter_mut().find(|(index, _)| index == reply) {
+                            answer.results[*position] = refused(refusal_answer(refusal.clone()));
+                            answer.accepted -= 1;
+                        }
+                    }
+                }
             }
+        }
+        for (reply, answer) in many {
+            replies[reply].1 = Ok(query::to_json(&answer));
         }
         self.carry_out().await;
         for (reply, answer) in replies {
@@ -903,6 +932,17 @@ fn refusal_answer(refusal: SubmitRefusal) -> QueryError {
         SubmitRefusal::Rejected(rejection) => QueryError::Rejected(rejection),
         SubmitRefusal::JournalFull { held, max } => QueryError::JournalFull { held, max },
         SubmitRefusal::NoVerdict => QueryError::Internal(SubmitRefusal::NoVerdict.to_string()),
+    }
+}
+
+/// A refused transfer of `submit_txs`, as the error `submit_tx` would have answered.
+fn refused(error: QueryError) -> SubmitResult {
+    SubmitResult::Refused {
+        error: SubmitError {
+            code: error.code(),
+            message: error.to_string(),
+            data: tinychain_rpc::ErrorData { code: error.data_code().to_string() },
+        },
     }
 }
 

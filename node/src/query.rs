@@ -50,7 +50,7 @@ use tinychain_rpc::{
     HealthAnswer, HealthStatus, HistoryAnswer, HistoryTransfer, JailedValidator, MempoolAnswer, Method, MissedTurn,
     NextProducer, PeersAnswer, ProducedBlock, ReportWithId, StatusAnswer, Tip, TransferWithId, TransfersDropped,
     TxAnswer, TxDropped, TxInBlock, TxState, UnconnectedValidator, ValidatorName, HISTORY_LIMIT_DEFAULT,
-    HISTORY_LIMIT_MAX, MEMPOOL_LIMIT_DEFAULT, MEMPOOL_LIMIT_MAX, TRANSFER_BYTES_MAX,
+    HISTORY_LIMIT_MAX, MEMPOOL_LIMIT_DEFAULT, MEMPOOL_LIMIT_MAX, SUBMIT_TXS_MAX, TRANSFER_BYTES_MAX,
 };
 use tokio::sync::oneshot;
 
@@ -118,6 +118,22 @@ pub enum QueryError {
 }
 
 impl QueryError {
+    /// The JSON-RPC error code.
+    pub fn code(&self) -> i32 {
+        use tinychain_rpc::code;
+        match self {
+            QueryError::InvalidParams(_) => code::INVALID_PARAMS,
+            QueryError::NotFound(_) => code::NOT_FOUND,
+            QueryError::Rejected(_) | QueryError::JournalFull { .. } => code::TX_REJECTED,
+            QueryError::Storage { .. }
+            | QueryError::Transport { .. }
+            | QueryError::ShuttingDown
+            | QueryError::NotAnswered
+            | QueryError::TimedOut
+            | QueryError::Internal(_) => code::INTERNAL_ERROR,
+        }
+    }
+
     /// The stable name of why, for clients (`error.data.code`).
     pub fn data_code(&self) -> &'static str {
         match self {
@@ -250,6 +266,7 @@ pub fn parse_request(method: Method, params: &Value) -> Result<Request, QueryErr
         Method::GetPeers => params_of().map(|_| Query::GetPeers)?,
         Method::EstimateFee => params_of().map(|_| Query::EstimateFee)?,
         Method::SubmitTx => return Ok(Request::Command(Command::SubmitTx { tx: params_of()?.transfer(0)? })),
+        Method::SubmitTxs => return Ok(Request::Command(Command::SubmitTxs { txs: params_of()?.transfers(0)? })),
         Method::AddPeer => return Ok(Request::Command(Command::AddPeer { addr: params_of()?.peer_addr(0)? })),
         Method::RemovePeer => return Ok(Request::Command(Command::RemovePeer { addr: params_of()?.peer_addr(0)? })),
     };
@@ -272,6 +289,19 @@ fn shown(value: &Value) -> String {
         let cut: String = text.chars().take(SHOWN_CHARS_MAX).collect();
         format!("{cut}...")
     }
+}
+
+/// A transfer from the hex of its encoding, or why not.
+fn decode_transfer_hex(text: &str) -> Result<Transfer, String> {
+    let hex_chars_max = usize::try_from(TRANSFER_BYTES_MAX * 2).expect("a small constant fits in usize");
+    if text.len() > hex_chars_max {
+        return Err(format!(
+            "{} hex characters is more than a transfer can take ({TRANSFER_BYTES_MAX} bytes)",
+            text.len()
+        ));
+    }
+    let bytes = hex::decode(text).map_err(|error| format!("not hex: {error}"))?;
+    codec::decode_limited::<Transfer>("transfer", &bytes, TRANSFER_BYTES_MAX).map_err(|error| error.to_string())
 }
 
 fn invalid(text: String) -> QueryError {
@@ -389,16 +419,32 @@ impl<'a> Params<'a> {
     fn transfer(&self, index: usize) -> Result<Transfer, QueryError> {
         let name = self.name(index);
         let text = self.string(index, "the hex of a signed transfer's encoding")?;
-        let hex_chars_max = usize::try_from(TRANSFER_BYTES_MAX * 2).expect("a small constant fits in usize");
-        if text.len() > hex_chars_max {
+        decode_transfer_hex(text).map_err(|reason| invalid(format!("param {name:?}: {reason}")))
+    }
+
+    /// An array of at most `SUBMIT_TXS_MAX` transfers, each as `transfer` reads one; an error
+    /// names the first bad one by its position.
+    fn transfers(&self, index: usize) -> Result<Vec<Transfer>, QueryError> {
+        let name = self.name(index);
+        let Value::Array(items) = self.required(index)? else {
+            return Err(invalid(format!("param {name:?}: expected an array of hex-encoded transfers")));
+        };
+        if items.is_empty() || items.len() > SUBMIT_TXS_MAX {
             return Err(invalid(format!(
-                "param {name:?}: {} hex characters is more than a transfer can take ({TRANSFER_BYTES_MAX} bytes)",
-                text.len()
+                "param {name:?}: {} transfers; a call takes 1 to {SUBMIT_TXS_MAX}",
+                items.len()
             )));
         }
-        let bytes = hex::decode(text).map_err(|error| invalid(format!("param {name:?}: not hex: {error}")))?;
-        codec::decode_limited::<Transfer>("transfer", &bytes, TRANSFER_BYTES_MAX)
-            .map_err(|error| invalid(format!("param {name:?}: {error}")))
+        items
+            .iter()
+            .enumerate()
+            .map(|(position, item)| {
+                let text = item.as_str().ok_or_else(|| {
+                    invalid(format!("param {name:?}[{position}]: expected the hex of a signed transfer's encoding"))
+                })?;
+                decode_transfer_hex(text).map_err(|reason| invalid(format!("param {name:?}[{position}]: {reason}")))
+            })
+            .collect()
     }
 
     fn peer_addr(&self, index: usize) -> Result<PeerAddr, QueryError> {

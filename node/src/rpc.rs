@@ -182,18 +182,7 @@ async fn ask(calls: &mpsc::Sender<Call>, request: Request, timeout: Duration) ->
 
 /// The JSON-RPC error for `error`: its code, its text as the message and its `data.code`.
 fn error_object(error: QueryError) -> ErrorObjectOwned {
-    let code = match &error {
-        QueryError::InvalidParams(_) => code::INVALID_PARAMS,
-        QueryError::NotFound(_) => code::NOT_FOUND,
-        QueryError::Rejected(_) | QueryError::JournalFull { .. } => code::TX_REJECTED,
-        QueryError::Storage { .. }
-        | QueryError::Transport { .. }
-        | QueryError::ShuttingDown
-        | QueryError::NotAnswered
-        | QueryError::TimedOut
-        | QueryError::Internal(_) => code::INTERNAL_ERROR,
-    };
-    ErrorObject::owned(code, error.to_string(), Some(error_data(error.data_code())))
+    ErrorObject::owned(error.code(), error.to_string(), Some(error_data(error.data_code())))
 }
 
 fn error_data(data_code: &str) -> ErrorData {

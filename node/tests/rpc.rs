@@ -150,6 +150,7 @@ fn fake_answer(request: &Request) -> Result<Value, QueryError> {
         Request::Command(Command::SubmitTx { .. }) => {
             Err(QueryError::Rejected(TxRejection::Mempool(MempoolError::NonceTooLow { expected: 1, got: 0 })))
         }
+        Request::Command(Command::SubmitTxs { txs }) => Ok(json!({ "accepted": 0, "results": txs.len() })),
         Request::Query(Query::GetBlock(query::BlockSelector::Height(99))) => {
             Err(QueryError::NotFound("no block at height 99".into()))
         }
@@ -1185,5 +1186,45 @@ async fn a_journal_entry_refused_after_a_restart_is_tried_again_after_the_mempoo
     assert_eq!(status["mempool_synced"], true);
     assert_eq!(status["journal_transfers"], 0, "the drop record took it out of the journal");
     assert_eq!(status["transfers_dropped"]["by_reason"]["refused_after_restart"], 1);
+    node.stop().await;
+}
+
+/// `submit_txs`: each transfer answered on its own, in order (accepted, a duplicate, a used
+/// nonce, a nonce gap), the accepted ones journaled; a transfer that does not decode fails the
+/// whole call naming its position, and nothing of that call is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_txs_answers_each_transfer_and_journals_the_accepted() {
+    let genesis = genesis_of_a_lonely_validator();
+    let chain_id = genesis.chain_id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("data").join("chain.redb");
+    let receiver = account_key(9).address();
+    let node = start_node(&genesis, &database).await;
+    let addr = node.rpc;
+    let transfer = |sender: usize, nonce: u64| sign_transfer(&account_key(sender), &chain_id, receiver, 5, 10, nonce);
+    let hex_of = |transfer: &Transfer| hex::encode(codec::encode(transfer));
+
+    let batch = [transfer(0, 0), transfer(0, 1), transfer(1, 0), transfer(0, 1), transfer(2, 5)];
+    let answer = result(addr, "submit_txs", json!({ "txs": batch.iter().map(hex_of).collect::<Vec<_>>() })).await;
+    let parsed: tinychain_rpc::SubmitTxsAnswer = serde_json::from_value(answer.clone()).unwrap();
+    assert_eq!(parsed.accepted, 3, "{answer}");
+    for (position, transfer) in batch.iter().enumerate().take(3) {
+        assert_eq!(answer["results"][position]["id"], transfer_id(transfer).to_string(), "{answer}");
+    }
+    assert_eq!(answer["results"][3]["error"]["code"], -32002, "{answer}");
+    assert_eq!(answer["results"][3]["error"]["data"]["code"], "duplicate", "{answer}");
+    assert_eq!(answer["results"][4]["error"]["data"]["code"], "nonce_gap", "{answer}");
+    let status = result(addr, "status", json!([])).await;
+    assert_eq!(status["journal_transfers"], 3, "{status}");
+
+    // One bad transfer fails the call; the good one before it is not submitted.
+    let (code, message) = error(addr, "submit_txs", json!([[hex_of(&transfer(1, 1)), "not hex"]])).await;
+    assert_eq!(code, -32602);
+    assert!(message.contains("\"txs\"[1]") && message.contains("not hex"), "{message}");
+    let (code, message) = error(addr, "submit_txs", json!([[]])).await;
+    assert_eq!(code, -32602);
+    assert!(message.contains("1 to 1000"), "{message}");
+    let status = result(addr, "status", json!([])).await;
+    assert_eq!(status["journal_transfers"], 3, "nothing of the refused call: {status}");
     node.stop().await;
 }

@@ -472,6 +472,32 @@ pub struct SubmitAnswer {
     pub id: Hash,
 }
 
+/// `submit_txs`: how many transfers were admitted and journaled, and one result per transfer,
+/// in the order given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitTxsAnswer {
+    pub accepted: usize,
+    pub results: Vec<SubmitResult>,
+}
+
+/// One transfer's result in `submit_txs`: its id (as `submit_tx` answers), or the error
+/// `submit_tx` would have answered for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SubmitResult {
+    Accepted { id: Hash },
+    Refused { error: SubmitError },
+}
+
+/// A refused transfer in `submit_txs`: a JSON-RPC error object (code -32002, or -32603 for the
+/// node's own failures), the node's reason and its `data.code`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitError {
+    pub code: i32,
+    pub message: String,
+    pub data: crate::error::ErrorData,
+}
+
 /// `add_peer`: the address added (also when it was known already).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddPeerAnswer {

@@ -21,5 +21,5 @@ pub use error::{code, data_code, ErrorData};
 pub use method::Method;
 pub use request::{
     AccountAt, BlockSelector, Command, Query, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MEMPOOL_LIMIT_DEFAULT,
-    MEMPOOL_LIMIT_MAX, TRANSFER_BYTES_MAX,
+    MEMPOOL_LIMIT_MAX, SUBMIT_TXS_MAX, TRANSFER_BYTES_MAX,
 };

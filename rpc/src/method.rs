@@ -16,13 +16,14 @@ pub enum Method {
     GetPeers,
     EstimateFee,
     SubmitTx,
+    SubmitTxs,
     AddPeer,
     RemovePeer,
 }
 
 impl Method {
     /// Every method, in the order `docs/rpc.md` documents them.
-    pub const ALL: [Method; 13] = [
+    pub const ALL: [Method; 14] = [
         Method::Status,
         Method::GetBlock,
         Method::GetHeader,
@@ -34,6 +35,7 @@ impl Method {
         Method::GetPeers,
         Method::EstimateFee,
         Method::SubmitTx,
+        Method::SubmitTxs,
         Method::AddPeer,
         Method::RemovePeer,
     ];
@@ -52,6 +54,7 @@ impl Method {
             Method::GetPeers => "get_peers",
             Method::EstimateFee => "estimate_fee",
             Method::SubmitTx => "submit_tx",
+            Method::SubmitTxs => "submit_txs",
             Method::AddPeer => "add_peer",
             Method::RemovePeer => "remove_peer",
         }
@@ -74,6 +77,7 @@ impl Method {
             Method::GetMempool => &["limit"],
             Method::GetElection => &["height"],
             Method::SubmitTx => &["tx"],
+            Method::SubmitTxs => &["txs"],
             Method::AddPeer | Method::RemovePeer => &["addr"],
         }
     }
@@ -86,7 +90,7 @@ impl Method {
 
     /// Whether calling it changes the node (a `Command`) rather than only reading it (a `Query`).
     pub fn is_command(self) -> bool {
-        matches!(self, Method::SubmitTx | Method::AddPeer | Method::RemovePeer)
+        matches!(self, Method::SubmitTx | Method::SubmitTxs | Method::AddPeer | Method::RemovePeer)
     }
 }
 

@@ -16,6 +16,9 @@ pub const MEMPOOL_LIMIT_MAX: usize = 1_000;
 /// Largest encoded transfer `submit_tx` decodes (a transfer with a 32-byte chain id encodes to
 /// under 200 bytes).
 pub const TRANSFER_BYTES_MAX: u64 = 1_024;
+/// Most transfers one `submit_txs` call takes (the request body limit, 256 KiB by default, fits
+/// about 700 transfers of a 14-character chain id).
+pub const SUBMIT_TXS_MAX: usize = 1_000;
 
 /// Which canonical block a client names (`get_block`, `get_header`): `{"height": n}` or
 /// `{"hash": hex}`.
@@ -95,6 +98,12 @@ pub enum Command<Addr = String> {
         #[serde(serialize_with = "transfer_hex")]
         tx: Transfer,
     },
+    /// Admit many signed transfers, each answered on its own (`txs`: the hex of each one's
+    /// binary encoding; at most `SUBMIT_TXS_MAX`).
+    SubmitTxs {
+        #[serde(serialize_with = "transfers_hex")]
+        txs: Vec<Transfer>,
+    },
     /// Add an address to dial. Admin.
     AddPeer { addr: Addr },
     /// Forget an address. Admin.
@@ -105,10 +114,16 @@ impl<Addr> Command<Addr> {
     pub fn method(&self) -> Method {
         match self {
             Command::SubmitTx { .. } => Method::SubmitTx,
+            Command::SubmitTxs { .. } => Method::SubmitTxs,
             Command::AddPeer { .. } => Method::AddPeer,
             Command::RemovePeer { .. } => Method::RemovePeer,
         }
     }
+}
+
+/// `submit_txs`'s `txs`: each transfer as `submit_tx`'s `tx`.
+fn transfers_hex<S: Serializer>(transfers: &[Transfer], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(transfers.iter().map(|transfer| hex::encode(tinychain_core::codec::encode(transfer))))
 }
 
 /// `submit_tx`'s `tx`: the hex of the transfer's binary encoding, the bytes its id and
@@ -138,8 +153,9 @@ mod tests {
             Query::GetPeers,
             Query::EstimateFee,
         ];
-        let commands: [Command; 3] = [
-            Command::SubmitTx { tx: transfer },
+        let commands: [Command; 4] = [
+            Command::SubmitTx { tx: transfer.clone() },
+            Command::SubmitTxs { txs: vec![transfer] },
             Command::AddPeer { addr: "a:1".into() },
             Command::RemovePeer { addr: "a:1".into() },
         ];

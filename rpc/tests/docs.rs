@@ -294,6 +294,19 @@ fn answers(method: Method) -> Vec<Value> {
             vec![json(FeeAnswer { fee: 1_001, min_fee: 0, mempool_size: 12_000, block_transfers_max: 10_000 })]
         }
         Method::SubmitTx => vec![json(SubmitAnswer { id: hash(9) })],
+        Method::SubmitTxs => vec![json(SubmitTxsAnswer {
+            accepted: 1,
+            results: vec![
+                SubmitResult::Accepted { id: hash(9) },
+                SubmitResult::Refused {
+                    error: SubmitError {
+                        code: -32002,
+                        message: "transfer rejected: ...".into(),
+                        data: ErrorData { code: "nonce_used".into() },
+                    },
+                },
+            ],
+        })],
         Method::AddPeer => vec![json(AddPeerAnswer { added: "10.0.0.5:7740".into() })],
         Method::RemovePeer => vec![json(RemovePeerAnswer { removed: "10.0.0.5:7740".into() })],
     }

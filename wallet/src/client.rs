@@ -16,7 +16,7 @@ use tinychain_core::validate::transfer_id;
 use tinychain_rpc::{
     code, AccountAnswer, AccountAt, AddPeerAnswer, BlockAnswer, BlockSelector, Command, ElectionAnswer, ErrorData,
     FeeAnswer, HeaderAnswer, HistoryAnswer, MempoolAnswer, Method, PeersAnswer, Query, RemovePeerAnswer, StatusAnswer,
-    SubmitAnswer, TxAnswer,
+    SubmitAnswer, SubmitTxsAnswer, TxAnswer,
 };
 
 /// Seconds to wait for a TCP connection to the node.
@@ -178,6 +178,15 @@ impl RpcClient {
             id,
             detail: format!("the answer is not {{\"id\": ...}}: {error}"),
         })
+    }
+
+    /// Submits up to `tinychain_rpc::SUBMIT_TXS_MAX` signed transfers in one call; the answer has
+    /// one result per transfer, in order: its id, or the error `submit_tx` would have given (the
+    /// call as a whole fails only when the node could not take it, e.g. a transfer that does not
+    /// decode, or when the answer was lost: then look the transfers up by id before sending them
+    /// again).
+    pub fn submit_txs(&self, transfers: &[Transfer]) -> Result<SubmitTxsAnswer, WalletError> {
+        self.command(&Command::SubmitTxs { txs: transfers.to_vec() })
     }
 
     /// Admin: adds `addr` (`host:port`) to the addresses the node dials.
