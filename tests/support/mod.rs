@@ -138,18 +138,7 @@ impl Testnet {
     }
 
     pub fn start(&mut self, index: usize) {
-        assert!(self.children[index].is_none(), "node {index} is already running");
-        let home = &self.nodes[index].home;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("node.log")).unwrap();
-        let child = Command::new(EXE)
-            .args(["node", "--home", home.to_str().unwrap()])
-            .env("RUST_LOG", node_log_filter())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children[index] = Some(child);
+        self.start_with_env(index, &[]);
     }
 
     /// `start` with extra environment variables for the node process (e.g. the test-only
