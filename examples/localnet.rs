@@ -29,8 +29,7 @@ fn main() {
         net.run_until(second * 1_000);
         for (at_ms, node, event) in &net.traces[printed..] {
             if let (0, TraceEvent::BlockCommitted { height, producer, rank, transfers, .. }) = (node, event) {
-                let by =
-                    net.nodes().position(|node| node.node_id() == *producer).map_or("?", |index| &names[index]);
+                let by = net.nodes().position(|node| node.node_id() == *producer).map_or("?", |index| &names[index]);
                 println!("{:>6.1}s  {height:>6}  {by:<6} {rank:>4}  {transfers:>9}", *at_ms as f64 / 1000.0);
             }
         }

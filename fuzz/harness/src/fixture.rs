@@ -68,7 +68,8 @@ fn make_chain() -> Chain {
     }
     net.run_until(2_400);
     let tip = net.drivers[0].node.tip().height;
-    let blocks: Vec<Arc<Block>> = (1..=tip).map(|height| net.drivers[0].store.block_at(height).expect("canonical")).collect();
+    let blocks: Vec<Arc<Block>> =
+        (1..=tip).map(|height| net.drivers[0].store.block_at(height).expect("canonical")).collect();
     let (genesis_block, mut state) = genesis_block(&genesis);
     let cache = SignatureCache::new(10_000);
     let mut canonical = vec![tinychain_core::validate::block_hash(&genesis_block.header)];
