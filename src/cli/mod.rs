@@ -4,6 +4,7 @@
 mod check_genesis;
 mod genesis;
 mod init;
+mod load;
 mod node;
 mod passphrase;
 mod replay;
@@ -53,6 +54,10 @@ pub enum Command {
     /// core and driver, checking that every action comes out identical; prints the first
     /// divergence otherwise.
     Replay(replay::Args),
+    /// Load a network: fund accounts from a wallet key, submit signed transfers over every
+    /// node at a set rate (or as fast as they take them) and report committed transfers/s,
+    /// latency to committed and to final, rejections and the nodes' CPU.
+    Load(load::Args),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -67,5 +72,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Wallet(args) => wallet::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Load(args) => load::run(&args),
     }
 }

@@ -1,0 +1,1270 @@
+//! `tinychain load`: a load generator an operator points at a network (a local testnet by its
+//! `testnet.json`, or any nodes by their RPC URLs) to measure what it commits.
+//!
+//! What it does, in order:
+//!
+//! 1. Asks every node for its `status` (all must answer and share one chain), opens the wallet
+//!    and unlocks the funding key.
+//! 2. Derives `--accounts` sending accounts from the funding key (Blake3 of a domain tag, the
+//!    key's secret and the account's index), so the same key finds the same accounts again on
+//!    the next run and nothing else needs to be stored. Accounts holding less than the run needs
+//!    are topped up from the funding key, and the run starts once every node has committed the
+//!    funding.
+//! 3. Account `i` sends to account `i + 1` through node `i mod N` only, so each node sees every
+//!    sender's nonces in order (no `nonce_gap`). Each node gets `--in-flight` worker threads,
+//!    each owning a share of that node's accounts: it signs a batch of transfers
+//!    (`validate::sign_transfer`, one thread per worker, so signing runs on every core) and
+//!    submits it with one `submit_txs` call, then the next. An account never has more than
+//!    `PENDING_PER_ACCOUNT_MAX` transfers submitted and not yet committed (the node queues at
+//!    most 256 per sender), which is the back-pressure of `--rate max`; a number paces each
+//!    worker to its share of the rate.
+//! 4. One thread reads every new block from the first node (`get_block` per height) and its
+//!    finalized height (`status`): a transfer's latency to committed is from the moment its
+//!    batch was sent to the moment its block was seen, to final likewise with the finalized
+//!    height. Committed transfers per second count this run's transfers in blocks whose
+//!    timestamp lies in the load window. Another thread polls each node's mempool size.
+//! 5. After `--duration` it stops submitting and waits (at most `DRAIN_MAX`) until every
+//!    accepted transfer is final, then prints the summary (or one JSON object with `--json`).
+//!
+//! Rejections are counted by the node's `data.code`. A rejected transfer rewinds its account's
+//! next nonce to it, so the account carries on without a gap; a signature is deterministic, so
+//! the same nonce is signed into the same transfer again.
+//!
+//! Nodes' CPU: with `--testnet`, the node processes are found in `/proc` by the `--home` they
+//! run with, and their CPU time over the load window is read from `/proc/PID/stat` (Linux). With
+//! `--rpc` the nodes may be anywhere: their CPU is reported as not local.
+
+use super::passphrase::{passphrase_from_env_or_prompt, PASSPHRASE_ENV_VAR};
+use crate::setup;
+use anyhow::{bail, ensure, Context};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tinychain_core::crypto::{hash_bytes, Keypair};
+use tinychain_core::types::{Address, Amount, Hash, Transfer};
+use tinychain_core::validate::{sign_transfer, transfer_id};
+use tinychain_rpc::{AccountAt, BlockSelector};
+use tinychain_wallet::client::RpcClient;
+use tinychain_wallet::keystore::{Keystore, KeystoreError};
+use tinychain_wallet::{self as wallet, WalletError};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("network").required(true).args(["testnet", "rpc"])))]
+#[command(after_help = "Examples:\n  \
+    tinychain load --testnet testnet/testnet.json --duration 60s --rate max\n  \
+    TINYCHAIN_PASSPHRASE=... tinychain load --rpc http://10.0.0.1:7741,http://10.0.0.2:7741 \\\n      \
+    --wallet ~/.tinychain/wallet --key bench --rate 2000 --duration 2m --json")]
+pub struct Args {
+    /// The local testnet to load: its testnet.json (or the directory holding it). Its nodes'
+    /// RPC URLs, its development wallet and key ("dev", empty passphrase) are the defaults, and
+    /// the nodes' CPU is measured.
+    #[arg(long, value_name = "D/testnet.json")]
+    pub testnet: Option<PathBuf>,
+    /// The nodes to load, by their JSON-RPC URLs, comma-separated. Transfers are spread over all
+    /// of them; blocks are read from the first.
+    #[arg(long, value_name = "URL,URL,...")]
+    pub rpc: Option<String>,
+    /// The wallet directory holding the funding key [default: the testnet's wallet with
+    /// --testnet, else $TINYCHAIN_WALLET, else ~/.tinychain/wallet]. The passphrase comes from
+    /// TINYCHAIN_PASSPHRASE or a prompt.
+    #[arg(long, value_name = "DIR")]
+    pub wallet: Option<PathBuf>,
+    /// The key that funds the sending accounts [default: "dev" with --testnet, else the
+    /// wallet's only key or the one called "default"].
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
+    /// How many accounts send. Each holds at most 128 transfers submitted and not yet
+    /// committed, so under --rate max this bounds what is pending at 128 x K.
+    #[arg(long, value_name = "K", default_value_t = ACCOUNTS_DEFAULT)]
+    pub accounts: usize,
+    /// Transfers per second over all nodes, or "max": as fast as the nodes take them (each
+    /// worker submits its next batch as soon as the last is answered).
+    #[arg(long, value_name = "R|max", default_value = "max", value_parser = parse_rate)]
+    pub rate: Rate,
+    /// How long to submit: 500ms, 30s, 10m, 1h (a bare number is seconds). The summary waits up
+    /// to 30 s more for the last transfers to become final.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Transfers per `submit_txs` call (1 to 1000; a node's default 256 KiB request limit
+    /// holds about 700).
+    #[arg(long, value_name = "N", default_value_t = BATCH_DEFAULT)]
+    pub batch: usize,
+    /// Batches in flight per node: worker threads per node, each with its own accounts.
+    #[arg(long, value_name = "N", default_value_t = IN_FLIGHT_DEFAULT)]
+    pub in_flight: usize,
+    /// Print one JSON object with the figures instead of the summary text (progress still goes
+    /// to stderr when it is a terminal).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--rate`: transfers per second, or as fast as the nodes take them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    Max,
+    PerSecond(f64),
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    if text.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(Rate::PerSecond(rate)),
+        _ => Err(format!("{text:?} is neither \"max\" nor a positive number of transfers per second")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match tinychain_sim::options::parse_duration_ms(text) {
+        Ok(0) => Err("the duration must be above 0".to_string()),
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+const ACCOUNTS_DEFAULT: usize = 256;
+const ACCOUNTS_MAX: usize = 100_000;
+const BATCH_DEFAULT: usize = 500;
+/// `submit_txs` takes at most this many transfers per call.
+const BATCH_MAX: usize = 1_000;
+const IN_FLIGHT_DEFAULT: usize = 2;
+const IN_FLIGHT_MAX: usize = 64;
+/// Transfers of one account submitted and not yet committed, at most (the node's per-sender
+/// queue holds 256).
+const PENDING_PER_ACCOUNT_MAX: u64 = 128;
+/// Each transfer moves one base unit.
+const TRANSFER_AMOUNT: Amount = 1;
+/// What `--rate max` is assumed to reach when sizing the funding (transfers per second).
+const FUNDING_RATE_MAX_ASSUMED: f64 = 20_000.0;
+/// Funding transfers pending at once from the funding key (the node queues 256 per sender).
+const FUNDING_CHUNK: usize = 200;
+/// How long the funding may take to be committed on every node.
+const FUNDING_WAIT_MAX: Duration = Duration::from_secs(120);
+/// How long a node that just started may take to offer a pending nonce.
+const MEMPOOL_SYNC_WAIT_MAX: Duration = Duration::from_secs(30);
+/// How long after the load window the summary waits for accepted transfers to become final.
+const DRAIN_MAX: Duration = Duration::from_secs(30);
+/// The block reader's poll interval.
+const READER_POLL: Duration = Duration::from_millis(100);
+/// Each node's mempool size is asked this often.
+const MEMPOOL_POLL: Duration = Duration::from_millis(1_000);
+/// Short calls (status polls) give up after this.
+const POLL_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Without a terminal (and without --json) a progress line is printed this often.
+const PROGRESS_LINE_INTERVAL: Duration = Duration::from_secs(5);
+/// Linux's USER_HZ: /proc/PID/stat counts CPU time in these ticks per second.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// One node to load.
+#[derive(Clone, Debug)]
+struct Target {
+    name: String,
+    url: String,
+    /// Its home directory, when it is a local testnet node (to find its process).
+    home: Option<PathBuf>,
+}
+
+/// Where the funding key is and how to unlock it.
+struct Funding {
+    wallet_dir: PathBuf,
+    key_name: Option<String>,
+    /// The testnet's development wallet, whose passphrase is empty.
+    is_dev_wallet: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    // Warnings from the keystore (a wallet file readable by others) go to stderr.
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::WARN).try_init();
+    ensure!(
+        (1..=ACCOUNTS_MAX).contains(&args.accounts),
+        "--accounts: {} is out of range: give 1 to {ACCOUNTS_MAX}",
+        args.accounts
+    );
+    ensure!((1..=BATCH_MAX).contains(&args.batch), "--batch: {} is out of range: give 1 to {BATCH_MAX}", args.batch);
+    ensure!(
+        (1..=IN_FLIGHT_MAX).contains(&args.in_flight),
+        "--in-flight: {} is out of range: give 1 to {IN_FLIGHT_MAX}",
+        args.in_flight
+    );
+    let (targets, funding) = resolve_targets(args)?;
+    let report = run_load(args, &targets, &funding)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+/// The nodes and the funding key from `--testnet` or `--rpc`, `--wallet` and `--key`.
+fn resolve_targets(args: &Args) -> anyhow::Result<(Vec<Target>, Funding)> {
+    if let Some(path) = &args.testnet {
+        let dir = if path.is_dir() { path.clone() } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let is_named_file = path.file_name().is_some_and(|name| name != setup::TESTNET_FILE) && !path.is_dir();
+        if is_named_file {
+            bail!(
+                "--testnet {}: not a testnet file; give the testnet.json `tinychain testnet` wrote (or its directory)",
+                path.display()
+            );
+        }
+        let layout = setup::load_testnet(&dir).with_context(|| {
+            format!("--testnet {}: not a usable testnet (`tinychain testnet` writes D/testnet.json)", path.display())
+        })?;
+        let targets = layout
+            .nodes
+            .iter()
+            .map(|node| Target {
+                name: node.name.clone(),
+                url: format!("http://{}", node.rpc),
+                home: Some(node.home.clone()),
+            })
+            .collect();
+        let wallet_dir = args.wallet.clone().unwrap_or_else(|| layout.wallet_dir.clone());
+        let is_dev_wallet = args.wallet.is_none() || same_path(&wallet_dir, &layout.wallet_dir);
+        let key_name = args.key.clone().or_else(|| is_dev_wallet.then(|| setup::DEV_KEY_NAME.to_string()));
+        return Ok((targets, Funding { wallet_dir, key_name, is_dev_wallet }));
+    }
+    let list = args.rpc.as_deref().unwrap_or_default();
+    let urls: Vec<&str> = list.split(',').map(str::trim).filter(|url| !url.is_empty()).collect();
+    ensure!(!urls.is_empty(), "--rpc: give at least one node URL, e.g. http://127.0.0.1:7741");
+    let targets = urls
+        .iter()
+        .enumerate()
+        .map(|(index, url)| Target { name: format!("rpc-{}", index + 1), url: url.to_string(), home: None })
+        .collect();
+    let wallet_dir = match &args.wallet {
+        Some(dir) => dir.clone(),
+        None => super::wallet::wallet_dir(
+            std::env::var_os(super::wallet::WALLET_DIR_ENV_VAR)
+                .filter(|dir| !dir.is_empty())
+                .map(PathBuf::from)
+                .as_deref(),
+        )?,
+    };
+    Ok((targets, Funding { wallet_dir, key_name: args.key.clone(), is_dev_wallet: false }))
+}
+
+fn same_path(first: &Path, second: &Path) -> bool {
+    match (first.canonicalize(), second.canonicalize()) {
+        (Ok(first), Ok(second)) => first == second,
+        _ => first == second,
+    }
+}
+
+/// Opens the wallet and unlocks the funding key: the development wallet with its empty
+/// passphrase first, else `TINYCHAIN_PASSPHRASE` or a prompt.
+fn unlock_funding_key(funding: &Funding) -> anyhow::Result<(String, Keypair)> {
+    let keystore = Keystore::open(&funding.wallet_dir)
+        .with_context(|| format!("--wallet {}: cannot open the wallet", funding.wallet_dir.display()))?;
+    let entry = wallet::select_key(&keystore, funding.key_name.as_deref()).context("--key")?;
+    let from_env = std::env::var_os(PASSPHRASE_ENV_VAR).is_some();
+    if funding.is_dev_wallet && !from_env {
+        match keystore.key(&entry.name, setup::DEV_WALLET_PASSPHRASE) {
+            Ok(key) => return Ok((entry.name, key)),
+            Err(KeystoreError::WrongPassphrase { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let passphrase = passphrase_from_env_or_prompt(&format!("Passphrase of key {:?}: ", entry.name), false)?;
+    let key = keystore.key(&entry.name, &passphrase)?;
+    Ok((entry.name, key))
+}
+
+/// The sending account `index` of a funding key: reproducible from the key alone.
+fn derive_account(funding_key: &Keypair, index: usize) -> Keypair {
+    let mut bytes = b"tinychain/load/account/v1".to_vec();
+    bytes.extend_from_slice(&funding_key.secret_bytes());
+    bytes.extend_from_slice(&(index as u64).to_le_bytes());
+    let secret = hash_bytes(&bytes);
+    bytes.iter_mut().for_each(|byte| *byte = 0);
+    Keypair::from_secret_bytes(&secret.0)
+}
+
+// ---- Submitting ------------------------------------------------------------------------------
+
+/// One transfer's answer from a node: admitted, or refused with the node's `data.code`.
+type SubmitOutcome = Result<Hash, String>;
+
+/// Submits `transfers` to one node in one call and returns one outcome per transfer, in order.
+/// This is the one place that knows how: `submit_txs` (each transfer hex-encoded as
+/// `submit_tx`'s `tx`); once `RpcClient::submit_txs` is in the wallet crate, this becomes that
+/// typed call.
+fn submit_batch(client: &RpcClient, transfers: &[Transfer]) -> Result<Vec<SubmitOutcome>, WalletError> {
+    let txs: Vec<String> =
+        transfers.iter().map(|transfer| hex::encode(tinychain_core::codec::encode(transfer))).collect();
+    let answer = client.call("submit_txs", json!({ "txs": txs }))?;
+    let bad = |detail: String| WalletError::BadAnswer {
+        url: client.url().to_string(),
+        method: "submit_txs".to_string(),
+        detail,
+    };
+    let results = answer["results"].as_array().ok_or_else(|| bad(format!("no \"results\" array: {answer}")))?;
+    if results.len() != transfers.len() {
+        return Err(bad(format!("{} results for {} transfers", results.len(), transfers.len())));
+    }
+    results
+        .iter()
+        .map(|result| {
+            if let Some(id) = result["id"].as_str() {
+                return Hash::from_hex(id).map_err(|error| bad(format!("id {id:?}: {error}"))).map(Ok);
+            }
+            let code = result["error"]["data"]["code"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| result["error"]["code"].as_i64().map(|code| format!("error {code}")))
+                .ok_or_else(|| bad(format!("a result neither \"id\" nor \"error\": {result}")))?;
+            Ok(Err(code))
+        })
+        .collect()
+}
+
+/// `submit_batch`, waiting out a node that has not synced its mempool yet: used for funding.
+fn submit_all_or_fail(client: &RpcClient, transfers: &[Transfer]) -> anyhow::Result<()> {
+    let outcomes = submit_batch(client, transfers)?;
+    let refused: Vec<String> = outcomes
+        .iter()
+        .zip(transfers)
+        .filter_map(|(outcome, transfer)| {
+            outcome.as_ref().err().map(|code| format!("nonce {}: {code}", transfer.nonce))
+        })
+        .collect();
+    ensure!(refused.is_empty(), "{} refused funding transfers: {}", client.url(), refused.join(", "));
+    Ok(())
+}
+
+// ---- The run ---------------------------------------------------------------------------------
+
+/// What every thread shares during the run.
+struct Shared {
+    /// Set when the load window ends: workers stop submitting.
+    stop_submitting: AtomicBool,
+    /// Set when the summary is being made: the reader and poller stop.
+    stop_watching: AtomicBool,
+    submitted: AtomicU64,
+    accepted: AtomicU64,
+    /// Calls that failed as a whole (node unreachable, no answer, HTTP error).
+    failed_calls: AtomicU64,
+    last_failure: Mutex<Option<String>>,
+    rejected: Mutex<BTreeMap<String, u64>>,
+    /// This run's transfers sent and not yet seen committed, by id: when their batch was sent.
+    awaiting_commit: Mutex<HashMap<Hash, Instant>>,
+    /// Per account: the next nonce the chain has committed (as the block reader saw it).
+    committed_nonces: Vec<AtomicU64>,
+    /// What the block reader found.
+    chain: Mutex<ChainView>,
+    /// Each node's mempool size at the last poll, and the largest seen.
+    mempool_sizes: Mutex<Vec<(Option<usize>, usize)>>,
+}
+
+#[derive(Default)]
+struct ChainView {
+    tip_height: u64,
+    finalized_height: u64,
+    /// This run's committed transfers awaiting finality: (height, when sent).
+    awaiting_final: Vec<(u64, Instant)>,
+    latency_committed_ms: Vec<u64>,
+    latency_final_ms: Vec<u64>,
+    /// This run's transfers seen committed (any time).
+    committed: u64,
+    /// This run's transfers in blocks whose timestamp lies in the load window.
+    committed_in_window: u64,
+    /// Every transfer (anyone's) in blocks whose timestamp lies in the load window.
+    all_committed_in_window: u64,
+    blocks_in_window: u64,
+    last_error: Option<String>,
+}
+
+/// A sending account.
+struct Account {
+    key: Keypair,
+    to: Address,
+    next_nonce: u64,
+}
+
+/// The figures of one run.
+struct Report {
+    nodes: Vec<String>,
+    accounts: usize,
+    rate: Rate,
+    batch: usize,
+    in_flight: usize,
+    duration_ms: u64,
+    submitted: u64,
+    accepted: u64,
+    committed: u64,
+    committed_in_window: u64,
+    all_committed_in_window: u64,
+    blocks_in_window: u64,
+    finalized: u64,
+    latency_committed_ms: Vec<u64>,
+    latency_final_ms: Vec<u64>,
+    rejected: BTreeMap<String, u64>,
+    failed_calls: u64,
+    last_failure: Option<String>,
+    mempool_max: Vec<usize>,
+    cpu: CpuFigures,
+    drain_ms: u64,
+}
+
+enum CpuFigures {
+    NotLocal,
+    Local { nodes: Vec<(String, Option<(i32, f64)>)>, load_generator_percent: Option<f64> },
+}
+
+fn run_load(args: &Args, targets: &[Target], funding: &Funding) -> anyhow::Result<Report> {
+    let clients: Vec<RpcClient> = targets.iter().map(|target| RpcClient::new(&target.url)).collect::<Result<_, _>>()?;
+    // Every node answers and all share one chain.
+    let mut chain: Option<(String, Hash)> = None;
+    for (target, client) in targets.iter().zip(&clients) {
+        let status = client.status().with_context(|| format!("node {} ({})", target.name, target.url))?;
+        match &chain {
+            None => chain = Some((status.chain_id.clone(), status.genesis_hash)),
+            Some((chain_id, genesis)) => ensure!(
+                *chain_id == status.chain_id && *genesis == status.genesis_hash,
+                "node {} ({}) is on chain {:?} (genesis {}), but {} is on {chain_id:?} (genesis {genesis}): \
+                 give nodes of one network",
+                target.name,
+                target.url,
+                status.chain_id,
+                status.genesis_hash,
+                targets[0].name
+            ),
+        }
+    }
+    let (chain_id, _) = chain.expect("at least one node");
+    let (key_name, funding_key) = unlock_funding_key(funding)?;
+
+    // The fee every node admits, and the sending accounts.
+    let mut fee: Amount = 0;
+    for (target, client) in targets.iter().zip(&clients) {
+        fee = fee.max(client.estimate_fee().with_context(|| format!("node {}", target.name))?.min_fee);
+    }
+    let mut accounts: Vec<Account> = (0..args.accounts)
+        .map(|index| derive_account(&funding_key, index))
+        .map(|key| Account { key, to: Address([0; 32]), next_nonce: 0 })
+        .collect();
+    for index in 0..accounts.len() {
+        accounts[index].to = accounts[(index + 1) % accounts.len()].key.address();
+    }
+    let node_of = |index: usize| index % targets.len();
+
+    let progress_to_terminal = std::io::stderr().is_terminal();
+    let note = |text: &str| {
+        if progress_to_terminal || !args.json {
+            eprintln!("{text}");
+        }
+    };
+    note(&format!(
+        "loading {} node(s) of chain {chain_id:?} from {} accounts funded by key {key_name:?} ({})",
+        targets.len(),
+        accounts.len(),
+        funding_key.address()
+    ));
+    fund_accounts(args, &clients, &accounts, &funding_key, &chain_id, fee, &note)?;
+    // Each account's next nonce, from the node it sends through.
+    for (index, account) in accounts.iter_mut().enumerate() {
+        account.next_nonce = pending_nonce(&clients[node_of(index)], &account.key.address())?;
+    }
+
+    let shared = Arc::new(Shared {
+        stop_submitting: AtomicBool::new(false),
+        stop_watching: AtomicBool::new(false),
+        submitted: AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
+        failed_calls: AtomicU64::new(0),
+        last_failure: Mutex::new(None),
+        rejected: Mutex::new(BTreeMap::new()),
+        awaiting_commit: Mutex::new(HashMap::new()),
+        committed_nonces: accounts.iter().map(|account| AtomicU64::new(account.next_nonce)).collect(),
+        chain: Mutex::new(ChainView::default()),
+        mempool_sizes: Mutex::new(vec![(None, 0); targets.len()]),
+    });
+    let account_index: Arc<HashMap<Address, usize>> =
+        Arc::new(accounts.iter().enumerate().map(|(index, account)| (account.key.address(), index)).collect());
+
+    // Workers: `in_flight` per node, each owning the accounts of its node with its residue.
+    let mut groups: Vec<Vec<(usize, Account)>> = (0..targets.len() * args.in_flight).map(|_| Vec::new()).collect();
+    for (index, account) in accounts.into_iter().enumerate() {
+        let worker = node_of(index) * args.in_flight + (index / targets.len()) % args.in_flight;
+        groups[worker].push((index, account));
+    }
+    let groups: Vec<(usize, Vec<(usize, Account)>)> = groups
+        .into_iter()
+        .enumerate()
+        .filter(|(_, group)| !group.is_empty())
+        .map(|(worker, group)| (worker / args.in_flight, group))
+        .collect();
+    let worker_count = groups.len();
+
+    let node_pids: Option<Vec<Option<i32>>> = targets
+        .iter()
+        .all(|target| target.home.is_some())
+        .then(|| targets.iter().map(|target| target.home.as_deref().and_then(find_node_pid)).collect());
+    let cpu_before: Option<Vec<Option<u64>>> =
+        node_pids.as_ref().map(|pids| pids.iter().map(|pid| pid.and_then(cpu_ticks)).collect());
+    let own_cpu_before = cpu_ticks(std::process::id() as i32);
+
+    let started = Instant::now();
+    let started_unix_ms = unix_ms();
+    let window_ms = args.duration.as_millis() as u64;
+    let window = (started_unix_ms, started_unix_ms + window_ms);
+
+    let reader = {
+        let shared = shared.clone();
+        let account_index = account_index.clone();
+        let url = targets[0].url.clone();
+        std::thread::spawn(move || read_blocks(&url, &shared, &account_index, window))
+    };
+    let poller = {
+        let shared = shared.clone();
+        let urls: Vec<String> = targets.iter().map(|target| target.url.clone()).collect();
+        std::thread::spawn(move || poll_mempools(&urls, &shared))
+    };
+    let mut workers = Vec::new();
+    for (node, group) in groups {
+        let shared = shared.clone();
+        let url = targets[node].url.clone();
+        let chain_id = chain_id.clone();
+        let rate_per_worker = match args.rate {
+            Rate::Max => None,
+            Rate::PerSecond(rate) => Some(rate / worker_count as f64),
+        };
+        let batch = args.batch;
+        workers.push(std::thread::spawn(move || {
+            submit_loop(&url, group, &chain_id, fee, batch, rate_per_worker, started, &shared)
+        }));
+    }
+
+    // Progress until the window ends.
+    let bar = progress_to_terminal.then(|| {
+        let bar = indicatif::ProgressBar::new(window_ms / 1_000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} s [{bar:20}] {wide_msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut last_line = Instant::now();
+    let mut previous = (Instant::now(), 0u64);
+    while started.elapsed() < args.duration {
+        std::thread::sleep(Duration::from_millis(250).min(args.duration.saturating_sub(started.elapsed())));
+        let line = progress_line(&shared, &mut previous);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(started.elapsed().as_secs());
+                bar.set_message(line);
+            }
+            None if !args.json && last_line.elapsed() >= PROGRESS_LINE_INTERVAL => {
+                eprintln!("{:>4} s  {line}", started.elapsed().as_secs());
+                last_line = Instant::now();
+            }
+            None => {}
+        }
+    }
+    shared.stop_submitting.store(true, Ordering::SeqCst);
+    let window_elapsed = started.elapsed();
+    let cpu_after: Option<Vec<Option<u64>>> =
+        node_pids.as_ref().map(|pids| pids.iter().map(|pid| pid.and_then(cpu_ticks)).collect());
+    let own_cpu_after = cpu_ticks(std::process::id() as i32);
+    for worker in workers {
+        worker.join().expect("a worker thread panicked");
+    }
+
+    // Drain: wait until every accepted transfer is final (or DRAIN_MAX).
+    let drain_started = Instant::now();
+    if let Some(bar) = &bar {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} draining {wide_msg}").expect("a valid template"),
+        );
+    }
+    while drain_started.elapsed() < DRAIN_MAX {
+        let is_settled = {
+            let awaiting_commit = shared.awaiting_commit.lock().expect("no thread panics holding it").len();
+            let chain = shared.chain.lock().expect("no thread panics holding it");
+            awaiting_commit == 0 && chain.awaiting_final.is_empty()
+        };
+        if is_settled {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let line = progress_line(&shared, &mut previous);
+        if let Some(bar) = &bar {
+            bar.set_message(line);
+        }
+    }
+    let drain_ms = drain_started.elapsed().as_millis() as u64;
+    shared.stop_watching.store(true, Ordering::SeqCst);
+    reader.join().expect("the block reader panicked");
+    poller.join().expect("the mempool poller panicked");
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    let window_s = window_elapsed.as_secs_f64();
+    let cpu = match (node_pids, cpu_before, cpu_after) {
+        (Some(pids), Some(before), Some(after)) => CpuFigures::Local {
+            nodes: targets
+                .iter()
+                .zip(pids)
+                .zip(before.iter().zip(&after))
+                .map(|((target, pid), ticks)| {
+                    let figure = match (pid, ticks) {
+                        (Some(pid), (Some(before), Some(after))) => {
+                            Some((pid, percent_of_one_core(after.saturating_sub(*before), window_s)))
+                        }
+                        _ => None,
+                    };
+                    (target.name.clone(), figure)
+                })
+                .collect(),
+            load_generator_percent: own_cpu_before
+                .zip(own_cpu_after)
+                .map(|(before, after)| percent_of_one_core(after.saturating_sub(before), window_s)),
+        },
+        _ => CpuFigures::NotLocal,
+    };
+    let chain = shared.chain.lock().expect("no thread panics holding it");
+    let mut latency_committed_ms = chain.latency_committed_ms.clone();
+    let mut latency_final_ms = chain.latency_final_ms.clone();
+    latency_committed_ms.sort_unstable();
+    latency_final_ms.sort_unstable();
+    let report = Report {
+        nodes: targets.iter().map(|target| format!("{} {}", target.name, target.url)).collect(),
+        accounts: args.accounts,
+        rate: args.rate,
+        batch: args.batch,
+        in_flight: args.in_flight,
+        duration_ms: window_elapsed.as_millis() as u64,
+        submitted: shared.submitted.load(Ordering::SeqCst),
+        accepted: shared.accepted.load(Ordering::SeqCst),
+        committed: chain.committed,
+        committed_in_window: chain.committed_in_window,
+        all_committed_in_window: chain.all_committed_in_window,
+        blocks_in_window: chain.blocks_in_window,
+        finalized: latency_final_ms.len() as u64,
+        latency_committed_ms,
+        latency_final_ms,
+        rejected: shared.rejected.lock().expect("no thread panics holding it").clone(),
+        failed_calls: shared.failed_calls.load(Ordering::SeqCst),
+        last_failure: shared.last_failure.lock().expect("no thread panics holding it").clone(),
+        mempool_max: shared
+            .mempool_sizes
+            .lock()
+            .expect("no thread panics holding it")
+            .iter()
+            .map(|(_, max)| *max)
+            .collect(),
+        cpu,
+        drain_ms,
+    };
+    Ok(report)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The pending nonce of `address` on one node, waiting while the node has not synced its
+/// mempool with its peers (it just started).
+fn pending_nonce(client: &RpcClient, address: &Address) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + MEMPOOL_SYNC_WAIT_MAX;
+    loop {
+        let account = client.get_account(address, AccountAt::Tip)?;
+        if let Some(nonce) = account.pending_nonce {
+            return Ok(nonce);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{} has not synced its mempool with its peers within {} s: it offers no pending nonce",
+            client.url(),
+            MEMPOOL_SYNC_WAIT_MAX.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Tops up every account that holds less than half of what the run may spend, from the funding
+/// key through the first node, and waits until every node has committed the funding.
+fn fund_accounts(
+    args: &Args,
+    clients: &[RpcClient],
+    accounts: &[Account],
+    funding_key: &Keypair,
+    chain_id: &str,
+    fee: Amount,
+    note: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    let rate = match args.rate {
+        Rate::Max => FUNDING_RATE_MAX_ASSUMED,
+        Rate::PerSecond(rate) => rate,
+    };
+    let per_account_transfers = (rate * args.duration.as_secs_f64() / accounts.len() as f64).ceil() as u64;
+    // Twice the plan and some, so a slower or faster run never runs dry.
+    let target_balance = (TRANSFER_AMOUNT + fee)
+        .checked_mul(2 * per_account_transfers + 1_000)
+        .context("the funding per account overflows: lower --rate or --duration")?;
+    let mut needy: Vec<(Address, Amount)> = Vec::new();
+    for (index, account) in accounts.iter().enumerate() {
+        let client = &clients[index % clients.len()];
+        let balance = client.get_account(&account.key.address(), AccountAt::Tip)?.balance;
+        if balance < target_balance / 2 {
+            needy.push((account.key.address(), target_balance - balance));
+        }
+    }
+    if needy.is_empty() {
+        note("every account is funded already");
+        return Ok(());
+    }
+    let funder = funding_key.address();
+    let total: Amount = needy.iter().map(|(_, amount)| amount + fee).sum();
+    let balance = clients[0].get_account(&funder, AccountAt::Tip)?.balance;
+    ensure!(
+        balance >= total,
+        "the funding key {funder} holds {}; funding {} accounts needs {}: give fewer --accounts, a lower --rate \
+         or a shorter --duration, or fund the key",
+        wallet::amount::format_tc(balance),
+        needy.len(),
+        wallet::amount::format_tc(total)
+    );
+    note(&format!("funding {} account(s) with {} each", needy.len(), wallet::amount::format_tc(target_balance)));
+    for chunk in needy.chunks(FUNDING_CHUNK) {
+        let first_nonce = pending_nonce(&clients[0], &funder)?;
+        let transfers: Vec<Transfer> = chunk
+            .iter()
+            .enumerate()
+            .map(|(offset, (to, amount))| {
+                sign_transfer(funding_key, chain_id, *to, *amount, fee, first_nonce + offset as u64)
+            })
+            .collect();
+        submit_all_or_fail(&clients[0], &transfers).context("funding the accounts")?;
+        let wanted_nonce = first_nonce + chunk.len() as u64;
+        let deadline = Instant::now() + FUNDING_WAIT_MAX;
+        for client in clients {
+            loop {
+                let nonce = client.get_account(&funder, AccountAt::Tip)?.nonce;
+                if nonce >= wanted_nonce {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the funding transfers were not committed on {} within {} s (the funding key's nonce there is \
+                     {nonce}, waiting for {wanted_nonce}): is the network producing blocks?",
+                    client.url(),
+                    FUNDING_WAIT_MAX.as_secs()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    note("funding committed on every node");
+    Ok(())
+}
+
+/// One worker: signs batches for its accounts and submits them to its node until the window
+/// ends.
+#[allow(clippy::too_many_arguments)]
+fn submit_loop(
+    url: &str,
+    mut accounts: Vec<(usize, Account)>,
+    chain_id: &str,
+    fee: Amount,
+    batch: usize,
+    rate_per_second: Option<f64>,
+    started: Instant,
+    shared: &Shared,
+) {
+    let client = match RpcClient::new(url) {
+        Ok(client) => client,
+        Err(error) => {
+            *shared.last_failure.lock().expect("no thread panics holding it") = Some(error.to_string());
+            return;
+        }
+    };
+    let mut sent: u64 = 0;
+    let mut cursor = 0;
+    while !shared.stop_submitting.load(Ordering::SeqCst) {
+        let count = match rate_per_second {
+            None => batch,
+            Some(rate) => {
+                let due = (started.elapsed().as_secs_f64() * rate) as u64;
+                if due <= sent {
+                    let next_due_s = (sent + 1) as f64 / rate;
+                    let wait = Duration::from_secs_f64(next_due_s).saturating_sub(started.elapsed());
+                    std::thread::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(50)));
+                    continue;
+                }
+                ((due - sent) as usize).min(batch)
+            }
+        };
+        // Round-robin over the accounts with room for another pending transfer.
+        let mut transfers: Vec<Transfer> = Vec::with_capacity(count);
+        let mut senders: Vec<usize> = Vec::with_capacity(count);
+        let mut without_room = 0;
+        while transfers.len() < count && without_room < accounts.len() {
+            let position = cursor;
+            cursor = (cursor + 1) % accounts.len();
+            let (index, account) = &mut accounts[position];
+            let committed = shared.committed_nonces[*index].load(Ordering::Relaxed);
+            if account.next_nonce.saturating_sub(committed) >= PENDING_PER_ACCOUNT_MAX {
+                without_room += 1;
+                continue;
+            }
+            without_room = 0;
+            transfers.push(sign_transfer(&account.key, chain_id, account.to, TRANSFER_AMOUNT, fee, account.next_nonce));
+            senders.push(position);
+            account.next_nonce += 1;
+        }
+        if transfers.is_empty() {
+            // Every account waits for its transfers to be committed: the nodes are saturated.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let ids: Vec<Hash> = transfers.iter().map(transfer_id).collect();
+        let sent_at = Instant::now();
+        {
+            let mut awaiting = shared.awaiting_commit.lock().expect("no thread panics holding it");
+            awaiting.extend(ids.iter().map(|id| (*id, sent_at)));
+        }
+        sent += transfers.len() as u64;
+        shared.submitted.fetch_add(transfers.len() as u64, Ordering::Relaxed);
+        let outcomes: Vec<SubmitOutcome> = match submit_batch(&client, &transfers) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                shared.failed_calls.fetch_add(1, Ordering::Relaxed);
+                *shared.last_failure.lock().expect("no thread panics holding it") = Some(error.to_string());
+                let reason = match error {
+                    WalletError::Unreachable { .. } => "call_failed_unreachable",
+                    _ => "call_failed",
+                };
+                vec![Err(reason.to_string()); transfers.len()]
+            }
+        };
+        let mut accepted = 0;
+        let mut rejected: Vec<(usize, &Transfer, String)> = Vec::new();
+        for ((outcome, transfer), position) in outcomes.into_iter().zip(&transfers).zip(&senders) {
+            match outcome {
+                Ok(_) => accepted += 1,
+                Err(code) => rejected.push((*position, transfer, code)),
+            }
+        }
+        shared.accepted.fetch_add(accepted, Ordering::Relaxed);
+        if !rejected.is_empty() {
+            let mut awaiting = shared.awaiting_commit.lock().expect("no thread panics holding it");
+            let mut reasons = shared.rejected.lock().expect("no thread panics holding it");
+            for (position, transfer, code) in &rejected {
+                awaiting.remove(&transfer_id(transfer));
+                *reasons.entry(code.clone()).or_default() += 1;
+                // Carry on from the refused nonce (a nonce the chain already used is skipped).
+                let account = &mut accounts[*position].1;
+                let is_taken = code == tinychain_rpc::data_code::NONCE_USED;
+                if !is_taken && transfer.nonce < account.next_nonce {
+                    account.next_nonce = transfer.nonce;
+                }
+            }
+            drop(awaiting);
+            drop(reasons);
+            if rejected.len() == transfers.len() {
+                // Nothing got in: do not spin against a node that refuses everything.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The block reader: every new block of the first node, its transfers matched to this run's,
+/// and the node's finalized height.
+fn read_blocks(url: &str, shared: &Shared, account_index: &HashMap<Address, usize>, window_unix_ms: (u64, u64)) {
+    let client = match RpcClient::with_timeout(url, Duration::from_secs(15)) {
+        Ok(client) => client,
+        Err(error) => {
+            shared.chain.lock().expect("no thread panics holding it").last_error = Some(error.to_string());
+            return;
+        }
+    };
+    let mut read_height = match client.status() {
+        Ok(status) => status.tip.height,
+        Err(_) => 0,
+    };
+    while !shared.stop_watching.load(Ordering::SeqCst) {
+        std::thread::sleep(READER_POLL);
+        let status = match client.status() {
+            Ok(status) => status,
+            Err(error) => {
+                shared.chain.lock().expect("no thread panics holding it").last_error = Some(error.to_string());
+                continue;
+            }
+        };
+        while read_height < status.tip.height {
+            let height = read_height + 1;
+            let block = match client.get_block(BlockSelector::Height(height)) {
+                Ok(block) => block,
+                Err(error) => {
+                    shared.chain.lock().expect("no thread panics holding it").last_error = Some(error.to_string());
+                    break;
+                }
+            };
+            let seen_at = Instant::now();
+            let timestamp_ms = block.header.header.timestamp_ms;
+            let is_in_window = (window_unix_ms.0..=window_unix_ms.1).contains(&timestamp_ms);
+            let mut ours: Vec<Instant> = Vec::new();
+            {
+                let mut awaiting = shared.awaiting_commit.lock().expect("no thread panics holding it");
+                for transfer in &block.transfers {
+                    if let Some(index) = account_index.get(&transfer.transfer.from) {
+                        shared.committed_nonces[*index].fetch_max(transfer.transfer.nonce + 1, Ordering::Relaxed);
+                    }
+                    if let Some(sent_at) = awaiting.remove(&transfer.id) {
+                        ours.push(sent_at);
+                    }
+                }
+            }
+            let mut chain = shared.chain.lock().expect("no thread panics holding it");
+            chain.committed += ours.len() as u64;
+            if is_in_window {
+                chain.committed_in_window += ours.len() as u64;
+                chain.all_committed_in_window += block.transfers.len() as u64;
+                chain.blocks_in_window += 1;
+            }
+            for sent_at in ours {
+                chain.latency_committed_ms.push(seen_at.duration_since(sent_at).as_millis() as u64);
+                chain.awaiting_final.push((height, sent_at));
+            }
+            chain.tip_height = height;
+            read_height = height;
+        }
+        let now = Instant::now();
+        let mut chain = shared.chain.lock().expect("no thread panics holding it");
+        let finalized = status.finalized.height.min(read_height);
+        if finalized > chain.finalized_height {
+            chain.finalized_height = finalized;
+            let (now_final, still): (Vec<_>, Vec<_>) =
+                chain.awaiting_final.drain(..).partition(|(height, _)| *height <= finalized);
+            chain.awaiting_final = still;
+            for (_, sent_at) in now_final {
+                chain.latency_final_ms.push(now.duration_since(sent_at).as_millis() as u64);
+            }
+        }
+    }
+}
+
+/// Each node's mempool size, once a second.
+fn poll_mempools(urls: &[String], shared: &Shared) {
+    let clients: Vec<Option<RpcClient>> =
+        urls.iter().map(|url| RpcClient::with_timeout(url, POLL_CALL_TIMEOUT).ok()).collect();
+    while !shared.stop_watching.load(Ordering::SeqCst) {
+        for (index, client) in clients.iter().enumerate() {
+            let size = client.as_ref().and_then(|client| client.status().ok()).map(|status| status.mempool_size);
+            let mut sizes = shared.mempool_sizes.lock().expect("no thread panics holding it");
+            sizes[index].0 = size;
+            sizes[index].1 = sizes[index].1.max(size.unwrap_or(0));
+        }
+        let deadline = Instant::now() + MEMPOOL_POLL;
+        while Instant::now() < deadline && !shared.stop_watching.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One line of live progress: submitted, accepted, committed per second since the last line,
+/// the latency to committed of the latest transfers, each node's mempool size.
+fn progress_line(shared: &Shared, previous: &mut (Instant, u64)) -> String {
+    let submitted = shared.submitted.load(Ordering::Relaxed);
+    let accepted = shared.accepted.load(Ordering::Relaxed);
+    let rejected: u64 = shared.rejected.lock().expect("no thread panics holding it").values().sum();
+    let (committed, tip, finalized, recent_p50) = {
+        let chain = shared.chain.lock().expect("no thread panics holding it");
+        let recent = &chain.latency_committed_ms[chain.latency_committed_ms.len().saturating_sub(1_000)..];
+        let mut recent = recent.to_vec();
+        recent.sort_unstable();
+        (chain.committed, chain.tip_height, chain.finalized_height, percentile(&recent, 50))
+    };
+    let now = Instant::now();
+    let elapsed_s = now.duration_since(previous.0).as_secs_f64();
+    let per_second = if elapsed_s > 0.5 {
+        let rate = committed.saturating_sub(previous.1) as f64 / elapsed_s;
+        *previous = (now, committed);
+        Some(rate)
+    } else {
+        None
+    };
+    let mempools: Vec<String> = shared
+        .mempool_sizes
+        .lock()
+        .expect("no thread panics holding it")
+        .iter()
+        .map(|(size, _)| size.map_or("-".to_string(), |size| size.to_string()))
+        .collect();
+    format!(
+        "submitted {submitted}, accepted {accepted}, rejected {rejected}, committed {committed}{}, \
+         p50 to committed {}, tip {tip} final {finalized}, mempools [{}]",
+        per_second.map_or(String::new(), |rate| format!(" ({rate:.0}/s)")),
+        recent_p50.map_or("-".to_string(), |ms| format!("{ms} ms")),
+        mempools.join(" ")
+    )
+}
+
+/// The nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], percent: u64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (percent as usize * sorted.len()).div_ceil(100).max(1);
+    Some(sorted[rank - 1])
+}
+
+// ---- Local node processes --------------------------------------------------------------------
+
+/// The pid of the `tinychain node --home HOME` process running from `home`, found in /proc
+/// (Linux); `None` if there is none or /proc cannot tell.
+fn find_node_pid(home: &Path) -> Option<i32> {
+    let home = home.canonicalize().ok()?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+        if !args.iter().any(|arg| *arg == b"node") {
+            continue;
+        }
+        let Some(position) = args.iter().position(|arg| *arg == b"--home") else { continue };
+        let Some(given) = args.get(position + 1).and_then(|arg| std::str::from_utf8(arg).ok()) else { continue };
+        let given = Path::new(given);
+        let resolved = if given.is_absolute() {
+            given.to_path_buf()
+        } else {
+            match std::fs::read_link(entry.path().join("cwd")) {
+                Ok(cwd) => cwd.join(given),
+                Err(_) => continue,
+            }
+        };
+        if resolved.canonicalize().ok().as_ref() == Some(&home) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// A process's CPU time so far (user + system), in clock ticks, from /proc/PID/stat.
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of the whole line are the 12th and 13th after the name.
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(user + system)
+}
+
+fn percent_of_one_core(ticks: u64, seconds: f64) -> f64 {
+    if seconds <= 0.0 {
+        return 0.0;
+    }
+    ticks as f64 / CLOCK_TICKS_PER_SECOND / seconds * 100.0
+}
+
+// ---- The summary -----------------------------------------------------------------------------
+
+impl Report {
+    fn seconds(&self) -> f64 {
+        (self.duration_ms as f64 / 1_000.0).max(0.001)
+    }
+
+    fn offered_tps(&self) -> f64 {
+        self.submitted as f64 / self.seconds()
+    }
+
+    fn accepted_tps(&self) -> f64 {
+        self.accepted as f64 / self.seconds()
+    }
+
+    fn committed_tps(&self) -> f64 {
+        self.committed_in_window as f64 / self.seconds()
+    }
+
+    fn rate_text(&self) -> String {
+        match self.rate {
+            Rate::Max => "max".to_string(),
+            Rate::PerSecond(rate) => format!("{rate}"),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let percentiles = |sorted: &[u64]| {
+            json!({
+                "p50": percentile(sorted, 50),
+                "p90": percentile(sorted, 90),
+                "p99": percentile(sorted, 99),
+                "count": sorted.len(),
+            })
+        };
+        let cpu = match &self.cpu {
+            CpuFigures::NotLocal => json!({ "local": false }),
+            CpuFigures::Local { nodes, load_generator_percent } => json!({
+                "local": true,
+                "nodes": nodes.iter().map(|(name, figure)| json!({
+                    "name": name,
+                    "pid": figure.map(|(pid, _)| pid),
+                    "cpu_percent_of_one_core": figure.map(|(_, percent)| round1(percent)),
+                })).collect::<Vec<_>>(),
+                "load_generator_cpu_percent_of_one_core": load_generator_percent.map(round1),
+            }),
+        };
+        json!({
+            "nodes": self.nodes,
+            "accounts": self.accounts,
+            "rate": match self.rate { Rate::Max => json!("max"), Rate::PerSecond(rate) => json!(rate) },
+            "batch": self.batch,
+            "in_flight": self.in_flight,
+            "duration_ms": self.duration_ms,
+            "offered_tps": round1(self.offered_tps()),
+            "accepted_tps": round1(self.accepted_tps()),
+            "committed_tps": round1(self.committed_tps()),
+            "submitted": self.submitted,
+            "accepted": self.accepted,
+            "committed_in_window": self.committed_in_window,
+            "committed": self.committed,
+            "final": self.finalized,
+            "not_committed": self.accepted.saturating_sub(self.committed),
+            "all_transfers_committed_in_window": self.all_committed_in_window,
+            "blocks_in_window": self.blocks_in_window,
+            "latency_committed_ms": percentiles(&self.latency_committed_ms),
+            "latency_final_ms": percentiles(&self.latency_final_ms),
+            "rejected": self.rejected,
+            "failed_calls": self.failed_calls,
+            "last_failure": self.last_failure,
+            "mempool_max": self.mempool_max,
+            "cpu": cpu,
+            "drain_ms": self.drain_ms,
+        })
+    }
+
+    fn to_text(&self) -> String {
+        let ms = |value: Option<u64>| value.map_or("-".to_string(), |ms| format!("{:.2} s", ms as f64 / 1_000.0));
+        let latency = |sorted: &[u64]| {
+            format!(
+                "p50 {}  p90 {}  p99 {}  ({} transfers)",
+                ms(percentile(sorted, 50)),
+                ms(percentile(sorted, 90)),
+                ms(percentile(sorted, 99)),
+                sorted.len()
+            )
+        };
+        let mut text = String::new();
+        text.push_str(&format!(
+            "load: {} accounts over {} node(s), rate {}, batches of {}, {} in flight per node, {:.1} s\n",
+            self.accounts,
+            self.nodes.len(),
+            self.rate_text(),
+            self.batch,
+            self.in_flight,
+            self.seconds()
+        ));
+        text.push_str(&format!(
+            "offered     {:>9.1} transfers/s  ({} submitted, {} accepted: {:.1}/s)\n",
+            self.offered_tps(),
+            self.submitted,
+            self.accepted,
+            self.accepted_tps()
+        ));
+        text.push_str(&format!(
+            "committed   {:>9.1} transfers/s  ({} of this run's in {} blocks timestamped in the window; {} transfers \
+             in them all told)\n",
+            self.committed_tps(),
+            self.committed_in_window,
+            self.blocks_in_window,
+            self.all_committed_in_window
+        ));
+        text.push_str(&format!("to committed  {}\n", latency(&self.latency_committed_ms)));
+        text.push_str(&format!("to final      {}\n", latency(&self.latency_final_ms)));
+        let not_committed = self.accepted.saturating_sub(self.committed);
+        if not_committed > 0 {
+            text.push_str(&format!(
+                "not committed {not_committed} accepted transfers were not seen in a block within {} s after the window\n",
+                DRAIN_MAX.as_secs()
+            ));
+        }
+        if self.rejected.is_empty() {
+            text.push_str("rejected      none\n");
+        } else {
+            let reasons: Vec<String> =
+                self.rejected.iter().map(|(reason, count)| format!("{reason} {count}")).collect();
+            text.push_str(&format!("rejected      {}\n", reasons.join(", ")));
+        }
+        if self.failed_calls > 0 {
+            text.push_str(&format!(
+                "failed calls  {} (last: {})\n",
+                self.failed_calls,
+                self.last_failure.as_deref().unwrap_or("-")
+            ));
+        }
+        text.push_str(&format!(
+            "mempools      largest seen {}\n",
+            self.mempool_max.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+        ));
+        match &self.cpu {
+            CpuFigures::NotLocal => text.push_str("nodes' CPU    not local\n"),
+            CpuFigures::Local { nodes, load_generator_percent } => {
+                let figures: Vec<String> = nodes
+                    .iter()
+                    .map(|(name, figure)| match figure {
+                        Some((_, percent)) => format!("{name} {percent:.0}%"),
+                        None => format!("{name} (process not found)"),
+                    })
+                    .collect();
+                text.push_str(&format!("nodes' CPU    {} (of one core)\n", figures.join(", ")));
+                if let Some(percent) = load_generator_percent {
+                    text.push_str(&format!("load's CPU    {percent:.0}% of one core\n"));
+                }
+            }
+        }
+        text
+    }
+}
+
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50), Some(50));
+        assert_eq!(percentile(&values, 90), Some(90));
+        assert_eq!(percentile(&values, 99), Some(99));
+        assert_eq!(percentile(&[7], 99), Some(7));
+        assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn rates_and_durations_parse() {
+        assert_eq!(parse_rate("max"), Ok(Rate::Max));
+        assert_eq!(parse_rate("250"), Ok(Rate::PerSecond(250.0)));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn accounts_derive_reproducibly_and_apart() {
+        let key = Keypair::from_secret_bytes(&[3; 32]);
+        assert_eq!(derive_account(&key, 0).address(), derive_account(&key, 0).address());
+        assert_ne!(derive_account(&key, 0).address(), derive_account(&key, 1).address());
+        assert_ne!(derive_account(&key, 0).address(), key.address());
+    }
+}
