@@ -38,7 +38,7 @@ use super::passphrase::{passphrase_from_env_or_prompt, PASSPHRASE_ENV_VAR};
 use crate::setup;
 use anyhow::{bail, ensure, Context};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use tinychain_core::crypto::{hash_bytes, Keypair};
 use tinychain_core::types::{Address, Amount, Hash, Transfer};
 use tinychain_core::validate::{sign_transfer, transfer_id};
-use tinychain_rpc::{AccountAt, BlockSelector};
+use tinychain_rpc::{AccountAt, BlockSelector, SubmitResult};
 use tinychain_wallet::client::RpcClient;
 use tinychain_wallet::keystore::{Keystore, KeystoreError};
 use tinychain_wallet::{self as wallet, WalletError};
@@ -149,6 +149,11 @@ const FUNDING_WAIT_MAX: Duration = Duration::from_secs(120);
 const MEMPOOL_SYNC_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long after the load window the summary waits for accepted transfers to become final.
 const DRAIN_MAX: Duration = Duration::from_secs(30);
+/// With a set rate, each worker calls its node at most this often (so a batch carries what
+/// fell due meanwhile, rather than one call per transfer).
+const RATE_TICK: Duration = Duration::from_millis(50);
+/// Committed transfers per second in the progress line are over this much of the past.
+const PROGRESS_RATE_WINDOW: Duration = Duration::from_secs(5);
 /// The block reader's poll interval.
 const READER_POLL: Duration = Duration::from_millis(100);
 /// Each node's mempool size is asked this often.
@@ -293,35 +298,55 @@ type SubmitOutcome = Result<Hash, String>;
 
 /// Submits `transfers` to one node in one call and returns one outcome per transfer, in order.
 /// This is the one place that knows how: `submit_txs` (each transfer hex-encoded as
-/// `submit_tx`'s `tx`); once `RpcClient::submit_txs` is in the wallet crate, this becomes that
-/// typed call.
+/// `submit_tx`'s `tx`), or, for a node that does not know that method, one `submit_tx` per
+/// transfer.
 fn submit_batch(client: &RpcClient, transfers: &[Transfer]) -> Result<Vec<SubmitOutcome>, WalletError> {
-    let txs: Vec<String> =
-        transfers.iter().map(|transfer| hex::encode(tinychain_core::codec::encode(transfer))).collect();
-    let answer = client.call("submit_txs", json!({ "txs": txs }))?;
-    let bad = |detail: String| WalletError::BadAnswer {
-        url: client.url().to_string(),
-        method: "submit_txs".to_string(),
-        detail,
-    };
-    let results = answer["results"].as_array().ok_or_else(|| bad(format!("no \"results\" array: {answer}")))?;
-    if results.len() != transfers.len() {
-        return Err(bad(format!("{} results for {} transfers", results.len(), transfers.len())));
+    if SUBMIT_TXS_MISSING.load(Ordering::Relaxed) {
+        return submit_one_by_one(client, transfers);
     }
-    results
+    match submit_txs(client, transfers) {
+        Err(WalletError::NodeError { code, .. }) if code == i64::from(tinychain_rpc::code::METHOD_NOT_FOUND) => {
+            SUBMIT_TXS_MISSING.store(true, Ordering::Relaxed);
+            submit_one_by_one(client, transfers)
+        }
+        answer => answer,
+    }
+}
+
+/// Set once a node answered that it has no `submit_txs` (a node from before it): from then on
+/// transfers go one `submit_tx` call each.
+static SUBMIT_TXS_MISSING: AtomicBool = AtomicBool::new(false);
+
+/// The fallback for nodes without `submit_txs`: one `submit_tx` call per transfer.
+fn submit_one_by_one(client: &RpcClient, transfers: &[Transfer]) -> Result<Vec<SubmitOutcome>, WalletError> {
+    transfers
         .iter()
-        .map(|result| {
-            if let Some(id) = result["id"].as_str() {
-                return Hash::from_hex(id).map_err(|error| bad(format!("id {id:?}: {error}"))).map(Ok);
-            }
-            let code = result["error"]["data"]["code"]
-                .as_str()
-                .map(str::to_string)
-                .or_else(|| result["error"]["code"].as_i64().map(|code| format!("error {code}")))
-                .ok_or_else(|| bad(format!("a result neither \"id\" nor \"error\": {result}")))?;
-            Ok(Err(code))
+        .map(|transfer| match client.submit_tx(transfer) {
+            Ok(answer) => Ok(Ok(answer.id)),
+            Err(WalletError::Rejected { code, .. }) => Ok(Err(code.unwrap_or_else(|| "rejected".to_string()))),
+            Err(error) => Err(error),
         })
         .collect()
+}
+
+/// One `submit_txs` call.
+fn submit_txs(client: &RpcClient, transfers: &[Transfer]) -> Result<Vec<SubmitOutcome>, WalletError> {
+    let answer = client.submit_txs(transfers)?;
+    if answer.results.len() != transfers.len() {
+        return Err(WalletError::BadAnswer {
+            url: client.url().to_string(),
+            method: "submit_txs".to_string(),
+            detail: format!("{} results for {} transfers", answer.results.len(), transfers.len()),
+        });
+    }
+    Ok(answer
+        .results
+        .into_iter()
+        .map(|result| match result {
+            SubmitResult::Accepted { id } => Ok(id),
+            SubmitResult::Refused { error } => Err(error.data.code),
+        })
+        .collect())
 }
 
 /// `submit_batch`, waiting out a node that has not synced its mempool yet: used for funding.
@@ -552,10 +577,10 @@ fn run_load(args: &Args, targets: &[Target], funding: &Funding) -> anyhow::Resul
         bar
     });
     let mut last_line = Instant::now();
-    let mut previous = (Instant::now(), 0u64);
+    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
     while started.elapsed() < args.duration {
         std::thread::sleep(Duration::from_millis(250).min(args.duration.saturating_sub(started.elapsed())));
-        let line = progress_line(&shared, &mut previous);
+        let line = progress_line(&shared, &mut samples);
         match &bar {
             Some(bar) => {
                 bar.set_position(started.elapsed().as_secs());
@@ -594,7 +619,7 @@ fn run_load(args: &Args, targets: &[Target], funding: &Funding) -> anyhow::Resul
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
-        let line = progress_line(&shared, &mut previous);
+        let line = progress_line(&shared, &mut samples);
         if let Some(bar) = &bar {
             bar.set_message(line);
         }
@@ -792,15 +817,20 @@ fn submit_loop(
     };
     let mut sent: u64 = 0;
     let mut cursor = 0;
+    let mut last_call = started.checked_sub(RATE_TICK).unwrap_or(started);
     while !shared.stop_submitting.load(Ordering::SeqCst) {
         let count = match rate_per_second {
             None => batch,
             Some(rate) => {
+                // One call per tick at most, carrying every transfer that fell due since the last.
+                let since_call = last_call.elapsed();
+                if since_call < RATE_TICK {
+                    std::thread::sleep(RATE_TICK - since_call);
+                    continue;
+                }
                 let due = (started.elapsed().as_secs_f64() * rate) as u64;
                 if due <= sent {
-                    let next_due_s = (sent + 1) as f64 / rate;
-                    let wait = Duration::from_secs_f64(next_due_s).saturating_sub(started.elapsed());
-                    std::thread::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(50)));
+                    std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
                 ((due - sent) as usize).min(batch)
@@ -831,6 +861,7 @@ fn submit_loop(
         }
         let ids: Vec<Hash> = transfers.iter().map(transfer_id).collect();
         let sent_at = Instant::now();
+        last_call = sent_at;
         {
             let mut awaiting = shared.awaiting_commit.lock().expect("no thread panics holding it");
             awaiting.extend(ids.iter().map(|id| (*id, sent_at)));
@@ -895,6 +926,7 @@ fn read_blocks(url: &str, shared: &Shared, account_index: &HashMap<Address, usiz
         Ok(status) => status.tip.height,
         Err(_) => 0,
     };
+    shared.chain.lock().expect("no thread panics holding it").tip_height = read_height;
     while !shared.stop_watching.load(Ordering::SeqCst) {
         std::thread::sleep(READER_POLL);
         let status = match client.status() {
@@ -975,9 +1007,9 @@ fn poll_mempools(urls: &[String], shared: &Shared) {
     }
 }
 
-/// One line of live progress: submitted, accepted, committed per second since the last line,
+/// One line of live progress: submitted, accepted, committed per second over the last 5 s,
 /// the latency to committed of the latest transfers, each node's mempool size.
-fn progress_line(shared: &Shared, previous: &mut (Instant, u64)) -> String {
+fn progress_line(shared: &Shared, samples: &mut VecDeque<(Instant, u64)>) -> String {
     let submitted = shared.submitted.load(Ordering::Relaxed);
     let accepted = shared.accepted.load(Ordering::Relaxed);
     let rejected: u64 = shared.rejected.lock().expect("no thread panics holding it").values().sum();
@@ -989,14 +1021,14 @@ fn progress_line(shared: &Shared, previous: &mut (Instant, u64)) -> String {
         (chain.committed, chain.tip_height, chain.finalized_height, percentile(&recent, 50))
     };
     let now = Instant::now();
-    let elapsed_s = now.duration_since(previous.0).as_secs_f64();
-    let per_second = if elapsed_s > 0.5 {
-        let rate = committed.saturating_sub(previous.1) as f64 / elapsed_s;
-        *previous = (now, committed);
-        Some(rate)
-    } else {
-        None
-    };
+    samples.push_back((now, committed));
+    while samples.len() > 2 && samples.front().is_some_and(|(at, _)| now.duration_since(*at) > PROGRESS_RATE_WINDOW) {
+        samples.pop_front();
+    }
+    let per_second = samples.front().and_then(|(at, then)| {
+        let elapsed_s = now.duration_since(*at).as_secs_f64();
+        (elapsed_s >= 0.5).then(|| committed.saturating_sub(*then) as f64 / elapsed_s)
+    });
     let mempools: Vec<String> = shared
         .mempool_sizes
         .lock()
@@ -1145,6 +1177,7 @@ impl Report {
             "mempool_max": self.mempool_max,
             "cpu": cpu,
             "drain_ms": self.drain_ms,
+            "submit_method": if SUBMIT_TXS_MISSING.load(Ordering::Relaxed) { "submit_tx" } else { "submit_txs" },
         })
     }
 
@@ -1199,6 +1232,9 @@ impl Report {
             let reasons: Vec<String> =
                 self.rejected.iter().map(|(reason, count)| format!("{reason} {count}")).collect();
             text.push_str(&format!("rejected      {}\n", reasons.join(", ")));
+        }
+        if SUBMIT_TXS_MISSING.load(Ordering::Relaxed) {
+            text.push_str("submitted     one submit_tx call per transfer: a node has no submit_txs\n");
         }
         if self.failed_calls > 0 {
             text.push_str(&format!(
