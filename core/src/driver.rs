@@ -46,7 +46,7 @@
 use crate::mempool::{DropReason, DroppedTransfer};
 use crate::message::Message;
 use crate::node::{Action, Commit, DisconnectReason, Event, Node, Restored, TraceEvent, TxRejection};
-use crate::record::{ActionDigest, Entry, StoreRead};
+use crate::record::{ActionDigest, Entry, StoreRead, TransferWindow};
 use crate::types::{Address, Block, Hash, Height, NodeId, Transfer, Vote};
 use crate::validate::transfer_id;
 use std::sync::Arc;
@@ -171,6 +171,8 @@ struct Recorder {
     /// Whether to keep the entries (recording) or only the digests (replaying).
     keep_entries: bool,
     entries: Vec<Entry>,
+    /// The transfers recorded in full this session, so later copies are written by id.
+    window: TransferWindow<()>,
     digest: ActionDigest,
     /// The number of actions and the digest of the last call that finished.
     last: (u32, Hash),
@@ -194,6 +196,7 @@ impl<S: Store> Driver<S> {
         self.recorder = Some(Recorder {
             keep_entries: true,
             entries: Vec::new(),
+            window: TransferWindow::default(),
             digest: ActionDigest::default(),
             last: Default::default(),
         });
@@ -204,6 +207,7 @@ impl<S: Store> Driver<S> {
         self.recorder = Some(Recorder {
             keep_entries: false,
             entries: Vec::new(),
+            window: TransferWindow::default(),
             digest: ActionDigest::default(),
             last: Default::default(),
         });
@@ -275,7 +279,10 @@ impl<S: Store> Driver<S> {
     /// over, the journal entries deferred at the start are tried again (returned when there
     /// were any).
     pub fn step(&mut self, now_ms: u64, event: Event) -> Result<Option<JournalSettled>, S::Error> {
-        self.note(|| Entry::Step { now_ms, event: event.clone() });
+        if let Some(recorder) = self.recorder.as_mut().filter(|recorder| recorder.keep_entries) {
+            let entry = recorder.window.entry_for(now_ms, &event);
+            recorder.entries.push(entry);
+        }
         let settled = self.step_inner(now_ms, event);
         self.done();
         settled
@@ -295,7 +302,10 @@ impl<S: Store> Driver<S> {
     /// stepped into the core. An accepted one waits for `finish_submits` to be journaled;
     /// answer the client only after that.
     pub fn submit(&mut self, now_ms: u64, transfer: Transfer) -> Result<Result<Hash, SubmitRefusal>, S::Error> {
-        self.note(|| Entry::Submit { now_ms, transfer: transfer.clone() });
+        if let Some(recorder) = self.recorder.as_mut().filter(|recorder| recorder.keep_entries) {
+            recorder.window.insert(transfer_id(&transfer), ());
+            recorder.entries.push(Entry::Submit { now_ms, transfer: transfer.clone() });
+        }
         let verdict = self.submit_inner(now_ms, transfer);
         self.done();
         verdict

@@ -19,8 +19,10 @@
 use crate::codec;
 use crate::genesis::Genesis;
 use crate::mempool::MempoolConfig;
+use crate::message::Message;
 use crate::node::{Action, ChainOp, Event, Restored};
 use crate::types::{Block, Hash, Height, NodeId, Transfer};
+use crate::validate::transfer_id;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -69,6 +71,167 @@ pub enum Entry {
         actions: u32,
         digest: Hash,
     },
+    /// `Driver::step` with a received transfer or block(s), written compactly: each transfer
+    /// the session's `TransferWindow` holds is written by its id (see the module docs).
+    Received {
+        now_ms: u64,
+        from: NodeId,
+        message: RecordedMessage,
+    },
+}
+
+/// A received message with its transfers written in full or by id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RecordedMessage {
+    /// A gossiped transfer recorded earlier in the session.
+    TransferAgain(Hash),
+    /// A block: its header, reports and evidence (`transfers` empty), then its transfers.
+    Block(RecordedBlock),
+    Blocks(Vec<RecordedBlock>),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecordedBlock {
+    /// The block with no transfers.
+    pub block: Block,
+    pub transfers: Vec<RecordedTransfer>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RecordedTransfer {
+    Full(Transfer),
+    /// Recorded earlier in the session: its id.
+    Again(Hash),
+}
+
+/// How many transfers a session's window holds (at 5,000 transfers/s, the last 20 s: gossip
+/// copies and blocks arrive well within that; a later copy is written in full).
+pub const RECORD_TRANSFER_WINDOW: usize = 100_000;
+
+/// The transfers a session recorded in full, the last `RECORD_TRANSFER_WINDOW` of them: the
+/// writer (`V = ()`) and the reader (`V = Transfer`) fill it in the same order, so a transfer
+/// written by id is always in the reader's window. Looked up only, never iterated.
+pub struct TransferWindow<V> {
+    held: std::collections::HashMap<Hash, V>,
+    order: std::collections::VecDeque<Hash>,
+}
+
+impl<V> Default for TransferWindow<V> {
+    fn default() -> Self {
+        TransferWindow { held: std::collections::HashMap::new(), order: std::collections::VecDeque::new() }
+    }
+}
+
+impl<V> TransferWindow<V> {
+    pub fn get(&self, id: &Hash) -> Option<&V> {
+        self.held.get(id)
+    }
+
+    /// Adds a transfer written in full (nothing when held already), forgetting the oldest past
+    /// the window.
+    pub fn insert(&mut self, id: Hash, value: V) {
+        if self.held.contains_key(&id) {
+            return;
+        }
+        self.held.insert(id, value);
+        self.order.push_back(id);
+        if self.order.len() > RECORD_TRANSFER_WINDOW {
+            if let Some(oldest) = self.order.pop_front() {
+                self.held.remove(&oldest);
+            }
+        }
+    }
+}
+
+impl TransferWindow<()> {
+    /// The entry recording `event` at `now_ms`: compact for received transfers and blocks.
+    pub fn entry_for(&mut self, now_ms: u64, event: &Event) -> Entry {
+        let (from, message) = match event {
+            Event::MessageReceived { from, message } => (*from, message),
+            other => return Entry::Step { now_ms, event: other.clone() },
+        };
+        let message = match message {
+            Message::Transfer(transfer) => {
+                let id = transfer_id(transfer);
+                if self.get(&id).is_some() {
+                    RecordedMessage::TransferAgain(id)
+                } else {
+                    self.insert(id, ());
+                    return Entry::Step { now_ms, event: event.clone() };
+                }
+            }
+            Message::Block(block) => RecordedMessage::Block(self.record_block(block)),
+            Message::Blocks(blocks) => {
+                RecordedMessage::Blocks(blocks.iter().map(|block| self.record_block(block)).collect())
+            }
+            _ => return Entry::Step { now_ms, event: event.clone() },
+        };
+        Entry::Received { now_ms, from, message }
+    }
+
+    fn record_block(&mut self, block: &Block) -> RecordedBlock {
+        let transfers = block
+            .transfers
+            .iter()
+            .map(|transfer| {
+                let id = transfer_id(transfer);
+                if self.get(&id).is_some() {
+                    RecordedTransfer::Again(id)
+                } else {
+                    self.insert(id, ());
+                    RecordedTransfer::Full(transfer.clone())
+                }
+            })
+            .collect();
+        let bare = Block {
+            header: block.header.clone(),
+            transfers: Vec::new(),
+            reports: block.reports.clone(),
+            evidence: block.evidence.clone(),
+        };
+        RecordedBlock { block: bare, transfers }
+    }
+}
+
+impl TransferWindow<Transfer> {
+    /// The event a `Step` or `Received` entry records (`None` for other entries), remembering
+    /// its transfers as the writer did. `Err` is the id of a transfer written by an id the
+    /// window does not hold: a damaged log.
+    pub fn event_of(&mut self, entry: &Entry) -> Result<Option<(u64, Event)>, Hash> {
+        match entry {
+            Entry::Step { now_ms, event } => {
+                if let Event::MessageReceived { message: Message::Transfer(transfer), .. } = event {
+                    self.insert(transfer_id(transfer), transfer.clone());
+                }
+                Ok(Some((*now_ms, event.clone())))
+            }
+            Entry::Received { now_ms, from, message } => {
+                let message = match message {
+                    RecordedMessage::TransferAgain(id) => Message::Transfer(self.get(id).cloned().ok_or(*id)?),
+                    RecordedMessage::Block(block) => Message::Block(Arc::new(self.rebuild(block)?)),
+                    RecordedMessage::Blocks(blocks) => Message::Blocks(
+                        blocks.iter().map(|block| self.rebuild(block).map(Arc::new)).collect::<Result<_, _>>()?,
+                    ),
+                };
+                Ok(Some((*now_ms, Event::MessageReceived { from: *from, message })))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn rebuild(&mut self, recorded: &RecordedBlock) -> Result<Block, Hash> {
+        let mut block = recorded.block.clone();
+        for transfer in &recorded.transfers {
+            match transfer {
+                RecordedTransfer::Full(transfer) => {
+                    self.insert(transfer_id(transfer), transfer.clone());
+                    block.transfers.push(transfer.clone());
+                }
+                RecordedTransfer::Again(id) => block.transfers.push(self.get(id).cloned().ok_or(*id)?),
+            }
+        }
+        Ok(block)
+    }
 }
 
 /// A store's answer, as recorded.
@@ -273,5 +436,76 @@ mod tests {
         let (decoded, stopped) = decode_log(&damaged);
         assert!(decoded.is_empty());
         assert!(matches!(stopped, Some(RecordError::Malformed { index: 0, offset: 0, .. })), "{stopped:?}");
+    }
+    fn transfer(nonce: u64) -> Transfer {
+        Transfer {
+            chain_id: "t".into(),
+            from: Address([1; 32]),
+            to: Address([2; 32]),
+            amount: Default::default(),
+            fee: Default::default(),
+            nonce,
+            signature: crate::types::Signature([nonce as u8; 64]),
+        }
+    }
+
+    fn received(message: Message) -> Event {
+        Event::MessageReceived { from: Address([4; 32]), message }
+    }
+
+    /// What the writer writes by id, the reader rebuilds to the same event; a copy past the
+    /// window is written in full again, and an id the reader does not hold is an error.
+    #[test]
+    fn the_transfer_window_writes_copies_by_id_and_reads_them_back() {
+        let mut writer = TransferWindow::<()>::default();
+        let mut reader = TransferWindow::<Transfer>::default();
+        let mut roundtrip = |event: Event| {
+            let entry = writer.entry_for(9, &event);
+            let entry: Entry = codec::decode("entry", &codec::encode(&entry)).expect("decodes");
+            let (now_ms, read) = reader.event_of(&entry).expect("ids held").expect("an event");
+            assert_eq!((now_ms, codec::encode(&read)), (9, codec::encode(&event)));
+            entry
+        };
+        let first = roundtrip(received(Message::Transfer(transfer(1))));
+        assert!(matches!(first, Entry::Step { .. }), "first sight is written in full");
+        let again = roundtrip(received(Message::Transfer(transfer(1))));
+        assert!(matches!(again, Entry::Received { message: RecordedMessage::TransferAgain(_), .. }));
+        let mut block = Block {
+            header: crate::types::BlockHeader {
+                chain_id: "t".into(),
+                height: 1,
+                prev_hash: Hash([0; 32]),
+                timestamp_ms: 0,
+                producer: Address([5; 32]),
+                rank: 0,
+                tx_root: Hash([0; 32]),
+                report_root: Hash([0; 32]),
+                evidence_root: Hash([0; 32]),
+                state_root: Hash([0; 32]),
+                signature: crate::types::Signature([0; 64]),
+            },
+            transfers: vec![transfer(1), transfer(2)],
+            reports: Vec::new(),
+            evidence: Vec::new(),
+        };
+        let entry = roundtrip(received(Message::Block(Arc::new(block.clone()))));
+        let Entry::Received { message: RecordedMessage::Block(recorded), .. } = entry else { panic!("{entry:?}") };
+        assert!(recorded.block.transfers.is_empty());
+        assert!(matches!(recorded.transfers[..], [RecordedTransfer::Again(_), RecordedTransfer::Full(_)]));
+        block.transfers.reverse();
+        roundtrip(received(Message::Blocks(vec![Arc::new(block)])));
+
+        // Past the window the oldest is forgotten on both sides and written in full again.
+        for nonce in 3..(RECORD_TRANSFER_WINDOW as u64 + 3) {
+            writer.insert(transfer_id(&transfer(nonce)), ());
+            reader.insert(transfer_id(&transfer(nonce)), transfer(nonce));
+        }
+        assert!(matches!(writer.entry_for(9, &received(Message::Transfer(transfer(1)))), Entry::Step { .. }));
+        let unknown = Entry::Received {
+            now_ms: 1,
+            from: Address([4; 32]),
+            message: RecordedMessage::TransferAgain(Hash([7; 32])),
+        };
+        assert_eq!(reader.event_of(&unknown).err(), Some(Hash([7; 32])));
     }
 }

@@ -15,7 +15,7 @@ use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
 use tinychain_core::mempool::DroppedTransfer;
 use tinychain_core::message::Message;
 use tinychain_core::node::{Commit, Event, Node, NodeConfig, Restored};
-use tinychain_core::record::{decode_log, Entry, RecordError, Session, StoreRead, RECORD_FORMAT};
+use tinychain_core::record::{decode_log, Entry, RecordError, Session, StoreRead, TransferWindow, RECORD_FORMAT};
 use tinychain_core::types::{Address, Block, Hash, Height, Transfer, Vote};
 use tinychain_core::validate::block_hash;
 
@@ -182,10 +182,28 @@ pub fn replay(bytes: &[u8], key: &Keypair, keep_trace: bool) -> Result<ReplayRep
     }
     let cache = Arc::new(SignatureCache::new(SIGNATURE_CACHE_ENTRIES_MAX));
     let mut replaying: Option<(Driver<ReplayStore>, Box<Session>)> = None;
+    // The transfers the session recorded in full, as its writer kept them.
+    let mut window: TransferWindow<Transfer> = TransferWindow::default();
     let mut context: VecDeque<String> = VecDeque::new();
     let mut index = 0;
     while index < entries.len() {
         let entry = &entries[index];
+        // A received message written compactly: rebuilt from the window (a damaged log may name
+        // a transfer it does not hold).
+        let received = match window.event_of(entry) {
+            Ok(event) => event,
+            Err(id) => {
+                report.divergence = Some(Divergence {
+                    entry: index,
+                    session: report.sessions,
+                    call: "a received message".to_string(),
+                    what: format!("the log names transfer {id} by id, but no earlier entry of the session holds it"),
+                    context: context.into_iter().collect(),
+                    replayed: Vec::new(),
+                });
+                return Ok(report);
+            }
+        };
         let (now_ms, call) = match entry {
             Entry::Session(session) => {
                 if session.format != RECORD_FORMAT {
@@ -209,16 +227,21 @@ pub fn replay(bytes: &[u8], key: &Keypair, keep_trace: bool) -> Result<ReplayRep
                 let mut driver = Driver::new(Node::new(config, cache.clone()), ReplayStore::default());
                 driver.digest_only();
                 replaying = Some((driver, session.clone()));
+                window = TransferWindow::default();
                 context.clear();
                 index += 1;
                 continue;
             }
             Entry::Start { now_ms } => (*now_ms, "start (restore from storage)".to_string()),
-            Entry::Step { now_ms, event } => (*now_ms, describe_event(event)),
-            Entry::Submit { now_ms, transfer } => (
-                *now_ms,
-                format!("submit {} nonce {}", tinychain_core::validate::transfer_id(transfer), transfer.nonce),
-            ),
+            Entry::Step { .. } | Entry::Received { .. } => {
+                let (now_ms, event) = received.as_ref().expect("event_of reads every step");
+                (*now_ms, describe_event(event))
+            }
+            Entry::Submit { now_ms, transfer } => {
+                let id = tinychain_core::validate::transfer_id(transfer);
+                window.insert(id, transfer.clone());
+                (*now_ms, format!("submit {id} nonce {}", transfer.nonce))
+            }
             Entry::FinishSubmits => (0, "finish submits (journal write)".to_string()),
             Entry::Read(_) | Entry::Done { .. } => {
                 // Only reachable in a log whose call entry was lost: skip to the next call.
@@ -238,7 +261,10 @@ pub fn replay(bytes: &[u8], key: &Keypair, keep_trace: bool) -> Result<ReplayRep
         driver.store.reads = reads;
         let outcome = match entry {
             Entry::Start { now_ms } => driver.start(*now_ms).map(|_| ()),
-            Entry::Step { now_ms, event } => driver.step(*now_ms, event.clone()).map(|_| ()),
+            Entry::Step { .. } | Entry::Received { .. } => {
+                let (now_ms, event) = received.expect("event_of reads every step");
+                driver.step(now_ms, event).map(|_| ())
+            }
             Entry::Submit { now_ms, transfer } => driver.submit(*now_ms, transfer.clone()).map(|_| ()),
             Entry::FinishSubmits => driver.finish_submits().map(|_| ()),
             _ => unreachable!("only calls get here"),

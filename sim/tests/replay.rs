@@ -8,7 +8,7 @@
 use tinychain_core::genesis::Genesis;
 use tinychain_core::mempool::MempoolConfig;
 use tinychain_core::node::Event;
-use tinychain_core::record::{encode_frame, Entry, Session, RECORD_FORMAT};
+use tinychain_core::record::{encode_frame, Entry, RecordedMessage, RecordedTransfer, Session, RECORD_FORMAT};
 use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer, validator_key, LocalNet};
 use tinychain_sim::replay::{replay, ReplayError};
 
@@ -64,6 +64,18 @@ fn a_recorded_node_with_a_crash_replays_bit_for_bit() {
     assert!(report.calls > 200 && report.actions > 200, "{report:?}");
     assert!(report.trace_lines.iter().any(|line| line.contains("n0 committed h=")), "{:?}", report.trace_lines);
     assert!(report.stopped.is_none());
+    // Transfers seen before are written by id: the submitted ones, when a block brings them back.
+    let by_id = entries
+        .iter()
+        .filter(|entry| match entry {
+            Entry::Received { message: RecordedMessage::Block(block), .. } => {
+                block.transfers.iter().any(|transfer| matches!(transfer, RecordedTransfer::Again(_)))
+            }
+            Entry::Received { message: RecordedMessage::TransferAgain(_), .. } => true,
+            _ => false,
+        })
+        .count();
+    assert!(by_id > 0, "some received transfers are written by id");
 
     // A log cut in the middle of an entry (a kill during the write) replays up to the cut.
     let bytes = log_of(&entries);
@@ -90,6 +102,20 @@ fn a_changed_input_or_the_wrong_key_is_reported() {
     let divergence = report.divergence.expect("a moved tick diverges");
     assert!(divergence.entry >= tick, "{divergence}");
     assert!(divergence.to_string().contains("the replay diverged at entry"), "{divergence}");
+
+    // A transfer written by an id the session never recorded in full.
+    let (_, mut compact) = recorded_run();
+    let again = compact.iter_mut().find_map(|entry| match entry {
+        Entry::Received { message: RecordedMessage::Block(block), .. } => {
+            block.transfers.iter_mut().find(|transfer| matches!(transfer, RecordedTransfer::Again(_)))
+        }
+        _ => None,
+    });
+    let again = again.expect("a block brought back transfers node 0 had recorded: written by id");
+    *again = RecordedTransfer::Again(tinychain_core::types::Hash([7; 32]));
+    let report = replay(&log_of(&compact), &validator_key(0), false).unwrap();
+    let divergence = report.divergence.expect("an unknown id is reported");
+    assert!(divergence.what.contains("by id"), "{divergence}");
 
     let error = replay(&log_of(&entries), &validator_key(1), false).unwrap_err();
     assert!(matches!(error, ReplayError::WrongKey { .. }), "{error}");
