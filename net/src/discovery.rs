@@ -17,11 +17,25 @@
 //!   exchanged address first, never a genesis one.
 //! - A seed or manual address waits in the unidentified list until a dial names its validator.
 
-use crate::wire::{PeerAddress, ADDRESSES_PER_VALIDATOR_MAX, PEER_ADDRESS_BYTES_MAX};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tinychain_core::genesis::Genesis;
 use tinychain_core::types::NodeId;
 use tracing::{debug, warn};
+
+/// Longest address text accepted: a DNS name is at most 253 bytes, then ':' and a 5-digit port.
+pub const PEER_ADDRESS_BYTES_MAX: usize = 253 + 1 + 5;
+
+/// Addresses a node keeps per validator, and so shares at most per validator.
+pub const ADDRESSES_PER_VALIDATOR_MAX: usize = 8;
+
+/// Where a validator can be reached: its node id and a `host:port` (the host may be a DNS name).
+/// Peer exchange sends lists of these (`wire::Wire::Peers`) and the peer store keeps them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerAddress {
+    pub id: NodeId,
+    pub addr: String,
+}
 
 /// Where the node keeps the addresses it learned, so a restart does not depend on genesis and
 /// seeds alone. The node implements it on its redb `peers` table: `saved` is what the table held

@@ -20,6 +20,8 @@
 
 use crate::frame::{FrameDecoder, FrameError, FRAME_BYTES_MAX};
 use crate::handle::NetEvent;
+// Why a link ended is a fact the peer policy takes in, so it lives with the policy.
+use crate::policy::LinkEnd;
 use crate::wire::{PeerAddress, Wire};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,25 +42,6 @@ const CLOSE_NOTIFY_DEADLINE: Duration = Duration::from_secs(1);
 
 /// One frame, encoded once and shared by every link it is sent on.
 pub type Frame = Arc<[u8]>;
-
-/// Why a link ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LinkEnd {
-    /// The peer closed the connection.
-    Closed,
-    /// The socket failed.
-    Failed { reason: String },
-    /// Nothing arrived for the idle timeout (an honest peer pings more often than that).
-    Idle,
-    /// The manager or the writer stopped the link (the reason was logged where it happened).
-    Stopped,
-    /// The link's outbound queue was full when the reader had a pong to send.
-    QueueFull,
-    /// The peer broke the protocol: an oversized or empty frame, or an undecodable payload.
-    Misbehaved { reason: String },
-    /// The driver dropped its events receiver, or the transport is shutting down.
-    Abandoned,
-}
 
 /// The outbound queue of one link, as seen by those who enqueue (the manager, and the reader for
 /// pongs): bounded in frames by the channel and in bytes by a shared counter the writer

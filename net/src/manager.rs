@@ -51,11 +51,12 @@ use crate::handshake::{
     HANDSHAKE_MESSAGE_BYTES_MAX,
 };
 use crate::link::{
-    link_queue, link_stop, run_reader, run_writer, stopped, Frame, LinkEnd, LinkSender, LinkStop, ReaderContext,
-    WriterContext,
+    link_queue, link_stop, run_reader, run_writer, stopped, Frame, LinkSender, LinkStop, ReaderContext, WriterContext,
 };
 pub use crate::policy::NetStats;
-use crate::policy::{ConnectionId, DialOutcome, PeerPolicy, PolicyConfig, PolicyInput, PolicyLimits, PolicyOutput};
+use crate::policy::{
+    ConnectionId, DialOutcome, LinkEnd, PeerPolicy, PolicyConfig, PolicyInput, PolicyLimits, PolicyOutput,
+};
 use crate::tls::{
     client_config, exporter_key, node_certificate, peer_node_id, peer_server_name, server_config, NodeCertificate,
     TlsError,

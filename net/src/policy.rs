@@ -69,9 +69,7 @@
 //! addresses change, the peer store is asked to save them, before any link the change came with
 //! is started (so a driver that sees the peer connect can rely on the address being stored).
 
-use crate::discovery::{AddressBook, AddressSource, Identified, PeerAddr};
-use crate::link::LinkEnd;
-use crate::wire::PeerAddress;
+use crate::discovery::{AddressBook, AddressSource, Identified, PeerAddr, PeerAddress};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -126,6 +124,28 @@ impl Default for PolicyLimits {
     }
 }
 
+/// The timings the TLS shell enforces on every connection, in milliseconds. The policy does not
+/// apply them (the shell's tasks do: `manager` for the handshake deadline, `link` for pings and
+/// the idle timeout); they are here, built without the transport, so that a model of the shell
+/// (the simulator's connection model) uses the server's very numbers. The defaults are
+/// `NetLimits::default()`'s, which a test checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkTimings {
+    /// A dial or an accepted connection must authenticate within this (DNS, TCP, TLS,
+    /// Hello/Proof); a dial to an address that does not answer fails when it runs out.
+    pub handshake_deadline_ms: u64,
+    /// Each end of a started link sends a ping this often.
+    pub ping_interval_ms: u64,
+    /// A started link on which nothing arrives for this long is closed (`LinkEnd::Idle`).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for LinkTimings {
+    fn default() -> LinkTimings {
+        LinkTimings { handshake_deadline_ms: 5_000, ping_interval_ms: 10_000, idle_timeout_ms: 30_000 }
+    }
+}
+
 /// What the policy is started with besides the genesis and the stored addresses.
 #[derive(Clone, Debug)]
 pub struct PolicyConfig {
@@ -160,6 +180,25 @@ pub enum PolicyInput {
     PeerAddressRemoved { addr: PeerAddr },
     /// An authenticated peer sent its address list (peer exchange).
     PeerListReceived { from: NodeId, peers: Vec<PeerAddress> },
+}
+
+/// Why a started link ended (the TLS shell's reader returns it; a simulator models it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// The peer closed the connection.
+    Closed,
+    /// The socket failed.
+    Failed { reason: String },
+    /// Nothing arrived for the idle timeout (an honest peer pings more often than that).
+    Idle,
+    /// The manager or the writer stopped the link (the reason was logged where it happened).
+    Stopped,
+    /// The link's outbound queue was full when the reader had a pong to send.
+    QueueFull,
+    /// The peer broke the protocol: an oversized or empty frame, or an undecodable payload.
+    Misbehaved { reason: String },
+    /// The driver dropped its events receiver, or the transport is shutting down.
+    Abandoned,
 }
 
 /// How a dial ended.

@@ -14,24 +14,14 @@ use std::sync::Arc;
 use tinychain_core::codec;
 use tinychain_core::limits::VALIDATORS_MAX;
 use tinychain_core::message::Message;
-use tinychain_core::types::NodeId;
 
-/// Longest address text accepted: a DNS name is at most 253 bytes, then ':' and a 5-digit port.
-pub const PEER_ADDRESS_BYTES_MAX: usize = 253 + 1 + 5;
-
-/// Addresses a node keeps per validator, and so shares at most per validator.
-pub const ADDRESSES_PER_VALIDATOR_MAX: usize = 8;
+// The peer-exchange entry and its limits belong to the address book, which is built without the
+// transport; they are named here too, where the envelope carries them.
+pub use crate::discovery::{PeerAddress, ADDRESSES_PER_VALIDATOR_MAX, PEER_ADDRESS_BYTES_MAX};
 
 /// Most entries in one [`Wire::Peers`]: an honest node never knows more than this many
 /// shareable addresses.
 pub const PEERS_PER_MESSAGE_MAX: usize = VALIDATORS_MAX * ADDRESSES_PER_VALIDATOR_MAX;
-
-/// Where a validator can be reached: its node id and a `host:port` (the host may be a DNS name).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PeerAddress {
-    pub id: NodeId,
-    pub addr: String,
-}
 
 /// One frame's payload on an authenticated link.
 // Lives only between decoding and dispatch, and is nearly always `Core`: no box.

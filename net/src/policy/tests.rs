@@ -615,3 +615,17 @@ fn the_same_seed_and_inputs_give_byte_identical_outputs() {
     assert_eq!(scripted_run(SEED), first, "one seed, one history");
     assert_ne!(scripted_run(SEED + 1), first, "the seed drives the jitter");
 }
+
+/// The connection timings a model of the shell reads are the shell's own defaults.
+#[cfg(feature = "transport")]
+#[test]
+fn link_timings_are_the_transport_defaults() {
+    let limits = crate::manager::NetLimits::default();
+    let millis = |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap();
+    let expected = LinkTimings {
+        handshake_deadline_ms: millis(limits.handshake_deadline),
+        ping_interval_ms: millis(limits.ping_interval),
+        idle_timeout_ms: millis(limits.idle_timeout),
+    };
+    assert_eq!(LinkTimings::default(), expected);
+}
