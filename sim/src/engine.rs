@@ -1,7 +1,16 @@
 //! The simulation engine: one virtual clock, an event queue ordered by (time, sequence), N real
 //! `tinychain-core` nodes with their own (possibly skewed) clocks and in-memory storage, the
-//! network model, the fault schedule, fake metrics and the workload. After every step the
+//! network model, the connection model (`links`: each core's peer policy, the server's own, and
+//! the links it keeps), the fault schedule, fake metrics and the workload. After every step the
 //! checker runs; at the end the liveness phase is judged and a report is built.
+//!
+//! Messages travel only on links: a core's `Send`/`Broadcast` goes to the peers its policy has a
+//! started link with, and a message arriving after its link closed is lost with it. A core's
+//! driver hears `PeerConnected`/`PeerDisconnected` when the connection model starts or ends a
+//! link, never from a fault directly: a crash resets its peers' links, a partition leaves links
+//! up until their idle timeout, and after a heal or a restart the policies redial at their
+//! backoff's pace. The network is "calm" for the gap rule only once every two honest cores that
+//! are up are linked again.
 //!
 //! Determinism: every random choice comes from a `SimRng` stream derived from the seed; the
 //! queue breaks time ties by insertion sequence; nodes share one signature cache (verification
@@ -10,17 +19,18 @@
 //!
 //! Dishonest validators (`adversary`): each runs the real core, and its actions pass through
 //! the adversary before the engine carries them out. A validator that splits runs two cores
-//! ("n1" and "n1b") with one key; the engine routes every message to the core on the sender's
-//! side, and partitions never cut a split core's links (the adversary stays in touch with both
-//! groups while they are cut off from each other). The engine addresses cores by index: core
-//! `i < nodes` is validator `i`, a split validator's second core comes after them. Honest cores
-//! alone are checked (ledger, safety, liveness, acknowledged transfers); the engine's own
-//! evidence watch on each honest core records every offence proven to it, and the report says
-//! whether each became committed evidence in time.
+//! ("n1" and "n1b") with one key; a dial to the validator's address reaches the core on the
+//! dialer's side (each core runs its own policy), and partitions never cut a split core's links
+//! (the adversary stays in touch with both groups while they are cut off from each other). The
+//! engine addresses cores by index: core `i < nodes` is validator `i`, a split validator's second
+//! core comes after them. Honest cores alone are checked (ledger, safety, liveness, acknowledged
+//! transfers); the engine's own evidence watch on each honest core records every offence proven
+//! to it, and the report says whether each became committed evidence in time.
 
 use crate::adversary::{self, Adversary, Cast, Side};
 use crate::checker::{Checker, GapRule};
 use crate::faults::{self, FaultEvent};
+use crate::links::{self, Arrival, LinkEffect, LinkStep, Links, WireId};
 use crate::metrics::{MetricsModel, SAMPLE_INTERVAL_MS};
 use crate::network::NetworkModel;
 use crate::options::{Behaviour, SimOptions};
@@ -61,11 +71,15 @@ const EVIDENCE_GOSSIP_MS: u64 = 10_000;
 
 #[derive(Clone, Debug)]
 enum Scheduled {
+    /// A message reaches core `to` on the connection `wire`.
     Deliver {
         from: usize,
         to: usize,
+        wire: WireId,
         message: Arc<Message>,
     },
+    /// The connection model's next step (`links`).
+    Link(LinkStep),
     Tick {
         node: usize,
         generation: u64,
@@ -113,7 +127,8 @@ struct SimNode {
     driver: Driver<ModelStorage>,
     up: bool,
     paused: bool,
-    held: Vec<(usize, Message)>,
+    /// Messages that reached the core while it was paused: (sender, connection, message).
+    held: Vec<(usize, WireId, Arc<Message>)>,
     tick_at_ms: Option<u64>,
     tick_generation: u64,
     clock: Clock,
@@ -257,6 +272,8 @@ pub struct Simulation {
     sequence: u64,
     nodes: Vec<SimNode>,
     network: NetworkModel,
+    /// Every core's peer policy and the connections it keeps: messages travel on these only.
+    links: Links,
     network_rng: SimRng,
     metrics_rng: SimRng,
     workload_rng: SimRng,
@@ -295,6 +312,21 @@ pub struct Simulation {
     finality_lag_ms: BTreeMap<Height, u64>,
 }
 
+/// The core that a connection from core `from` to `to_validator`'s address reaches: the
+/// validator's own core, or a split validator's core on the sender's side; None when a split core
+/// would reach an honest node of the other group.
+fn route(nodes: &[SimNode], cores_of: &[Vec<usize>], from: usize, to_validator: usize) -> Option<usize> {
+    let cores = &cores_of[to_validator];
+    if cores.len() == 1 {
+        let to = cores[0];
+        let (sender, receiver) = (&nodes[from], &nodes[to]);
+        let crosses_groups = sender.is_split_core() && receiver.is_honest() && receiver.side != sender.side;
+        return (!crosses_groups).then_some(to);
+    }
+    let side = nodes[from].side.unwrap_or(Side::A);
+    cores.iter().copied().find(|core| nodes[*core].side == Some(side))
+}
+
 /// The simulated chain: `nodes` validators, funded accounts for the workload, the options'
 /// parameters, genesis at virtual time 0.
 pub fn sim_genesis(options: &SimOptions) -> Genesis {
@@ -305,7 +337,7 @@ pub fn sim_genesis(options: &SimOptions) -> Genesis {
             .map(|index| ValidatorEntry {
                 id: validator_key(index).address(),
                 name: format!("n{index}"),
-                addr: format!("sim:{index}"),
+                addr: links::validator_address(index),
             })
             .collect(),
         allocations: (0..account_count(options.nodes))
@@ -364,6 +396,12 @@ impl Simulation {
         let genesis_hash = nodes[0].driver.node.genesis_hash();
         let network =
             NetworkModel::new(options.nodes, options.latency_ms, options.jitter_ms, options.bandwidth_bytes_per_ms);
+        let core_validators: Vec<usize> = nodes.iter().map(|node| node.validator).collect();
+        let is_split: Vec<bool> = nodes.iter().map(SimNode::is_split_core).collect();
+        let routes = (0..nodes.len())
+            .map(|core| (0..options.nodes).map(|validator| route(&nodes, &cores_of, core, validator)).collect())
+            .collect();
+        let links = Links::new(options.seed, &genesis, &core_validators, &is_split, routes);
         let mut simulation = Simulation {
             checker: Checker::new(
                 &genesis,
@@ -380,6 +418,7 @@ impl Simulation {
             sequence: 0,
             nodes,
             network,
+            links,
             cache,
             trace_hasher: blake3::Hasher::new(),
             trace_lines: Vec::new(),
@@ -420,13 +459,10 @@ impl Simulation {
             simulation.schedule(1_000, Scheduled::Submit);
         }
         simulation.schedule(0, Scheduled::Sample);
-        for a in 0..simulation.nodes.len() {
-            for b in 0..simulation.options.nodes {
-                if simulation.nodes[a].validator != b && simulation.route(a, b).is_some() {
-                    let peer = simulation.validator_id(b);
-                    simulation.step_node(a, Event::PeerConnected { peer });
-                }
-            }
+        // Every core's policy starts dialing at once, as servers started together do.
+        for core in 0..simulation.nodes.len() {
+            let effects = simulation.links.start_core(core, 0, &simulation.network);
+            simulation.apply_link_effects(effects);
         }
         simulation
     }
@@ -435,27 +471,34 @@ impl Simulation {
         self.genesis.validators[validator].id
     }
 
-    /// The core that receives what core `from` sends to `to_validator`: the validator's own
-    /// core, or a split validator's core on the sender's side; None when a split core would
-    /// reach an honest node of the other group.
-    fn route(&self, from: usize, to_validator: usize) -> Option<usize> {
-        let cores = &self.cores_of[to_validator];
-        if cores.len() == 1 {
-            let to = cores[0];
-            let (sender, receiver) = (&self.nodes[from], &self.nodes[to]);
-            let crosses_groups = sender.is_split_core() && receiver.is_honest() && receiver.side != sender.side;
-            return (!crosses_groups).then_some(to);
-        }
-        let side = self.nodes[from].side.unwrap_or(Side::A);
-        cores.iter().copied().find(|core| self.nodes[*core].side == Some(side))
+    /// The validators core `from` has a link with, in validator order.
+    fn peers_of(&self, from: usize) -> Vec<NodeId> {
+        self.links.linked_validators(from).map(|validator| self.validator_id(validator)).collect()
     }
 
-    /// The validators core `from` talks to, in validator order.
-    fn peers_of(&self, from: usize) -> Vec<NodeId> {
-        (0..self.options.nodes)
-            .filter(|validator| *validator != self.nodes[from].validator && self.route(from, *validator).is_some())
-            .map(|validator| self.validator_id(validator))
-            .collect()
+    /// Carries out what the connection model asks, in order.
+    fn apply_link_effects(&mut self, effects: Vec<LinkEffect>) {
+        let mut links_changed = false;
+        for effect in effects {
+            match effect {
+                LinkEffect::Schedule { at_ms, step } => self.schedule(at_ms, Scheduled::Link(step)),
+                LinkEffect::Connected { core, peer } => {
+                    links_changed = true;
+                    let peer = self.validator_id(peer);
+                    self.step_node(core, Event::PeerConnected { peer });
+                }
+                LinkEffect::Disconnected { core, peer } => {
+                    links_changed = true;
+                    let peer = self.validator_id(peer);
+                    self.step_node(core, Event::PeerDisconnected { peer });
+                }
+                LinkEffect::Deliver { from, to, message } => self.deliver(from, to, Arc::unwrap_or_clone(message)),
+                LinkEffect::Trace { core, text } => self.trace(Some(core), text),
+            }
+        }
+        if links_changed {
+            self.update_calm(false);
+        }
     }
 
     fn core_name(&self, core: usize) -> String {
@@ -634,8 +677,8 @@ impl Simulation {
             match output {
                 Output::Committed(commit) => self.on_commit(index, &commit),
                 Output::Send { peer, message } => {
-                    if let Some(to) = self.route(index, self.node_index(&peer)) {
-                        self.send(index, to, message);
+                    if let Some((wire, to)) = self.links.link_to(index, self.node_index(&peer)) {
+                        self.send(index, to, wire, message);
                     }
                 }
                 Output::Broadcast { message, except } => {
@@ -644,8 +687,8 @@ impl Simulation {
                     for validator in 0..self.options.nodes {
                         let is_other = validator != self.nodes[index].validator;
                         if is_other && Some(self.validator_id(validator)) != except {
-                            if let Some(to) = self.route(index, validator) {
-                                self.send_shared(index, to, message.clone(), bytes);
+                            if let Some((wire, to)) = self.links.link_to(index, validator) {
+                                self.send_shared(index, to, wire, message.clone(), bytes);
                             }
                         }
                     }
@@ -662,8 +705,12 @@ impl Simulation {
                 }
                 Output::Trace(event) => self.on_trace(index, event),
                 Output::Disconnect { peer, reason } => {
-                    let peer = self.node_index(&peer);
-                    self.trace(Some(index), format!("disconnect n{peer}: {reason}"));
+                    let validator = self.node_index(&peer);
+                    self.trace(Some(index), format!("disconnect n{validator}: {reason}"));
+                    // Handed to the policy after this step's outputs, as the server's driver
+                    // sends a command to its transport.
+                    let step = self.links.disconnect_requested(index, peer, reason.to_string());
+                    self.schedule(self.now_ms, Scheduled::Link(step));
                 }
                 Output::Dropped(dropped) => {
                     self.dropped.entry(dropped.id).or_insert(dropped.reason.kind());
@@ -672,9 +719,9 @@ impl Simulation {
         }
     }
 
-    fn send(&mut self, from: usize, to: usize, message: Message) {
+    fn send(&mut self, from: usize, to: usize, wire: WireId, message: Message) {
         let bytes = self.size_of(&message);
-        self.send_shared(from, to, Arc::new(message), bytes);
+        self.send_shared(from, to, wire, Arc::new(message), bytes);
     }
 
     /// A message's encoded size, when a model needs it (bandwidth or traffic-derived metrics);
@@ -687,9 +734,9 @@ impl Simulation {
         }
     }
 
-    /// Sends one message of `bytes` encoded bytes (shared, not copied, between the recipients of
-    /// a broadcast, and sized once).
-    fn send_shared(&mut self, from: usize, to: usize, message: Arc<Message>, bytes: usize) {
+    /// Sends one message of `bytes` encoded bytes on the connection `wire` (shared, not copied,
+    /// between the recipients of a broadcast, and sized once).
+    fn send_shared(&mut self, from: usize, to: usize, wire: WireId, message: Arc<Message>, bytes: usize) {
         self.nodes[from].bytes_sent_since_sample += bytes as u64;
         let crosses_partitions = self.nodes[from].is_split_core() || self.nodes[to].is_split_core();
         let (from_validator, to_validator) = (self.nodes[from].validator, self.nodes[to].validator);
@@ -702,7 +749,7 @@ impl Simulation {
             crosses_partitions,
         );
         for at_ms in arrivals {
-            self.schedule(at_ms, Scheduled::Deliver { from, to, message: message.clone() });
+            self.schedule(at_ms, Scheduled::Deliver { from, to, wire, message: message.clone() });
         }
     }
 
@@ -747,8 +794,13 @@ impl Simulation {
         GapRule { calm_since_ms: self.calm_since_ms, slack_ms }
     }
 
-    /// No fault but crashes active: no partition, loss, duplication, reordering, pause or skew.
+    /// No fault but crashes active (no partition, loss, duplication, reordering, pause or skew),
+    /// and every two honest cores that are up have their link back: after a heal the policies
+    /// redial at their backoff's pace, and the timeout rule only bounds a network that carries
+    /// blocks.
     fn is_calm(&self) -> bool {
+        let honest_up: Vec<usize> =
+            (0..self.nodes.len()).filter(|core| self.nodes[*core].is_honest() && self.nodes[*core].up).collect();
         !self.network.is_partitioned()
             && self.network.loss_per_million == 0
             && self.network.dup_per_million == 0
@@ -758,6 +810,7 @@ impl Simulation {
                     && node.clock.drift_ppm == 0
                     && node.clock.base_local_ms == node.clock.base_virtual_ms as i64
             })
+            && self.links.is_meshed(&honest_up)
     }
 
     fn update_calm(&mut self, restarted: bool) {
@@ -833,9 +886,7 @@ impl Simulation {
             FaultEvent::Restart(node) => self.restart(node),
             FaultEvent::Pause(validator) => {
                 for node in self.cores_of[validator].clone() {
-                    if self.nodes[node].up {
-                        self.nodes[node].paused = true;
-                    }
+                    self.pause(node);
                 }
             }
             FaultEvent::Resume(validator) => {
@@ -843,7 +894,10 @@ impl Simulation {
                     self.resume(node);
                 }
             }
-            FaultEvent::Partition { group, one_way } => self.network.partition(&group, one_way),
+            FaultEvent::Partition { group, one_way } => {
+                self.network.partition(&group, one_way);
+                self.network_changed();
+            }
             FaultEvent::Heal => self.heal_network(),
             FaultEvent::Loss(rate) => self.network.loss_per_million = rate,
             FaultEvent::Dup(rate) => self.network.dup_per_million = rate,
@@ -885,13 +939,9 @@ impl Simulation {
         self.nodes[node].tick_at_ms = None;
         self.nodes[node].tick_generation += 1;
         self.queue.retain(|_, event| !matches!(event, Scheduled::Deliver { to, .. } if *to == node));
-        let peer = self.nodes[node].driver.node.node_id();
-        let validator = self.nodes[node].validator;
-        for other in 0..self.nodes.len() {
-            if other != node && self.route(other, validator) == Some(node) {
-                self.step_node(other, Event::PeerDisconnected { peer });
-            }
-        }
+        // Its peers hear of it from the connection model: a reset on each link.
+        let effects = self.links.crash_core(node, self.now_ms, &self.network);
+        self.apply_link_effects(effects);
     }
 
     fn restart_core(&mut self, node: usize) {
@@ -908,7 +958,9 @@ impl Simulation {
         let local_ms = self.nodes[node].clock.local(self.now_ms);
         let Ok(_) = self.nodes[node].driver.start(local_ms);
         self.carry_out(node);
-        self.reconnect(node);
+        // A new process: its policy starts from what its peer store saved, and dials.
+        let effects = self.links.start_core(node, self.now_ms, &self.network);
+        self.apply_link_effects(effects);
     }
 
     /// A client of `node` submits a transfer, as over RPC on a server (journaled when
@@ -925,21 +977,29 @@ impl Simulation {
         verdict.is_ok() && unkept.is_empty()
     }
 
-    fn reconnect(&mut self, node: usize) {
-        let validator = self.nodes[node].validator;
-        for other in 0..self.nodes.len() {
-            let other_validator = self.nodes[other].validator;
-            if other_validator != validator && self.nodes[other].up {
-                let other_id = self.nodes[other].driver.node.node_id();
-                let node_id = self.nodes[node].driver.node.node_id();
-                if self.route(node, other_validator) == Some(other) {
-                    self.step_node(node, Event::PeerConnected { peer: other_id });
-                }
-                if self.route(other, validator) == Some(node) {
-                    self.step_node(other, Event::PeerConnected { peer: node_id });
-                }
-            }
+    /// Hands a message that arrived on a started link to core `to`.
+    fn deliver(&mut self, from: usize, to: usize, message: Message) {
+        self.hash_delivery(from, to, &message);
+        let from_id = self.nodes[from].driver.node.node_id();
+        self.step_node(to, Event::MessageReceived { from: from_id, message });
+    }
+
+    /// A message reaches core `to` on `wire`: delivered if that end of the link is started.
+    fn arrive(&mut self, from: usize, to: usize, wire: WireId, message: Arc<Message>) {
+        match self.links.arrival(wire, to) {
+            Arrival::Deliver => self.deliver(from, to, Arc::unwrap_or_clone(message)),
+            Arrival::Wait => self.links.hold(wire, from, to, message),
+            Arrival::Drop => {}
         }
+    }
+
+    fn pause(&mut self, node: usize) {
+        if !self.nodes[node].up {
+            return;
+        }
+        self.nodes[node].paused = true;
+        let effects = self.links.pause_core(node, self.now_ms, &self.network);
+        self.apply_link_effects(effects);
     }
 
     fn resume(&mut self, node: usize) {
@@ -947,34 +1007,27 @@ impl Simulation {
             return;
         }
         self.nodes[node].paused = false;
+        // What reached it while paused, in order: the messages first (they were read before
+        // any close that followed them), then what its policy was told.
         let held = std::mem::take(&mut self.nodes[node].held);
-        for (from, message) in held {
-            self.hash_delivery(from, node, &message);
-            let from_id = self.nodes[from].driver.node.node_id();
-            self.step_node(node, Event::MessageReceived { from: from_id, message });
+        for (from, wire, message) in held {
+            self.arrive(from, node, wire, message);
         }
+        let effects = self.links.resume_core(node, self.now_ms, &self.network);
+        self.apply_link_effects(effects);
         self.step_node(node, Event::Tick);
     }
 
+    /// Partitions changed: the connection model decides what the links make of it (cut links
+    /// stay up until their idle timeout; the policies redial at their backoff's pace).
+    fn network_changed(&mut self) {
+        let effects = self.links.network_changed(self.now_ms, &self.network);
+        self.apply_link_effects(effects);
+    }
+
     fn heal_network(&mut self) {
-        let was_blocked = self.network.blocked.clone();
         self.network.heal();
-        // Links that were cut reconnect, and reconnecting peers exchange their tips.
-        let count = self.options.nodes;
-        let cut: Vec<(usize, usize)> = (0..count)
-            .flat_map(|a| (0..count).map(move |b| (a, b)))
-            .filter(|&(a, b)| was_blocked[a][b] || was_blocked[b][a])
-            .collect();
-        for (a, b) in cut {
-            for core in self.cores_of[a].clone() {
-                let Some(to) = self.route(core, b) else { continue };
-                let was_cut = !self.nodes[core].is_split_core() && !self.nodes[to].is_split_core();
-                if was_cut && self.nodes[core].up && self.nodes[to].up {
-                    let peer = self.validator_id(b);
-                    self.step_node(core, Event::PeerConnected { peer });
-                }
-            }
-        }
+        self.network_changed();
     }
 
     fn skew(&mut self, node: usize, offset_ms: i64, drift_ppm: i64) {
@@ -1003,10 +1056,8 @@ impl Simulation {
         };
         report.signature = key.sign(&codec::report_signing_bytes(&self.genesis.chain_id, &report));
         for validator in 0..self.options.nodes {
-            if validator != node {
-                if let Some(to) = self.route(node, validator) {
-                    self.send(node, to, Message::Report(report.clone()));
-                }
+            if let Some((wire, to)) = self.links.link_to(node, validator) {
+                self.send(node, to, wire, Message::Report(report.clone()));
             }
         }
     }
@@ -1153,18 +1204,19 @@ impl Simulation {
             let event = entry.remove();
             self.now_ms = self.now_ms.max(at_ms);
             match event {
-                Scheduled::Deliver { from, to, message } => {
+                Scheduled::Deliver { from, to, wire, message } => {
                     if !self.nodes[to].up {
                         continue;
                     }
-                    let message = Arc::unwrap_or_clone(message);
                     if self.nodes[to].paused {
-                        self.nodes[to].held.push((from, message));
+                        self.nodes[to].held.push((from, wire, message));
                         continue;
                     }
-                    self.hash_delivery(from, to, &message);
-                    let from_id = self.nodes[from].driver.node.node_id();
-                    self.step_node(to, Event::MessageReceived { from: from_id, message });
+                    self.arrive(from, to, wire, message);
+                }
+                Scheduled::Link(step) => {
+                    let effects = self.links.on_step(step, self.now_ms, &self.network);
+                    self.apply_link_effects(effects);
                 }
                 Scheduled::Tick { node, generation } => {
                     let sim_node = &mut self.nodes[node];
@@ -1182,9 +1234,9 @@ impl Simulation {
                 Scheduled::Sample => self.sample_metrics(),
                 Scheduled::Release { from, to_validator, message } => {
                     if self.nodes[from].up {
-                        if let Some(to) = self.route(from, to_validator) {
+                        if let Some((wire, to)) = self.links.link_to(from, to_validator) {
                             let bytes = self.size_of(&message);
-                            self.send_shared(from, to, message, bytes);
+                            self.send_shared(from, to, wire, message, bytes);
                         }
                     }
                 }

@@ -6,6 +6,8 @@
 //! - `options`: what to simulate (`SimOptions`, fault kinds, durations).
 //! - `rng`: the seeded random streams, one per purpose.
 //! - `network`: latency, jitter, loss, duplication, partitions, bandwidth.
+//! - `links`: the connection model: each core's peer policy (the server's, from `tinychain-net`)
+//!   on virtual time, dialing, handshakes, links that carry messages, idle timeouts and resets.
 //! - `faults`: the fault schedule and the events it injects.
 //! - `metrics`: fake CPU and network usage per node.
 //! - `workload`: signed transfers, some deliberately invalid.
@@ -17,6 +19,7 @@ pub mod adversary;
 pub mod checker;
 pub mod engine;
 pub mod faults;
+pub mod links;
 pub mod metrics;
 pub mod network;
 pub mod options;

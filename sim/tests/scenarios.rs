@@ -1,7 +1,7 @@
 //! Snapshot tests of small fixed-seed scenarios (4 nodes, a minute or so of virtual time). The
-//! snapshot is a condensed trace — blocks produced, timeouts, reorganisations and faults on
-//! every node, finality as node 0 sees it — plus the run's deterministic figures. No wall-clock
-//! times or ports appear in them. Review changes with `cargo insta review`.
+//! snapshot is a condensed trace — blocks produced, timeouts, reorganisations, faults and links
+//! going up and down on every node, finality as node 0 sees it — plus the run's deterministic
+//! figures. No wall-clock times or ports appear in them. Review changes with `cargo insta review`.
 //!
 //! Each scenario also asserts what must have happened, so a snapshot is never the only check.
 
@@ -48,6 +48,7 @@ fn snapshot(outcome: &Outcome) -> String {
                 || line.contains(" timeout ")
                 || line.contains(" reorg ")
                 || line.contains(" fault ")
+                || line.contains(" link ")
                 || (line.contains("   n0 finalized"))
         })
         .cloned()
