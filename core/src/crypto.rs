@@ -24,28 +24,14 @@ const MERKLE_EMPTY_PREFIX: u8 = 0x02;
 /// unchanged (never paired with itself, which would let two different lists share a root).
 pub fn merkle_root(items: &[Hash]) -> Hash {
     if items.is_empty() {
-        return hash_bytes(&[MERKLE_EMPTY_PREFIX]);
+        return merkle_empty();
     }
-    let mut level: Vec<Hash> = items
-        .iter()
-        .map(|item| {
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(&[MERKLE_LEAF_PREFIX]);
-            hasher.update(&item.0);
-            Hash(*hasher.finalize().as_bytes())
-        })
-        .collect();
+    let mut level: Vec<Hash> = items.iter().map(merkle_leaf).collect();
     while level.len() > 1 {
         let mut next = Vec::with_capacity(level.len().div_ceil(2));
         for pair in level.chunks(2) {
             match pair {
-                [left, right] => {
-                    let mut hasher = blake3::Hasher::new();
-                    hasher.update(&[MERKLE_NODE_PREFIX]);
-                    hasher.update(&left.0);
-                    hasher.update(&right.0);
-                    next.push(Hash(*hasher.finalize().as_bytes()));
-                }
+                [left, right] => next.push(merkle_node(left, right)),
                 [odd] => next.push(*odd),
                 _ => unreachable!("chunks(2) yields one or two items"),
             }
@@ -53,6 +39,28 @@ pub fn merkle_root(items: &[Hash]) -> Hash {
         level = next;
     }
     level[0]
+}
+
+/// The root of an empty list: `blake3(0x02)`.
+pub fn merkle_empty() -> Hash {
+    hash_bytes(&[MERKLE_EMPTY_PREFIX])
+}
+
+/// A Merkle leaf: `blake3(0x00 || item)`.
+pub fn merkle_leaf(item: &Hash) -> Hash {
+    let mut bytes = [0u8; 33];
+    bytes[0] = MERKLE_LEAF_PREFIX;
+    bytes[1..].copy_from_slice(&item.0);
+    hash_bytes(&bytes)
+}
+
+/// An inner Merkle node: `blake3(0x01 || left || right)`.
+pub fn merkle_node(left: &Hash, right: &Hash) -> Hash {
+    let mut bytes = [0u8; 65];
+    bytes[0] = MERKLE_NODE_PREFIX;
+    bytes[1..33].copy_from_slice(&left.0);
+    bytes[33..].copy_from_slice(&right.0);
+    hash_bytes(&bytes)
 }
 
 /// A node's or wallet's signing key. The core never generates one: keys come from the caller

@@ -9,6 +9,7 @@
 // No unsafe code: what a sanitizer or Miri could find here is in dependencies.
 #![forbid(unsafe_code)]
 
+pub mod account_tree;
 pub mod address;
 pub mod codec;
 pub mod crypto;

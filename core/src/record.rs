@@ -86,7 +86,7 @@ pub enum RecordedMessage {
     /// A gossiped transfer recorded earlier in the session.
     TransferAgain(Hash),
     /// A block: its header, reports and evidence (`transfers` empty), then its transfers.
-    Block(RecordedBlock),
+    Block(Box<RecordedBlock>),
     Blocks(Vec<RecordedBlock>),
 }
 
@@ -160,7 +160,7 @@ impl TransferWindow<()> {
                     return Entry::Step { now_ms, event: event.clone() };
                 }
             }
-            Message::Block(block) => RecordedMessage::Block(self.record_block(block)),
+            Message::Block(block) => RecordedMessage::Block(Box::new(self.record_block(block))),
             Message::Blocks(blocks) => {
                 RecordedMessage::Blocks(blocks.iter().map(|block| self.record_block(block)).collect())
             }

@@ -2,6 +2,7 @@
 //! record per validator, and the finality state. Blocks change it only through a `StateDelta`
 //! computed by validation, so applying is infallible and every change has an exact undo.
 
+use crate::account_tree::{AccountTreeCache, TreePatch};
 use crate::crypto::{hash_bytes, merkle_root};
 use crate::finality::FinalityState;
 use crate::genesis::Genesis;
@@ -65,6 +66,10 @@ pub struct ChainState {
     /// the offence's height; forgotten `evidence_max_age_blocks` after it, when evidence of it
     /// is no longer valid anyway.
     pub offences: BTreeMap<Hash, Height>,
+    /// The accounts' bucket tree (`account_tree`), kept up to date by `apply_delta`: a cache,
+    /// not part of the state's encoding or equality. `Default::default()` for none.
+    #[serde(skip)]
+    pub account_tree: AccountTreeCache,
 }
 
 /// A change to the state: the new value of every touched entry. A block's delta holds the
@@ -81,7 +86,6 @@ pub struct StateDelta {
     pub offences: Vec<(Hash, Option<Height>)>,
 }
 
-const ACCOUNT_LEAF_TAG: &str = "tinychain/account/v1";
 const VALIDATOR_LEAF_TAG: &str = "tinychain/validator/v2";
 const OFFENCE_LEAF_TAG: &str = "tinychain/offence/v1";
 
@@ -98,6 +102,7 @@ impl ChainState {
         ChainState {
             tip,
             tip_timestamp_ms: genesis.genesis_time_ms,
+            account_tree: AccountTreeCache::built(&accounts),
             accounts,
             validators: vec![ValidatorRecord::default(); genesis.validators.len()],
             finality: FinalityState::at_genesis(tip),
@@ -112,6 +117,13 @@ impl ChainState {
 
     /// Writes a delta in. Cannot fail: deltas come from validation against this very state.
     pub fn apply_delta(&mut self, delta: &StateDelta) {
+        self.apply_delta_patched(delta, None);
+    }
+
+    /// `apply_delta`, with the account-tree patch `root_with_patch` made for this delta's
+    /// accounts (the tree is brought up to date by writing it rather than by hashing again;
+    /// a patch made from another tree is ignored).
+    pub fn apply_delta_patched(&mut self, delta: &StateDelta, patch: Option<&TreePatch>) {
         self.tip = delta.tip;
         self.tip_timestamp_ms = delta.tip_timestamp_ms;
         for (address, account) in &delta.accounts {
@@ -124,6 +136,7 @@ impl ChainState {
                 }
             }
         }
+        self.account_tree.update(&self.accounts, delta.accounts.iter().map(|(address, _)| address), patch);
         for (index, record) in &delta.validators {
             self.validators[*index as usize] = record.clone();
         }
@@ -163,41 +176,29 @@ impl ChainState {
     }
 
     /// The state root a block commits to, as if `delta` were applied (pass an empty overlay for
-    /// the current state). Root = merkle([accounts root, validators root, offences root]);
-    /// account leaves are Blake3 of (tag, address, balance, nonce) in address order, validator
-    /// leaves Blake3 of (tag, index, record) in genesis order, offence leaves Blake3 of (tag,
-    /// key, height) in key order.
+    /// the current state). Root = merkle([accounts root, validators root, offences root]): the
+    /// accounts root is the bucket tree's (`account_tree`: Merkle over 65,536 buckets by
+    /// address prefix, each the Merkle root of its account leaves, Blake3 of (tag, address,
+    /// balance, nonce), in address order), validator leaves are Blake3 of (tag, index, record)
+    /// in genesis order, offence leaves Blake3 of (tag, key, height) in key order.
     pub fn root_with(
         &self,
         overlay_accounts: &BTreeMap<Address, Account>,
         overlay_validators: &BTreeMap<u32, ValidatorRecord>,
         overlay_offences: &BTreeMap<Hash, Option<Height>>,
     ) -> Hash {
-        let mut account_leaves = Vec::with_capacity(self.accounts.len() + overlay_accounts.len());
-        let mut base = self.accounts.iter().peekable();
-        let mut overlay = overlay_accounts.iter().peekable();
-        loop {
-            let next = match (base.peek(), overlay.peek()) {
-                (None, None) => break,
-                (Some(_), None) => base.next(),
-                (None, Some(_)) => overlay.next(),
-                (Some((base_address, _)), Some((overlay_address, _))) => match base_address.cmp(overlay_address) {
-                    std::cmp::Ordering::Less => base.next(),
-                    std::cmp::Ordering::Greater => overlay.next(),
-                    std::cmp::Ordering::Equal => {
-                        base.next();
-                        overlay.next()
-                    }
-                },
-            };
-            let (address, account) = next.expect("peeked a value on at least one side");
-            account_leaves.push(hash_bytes(&crate::codec::encode(&(
-                ACCOUNT_LEAF_TAG,
-                address,
-                account.balance,
-                account.nonce,
-            ))));
-        }
+        self.root_with_patch(overlay_accounts, overlay_validators, overlay_offences).0
+    }
+
+    /// `root_with`, and the account-tree patch for `apply_delta_patched` (none when the state
+    /// keeps no tree).
+    pub fn root_with_patch(
+        &self,
+        overlay_accounts: &BTreeMap<Address, Account>,
+        overlay_validators: &BTreeMap<u32, ValidatorRecord>,
+        overlay_offences: &BTreeMap<Hash, Option<Height>>,
+    ) -> (Hash, Option<TreePatch>) {
+        let (accounts_root, patch) = self.account_tree.root_with(&self.accounts, overlay_accounts);
         let validator_leaves: Vec<Hash> = self
             .validators
             .iter()
@@ -219,7 +220,7 @@ impl ChainState {
             .iter()
             .map(|(key, height)| hash_bytes(&crate::codec::encode(&(OFFENCE_LEAF_TAG, key, height))))
             .collect();
-        merkle_root(&[merkle_root(&account_leaves), merkle_root(&validator_leaves), merkle_root(&offence_leaves)])
+        (merkle_root(&[accounts_root, merkle_root(&validator_leaves), merkle_root(&offence_leaves)]), patch)
     }
 
     pub fn root(&self) -> Hash {

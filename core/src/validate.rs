@@ -5,6 +5,7 @@
 //! (`build_block`) runs the very same delta computation, so a node never produces a block its
 //! own validation would reject.
 
+use crate::account_tree::TreePatch;
 use crate::codec::{self, header_signing_bytes, report_signing_bytes, transfer_signing_bytes};
 use crate::crypto::{hash_bytes, merkle_root, Keypair, SignatureCache};
 use crate::election::{self, eligible_at_ms};
@@ -467,6 +468,9 @@ pub struct ValidBlock {
     pub delta: StateDelta,
     /// Per report: whether its vote counted (for traces).
     pub votes_ignored: Vec<(NodeId, VoteIgnored)>,
+    /// The account-tree nodes the delta changes, computed with the state root: `apply_block`
+    /// writes them instead of hashing the touched buckets again.
+    pub account_patch: Option<Arc<TreePatch>>,
 }
 
 /// The genesis limits on a block's transfer count and encoded size.
@@ -572,13 +576,13 @@ pub fn validate_block(context: &BlockContext<'_>, block: Arc<Block>) -> Result<V
         });
     }
     verify_body_signatures(context, &block)?;
-    let BlockEffects { mut delta, votes_ignored, state_root } =
+    let BlockEffects { mut delta, votes_ignored, state_root, account_patch } =
         compute_delta(context, header, &block.transfers, &block.reports, &block.evidence)?;
     if state_root != header.state_root {
         return Err(BlockError::StateRootMismatch { expected: state_root, got: header.state_root });
     }
     delta.tip.hash = hash;
-    Ok(ValidBlock { block, hash, delta, votes_ignored })
+    Ok(ValidBlock { block, hash, delta, votes_ignored, account_patch })
 }
 
 /// Verifies every transfer and report signature of a block, the uncached ones in parallel.
@@ -616,6 +620,7 @@ struct BlockEffects {
     delta: StateDelta,
     votes_ignored: Vec<(NodeId, VoteIgnored)>,
     state_root: Hash,
+    account_patch: Option<Arc<TreePatch>>,
 }
 
 /// The state change of a block with this header and body on top of `context.state`, assuming
@@ -778,7 +783,7 @@ fn compute_delta(
     assert_eq!(after, before + u128::from(reward), "block {} creates exactly its reward, no more", header.height);
     assert_eq!(supply, state.supply + reward, "the supply grows by the reward alone");
 
-    let state_root = state.root_with(&accounts, &validators, &offences);
+    let (state_root, account_patch) = state.root_with_patch(&accounts, &validators, &offences);
     let delta = StateDelta {
         // The block hash is filled in by the caller once the header is complete.
         tip: Checkpoint { height: header.height, hash: Hash::default() },
@@ -789,7 +794,7 @@ fn compute_delta(
         supply,
         offences: offences.into_iter().collect(),
     };
-    Ok(BlockEffects { delta, votes_ignored, state_root })
+    Ok(BlockEffects { delta, votes_ignored, state_root, account_patch: account_patch.map(Arc::new) })
 }
 
 /// Writes a validated block's delta into the state and returns the undo delta.
@@ -800,7 +805,7 @@ pub fn apply_block(state: &mut ChainState, valid: &ValidBlock) -> StateDelta {
     );
     assert_eq!(valid.delta.tip.hash, valid.hash, "the delta names its block");
     let undo = state.undo_for(&valid.delta);
-    state.apply_delta(&valid.delta);
+    state.apply_delta_patched(&valid.delta, valid.account_patch.as_deref());
     undo
 }
 
@@ -830,7 +835,7 @@ pub fn build_block(
         state_root: Hash::default(),
         signature: Signature::default(),
     };
-    let BlockEffects { mut delta, votes_ignored, state_root } =
+    let BlockEffects { mut delta, votes_ignored, state_root, account_patch } =
         compute_delta(context, &header, &transfers, &reports, &evidence)?;
     header.state_root = state_root;
     header.signature = producer.sign(&header_signing_bytes(&header));
@@ -840,5 +845,5 @@ pub fn build_block(
     // The limits `check_block_shape` enforces on receipt: a producer must never sign a block
     // its own validation would refuse.
     check_block_limits(context.genesis, &block)?;
-    Ok(ValidBlock { block, hash, delta, votes_ignored })
+    Ok(ValidBlock { block, hash, delta, votes_ignored, account_patch })
 }

@@ -9,6 +9,11 @@
 //! adds to a `commit` (the same blocks committed to three databases in turn: an empty journal,
 //! one unrelated entry, and every transfer journaled, so each commit deletes a block's entries).
 //!
+//! Each block's commit is printed with what the core spends on it besides validation proper:
+//! the state root from the block's delta (as validation computes it, from the kept account
+//! tree) and applying the delta to the state. With `--accounts 1000000` the sum is issue 16's
+//! figure "a 10,000-transfer block committed into a million accounts, state root included".
+//!
 //! Run: `cargo run --release -p tinychain-node --example storage_bench`
 //! (`-- --accounts N` to change the account table size, `-- --dir PATH` to measure another disk,
 //! `-- --journal-only` for the floor and the journal's own figures alone).
@@ -58,15 +63,37 @@ impl Random {
     }
 }
 
+/// What the core spends on a block besides validation proper: the state root the block
+/// commits to (computed from the delta before it is applied, as validation does) and writing
+/// the delta into the state (which brings the account tree up to date with the patch the root
+/// computation made, as `apply_block` does).
+#[derive(Clone, Copy, Default)]
+struct CoreTimes {
+    state_root: Duration,
+    apply: Duration,
+}
+
 /// The next block on `state` with `transfers` transfers between random accounts (one in ten
 /// to a new address), its commit (final two blocks below it, as on a healthy chain), and
-/// `state` and `hashes` (canonical, genesis first) advanced past it.
+/// `state` and `hashes` (canonical, genesis first) advanced past it. `times` gets what the
+/// core's state root and apply took.
 fn next_commit(
     genesis: &Genesis,
     state: &mut ChainState,
     hashes: &mut Vec<Hash>,
     random: &mut Random,
     transfers: usize,
+) -> Commit {
+    next_commit_timed(genesis, state, hashes, random, transfers, &mut CoreTimes::default())
+}
+
+fn next_commit_timed(
+    genesis: &Genesis,
+    state: &mut ChainState,
+    hashes: &mut Vec<Hash>,
+    random: &mut Random,
+    transfers: usize,
+    times: &mut CoreTimes,
 ) -> Commit {
     let accounts = genesis.allocations.len() as u64;
     let height = state.tip.height + 1;
@@ -121,6 +148,10 @@ fn next_commit(
     let producer_index = genesis.validator_index(&producer).unwrap() as u32;
     let mut producer_record = state.validators[producer_index as usize].clone();
     producer_record.blocks_produced += 1;
+    let started = Instant::now();
+    let validators = BTreeMap::from([(producer_index, producer_record.clone())]);
+    let (_, patch) = state.root_with_patch(&touched, &validators, &BTreeMap::new());
+    times.state_root = started.elapsed();
     let delta = StateDelta {
         tip: Checkpoint { height, hash },
         tip_timestamp_ms: header.timestamp_ms,
@@ -131,7 +162,9 @@ fn next_commit(
         offences: vec![],
     };
     let undo = state.undo_for(&delta);
-    state.apply_delta(&delta);
+    let started = Instant::now();
+    state.apply_delta_patched(&delta, patch.as_ref());
+    times.apply = started.elapsed();
     let block = Arc::new(Block { header, transfers: body, reports: vec![], evidence: vec![] });
     hashes.push(hash);
     let checkpoint_below = |blocks: u64| {
@@ -350,11 +383,17 @@ fn main() {
 
     for (transfers, blocks) in [(0usize, 50usize), (1_000, 21), (10_000, 11)] {
         let mut samples = Vec::new();
+        let (mut roots, mut applies, mut totals) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..blocks {
-            let commit = next_commit(&genesis, &mut state, &mut hashes, &mut random, transfers);
+            let mut times = CoreTimes::default();
+            let commit = next_commit_timed(&genesis, &mut state, &mut hashes, &mut random, transfers, &mut times);
             let started = Instant::now();
             storage.commit(&commit).unwrap();
-            samples.push(started.elapsed());
+            let commit_time = started.elapsed();
+            samples.push(commit_time);
+            roots.push(times.state_root);
+            applies.push(times.apply);
+            totals.push(times.state_root + times.apply + commit_time);
         }
         let (min, max) = (*samples.iter().min().unwrap(), *samples.iter().max().unwrap());
         println!(
@@ -363,7 +402,24 @@ fn main() {
             ms(min),
             ms(max)
         );
+        println!(
+            "    + the core's state root {} and apply {}: {} in all (medians)",
+            ms(median(roots)),
+            ms(median(applies)),
+            ms(median(totals))
+        );
     }
+    let started = Instant::now();
+    std::hint::black_box(state.root());
+    let kept = started.elapsed();
+    let started = Instant::now();
+    std::hint::black_box(tinychain_core::account_tree::accounts_root(&state.accounts, &BTreeMap::new()));
+    println!(
+        "  state root of {} accounts: from the kept tree {}, the accounts root from scratch {}",
+        state.accounts.len(),
+        ms(kept),
+        ms(started.elapsed())
+    );
 
     finality_delete_figures(directory.path(), &genesis);
 

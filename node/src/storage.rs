@@ -976,6 +976,8 @@ impl Storage {
             finality: row.finality,
             supply: row.supply,
             offences: row.offences,
+            // The node builds it when it restores this state.
+            account_tree: Default::default(),
         };
         Ok(Restored {
             state,

@@ -49,6 +49,7 @@ impl Node {
             self.undo.insert(height, undo);
         }
         self.state = state;
+        self.state.account_tree.ensure(&self.state.accounts);
         self.canonical = canonical_hashes;
         self.finalized = finalized;
         self.last_vote = last_vote;

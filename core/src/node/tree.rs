@@ -228,17 +228,22 @@ mod tests {
     fn equal_ranks_are_decided_by_the_lower_hash_of_the_first_differing_block() {
         let genesis = fast_genesis(4, 2);
         let mut node = observer(&genesis);
-        // Two rank-0 blocks on genesis that differ only in their transfer, each with a child.
-        let branches: Vec<Branch> = (1..=2)
-            .map(|amount| {
-                let transfer =
-                    sign_transfer(&account_key(0), &genesis.chain_id, account_key(1).address(), amount, 0, 0);
-                let mut branch = Branch::from_genesis(&genesis);
-                branch.extend(&genesis, 0, vec![transfer], Vec::new());
-                branch.extend(&genesis, 0, Vec::new(), Vec::new());
-                branch
-            })
-            .collect();
+        // Two rank-0 blocks on genesis that differ only in their transfer's amount, each with a
+        // child: the first pair of amounts whose tips' hashes are ordered the other way from the
+        // fork blocks' hashes, so a comparison of tips would pick the wrong branch.
+        let branch = |amount: u64| {
+            let transfer = sign_transfer(&account_key(0), &genesis.chain_id, account_key(1).address(), amount, 0, 0);
+            let mut branch = Branch::from_genesis(&genesis);
+            branch.extend(&genesis, 0, vec![transfer], Vec::new());
+            branch.extend(&genesis, 0, Vec::new(), Vec::new());
+            branch
+        };
+        let first = branch(1);
+        let branches: Vec<Branch> = (2..100)
+            .map(branch)
+            .find(|other| (first.hashes[1] < other.hashes[1]) != (first.tip().hash < other.tip().hash))
+            .map(|other| vec![first.clone(), other])
+            .expect("about half of all pairs are ordered the other way");
         for branch in &branches {
             insert(&mut node, branch);
         }
