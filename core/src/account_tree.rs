@@ -275,7 +275,7 @@ fn touched_buckets<'a>(addresses: impl Iterator<Item = &'a Address>) -> Vec<usiz
 
 /// A state's account tree, when it has one: a cache that never takes part in a state's
 /// equality, encoding or debug output. `Default` is none (a state then computes its root from
-/// scratch until `ensure` or a delta builds one).
+/// scratch, and deltas keep none, until `ensure` builds one).
 #[derive(Clone, Default)]
 pub struct AccountTreeCache(Option<Box<AccountTree>>);
 
@@ -308,22 +308,19 @@ impl AccountTreeCache {
     }
 
     /// After the accounts at `touched` changed in `accounts`: updates the tree (by writing
-    /// `patch` when it was made from this tree for these very changes), building it if there
-    /// is none.
+    /// `patch` when it was made from this tree for these very changes). A state with no tree
+    /// stays without one (storage's copy of the state never needs a root).
     pub fn update<'a>(
         &mut self,
         accounts: &BTreeMap<Address, Account>,
         touched: impl Iterator<Item = &'a Address>,
         patch: Option<&TreePatch>,
     ) {
-        match &mut self.0 {
-            Some(tree) => {
-                if !patch.is_some_and(|patch| tree.apply(patch)) {
-                    tree.update(accounts, touched);
-                }
-                debug_assert_eq!(tree.root(), accounts_root(accounts, &BTreeMap::new()), "the kept tree is right");
+        if let Some(tree) = &mut self.0 {
+            if !patch.is_some_and(|patch| tree.apply(patch)) {
+                tree.update(accounts, touched);
             }
-            None => *self = AccountTreeCache::built(accounts),
+            debug_assert_eq!(tree.root(), accounts_root(accounts, &BTreeMap::new()), "the kept tree is right");
         }
     }
 }

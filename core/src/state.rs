@@ -67,7 +67,9 @@ pub struct ChainState {
     /// is no longer valid anyway.
     pub offences: BTreeMap<Hash, Height>,
     /// The accounts' bucket tree (`account_tree`), kept up to date by `apply_delta`: a cache,
-    /// not part of the state's encoding or equality. `Default::default()` for none.
+    /// not part of the state's encoding or equality. `Default::default()` for none: roots are
+    /// then computed from scratch and deltas keep none (storage's copy of the state), until
+    /// `account_tree.ensure` builds one (a node restoring the state).
     #[serde(skip)]
     pub account_tree: AccountTreeCache,
 }

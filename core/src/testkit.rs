@@ -87,7 +87,10 @@ pub struct ModelStorage {
 
 impl ModelStorage {
     pub fn new(genesis: &Genesis) -> ModelStorage {
-        let (block, state) = genesis_block(genesis);
+        let (block, mut state) = genesis_block(genesis);
+        // Storage never computes a state root: it keeps no account tree (a node builds its own
+        // when it restores this state).
+        state.account_tree = Default::default();
         let finalized = state.tip;
         ModelStorage {
             blocks: BTreeMap::new(),
