@@ -17,7 +17,7 @@ pub struct Args {
     /// Record every input the node's core gets (time, messages, peer events, metric samples,
     /// submitted transfers, what storage answered) by appending it to FILE, for
     /// `tinychain replay FILE --home DIR`. Costs little CPU; the log grows about 6 KB per block
-    /// idle and about 1 KB per transfer under load (docs/record-format.md).
+    /// idle and about 0.6 KB per transfer under load (docs/record-format.md).
     #[arg(long, value_name = "FILE", env = "TINYCHAIN_RECORD")]
     pub record: Option<PathBuf>,
 }
