@@ -244,13 +244,17 @@ struct CoreLinks {
 /// The connection model of every core: see the module docs.
 pub struct Links {
     genesis: Genesis,
+    /// The server's defaults, both: the simulator models a network of default-configured nodes.
     limits: PolicyLimits,
     timings: LinkTimings,
     cores: Vec<CoreLinks>,
     /// `routes[core][validator]`: the core a dial from `core` to `validator`'s address reaches.
     routes: Vec<Vec<Option<usize>>>,
+    /// Genesis address -> validator.
     addresses: BTreeMap<String, usize>,
+    /// Every connection ever dialed (a run makes a few thousand at most).
     wires: Vec<Wire>,
+    /// Connection delays (the `links` stream).
     rng: SimRng,
     /// The wire whose `InboundArrived` the acceptor's policy is deciding on.
     arriving: Option<WireId>,
@@ -303,14 +307,6 @@ impl Links {
             rng: SimRng::stream(seed, "links"),
             arriving: None,
         }
-    }
-
-    pub fn timings(&self) -> &LinkTimings {
-        &self.timings
-    }
-
-    pub fn limits(&self) -> &PolicyLimits {
-        &self.limits
     }
 
     /// The started link from `core` to `validator`: its wire and the core at the other end.
