@@ -40,8 +40,13 @@ fn recorded_run() -> (Genesis, Vec<Entry>) {
     net.run_until(2_000);
     let alice = account_key(0);
     let bob = account_key(1).address();
-    for nonce in 0..3 {
-        net.submit(0, sign_transfer(&alice, &genesis.chain_id, bob, 5, 1, nonce));
+    // A few transfers every 250 ms, so some land in blocks other validators produce (which
+    // bring back to node 0 transfers it recorded in full when they were submitted).
+    for round in 0..8u64 {
+        for nonce in 3 * round..3 * round + 3 {
+            net.submit(0, sign_transfer(&alice, &genesis.chain_id, bob, 5, 1, nonce));
+        }
+        net.run_until(2_000 + 250 * (round + 1));
     }
     net.run_until(4_000);
     entries.extend(net.drivers[0].take_records());
