@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 use std::time::Instant;
 use tinychain_node::query::{Call, Query, Request};
-use tinychain_node::rpc::{self, RpcConfig};
+use tinychain_node::rpc::{self, QueuedCall, RpcConfig};
 use tokio::sync::mpsc;
 
 fn main() {
@@ -24,10 +24,11 @@ fn main() {
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (sender, mut requests) = mpsc::channel::<Call>(16);
+    let (sender, mut requests) = mpsc::channel::<QueuedCall>(16);
     let server = runtime.block_on(async {
         tokio::spawn(async move {
-            while let Some(Call { request, reply }) = requests.recv().await {
+            while let Some(queued) = requests.recv().await {
+                let Some(Call { request, reply }) = queued.take() else { continue };
                 let answer = match request {
                     Request::Query(Query::Status) => Ok(json!({ "fake": true })),
                     other => panic!("the benchmark only calls status, got {other:?}"),

@@ -31,6 +31,11 @@
 //! the batch), and only then sends the batch's replies: a client told "accepted" holds a promise
 //! on disk. After the restore the core driver settles the journal (`Driver::start`).
 //!
+//! The loop claims each call it takes (`rpc::QueuedCall::take`) before acting on it. A call
+//! whose handler gave up first (the call waited in the queue past `rpc::QUEUE_WAIT_MAX` and
+//! was answered `busy`) loses the claim here and is dropped unrun: a client told busy was never
+//! admitted anything (see `rpc`'s module docs).
+//!
 //! # Test-only misbehaviour
 //!
 //! Built with the `test-misbehaviour` cargo feature (never in a release build: only the root
@@ -78,9 +83,9 @@ pub fn now_unix_ms() -> u64 {
 }
 
 /// RPC calls the loop takes in one go when it wakes for one: the call itself and those already
-/// queued behind it (the channel holds 256), so the journal writes of their submits share one
-/// fsync.
-pub const RPC_CALLS_PER_BATCH_MAX: usize = 256;
+/// queued behind it (the channel holds `rpc::CALL_QUEUE_CAPACITY`), so the journal writes of
+/// their submits share one fsync.
+pub const RPC_CALLS_PER_BATCH_MAX: usize = rpc::CALL_QUEUE_CAPACITY;
 
 /// Until the first real sample (about two sample intervals away: sysinfo's first reading is
 /// discarded), a node reports full load, so a node that just started is not elected for a
@@ -330,7 +335,7 @@ pub async fn run(
         .map_err(|error| DriverError::Net { addr: options.p2p_listen, detail: error.to_string() })?;
     let p2p_addr = net_task.local_addr();
 
-    let (calls_sender, mut calls) = mpsc::channel::<Call>(256);
+    let (calls_sender, mut calls) = mpsc::channel::<rpc::QueuedCall>(rpc::CALL_QUEUE_CAPACITY);
     let rpc_server = match options.rpc.clone() {
         Some(rpc_config) => {
             let addr = rpc_config.listen;
@@ -819,8 +824,14 @@ impl Server {
     /// Answers a batch of RPC calls in order. Queries (and the health and metrics routes) are
     /// answered by `query`; commands act here. Every transfer the core accepts is written to
     /// the journal with one `finish_submits` before any reply of the batch is sent (see the
-    /// module docs).
-    async fn answer_batch(&mut self, batch: Vec<Call>) -> Result<(), DriverError> {
+    /// module docs). A call is claimed (`QueuedCall::take`) before anything is done with it: one
+    /// its handler already answered busy (it waited past `rpc::QUEUE_WAIT_MAX`) is dropped
+    /// unrun, so a client told busy was never admitted anything.
+    async fn answer_batch(&mut self, batch: Vec<rpc::QueuedCall>) -> Result<(), DriverError> {
+        let batch: Vec<Call> = batch.into_iter().filter_map(rpc::QueuedCall::take).collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
         self.refresh_live_peers();
         let mut replies: Vec<(oneshot::Sender<Answer>, Answer)> = Vec::with_capacity(batch.len());
         // (index in `replies`, index in its `submit_txs` results or None, id) of each accepted

@@ -4,9 +4,17 @@
 //! Contract:
 //! - The server runs on its own tokio tasks and never touches the node: every method (one per
 //!   `tinychain_rpc::Method`) becomes a `query::Request`, sent to the driver as a `query::Call`
-//!   over the bounded channel given to `start`, and the handler waits `CALL_TIMEOUT` for the
-//!   reply (then -32603 "the node did not answer in time"). A full channel makes clients wait,
-//!   never the driver.
+//!   inside a `QueuedCall` over the bounded channel given to `start`. Neither side ever waits on
+//!   the other: a full channel is answered at once with `code::BUSY` (-32009, `data.code`
+//!   `busy`), and so is a call the driver has not taken within `QUEUE_WAIT_MAX`. Once the driver
+//!   took a call, the handler waits for its answer up to `CALL_TIMEOUT` from the call's start
+//!   (then -32603 "the node did not answer in time", `timed_out`: the outcome is unknown).
+//! - Busy means "not acted on", and that is guaranteed, not likely: each `QueuedCall` carries
+//!   one claim flag, swapped to true by whichever side gets there first. The driver runs a call
+//!   only if `QueuedCall::take` won the claim; the handler answers busy only if it won the claim
+//!   at its deadline, and otherwise (the driver took the call first) waits for the real answer.
+//!   A call answered busy is therefore dropped unrun by the driver, and a call the driver ran is
+//!   never answered busy.
 //! - Nothing a client sends can panic the server or stop the node. Request bodies are limited to
 //!   `RpcConfig::body_bytes_max` (HTTP 413), batches to `BATCH_REQUESTS_MAX` calls, open TCP
 //!   connections to `RpcConfig::connections_max` (more are answered 503 and closed at accept),
@@ -37,10 +45,12 @@ use serde_json::Value;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tinychain_rpc::{code, data_code, ErrorData, HealthRefusal, HealthStatus, Method};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tower::Service as _;
 use tracing::{debug, info, warn};
@@ -79,8 +89,14 @@ pub const CONNECTIONS_MAX_DEFAULT: u32 = 64;
 pub const BATCH_REQUESTS_MAX: u32 = 50;
 /// Largest response body: a full block of 10,000 transfers is about 4 MB of JSON.
 pub const RESPONSE_BYTES_MAX: u32 = 32 * 1024 * 1024;
-/// How long a handler waits for the driver's answer.
+/// How long a call may wait in the queue for the driver to take it; then it is answered
+/// `code::BUSY` and the driver drops it unrun.
+pub const QUEUE_WAIT_MAX: Duration = Duration::from_secs(2);
+/// How long a handler waits for the driver's answer in all, once the driver took the call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Calls the channel between the server and the driver holds (`driver::run` makes it); one
+/// more is answered `code::BUSY` at once.
+pub const CALL_QUEUE_CAPACITY: usize = 256;
 /// How long `GET /health` waits for the driver before answering 503.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A request's headers (and the first bytes of each keep-alive request) must arrive within this.
@@ -164,19 +180,103 @@ fn admin_rule(access: AdminAccess, peer: IpAddr) -> AdminRule {
 
 /// Shared by every method handler.
 struct MethodContext {
-    calls: mpsc::Sender<Call>,
+    calls: mpsc::Sender<QueuedCall>,
 }
 
-/// Sends one request to the driver and waits for its answer.
-async fn ask(calls: &mpsc::Sender<Call>, request: Request, timeout: Duration) -> Result<Value, QueryError> {
+/// A call in the queue to the driver, with the claim that decides whether the driver runs it or
+/// the handler answers it busy (exactly one of the two; see the module docs).
+#[derive(Debug)]
+pub struct QueuedCall {
+    call: Call,
+    claimed: Arc<AtomicBool>,
+}
+
+impl QueuedCall {
+    /// A call and the claim its handler keeps.
+    pub fn new(call: Call) -> (QueuedCall, Arc<AtomicBool>) {
+        let claimed = Arc::new(AtomicBool::new(false));
+        (QueuedCall { call, claimed: claimed.clone() }, claimed)
+    }
+
+    /// For the driver, before it acts on the call: the call, or `None` when its handler has
+    /// already answered it busy (the call must then not be run; dropping it is all there is to do).
+    pub fn take(self) -> Option<Call> {
+        (!self.claimed.swap(true, Ordering::AcqRel)).then_some(self.call)
+    }
+}
+
+/// Why `ask` got no answer.
+#[derive(Debug)]
+enum AskError {
+    /// The driver did not act on the call (`code::BUSY`): the queue was full, or the call waited
+    /// in it longer than the given bound.
+    Busy {
+        queue_full: bool,
+        waited: Duration,
+    },
+    Query(QueryError),
+}
+
+impl AskError {
+    fn into_error_object(self) -> ErrorObjectOwned {
+        match self {
+            AskError::Busy { queue_full: true, .. } => ErrorObject::owned(
+                code::BUSY,
+                "the node is busy: its queue of calls is full; nothing was done, retry later",
+                Some(error_data(data_code::BUSY)),
+            ),
+            AskError::Busy { queue_full: false, waited } => ErrorObject::owned(
+                code::BUSY,
+                format!(
+                    "the node is busy: the call waited {} ms for the node and was dropped; nothing was done, retry later",
+                    waited.as_millis()
+                ),
+                Some(error_data(data_code::BUSY)),
+            ),
+            AskError::Query(error) => error_object(error),
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            AskError::Busy { .. } => "the node is busy: its event loop did not take the request in time".to_string(),
+            AskError::Query(error) => error.to_string(),
+        }
+    }
+}
+
+/// Sends one request to the driver and waits for its answer: busy if the queue is full or the
+/// driver has not taken the call within `queue_wait`, timed out if the driver took it but did
+/// not answer within `timeout` of the start.
+async fn ask(
+    calls: &mpsc::Sender<QueuedCall>,
+    request: Request,
+    queue_wait: Duration,
+    timeout: Duration,
+) -> Result<Value, AskError> {
+    let started = tokio::time::Instant::now();
     let (reply, answer) = oneshot::channel();
-    let exchange = async {
-        calls.send(Call { request, reply }).await.map_err(|_| QueryError::ShuttingDown)?;
-        answer.await.map_err(|_| QueryError::NotAnswered)?
+    let (queued, claimed) = QueuedCall::new(Call { request, reply });
+    match calls.try_send(queued) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => return Err(AskError::Busy { queue_full: true, waited: Duration::ZERO }),
+        Err(TrySendError::Closed(_)) => return Err(AskError::Query(QueryError::ShuttingDown)),
+    }
+    let answered = |answer: Result<Result<Value, QueryError>, oneshot::error::RecvError>| {
+        answer.map_err(|_| QueryError::NotAnswered).and_then(|answered| answered).map_err(AskError::Query)
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(answered) => answered,
-        Err(_) => Err(QueryError::TimedOut),
+    tokio::pin!(answer);
+    if let Ok(answer) = tokio::time::timeout(queue_wait.min(timeout), &mut answer).await {
+        return answered(answer);
+    }
+    if !claimed.swap(true, Ordering::AcqRel) {
+        // The driver has not taken the call, and now never will run it (`QueuedCall::take`).
+        return Err(AskError::Busy { queue_full: false, waited: started.elapsed() });
+    }
+    // The driver took the call first: it is acting on it, so its answer is the only truth.
+    match tokio::time::timeout_at(started + timeout, answer).await {
+        Ok(answer) => answered(answer),
+        Err(_) => Err(AskError::Query(QueryError::TimedOut)),
     }
 }
 
@@ -216,10 +316,10 @@ async fn handle_method(
             .map_err(|error| error_object(QueryError::InvalidParams(format!("params are not valid JSON: {error}"))))?,
     };
     let request = query::parse_request(method, &params_value).map_err(error_object)?;
-    ask(&context.calls, request, CALL_TIMEOUT).await.map_err(error_object)
+    ask(&context.calls, request, QUEUE_WAIT_MAX, CALL_TIMEOUT).await.map_err(AskError::into_error_object)
 }
 
-fn methods(calls: mpsc::Sender<Call>) -> Result<RpcModule<MethodContext>, RpcError> {
+fn methods(calls: mpsc::Sender<QueuedCall>) -> Result<RpcModule<MethodContext>, RpcError> {
     let mut module = RpcModule::new(MethodContext { calls });
     for method in Method::ALL {
         module
@@ -233,7 +333,7 @@ fn methods(calls: mpsc::Sender<Call>) -> Result<RpcModule<MethodContext>, RpcErr
 
 /// Binds `config.listen` and serves until `RpcServer::stop`; every method becomes a `Call` sent
 /// on `calls`.
-pub async fn start(config: RpcConfig, calls: mpsc::Sender<Call>) -> Result<RpcServer, RpcError> {
+pub async fn start(config: RpcConfig, calls: mpsc::Sender<QueuedCall>) -> Result<RpcServer, RpcError> {
     if config.body_bytes_max < 1024 {
         return Err(RpcError::BadConfig {
             field: "body_bytes_max",
@@ -278,7 +378,7 @@ type JsonRpcServiceBuilder =
 
 /// What the accept loop and every connection share.
 struct Shared {
-    calls: mpsc::Sender<Call>,
+    calls: mpsc::Sender<QueuedCall>,
     methods: jsonrpsee::server::Methods,
     service_builder: JsonRpcServiceBuilder,
     stop_handle: StopHandle,
@@ -378,7 +478,7 @@ async fn serve_connection(socket: TcpStream, peer: SocketAddr, shared: &Shared) 
 async fn route(
     mut request: hyper::Request<Incoming>,
     mut jsonrpc: JsonRpcService,
-    calls: mpsc::Sender<Call>,
+    calls: mpsc::Sender<QueuedCall>,
     admin: AdminRule,
     body_bytes_max: u32,
 ) -> HttpResponse {
@@ -466,22 +566,22 @@ fn text_response(status: hyper::StatusCode, body: &str) -> HttpResponse {
     response(status, "text/plain; charset=utf-8", body.to_string())
 }
 
-async fn health(calls: &mpsc::Sender<Call>) -> HttpResponse {
-    match ask(calls, Request::Health, HEALTH_TIMEOUT).await {
+async fn health(calls: &mpsc::Sender<QueuedCall>) -> HttpResponse {
+    match ask(calls, Request::Health, HEALTH_TIMEOUT, HEALTH_TIMEOUT).await {
         Ok(answer) => response(hyper::StatusCode::OK, "application/json", answer.to_string()),
         Err(error) => {
-            let refusal = HealthRefusal { status: HealthStatus::Unavailable, reason: error.to_string() };
+            let refusal = HealthRefusal { status: HealthStatus::Unavailable, reason: error.reason() };
             response(hyper::StatusCode::SERVICE_UNAVAILABLE, "application/json", query::to_json(&refusal).to_string())
         }
     }
 }
 
-async fn metrics(calls: &mpsc::Sender<Call>) -> HttpResponse {
-    match ask(calls, Request::Metrics, HEALTH_TIMEOUT).await {
+async fn metrics(calls: &mpsc::Sender<QueuedCall>) -> HttpResponse {
+    match ask(calls, Request::Metrics, HEALTH_TIMEOUT, HEALTH_TIMEOUT).await {
         Ok(answer) => {
             response(hyper::StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", render_metrics(&answer))
         }
-        Err(error) => text_response(hyper::StatusCode::SERVICE_UNAVAILABLE, &format!("{error}\n")),
+        Err(error) => text_response(hyper::StatusCode::SERVICE_UNAVAILABLE, &format!("{}\n", error.reason())),
     }
 }
 
@@ -607,6 +707,7 @@ mod tests {
         assert_eq!(code::INTERNAL_ERROR, server::INTERNAL_ERROR_CODE);
         assert_eq!(code::OVERSIZED_REQUEST, server::OVERSIZED_REQUEST_CODE);
         assert_eq!(code::BATCH_TOO_BIG, server::TOO_BIG_BATCH_REQUEST_CODE);
+        assert_eq!(code::BUSY, server::SERVER_IS_BUSY_CODE);
     }
 
     #[test]

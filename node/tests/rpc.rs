@@ -29,7 +29,7 @@ use tinychain_core::types::{Address, Hash, Height, Transfer, UNITS_PER_COIN};
 use tinychain_core::validate::transfer_id;
 use tinychain_node::driver::{self, DriverOptions, Started};
 use tinychain_node::query::{self, Call, Command, LiveInfo, Query, QueryContext, QueryError, Request};
-use tinychain_node::rpc::{self, AdminAccess, RpcConfig, RpcServer};
+use tinychain_node::rpc::{self, AdminAccess, QueuedCall, RpcConfig, RpcServer};
 use tinychain_node::storage::Storage;
 use tinychain_rpc::{
     code, data_code, AccountAnswer, BlockAnswer, ElectionAnswer, ErrorData, FeeAnswer, HeaderAnswer, HealthAnswer,
@@ -159,10 +159,11 @@ fn fake_answer(request: &Request) -> Result<Value, QueryError> {
 }
 
 /// A driver that answers every call from `fake_answer` after `delay`.
-fn fake_driver(delay: Duration) -> mpsc::Sender<Call> {
-    let (sender, mut calls) = mpsc::channel::<Call>(16);
+fn fake_driver(delay: Duration) -> mpsc::Sender<QueuedCall> {
+    let (sender, mut calls) = mpsc::channel::<QueuedCall>(16);
     tokio::spawn(async move {
-        while let Some(Call { request, reply }) = calls.recv().await {
+        while let Some(queued) = calls.recv().await {
+            let Some(Call { request, reply }) = queued.take() else { continue };
             // tokio's timer has millisecond resolution: even a zero sleep would cost one tick.
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -373,7 +374,7 @@ async fn health_and_metrics() {
     server.stop().await;
 
     // A driver that is gone: health is 503, RPC calls an internal error, nothing panics.
-    let (calls, receiver) = mpsc::channel::<Call>(1);
+    let (calls, receiver) = mpsc::channel::<QueuedCall>(1);
     drop(receiver);
     let orphan = rpc::start(loopback_config(), calls).await.unwrap();
     let health = http(orphan.local_addr(), "GET", "/health", Vec::new()).await;
@@ -387,12 +388,12 @@ async fn health_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_that_does_not_answer_times_out() {
-    let (calls, mut receiver) = mpsc::channel::<Call>(4);
-    // Holds every call without answering it.
+    let (calls, mut receiver) = mpsc::channel::<QueuedCall>(4);
+    // Takes every call (so it is the driver's to answer, not busy) without answering it.
     let holder = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Some(call) = receiver.recv().await {
-            held.push(call);
+            held.push(call.take());
         }
     });
     let server = rpc::start(loopback_config(), calls).await.unwrap();
@@ -408,6 +409,55 @@ async fn a_driver_that_does_not_answer_times_out() {
     assert!(started.elapsed() >= rpc::CALL_TIMEOUT, "{:?}", started.elapsed());
     server.stop().await;
     holder.abort();
+}
+
+/// An overloaded driver: a call it does not take within `QUEUE_WAIT_MAX` and a call that finds
+/// the queue full are answered busy (-32009, `busy`), and the driver can no longer run the call
+/// it finds later; a call the driver took in time is answered by the driver, however late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_driver_answers_busy_and_never_runs_what_it_answered_busy() {
+    // A driver stuck in a long step: it takes nothing from a queue of one.
+    let (calls, mut receiver) = mpsc::channel::<QueuedCall>(1);
+    let server = rpc::start(loopback_config(), calls).await.unwrap();
+    let addr = server.local_addr();
+    let transfer = sign_transfer(&account_key(1), "busy-test", account_key(2).address(), 5, 0, 0);
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move { error_with_reason(addr, "submit_tx", submit_params(&transfer)).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.is_empty() {
+        assert!(Instant::now() < deadline, "the first call never reached the queue");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The queue is full: the next call is answered busy at once, without waiting for the driver.
+    let (code, message, reason) = error_with_reason(addr, "status", json!([])).await;
+    assert_eq!((code, reason.as_str()), (i64::from(code::BUSY), data_code::BUSY), "{message}");
+    assert!(message.contains("queue of calls is full") && message.contains("retry later"), "{message}");
+
+    // The queued submit waits out QUEUE_WAIT_MAX, then is answered busy...
+    let (code, message, reason) = waiting.await.unwrap();
+    assert_eq!((code, reason.as_str()), (-32009, "busy"), "{message}");
+    assert!(message.contains("busy") && message.contains("nothing was done"), "{message}");
+    assert!(started.elapsed() >= rpc::QUEUE_WAIT_MAX, "{:?}", started.elapsed());
+    // ...and the driver, getting to it now, finds it claimed: it cannot admit the transfer.
+    let late = receiver.recv().await.expect("the call is still queued");
+    assert!(late.take().is_none(), "a call answered busy must not reach the driver");
+    server.stop().await;
+
+    // A driver that takes a call in time but answers it after QUEUE_WAIT_MAX: the client gets the
+    // driver's answer, never busy (the driver acted on it).
+    let (calls, mut receiver) = mpsc::channel::<QueuedCall>(4);
+    let slow = tokio::spawn(async move {
+        while let Some(queued) = receiver.recv().await {
+            let Some(Call { request, reply }) = queued.take() else { panic!("a call taken at once was claimed") };
+            tokio::time::sleep(rpc::QUEUE_WAIT_MAX + Duration::from_millis(500)).await;
+            let _ = reply.send(fake_answer(&request));
+        }
+    });
+    let server = rpc::start(loopback_config(), calls).await.unwrap();
+    assert_eq!(result(server.local_addr(), "status", json!([])).await, json!({ "fake": true }));
+    server.stop().await;
+    slow.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,10 +663,11 @@ impl Chain {
 }
 
 /// A test driver: read-only calls go to `query::answer`, transfers to the node, as the real one does.
-fn drive(mut chain: Chain) -> mpsc::Sender<Call> {
-    let (sender, mut calls) = mpsc::channel::<Call>(16);
+fn drive(mut chain: Chain) -> mpsc::Sender<QueuedCall> {
+    let (sender, mut calls) = mpsc::channel::<QueuedCall>(16);
     tokio::spawn(async move {
-        while let Some(Call { request, reply }) = calls.recv().await {
+        while let Some(queued) = calls.recv().await {
+            let Some(Call { request, reply }) = queued.take() else { continue };
             let answer = match request {
                 Request::Query(query) => query::answer(&chain.context(), &query),
                 Request::Health => Ok(query::to_json(&query::health(&chain.context()))),

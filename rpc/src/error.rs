@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 /// JSON-RPC error codes a node answers with. The -326xx/-327xx ones are JSON-RPC 2.0's own;
-/// -32007 and -32010 are the jsonrpsee server's (request too big, batch too big).
+/// -32007 and -32010 are the jsonrpsee server's (request too big, batch too big), and -32009 is
+/// jsonrpsee's "server is busy, try again later", which the node answers itself.
 pub mod code {
     /// The block, height or transfer asked for does not exist.
     pub const NOT_FOUND: i32 = -32001;
@@ -14,6 +15,9 @@ pub mod code {
     pub const ADMIN_ONLY: i32 = -32003;
     /// The request body is larger than the node accepts.
     pub const OVERSIZED_REQUEST: i32 = -32007;
+    /// The node is overloaded: its queue of calls was full, or the call waited in it too long.
+    /// The node did not act on the call (a submit admitted nothing): send it again later.
+    pub const BUSY: i32 = -32009;
     /// More calls in one batch than the node answers.
     pub const BATCH_TOO_BIG: i32 = -32010;
     pub const PARSE_ERROR: i32 = -32700;
@@ -65,6 +69,9 @@ pub mod data_code {
     // ...or the node's pending-transfer journal.
     pub const JOURNAL_FULL: &str = "journal_full";
 
+    /// -32009: the node is overloaded and did not act on the call; retry later.
+    pub const BUSY: &str = "busy";
+
     // -32603: the node could not answer.
     pub const SHUTTING_DOWN: &str = "shutting_down";
     pub const NOT_ANSWERED: &str = "not_answered";
@@ -96,6 +103,7 @@ pub mod data_code {
         SENDER_QUEUE_FULL,
         MEMPOOL_FULL,
         JOURNAL_FULL,
+        BUSY,
         SHUTTING_DOWN,
         NOT_ANSWERED,
         TIMED_OUT,

@@ -16,19 +16,30 @@
 //!    (`validate::sign_transfer`, one thread per worker, so signing runs on every core) and
 //!    submits it with one `submit_txs` call, then the next. An account never has more than
 //!    `PENDING_PER_ACCOUNT_MAX` transfers submitted and not yet committed (the node queues at
-//!    most 256 per sender), which is the back-pressure of `--rate max`; a number paces each
-//!    worker to its share of the rate.
+//!    most 256 per sender), and all workers together never more than `--max-pending` (room is
+//!    reserved before signing and freed when the block reader sees a transfer committed or the
+//!    node refuses it): the back-pressure of `--rate max`. A number paces each worker to its
+//!    share of the rate.
 //! 4. One thread reads every new block from the first node (`get_block` per height) and its
 //!    finalized height (`status`): a transfer's latency to committed is from the moment its
 //!    batch was sent to the moment its block was seen, to final likewise with the finalized
 //!    height. Committed transfers per second count this run's transfers in blocks whose
-//!    timestamp lies in the load window. Another thread polls each node's mempool size.
+//!    timestamp lies in the load window. A reorganisation of the node is followed: what an
+//!    abandoned block counted is taken back and its height read again. Another thread polls
+//!    each node's mempool size.
 //! 5. After `--duration` it stops submitting and waits (at most `DRAIN_MAX`) until every
 //!    accepted transfer is final, then prints the summary (or one JSON object with `--json`).
 //!
-//! Rejections are counted by the node's `data.code`. A rejected transfer rewinds its account's
-//! next nonce to it, so the account carries on without a gap; a signature is deterministic, so
-//! the same nonce is signed into the same transfer again.
+//! Rejections are counted by the node's `data.code`, and only the node's own refusals are: a
+//! rejected transfer rewinds its account's next nonce to it, so the account carries on without a
+//! gap; a signature is deterministic, so the same nonce is signed into the same transfer again.
+//! A call answered busy (-32009: the node did not act on it) is made again after a growing
+//! pause (`busy_retries`). A call that fails without an answer (`failed_calls`) may or may not
+//! have been acted on: the worker asks the node each affected account's pending nonce
+//! (`get_account`); transfers below it were admitted (`accepted_after_failed_call`), the rest are
+//! sent again. One the node had after all is answered `duplicate` (or `nonce_used` while
+//! `get_tx` finds that very transfer): counted as accepted (`resubmitted_duplicates`), never as
+//! rejected (see `submit_loop`).
 //!
 //! Nodes' CPU: with `--testnet`, the node processes are found in `/proc` by the `--home` they
 //! run with, and their CPU time over the load window is read from `/proc/PID/stat` (Linux). With
@@ -47,7 +58,7 @@ use std::time::{Duration, Instant};
 use tinychain_core::crypto::{hash_bytes, Keypair};
 use tinychain_core::types::{Address, Amount, Hash, Transfer};
 use tinychain_core::validate::{sign_transfer, transfer_id};
-use tinychain_rpc::{AccountAt, BlockSelector, SubmitResult};
+use tinychain_rpc::{AccountAt, BlockSelector, SubmitResult, TxState};
 use tinychain_wallet::client::RpcClient;
 use tinychain_wallet::keystore::{Keystore, KeystoreError};
 use tinychain_wallet::{self as wallet, WalletError};
@@ -78,11 +89,28 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
     /// How many accounts send. Each holds at most 128 transfers submitted and not yet
-    /// committed, so under --rate max this bounds what is pending at 128 x K.
+    /// committed (and all of them together at most --max-pending).
     #[arg(long, value_name = "K", default_value_t = ACCOUNTS_DEFAULT)]
     pub accounts: usize,
+    /// At most this many of the run's transfers pending (submitted and not yet seen in a block)
+    /// over all workers: the back-pressure of --rate max. The default keeps a 4-node testnet on
+    /// 2 shared cores answering in time with latency to final of a few seconds; far more only
+    /// lengthens the nodes' backlog (and their RPC answers) without committing more.
+    #[arg(long, value_name = "N", default_value_t = MAX_PENDING_DEFAULT)]
+    pub max_pending: u64,
+    /// How long to wait for a node's answer to one submit_txs call. A call that fails without
+    /// an answer counts no rejections: the node is asked each of its accounts' pending
+    /// nonce, the transfers below it count as accepted, and only the others are sent again. A
+    /// node that answers busy (-32009) is called again after a growing pause (busy_retries).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+    /// Test hook: throw away the node's answer to every Nth submit_txs call, as if it was lost
+    /// (and after every second such loss take each account's pending nonce as it was before the
+    /// call, as if read before the node acted on it), to exercise the recovery deterministically.
+    #[arg(long, value_name = "N", hide = true)]
+    pub test_lose_answers_every: Option<u64>,
     /// Transfers per second over all nodes, or "max": as fast as the nodes take them (each
-    /// worker submits its next batch as soon as the last is answered).
+    /// worker submits its next batch as soon as the last is answered, within --max-pending).
     #[arg(long, value_name = "R|max", default_value = "max", value_parser = parse_rate)]
     pub rate: Rate,
     /// How long to submit: 500ms, 30s, 10m, 1h (a bare number is seconds). The summary waits up
@@ -128,6 +156,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 const ACCOUNTS_DEFAULT: usize = 256;
+/// `--max-pending`'s default (see its help and README "Loading a network" for the measurement).
+const MAX_PENDING_DEFAULT: u64 = 4_000;
 const ACCOUNTS_MAX: usize = 100_000;
 const BATCH_DEFAULT: usize = 500;
 /// `submit_txs` takes at most this many transfers per call.
@@ -145,6 +175,14 @@ const FUNDING_RATE_MAX_ASSUMED: f64 = 20_000.0;
 const FUNDING_CHUNK: usize = 200;
 /// How long the funding may take to be committed on every node.
 const FUNDING_WAIT_MAX: Duration = Duration::from_secs(120);
+/// The first pause before calling a node that answered busy again; it doubles up to
+/// `BUSY_BACKOFF_MAX` and starts over after an answer.
+const BUSY_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// After a failed call, how long a worker keeps asking its node for an account's pending nonce.
+const RESYNC_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Calls that settle what a failed call did (`get_account`, `get_tx`) give up after this.
+const RESYNC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node that just started may take to offer a pending nonce.
 const MEMPOOL_SYNC_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long after the load window the summary waits for accepted transfers to become final.
@@ -196,6 +234,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "--in-flight: {} is out of range: give 1 to {IN_FLIGHT_MAX}",
         args.in_flight
     );
+    ensure!(args.max_pending >= 1, "--max-pending: give at least 1");
+    ensure!(args.test_lose_answers_every != Some(0), "--test-lose-answers-every: give at least 1");
     let (targets, funding) = resolve_targets(args)?;
     let report = run_load(args, &targets, &funding)?;
     if args.json {
@@ -371,20 +411,113 @@ struct Shared {
     stop_submitting: AtomicBool,
     /// Set when the summary is being made: the reader and poller stop.
     stop_watching: AtomicBool,
+    /// Transfers the nodes gave a verdict on (accepted, refused), or that a failed call left
+    /// unresolved; a transfer sent again after a failed call or a busy answer counts once.
     submitted: AtomicU64,
+    /// Admitted by a node: answered with an id, or found pending or committed after a failed
+    /// call or on a second sending (`duplicate`).
     accepted: AtomicU64,
+    /// Of `accepted`: answered `duplicate` (or `nonce_used` with the very transfer pending or
+    /// committed) when sent again after a failed call: the node had it already.
+    resubmitted_duplicates: AtomicU64,
+    /// Of `accepted`: transfers of a failed call below their account's pending nonce as the node
+    /// told it afterwards.
+    accepted_after_failed_call: AtomicU64,
+    /// Transfers of a failed call whose fate the node could not be asked within
+    /// `RESYNC_WAIT_MAX`; their accounts send no more.
+    unresolved: AtomicU64,
     /// Calls that failed as a whole (node unreachable, no answer, HTTP error).
     failed_calls: AtomicU64,
+    /// Calls answered busy (-32009) and made again.
+    busy_retries: AtomicU64,
     last_failure: Mutex<Option<String>>,
     rejected: Mutex<BTreeMap<String, u64>>,
     /// This run's transfers sent and not yet seen committed, by id: when their batch was sent.
     awaiting_commit: Mutex<HashMap<Hash, Instant>>,
+    /// This run's transfers pending: in `awaiting_commit`, or reserved by a worker about to sign
+    /// them. At most `max_pending`.
+    pending: AtomicU64,
+    max_pending: u64,
+    /// The most `pending` has been.
+    pending_max_seen: AtomicU64,
     /// Per account: the next nonce the chain has committed (as the block reader saw it).
     committed_nonces: Vec<AtomicU64>,
     /// What the block reader found.
     chain: Mutex<ChainView>,
     /// Each node's mempool size at the last poll, and the largest seen.
     mempool_sizes: Mutex<Vec<(Option<usize>, usize)>>,
+}
+
+impl Shared {
+    /// Nothing counted yet: each account's committed nonce, how many nodes, `--max-pending`.
+    fn new(committed_nonces: Vec<u64>, nodes: usize, max_pending: u64) -> Shared {
+        Shared {
+            stop_submitting: AtomicBool::new(false),
+            stop_watching: AtomicBool::new(false),
+            submitted: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            resubmitted_duplicates: AtomicU64::new(0),
+            accepted_after_failed_call: AtomicU64::new(0),
+            unresolved: AtomicU64::new(0),
+            failed_calls: AtomicU64::new(0),
+            busy_retries: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+            rejected: Mutex::new(BTreeMap::new()),
+            awaiting_commit: Mutex::new(HashMap::new()),
+            pending: AtomicU64::new(0),
+            max_pending,
+            pending_max_seen: AtomicU64::new(0),
+            committed_nonces: committed_nonces.into_iter().map(AtomicU64::new).collect(),
+            chain: Mutex::new(ChainView::default()),
+            mempool_sizes: Mutex::new(vec![(None, 0); nodes]),
+        }
+    }
+
+    /// Reserves room for up to `wanted` more pending transfers under `max_pending`; returns how
+    /// many it got (release what goes unused).
+    fn reserve(&self, wanted: u64) -> u64 {
+        let mut granted = 0;
+        let reserved = self.pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
+            granted = wanted.min(self.max_pending.saturating_sub(pending));
+            (granted > 0).then_some(pending + granted)
+        });
+        match reserved {
+            Ok(before) => {
+                self.pending_max_seen.fetch_max(before + granted, Ordering::Relaxed);
+                granted
+            }
+            Err(_) => 0,
+        }
+    }
+
+    fn release(&self, count: u64) {
+        if count > 0 {
+            self.pending.fetch_sub(count, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts waiting for the commit of transfers already reserved.
+    fn await_commit(&self, ids: &[Hash], sent_at: Instant) {
+        let mut awaiting = self.awaiting_commit.lock().expect("no thread panics holding it");
+        for id in ids {
+            if awaiting.insert(*id, sent_at).is_some() {
+                // Already awaited (sent again): its first reservation stands for it.
+                self.release(1);
+            }
+        }
+    }
+
+    /// Stops waiting for the commit of `id` (refused, or never admitted), freeing its room.
+    fn forget(&self, id: &Hash) {
+        if self.awaiting_commit.lock().expect("no thread panics holding it").remove(id).is_some() {
+            self.release(1);
+        }
+    }
+
+    fn note_failure(&self, detail: String) {
+        self.failed_calls.fetch_add(1, Ordering::Relaxed);
+        *self.last_failure.lock().expect("no thread panics holding it") = Some(detail);
+    }
 }
 
 #[derive(Default)]
@@ -410,6 +543,9 @@ struct Account {
     key: Keypair,
     to: Address,
     next_nonce: u64,
+    /// A failed call left some of its transfers unresolved: the account sends no more (its next
+    /// nonce is unknown).
+    stalled: bool,
 }
 
 /// The figures of one run.
@@ -420,8 +556,13 @@ struct Report {
     batch: usize,
     in_flight: usize,
     duration_ms: u64,
+    max_pending: u64,
+    pending_max_seen: u64,
     submitted: u64,
     accepted: u64,
+    resubmitted_duplicates: u64,
+    accepted_after_failed_call: u64,
+    unresolved: u64,
     committed: u64,
     committed_in_window: u64,
     all_committed_in_window: u64,
@@ -431,6 +572,7 @@ struct Report {
     latency_final_ms: Vec<u64>,
     rejected: BTreeMap<String, u64>,
     failed_calls: u64,
+    busy_retries: u64,
     last_failure: Option<String>,
     mempool_max: Vec<usize>,
     cpu: CpuFigures,
@@ -472,7 +614,7 @@ fn run_load(args: &Args, targets: &[Target], funding: &Funding) -> anyhow::Resul
     }
     let mut accounts: Vec<Account> = (0..args.accounts)
         .map(|index| derive_account(&funding_key, index))
-        .map(|key| Account { key, to: Address([0; 32]), next_nonce: 0 })
+        .map(|key| Account { key, to: Address([0; 32]), next_nonce: 0, stalled: false })
         .collect();
     for index in 0..accounts.len() {
         accounts[index].to = accounts[(index + 1) % accounts.len()].key.address();
@@ -497,19 +639,11 @@ fn run_load(args: &Args, targets: &[Target], funding: &Funding) -> anyhow::Resul
         account.next_nonce = pending_nonce(&clients[node_of(index)], &account.key.address())?;
     }
 
-    let shared = Arc::new(Shared {
-        stop_submitting: AtomicBool::new(false),
-        stop_watching: AtomicBool::new(false),
-        submitted: AtomicU64::new(0),
-        accepted: AtomicU64::new(0),
-        failed_calls: AtomicU64::new(0),
-        last_failure: Mutex::new(None),
-        rejected: Mutex::new(BTreeMap::new()),
-        awaiting_commit: Mutex::new(HashMap::new()),
-        committed_nonces: accounts.iter().map(|account| AtomicU64::new(account.next_nonce)).collect(),
-        chain: Mutex::new(ChainView::default()),
-        mempool_sizes: Mutex::new(vec![(None, 0); targets.len()]),
-    });
+    let shared = Arc::new(Shared::new(
+        accounts.iter().map(|account| account.next_nonce).collect(),
+        targets.len(),
+        args.max_pending,
+    ));
     let account_index: Arc<HashMap<Address, usize>> =
         Arc::new(accounts.iter().enumerate().map(|(index, account)| (account.key.address(), index)).collect());
 
@@ -556,14 +690,16 @@ fn run_load(args: &Args, targets: &[Target], funding: &Funding) -> anyhow::Resul
         let shared = shared.clone();
         let url = targets[node].url.clone();
         let chain_id = chain_id.clone();
-        let rate_per_worker = match args.rate {
-            Rate::Max => None,
-            Rate::PerSecond(rate) => Some(rate / worker_count as f64),
+        let options = WorkerOptions {
+            batch: args.batch,
+            rate_per_second: match args.rate {
+                Rate::Max => None,
+                Rate::PerSecond(rate) => Some(rate / worker_count as f64),
+            },
+            call_timeout: args.call_timeout,
+            lose_answers_every: args.test_lose_answers_every,
         };
-        let batch = args.batch;
-        workers.push(std::thread::spawn(move || {
-            submit_loop(&url, group, &chain_id, fee, batch, rate_per_worker, started, &shared)
-        }));
+        workers.push(std::thread::spawn(move || submit_loop(&url, group, &chain_id, fee, options, started, &shared)));
     }
 
     // Progress until the window ends.
@@ -667,8 +803,13 @@ fn run_load(args: &Args, targets: &[Target], funding: &Funding) -> anyhow::Resul
         batch: args.batch,
         in_flight: args.in_flight,
         duration_ms: window_elapsed.as_millis() as u64,
+        max_pending: args.max_pending,
+        pending_max_seen: shared.pending_max_seen.load(Ordering::SeqCst),
         submitted: shared.submitted.load(Ordering::SeqCst),
         accepted: shared.accepted.load(Ordering::SeqCst),
+        resubmitted_duplicates: shared.resubmitted_duplicates.load(Ordering::SeqCst),
+        accepted_after_failed_call: shared.accepted_after_failed_call.load(Ordering::SeqCst),
+        unresolved: shared.unresolved.load(Ordering::SeqCst),
         committed: chain.committed,
         committed_in_window: chain.committed_in_window,
         all_committed_in_window: chain.all_committed_in_window,
@@ -678,6 +819,7 @@ fn run_load(args: &Args, targets: &[Target], funding: &Funding) -> anyhow::Resul
         latency_final_ms,
         rejected: shared.rejected.lock().expect("no thread panics holding it").clone(),
         failed_calls: shared.failed_calls.load(Ordering::SeqCst),
+        busy_retries: shared.busy_retries.load(Ordering::SeqCst),
         last_failure: shared.last_failure.lock().expect("no thread panics holding it").clone(),
         mempool_max: shared
             .mempool_sizes
@@ -795,21 +937,112 @@ fn fund_accounts(
     Ok(())
 }
 
+/// What every worker is told.
+#[derive(Clone, Copy, Debug)]
+struct WorkerOptions {
+    batch: usize,
+    /// This worker's share of `--rate`, or `None` for `--rate max`.
+    rate_per_second: Option<f64>,
+    call_timeout: Duration,
+    lose_answers_every: Option<u64>,
+}
+
+/// How one `submit_txs` call ended, busy answers already retried.
+enum CallEnd {
+    /// The node answered for each transfer.
+    Answered(Vec<SubmitOutcome>),
+    /// No connection was made: the node cannot have admitted anything.
+    NotDelivered(String),
+    /// The call may have reached the node, but no answer came back (timeout, reset, an internal
+    /// error such as `timed_out`): some of its transfers may have been admitted.
+    Lost(String),
+    /// The node answered busy until the load window ended: it admitted nothing.
+    GaveUpBusy,
+}
+
+/// The node's answer busy (-32009): it did not act on the call.
+fn is_busy(error: &WalletError) -> bool {
+    matches!(error, WalletError::NodeError { code, .. } if *code == i64::from(tinychain_rpc::code::BUSY))
+}
+
+/// One `submit_batch`, made again after a growing pause for as long as the node answers busy
+/// (each retry counted in `busy_retries`) and the window lasts. Sending the same transfers again
+/// is safe: a busy answer means the node did not act on them.
+fn call_until_not_busy(client: &RpcClient, transfers: &[Transfer], shared: &Shared) -> CallEnd {
+    let mut pause = BUSY_BACKOFF_FIRST;
+    loop {
+        match submit_batch(client, transfers) {
+            Ok(outcomes) => return CallEnd::Answered(outcomes),
+            Err(error) if is_busy(&error) => {
+                if shared.stop_submitting.load(Ordering::SeqCst) {
+                    return CallEnd::GaveUpBusy;
+                }
+                shared.busy_retries.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(BUSY_BACKOFF_MAX);
+            }
+            Err(error @ WalletError::Unreachable { .. }) => return CallEnd::NotDelivered(error.to_string()),
+            Err(error) => return CallEnd::Lost(error.to_string()),
+        }
+    }
+}
+
+/// After a failed call: the pending nonce of `address` on the worker's node, asked until it
+/// answers (busy answers and failures retried after a pause) or `RESYNC_WAIT_MAX` passes.
+fn resync_nonce(client: &RpcClient, address: &Address, shared: &Shared) -> Option<u64> {
+    let deadline = Instant::now() + RESYNC_WAIT_MAX;
+    let mut pause = BUSY_BACKOFF_FIRST;
+    while Instant::now() < deadline && !shared.stop_watching.load(Ordering::SeqCst) {
+        match client.get_account(address, AccountAt::Tip) {
+            Ok(account) if account.pending_nonce.is_some() => return account.pending_nonce,
+            Ok(_) => {}
+            Err(error) if is_busy(&error) => {
+                shared.busy_retries.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => *shared.last_failure.lock().expect("no thread panics holding it") = Some(error.to_string()),
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(BUSY_BACKOFF_MAX);
+    }
+    None
+}
+
+/// Whether the node holds this very transfer, pending or in a block: then a `nonce_used` for it
+/// means the node had it already (an earlier call whose answer was lost), not a refusal.
+/// `Some(true)` when it is in a block.
+fn held_by_node(client: &RpcClient, id: &Hash) -> Option<bool> {
+    match client.get_tx(id).ok()?.status {
+        TxState::Pending => Some(false),
+        TxState::Committed | TxState::Final => Some(true),
+        TxState::Dropped | TxState::Unknown => None,
+    }
+}
+
 /// One worker: signs batches for its accounts and submits them to its node until the window
 /// ends.
-#[allow(clippy::too_many_arguments)]
+///
+/// Every transfer it sends ends one of these ways, and only a node's own refusal is counted as
+/// rejected: accepted (an id, or `duplicate`: the node had it already); refused (counted under
+/// the node's `data.code`, its account carrying on from the refused nonce); answered busy (sent
+/// again after a pause, the same transfer); not delivered (no connection: taken back and signed
+/// again later); or part of a call whose answer was lost. Then the worker asks the node each
+/// account's pending nonce: transfers below it were admitted (accepted), the others were not
+/// and are taken back, the account carrying on from the pending nonce. If the lost call is
+/// acted on only after that question, sending those again meets them: `duplicate` (or
+/// `nonce_used` with the very transfer in a block), which counts as accepted.
 fn submit_loop(
     url: &str,
     mut accounts: Vec<(usize, Account)>,
     chain_id: &str,
     fee: Amount,
-    batch: usize,
-    rate_per_second: Option<f64>,
+    options: WorkerOptions,
     started: Instant,
     shared: &Shared,
 ) {
-    let client = match RpcClient::new(url) {
-        Ok(client) => client,
+    let clients = RpcClient::with_timeout(url, options.call_timeout)
+        .and_then(|client| Ok((client, RpcClient::with_timeout(url, RESYNC_CALL_TIMEOUT)?)));
+    let (client, settle_client) = match clients {
+        Ok(clients) => clients,
         Err(error) => {
             *shared.last_failure.lock().expect("no thread panics holding it") = Some(error.to_string());
             return;
@@ -817,10 +1050,12 @@ fn submit_loop(
     };
     let mut sent: u64 = 0;
     let mut cursor = 0;
+    let mut calls: u64 = 0;
+    let mut answers_lost: u64 = 0;
     let mut last_call = started.checked_sub(RATE_TICK).unwrap_or(started);
     while !shared.stop_submitting.load(Ordering::SeqCst) {
-        let count = match rate_per_second {
-            None => batch,
+        let count = match options.rate_per_second {
+            None => options.batch,
             Some(rate) => {
                 // One call per tick at most, carrying every transfer that fell due since the last.
                 let since_call = last_call.elapsed();
@@ -833,19 +1068,21 @@ fn submit_loop(
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
-                ((due - sent) as usize).min(batch)
+                ((due - sent) as usize).min(options.batch)
             }
         };
+        // Room under --max-pending over all workers.
+        let granted = shared.reserve(count as u64) as usize;
         // Round-robin over the accounts with room for another pending transfer.
-        let mut transfers: Vec<Transfer> = Vec::with_capacity(count);
-        let mut senders: Vec<usize> = Vec::with_capacity(count);
+        let mut transfers: Vec<Transfer> = Vec::with_capacity(granted);
+        let mut senders: Vec<usize> = Vec::with_capacity(granted);
         let mut without_room = 0;
-        while transfers.len() < count && without_room < accounts.len() {
+        while transfers.len() < granted && without_room < accounts.len() {
             let position = cursor;
             cursor = (cursor + 1) % accounts.len();
             let (index, account) = &mut accounts[position];
             let committed = shared.committed_nonces[*index].load(Ordering::Relaxed);
-            if account.next_nonce.saturating_sub(committed) >= PENDING_PER_ACCOUNT_MAX {
+            if account.stalled || account.next_nonce.saturating_sub(committed) >= PENDING_PER_ACCOUNT_MAX {
                 without_room += 1;
                 continue;
             }
@@ -854,66 +1091,164 @@ fn submit_loop(
             senders.push(position);
             account.next_nonce += 1;
         }
+        shared.release((granted - transfers.len()) as u64);
         if transfers.is_empty() {
-            // Every account waits for its transfers to be committed: the nodes are saturated.
+            // The nodes are saturated: every account (or --max-pending) waits for commits.
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
         let ids: Vec<Hash> = transfers.iter().map(transfer_id).collect();
         let sent_at = Instant::now();
         last_call = sent_at;
-        {
-            let mut awaiting = shared.awaiting_commit.lock().expect("no thread panics holding it");
-            awaiting.extend(ids.iter().map(|id| (*id, sent_at)));
-        }
+        shared.await_commit(&ids, sent_at);
         sent += transfers.len() as u64;
-        shared.submitted.fetch_add(transfers.len() as u64, Ordering::Relaxed);
-        let outcomes: Vec<SubmitOutcome> = match submit_batch(&client, &transfers) {
-            Ok(outcomes) => outcomes,
-            Err(error) => {
-                shared.failed_calls.fetch_add(1, Ordering::Relaxed);
-                *shared.last_failure.lock().expect("no thread panics holding it") = Some(error.to_string());
-                let reason = match error {
-                    WalletError::Unreachable { .. } => "call_failed_unreachable",
-                    _ => "call_failed",
-                };
-                vec![Err(reason.to_string()); transfers.len()]
-            }
-        };
-        let mut accepted = 0;
-        let mut rejected: Vec<(usize, &Transfer, String)> = Vec::new();
-        for ((outcome, transfer), position) in outcomes.into_iter().zip(&transfers).zip(&senders) {
-            match outcome {
-                Ok(_) => accepted += 1,
-                Err(code) => rejected.push((*position, transfer, code)),
-            }
+        calls += 1;
+        let mut end = call_until_not_busy(&client, &transfers, shared);
+        let lose_this = options.lose_answers_every.is_some_and(|every| calls.is_multiple_of(every));
+        if lose_this && matches!(end, CallEnd::Answered(_)) {
+            end = CallEnd::Lost("the answer was thrown away (--test-lose-answers-every)".to_string());
         }
-        shared.accepted.fetch_add(accepted, Ordering::Relaxed);
-        if !rejected.is_empty() {
-            let mut awaiting = shared.awaiting_commit.lock().expect("no thread panics holding it");
-            let mut reasons = shared.rejected.lock().expect("no thread panics holding it");
-            for (position, transfer, code) in &rejected {
-                awaiting.remove(&transfer_id(transfer));
-                *reasons.entry(code.clone()).or_default() += 1;
-                // Carry on from the refused nonce (a nonce the chain already used is skipped).
-                let account = &mut accounts[*position].1;
-                let is_taken = code == tinychain_rpc::data_code::NONCE_USED;
-                if !is_taken && transfer.nonce < account.next_nonce {
-                    account.next_nonce = transfer.nonce;
+        // Takes back transfers the node did not admit: they will be signed again (the same bytes:
+        // a signature is deterministic) from the lowest nonce taken back.
+        let take_back = |accounts: &mut Vec<(usize, Account)>, sent: &mut u64, position: usize, at: usize| {
+            shared.forget(&ids[at]);
+            let account = &mut accounts[position].1;
+            account.next_nonce = account.next_nonce.min(transfers[at].nonce);
+            *sent = sent.saturating_sub(1);
+        };
+        match end {
+            CallEnd::Answered(outcomes) => {
+                settle_answers(&settle_client, &mut accounts, &transfers, &ids, &senders, outcomes, shared)
+            }
+            CallEnd::GaveUpBusy => {
+                for (at, position) in senders.iter().enumerate() {
+                    take_back(&mut accounts, &mut sent, *position, at);
                 }
             }
-            drop(awaiting);
-            drop(reasons);
-            if rejected.len() == transfers.len() {
-                // Nothing got in: do not spin against a node that refuses everything.
-                std::thread::sleep(Duration::from_millis(50));
+            CallEnd::NotDelivered(detail) => {
+                shared.note_failure(detail);
+                for (at, position) in senders.iter().enumerate() {
+                    take_back(&mut accounts, &mut sent, *position, at);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            CallEnd::Lost(detail) => {
+                shared.note_failure(detail);
+                answers_lost += 1;
+                // The test hook's every second loss: as if the nonces were read before the node
+                // acted on the call, so the transfers are sent again and meet themselves.
+                let read_too_early = lose_this && answers_lost.is_multiple_of(2);
+                let mut positions: Vec<usize> = senders.clone();
+                positions.sort_unstable();
+                positions.dedup();
+                for position in positions {
+                    let batch_of_account: Vec<usize> =
+                        (0..transfers.len()).filter(|at| senders[*at] == position).collect();
+                    let first_nonce = batch_of_account.iter().map(|at| transfers[*at].nonce).min();
+                    let pending_nonce = if read_too_early {
+                        first_nonce
+                    } else {
+                        resync_nonce(&settle_client, &accounts[position].1.key.address(), shared)
+                    };
+                    let Some(pending_nonce) = pending_nonce else {
+                        // Unknown: they stay awaited (a block may hold them), the account stops.
+                        shared.unresolved.fetch_add(batch_of_account.len() as u64, Ordering::Relaxed);
+                        shared.submitted.fetch_add(batch_of_account.len() as u64, Ordering::Relaxed);
+                        accounts[position].1.stalled = true;
+                        continue;
+                    };
+                    for at in batch_of_account {
+                        if transfers[at].nonce < pending_nonce {
+                            shared.accepted.fetch_add(1, Ordering::Relaxed);
+                            shared.accepted_after_failed_call.fetch_add(1, Ordering::Relaxed);
+                            shared.submitted.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            take_back(&mut accounts, &mut sent, position, at);
+                        }
+                    }
+                    // Below the batch too, should the node have let go of earlier ones.
+                    let account = &mut accounts[position].1;
+                    account.next_nonce = account.next_nonce.min(pending_nonce);
+                }
             }
         }
     }
 }
 
+/// Counts a node's answers to one call's transfers: accepted, `duplicate` (accepted: the node
+/// has it), `nonce_used` for a transfer the node holds (accepted likewise), else rejected by the
+/// node's reason, the account carrying on from the refused nonce (past it for `nonce_used`).
+fn settle_answers(
+    client: &RpcClient,
+    accounts: &mut [(usize, Account)],
+    transfers: &[Transfer],
+    ids: &[Hash],
+    senders: &[usize],
+    outcomes: Vec<SubmitOutcome>,
+    shared: &Shared,
+) {
+    let mut refused = 0;
+    for (at, outcome) in outcomes.into_iter().enumerate() {
+        shared.submitted.fetch_add(1, Ordering::Relaxed);
+        let code = match outcome {
+            Ok(_) => {
+                shared.accepted.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Err(code) => code,
+        };
+        let held = if code == tinychain_rpc::data_code::DUPLICATE {
+            Some(false)
+        } else if code == tinychain_rpc::data_code::NONCE_USED {
+            held_by_node(client, &ids[at])
+        } else {
+            None
+        };
+        if let Some(in_block) = held {
+            shared.accepted.fetch_add(1, Ordering::Relaxed);
+            shared.resubmitted_duplicates.fetch_add(1, Ordering::Relaxed);
+            if in_block {
+                // The block reader may have passed its block while it was not awaited.
+                let was_awaited =
+                    shared.awaiting_commit.lock().expect("no thread panics holding it").contains_key(&ids[at]);
+                if was_awaited {
+                    shared.forget(&ids[at]);
+                    shared.chain.lock().expect("no thread panics holding it").committed += 1;
+                }
+            }
+            continue;
+        }
+        refused += 1;
+        shared.forget(&ids[at]);
+        *shared.rejected.lock().expect("no thread panics holding it").entry(code.clone()).or_default() += 1;
+        // Carry on from the refused nonce (a nonce the chain already used is skipped).
+        let account = &mut accounts[senders[at]].1;
+        if code != tinychain_rpc::data_code::NONCE_USED && transfers[at].nonce < account.next_nonce {
+            account.next_nonce = transfers[at].nonce;
+        }
+    }
+    if refused == transfers.len() {
+        // Nothing got in: do not spin against a node that refuses everything.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the block reader counted from one block, kept until the block is final so that a
+/// reorganisation can take it back.
+struct ReadBlock {
+    hash: Hash,
+    /// This run's transfers in it: id, when its batch was sent, latency to committed counted.
+    ours: Vec<(Hash, Instant, u64)>,
+    is_in_window: bool,
+    /// Every transfer in it (anyone's).
+    transfers: u64,
+}
+
 /// The block reader: every new block of the first node, its transfers matched to this run's,
-/// and the node's finalized height.
+/// and the node's finalized height. It follows the node's reorganisations: when a block's parent
+/// is not the block it read at that height, it takes back what the abandoned block counted
+/// (its transfers are awaited again) and reads that height again, so a transfer committed on the
+/// new branch is not missed and one the branch left out is not counted.
 fn read_blocks(url: &str, shared: &Shared, account_index: &HashMap<Address, usize>, window_unix_ms: (u64, u64)) {
     let client = match RpcClient::with_timeout(url, Duration::from_secs(15)) {
         Ok(client) => client,
@@ -922,8 +1257,14 @@ fn read_blocks(url: &str, shared: &Shared, account_index: &HashMap<Address, usiz
             return;
         }
     };
+    // Blocks read and not yet final, by height.
+    let mut read: BTreeMap<u64, ReadBlock> = BTreeMap::new();
     let mut read_height = match client.status() {
-        Ok(status) => status.tip.height,
+        Ok(status) => {
+            let tip = ReadBlock { hash: status.tip.hash, ours: Vec::new(), is_in_window: false, transfers: 0 };
+            read.insert(status.tip.height, tip);
+            status.tip.height
+        }
         Err(_) => 0,
     };
     shared.chain.lock().expect("no thread panics holding it").tip_height = read_height;
@@ -945,10 +1286,20 @@ fn read_blocks(url: &str, shared: &Shared, account_index: &HashMap<Address, usiz
                     break;
                 }
             };
+            let parent_read = read.get(&read_height).map(|parent| parent.hash);
+            if parent_read.is_some_and(|hash| hash != block.header.header.prev_hash) {
+                // The node switched branches at or below `read_height`: undo that block, then
+                // compare the one below it on the next pass.
+                if let Some(abandoned) = read.remove(&read_height) {
+                    take_back_block(shared, read_height, abandoned);
+                }
+                read_height = read_height.saturating_sub(1);
+                continue;
+            }
             let seen_at = Instant::now();
             let timestamp_ms = block.header.header.timestamp_ms;
             let is_in_window = (window_unix_ms.0..=window_unix_ms.1).contains(&timestamp_ms);
-            let mut ours: Vec<Instant> = Vec::new();
+            let mut ours: Vec<(Hash, Instant, u64)> = Vec::new();
             {
                 let mut awaiting = shared.awaiting_commit.lock().expect("no thread panics holding it");
                 for transfer in &block.transfers {
@@ -956,10 +1307,11 @@ fn read_blocks(url: &str, shared: &Shared, account_index: &HashMap<Address, usiz
                         shared.committed_nonces[*index].fetch_max(transfer.transfer.nonce + 1, Ordering::Relaxed);
                     }
                     if let Some(sent_at) = awaiting.remove(&transfer.id) {
-                        ours.push(sent_at);
+                        ours.push((transfer.id, sent_at, seen_at.duration_since(sent_at).as_millis() as u64));
                     }
                 }
             }
+            shared.release(ours.len() as u64);
             let mut chain = shared.chain.lock().expect("no thread panics holding it");
             chain.committed += ours.len() as u64;
             if is_in_window {
@@ -967,11 +1319,15 @@ fn read_blocks(url: &str, shared: &Shared, account_index: &HashMap<Address, usiz
                 chain.all_committed_in_window += block.transfers.len() as u64;
                 chain.blocks_in_window += 1;
             }
-            for sent_at in ours {
-                chain.latency_committed_ms.push(seen_at.duration_since(sent_at).as_millis() as u64);
-                chain.awaiting_final.push((height, sent_at));
+            for (_, sent_at, latency_ms) in &ours {
+                chain.latency_committed_ms.push(*latency_ms);
+                chain.awaiting_final.push((height, *sent_at));
             }
             chain.tip_height = height;
+            drop(chain);
+            let counted =
+                ReadBlock { hash: block.header.hash, ours, is_in_window, transfers: block.transfers.len() as u64 };
+            read.insert(height, counted);
             read_height = height;
         }
         let now = Instant::now();
@@ -985,8 +1341,38 @@ fn read_blocks(url: &str, shared: &Shared, account_index: &HashMap<Address, usiz
             for (_, sent_at) in now_final {
                 chain.latency_final_ms.push(now.duration_since(sent_at).as_millis() as u64);
             }
+            // A final block is never undone: keep only the latest final one, as the parent of
+            // the next.
+            read = read.split_off(&finalized);
         }
     }
+}
+
+/// Takes back what the reader counted from a block the node abandoned in a reorganisation: its
+/// transfers of this run are awaited again (the new branch or the mempool holds them).
+fn take_back_block(shared: &Shared, height: u64, block: ReadBlock) {
+    {
+        let mut awaiting = shared.awaiting_commit.lock().expect("no thread panics holding it");
+        for (id, sent_at, _) in &block.ours {
+            if awaiting.insert(*id, *sent_at).is_none() {
+                shared.pending.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let count = block.ours.len() as u64;
+    let mut chain = shared.chain.lock().expect("no thread panics holding it");
+    chain.committed = chain.committed.saturating_sub(count);
+    if block.is_in_window {
+        chain.committed_in_window = chain.committed_in_window.saturating_sub(count);
+        chain.all_committed_in_window = chain.all_committed_in_window.saturating_sub(block.transfers);
+        chain.blocks_in_window = chain.blocks_in_window.saturating_sub(1);
+    }
+    for (_, _, latency_ms) in &block.ours {
+        if let Some(position) = chain.latency_committed_ms.iter().rposition(|counted| counted == latency_ms) {
+            chain.latency_committed_ms.remove(position);
+        }
+    }
+    chain.awaiting_final.retain(|(counted_at, _)| *counted_at != height);
 }
 
 /// Each node's mempool size, once a second.
@@ -1013,6 +1399,9 @@ fn progress_line(shared: &Shared, samples: &mut VecDeque<(Instant, u64)>) -> Str
     let submitted = shared.submitted.load(Ordering::Relaxed);
     let accepted = shared.accepted.load(Ordering::Relaxed);
     let rejected: u64 = shared.rejected.lock().expect("no thread panics holding it").values().sum();
+    let pending = shared.pending.load(Ordering::Relaxed);
+    let busy_retries = shared.busy_retries.load(Ordering::Relaxed);
+    let failed_calls = shared.failed_calls.load(Ordering::Relaxed);
     let (committed, tip, finalized, recent_p50) = {
         let chain = shared.chain.lock().expect("no thread panics holding it");
         let recent = &chain.latency_committed_ms[chain.latency_committed_ms.len().saturating_sub(1_000)..];
@@ -1037,8 +1426,8 @@ fn progress_line(shared: &Shared, samples: &mut VecDeque<(Instant, u64)>) -> Str
         .map(|(size, _)| size.map_or("-".to_string(), |size| size.to_string()))
         .collect();
     format!(
-        "submitted {submitted}, accepted {accepted}, rejected {rejected}, committed {committed}{}, \
-         p50 to committed {}, tip {tip} final {finalized}, mempools [{}]",
+        "submitted {submitted}, accepted {accepted}, rejected {rejected}, committed {committed}{}, pending {pending}, \
+         busy {busy_retries}, failed calls {failed_calls}, p50 to committed {}, tip {tip} final {finalized}, mempools [{}]",
         per_second.map_or(String::new(), |rate| format!(" ({rate:.0}/s)")),
         recent_p50.map_or("-".to_string(), |ms| format!("{ms} ms")),
         mempools.join(" ")
@@ -1157,12 +1546,17 @@ impl Report {
             "rate": match self.rate { Rate::Max => json!("max"), Rate::PerSecond(rate) => json!(rate) },
             "batch": self.batch,
             "in_flight": self.in_flight,
+            "max_pending": self.max_pending,
+            "pending_max_seen": self.pending_max_seen,
             "duration_ms": self.duration_ms,
             "offered_tps": round1(self.offered_tps()),
             "accepted_tps": round1(self.accepted_tps()),
             "committed_tps": round1(self.committed_tps()),
             "submitted": self.submitted,
             "accepted": self.accepted,
+            "resubmitted_duplicates": self.resubmitted_duplicates,
+            "accepted_after_failed_call": self.accepted_after_failed_call,
+            "unresolved": self.unresolved,
             "committed_in_window": self.committed_in_window,
             "committed": self.committed,
             "final": self.finalized,
@@ -1173,6 +1567,7 @@ impl Report {
             "latency_final_ms": percentiles(&self.latency_final_ms),
             "rejected": self.rejected,
             "failed_calls": self.failed_calls,
+            "busy_retries": self.busy_retries,
             "last_failure": self.last_failure,
             "mempool_max": self.mempool_max,
             "cpu": cpu,
@@ -1194,12 +1589,15 @@ impl Report {
         };
         let mut text = String::new();
         text.push_str(&format!(
-            "load: {} accounts over {} node(s), rate {}, batches of {}, {} in flight per node, {:.1} s\n",
+            "load: {} accounts over {} node(s), rate {}, batches of {}, {} in flight per node, at most {} pending \
+             (most seen {}), {:.1} s\n",
             self.accounts,
             self.nodes.len(),
             self.rate_text(),
             self.batch,
             self.in_flight,
+            self.max_pending,
+            self.pending_max_seen,
             self.seconds()
         ));
         text.push_str(&format!(
@@ -1238,9 +1636,23 @@ impl Report {
         }
         if self.failed_calls > 0 {
             text.push_str(&format!(
-                "failed calls  {} (last: {})\n",
+                "failed calls  {} (last: {}); of their transfers {} were found admitted, {} unresolved\n",
                 self.failed_calls,
-                self.last_failure.as_deref().unwrap_or("-")
+                self.last_failure.as_deref().unwrap_or("-"),
+                self.accepted_after_failed_call,
+                self.unresolved
+            ));
+        }
+        if self.resubmitted_duplicates > 0 {
+            text.push_str(&format!(
+                "duplicates    {} sent again after a failed call were already admitted (counted as accepted)\n",
+                self.resubmitted_duplicates
+            ));
+        }
+        if self.busy_retries > 0 {
+            text.push_str(&format!(
+                "busy          the nodes answered busy {} times (calls made again)\n",
+                self.busy_retries
             ));
         }
         text.push_str(&format!(
@@ -1294,6 +1706,50 @@ mod tests {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn pending_room_is_reserved_under_the_cap_and_freed_once() {
+        let shared = Shared::new(vec![0], 1, 10);
+        assert_eq!(shared.reserve(6), 6);
+        assert_eq!(shared.reserve(6), 4, "only what is left under the cap");
+        assert_eq!(shared.reserve(1), 0);
+        // Two of the ten go unsigned; the other eight are sent, one of them twice.
+        shared.release(2);
+        let ids: Vec<Hash> = (0..8u8).map(|byte| Hash([byte; 32])).collect();
+        shared.await_commit(&ids, Instant::now());
+        assert_eq!(shared.reserve(1), 1);
+        shared.await_commit(&ids[..1], Instant::now());
+        assert_eq!(shared.pending.load(Ordering::SeqCst), 8, "a transfer sent again holds one place");
+        shared.forget(&ids[0]);
+        shared.forget(&ids[0]);
+        assert_eq!(shared.pending.load(Ordering::SeqCst), 7, "forgetting twice frees once");
+        assert_eq!(shared.pending_max_seen.load(Ordering::SeqCst), 10);
+    }
+
+    #[test]
+    fn a_block_abandoned_in_a_reorganisation_is_taken_back() {
+        let shared = Shared::new(vec![0], 1, 10);
+        let sent_at = Instant::now();
+        {
+            let mut chain = shared.chain.lock().unwrap();
+            chain.committed = 3;
+            chain.committed_in_window = 3;
+            chain.all_committed_in_window = 5;
+            chain.blocks_in_window = 2;
+            chain.latency_committed_ms = vec![100, 250, 300];
+            chain.awaiting_final = vec![(7, sent_at), (8, sent_at), (8, sent_at)];
+        }
+        let ours = vec![(Hash([1; 32]), sent_at, 250), (Hash([2; 32]), sent_at, 300)];
+        take_back_block(&shared, 8, ReadBlock { hash: Hash([9; 32]), ours, is_in_window: true, transfers: 4 });
+        let chain = shared.chain.lock().unwrap();
+        assert_eq!((chain.committed, chain.committed_in_window), (1, 1));
+        assert_eq!((chain.all_committed_in_window, chain.blocks_in_window), (1, 1));
+        assert_eq!(chain.latency_committed_ms, vec![100]);
+        assert_eq!(chain.awaiting_final.len(), 1);
+        let awaiting = shared.awaiting_commit.lock().unwrap();
+        assert!(awaiting.contains_key(&Hash([1; 32])) && awaiting.contains_key(&Hash([2; 32])));
+        assert_eq!(shared.pending.load(Ordering::SeqCst), 2, "awaited again, they hold places again");
     }
 
     #[test]

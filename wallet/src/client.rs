@@ -32,6 +32,8 @@ pub struct RpcClient {
     url: String,
     agent: ureq::Agent,
     next_id: AtomicU64,
+    /// The bound on each whole call, named when a call runs out of it.
+    call_timeout: Duration,
 }
 
 /// How far a failed request got: whether the node can have received it.
@@ -84,7 +86,12 @@ impl RpcClient {
             .timeout_global(Some(call_timeout))
             .http_status_as_error(false)
             .build();
-        Ok(RpcClient { url: url.to_string(), agent: ureq::Agent::new_with_config(config), next_id: AtomicU64::new(1) })
+        Ok(RpcClient {
+            url: url.to_string(),
+            agent: ureq::Agent::new_with_config(config),
+            next_id: AtomicU64::new(1),
+            call_timeout,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -246,14 +253,18 @@ impl RpcClient {
         if !params.is_null() {
             request["params"] = params;
         }
-        let mut response = self.agent.post(&self.url).send_json(&request).map_err(transport_failure)?;
+        let mut response = self
+            .agent
+            .post(&self.url)
+            .send_json(&request)
+            .map_err(|error| transport_failure(error, self.call_timeout))?;
         let status = response.status().as_u16();
         let bytes = response
             .body_mut()
             .with_config()
             .limit(RPC_ANSWER_BYTES_MAX)
             .read_to_vec()
-            .map_err(|error| CallFailure::AfterConnect(describe_transport_error(&error)))?;
+            .map_err(|error| CallFailure::AfterConnect(describe_transport_error(&error, self.call_timeout)))?;
         let body: Value = match serde_json::from_slice(&bytes) {
             Ok(body) => body,
             Err(error) if status == 200 => return Err(CallFailure::BadAnswer(format!("not JSON: {error}"))),
@@ -286,8 +297,8 @@ pub(crate) fn shorten(text: &str) -> String {
     }
 }
 
-fn transport_failure(error: ureq::Error) -> CallFailure {
-    let detail = describe_transport_error(&error);
+fn transport_failure(error: ureq::Error, call_timeout: Duration) -> CallFailure {
+    let detail = describe_transport_error(&error, call_timeout);
     let not_connected = match &error {
         ureq::Error::Io(io) => matches!(
             io.kind(),
@@ -308,7 +319,7 @@ fn transport_failure(error: ureq::Error) -> CallFailure {
     }
 }
 
-fn describe_transport_error(error: &ureq::Error) -> String {
+fn describe_transport_error(error: &ureq::Error, call_timeout: Duration) -> String {
     match error {
         ureq::Error::Io(io) => match io.kind() {
             std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
@@ -318,7 +329,10 @@ fn describe_transport_error(error: &ureq::Error) -> String {
         ureq::Error::Timeout(ureq::Timeout::Connect) => {
             format!("no connection within {} s", RPC_CONNECT_TIMEOUT.as_secs())
         }
-        ureq::Error::Timeout(_) => format!("no answer within {} s", RPC_CALL_TIMEOUT.as_secs()),
+        ureq::Error::Timeout(_) if call_timeout < Duration::from_secs(1) => {
+            format!("no answer within {} ms", call_timeout.as_millis())
+        }
+        ureq::Error::Timeout(_) => format!("no answer within {} s", call_timeout.as_secs()),
         ureq::Error::HostNotFound => "the host name does not resolve".to_string(),
         ureq::Error::ConnectionFailed => "the connection failed".to_string(),
         other => other.to_string(),
