@@ -31,7 +31,7 @@ mod support;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{Stopped, Testnet, EXE, RPC_TIMEOUT, STOP_GRACE};
+use support::{env_or, load_average, Stopped, Testnet, EXE, RPC_TIMEOUT, STOP_GRACE};
 
 /// The chain defaults (`Parameters::default()`): what figure 1 is measured on.
 const DEFAULT_BLOCK_INTERVAL_MS: u64 = 2_000;
@@ -332,19 +332,6 @@ fn parse_utc_ms(timestamp: &str) -> Option<u64> {
 
 fn unix_ms_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a valid number")),
-        Err(_) => default,
-    }
 }
 
 fn mebibytes(kib: u64) -> f64 {

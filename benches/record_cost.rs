@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::load::{development_key, fund_accounts, highest_tip, minimum_fee, sender_keys, Load, LoadSettings};
-use support::{Stopped, Testnet, EXE};
+use support::{env_or, load_average, Stopped, Testnet, EXE};
 
 /// Every sender starts with 1,000 TC (base units): far more than a window of load spends.
 const SENDER_FUNDS: u64 = 1_000 * 100_000_000;
@@ -522,17 +522,4 @@ fn print_log_warnings(net: &Testnet) {
 
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
-}
-
-/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        Err(_) => default,
-    }
 }

@@ -76,7 +76,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{free_ports, node_log_filter, rpc_call, EXE, RPC_TIMEOUT};
+use support::{env_or, free_ports, load_average, node_log_filter, rpc_call, EXE, RPC_TIMEOUT};
 use tinychain_core::codec::transfer_signing_bytes;
 use tinychain_core::crypto::verify_strict;
 use tinychain_core::testkit::seeded_key;
@@ -819,17 +819,4 @@ fn mean(values: &[f64]) -> f64 {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        Err(_) => default,
-    }
 }

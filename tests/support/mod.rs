@@ -323,3 +323,19 @@ pub fn post_raw(url: &str, content_type: &str, body: &[u8]) -> Option<(u16, Stri
     let text = response.body_mut().read_to_string().unwrap_or_default();
     Some((status, text))
 }
+
+/// The first three fields of `/proc/loadavg`: how busy the shared machine was (the figures
+/// programs print it beside their figures).
+pub fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// A figures program's setting from the environment, or its default; a value that does not
+/// parse stops the program naming the variable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
