@@ -8,12 +8,14 @@
 //! touches, so the root costs those buckets and their paths to the top, not the whole ledger,
 //! and a new account shifts nothing outside its bucket.
 //!
-//! `AccountTree` caches every level of the bucket tree (4 MiB). It is only a cache: its root is
+//! `AccountTree` caches every level of the bucket tree (4 MiB) and each account's Merkle leaf
+//! (32 bytes an account), so a block hashes the accounts it writes, their buckets' inner nodes
+//! and the paths above them. It is only a cache: its root is
 //! always what `accounts_root` computes from the accounts alone, which the tests check after
 //! random changes. Subtrees with no account are known constants, so building a tree or
 //! computing a root from scratch hashes only the paths of the buckets that hold accounts.
 
-use crate::crypto::{hash_bytes, merkle_empty, merkle_leaf, merkle_node, merkle_root};
+use crate::crypto::{hash_bytes, merkle_empty, merkle_leaf, merkle_node, merkle_root, merkle_root_of_leaves};
 use crate::types::{Account, Address, Hash};
 use std::collections::BTreeMap;
 
@@ -174,35 +176,90 @@ pub struct AccountTree {
     /// `levels[0][b]` is the Merkle leaf of bucket `b`'s root; `levels[k + 1][i]` the node over
     /// `levels[k][2i]` and `levels[k][2i + 1]`; `levels[16][0]` the accounts root.
     levels: Vec<Vec<Hash>>,
+    /// Per bucket, the Merkle leaves (`merkle_leaf(account_leaf)`) of its accounts in address
+    /// order, so a block hashes only the accounts it writes.
+    leaves: Vec<Vec<Hash>>,
 }
 
 impl AccountTree {
     pub fn build(accounts: &BTreeMap<Address, Account>) -> AccountTree {
         let empty = empty_levels();
-        let mut levels: Vec<Vec<Hash>> =
+        let levels: Vec<Vec<Hash>> =
             (0..=ACCOUNT_BUCKET_BITS).map(|level| vec![empty[level]; ACCOUNT_BUCKETS >> level]).collect();
-        let changed = bucket_leaves(accounts, &BTreeMap::new(), None);
+        let mut tree = AccountTree { levels, leaves: vec![Vec::new(); ACCOUNT_BUCKETS] };
+        for (address, account) in accounts {
+            tree.leaves[bucket_of(address)].push(merkle_leaf(&account_leaf(address, account)));
+        }
+        let changed: Vec<(usize, Hash)> = (0..ACCOUNT_BUCKETS)
+            .filter(|bucket| !tree.leaves[*bucket].is_empty())
+            .map(|bucket| (bucket, bucket_value(tree.leaves[bucket].clone())))
+            .collect();
+        let levels = &mut tree.levels;
         propagate(changed, |level, _| empty[level], |level, index, value| levels[level][index] = value);
-        AccountTree { levels }
+        tree
     }
 
     pub fn root(&self) -> Hash {
         self.levels[ACCOUNT_BUCKET_BITS][0]
     }
 
+    /// The Merkle leaves of `bucket` once `overlay` is written over `accounts` (the table this
+    /// tree is of): the kept leaf of every account the overlay leaves alone, a new one for each
+    /// it writes.
+    fn leaves_with(
+        &self,
+        accounts: &BTreeMap<Address, Account>,
+        overlay: &BTreeMap<Address, Account>,
+        bucket: usize,
+    ) -> Vec<Hash> {
+        let kept = &self.leaves[bucket];
+        let range = bucket_range(bucket);
+        let mut base = accounts.range(range.clone()).map(|(address, _)| address).enumerate().peekable();
+        let mut over = overlay.range(range).peekable();
+        let mut leaves = Vec::with_capacity(kept.len() + over.size_hint().0.min(8));
+        let written = |(address, account): (&Address, &Account)| merkle_leaf(&account_leaf(address, account));
+        loop {
+            let order = match (base.peek(), over.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((_, base_address)), Some((over_address, _))) => base_address.cmp(over_address),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let (position, _) = base.next().expect("peeked");
+                    leaves.push(kept[position]);
+                }
+                std::cmp::Ordering::Greater => leaves.push(written(over.next().expect("peeked"))),
+                std::cmp::Ordering::Equal => {
+                    base.next();
+                    leaves.push(written(over.next().expect("peeked")));
+                }
+            }
+        }
+        leaves
+    }
+
     /// The root `accounts` with `overlay` written over them would have, where `accounts` is the
-    /// table this tree is of, and the nodes that change: a patch that brings the tree there.
+    /// table this tree is of, and the changes that bring the tree there.
     pub fn root_with(
         &self,
         accounts: &BTreeMap<Address, Account>,
         overlay: &BTreeMap<Address, Account>,
     ) -> (Hash, TreePatch) {
-        let mut patch = TreePatch { base_root: self.root(), root: self.root(), writes: Vec::new() };
+        let mut patch =
+            TreePatch { base_root: self.root(), root: self.root(), writes: Vec::new(), buckets: Vec::new() };
         if overlay.is_empty() {
             return (patch.root, patch);
         }
         let buckets = touched_buckets(overlay.keys());
-        let changed = bucket_leaves(accounts, overlay, Some(&buckets));
+        let mut changed = Vec::with_capacity(buckets.len());
+        patch.buckets.reserve(buckets.len());
+        for bucket in buckets {
+            let leaves = self.leaves_with(accounts, overlay, bucket);
+            changed.push((bucket, bucket_value(leaves.clone())));
+            patch.buckets.push((bucket as u32, leaves));
+        }
         patch.writes.reserve(changed.len() * 3);
         let root = propagate(
             changed,
@@ -219,6 +276,9 @@ impl AccountTree {
         if patch.base_root != self.root() {
             return false;
         }
+        for (bucket, leaves) in &patch.buckets {
+            self.leaves[*bucket as usize].clone_from(leaves);
+        }
         for (level, index, value) in &patch.writes {
             self.levels[usize::from(*level)][*index as usize] = *value;
         }
@@ -226,13 +286,20 @@ impl AccountTree {
         true
     }
 
-    /// Brings the tree up to date after the accounts at `touched` changed in `accounts`.
+    /// Brings the tree up to date after the accounts at `touched` changed in `accounts`
+    /// (without a patch: each touched bucket's leaves are hashed again).
     pub fn update<'a>(&mut self, accounts: &BTreeMap<Address, Account>, touched: impl Iterator<Item = &'a Address>) {
         let buckets = touched_buckets(touched);
-        // Every bucket named is in `pending`, an emptied one (an undo removing accounts) with
-        // the empty bucket's value.
-        let mut pending = bucket_leaves(accounts, &BTreeMap::new(), Some(&buckets));
-        debug_assert_eq!(pending.len(), buckets.len());
+        let mut pending = Vec::with_capacity(buckets.len());
+        for bucket in buckets {
+            let leaves: Vec<Hash> = accounts
+                .range(bucket_range(bucket))
+                .map(|(address, account)| merkle_leaf(&account_leaf(address, account)))
+                .collect();
+            // An emptied bucket (an undo removing accounts) has the empty bucket's value.
+            pending.push((bucket, bucket_value(leaves.clone())));
+            self.leaves[bucket] = leaves;
+        }
         let levels = &mut self.levels;
         for (index, value) in &pending {
             levels[0][*index] = *value;
@@ -254,6 +321,11 @@ impl AccountTree {
     }
 }
 
+/// A bucket's level-0 value from its accounts' Merkle leaves: the leaf of its root.
+fn bucket_value(leaves: Vec<Hash>) -> Hash {
+    merkle_leaf(&merkle_root_of_leaves(leaves))
+}
+
 /// The tree nodes an overlay changes, from `AccountTree::root_with`: applying the same accounts
 /// to the state then writes them instead of hashing the buckets again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,6 +335,8 @@ pub struct TreePatch {
     root: Hash,
     /// (level, index, value) of every node that changes.
     writes: Vec<(u8, u32, Hash)>,
+    /// The new Merkle leaves of every bucket that changes.
+    buckets: Vec<(u32, Vec<Hash>)>,
 }
 
 /// The distinct buckets of some addresses, ascending.
@@ -427,8 +501,18 @@ mod tests {
                     prop_assert!(patched.apply(&tree.root_with(&accounts, &overlay).1));
                     prop_assert_eq!(patched.root(), spec_root(&after));
                     prop_assert_eq!(accounts_root(&accounts, &overlay), spec_root(&after));
+                    // A patch made from another tree is refused.
+                    prop_assert!(overlay.is_empty() || !patched.clone().apply(&tree.root_with(&accounts, &overlay).1));
+                    // Updating by hashing gives the same tree; go on with one or the other (so
+                    // the leaves a patch keeps are read by later changes).
+                    tree.update(&after, change.keys());
+                    prop_assert_eq!(&tree.leaves, &patched.leaves);
+                    if overlay.len() % 2 == 0 {
+                        tree = patched;
+                    }
+                } else {
+                    tree.update(&after, change.keys());
                 }
-                tree.update(&after, change.keys());
                 accounts = after;
                 prop_assert_eq!(tree.root(), spec_root(&accounts));
                 prop_assert_eq!(accounts_root(&accounts, &BTreeMap::new()), spec_root(&accounts));

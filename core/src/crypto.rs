@@ -23,10 +23,15 @@ const MERKLE_EMPTY_PREFIX: u8 = 0x02;
 /// right)`, the empty tree is `blake3(0x02)`. An odd node at the end of a level is carried up
 /// unchanged (never paired with itself, which would let two different lists share a root).
 pub fn merkle_root(items: &[Hash]) -> Hash {
-    if items.is_empty() {
+    merkle_root_of_leaves(items.iter().map(merkle_leaf).collect())
+}
+
+/// `merkle_root` of items whose leaves (`merkle_leaf` of each) are given.
+pub fn merkle_root_of_leaves(leaves: Vec<Hash>) -> Hash {
+    if leaves.is_empty() {
         return merkle_empty();
     }
-    let mut level: Vec<Hash> = items.iter().map(merkle_leaf).collect();
+    let mut level = leaves;
     while level.len() > 1 {
         let mut next = Vec::with_capacity(level.len().div_ceil(2));
         for pair in level.chunks(2) {
