@@ -507,7 +507,7 @@ mod tests {
                     // the leaves a patch keeps are read by later changes).
                     tree.update(&after, change.keys());
                     prop_assert_eq!(&tree.leaves, &patched.leaves);
-                    if overlay.len() % 2 == 0 {
+                    if overlay.len().is_multiple_of(2) {
                         tree = patched;
                     }
                 } else {
