@@ -1350,11 +1350,14 @@ mod tests {
         for (error, code) in errors.iter().zip(&answered) {
             assert!(data_code::ALL.contains(code), "{error:?} answers data.code {code:?}, not in data_code::ALL");
         }
-        // And the schema lists nothing a node never answers (but for the two refusals `rpc`
-        // answers itself: a request too large, an admin method not allowed).
+        // And the schema lists nothing a node never answers (but for the three refusals `rpc`
+        // answers itself: a request too large, an admin method not allowed, a busy node).
         for code in data_code::ALL {
             assert!(
-                answered.contains(code) || *code == data_code::REQUEST_TOO_LARGE || *code == data_code::ADMIN_ONLY,
+                answered.contains(code)
+                    || *code == data_code::REQUEST_TOO_LARGE
+                    || *code == data_code::ADMIN_ONLY
+                    || *code == data_code::BUSY,
                 "{code}"
             );
         }
