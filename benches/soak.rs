@@ -51,7 +51,7 @@ use support::load::{
     restart_and_watch_mempool_refill, sender_keys, settle, unix_ms_now, write_records, Accounting, CanonicalChain,
     Load, LoadReport, LoadSettings, MempoolRefill, Timeline,
 };
-use support::{Stopped, Testnet, EXE};
+use support::{env_or, load_average, Stopped, Testnet, EXE};
 
 /// Every sender starts with 1,000 TC (base units): far more than the soak spends, and 128 of
 /// them take an eighth of the development wallet's 1,000,000 TC.
@@ -432,18 +432,5 @@ fn print_log_warnings(net: &Testnet) {
                 println!("log node {index}: {} {} lines, first: {first}", 1 + lines.count(), level.trim());
             }
         }
-    }
-}
-
-/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        Err(_) => default,
     }
 }

@@ -12,14 +12,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{serial, Testnet, EXE};
 
-#[test]
-fn load_below_saturation_commits_everything_and_reports_ordered_latencies() {
-    let _serial = serial();
+/// A 4-node testnet with 200 ms blocks, started and at a final height of 2 on every node.
+fn running_testnet() -> Testnet {
     let mut net = Testnet::init(4, 200, 1_000);
     net.start_all();
     net.wait_for(Duration::from_secs(30), "every node at a final height of 2", |net| {
         (0..4).all(|index| net.finalized(index).is_some_and(|(height, _)| height >= 2)).then_some(())
     });
+    net
+}
+
+#[test]
+fn load_below_saturation_commits_everything_and_reports_ordered_latencies() {
+    let _serial = serial();
+    let mut net = running_testnet();
     let testnet_file = net.path().join("testnet.json");
     let started = Instant::now();
     let output = Command::new(EXE)
@@ -96,11 +102,7 @@ fn load_below_saturation_commits_everything_and_reports_ordered_latencies() {
 #[test]
 fn lost_answers_count_no_rejections_and_pending_stays_under_the_cap() {
     let _serial = serial();
-    let mut net = Testnet::init(4, 200, 1_000);
-    net.start_all();
-    net.wait_for(Duration::from_secs(30), "every node at a final height of 2", |net| {
-        (0..4).all(|index| net.finalized(index).is_some_and(|(height, _)| height >= 2)).then_some(())
-    });
+    let mut net = running_testnet();
     let testnet_file = net.path().join("testnet.json");
     let max_pending: u64 = 300;
     let output = Command::new(EXE)
