@@ -218,7 +218,7 @@ async fn run(counts: Counts) -> Results {
     let transfer = sign_transfer(&account_key(0), &fixture.chain_id, account_key(1).address(), 5, 1, 0);
     let (block, large_transfers) = large_block(&fixture.chain_id, &transfer);
     let cases = [
-        Case::new(Message::Transfer(transfer), counts.small_messages, false),
+        Case::new(Message::Transfers(vec![transfer]), counts.small_messages, false),
         Case::new(block, counts.large_messages, true),
     ];
     // Nothing else runs yet: this briefly holds one worker, timing one core.

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Message {
-    /// A pending transfer, gossiped once by every node that accepts it into its mempool.
-    Transfer(Transfer),
+    /// Pending transfers, each gossiped once by every node that accepts it into its mempool, in
+    /// batches of at most `limits::GOSSIP_BATCH_TRANSFERS_MAX` (see `node::relay`).
+    Transfers(Vec<Transfer>),
     /// A new block, gossiped once by every node that accepts it.
     Block(Arc<Block>),
     /// A metric report (and maybe a vote), gossiped once.
@@ -38,7 +39,7 @@ impl Message {
     /// A short name for logs and traces.
     pub fn kind(&self) -> &'static str {
         match self {
-            Message::Transfer(_) => "transfer",
+            Message::Transfers(_) => "transfers",
             Message::Block(_) => "block",
             Message::Report(_) => "report",
             Message::Status { .. } => "status",

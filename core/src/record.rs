@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The version of the log's format, in every `Session`.
-pub const RECORD_FORMAT: u32 = 1;
+pub const RECORD_FORMAT: u32 = 2;
 
 /// The largest entry a log may hold (a `Restored` carries the whole account state).
 pub const RECORD_ENTRY_BYTES_MAX: u64 = 1 << 30;
@@ -71,8 +71,8 @@ pub enum Entry {
         actions: u32,
         digest: Hash,
     },
-    /// `Driver::step` with a received transfer or block(s), written compactly: each transfer
-    /// the session's `TransferWindow` holds is written by its id (see the module docs).
+    /// `Driver::step` with received transfers or block(s), written compactly: each transfer the
+    /// session's `TransferWindow` holds is written by its id (see the module docs).
     Received {
         now_ms: u64,
         from: NodeId,
@@ -83,8 +83,8 @@ pub enum Entry {
 /// A received message with its transfers written in full or by id.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum RecordedMessage {
-    /// A gossiped transfer recorded earlier in the session.
-    TransferAgain(Hash),
+    /// A batch of gossiped transfers.
+    Transfers(Vec<RecordedTransfer>),
     /// A block: its header, reports and evidence (`transfers` empty), then its transfers.
     Block(Box<RecordedBlock>),
     Blocks(Vec<RecordedBlock>),
@@ -151,14 +151,8 @@ impl TransferWindow<()> {
             other => return Entry::Step { now_ms, event: other.clone() },
         };
         let message = match message {
-            Message::Transfer(transfer) => {
-                let id = transfer_id(transfer);
-                if self.get(&id).is_some() {
-                    RecordedMessage::TransferAgain(id)
-                } else {
-                    self.insert(id, ());
-                    return Entry::Step { now_ms, event: event.clone() };
-                }
+            Message::Transfers(transfers) => {
+                RecordedMessage::Transfers(transfers.iter().map(|transfer| self.record_transfer(transfer)).collect())
             }
             Message::Block(block) => RecordedMessage::Block(Box::new(self.record_block(block))),
             Message::Blocks(blocks) => {
@@ -169,20 +163,18 @@ impl TransferWindow<()> {
         Entry::Received { now_ms, from, message }
     }
 
+    fn record_transfer(&mut self, transfer: &Transfer) -> RecordedTransfer {
+        let id = transfer_id(transfer);
+        if self.get(&id).is_some() {
+            RecordedTransfer::Again(id)
+        } else {
+            self.insert(id, ());
+            RecordedTransfer::Full(transfer.clone())
+        }
+    }
+
     fn record_block(&mut self, block: &Block) -> RecordedBlock {
-        let transfers = block
-            .transfers
-            .iter()
-            .map(|transfer| {
-                let id = transfer_id(transfer);
-                if self.get(&id).is_some() {
-                    RecordedTransfer::Again(id)
-                } else {
-                    self.insert(id, ());
-                    RecordedTransfer::Full(transfer.clone())
-                }
-            })
-            .collect();
+        let transfers = block.transfers.iter().map(|transfer| self.record_transfer(transfer)).collect();
         let bare = Block {
             header: block.header.clone(),
             transfers: Vec::new(),
@@ -199,15 +191,12 @@ impl TransferWindow<Transfer> {
     /// window does not hold: a damaged log.
     pub fn event_of(&mut self, entry: &Entry) -> Result<Option<(u64, Event)>, Hash> {
         match entry {
-            Entry::Step { now_ms, event } => {
-                if let Event::MessageReceived { message: Message::Transfer(transfer), .. } = event {
-                    self.insert(transfer_id(transfer), transfer.clone());
-                }
-                Ok(Some((*now_ms, event.clone())))
-            }
+            Entry::Step { now_ms, event } => Ok(Some((*now_ms, event.clone()))),
             Entry::Received { now_ms, from, message } => {
                 let message = match message {
-                    RecordedMessage::TransferAgain(id) => Message::Transfer(self.get(id).cloned().ok_or(*id)?),
+                    RecordedMessage::Transfers(transfers) => Message::Transfers(
+                        transfers.iter().map(|transfer| self.replay_transfer(transfer)).collect::<Result<_, _>>()?,
+                    ),
                     RecordedMessage::Block(block) => Message::Block(Arc::new(self.rebuild(block)?)),
                     RecordedMessage::Blocks(blocks) => Message::Blocks(
                         blocks.iter().map(|block| self.rebuild(block).map(Arc::new)).collect::<Result<_, _>>()?,
@@ -219,17 +208,20 @@ impl TransferWindow<Transfer> {
         }
     }
 
+    fn replay_transfer(&mut self, recorded: &RecordedTransfer) -> Result<Transfer, Hash> {
+        match recorded {
+            RecordedTransfer::Full(transfer) => {
+                self.insert(transfer_id(transfer), transfer.clone());
+                Ok(transfer.clone())
+            }
+            RecordedTransfer::Again(id) => self.get(id).cloned().ok_or(*id),
+        }
+    }
+
     fn rebuild(&mut self, recorded: &RecordedBlock) -> Result<Block, Hash> {
         let mut block = recorded.block.clone();
-        for transfer in &recorded.transfers {
-            match transfer {
-                RecordedTransfer::Full(transfer) => {
-                    self.insert(transfer_id(transfer), transfer.clone());
-                    block.transfers.push(transfer.clone());
-                }
-                RecordedTransfer::Again(id) => block.transfers.push(self.get(id).cloned().ok_or(*id)?),
-            }
-        }
+        block.transfers =
+            recorded.transfers.iter().map(|transfer| self.replay_transfer(transfer)).collect::<Result<_, _>>()?;
         Ok(block)
     }
 }
@@ -466,10 +458,12 @@ mod tests {
             assert_eq!((now_ms, codec::encode(&read)), (9, codec::encode(&event)));
             entry
         };
-        let first = roundtrip(received(Message::Transfer(transfer(1))));
-        assert!(matches!(first, Entry::Step { .. }), "first sight is written in full");
-        let again = roundtrip(received(Message::Transfer(transfer(1))));
-        assert!(matches!(again, Entry::Received { message: RecordedMessage::TransferAgain(_), .. }));
+        let first = roundtrip(received(Message::Transfers(vec![transfer(1)])));
+        let Entry::Received { message: RecordedMessage::Transfers(recorded), .. } = first else { panic!("{first:?}") };
+        assert!(matches!(recorded[..], [RecordedTransfer::Full(_)]), "first sight is written in full");
+        let again = roundtrip(received(Message::Transfers(vec![transfer(3), transfer(1)])));
+        let Entry::Received { message: RecordedMessage::Transfers(recorded), .. } = again else { panic!("{again:?}") };
+        assert!(matches!(recorded[..], [RecordedTransfer::Full(_), RecordedTransfer::Again(_)]), "a copy by its id");
         let mut block = Block {
             header: crate::types::BlockHeader {
                 chain_id: "t".into(),
@@ -496,15 +490,17 @@ mod tests {
         roundtrip(received(Message::Blocks(vec![Arc::new(block)])));
 
         // Past the window the oldest is forgotten on both sides and written in full again.
-        for nonce in 3..(RECORD_TRANSFER_WINDOW as u64 + 3) {
+        for nonce in 4..(RECORD_TRANSFER_WINDOW as u64 + 4) {
             writer.insert(transfer_id(&transfer(nonce)), ());
             reader.insert(transfer_id(&transfer(nonce)), transfer(nonce));
         }
-        assert!(matches!(writer.entry_for(9, &received(Message::Transfer(transfer(1)))), Entry::Step { .. }));
+        let late = writer.entry_for(9, &received(Message::Transfers(vec![transfer(1)])));
+        let Entry::Received { message: RecordedMessage::Transfers(recorded), .. } = late else { panic!("{late:?}") };
+        assert!(matches!(recorded[..], [RecordedTransfer::Full(_)]), "forgotten, so written in full again");
         let unknown = Entry::Received {
             now_ms: 1,
             from: Address([4; 32]),
-            message: RecordedMessage::TransferAgain(Hash([7; 32])),
+            message: RecordedMessage::Transfers(vec![RecordedTransfer::Again(Hash([7; 32]))]),
         };
         assert_eq!(reader.event_of(&unknown).err(), Some(Hash([7; 32])));
     }

@@ -301,7 +301,7 @@ fn a_transfer_that_arrives_before_its_senders_earlier_nonce_is_held_then_admitte
     let pending_nonce =
         |node: &Node| node.mempool().pending_nonce(&sender.address(), &node.state().account(&sender.address()));
     for (at_ms, index) in [(1, 2), (2, 1)] {
-        let message = Message::Transfer(transfers[index].clone());
+        let message = Message::Transfers(vec![transfers[index].clone()]);
         let _ = node.step(at_ms, Event::MessageReceived { from: peer, message });
         assert!(!node.mempool().contains(&transfer_id(&transfers[index])), "nonce {index} waits for nonce 0");
     }

@@ -145,7 +145,7 @@ fn arb_block() -> impl Strategy<Value = Block> {
 
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        arb_transfer().prop_map(Message::Transfer),
+        prop::collection::vec(arb_transfer(), 0..3).prop_map(Message::Transfers),
         arb_block().prop_map(|block| Message::Block(Arc::new(block))),
         arb_report().prop_map(Message::Report),
         (arb_checkpoint(), arb_checkpoint()).prop_map(|(tip, finalized)| Message::Status { tip, finalized }),
@@ -274,8 +274,10 @@ proptest! {
         if let Message::Block(block) = &message {
             assert_canonical_if_decodes(&damage.apply(&codec::encode(block.as_ref())))?;
         }
-        if let Message::Transfer(transfer) = &message {
-            assert_canonical_if_decodes(&damage.apply(&codec::encode(transfer)))?;
+        if let Message::Transfers(transfers) = &message {
+            for transfer in transfers {
+                assert_canonical_if_decodes(&damage.apply(&codec::encode(transfer)))?;
+            }
         }
     }
 }

@@ -280,7 +280,7 @@ mod tests {
     }
 
     fn transfer() -> Message {
-        Message::Transfer(sign_transfer(&account_key(0), "test-chain", account_key(1).address(), 5, 1, 0))
+        Message::Transfers(vec![sign_transfer(&account_key(0), "test-chain", account_key(1).address(), 5, 1, 0)])
     }
 
     /// Pushes `bytes` in the given pieces, pulling after each push as a driver would.

@@ -26,7 +26,7 @@ use tinychain_core::crypto::{verify_strict, Keypair};
 use tinychain_core::types::{Hash, NodeId, Signature};
 
 /// The handshake protocol version; a peer announcing another is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The TLS exporter label both sides derive `K` with.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-tinychain-auth-v1";

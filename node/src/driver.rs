@@ -20,7 +20,9 @@
 //!
 //! Event sources: the network, RPC calls (read-only ones are answered by `query::answer` from the
 //! core and storage; `submit_tx`, `add_peer` and `remove_peer` are carried out here), the metrics
-//! sampler, the wake-up timer and the shutdown signal. Shutdown finishes the step in progress
+//! sampler, the wake-up timer and the shutdown signal. The loop takes them fairly (tokio picks at
+//! random among the ready ones): with the network first, as it once was, a saturated link held
+//! back the timer that produces blocks and left RPC calls to time out as busy. Shutdown finishes the step in progress
 //! (so a commit is never cut short by it), stops RPC, then closes every link.
 //!
 //! # RPC submits and the journal
@@ -401,8 +403,10 @@ pub async fn run(
 
     while result.is_ok() {
         let sleep_ms = driver.wake_at_ms.saturating_sub(now_unix_ms()).clamp(1, 1000);
+        // No `biased`: among the sources ready at once tokio picks at random, so a flood from
+        // any one of them (gossip from peers, a stream of RPC calls) cannot starve the others,
+        // the wake-up timer that produces blocks least of all.
         result = tokio::select! {
-            biased;
             () = &mut shutdown => {
                 info!("shutting down: the step in progress is finished, closing RPC and every link");
                 break;
@@ -445,7 +449,6 @@ pub async fn run(
                     Ok(())
                 }
             }
-            // Last: a stream of RPC calls must not starve the wake-up timer or the metrics.
             Some(call) = calls.recv() => {
                 let mut batch = vec![call];
                 while batch.len() < RPC_CALLS_PER_BATCH_MAX {

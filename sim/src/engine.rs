@@ -555,15 +555,12 @@ impl Simulation {
             hasher.update(&block.header.signature.0);
         };
         match message {
-            Message::Transfer(transfer) => {
-                hasher.update(&codec::transfer_bytes(transfer));
-            }
             Message::Report(report) => {
                 hasher.update(&codec::report_bytes(report));
             }
             Message::Block(one) => block(one),
             Message::Blocks(blocks) => blocks.iter().for_each(|one| block(one)),
-            Message::Pooled(transfers) => {
+            Message::Transfers(transfers) | Message::Pooled(transfers) => {
                 for transfer in transfers {
                     hasher.update(&codec::transfer_bytes(transfer));
                 }

@@ -76,7 +76,9 @@ fn a_recorded_node_with_a_crash_replays_bit_for_bit() {
             Entry::Received { message: RecordedMessage::Block(block), .. } => {
                 block.transfers.iter().any(|transfer| matches!(transfer, RecordedTransfer::Again(_)))
             }
-            Entry::Received { message: RecordedMessage::TransferAgain(_), .. } => true,
+            Entry::Received { message: RecordedMessage::Transfers(transfers), .. } => {
+                transfers.iter().any(|transfer| matches!(transfer, RecordedTransfer::Again(_)))
+            }
             _ => false,
         })
         .count();

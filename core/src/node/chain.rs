@@ -5,7 +5,7 @@
 //! the mempool revalidated, evidence aged, pruning after finality.
 
 use super::{Action, ChainOp, Commit, DisconnectReason, Node, TraceEvent};
-use crate::limits::{EVIDENCE_WATCH_BLOCKS, ORPHAN_BLOCKS_MAX};
+use crate::limits::{EVIDENCE_WATCH_BLOCKS, GOSSIP_BATCH_TRANSFERS_MAX, ORPHAN_BLOCKS_MAX};
 use crate::mempool::{DropReason, DroppedTransfer, MempoolError};
 use crate::message::Message;
 use crate::types::{Address, Block, Checkpoint, Hash, Height, NodeId};
@@ -294,17 +294,20 @@ impl Node {
         let mut abandoned_for_good: Vec<&Arc<Block>> =
             abandoned.iter().filter(|(hash, _)| !applied_hashes.contains(hash)).map(|(_, block)| block).collect();
         abandoned_for_good.sort_by_key(|block| block.header.height);
+        let mut regossiped = Vec::new();
         for block in abandoned_for_good {
             for transfer in &block.transfers {
                 touched_senders.insert(transfer.from);
                 let sender = self.state.account(&transfer.from);
-                // Back in the pool, and gossiped again: peers on the winning branch may never
-                // have seen it (it may have travelled only inside the abandoned block).
+                // Back in the pool, and gossiped again at once (not after the batch window: a
+                // crash in between would lose the only copy the winning branch may get): peers
+                // on it may never have seen it (it may have travelled only inside the
+                // abandoned block).
                 let id = transfer_id(transfer);
                 match self.mempool.insert(transfer.clone(), id, &sender) {
                     Ok(inserted) => {
                         self.drop_removed(inserted.removed, &BTreeMap::new(), actions);
-                        actions.push(Action::Broadcast { message: Message::Transfer(transfer.clone()), except: None });
+                        regossiped.push(transfer.clone());
                     }
                     Err(MempoolError::AlreadyKnown { .. }) => {}
                     Err(error) => {
@@ -331,6 +334,9 @@ impl Node {
                     self.pool_report(validator as u32, report.clone());
                 }
             }
+        }
+        for batch in regossiped.chunks(GOSSIP_BATCH_TRANSFERS_MAX) {
+            actions.push(Action::Broadcast { message: Message::Transfers(batch.to_vec()), except: None });
         }
         let state = &self.state;
         let removed = self.mempool.revalidate_senders(&touched_senders, |address| state.account(address));
@@ -492,8 +498,8 @@ mod tests {
         assert!(node.mempool().contains(&transfer_id(&returned)), "back in the pool");
         assert!(actions.iter().any(|action| matches!(
             action,
-            Action::Broadcast { message: Message::Transfer(transfer), except: None } if *transfer == returned
-        )));
+            Action::Broadcast { message: Message::Transfers(transfers), except: None } if *transfers == vec![returned.clone()]
+        )), "gossiped again at once: {actions:?}");
         let dropped: Vec<_> = actions
             .iter()
             .filter_map(|action| match action {

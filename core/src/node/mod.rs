@@ -51,7 +51,7 @@
 //! | `tree` | the block tree above the final block, fork choice, pruning |
 //! | `chain` | blocks in (checks, orphans, rejection), activating the best branch, settling a tip change |
 //! | `sync` | status, block requests with locators, answers, whether sync holds production back |
-//! | `relay` | relay-once (`SeenSet`) and the choice of peers a message goes on to |
+//! | `relay` | relay-once (`SeenSet`), the choice of peers a message goes on to, transfer batches |
 //! | `transfers` | transfers into the mempool, held gaps, the reason for every drop |
 //! | `mempool_sync` | the pool exchange with each new link and the readiness it decides |
 //! | `reports` | metric reports and votes: the report pool, this node's own report |
@@ -72,14 +72,14 @@ mod test_support;
 mod transfers;
 mod tree;
 
-use self::relay::SeenSet;
+use self::relay::{SeenSet, TransferOutbox};
 use self::tree::TreeEntry;
 use crate::crypto::{Keypair, SignatureCache};
 use crate::election;
 use crate::evidence::{EvidencePool, EvidenceWatch, PooledEvidence};
 use crate::finality::FinalityState;
 use crate::genesis::{genesis_block, Genesis};
-use crate::limits::{POOL_ANNOUNCE_IDS_MAX, POOL_FETCH_TIMEOUT_MS, SYNC_RETRY_MS};
+use crate::limits::{GOSSIP_BATCH_TRANSFERS_MAX, POOL_ANNOUNCE_IDS_MAX, POOL_FETCH_TIMEOUT_MS, SYNC_RETRY_MS};
 use crate::mempool::{DroppedTransfer, Mempool, MempoolConfig, MempoolError};
 use crate::message::Message;
 use crate::pool_sync::{PoolSync, PoolSyncPhase};
@@ -360,6 +360,8 @@ pub struct Node {
     /// Reports the chain has not recorded yet, per validator index, by sequence.
     report_pool: BTreeMap<u32, BTreeMap<u64, MetricReport>>,
     seen: SeenSet,
+    /// Transfers admitted and not yet gossiped (see `relay`, "Transfer batches").
+    outbox: TransferOutbox,
     peers: BTreeMap<NodeId, PeerState>,
     /// Peers we asked for blocks and when: one request per peer in flight (kept apart from
     /// `peers` so the per-event wake-up computation does not scan every peer).
@@ -429,6 +431,7 @@ impl Node {
             mempool,
             report_pool: BTreeMap::new(),
             seen: SeenSet::default(),
+            outbox: TransferOutbox::default(),
             peers: BTreeMap::new(),
             sync_requested_at_ms: BTreeMap::new(),
             pool_requested_at_ms: BTreeMap::new(),
@@ -608,7 +611,7 @@ impl Node {
         if self.reported_tip != Some(self.state.tip) {
             self.send_report(actions);
         }
-        let mut wake_at_ms = u64::MAX;
+        let mut wake_at_ms = self.flush_outbox_if_due(now_ms, actions).unwrap_or(u64::MAX);
         if let Some(eligible_ms) = self.my_eligible_time() {
             if eligible_ms > now_ms {
                 wake_at_ms = wake_at_ms.min(eligible_ms);
@@ -659,7 +662,14 @@ impl Node {
 
     fn on_message(&mut self, now_ms: u64, from: NodeId, message: Message, actions: &mut Vec<Action>) {
         match message {
-            Message::Transfer(transfer) => self.on_transfer(Some(from), transfer, actions),
+            Message::Transfers(transfers) => {
+                if transfers.len() > GOSSIP_BATCH_TRANSFERS_MAX {
+                    debug!(peer = ?from, count = transfers.len(), "taking only the first transfers of an oversized batch");
+                }
+                for transfer in transfers.into_iter().take(GOSSIP_BATCH_TRANSFERS_MAX) {
+                    self.on_transfer(Some(from), transfer, actions);
+                }
+            }
             Message::Block(block) => self.on_block(now_ms, Some(from), block, true, actions),
             Message::Report(report) => self.on_report(now_ms, from, report, actions),
             Message::Status { tip, finalized } => self.on_status(now_ms, from, tip, finalized, actions),

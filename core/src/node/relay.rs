@@ -1,12 +1,25 @@
-//! Relay-once gossip: the bounded set of message ids already seen, and the choice of peers a
-//! message goes on to (all of them from its origin, a deterministic window of
-//! `RELAY_FANOUT` otherwise).
+//! Relay-once gossip: the bounded set of message ids already seen, the choice of peers a
+//! message goes on to (all of them from its origin, a deterministic window of `RELAY_FANOUT`
+//! otherwise), and the outbox that sends transfers in batches.
+//!
+//! # Transfer batches
+//!
+//! A transfer admitted to the mempool is not sent at once: it joins the outbox under the peers
+//! it goes to, and the outbox goes out as one `Message::Transfers` per destination when the
+//! oldest transfer in it has waited `GOSSIP_BATCH_WINDOW_MS` (the node asks to be woken then),
+//! or at once when it holds `GOSSIP_BATCH_TRANSFERS_MAX`. The deadline is set by the first step
+//! that ends with the outbox non-empty, so it is a function of the steps alone (time is passed
+//! in): the simulator and a replay batch exactly as the server did. A sender's transfers stay
+//! in admission order, so a peer receives its nonces in order. A peer that disconnects before
+//! the flush simply gets nothing (mempool sync on the next link covers it). Transfers a reorg
+//! returns to the pool skip the outbox and go out at once (`chain`): the abandoned block may
+//! have been their only copy, and a crash within the window must not lose it.
 
 use super::{Action, Node};
-use crate::limits::{RELAY_FANOUT, SEEN_MESSAGES_MAX};
+use crate::limits::{GOSSIP_BATCH_TRANSFERS_MAX, GOSSIP_BATCH_WINDOW_MS, RELAY_FANOUT, SEEN_MESSAGES_MAX};
 use crate::message::Message;
-use crate::types::{Hash, NodeId};
-use std::collections::{HashSet, VecDeque};
+use crate::types::{Hash, NodeId, Transfer};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// Remembers message ids so each is relayed once. Membership only: never iterated.
 #[derive(Debug, Default)]
@@ -31,27 +44,104 @@ impl SeenSet {
     }
 }
 
+/// Where a gossiped message goes.
+enum Relay {
+    /// To every peer except this one (none: we are its origin).
+    AllExcept(Option<NodeId>),
+    /// To these peers (a window of them).
+    Peers(Vec<NodeId>),
+}
+
+/// Transfers waiting to be gossiped, by destination (see the module docs).
+#[derive(Debug, Default)]
+pub(super) struct TransferOutbox {
+    /// To every peer except the key (`None`: to every peer).
+    to_all_except: BTreeMap<Option<NodeId>, Vec<Transfer>>,
+    /// To one peer each.
+    to_peer: BTreeMap<NodeId, Vec<Transfer>>,
+    /// Transfers held (a transfer relayed to a window of k peers counts once).
+    transfers: usize,
+    /// When the outbox goes out; set at the end of the first step that leaves it non-empty.
+    pub(super) flush_at_ms: Option<u64>,
+}
+
 impl Node {
-    /// Sends a message on: to every peer when we are its origin (`from` is None), else to at most
-    /// `RELAY_FANOUT` peers other than the sender: a window of the (ordered) peer list starting
-    /// at a position given by the message id, so different messages use different relays and
-    /// the choice is deterministic.
-    pub(super) fn gossip(&self, id: Hash, message: Message, from: Option<NodeId>, actions: &mut Vec<Action>) {
+    /// The peers a message goes on to: every peer when we are its origin (`from` is None), else
+    /// at most `RELAY_FANOUT` peers other than the sender: a window of the (ordered) peer list
+    /// starting at a position given by the message id, so different messages use different
+    /// relays and the choice is deterministic.
+    fn relay_targets(&self, id: Hash, from: Option<NodeId>) -> Relay {
         let Some(sender) = from else {
-            actions.push(Action::Broadcast { message, except: None });
-            return;
+            return Relay::AllExcept(None);
         };
         let candidates = self.peers.len() - usize::from(self.peers.contains_key(&sender));
         if candidates <= RELAY_FANOUT {
-            actions.push(Action::Broadcast { message, except: Some(sender) });
-            return;
+            return Relay::AllExcept(Some(sender));
         }
         let start = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes")) as usize % candidates;
         let others = self.peers.keys().filter(|peer| **peer != sender);
-        for peer in others.cycle().skip(start).take(RELAY_FANOUT) {
-            actions.push(Action::SendTo { peer: *peer, message: message.clone() });
+        Relay::Peers(others.cycle().skip(start).take(RELAY_FANOUT).copied().collect())
+    }
+
+    /// Sends a message on to its relay targets (see `relay_targets`).
+    pub(super) fn gossip(&self, id: Hash, message: Message, from: Option<NodeId>, actions: &mut Vec<Action>) {
+        match self.relay_targets(id, from) {
+            Relay::AllExcept(except) => actions.push(Action::Broadcast { message, except }),
+            Relay::Peers(peers) => {
+                for peer in peers {
+                    actions.push(Action::SendTo { peer, message: message.clone() });
+                }
+            }
         }
     }
+
+    /// Queues a transfer for gossip to its relay targets, in the next batch (module docs).
+    pub(super) fn gossip_transfer(&mut self, id: Hash, transfer: Transfer, from: Option<NodeId>) {
+        match self.relay_targets(id, from) {
+            Relay::AllExcept(except) => self.outbox.to_all_except.entry(except).or_default().push(transfer),
+            Relay::Peers(peers) => {
+                for peer in peers {
+                    self.outbox.to_peer.entry(peer).or_default().push(transfer.clone());
+                }
+            }
+        }
+        self.outbox.transfers += 1;
+    }
+
+    /// At the end of a step: sends the outbox when it is due or full, else makes sure it has a
+    /// deadline. Returns the deadline left pending, if any (for the wake-up).
+    pub(super) fn flush_outbox_if_due(&mut self, now_ms: u64, actions: &mut Vec<Action>) -> Option<u64> {
+        if self.outbox.transfers == 0 {
+            return None;
+        }
+        let flush_at_ms = *self.outbox.flush_at_ms.get_or_insert(now_ms.saturating_add(GOSSIP_BATCH_WINDOW_MS));
+        if now_ms < flush_at_ms && self.outbox.transfers < GOSSIP_BATCH_TRANSFERS_MAX {
+            return Some(flush_at_ms);
+        }
+        let outbox = std::mem::take(&mut self.outbox);
+        for (except, transfers) in outbox.to_all_except {
+            for batch in batches(transfers) {
+                actions.push(Action::Broadcast { message: Message::Transfers(batch), except });
+            }
+        }
+        for (peer, transfers) in outbox.to_peer {
+            if !self.peers.contains_key(&peer) {
+                continue;
+            }
+            for batch in batches(transfers) {
+                actions.push(Action::SendTo { peer, message: Message::Transfers(batch) });
+            }
+        }
+        None
+    }
+}
+
+/// `transfers` cut into messages of at most `GOSSIP_BATCH_TRANSFERS_MAX`, in order.
+fn batches(transfers: Vec<Transfer>) -> Vec<Vec<Transfer>> {
+    if transfers.len() <= GOSSIP_BATCH_TRANSFERS_MAX {
+        return vec![transfers];
+    }
+    transfers.chunks(GOSSIP_BATCH_TRANSFERS_MAX).map(<[Transfer]>::to_vec).collect()
 }
 
 #[cfg(test)]

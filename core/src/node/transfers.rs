@@ -5,7 +5,6 @@
 use super::{Action, Node, TxRejection};
 use crate::limits::{GAPPED_TXS_MAX, MEMPOOL_TXS_PER_SENDER_MAX};
 use crate::mempool::{DropReason, DroppedTransfer, MempoolError, RemovalReason, Removed};
-use crate::message::Message;
 use crate::types::{Address, Hash, Height, NodeId, Transfer};
 use crate::validate::{check_transfer_alone_identified, transfer_id};
 use std::collections::BTreeMap;
@@ -29,7 +28,7 @@ impl Node {
                     self.seen.insert(id);
                     actions.push(Action::TxAccepted { id });
                 }
-                self.gossip(id, Message::Transfer(transfer), from, actions);
+                self.gossip_transfer(id, transfer, from);
             }
             Err(reason) => {
                 debug!(?id, %reason, "transfer not pooled");
@@ -128,11 +127,12 @@ impl Node {
 mod tests {
     use super::super::test_support::{observer, receive, validator_id};
     use super::{Action, TxRejection};
+    use crate::limits::{GOSSIP_BATCH_TRANSFERS_MAX, GOSSIP_BATCH_WINDOW_MS, MEMPOOL_TXS_PER_SENDER_MAX};
     use crate::mempool::{DropReason, MempoolError};
     use crate::message::Message;
     use crate::node::Event;
     use crate::testkit::{account_key, fast_genesis, sign_transfer};
-    use crate::types::{Hash, Signature, Transfer};
+    use crate::types::{Hash, NodeId, Signature, Transfer};
     use crate::validate::{transfer_id, TxError};
 
     /// The verdicts among `actions`: Ok(id) for accepted, Err((id, reason)) for rejected.
@@ -152,20 +152,78 @@ mod tests {
         sign_transfer(&account_key(0), &genesis.chain_id, account_key(1).address(), 10, fee, nonce)
     }
 
+    /// The transfer batches among `actions`, with the peer each goes to (`None`: broadcast).
+    fn batches(actions: &[Action]) -> Vec<(Option<NodeId>, Vec<Transfer>)> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Broadcast { message: Message::Transfers(sent), except: None } => Some((None, sent.clone())),
+                Action::SendTo { peer, message: Message::Transfers(sent) } => Some((Some(*peer), sent.clone())),
+                Action::Broadcast { message: Message::Transfers(_), except: Some(_) } => {
+                    panic!("a submitted transfer goes to every peer")
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn wake(actions: &[Action]) -> Option<u64> {
+        actions.iter().find_map(|action| match action {
+            Action::WakeAt(at_ms) => Some(*at_ms),
+            _ => None,
+        })
+    }
+
     #[test]
-    fn a_submitted_transfer_is_answered_and_gossiped_once() {
+    fn submitted_transfers_are_answered_at_once_and_gossiped_once_in_one_batch_after_the_window() {
         let mut node = observer(&fast_genesis(4, 2));
-        let first = transfer(0, 1);
+        let (first, second) = (transfer(0, 1), transfer(1, 1));
         let id = transfer_id(&first);
-        let actions = node.step(0, Event::TxSubmitted(first.clone()));
+        let actions = node.step(100, Event::TxSubmitted(first.clone()));
         assert_eq!(verdicts(&actions), vec![Ok(id)]);
-        assert!(actions.iter().any(|action| matches!(
-            action,
-            Action::Broadcast { message: Message::Transfer(sent), except: None } if *sent == first
-        )));
-        let again = node.step(0, Event::TxSubmitted(first));
+        assert!(batches(&actions).is_empty(), "the batch waits for others");
+        assert_eq!(wake(&actions), Some(100 + GOSSIP_BATCH_WINDOW_MS), "woken when the window ends");
+        let again = node.step(105, Event::TxSubmitted(first.clone()));
         assert_eq!(verdicts(&again), vec![Err((id, TxRejection::Mempool(MempoolError::AlreadyKnown { id })))]);
-        assert!(!again.iter().any(|action| matches!(action, Action::Broadcast { .. })));
+        let actions = node.step(110, Event::TxSubmitted(second.clone()));
+        assert_eq!(verdicts(&actions), vec![Ok(transfer_id(&second))]);
+        assert_eq!(wake(&actions), Some(100 + GOSSIP_BATCH_WINDOW_MS), "the first transfer sets the deadline");
+        assert!(batches(&node.step(100 + GOSSIP_BATCH_WINDOW_MS - 1, Event::Tick)).is_empty());
+        let actions = node.step(100 + GOSSIP_BATCH_WINDOW_MS, Event::Tick);
+        assert_eq!(batches(&actions), vec![(None, vec![first, second])], "one batch, in admission order");
+        assert!(batches(&node.step(1_000, Event::Tick)).is_empty(), "sent once");
+    }
+
+    #[test]
+    fn a_full_batch_goes_at_once_and_relays_skip_the_sender() {
+        // Four funded senders with a full queue each: exactly one full batch.
+        let genesis = fast_genesis(4, 4);
+        let mut node = observer(&genesis);
+        for index in 1..4 {
+            let _ = node.step(0, Event::PeerConnected { peer: validator_id(index) });
+        }
+        let funded: Vec<Transfer> = (0..4)
+            .flat_map(|account| {
+                let chain_id = genesis.chain_id.clone();
+                (0..MEMPOOL_TXS_PER_SENDER_MAX as u64).map(move |nonce| {
+                    sign_transfer(&account_key(account), &chain_id, account_key(9).address(), 1, 1, nonce)
+                })
+            })
+            .collect();
+        assert_eq!(funded.len(), GOSSIP_BATCH_TRANSFERS_MAX);
+        let actions = receive(&mut node, 0, validator_id(1), Message::Transfers(funded.clone()));
+        let sent: Vec<(Option<NodeId>, usize)> = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Broadcast { message: Message::Transfers(sent), except } => {
+                    assert_eq!(*except, Some(validator_id(1)), "never back to the sender");
+                    Some((None, sent.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(node.mempool().len(), GOSSIP_BATCH_TRANSFERS_MAX);
+        assert_eq!(sent, vec![(None, GOSSIP_BATCH_TRANSFERS_MAX)], "a full outbox goes without waiting");
     }
 
     #[test]
@@ -176,7 +234,8 @@ mod tests {
         let id = transfer_id(&forged);
         let actions = node.step(0, Event::TxSubmitted(forged.clone()));
         assert_eq!(verdicts(&actions), vec![Err((id, TxRejection::Invalid(TxError::BadSignature)))]);
-        let actions = receive(&mut node, 0, validator_id(1), Message::Transfer(forged));
+        let actions = receive(&mut node, 0, validator_id(1), Message::Transfers(vec![forged]));
+        let actions: Vec<Action> = actions.into_iter().chain(node.step(1_000, Event::Tick)).collect();
         assert!(verdicts(&actions).is_empty(), "a peer gets no verdict");
         assert!(!actions.iter().any(|action| matches!(action, Action::Broadcast { .. } | Action::SendTo { .. })));
         assert_eq!(node.mempool().len(), 0);
@@ -193,10 +252,10 @@ mod tests {
         assert_eq!(verdicts(&actions), vec![Err((transfer_id(&second), gap))]);
         assert!(node.gapped.is_empty(), "a client's transfer is never held");
 
-        let _ = receive(&mut node, 0, validator_id(1), Message::Transfer(second.clone()));
+        let _ = receive(&mut node, 0, validator_id(1), Message::Transfers(vec![second.clone()]));
         assert!(!node.mempool().contains(&transfer_id(&second)));
         assert_eq!(node.gapped.len(), 1, "held, not refused");
-        let _ = receive(&mut node, 0, validator_id(2), Message::Transfer(first.clone()));
+        let _ = receive(&mut node, 0, validator_id(2), Message::Transfers(vec![first.clone()]));
         assert!(node.mempool().contains(&transfer_id(&first)));
         assert!(node.mempool().contains(&transfer_id(&second)), "admitted once the gap filled");
         assert!(node.gapped.is_empty());

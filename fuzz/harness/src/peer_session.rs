@@ -125,7 +125,7 @@ impl MessageInput {
     fn build(&self) -> Message {
         let chain = chain();
         match self {
-            MessageInput::Transfer(transfer) => Message::Transfer(transfer.build()),
+            MessageInput::Transfer(transfer) => Message::Transfers(vec![transfer.build()]),
             MessageInput::Block(input) => Message::Block(Arc::new(block_mutation::build(input).0)),
             MessageInput::Report(report) => Message::Report(report.build()),
             MessageInput::Status { tip, finalized, flip } => {
