@@ -486,6 +486,7 @@ async fn route(
         match request.uri().path() {
             "/health" => return health(&calls).await,
             "/metrics" => return metrics(&calls).await,
+            "/" => return crate::explorer::page(),
             _ => {}
         }
     }
