@@ -2,8 +2,8 @@
 //! (`home`, `config`), the redb StorageEngine (`storage`), live metrics (`metrics`), the
 //! event-loop driver that runs a `tinychain-core` node over `tinychain-net` (`driver`), and the
 //! JSON-RPC server (`rpc`, answering from `query`, with the schema of `tinychain-rpc`), which also
-//! serves the web explorer page (`explorer`). The `tinychain` command line (the root package)
-//! starts it; the wallet is `tinychain-wallet`.
+//! serves the web explorer page (`explorer`) and the Prometheus metrics (`telemetry`). The
+//! `tinychain` command line (the root package) starts it; the wallet is `tinychain-wallet`.
 
 pub mod config;
 pub mod driver;
@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod query;
 pub mod rpc;
 pub mod storage;
+pub mod telemetry;
