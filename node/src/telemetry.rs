@@ -156,48 +156,49 @@ impl Telemetry {
     /// A registry with every metric. `traffic`: the transport's per-peer counters (`None`:
     /// no per-peer bytes, e.g. an RPC server tested alone).
     pub fn new(traffic: Option<TrafficTable>) -> Telemetry {
+        // `register` ends each help text with a full stop itself.
         let mut registry = Registry::default();
         let block_interval_seconds = Histogram::new(BLOCK_INTERVAL_BUCKETS_SECONDS);
         registry.register(
             "tinychain_block_interval_seconds",
-            "Wall-clock time between two blocks this node committed one after the other (a sync commits several at once).",
+            "Wall-clock time between two blocks this node committed one after the other (a sync commits several at once)",
             block_interval_seconds.clone(),
         );
         let transfer_latency_to_committed_seconds = Histogram::new(TRANSFER_LATENCY_BUCKETS_SECONDS);
         registry.register(
             "tinychain_transfer_latency_to_committed_seconds",
-            "From the first time this node saw a transfer (submitted to it or received from a peer) to the first time a block it committed included it.",
+            "From the first time this node saw a transfer (submitted to it or received from a peer) to the first time a block it committed included it",
             transfer_latency_to_committed_seconds.clone(),
         );
         let transfer_latency_to_final_seconds = Histogram::new(TRANSFER_LATENCY_BUCKETS_SECONDS);
         registry.register(
             "tinychain_transfer_latency_to_final_seconds",
-            "From the first time this node saw a transfer (submitted to it or received from a peer) to the block including it becoming final on this node.",
+            "From the first time this node saw a transfer (submitted to it or received from a peer) to the block including it becoming final on this node",
             transfer_latency_to_final_seconds.clone(),
         );
         let rpc_request_duration_seconds: Family<MethodLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(histogram_family_of_rpc);
         registry.register(
             "tinychain_rpc_request_duration_seconds",
-            "Time the JSON-RPC server took to answer one call, by method (busy and failed calls included).",
+            "Time the JSON-RPC server took to answer one call, by method (busy and failed calls included)",
             rpc_request_duration_seconds.clone(),
         );
         let core_step_duration_seconds = Histogram::new(CORE_STEP_BUCKETS_SECONDS);
         registry.register(
             "tinychain_core_step_duration_seconds",
-            "Time the core took to handle one event (a message, a tick, a submitted transfer, ...) and the driver to carry out its actions, storage reads and writes excluded.",
+            "Time the core took to handle one event (a message, a tick, a submitted transfer, ...) and the driver to carry out its actions, storage reads and writes excluded",
             core_step_duration_seconds.clone(),
         );
         let storage_commit_duration_seconds = Histogram::new(STORAGE_COMMIT_BUCKETS_SECONDS);
         registry.register(
             "tinychain_storage_commit_duration_seconds",
-            "Time one commit of blocks took to write to the database (one redb write transaction, fsync included).",
+            "Time one commit of blocks took to write to the database (one redb write transaction, fsync included)",
             storage_commit_duration_seconds.clone(),
         );
         let validator_missed_turns = Family::<ValidatorLabel, Counter>::default();
         registry.register(
             "tinychain_validator_missed_turns",
-            "Turns the validator missed in blocks this node committed since start: a block came from a lower rank while it ranked ahead.",
+            "Turns the validator missed in blocks this node committed since start: a block came from a lower rank while it ranked ahead",
             validator_missed_turns.clone(),
         );
         let state = Arc::new(StateCollector { figures: Mutex::new(Figures::default()), traffic });
@@ -290,7 +291,8 @@ fn gauge_count(value: usize) -> ConstGauge<i64> {
     ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
-fn gauge_height(value: Height) -> ConstGauge<i64> {
+/// A height or any other whole number as a gauge.
+fn gauge_whole(value: u64) -> ConstGauge<i64> {
     ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
@@ -325,18 +327,18 @@ impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let figures = lock(&self.figures).clone();
         let encoder = &mut encoder;
-        write_one(encoder, "tinychain_tip_height", "Height of the node's tip.", &gauge_height(figures.tip_height))?;
+        write_one(encoder, "tinychain_tip_height", "Height of the node's tip.", &gauge_whole(figures.tip_height))?;
         write_one(
             encoder,
             "tinychain_justified_height",
             "Height of the latest justified block on the node's chain.",
-            &gauge_height(figures.justified_height),
+            &gauge_whole(figures.justified_height),
         )?;
         write_one(
             encoder,
             "tinychain_final_height",
             "Height of the latest final block.",
-            &gauge_height(figures.final_height),
+            &gauge_whole(figures.final_height),
         )?;
         if let Some(interval) = figures.last_block_interval {
             write_one(
@@ -399,7 +401,7 @@ impl Collector for StateCollector {
                 encoder,
                 "tinychain_score",
                 "This node's latest metric score (lower produces first).",
-                &gauge(score),
+                &gauge_whole(u64::from(score)),
             )?;
             write_one(
                 encoder,
@@ -449,37 +451,37 @@ impl StateCollector {
         encoder: &mut DescriptorEncoder<'_>,
         validators: &[ValidatorFigures],
     ) -> Result<(), std::fmt::Error> {
-        let series = |value: &dyn Fn(&ValidatorFigures) -> Option<f64>| -> Vec<(&str, ConstGauge<f64>)> {
+        let series = |value: &dyn Fn(&ValidatorFigures) -> Option<u64>| -> Vec<(&str, ConstGauge<i64>)> {
             validators
                 .iter()
-                .filter_map(|validator| Some((validator.name.as_str(), gauge(value(validator)?))))
+                .filter_map(|validator| Some((validator.name.as_str(), gauge_whole(value(validator)?))))
                 .collect()
         };
-        let gauges: [(&str, &str, &dyn Fn(&ValidatorFigures) -> Option<f64>); 5] = [
+        let gauges: [(&str, &str, &dyn Fn(&ValidatorFigures) -> Option<u64>); 5] = [
             (
                 "tinychain_validator_committed_score",
                 "Score of the validator's latest report committed on this node's chain (lower produces first); absent without one.",
-                &|validator| validator.committed_score.map(f64::from),
+                &|validator| validator.committed_score.map(u64::from),
             ),
             (
                 "tinychain_validator_rank",
                 "The validator's rank for the block after the tip (0 produces first; demoted and jailed validators rank last).",
-                &|validator| Some(f64::from(validator.rank)),
+                &|validator| Some(u64::from(validator.rank)),
             ),
             (
                 "tinychain_validator_jailed",
                 "1 if committed evidence jails the validator for the next block, else 0.",
-                &|validator| Some(f64::from(u8::from(validator.is_jailed))),
+                &|validator| Some(u64::from(validator.is_jailed)),
             ),
             (
                 "tinychain_validator_jailed_until_height",
                 "The last height of the validator's jail (it may have ended), 0 if it was never jailed.",
-                &|validator| Some(validator.jailed_until.unwrap_or(0) as f64),
+                &|validator| Some(validator.jailed_until.unwrap_or(0)),
             ),
             (
                 "tinychain_validator_produced_in_window",
                 "Blocks the validator made among the last production_window_blocks (the production-share cap counts these).",
-                &|validator| Some(validator.produced_in_window as f64),
+                &|validator| Some(validator.produced_in_window),
             ),
         ];
         for (name, help, value) in gauges {
@@ -842,6 +844,7 @@ mod tests {
             !samples.contains_key("tinychain_peer_last_seen_timestamp_seconds{peer=\"node1\"}"),
             "never heard from"
         );
+        assert!(!text.lines().any(|line| line.starts_with("# HELP ") && line.ends_with("..")), "{text}");
         // Every metric has its help text.
         for line in text.lines().filter(|line| line.starts_with("# TYPE ")) {
             let name = line.split(' ').nth(2).unwrap();
