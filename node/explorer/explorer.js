@@ -12,9 +12,10 @@
 //
 // The page keeps stable hooks for tests and scripts: data-tip-height, data-justified-height,
 // data-final-height on the three height cards; rows with data-height in #block-list and cells
-// with data-height/data-state in #block-strip; rows with data-node-id, data-rank and data-score
-// in #election (which carries data-height and data-parent-hash); #detail with data-kind
-// (block, transfer, account, not-found, error), data-id and data-status.
+// with data-height/data-state in #block-strip; rows with data-node-id, data-rank, data-score,
+// data-produced-in-window, data-eligible-at-ms, data-jailed-until and data-demotion in #election
+// (which carries data-height and data-parent-hash); #detail with data-kind (block, transfer,
+// account, not-found, error), data-id and data-status; body[data-ready] after the first render.
 "use strict";
 
 const POLL_INTERVAL_MS = 1000;
@@ -133,6 +134,7 @@ function nameOf(nodeId) {
 
 // ---- Polling -------------------------------------------------------------------------------
 
+/** One round: `status`, then whatever changed; then the next round is scheduled. */
 async function poll() {
   try {
     const status = await rpc("status");
@@ -395,7 +397,7 @@ function renderBlockList(status) {
         "tr",
         { class: chain.arrived.has(height) ? "new-row" : null, "data-height": height, "data-hash": header.hash },
         el("td", { class: "num" }, link(`#/block/${height}`, `#${height}`)),
-        el("td", { title: header.producer }, nameOf(header.producer)),
+        el("td", { title: header.producer }, height === 0 ? "genesis" : nameOf(header.producer)),
         el("td", { class: "num" }, header.rank > 0 ? badge(String(header.rank), "warn", missedTitle(height)) : "0"),
         el("td", { class: "num" }, String(header.transfer_count)),
         el("td", { class: "num" }, interval === null ? "—" : seconds(interval)),
@@ -450,10 +452,10 @@ function renderElection(status) {
     let reportAge = "—";
     let reportTitle = "no report in the blocks this page read";
     if (seen) {
-      reportAge = `${Math.max(0, election.parent.height - seen.report.tip.height)} blocks`;
+      reportAge = blocks(Math.max(0, election.parent.height - seen.report.tip.height));
       reportTitle = `its report #${seen.report.sequence} about tip #${seen.report.tip.height}, recorded in block #${seen.height}`;
     } else if (candidate.demotion && candidate.demotion.reason === "stale_report") {
-      reportAge = `${election.parent.height - candidate.demotion.tip_height} blocks`;
+      reportAge = blocks(election.parent.height - candidate.demotion.tip_height);
     }
     const share = Math.round((100 * candidate.produced_in_window) / Math.max(1, election.production_window_blocks));
     const produced = election.production_cap_blocks === null
@@ -473,6 +475,10 @@ function renderElection(status) {
         "data-node-id": candidate.node_id,
         "data-rank": candidate.rank,
         "data-score": candidate.score === null ? "" : candidate.score,
+        "data-produced-in-window": candidate.produced_in_window,
+        "data-eligible-at-ms": candidate.eligible_at_ms,
+        "data-jailed-until": candidate.jailed_until === null ? "" : candidate.jailed_until,
+        "data-demotion": candidate.demotion ? candidate.demotion.reason : "",
       },
       el("td", { class: "num rank" }, String(candidate.rank)),
       el("td", { class: "name", title: candidate.node_id }, candidate.name || shortId(candidate.node_id)),
@@ -851,7 +857,7 @@ function el(tag, attributes, ...children) {
     if (name === "class") node.className = value;
     else node.setAttribute(name, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -904,6 +910,10 @@ function coins(units) {
   return `${whole.toLocaleString("en-US")}${fraction ? `.${fraction}` : ""} TC`;
 }
 
+function blocks(count) {
+  return count === 1 ? "1 block" : `${count} blocks`;
+}
+
 function seconds(milliseconds) {
   return `${(milliseconds / 1000).toFixed(milliseconds < 10000 ? 2 : 1)} s`;
 }
@@ -936,5 +946,5 @@ byId("lookup").addEventListener("submit", (event) => {
   else window.location.hash = hash;
 });
 window.addEventListener("hashchange", showRoute);
-showRoute();
-poll();
+// The first round comes before a linked view (#/block/…) is shown, so names are known by then.
+poll().finally(showRoute);
