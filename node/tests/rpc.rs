@@ -218,8 +218,11 @@ async fn standard_error_codes() {
     assert_eq!((code, reason.as_str()), (-32002, data_code::NONCE_USED));
     assert!(message.contains("already used"), "{message}");
 
-    // GET on the JSON-RPC path is not JSON-RPC.
-    assert_eq!(http(addr, "GET", "/", Vec::new()).await.status, 405);
+    // GET / is the web explorer's page (node/src/explorer.rs); GET anywhere else is not JSON-RPC.
+    let page = http(addr, "GET", "/", Vec::new()).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>tinychain explorer</title>"), "{}", page.body);
+    assert_eq!(http(addr, "GET", "/not-a-route", Vec::new()).await.status, 405);
     server.stop().await;
 }
 
