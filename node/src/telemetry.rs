@@ -316,6 +316,9 @@ fn write_family<M: EncodeMetric>(
     Ok(())
 }
 
+/// One per-validator figure: a validator's value, `None` for no sample.
+type ValidatorFigure = fn(&ValidatorFigures) -> Option<u64>;
+
 /// The driver's `Figures` and the transport's per-peer counters, written at each encode.
 #[derive(Debug)]
 struct StateCollector {
@@ -451,37 +454,37 @@ impl StateCollector {
         encoder: &mut DescriptorEncoder<'_>,
         validators: &[ValidatorFigures],
     ) -> Result<(), std::fmt::Error> {
-        let series = |value: &dyn Fn(&ValidatorFigures) -> Option<u64>| -> Vec<(&str, ConstGauge<i64>)> {
+        let series = |value: ValidatorFigure| -> Vec<(&str, ConstGauge<i64>)> {
             validators
                 .iter()
                 .filter_map(|validator| Some((validator.name.as_str(), gauge_whole(value(validator)?))))
                 .collect()
         };
-        let gauges: [(&str, &str, &dyn Fn(&ValidatorFigures) -> Option<u64>); 5] = [
+        let gauges: [(&str, &str, ValidatorFigure); 5] = [
             (
                 "tinychain_validator_committed_score",
                 "Score of the validator's latest report committed on this node's chain (lower produces first); absent without one.",
-                &|validator| validator.committed_score.map(u64::from),
+                |validator| validator.committed_score.map(u64::from),
             ),
             (
                 "tinychain_validator_rank",
                 "The validator's rank for the block after the tip (0 produces first; demoted and jailed validators rank last).",
-                &|validator| Some(u64::from(validator.rank)),
+                |validator| Some(u64::from(validator.rank)),
             ),
             (
                 "tinychain_validator_jailed",
                 "1 if committed evidence jails the validator for the next block, else 0.",
-                &|validator| Some(u64::from(validator.is_jailed)),
+                |validator| Some(u64::from(validator.is_jailed)),
             ),
             (
                 "tinychain_validator_jailed_until_height",
                 "The last height of the validator's jail (it may have ended), 0 if it was never jailed.",
-                &|validator| Some(validator.jailed_until.unwrap_or(0)),
+                |validator| Some(validator.jailed_until.unwrap_or(0)),
             ),
             (
                 "tinychain_validator_produced_in_window",
                 "Blocks the validator made among the last production_window_blocks (the production-share cap counts these).",
-                &|validator| Some(validator.produced_in_window),
+                |validator| Some(validator.produced_in_window),
             ),
         ];
         for (name, help, value) in gauges {
