@@ -101,6 +101,9 @@ async function rpcBatch(calls) {
 const chain = {
   /** The latest `status` answer. */
   status: null,
+  /** The tip hash the blocks and the election were last fetched at in full (a failed round
+   * leaves it behind, so the next round fetches again). */
+  loadedAtTip: null,
   /** height -> `get_header` answer, on the chain whose tip `status` named. */
   headers: new Map(),
   /** height -> committed `get_election(height)`, fetched for blocks made at rank > 0. */
@@ -141,10 +144,19 @@ async function poll() {
     const previous = chain.status;
     chain.status = status;
     learnName(status.node_id, status.name);
-    const tipMoved = !previous || previous.tip.hash !== status.tip.hash;
+    const tipMoved = chain.loadedAtTip !== status.tip.hash;
     const now = Date.now();
     const work = [];
-    if (tipMoved) work.push(refreshBlocks(status, previous === null).then(refreshElection));
+    if (tipMoved) {
+      const isFirstLoad = chain.loadedAtTip === null;
+      work.push(
+        refreshBlocks(status, isFirstLoad)
+          .then(refreshElection)
+          .then(() => {
+            chain.loadedAtTip = status.tip.hash;
+          }),
+      );
+    }
     const mempoolKey = `${status.mempool_size}/${status.tip.hash}`;
     if (mempoolKey !== chain.mempoolKey || now - chain.mempoolFetchedAt > MEMPOOL_REFRESH_MS) {
       work.push(refreshMempool(mempoolKey));
