@@ -8,14 +8,14 @@
 //! - `Send` / `Broadcast` / `Disconnect`: handed to the connection manager.
 //! - `WakeAt`: the loop's timer.
 //! - `Trace`: logs (a line per committed block, with producer, rank and score) and the live
-//!   figures RPC and `/metrics` report.
-//! - `Committed`: nothing to write (the store did), but `/metrics` times each transfer this
-//!   node saw (submitted or received) to its first commit and to final (`TransferClock`). Evidence seen, evidence committed and a validator
+//!   figures RPC and `/metrics` report. Evidence seen, evidence committed and a validator
 //!   jailed are logged at error level (an operator must look: a validator broke a rule), each
 //!   line with the evidence itself: its id, kind, offender, offence height and the ids of the
 //!   two conflicting objects (block hashes or report ids).
+//! - `Committed`: nothing to write (the store did), but `/metrics` times each transfer this
+//!   node saw (submitted or received) to its first commit and to final (`TransferClock`).
 //! - `Dropped`: logged and counted by reason (the drop record is already written, so `get_tx`
-//!   answers `dropped` with the reason).
+//!   answers `dropped` with the reason); a dropped transfer is no longer timed.
 //!
 //! `/metrics` (`telemetry`): the loop observes block intervals, missed turns, transfer latencies,
 //! the core's time per event and storage's time per commit (the store is timed apart, so the
