@@ -39,12 +39,13 @@ fn page_number(browser: &Browser, css: &str, attribute: &str) -> Option<u64> {
 fn the_explorer_in_a_real_browser_follows_a_live_testnet() {
     let _serial = serial();
     let started = Instant::now();
+    // The browser first: without chromium or chromedriver the test fails at once, saying so.
+    let browser = Browser::start();
     let mut net = Testnet::init(4, 1_000, 4_000);
     net.start_all();
     net.wait_for(Duration::from_secs(60), "a final block", |net| {
         net.finalized(0).filter(|(height, _)| *height >= 1).map(|_| ())
     });
-    let browser = Browser::start();
     let url = format!("{}/", net.nodes[0].rpc);
     browser.goto(&url);
     browser.wait_for(PAGE_TIMEOUT, "the page's first render", |browser| {
@@ -132,12 +133,17 @@ fn tinychain_testnet_prints_each_nodes_explorer_url_and_it_serves_the_page() {
 fn the_page_shows_the_tip_rpc_shows(net: &Testnet, browser: &Browser) {
     let (height, hash) = browser.wait_for(PAGE_TIMEOUT, "the page's tip between two RPC readings", |browser| {
         let (before, _) = net.tip(0)?;
-        let shown = page_number(browser, "#tip-height", "data-tip-height")?;
-        let shown_hash = browser.attribute("#tip-height", "data-tip-hash")?;
-        let text = browser.text("#tip-height")?;
+        // One script reads the card at once: a render between two reads would mix two tips.
+        let card = browser.execute(
+            "const card = document.getElementById('tip-height');
+             return [card.dataset.tipHeight, card.dataset.tipHash, card.textContent];",
+            vec![],
+        );
         let (after, _) = net.tip(0)?;
+        let shown: u64 = card[0].as_str()?.parse().ok()?;
+        let shown_hash = card[1].as_str()?.to_string();
         assert!(shown <= after, "the page shows tip {shown}, above the node's {after}");
-        assert_eq!(text, shown.to_string(), "the tip card shows its own height");
+        assert_eq!(card[2].as_str(), Some(shown.to_string().as_str()), "the tip card shows its own height");
         (before <= shown).then_some((shown, shown_hash))
     });
     assert_eq!(
@@ -186,8 +192,13 @@ fn a_new_block_appears_without_a_reload(net: &Testnet, browser: &Browser) {
     browser.execute("window.explorerTestMarker = 'still the same page'; return null;", vec![]);
     let first = page_number(browser, "#block-list tbody tr", "data-height").unwrap();
     let (newer, newer_hash) = browser.wait_for(PAGE_TIMEOUT, "a newer block at the top of the list", |browser| {
-        let height = page_number(browser, "#block-list tbody tr", "data-height")?;
-        (height > first).then_some((height, browser.attribute("#block-list tbody tr", "data-hash")?))
+        let row = browser.execute(
+            "const row = document.querySelector('#block-list tbody tr');
+             return [row.dataset.height, row.dataset.hash];",
+            vec![],
+        );
+        let height: u64 = row[0].as_str()?.parse().ok()?;
+        (height > first).then_some((height, row[1].as_str()?.to_string()))
     });
     assert_eq!(
         net.header(0, newer).unwrap()["hash"].as_str(),
