@@ -35,6 +35,8 @@ const PEERS_REFRESH_MS = 5000;
 const MEMPOOL_REFRESH_MS = 5000;
 const MEMPOOL_SHOWN = 20;
 const HISTORY_SHOWN = 50;
+/** Transfers listed on a block's page (a full block holds 10,000). */
+const BLOCK_TRANSFERS_SHOWN = 1000;
 const UNITS_PER_COIN = 100000000n;
 
 // ---- JSON-RPC ------------------------------------------------------------------------------
@@ -663,7 +665,10 @@ async function showBlock(argument, generation) {
       ["transfer root", el("span", { class: "mono" }, block.tx_root)],
     ]),
     el("h3", {}, `Transfers (${block.transfer_count})`),
-    transfersTable(block.transfers),
+    transfersTable(block.transfers.slice(0, BLOCK_TRANSFERS_SHOWN)),
+    block.transfers.length > BLOCK_TRANSFERS_SHOWN
+      ? el("p", { class: "muted" }, `The first ${BLOCK_TRANSFERS_SHOWN} of ${block.transfers.length} are listed; look any transfer up by its id.`)
+      : null,
     el("h3", {}, `Reports and their votes (${block.report_count})`),
     reportsTable(block.reports),
     el("h3", {}, `Evidence (${block.evidence_count})`),
