@@ -152,6 +152,8 @@ fn a_sweep_report_has_one_row_per_seed_with_its_verdict_and_replay_command() {
         .collect();
     let command = "tinychain sim --nodes 4 --seeds 1..3 --duration 1m --faults all --tx-rate 5";
     let html = sweep_html(&reports, command).expect("the report draws");
+    assert!(reports.iter().all(SimReport::passed), "{reports:?}");
+    assert!(html.contains("<h1>Simulation sweep <span class=\"verdict pass\">PASS</span></h1>"));
     for report in &reports {
         let row_start = html.find(&format!("data-seed=\"{}\"", report.seed)).expect("a row per seed");
         let row = &html[row_start..row_start + html[row_start..].find("</tr>").expect("a closed row")];
@@ -168,4 +170,40 @@ fn a_sweep_report_has_one_row_per_seed_with_its_verdict_and_replay_command() {
     let deepest = numbers(&data["buckets"]["max_reorg_depth"], "to").last().copied().unwrap_or(0);
     assert!(depths.iter().all(|depth| *depth < deepest));
     assert_eq!(html.matches("<svg").count(), 3);
+}
+
+#[test]
+fn a_failing_seed_is_a_failed_row_and_fails_the_sweep() {
+    let mut options = options(2, 0);
+    options.duration_ms = 30_000;
+    let passing = Simulation::new(options).run().0;
+    let mut failing = passing.clone();
+    failing.seed = 3;
+    failing.safety_violations = 1;
+    failing.violations = vec!["t=1ms SAFETY: made up for this test".into()];
+    let html = sweep_html(&[passing, failing], "tinychain sim --seeds 2..3").expect("the report draws");
+    assert!(html.contains("<span class=\"verdict fail\">FAIL</span>"));
+    assert!(html.contains("failing: [3]"));
+    assert!(html.contains("<tr class=\"failed\" data-seed=\"3\" data-passed=\"false\"><td>3</td><td>FAIL</td>"));
+    assert!(html.contains("<tr class=\"passed\" data-seed=\"2\" data-passed=\"true\"><td>2</td><td>pass</td>"));
+    assert_eq!(report_data(&html)["failing_seeds"], serde_json::json!([3]));
+}
+
+#[test]
+fn a_scenario_report_lists_its_expectations() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/scenarios/producer-crash.toml"))
+        .expect("the example scenario");
+    let mut scenario = tinychain_sim::scenario::parse(&text).expect("a valid scenario");
+    scenario.options.record_series = true;
+    let (report, _, figures) = run_recorded(scenario.options.clone());
+    let verdicts = tinychain_sim::scenario::check(&scenario.expect, &report);
+    assert!(verdicts.len() > 1);
+    let html = run_html(&report, &figures, &verdicts).expect("the report draws");
+    assert!(html.contains("<h2>Scenario expectations</h2>"));
+    for verdict in &verdicts {
+        assert!(html.contains(&format!("<td>{}</td>", verdict.expectation)), "{verdict:?}");
+    }
+    // The scripted crash of the next producer is drawn as the crash of the validator it picked.
+    let bands = &report_data(&html)["figures"]["fault_bands"];
+    assert!(bands.as_array().expect("bands").iter().any(|band| band["kind"] == "crash"), "{bands}");
 }
