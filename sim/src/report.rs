@@ -599,6 +599,8 @@ td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-al
 th { background: #f4f4f4; }
 tr.failed td { background: #fde8e8; }
 code { font-family: ui-monospace, monospace; font-size: 0.92em; }
+td.replay code { white-space: nowrap; }
+.scroll { overflow-x: auto; }
 figure { margin: 0.4em 0; }
 figure svg { max-width: 100%; height: auto; }
 figcaption, p.note { font-size: 0.9em; color: #444; max-width: 60em; }
@@ -848,14 +850,14 @@ pub fn sweep_html(reports: &[SimReport], command: &str) -> Result<String, Report
         if failing.is_empty() { "none".to_string() } else { format!("{failing:?}") }
     );
     body.push_str(
-        "<section id=\"seeds\">\n<h2>Seeds</h2>\n<table id=\"seed-table\">\n<tr><th>seed</th><th>verdict</th><th>height</th><th>final</th>\
+        "<section id=\"seeds\">\n<h2>Seeds</h2>\n<div class=\"scroll\">\n<table id=\"seed-table\">\n<tr><th>seed</th><th>verdict</th><th>height</th><th>final</th>\
          <th>reorgs (deepest)</th><th>max gap (ms)</th><th>recovery (ms)</th><th>violations</th><th>replay</th></tr>\n",
     );
     for report in reports {
         let passed = report.passed();
         let _ = writeln!(
             body,
-            "<tr class=\"{}\" data-seed=\"{}\" data-passed=\"{passed}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr class=\"{}\" data-seed=\"{}\" data-passed=\"{passed}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td class=\"replay\"><code>{}</code></td></tr>",
             if passed { "passed" } else { "failed" },
             report.seed,
             report.seed,
@@ -870,7 +872,7 @@ pub fn sweep_html(reports: &[SimReport], command: &str) -> Result<String, Report
             escape(&report.replay)
         );
     }
-    body.push_str("</table>\n</section>\n");
+    body.push_str("</table>\n</div>\n</section>\n");
     let no_recovery = reports.len() - recoveries.len();
     body.push_str(&figure(
         "max-gap",
