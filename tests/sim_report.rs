@@ -69,8 +69,12 @@ fn chromium(args: &[&str], file: &Path) -> String {
          Install the Debian package `chromium` (apt-get install chromium; .ci/run does it when missing)"
     );
     let url = format!("file://{}", file.display());
+    // A profile of its own, so browsers started by tests running at the same time never hand
+    // their page to one another.
+    let profile = tempfile::tempdir().expect("a temporary profile directory");
     let output = Command::new(CHROMIUM)
         .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .arg(&url)
         .output()
