@@ -30,6 +30,9 @@ const CHART_WIDTH_PX: u32 = 960;
 const Y_LABEL_AREA_PX: u32 = 110;
 /// Lines of at most this many cores are drawn in the heights plot (the rest are in the data).
 const CORES_DRAWN_MAX: usize = 32;
+/// The heights plot names its lines in a legend up to this many cores (beyond, it would cover
+/// the plot; the colours repeat every ten).
+const LEGEND_CORES_MAX: usize = 12;
 /// Histograms aim at about this many buckets.
 const BUCKETS_TARGET: u64 = 20;
 
@@ -286,7 +289,7 @@ fn heights_svg(figures: &RunFigures) -> Result<String, ReportError> {
                 step_segments(points, figures.duration_ms, |point| point.tip).into_iter().enumerate()
             {
                 let drawn = chart.draw_series(LineSeries::new(segment, color.stroke_width(2)))?;
-                if index == 0 {
+                if index == 0 && figures.cores.len() <= LEGEND_CORES_MAX {
                     let name = figures.cores[core].clone();
                     drawn
                         .label(name)
@@ -297,13 +300,15 @@ fn heights_svg(figures: &RunFigures) -> Result<String, ReportError> {
                 chart.draw_series(DashedLineSeries::new(segment, 4, 3, color.mix(0.8).stroke_width(1)))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(small_text())
-            .draw()?;
+        if figures.cores.len() <= LEGEND_CORES_MAX {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .label_font(small_text())
+                .draw()?;
+        }
         Ok(())
     })
 }
@@ -766,11 +771,17 @@ pub fn run_html(report: &SimReport, figures: &RunFigures, expectations: &[Verdic
             report.interval_ms.max
         ),
     ));
-    let cores_note = if figures.cores.len() > CORES_DRAWN_MAX {
-        format!(" Only the first {CORES_DRAWN_MAX} of {} cores are drawn; the data holds all.", figures.cores.len())
-    } else {
-        String::new()
-    };
+    let mut cores_note = String::new();
+    if figures.cores.len() > LEGEND_CORES_MAX {
+        cores_note.push_str(" With this many nodes there is no legend: the colours repeat every ten nodes.");
+    }
+    if figures.cores.len() > CORES_DRAWN_MAX {
+        let _ = write!(
+            cores_note,
+            " Only the first {CORES_DRAWN_MAX} of {} cores are drawn; the data holds all.",
+            figures.cores.len()
+        );
+    }
     body.push_str(&figure(
         "heights",
         "Heights",
