@@ -149,6 +149,21 @@ fn an_equivocating_validator_is_caught_jailed_and_ranked_last_by_the_honest_node
             metrics.contains(&format!("\ntinychain_validator_jailed{{validator=\"{equivocator_name}\"}} 1\n")),
             "node {index}:\n{metrics}"
         );
+        // Jail only ever extends (a later piece of evidence may have extended it since).
+        let jailed_until = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "tinychain_validator_jailed_until_height{{validator=\"{equivocator_name}\"}} "
+                ))
+            })
+            .and_then(|value| value.parse::<u64>().ok());
+        assert!(jailed_until.is_some_and(|height| height >= until_height), "node {index}:\n{metrics}");
+        assert!(
+            metrics
+                .contains(&format!("\ntinychain_validator_rank{{validator=\"{equivocator_name}\"}} {}\n", NODES - 1)),
+            "node {index}: the jailed validator ranks last:\n{metrics}"
+        );
         let committed_total = metrics
             .lines()
             .find_map(|line| line.strip_prefix("tinychain_evidence_committed_total "))

@@ -199,7 +199,7 @@ fn malformed_rpc_requests_get_errors_and_the_node_keeps_producing() {
     assert_eq!(health, 200);
     let (metrics_status, metrics) = ureq_get(&format!("{url}/metrics"));
     assert_eq!(metrics_status, 200);
-    assert!(metrics.contains("tinychain_height"), "{metrics}");
+    assert!(metrics.contains("\ntinychain_tip_height "), "{metrics}");
     let (before, _) = net.tip(0).unwrap();
     net.wait_for(Duration::from_secs(30), "more blocks after the garbage", |net| {
         net.tip(0).filter(|(height, _)| *height >= before + 3)

@@ -17,14 +17,18 @@
 //!   allowed to hold more than its budget.
 //! - Either task stops both through the link's stop signal; a read or write that makes no
 //!   progress for the idle timeout ends the link.
+//! - Both tasks count what crosses the link in the peer's [`PeerTraffic`] (bytes read and
+//!   written after TLS, and when the peer last sent anything), for `/metrics`. The counters
+//!   belong to the peer, not the link, so they keep growing across reconnections.
 
 use crate::frame::{FrameDecoder, FrameError, FRAME_BYTES_MAX};
 use crate::handle::NetEvent;
 // Why a link ended is a fact the peer policy takes in, so it lives with the policy.
 use crate::policy::LinkEnd;
 use crate::wire::{PeerAddress, Wire};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tinychain_core::types::NodeId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -91,6 +95,70 @@ pub fn link_queue(frames_max: usize, bytes_max: usize) -> (LinkSender, LinkQueue
     )
 }
 
+/// What has crossed the links with one peer since the transport started: bytes read from and
+/// written to the TLS stream (frame bytes: TLS records and TCP headers are not counted), and
+/// when a read last brought anything. Updated by the link tasks, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct PeerTraffic {
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    /// Unix ms of the last read that brought bytes; 0: never.
+    last_received_unix_ms: AtomicU64,
+}
+
+/// A copy of one peer's [`PeerTraffic`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerTrafficFigures {
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Unix ms of the last read that brought bytes from the peer, `None` if none ever did.
+    pub last_received_unix_ms: Option<u64>,
+}
+
+impl PeerTraffic {
+    fn add_received(&self, bytes: usize) {
+        self.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now_ms = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+        self.last_received_unix_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    fn add_sent(&self, bytes: usize) {
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn figures(&self) -> PeerTrafficFigures {
+        let last = self.last_received_unix_ms.load(Ordering::Relaxed);
+        PeerTrafficFigures {
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            last_received_unix_ms: (last > 0).then_some(last),
+        }
+    }
+}
+
+/// Every peer's [`PeerTraffic`], one entry per peer that ever had a link; cheap to clone (the
+/// transport and `/metrics` share one table).
+#[derive(Clone, Debug, Default)]
+pub struct TrafficTable {
+    peers: Arc<Mutex<BTreeMap<NodeId, Arc<PeerTraffic>>>>,
+}
+
+impl TrafficTable {
+    /// The peer's counters, created at zero on its first link.
+    pub fn peer(&self, peer: NodeId) -> Arc<PeerTraffic> {
+        // Plain counters: a panic elsewhere cannot leave the map inconsistent.
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(peers.entry(peer).or_default())
+    }
+
+    /// Every peer that ever had a link, in id order, with its figures now.
+    pub fn figures(&self) -> Vec<(NodeId, PeerTrafficFigures)> {
+        let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers.iter().map(|(peer, traffic)| (*peer, traffic.figures())).collect()
+    }
+}
+
 /// Stops both tasks of a link; set by the manager, the reader or the writer, whoever ends it.
 pub type LinkStop = Arc<watch::Sender<bool>>;
 
@@ -114,6 +182,8 @@ pub struct ReaderContext {
     pub stop: LinkStop,
     pub shutdown: watch::Receiver<bool>,
     pub idle_timeout: Duration,
+    /// The peer's counters: bytes read and when.
+    pub traffic: Arc<PeerTraffic>,
 }
 
 /// How a send toward the driver or manager ended.
@@ -228,7 +298,10 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 debug!(%peer, "link closed by the peer");
                 return LinkEnd::Closed;
             }
-            Ok(Ok(count)) => decoder.push(&buffer[..count]),
+            Ok(Ok(count)) => {
+                context.traffic.add_received(count);
+                decoder.push(&buffer[..count]);
+            }
         }
     }
 }
@@ -247,6 +320,8 @@ pub struct WriterContext {
     pub ping_interval: Duration,
     /// A write that makes no progress for this long ends the link.
     pub idle_timeout: Duration,
+    /// The peer's counters: bytes written.
+    pub traffic: Arc<PeerTraffic>,
 }
 
 /// The writer task: see the module docs. Ends when the link is stopped, the queue's senders are
@@ -294,9 +369,10 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(mut context: WriterContext, mut w
             () = stopped(&mut shutdown) => break,
         };
         context.queue.queued_bytes.fetch_sub(dequeued_bytes, Ordering::AcqRel);
+        let batch_bytes = batch.iter().map(|frame| frame.len()).sum();
         batch.clear();
         match written {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => context.traffic.add_sent(batch_bytes),
             Ok(Err(error)) => {
                 debug!(%peer, %error, "closing link: write failed");
                 break;

@@ -27,6 +27,8 @@
 //! - **Shutdown.** `NetCommand::Shutdown` (or dropping every `NetHandle`) closes every link, stops
 //!   listening and ends every task; no event is delivered after it, and the events channel closes
 //!   when the last task has ended. [`NetTask::join`] waits for that.
+//! - **Traffic.** [`NetTask::traffic`] shares each peer's byte counters and last-seen time
+//!   (`link::PeerTraffic`), which its link tasks update, for the node's `/metrics`.
 //!
 //! # The shell
 //!
@@ -51,7 +53,8 @@ use crate::handshake::{
     HANDSHAKE_MESSAGE_BYTES_MAX,
 };
 use crate::link::{
-    link_queue, link_stop, run_reader, run_writer, stopped, Frame, LinkSender, LinkStop, ReaderContext, WriterContext,
+    link_queue, link_stop, run_reader, run_writer, stopped, Frame, LinkSender, LinkStop, ReaderContext, TrafficTable,
+    WriterContext,
 };
 pub use crate::policy::NetStats;
 use crate::policy::{
@@ -213,6 +216,7 @@ pub struct NetConfig {
 pub struct NetTask {
     join: tokio::task::JoinHandle<()>,
     counters: Arc<Mutex<NetStats>>,
+    traffic: TrafficTable,
     local_addr: SocketAddr,
 }
 
@@ -224,6 +228,12 @@ impl NetTask {
 
     pub fn stats(&self) -> NetStats {
         lock(&self.counters).clone()
+    }
+
+    /// Each peer's bytes in and out and when it last sent anything (shared: the figures keep
+    /// changing after this returns).
+    pub fn traffic(&self) -> TrafficTable {
+        self.traffic.clone()
     }
 
     /// Waits until the transport has stopped (after `Shutdown`, or once every handle is gone).
@@ -441,6 +451,7 @@ struct Manager {
     tasks: JoinSet<TaskExit>,
     owners: HashMap<tokio::task::Id, TaskOwner>,
     counters: Arc<Mutex<NetStats>>,
+    traffic: TrafficTable,
     commands: mpsc::Receiver<NetCommand>,
     peer_lists: mpsc::Receiver<(NodeId, Vec<PeerAddress>)>,
     shutdown: watch::Sender<bool>,
@@ -472,6 +483,7 @@ pub async fn start(
     let (peer_lists_sender, peer_lists) = mpsc::channel(PEER_LISTS_CAPACITY);
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let counters = Arc::new(Mutex::new(NetStats::default()));
+    let traffic = TrafficTable::default();
 
     // Jitter only spreads retries out; without OS randomness the retries merely line up.
     let policy_config = PolicyConfig { local, limits: limits.policy_limits(), rng_seed: getrandom::u64().unwrap_or(0) };
@@ -499,13 +511,14 @@ pub async fn start(
         tasks: JoinSet::new(),
         owners: HashMap::new(),
         counters: Arc::clone(&counters),
+        traffic: traffic.clone(),
         commands,
         peer_lists,
         shutdown,
     };
     info!(%local, %local_addr, "network listening");
     let join = tokio::spawn(manager.run(listener));
-    Ok((NetHandle::new(command_sender), events, NetTask { join, counters, local_addr }))
+    Ok((NetHandle::new(command_sender), events, NetTask { join, counters, traffic, local_addr }))
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -677,6 +690,7 @@ impl Manager {
         let limits = &self.context.limits;
         let (sender, queue) = link_queue(limits.link_queue_frames_max, limits.link_queue_bytes_max);
         let stop = link_stop();
+        let traffic = self.traffic.peer(peer);
         let (reader, writer) = tokio::io::split(stream);
         let reader_context = ReaderContext {
             peer,
@@ -686,6 +700,7 @@ impl Manager {
             stop: Arc::clone(&stop),
             shutdown: self.context.shutdown.clone(),
             idle_timeout: limits.idle_timeout,
+            traffic: Arc::clone(&traffic),
         };
         let writer_context = WriterContext {
             peer,
@@ -694,6 +709,7 @@ impl Manager {
             shutdown: self.context.shutdown.clone(),
             ping_interval: limits.ping_interval,
             idle_timeout: limits.idle_timeout,
+            traffic,
         };
         let reader_task = self.tasks.spawn(async move {
             let end = run_reader(reader_context, reader).await;

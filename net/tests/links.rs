@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tinychain_net::discovery::{PeerAddr, PeerStore};
 use tinychain_net::manager::NetConfig;
-use tinychain_net::wire::PeerAddress;
+use tinychain_net::wire::{PeerAddress, Wire};
 
 fn checked(addr: &str) -> PeerAddr {
     PeerAddr::parse(addr).expect("a host:port the tests write")
@@ -62,6 +62,24 @@ async fn four_nodes_connect_and_deliver_broadcasts_once_and_sends_to_their_targe
     for height in 100..300 {
         assert_eq!(nodes[0].next_message().await, (cluster.id(3), status(height)));
     }
+    // Each end counted the 200 frames: node 3 wrote them to node 0's link, node 0 read them
+    // from node 3's, and node 0 last heard from node 3 just now.
+    let frames_bytes = 200 * Wire::Core(status(100)).to_frame().unwrap().len() as u64;
+    let traffic_with = |node: &TestNode, peer: usize| {
+        node.task.traffic().figures().into_iter().find(|(id, _)| *id == cluster.id(peer)).unwrap().1
+    };
+    // The reader counts before it delivers; the writer counts once its write returned, which
+    // may be just after the peer read the bytes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while traffic_with(&nodes[3], 0).bytes_sent < frames_bytes && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = traffic_with(&nodes[3], 0);
+    let received = traffic_with(&nodes[0], 3);
+    assert!(sent.bytes_sent >= frames_bytes, "{sent:?} against {frames_bytes} bytes of frames");
+    assert!(received.bytes_received >= frames_bytes, "{received:?} against {frames_bytes} bytes of frames");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(received.last_received_unix_ms.is_some_and(|at| at <= now_ms && at + 10_000 >= now_ms), "{received:?}");
 
     // Nothing else arrives: no duplicate, no stray copy of the message for node 2.
     for node in &mut nodes {

@@ -9,9 +9,11 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Instant;
 use tinychain_node::query::{Call, Query, Request};
 use tinychain_node::rpc::{self, QueuedCall, RpcConfig};
+use tinychain_node::telemetry::Telemetry;
 use tokio::sync::mpsc;
 
 fn main() {
@@ -37,7 +39,7 @@ fn main() {
             }
         });
         let config = RpcConfig { listen: "127.0.0.1:0".parse().unwrap(), ..RpcConfig::default() };
-        rpc::start(config, sender).await.unwrap()
+        rpc::start(config, sender, Arc::new(Telemetry::new(None))).await.unwrap()
     });
     let url = format!("http://{}/", server.local_addr());
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

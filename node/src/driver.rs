@@ -12,8 +12,15 @@
 //!   jailed are logged at error level (an operator must look: a validator broke a rule), each
 //!   line with the evidence itself: its id, kind, offender, offence height and the ids of the
 //!   two conflicting objects (block hashes or report ids).
+//! - `Committed`: nothing to write (the store did), but `/metrics` times each transfer this
+//!   node saw (submitted or received) to its first commit and to final (`TransferClock`).
 //! - `Dropped`: logged and counted by reason (the drop record is already written, so `get_tx`
-//!   answers `dropped` with the reason).
+//!   answers `dropped` with the reason); a dropped transfer is no longer timed.
+//!
+//! `/metrics` (`telemetry`): the loop observes block intervals, missed turns, transfer latencies,
+//! the core's time per event and storage's time per commit (the store is timed apart, so the
+//! core's step duration excludes it), and answers `Request::Metrics` by handing the telemetry
+//! the state of the moment.
 //!
 //! A storage failure stops the node (the core already believes the write happened; running on
 //! would let memory and disk disagree). Restarting recovers from the last committed transaction.
@@ -53,11 +60,12 @@ use crate::metrics::Sampler;
 use crate::query::{self, Call, Command, LiveInfo, MetricSample, PeerInfo, QueryContext, QueryError, Request};
 use crate::rpc::{self, RpcConfig};
 use crate::storage::{Storage, StorageError, JOURNAL_TRANSFERS_MAX};
+use crate::telemetry::{Telemetry, TransferClock};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tinychain_core::crypto::{Keypair, SignatureCache};
 use tinychain_core::driver::{
     self as core_driver, CommittedTransfers, JournalAddError, JournalSettled, Output, Store, SubmitRefusal,
@@ -67,10 +75,10 @@ use tinychain_core::limits::SIGNATURE_CACHE_ENTRIES_MAX;
 use tinychain_core::mempool::{DroppedTransfer, MempoolConfig};
 use tinychain_core::message::Message;
 use tinychain_core::node::Restored;
-use tinychain_core::node::{Commit, Event, Node, NodeConfig, TraceEvent};
+use tinychain_core::node::{ChainOp, Commit, Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::record::{self, Entry, Session};
 use tinychain_core::types::{Address, Block, Evidence, Hash, Height, NodeId, Transfer, Vote};
-use tinychain_core::validate::evidence_id;
+use tinychain_core::validate::{evidence_id, transfer_id};
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::{NetEvent, NetHandle};
 use tinychain_net::manager::{NetConfig, NetLimits};
@@ -185,51 +193,75 @@ struct CommittedBlock {
 }
 
 /// The storage as the core driver's `Store`: the redb database, shared with the RPC queries and
-/// the peers table.
-pub struct StorageStore(pub Arc<Storage>);
+/// the peers table. Every call is timed: commits into `/metrics`' storage commit histogram, and
+/// all of them into `store_time`, which the loop subtracts from a step's duration to get the
+/// core's own.
+pub struct StorageStore {
+    pub storage: Arc<Storage>,
+    telemetry: Arc<Telemetry>,
+    /// Time spent in the store's calls since start.
+    store_time: Duration,
+}
+
+impl StorageStore {
+    pub fn new(storage: Arc<Storage>, telemetry: Arc<Telemetry>) -> StorageStore {
+        StorageStore { storage, telemetry, store_time: Duration::ZERO }
+    }
+
+    /// Runs one store call, adding its duration to `store_time`; returns it with the duration.
+    fn timed<T>(&mut self, call: impl FnOnce(&Storage) -> T) -> (T, Duration) {
+        let started = Instant::now();
+        let result = call(&self.storage);
+        let elapsed = started.elapsed();
+        self.store_time += elapsed;
+        (result, elapsed)
+    }
+}
 
 impl CommittedTransfers for StorageStore {
     type Error = StorageError;
 
     fn committed_height(&mut self, id: &Hash, _transfer: &Transfer) -> Result<Option<Height>, StorageError> {
-        Ok(self.0.tx_location(id)?.map(|location| location.height))
+        Ok(self.timed(|storage| storage.tx_location(id)).0?.map(|location| location.height))
     }
     fn committed_at(&mut self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError> {
-        self.0.committed_transfer_at(from, nonce)
+        self.timed(|storage| storage.committed_transfer_at(from, nonce)).0
     }
 }
 
 impl Store for StorageStore {
     fn restored(&mut self) -> Result<Restored, StorageError> {
-        self.0.restored()
+        self.timed(Storage::restored).0
     }
     fn commit(&mut self, commit: &Commit) -> Result<(), StorageError> {
-        self.0.commit(commit)
+        let (result, elapsed) = self.timed(|storage| storage.commit(commit));
+        self.telemetry.observe_storage_commit(elapsed);
+        result
     }
     fn persist_report_state(&mut self, last_vote: Option<Vote>, report_sequence: u64) -> Result<(), StorageError> {
-        self.0.persist_report_state(last_vote, report_sequence)
+        self.timed(|storage| storage.persist_report_state(last_vote, report_sequence)).0
     }
     fn blocks_to_serve(&mut self, from_height: Height, to_height: Height) -> Result<Vec<Arc<Block>>, StorageError> {
-        self.0.blocks_to_serve(from_height, to_height)
+        self.timed(|storage| storage.blocks_to_serve(from_height, to_height)).0
     }
     fn record_dropped(&mut self, dropped: &[DroppedTransfer]) -> Result<(), StorageError> {
-        self.0.record_dropped(dropped)
+        self.timed(|storage| storage.record_dropped(dropped)).0
     }
     fn journal(&mut self) -> Result<Vec<(Hash, Transfer)>, StorageError> {
-        self.0.journal()
+        self.timed(Storage::journal).0
     }
     fn journal_room(&mut self) -> (usize, usize) {
-        (self.0.journal_len(), JOURNAL_TRANSFERS_MAX)
+        (self.timed(Storage::journal_len).0, JOURNAL_TRANSFERS_MAX)
     }
     fn journal_add(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), JournalAddError<StorageError>> {
-        match self.0.journal_add(entries) {
+        match self.timed(|storage| storage.journal_add(entries)).0 {
             Ok(()) => Ok(()),
             Err(StorageError::JournalFull { held, max }) => Err(JournalAddError::Full { held, max }),
             Err(error) => Err(JournalAddError::Store(error)),
         }
     }
     fn journal_remove(&mut self, entries: &[(Hash, Transfer)]) -> Result<(), StorageError> {
-        self.0.journal_remove(entries)
+        self.timed(|storage| storage.journal_remove(entries)).0
     }
 }
 
@@ -249,6 +281,10 @@ struct Server {
     evidence_committed: Vec<CommittedOffence>,
     /// The record log, when recording.
     record: Option<RecordLog>,
+    /// What `/metrics` serves.
+    telemetry: Arc<Telemetry>,
+    /// When this node first saw each transfer not yet final, for `/metrics`.
+    transfers: TransferClock,
     #[cfg(feature = "test-misbehaviour")]
     misbehaviour: Option<misbehaviour::Misbehaviour>,
 }
@@ -336,12 +372,13 @@ pub async fn run(
         .await
         .map_err(|error| DriverError::Net { addr: options.p2p_listen, detail: error.to_string() })?;
     let p2p_addr = net_task.local_addr();
+    let telemetry = Arc::new(Telemetry::new(Some(net_task.traffic())));
 
     let (calls_sender, mut calls) = mpsc::channel::<rpc::QueuedCall>(rpc::CALL_QUEUE_CAPACITY);
     let rpc_server = match options.rpc.clone() {
         Some(rpc_config) => {
             let addr = rpc_config.listen;
-            let server = rpc::start(rpc_config, calls_sender.clone())
+            let server = rpc::start(rpc_config, calls_sender.clone(), telemetry.clone())
                 .await
                 .map_err(|error| DriverError::Rpc { addr, detail: error.to_string() })?;
             Some(server)
@@ -358,7 +395,7 @@ pub async fn run(
         ..LiveInfo::default()
     };
     let mut driver = Server {
-        driver: core_driver::Driver::new(node, StorageStore(storage.clone())),
+        driver: core_driver::Driver::new(node, StorageStore::new(storage.clone(), telemetry.clone())),
         storage,
         net,
         live,
@@ -366,6 +403,8 @@ pub async fn run(
         committed: Vec::new(),
         evidence_committed: Vec::new(),
         record: None,
+        telemetry,
+        transfers: TransferClock::default(),
         #[cfg(feature = "test-misbehaviour")]
         misbehaviour: misbehaviour::from_env(options.key.clone()).map_err(DriverError::Misbehaviour)?,
     };
@@ -440,6 +479,7 @@ pub async fn run(
             },
             _ = summary_timer.tick() => {
                 driver.log_summary();
+                driver.transfers.prune(Instant::now());
                 Ok(())
             }
             () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {
@@ -533,7 +573,7 @@ impl Server {
 
     /// Restores the core from the database and settles the journal (`Driver::start`).
     async fn start(&mut self) -> Result<(), DriverError> {
-        let settled = self.driver.start(now_unix_ms())?;
+        let settled = self.timed_core(|driver| driver.start(now_unix_ms()))?;
         info!(
             tip = self.driver.node.tip().height,
             finalized = self.driver.node.finalized().height,
@@ -544,9 +584,32 @@ impl Server {
         Ok(())
     }
 
+    /// Runs one call into the core driver, observing the core's share of its time (the store's
+    /// calls excluded) into `/metrics`.
+    fn timed_core<T>(&mut self, call: impl FnOnce(&mut core_driver::Driver<StorageStore>) -> T) -> T {
+        let store_time_before = self.driver.store.store_time;
+        let started = Instant::now();
+        let result = call(&mut self.driver);
+        let store_time = self.driver.store.store_time.saturating_sub(store_time_before);
+        self.telemetry.observe_core_step(started.elapsed().saturating_sub(store_time));
+        result
+    }
+
     /// Steps the core with one event, through the core driver, and carries out the outputs.
     async fn step(&mut self, event: Event) -> Result<(), DriverError> {
-        let retried = self.driver.step(now_unix_ms(), event)?;
+        if let Event::MessageReceived { message, .. } = &event {
+            let now = Instant::now();
+            match message {
+                Message::Transfer(transfer) => self.transfers.seen(transfer_id(transfer), now),
+                Message::Pooled(transfers) => {
+                    for transfer in transfers {
+                        self.transfers.seen(transfer_id(transfer), now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let retried = self.timed_core(|driver| driver.step(now_unix_ms(), event))?;
         self.carry_out().await;
         if let Some(settled) = retried {
             log_journal_settled(&settled, "resubmitted the journal's transfers refused before the mempool sync");
@@ -586,8 +649,9 @@ impl Server {
                 }
                 Output::WakeAt(at_ms) => self.wake_at_ms = at_ms,
                 Output::Trace(trace) => self.trace(trace),
-                Output::Committed(_) => {}
+                Output::Committed(commit) => self.time_committed_transfers(&commit),
                 Output::Dropped(transfer) => {
+                    self.transfers.forget(&transfer.id);
                     debug!(
                         id = %transfer.id,
                         reason = transfer.reason.kind(),
@@ -598,8 +662,32 @@ impl Server {
                 }
             }
         }
+        let telemetry = &self.telemetry;
+        let final_height = self.driver.node.finalized().height;
+        self.transfers.finalized(final_height, Instant::now(), |latency| telemetry.observe_transfer_final(latency));
         self.log_committed();
         self.log_evidence_committed();
+    }
+
+    /// Times the transfers a commit makes canonical (`TransferClock`); a rollback returns a
+    /// block's transfers to waiting.
+    fn time_committed_transfers(&mut self, commit: &Commit) {
+        if self.transfers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let telemetry = &self.telemetry;
+        for op in &commit.ops {
+            match op {
+                ChainOp::Rollback { height, .. } => self.transfers.rolled_back(*height),
+                ChainOp::Apply { block, .. } => {
+                    let ids = block.transfers.iter().map(transfer_id);
+                    self.transfers.applied(block.header.height, ids, now, |latency| {
+                        telemetry.observe_transfer_committed(latency)
+                    });
+                }
+            }
+        }
     }
 
     fn trace(&mut self, trace: TraceEvent) {
@@ -677,15 +765,19 @@ impl Server {
     /// One log line per block committed in the last step, with the producer's committed score.
     fn log_committed(&mut self) {
         for CommittedBlock { height, hash, producer, rank, transfers } in std::mem::take(&mut self.committed) {
-            let score = self
-                .storage
-                .election_at(height)
-                .ok()
-                .flatten()
-                .and_then(|ranking| ranking.into_iter().find(|candidate| candidate.node == producer))
-                .and_then(|candidate| candidate.score);
+            let ranking = self.storage.election_at(height).ok().flatten().unwrap_or_default();
+            let score =
+                ranking.iter().find(|candidate| candidate.node == producer).and_then(|candidate| candidate.score);
+            // The validators ranked ahead of the producer missed their turn.
+            for candidate in ranking.iter().filter(|candidate| candidate.rank < rank) {
+                self.telemetry.count_missed_turn(&self.name_of(&candidate.node));
+            }
+            let is_first_since_start = self.live.last_block_at_ms.is_none();
             self.live.record_block_committed(now_unix_ms(), rank);
             let interval_ms = self.live.block_intervals_ms.back().copied();
+            if let Some(interval_ms) = interval_ms.filter(|_| !is_first_since_start) {
+                self.telemetry.observe_block_interval(Duration::from_millis(interval_ms));
+            }
             info!(
                 height,
                 hash = %hash,
@@ -847,10 +939,14 @@ impl Server {
             let answer = match request {
                 Request::Query(query) => query::answer(&context(), &query),
                 Request::Health => Ok(query::to_json(&query::health(&context()))),
-                Request::Metrics => Ok(query::to_json(&query::metrics(&context()))),
+                Request::Metrics => {
+                    self.telemetry.set_figures(query::metrics(&context()));
+                    Ok(serde_json::Value::Null)
+                }
                 Request::Command(Command::SubmitTx { tx: transfer }) => {
-                    match self.driver.submit(now_unix_ms(), transfer)? {
+                    match self.timed_core(|driver| driver.submit(now_unix_ms(), transfer))? {
                         Ok(id) => {
+                            self.transfers.seen(id, Instant::now());
                             accepted.push((replies.len(), None, id));
                             Ok(query::to_json(&SubmitAnswer { id }))
                         }
@@ -860,8 +956,9 @@ impl Server {
                 Request::Command(Command::SubmitTxs { txs }) => {
                     let mut answer = SubmitTxsAnswer { accepted: 0, results: Vec::with_capacity(txs.len()) };
                     for transfer in txs {
-                        match self.driver.submit(now_unix_ms(), transfer)? {
+                        match self.timed_core(|driver| driver.submit(now_unix_ms(), transfer))? {
                             Ok(id) => {
+                                self.transfers.seen(id, Instant::now());
                                 accepted.push((replies.len(), Some(answer.results.len()), id));
                                 answer.accepted += 1;
                                 answer.results.push(SubmitResult::Accepted { id });

@@ -31,6 +31,7 @@
 //! (so its keys go out in alphabetical order). `docs/rpc.md` shows every answer.
 
 use crate::storage::{Storage, StorageError, TxLocation};
+use crate::telemetry::{Figures, PeerFigures, ValidatorFigures};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
@@ -73,7 +74,8 @@ pub enum Request {
     Command(Command),
     /// `GET /health`: `health`.
     Health,
-    /// `GET /metrics`: the numbers `rpc` renders in the Prometheus text format (`metrics`).
+    /// `GET /metrics`: the driver hands `metrics`' figures to its `telemetry::Telemetry`, which
+    /// `rpc` then encodes; the answer itself is `null`.
     Metrics,
 }
 
@@ -1045,87 +1047,67 @@ fn estimate_fee(context: &QueryContext<'_>) -> FeeAnswer {
     }
 }
 
-/// The numbers behind `GET /metrics`: each field's name is its metric's name without the
-/// `tinychain_` prefix (`rpc::render_metrics` writes the text from the JSON of this).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MetricNumbers {
-    pub height: Height,
-    pub finalized_height: Height,
-    /// `None` before the second block since start.
-    pub block_interval_ms: Option<u64>,
-    pub peers: usize,
-    pub mempool_size: usize,
-    pub score: u16,
-    pub cpu_permille: u16,
-    pub net_permille: u16,
-    pub timeouts_fired_total: u64,
-    pub blocks_committed_total: u64,
-    /// 1 once the first mempool sync since start is over, else 0.
-    pub mempool_synced: u8,
-    pub journal_transfers: usize,
-    pub transfers_dropped_total: u64,
-    pub jailed_validators: usize,
-    pub evidence_held: usize,
-    pub evidence_pending: usize,
-    pub evidence_committed_total: u64,
-    /// Labelled series (`rpc::render_metrics`): one entry per validator, in genesis order.
-    pub validators: Vec<ValidatorMetrics>,
-}
-
-/// Per validator, for the next block: blocks it made in the production window and whether it
-/// is jailed (1) or not (0).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ValidatorMetrics {
-    pub name: String,
-    pub produced_in_window: u64,
-    pub jailed: u8,
-}
-
-/// `GET /metrics`' numbers.
-pub fn metrics(context: &QueryContext<'_>) -> MetricNumbers {
+/// The node's state for `GET /metrics` (`telemetry::Figures`, written by `telemetry`):
+/// heights, mempool, the measured load, evidence, every validator's election and jail for the
+/// next block, and every other validator as a peer.
+pub fn metrics(context: &QueryContext<'_>) -> Figures {
     let node = context.node;
     let live = context.live;
-    let sample = live.metrics.unwrap_or_default();
-    MetricNumbers {
-        height: node.tip().height,
-        finalized_height: node.finalized().height,
-        block_interval_ms: live.block_intervals_ms.back().copied(),
-        peers: node.connected_peers().len(),
-        mempool_size: node.mempool().len(),
-        score: sample.score,
-        cpu_permille: sample.cpu_permille,
-        net_permille: sample.net_permille,
-        timeouts_fired_total: live.timeouts_fired,
-        blocks_committed_total: live.blocks_committed,
-        mempool_synced: u8::from(node.is_mempool_synced()),
-        journal_transfers: context.storage.journal_len(),
-        transfers_dropped_total: live.transfers_dropped_total(),
-        jailed_validators: jailed_validators(context).len(),
-        evidence_held: node.evidence().count(),
-        evidence_pending: node.pending_evidence(),
-        evidence_committed_total: live.evidence_committed,
-        validators: validator_metrics(context),
-    }
-}
-
-fn validator_metrics(context: &QueryContext<'_>) -> Vec<ValidatorMetrics> {
-    let node = context.node;
     let genesis = node.genesis();
     let parent_height = node.tip().height;
-    genesis
+    let election = node.next_election();
+    let validators = genesis
         .validators
         .iter()
         .zip(&node.state().validators)
-        .map(|(validator, record)| ValidatorMetrics {
-            name: validator.name.clone(),
-            produced_in_window: tinychain_core::election::produced_in_window(
-                &genesis.parameters,
-                record,
-                parent_height,
-            ),
-            jailed: u8::from(record.is_jailed_at(parent_height.saturating_add(1))),
+        .map(|(validator, record)| {
+            let candidate = election.iter().find(|candidate| candidate.node == validator.id);
+            ValidatorFigures {
+                name: validator.name.clone(),
+                committed_score: record.latest_report.map(|report| report.score),
+                // The election ranks every validator; a missing one would rank after them all.
+                rank: candidate.map_or(genesis.validators.len() as u32, |candidate| candidate.rank),
+                is_jailed: record.is_jailed_at(parent_height.saturating_add(1)),
+                jailed_until: record.jailed_until,
+                produced_in_window: tinychain_core::election::produced_in_window(
+                    &genesis.parameters,
+                    record,
+                    parent_height,
+                ),
+            }
         })
-        .collect()
+        .collect();
+    let connected = node.connected_peers();
+    let peers = genesis
+        .validators
+        .iter()
+        .filter(|validator| validator.id != node.node_id())
+        .map(|validator| PeerFigures {
+            id: validator.id,
+            name: validator.name.clone(),
+            is_connected: connected.contains(&validator.id),
+        })
+        .collect();
+    Figures {
+        tip_height: parent_height,
+        justified_height: node.finality().justified.height,
+        final_height: node.finalized().height,
+        last_block_interval: live.block_intervals_ms.back().copied().map(std::time::Duration::from_millis),
+        blocks_committed: live.blocks_committed,
+        timeouts_fired: live.timeouts_fired,
+        peers_connected: connected.len(),
+        mempool_transfers: node.mempool().len(),
+        is_mempool_synced: node.is_mempool_synced(),
+        journal_transfers: context.storage.journal_len(),
+        transfers_dropped: live.transfers_dropped.clone(),
+        measured: live.metrics.map(|sample| (sample.score, sample.cpu_permille, sample.net_permille)),
+        jailed_validators: jailed_validators(context).len(),
+        evidence_held: node.evidence().count(),
+        evidence_pending: node.pending_evidence(),
+        evidence_committed: live.evidence_committed,
+        validators,
+        peers,
+    }
 }
 
 #[cfg(test)]

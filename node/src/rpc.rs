@@ -1,5 +1,6 @@
 //! The JSON-RPC 2.0 server over HTTP (jsonrpsee), plus `GET /health` and `GET /metrics`.
-//! Methods, params, answers and error codes are documented in `docs/rpc.md`.
+//! Methods, params, answers and error codes are documented in `docs/rpc.md`; the metrics in
+//! `docs/metrics.md`.
 //!
 //! Contract:
 //! - The server runs on its own tokio tasks and never touches the node: every method (one per
@@ -23,6 +24,10 @@
 //! - Admin methods (`Method::is_admin`) are answered according to `RpcConfig::admin`, from
 //!   the address of the TCP connection (never from headers a client can forge); refused calls
 //!   get `code::ADMIN_ONLY`.
+//! - `GET /metrics` asks the driver to hand the `telemetry::Telemetry` given to `start` its
+//!   figures of the moment (`Request::Metrics`, answered like a query), then encodes the
+//!   registry here; without an answer from the driver it is 503, like `/health`. Every JSON-RPC
+//!   call's duration is observed into that registry by method.
 //! - `RpcServer::stop` stops accepting, lets requests in flight finish (at most `STOP_GRACE`),
 //!   and returns when every connection task has ended.
 //!
@@ -32,6 +37,7 @@
 //! service with the connection's admin rule in the request extensions.
 
 use crate::query::{self, Call, QueryError, Request};
+use crate::telemetry::{self, Telemetry};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -43,7 +49,6 @@ use jsonrpsee::types::{ErrorObject, ErrorObjectOwned, Params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -181,6 +186,7 @@ fn admin_rule(access: AdminAccess, peer: IpAddr) -> AdminRule {
 /// Shared by every method handler.
 struct MethodContext {
     calls: mpsc::Sender<QueuedCall>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// A call in the queue to the driver, with the claim that decides whether the driver runs it or
@@ -319,12 +325,16 @@ async fn handle_method(
     ask(&context.calls, request, QUEUE_WAIT_MAX, CALL_TIMEOUT).await.map_err(AskError::into_error_object)
 }
 
-fn methods(calls: mpsc::Sender<QueuedCall>) -> Result<RpcModule<MethodContext>, RpcError> {
-    let mut module = RpcModule::new(MethodContext { calls });
+fn methods(calls: mpsc::Sender<QueuedCall>, telemetry: Arc<Telemetry>) -> Result<RpcModule<MethodContext>, RpcError> {
+    let mut module = RpcModule::new(MethodContext { calls, telemetry });
     for method in Method::ALL {
         module
-            .register_async_method(method.as_str(), move |params, context, extensions| {
-                handle_method(method, params, context, extensions)
+            .register_async_method(method.as_str(), move |params, context, extensions| async move {
+                let started = tokio::time::Instant::now();
+                let telemetry = context.telemetry.clone();
+                let answer = handle_method(method, params, context, extensions).await;
+                telemetry.observe_rpc_call(method.as_str(), started.elapsed());
+                answer
             })
             .map_err(|error| RpcError::Register { method: method.as_str(), detail: error.to_string() })?;
     }
@@ -332,8 +342,12 @@ fn methods(calls: mpsc::Sender<QueuedCall>) -> Result<RpcModule<MethodContext>, 
 }
 
 /// Binds `config.listen` and serves until `RpcServer::stop`; every method becomes a `Call` sent
-/// on `calls`.
-pub async fn start(config: RpcConfig, calls: mpsc::Sender<QueuedCall>) -> Result<RpcServer, RpcError> {
+/// on `calls`. `telemetry` is where call durations go and what `GET /metrics` encodes.
+pub async fn start(
+    config: RpcConfig,
+    calls: mpsc::Sender<QueuedCall>,
+    telemetry: Arc<Telemetry>,
+) -> Result<RpcServer, RpcError> {
     if config.body_bytes_max < 1024 {
         return Err(RpcError::BadConfig {
             field: "body_bytes_max",
@@ -343,7 +357,7 @@ pub async fn start(config: RpcConfig, calls: mpsc::Sender<QueuedCall>) -> Result
     if config.connections_max == 0 {
         return Err(RpcError::BadConfig { field: "connections_max", reason: "must be at least 1".into() });
     }
-    let module = methods(calls.clone())?;
+    let module = methods(calls.clone(), telemetry.clone())?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| RpcError::Bind { listen: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| RpcError::Bind { listen: config.listen, source })?;
@@ -360,6 +374,7 @@ pub async fn start(config: RpcConfig, calls: mpsc::Sender<QueuedCall>) -> Result
     let (connection_ended, connections_done) = mpsc::channel::<()>(1);
     let shared = Arc::new(Shared {
         calls,
+        telemetry,
         methods: module.into(),
         service_builder,
         stop_handle,
@@ -379,6 +394,7 @@ type JsonRpcServiceBuilder =
 /// What the accept loop and every connection share.
 struct Shared {
     calls: mpsc::Sender<QueuedCall>,
+    telemetry: Arc<Telemetry>,
     methods: jsonrpsee::server::Methods,
     service_builder: JsonRpcServiceBuilder,
     stop_handle: StopHandle,
@@ -433,25 +449,24 @@ async fn serve_connection(socket: TcpStream, peer: SocketAddr, shared: &Shared) 
     let admin = admin_rule(shared.admin, peer.ip());
     let jsonrpc = shared.service_builder.clone().build(shared.methods.clone(), shared.stop_handle.clone());
     let calls = shared.calls.clone();
+    let telemetry = shared.telemetry.clone();
     let body_bytes_max = shared.body_bytes_max;
-    let service =
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let jsonrpc = jsonrpc.clone();
-            let calls = calls.clone();
-            async move {
-                let response =
-                    match tokio::time::timeout(REQUEST_TIMEOUT, route(request, jsonrpc, calls, admin, body_bytes_max))
-                        .await
-                    {
-                        Ok(response) => response,
-                        Err(_) => text_response(
-                            hyper::StatusCode::REQUEST_TIMEOUT,
-                            "the request was not received and answered in time\n",
-                        ),
-                    };
-                Ok::<_, Infallible>(response)
-            }
-        });
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let jsonrpc = jsonrpc.clone();
+        let calls = calls.clone();
+        let telemetry = telemetry.clone();
+        async move {
+            let routed = route(request, jsonrpc, calls, &telemetry, admin, body_bytes_max);
+            let response = match tokio::time::timeout(REQUEST_TIMEOUT, routed).await {
+                Ok(response) => response,
+                Err(_) => text_response(
+                    hyper::StatusCode::REQUEST_TIMEOUT,
+                    "the request was not received and answered in time\n",
+                ),
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(socket), service);
@@ -479,13 +494,15 @@ async fn route(
     mut request: hyper::Request<Incoming>,
     mut jsonrpc: JsonRpcService,
     calls: mpsc::Sender<QueuedCall>,
+    telemetry: &Telemetry,
     admin: AdminRule,
     body_bytes_max: u32,
 ) -> HttpResponse {
     if request.method() == hyper::Method::GET {
         match request.uri().path() {
             "/health" => return health(&calls).await,
-            "/metrics" => return metrics(&calls).await,
+            "/metrics" => return metrics(&calls, telemetry).await,
+            "/" => return crate::explorer::page(),
             _ => {}
         }
     }
@@ -576,106 +593,12 @@ async fn health(calls: &mpsc::Sender<QueuedCall>) -> HttpResponse {
     }
 }
 
-async fn metrics(calls: &mpsc::Sender<QueuedCall>) -> HttpResponse {
+/// The driver sets the figures of the moment (`Request::Metrics`), then the registry is encoded.
+async fn metrics(calls: &mpsc::Sender<QueuedCall>, telemetry: &Telemetry) -> HttpResponse {
     match ask(calls, Request::Metrics, HEALTH_TIMEOUT, HEALTH_TIMEOUT).await {
-        Ok(answer) => {
-            response(hyper::StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", render_metrics(&answer))
-        }
+        Ok(_) => response(hyper::StatusCode::OK, telemetry::CONTENT_TYPE, telemetry.encode()),
         Err(error) => text_response(hyper::StatusCode::SERVICE_UNAVAILABLE, &format!("{}\n", error.reason())),
     }
-}
-
-/// Every metric `GET /metrics` exposes: (name without the `tinychain_` prefix, which is also
-/// its key in the answer to `Request::Metrics`, type, help).
-const METRICS: &[(&str, &str, &str)] = &[
-    ("height", "gauge", "Height of the node's tip."),
-    ("finalized_height", "gauge", "Height of the latest final block."),
-    ("block_interval_ms", "gauge", "Wall-clock time between the last two blocks this node committed, in milliseconds."),
-    ("peers", "gauge", "Peers with an authenticated link."),
-    ("mempool_size", "gauge", "Transfers waiting in the mempool."),
-    ("score", "gauge", "This node's latest metric score (lower produces first)."),
-    ("cpu_permille", "gauge", "CPU load of the last measuring window, per mille."),
-    ("net_permille", "gauge", "Network load of the last measuring window, per mille."),
-    ("timeouts_fired_total", "counter", "Blocks committed since start at rank > 0 (a producer ahead missed its turn)."),
-    ("blocks_committed_total", "counter", "Blocks committed since start."),
-    (
-        "mempool_synced",
-        "gauge",
-        "1 once the first mempool sync since start is over (pending_nonce is answered), else 0.",
-    ),
-    ("journal_transfers", "gauge", "Accepted transfers held in the pending-transfer journal."),
-    (
-        "transfers_dropped_total",
-        "counter",
-        "Pending transfers dropped since start (their nonce taken, replaced, evicted, ...).",
-    ),
-    ("jailed_validators", "gauge", "Validators jailed (ranked last) by committed evidence for the next block."),
-    ("evidence_held", "gauge", "Verified evidence of offences this node holds, committed or not."),
-    ("evidence_pending", "gauge", "Held evidence not yet committed on this node's chain."),
-    (
-        "evidence_committed_total",
-        "counter",
-        "Pieces of evidence committed by blocks this node made canonical since start.",
-    ),
-];
-
-/// Series with one sample per validator, labelled `validator="<genesis name>"`: (name without
-/// the prefix, which is also the key in each entry of the answer's `validators` list, type,
-/// help).
-const VALIDATOR_METRICS: &[(&str, &str, &str)] = &[
-    (
-        "validator_produced_in_window",
-        "gauge",
-        "Blocks the validator made among the last production_window_blocks (the production-share cap counts these).",
-    ),
-    ("validator_jailed", "gauge", "1 if committed evidence jails the validator for the next block, else 0."),
-];
-
-/// The Prometheus text exposition format (version 0.0.4) of the driver's metric numbers.
-///
-/// Written here rather than with a metrics crate: a few integer series whose names and help
-/// texts are constants of this module need no float formatting and no registry; the only
-/// label is a validator's genesis name, escaped as the format asks. The test below checks every
-/// line against the format's grammar.
-pub fn render_metrics(numbers: &Value) -> String {
-    let mut text = String::new();
-    for (name, kind, help) in METRICS {
-        // Writing to a String cannot fail.
-        let _ = writeln!(text, "# HELP tinychain_{name} {help}");
-        let _ = writeln!(text, "# TYPE tinychain_{name} {kind}");
-        // A value not known yet (no block interval before the second block) has no sample.
-        if let Some(value) = numbers.get(name).and_then(Value::as_u64) {
-            let _ = writeln!(text, "tinychain_{name} {value}");
-        }
-    }
-    let validators = numbers.get("validators").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    for (name, kind, help) in VALIDATOR_METRICS {
-        let _ = writeln!(text, "# HELP tinychain_{name} {help}");
-        let _ = writeln!(text, "# TYPE tinychain_{name} {kind}");
-        for validator in validators {
-            let label = validator.get("name").and_then(Value::as_str).unwrap_or_default();
-            let key = name.strip_prefix("validator_").unwrap_or(name);
-            if let Some(value) = validator.get(key).and_then(Value::as_u64) {
-                let _ = writeln!(text, "tinychain_{name}{{validator=\"{}\"}} {value}", escape_label_value(label));
-            }
-        }
-    }
-    text
-}
-
-/// A label value as the exposition format writes it: backslash, double quote and line feed
-/// escaped.
-fn escape_label_value(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for character in value.chars() {
-        match character {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
 }
 
 #[cfg(test)]
@@ -708,54 +631,5 @@ mod tests {
         assert_eq!(code::OVERSIZED_REQUEST, server::OVERSIZED_REQUEST_CODE);
         assert_eq!(code::BATCH_TOO_BIG, server::TOO_BIG_BATCH_REQUEST_CODE);
         assert_eq!(code::BUSY, server::SERVER_IS_BUSY_CODE);
-    }
-
-    #[test]
-    fn metrics_text_follows_the_exposition_format() {
-        let numbers = serde_json::json!({
-            "height": 12, "finalized_height": 10, "block_interval_ms": null, "peers": 3, "mempool_size": 0,
-            "score": 250, "cpu_permille": 300, "net_permille": 200, "timeouts_fired_total": 1,
-            "blocks_committed_total": 12, "mempool_synced": 1, "journal_transfers": 4, "transfers_dropped_total": 2,
-            "jailed_validators": 1, "evidence_held": 2, "evidence_pending": 1, "evidence_committed_total": 1,
-            "validators": [
-                { "name": "node0", "produced_in_window": 7, "jailed": 0 },
-                { "name": "we\"ird\\na\nme", "produced_in_window": 0, "jailed": 1 },
-            ],
-        });
-        let text = render_metrics(&numbers);
-        assert!(text.ends_with('\n'));
-        let mut samples = Vec::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                assert!(rest.starts_with("tinychain_") && rest.contains(' '), "{line}");
-            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (_, kind) = rest.split_once(' ').unwrap();
-                assert!(kind == "gauge" || kind == "counter", "{line}");
-            } else {
-                let (series, value) = line.rsplit_once(' ').unwrap();
-                let name = series.split_once('{').map_or(series, |(name, _)| name);
-                assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
-                if let Some(labels) = series.strip_prefix(name).filter(|labels| !labels.is_empty()) {
-                    let value = labels.strip_prefix("{validator=\"").and_then(|rest| rest.strip_suffix("\"}"));
-                    assert!(value.is_some(), "{line}");
-                    assert!(!value.unwrap().contains('\n'), "{line}");
-                }
-                samples.push((series.to_string(), value.parse::<u64>().unwrap()));
-            }
-        }
-        let validator_samples = 2 * VALIDATOR_METRICS.len();
-        assert_eq!(samples.len(), METRICS.len() - 1 + validator_samples, "the unknown interval has no sample");
-        assert!(samples.contains(&("tinychain_jailed_validators".into(), 1)));
-        assert!(samples.contains(&("tinychain_evidence_committed_total".into(), 1)));
-        assert!(samples.contains(&("tinychain_validator_produced_in_window{validator=\"node0\"}".into(), 7)));
-        assert!(samples.contains(&("tinychain_validator_jailed{validator=\"node0\"}".into(), 0)));
-        assert!(
-            samples.contains(&(r#"tinychain_validator_jailed{validator="we\"ird\\na\nme"}"#.into(), 1)),
-            "quote, backslash and newline escaped:\n{text}"
-        );
-        assert!(samples.contains(&("tinychain_height".into(), 12)));
-        assert!(samples.contains(&("tinychain_timeouts_fired_total".into(), 1)));
-        assert!(samples.contains(&("tinychain_transfers_dropped_total".into(), 2)));
-        assert!(!text.contains("\ntinychain_block_interval_ms "));
     }
 }

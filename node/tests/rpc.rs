@@ -31,6 +31,7 @@ use tinychain_node::driver::{self, DriverOptions, Started};
 use tinychain_node::query::{self, Call, Command, LiveInfo, Query, QueryContext, QueryError, Request};
 use tinychain_node::rpc::{self, AdminAccess, QueuedCall, RpcConfig, RpcServer};
 use tinychain_node::storage::Storage;
+use tinychain_node::telemetry::{Figures, Telemetry};
 use tinychain_rpc::{
     code, data_code, AccountAnswer, BlockAnswer, ElectionAnswer, ErrorData, FeeAnswer, HeaderAnswer, HealthAnswer,
     HistoryAnswer, MempoolAnswer, PeersAnswer, StatusAnswer, SubmitAnswer, TxAnswer,
@@ -129,6 +130,11 @@ async fn error_with_reason(addr: SocketAddr, method: &str, params: Value) -> (i6
     (error["code"].as_i64().unwrap(), error["message"].as_str().unwrap().to_string(), data.code)
 }
 
+/// A registry of its own for each server under test (no transport: no per-peer bytes).
+fn telemetry() -> Arc<Telemetry> {
+    Arc::new(Telemetry::new(None))
+}
+
 fn loopback_config() -> RpcConfig {
     RpcConfig { listen: "127.0.0.1:0".parse().unwrap(), ..RpcConfig::default() }
 }
@@ -140,11 +146,8 @@ fn fake_answer(request: &Request) -> Result<Value, QueryError> {
     match request {
         Request::Query(Query::Status) => Ok(json!({ "fake": true })),
         Request::Health => Ok(json!({ "status": "ok", "height": 7, "peers": 2 })),
-        Request::Metrics => Ok(json!({
-            "height": 7, "finalized_height": 5, "block_interval_ms": 2001, "peers": 2, "mempool_size": 3,
-            "score": 250, "cpu_permille": 300, "net_permille": 200, "timeouts_fired_total": 1,
-            "blocks_committed_total": 6,
-        })),
+        // The real driver hands the telemetry its figures here; this one has none to give.
+        Request::Metrics => Ok(Value::Null),
         Request::Command(Command::AddPeer { addr }) => Ok(json!({ "added": addr })),
         Request::Command(Command::RemovePeer { addr }) => Ok(json!({ "removed": addr })),
         Request::Command(Command::SubmitTx { .. }) => {
@@ -175,7 +178,7 @@ fn fake_driver(delay: Duration) -> mpsc::Sender<QueuedCall> {
 }
 
 async fn fake_server(config: RpcConfig) -> RpcServer {
-    rpc::start(config, fake_driver(Duration::ZERO)).await.unwrap()
+    rpc::start(config, fake_driver(Duration::ZERO), telemetry()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,8 +218,11 @@ async fn standard_error_codes() {
     assert_eq!((code, reason.as_str()), (-32002, data_code::NONCE_USED));
     assert!(message.contains("already used"), "{message}");
 
-    // GET on the JSON-RPC path is not JSON-RPC.
-    assert_eq!(http(addr, "GET", "/", Vec::new()).await.status, 405);
+    // GET / is the web explorer's page (node/src/explorer.rs); GET anywhere else is not JSON-RPC.
+    let page = http(addr, "GET", "/", Vec::new()).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>tinychain explorer</title>"), "{}", page.body);
+    assert_eq!(http(addr, "GET", "/not-a-route", Vec::new()).await.status, 405);
     server.stop().await;
 }
 
@@ -348,6 +354,11 @@ async fn health_and_metrics() {
         json!({ "status": "ok", "height": 7, "peers": 2 })
     );
 
+    // Two calls of one method and one of another: each is timed under its method's name.
+    result(addr, "status", json!([])).await;
+    result(addr, "status", json!([])).await;
+    let transfer = sign_transfer(&account_key(0), "fake", account_key(1).address(), 1, 1, 0);
+    error_with_reason(addr, "submit_tx", json!([hex::encode(codec::encode(&transfer))])).await;
     let metrics = http(addr, "GET", "/metrics", Vec::new()).await;
     assert_eq!(metrics.status, 200);
     assert!(
@@ -356,18 +367,11 @@ async fn health_and_metrics() {
         metrics.headers
     );
     for line in [
-        "tinychain_height 7",
-        "tinychain_finalized_height 5",
-        "tinychain_block_interval_ms 2001",
-        "tinychain_peers 2",
-        "tinychain_mempool_size 3",
-        "tinychain_score 250",
-        "tinychain_cpu_permille 300",
-        "tinychain_net_permille 200",
-        "tinychain_timeouts_fired_total 1",
-        "tinychain_blocks_committed_total 6",
+        "tinychain_rpc_request_duration_seconds_count{method=\"status\"} 2",
+        "tinychain_rpc_request_duration_seconds_count{method=\"submit_tx\"} 1",
+        "# TYPE tinychain_rpc_request_duration_seconds histogram",
         "# TYPE tinychain_timeouts_fired_total counter",
-        "# TYPE tinychain_height gauge",
+        "# TYPE tinychain_tip_height gauge",
     ] {
         assert!(metrics.body.lines().any(|got| got == line), "missing {line:?} in\n{}", metrics.body);
     }
@@ -376,7 +380,7 @@ async fn health_and_metrics() {
     // A driver that is gone: health is 503, RPC calls an internal error, nothing panics.
     let (calls, receiver) = mpsc::channel::<QueuedCall>(1);
     drop(receiver);
-    let orphan = rpc::start(loopback_config(), calls).await.unwrap();
+    let orphan = rpc::start(loopback_config(), calls, telemetry()).await.unwrap();
     let health = http(orphan.local_addr(), "GET", "/health", Vec::new()).await;
     assert_eq!(health.status, 503, "{}", health.body);
     assert_eq!(http(orphan.local_addr(), "GET", "/metrics", Vec::new()).await.status, 503);
@@ -396,7 +400,7 @@ async fn a_driver_that_does_not_answer_times_out() {
             held.push(call.take());
         }
     });
-    let server = rpc::start(loopback_config(), calls).await.unwrap();
+    let server = rpc::start(loopback_config(), calls, telemetry()).await.unwrap();
     let started = Instant::now();
     let health = http(server.local_addr(), "GET", "/health", Vec::new()).await;
     assert_eq!(health.status, 503);
@@ -418,7 +422,7 @@ async fn a_driver_that_does_not_answer_times_out() {
 async fn an_overloaded_driver_answers_busy_and_never_runs_what_it_answered_busy() {
     // A driver stuck in a long step: it takes nothing from a queue of one.
     let (calls, mut receiver) = mpsc::channel::<QueuedCall>(1);
-    let server = rpc::start(loopback_config(), calls).await.unwrap();
+    let server = rpc::start(loopback_config(), calls, telemetry()).await.unwrap();
     let addr = server.local_addr();
     let transfer = sign_transfer(&account_key(1), "busy-test", account_key(2).address(), 5, 0, 0);
     let started = Instant::now();
@@ -454,7 +458,7 @@ async fn an_overloaded_driver_answers_busy_and_never_runs_what_it_answered_busy(
             let _ = reply.send(fake_answer(&request));
         }
     });
-    let server = rpc::start(loopback_config(), calls).await.unwrap();
+    let server = rpc::start(loopback_config(), calls, telemetry()).await.unwrap();
     assert_eq!(result(server.local_addr(), "status", json!([])).await, json!({ "fake": true }));
     server.stop().await;
     slow.abort();
@@ -547,7 +551,7 @@ async fn hostile_bytes_do_not_stop_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_lets_requests_in_flight_finish_then_refuses_connections() {
-    let server = rpc::start(loopback_config(), fake_driver(Duration::from_millis(500))).await.unwrap();
+    let server = rpc::start(loopback_config(), fake_driver(Duration::from_millis(500)), telemetry()).await.unwrap();
     let addr = server.local_addr();
     let in_flight = tokio::spawn(async move { call(addr, "status", json!([])).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -621,9 +625,9 @@ impl Chain {
         query::answer(&self.context(), &query).unwrap()
     }
 
-    /// The numbers behind `GET /metrics`, as JSON.
-    fn metrics(&self) -> Value {
-        query::to_json(&query::metrics(&self.context()))
+    /// The figures behind `GET /metrics`.
+    fn metrics(&self) -> Figures {
+        query::metrics(&self.context())
     }
 
     fn run_until(&mut self, until_ms: u64) {
@@ -662,8 +666,15 @@ impl Chain {
     }
 }
 
-/// A test driver: read-only calls go to `query::answer`, transfers to the node, as the real one does.
-fn drive(mut chain: Chain) -> mpsc::Sender<QueuedCall> {
+/// A server whose calls `drive` answers from `chain`.
+async fn serve(chain: Chain) -> RpcServer {
+    let telemetry = telemetry();
+    rpc::start(loopback_config(), drive(chain, telemetry.clone()), telemetry).await.unwrap()
+}
+
+/// A test driver: read-only calls go to `query::answer`, transfers to the node, the figures of
+/// `GET /metrics` to `telemetry`, as the real one does.
+fn drive(mut chain: Chain, telemetry: Arc<Telemetry>) -> mpsc::Sender<QueuedCall> {
     let (sender, mut calls) = mpsc::channel::<QueuedCall>(16);
     tokio::spawn(async move {
         while let Some(queued) = calls.recv().await {
@@ -671,7 +682,10 @@ fn drive(mut chain: Chain) -> mpsc::Sender<QueuedCall> {
             let answer = match request {
                 Request::Query(query) => query::answer(&chain.context(), &query),
                 Request::Health => Ok(query::to_json(&query::health(&chain.context()))),
-                Request::Metrics => Ok(chain.metrics()),
+                Request::Metrics => {
+                    telemetry.set_figures(chain.metrics());
+                    Ok(Value::Null)
+                }
                 Request::Command(Command::SubmitTx { tx }) => {
                     chain.submit(tx).map(|id| json!({ "id": id })).map_err(QueryError::Rejected)
                 }
@@ -711,7 +725,7 @@ async fn answers_from_a_real_node_and_storage() {
     let c = chain.submit(sign_transfer(&alice, &chain_id, alice.address(), 1, fee, 2)).unwrap();
     let tip = chain.node.tip();
 
-    let server = rpc::start(loopback_config(), drive(chain)).await.unwrap();
+    let server = serve(chain).await;
     let addr = server.local_addr();
 
     // status
@@ -852,16 +866,13 @@ async fn answers_from_a_real_node_and_storage() {
     let health = http(addr, "GET", "/health", Vec::new()).await;
     assert_eq!(serde_json::from_str::<Value>(&health.body).unwrap()["height"], tip.height);
     let metrics = http(addr, "GET", "/metrics", Vec::new()).await.body;
-    assert!(metrics.lines().any(|line| line == format!("tinychain_height {}", tip.height)), "{metrics}");
-    assert!(
-        metrics.lines().any(|line| line == format!("tinychain_finalized_height {}", finalized.height)),
-        "{metrics}"
-    );
+    assert!(metrics.lines().any(|line| line == format!("tinychain_tip_height {}", tip.height)), "{metrics}");
+    assert!(metrics.lines().any(|line| line == format!("tinychain_final_height {}", finalized.height)), "{metrics}");
     assert!(
         metrics.lines().any(|line| line == format!("tinychain_blocks_committed_total {}", tip.height)),
         "{metrics}"
     );
-    assert!(metrics.lines().any(|line| line == "tinychain_mempool_size 2"), "{metrics}");
+    assert!(metrics.lines().any(|line| line == "tinychain_mempool_transfers 2"), "{metrics}");
     assert!(metrics.lines().any(|line| line == "tinychain_timeouts_fired_total 0"), "{metrics}");
 
     // Every answer reads as the tinychain-rpc type clients deserialise, and writes back as sent.
@@ -915,7 +926,7 @@ async fn an_election_where_a_validator_missed_its_turn() {
     let timeouts = chain.live.timeouts_fired;
     assert!(timeouts >= 1);
 
-    let server = rpc::start(loopback_config(), drive(chain)).await.unwrap();
+    let server = serve(chain).await;
     let addr = server.local_addr();
     let election = result(addr, "get_election", json!({ "height": 1 })).await;
     assert_eq!(election["produced"]["name"], "node0");
@@ -984,7 +995,7 @@ async fn get_tx_answers_dropped_with_the_reason_and_the_transfer_that_took_its_p
     };
     chain.storage.record_dropped(&[taken, stale_d, stale_b]).unwrap();
 
-    let server = rpc::start(loopback_config(), drive(chain)).await.unwrap();
+    let server = serve(chain).await;
     let addr = server.local_addr();
 
     let tx_a = result(addr, "get_tx", json!([a.to_string()])).await;
@@ -1028,7 +1039,10 @@ async fn get_tx_answers_dropped_with_the_reason_and_the_transfer_that_took_its_p
     assert_eq!(status["transfers_dropped"], json!({ "total": 1, "by_reason": { "replaced": 1 } }));
     assert_eq!(status["journal_transfers"], 0, "this test driver journals nothing");
     let metrics = http(addr, "GET", "/metrics", Vec::new()).await.body;
-    assert!(metrics.lines().any(|line| line == "tinychain_transfers_dropped_total 1"), "{metrics}");
+    assert!(
+        metrics.lines().any(|line| line == "tinychain_transfers_dropped_total{reason=\"replaced\"} 1"),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
@@ -1051,7 +1065,7 @@ fn pending_nonce_is_withheld_until_the_first_mempool_sync_is_over() {
     assert_eq!(status["syncing"], true, "no block is ahead, but the mempool sync is not over: {status}");
     assert_eq!(status["mempool_synced"], false);
     assert_eq!(status["mempool_synced_peers"], 0);
-    assert_eq!(chain.metrics()["mempool_synced"], 0);
+    assert!(!chain.metrics().is_mempool_synced);
 
     chain.run_until(producer_timeout_ms - 1);
     assert_eq!(chain.ask(Query::GetAccount { address, at: query::AccountAt::Tip })["pending_nonce"], Value::Null);
@@ -1063,7 +1077,7 @@ fn pending_nonce_is_withheld_until_the_first_mempool_sync_is_over() {
     let status = chain.ask(Query::Status);
     assert_eq!(status["syncing"], false, "{status}");
     assert_eq!(status["mempool_synced"], true);
-    assert_eq!(chain.metrics()["mempool_synced"], 1);
+    assert!(chain.metrics().is_mempool_synced);
 }
 
 // ---- the pending-transfer journal through the real driver ------------------------------------------

@@ -35,6 +35,7 @@ use crate::metrics::{MetricsModel, SAMPLE_INTERVAL_MS};
 use crate::network::NetworkModel;
 use crate::options::{Behaviour, SimOptions};
 use crate::rng::SimRng;
+use crate::series::{self, BlockFigure, FaultMark, FinalityFigure, RunFigures, Series};
 use crate::workload::{account_count, Workload};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -185,7 +186,8 @@ pub struct Percentiles {
     pub max: u64,
 }
 
-fn percentiles(mut values: Vec<u64>) -> Percentiles {
+/// Nearest-rank percentiles (the lower rank at a fraction): the `--json` figures.
+pub fn percentiles(mut values: Vec<u64>) -> Percentiles {
     if values.is_empty() {
         return Percentiles::default();
     }
@@ -313,6 +315,9 @@ pub struct Simulation {
     offenders_named: BTreeSet<usize>,
     /// Per height, the time from the block's timestamp to the reference core seeing it final.
     finality_lag_ms: BTreeMap<Height, u64>,
+    /// The time series of the report, recorded only when `options.record_series` asks (the
+    /// hooks only read: the run is the same either way).
+    series: Option<Series>,
 }
 
 /// The core that a connection from core `from` to `to_validator`'s address reaches: the
@@ -405,6 +410,7 @@ impl Simulation {
             .map(|core| (0..options.nodes).map(|validator| route(&nodes, &cores_of, core, validator)).collect())
             .collect();
         let links = Links::new(options.seed, &genesis, &core_validators, &is_split, routes);
+        let series = options.record_series.then(|| Series::new(nodes.len()));
         let mut simulation = Simulation {
             checker: Checker::new(
                 &genesis,
@@ -444,6 +450,7 @@ impl Simulation {
             offences: BTreeMap::new(),
             offenders_named: BTreeSet::new(),
             finality_lag_ms: BTreeMap::new(),
+            series,
             genesis,
             options,
         };
@@ -765,6 +772,9 @@ impl Simulation {
             TraceEvent::Reorg { rolled_back, .. } => {
                 self.reorgs += 1;
                 self.max_reorg_depth = self.max_reorg_depth.max(*rolled_back);
+                if let Some(series) = &mut self.series {
+                    series.reorgs.push(series::ReorgMark { at_ms: self.now_ms, core: index, depth: *rolled_back });
+                }
             }
             TraceEvent::EvidenceSeen { offender, kind, offence_height }
             | TraceEvent::EvidenceCommitted { offender, kind, offence_height, .. } => {
@@ -829,6 +839,9 @@ impl Simulation {
     }
 
     fn on_commit(&mut self, index: usize, commit: &tinychain_core::node::Commit) {
+        if let Some(series) = &mut self.series {
+            series.note_heights(index, self.now_ms, commit.tip.height, commit.finalized.height);
+        }
         if !self.nodes[index].is_honest() {
             return;
         }
@@ -857,6 +870,9 @@ impl Simulation {
                 if let Some(block) = self.nodes[index].driver.store.block_at(height) {
                     let lag_ms = self.now_ms.saturating_sub(block.header.timestamp_ms);
                     self.finality_lag_ms.entry(height).or_insert(lag_ms);
+                    if let Some(series) = &mut self.series {
+                        series.final_at_ms.entry(height).or_insert(self.now_ms);
+                    }
                 }
             }
         }
@@ -881,12 +897,18 @@ impl Simulation {
     fn on_fault(&mut self, fault: FaultEvent) {
         self.faults_injected += 1;
         self.trace(None, format!("fault {}", fault.describe()));
+        if let (Some(series), false) = (&mut self.series, matches!(fault, FaultEvent::CrashNextProducer)) {
+            series.faults.push((self.now_ms, fault.clone()));
+        }
         match fault.clone() {
             FaultEvent::Crash(node) => self.crash(node),
             FaultEvent::CrashNextProducer => {
                 let next = self.nodes[self.reference].driver.node.next_election()[0].node;
                 let node = self.node_index(&next);
                 self.trace(None, format!("fault crash n{node} (next producer)"));
+                if let Some(series) = &mut self.series {
+                    series.faults.push((self.now_ms, FaultEvent::Crash(node)));
+                }
                 self.crash(node);
             }
             FaultEvent::Restart(node) => self.restart(node),
@@ -940,6 +962,9 @@ impl Simulation {
             return;
         }
         self.nodes[node].up = false;
+        if let Some(series) = &mut self.series {
+            series.note_crash(node, self.now_ms);
+        }
         self.nodes[node].paused = false;
         self.nodes[node].held.clear();
         self.nodes[node].tick_at_ms = None;
@@ -967,6 +992,10 @@ impl Simulation {
         let local_ms = self.nodes[node].clock.local(self.now_ms);
         let Ok(_) = self.nodes[node].driver.start(local_ms);
         self.carry_out(node);
+        if let Some(series) = &mut self.series {
+            let restored = &self.nodes[node].driver.node;
+            series.note_heights(node, self.now_ms, restored.tip().height, restored.finalized().height);
+        }
         // A new process: its policy starts from what its peer store saved, and dials.
         let effects = self.links.start_core(node, self.now_ms, &self.network);
         self.apply_link_effects(effects);
@@ -1320,19 +1349,16 @@ impl Simulation {
         let reference = &self.nodes[self.reference];
         let tip = reference.driver.node.tip().height;
         let mut blocks_by_rank: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut intervals = Vec::new();
+        let blocks = self.reference_blocks();
+        let intervals = block_intervals_ms(self.genesis.genesis_time_ms, &blocks);
         let mut committed: Vec<Hash> = Vec::new();
-        let mut previous_timestamp = self.genesis.genesis_time_ms;
         let validators = self.options.nodes;
         let mut blocks_by_producer = vec![0u64; validators];
         let mut rewards_by_producer = vec![0u128; validators];
         let mut offences_committed: BTreeSet<Hash> = BTreeSet::new();
         let mut jailed: BTreeSet<usize> = BTreeSet::new();
-        for height in 1..=tip {
-            let Some(block) = reference.driver.store.block_at(height) else { break };
+        for block in &blocks {
             *blocks_by_rank.entry(block.header.rank).or_default() += 1;
-            intervals.push(block.header.timestamp_ms.saturating_sub(previous_timestamp));
-            previous_timestamp = block.header.timestamp_ms;
             committed.extend(block.transfers.iter().map(transfer_id));
             let producer = self.node_index(&block.header.producer);
             blocks_by_producer[producer] += 1;
@@ -1364,12 +1390,7 @@ impl Simulation {
             .values()
             .filter_map(|offence| Some(offence.committed_at_ms? - offence.proven_at_ms))
             .collect();
-        let latencies: Vec<u64> = committed
-            .iter()
-            .filter_map(|id| {
-                Some(self.first_commit_ms.get(id)?.saturating_sub(*self.workload.submitted_at_ms.get(id)?))
-            })
-            .collect();
+        let latencies = self.transfer_latencies_ms(&committed);
         let (liveness_ok, liveness) = self.liveness();
         let (txs_dropped, lost) = self.acknowledged_outcomes(&committed);
         let mut violations = self.checker.violations.clone();
@@ -1441,6 +1462,78 @@ impl Simulation {
 }
 
 impl Simulation {
+    /// The reference core's canonical chain from height 1 up to the first height its store
+    /// lacks: the chain the report and the figures describe.
+    fn reference_blocks(&self) -> Vec<Arc<Block>> {
+        let reference = &self.nodes[self.reference];
+        (1..=reference.driver.node.tip().height).map_while(|height| reference.driver.store.block_at(height)).collect()
+    }
+
+    /// Per committed transfer, in the order given: from its submission to its first commit on
+    /// an honest core (a transfer the workload never submitted as valid has none).
+    fn transfer_latencies_ms(&self, committed: &[Hash]) -> Vec<u64> {
+        committed
+            .iter()
+            .filter_map(|id| {
+                Some(self.first_commit_ms.get(id)?.saturating_sub(*self.workload.submitted_at_ms.get(id)?))
+            })
+            .collect()
+    }
+
+    /// Every number the simulation report plots (`series`), from the same chain walk and
+    /// latency list as `report()`, and the time series recorded on the way.
+    ///
+    /// Panics unless the run was made with `SimOptions::record_series`: the heights over time,
+    /// faults and reorgs are recorded only when asked.
+    pub fn figures(&self) -> RunFigures {
+        let series = self.series.as_ref().expect("figures() needs a run with SimOptions::record_series");
+        let blocks = self.reference_blocks();
+        let intervals = block_intervals_ms(self.genesis.genesis_time_ms, &blocks);
+        let block_figures = blocks
+            .iter()
+            .zip(intervals)
+            .map(|(block, interval_ms)| BlockFigure {
+                height: block.header.height,
+                timestamp_ms: block.header.timestamp_ms,
+                interval_ms,
+                producer: self.node_index(&block.header.producer),
+                rank: block.header.rank,
+                transfers: block.transfers.len(),
+            })
+            .collect();
+        let committed: Vec<Hash> = blocks.iter().flat_map(|block| block.transfers.iter().map(transfer_id)).collect();
+        let finality = self
+            .finality_lag_ms
+            .iter()
+            .map(|(height, lag_ms)| FinalityFigure {
+                height: *height,
+                final_at_ms: series.final_at_ms[height],
+                lag_ms: *lag_ms,
+            })
+            .collect();
+        let faults = series
+            .faults
+            .iter()
+            .map(|(at_ms, fault)| FaultMark { at_ms: *at_ms, description: fault.describe() })
+            .collect();
+        RunFigures {
+            duration_ms: self.now_ms,
+            block_interval_ms: self.genesis.parameters.block_interval_ms,
+            producer_timeout_ms: self.genesis.parameters.producer_timeout_ms,
+            cores: (0..self.nodes.len()).map(|core| self.core_name(core)).collect(),
+            honest: self.nodes.iter().map(SimNode::is_honest).collect(),
+            reference: self.reference,
+            blocks: block_figures,
+            finality,
+            heights: series.heights.clone(),
+            faults,
+            fault_bands: series::fault_bands(&series.faults, self.now_ms),
+            heal_all_ms: series.faults.iter().find(|(_, fault)| *fault == FaultEvent::HealAll).map(|(at_ms, _)| *at_ms),
+            reorgs: series.reorgs.clone(),
+            tx_latency_ms: self.transfer_latencies_ms(&committed),
+        }
+    }
+
     /// Every acknowledged transfer's fate: committed on the reference chain (or, for the last
     /// blocks, on the chain of a node the reference has not heard from yet), pending on an up
     /// node, dropped with a reason (counted by reason), or lost (returned).
@@ -1476,6 +1569,19 @@ impl Simulation {
         }
         (dropped, lost)
     }
+}
+
+/// Each block's interval: from its parent's timestamp (genesis time for the first).
+fn block_intervals_ms(genesis_time_ms: u64, blocks: &[Arc<Block>]) -> Vec<u64> {
+    let mut previous_timestamp_ms = genesis_time_ms;
+    blocks
+        .iter()
+        .map(|block| {
+            let interval_ms = block.header.timestamp_ms.saturating_sub(previous_timestamp_ms);
+            previous_timestamp_ms = block.header.timestamp_ms;
+            interval_ms
+        })
+        .collect()
 }
 
 /// One trace line (docs/sim-trace.md): the time in seconds with milliseconds, who, what.

@@ -14,6 +14,8 @@
 //! - `checker`: the invariants checked after every step, and the liveness phase.
 //! - `engine`: the event loop that ties them together, the trace and the report.
 //! - `scenario`: scenario files (TOML): faults at set times and the expectations to check.
+//! - `series`: the time series a run records when asked, and the figures the report plots.
+//! - `report`: the simulation report, one self-contained HTML file with SVG plots (`--report`).
 
 pub mod adversary;
 pub mod checker;
@@ -24,6 +26,8 @@ pub mod metrics;
 pub mod network;
 pub mod options;
 pub mod replay;
+pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod series;
 pub mod workload;

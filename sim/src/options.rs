@@ -206,6 +206,10 @@ pub struct SimOptions {
     pub net_from_traffic_bytes_per_s: Option<u64>,
     /// Keep every trace line in memory (for `--trace` and snapshots); the hash is always kept.
     pub keep_trace: bool,
+    /// Record the time series the simulation report plots (`series`, `--report`): each core's
+    /// heights over time, the faults injected, the reorgs. Recording only reads the simulation,
+    /// so the trace and its hash are the same either way; off, nothing is collected.
+    pub record_series: bool,
     /// Dishonest validators, chosen from the seed (their own stream: an honest run draws
     /// nothing from it).
     pub byzantine: usize,
@@ -229,6 +233,7 @@ impl SimOptions {
             bandwidth_bytes_per_ms: None,
             net_from_traffic_bytes_per_s: None,
             keep_trace: false,
+            record_series: false,
             byzantine: 0,
             behaviours: BTreeSet::new(),
         }

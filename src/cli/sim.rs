@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tinychain_sim::engine::{SimReport, Simulation};
 use tinychain_sim::options::{parse_behaviours, parse_duration_ms, parse_faults, parse_seed_range, SimOptions};
+use tinychain_sim::report;
 use tinychain_sim::scenario;
+use tinychain_sim::series::RunFigures;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,6 +66,14 @@ pub struct Args {
     /// Print one JSON object per run (and a summary object after a sweep).
     #[arg(long)]
     pub json: bool,
+    /// Write a report to this file: one self-contained HTML page with SVG plots, readable
+    /// offline (docs/sim-report.md). For one run: faults on the timeline, block interval, each
+    /// node's tip and final height, finality lag, production share per validator and transfer
+    /// latency. For --seeds: one row per seed with pass or fail and its replay command, and the
+    /// distributions of max gap, recovery time and reorg depth. The plotted numbers are the
+    /// ones --json prints, and are in the page as JSON too.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     /// Run a scenario file instead: validators, seed, duration, faults at set times and the
     /// expectations to check (docs/scenarios.md). The other simulation options are ignored.
     #[arg(long, value_name = "FILE.toml", conflicts_with = "seeds")]
@@ -78,6 +88,8 @@ fn options_for(args: &Args, seed: u64) -> anyhow::Result<SimOptions> {
     options.tx_rate_per_s = args.tx_rate;
     options.faults = parse_faults(&args.faults).context("--faults")?;
     options.keep_trace = args.trace.is_some();
+    // A sweep's report needs only each seed's `SimReport`; one run's plots its time series.
+    options.record_series = args.report.is_some() && args.seeds.is_none();
     options.latency_ms = args.latency_ms;
     options.jitter_ms = args.jitter_ms;
     options.bandwidth_bytes_per_ms = args.bandwidth;
@@ -99,10 +111,12 @@ fn options_for(args: &Args, seed: u64) -> anyhow::Result<SimOptions> {
     Ok(options)
 }
 
-/// Runs one simulation, with a progress bar on stderr when it is a terminal.
-fn run_one(options: SimOptions, show_progress: bool) -> (SimReport, Vec<String>) {
+/// Runs one simulation, with a progress bar on stderr when it is a terminal; the report's
+/// figures when the options record them.
+fn run_one(options: SimOptions, show_progress: bool) -> (SimReport, Vec<String>, Option<RunFigures>) {
     let started = Instant::now();
     let duration_ms = options.duration_ms;
+    let record_series = options.record_series;
     let mut simulation = Simulation::new(options);
     let bar = show_progress.then(|| {
         let bar = indicatif::ProgressBar::new(duration_ms / 1_000);
@@ -127,9 +141,17 @@ fn run_one(options: SimOptions, show_progress: bool) -> (SimReport, Vec<String>)
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let figures = record_series.then(|| simulation.figures());
     let (mut report, trace) = simulation.run();
     report.wall_ms = started.elapsed().as_millis() as u64;
-    (report, trace)
+    (report, trace, figures)
+}
+
+fn write_report(path: &std::path::Path, html: Result<String, report::ReportError>) -> anyhow::Result<()> {
+    let html = html.with_context(|| format!("cannot draw report {}", path.display()))?;
+    std::fs::write(path, html).with_context(|| format!("cannot write report {}", path.display()))?;
+    eprintln!("report written to {}", path.display());
+    Ok(())
 }
 
 fn print_human(report: &SimReport) {
@@ -219,13 +241,17 @@ fn run_scenario(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read scenario {}", path.display()))?;
     let mut scenario = scenario::parse(&text).with_context(|| format!("scenario {}", path.display()))?;
     scenario.options.keep_trace = args.trace.is_some();
+    scenario.options.record_series = args.report.is_some();
     let show_progress = std::io::stderr().is_terminal();
-    let (mut report, trace) = run_one(scenario.options.clone(), show_progress);
+    let (mut report, trace, figures) = run_one(scenario.options.clone(), show_progress);
     report.replay = format!("tinychain sim --scenario {}", path.display());
     if let Some(trace_path) = &args.trace {
         write_trace(trace_path, &trace)?;
     }
     let verdicts = scenario::check(&scenario.expect, &report);
+    if let (Some(report_path), Some(figures)) = (&args.report, &figures) {
+        write_report(report_path, report::run_html(&report, figures, &verdicts))?;
+    }
     let failed = verdicts.iter().filter(|verdict| !verdict.ok).count();
     if args.json {
         let mut object = serde_json::to_value(&report).expect("reports serialize");
@@ -271,17 +297,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let sweep = args.seeds.is_some();
     let show_progress = !sweep && std::io::stderr().is_terminal();
+    // The command a sweep report names: the runs' own, over the range of seeds.
+    let (first_seed, last_seed) = (*seeds.start(), *seeds.end());
+    let sweep_command = options_for(args, first_seed)?.replay_command().replacen(
+        &format!("--seed {first_seed} "),
+        &format!("--seeds {first_seed}..{last_seed} "),
+        1,
+    );
+    let mut sweep_reports = Vec::new();
     let mut failing = Vec::new();
     let mut runs = 0u64;
     let (mut conflicted, mut accountable) = (0u64, 0u64);
     for seed in seeds {
         let options = options_for(args, seed)?;
-        let (report, trace) = run_one(options, show_progress);
+        let (report, trace, figures) = run_one(options, show_progress);
         runs += 1;
         conflicted += u64::from(report.conflicting_finals > 0);
         accountable += u64::from(report.accountable == Some(true));
         if let Some(path) = &args.trace {
             write_trace(path, &trace)?;
+        }
+        if let (Some(path), Some(figures)) = (&args.report, &figures) {
+            write_report(path, report::run_html(&report, figures, &[]))?;
         }
         if args.json {
             println!("{}", serde_json::to_string(&report).expect("reports serialize"));
@@ -314,6 +351,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             }
             failing.push(seed);
         }
+        if sweep && args.report.is_some() {
+            sweep_reports.push(report);
+        }
+    }
+    if let (true, Some(path)) = (sweep, &args.report) {
+        write_report(path, report::sweep_html(&sweep_reports, &sweep_command))?;
     }
     if sweep {
         if args.json {

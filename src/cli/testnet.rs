@@ -1,9 +1,10 @@
 //! `tinychain testnet`: a local network in one command. Initialises `DIR` if it holds no testnet
 //! yet (`setup::init_testnet`: homes, one genesis, a funded development wallet, `testnet.json`),
 //! then runs every node as a separate `tinychain node` process on 127.0.0.1 over TLS, each with
-//! its own redb and its log in `HOME/node.log`. It prints each node's RPC URL, then one line per
-//! block as the network commits it (read over RPC from the first node that answers), and on
-//! Ctrl-C or SIGTERM stops every node with SIGTERM (SIGKILL after a grace period).
+//! its own redb and its log in `HOME/node.log`. It prints each node's RPC URL and the URL of its
+//! web explorer (`GET /` on the RPC port, docs/explorer.md), then one line per block as the
+//! network commits it (read over RPC from the first node that answers), and on Ctrl-C or SIGTERM
+//! stops every node with SIGTERM (SIGKILL after a grace period).
 //!
 //! `tinychain testnet init` writes the files without running anything.
 
@@ -134,6 +135,15 @@ fn print_layout(layout: &TestnetLayout) {
     );
 }
 
+/// Every node's web explorer: the page each node serves at `GET /` on its RPC address, watching
+/// the chain live through that node's JSON-RPC.
+fn print_explorers(layout: &TestnetLayout) {
+    println!("open a node's explorer in a browser to watch the chain:");
+    for node in &layout.nodes {
+        println!("  {:<8} explorer http://{}/", node.name, node.rpc);
+    }
+}
+
 /// One running node process.
 struct Running {
     name: String,
@@ -207,6 +217,7 @@ fn run_testnet(args: &InitArgs, record: bool) -> anyhow::Result<()> {
     }
     println!("started {} nodes (logs in each home's node.log):", running.len());
     print_layout(&layout);
+    print_explorers(&layout);
     println!("press Ctrl-C to stop every node");
     println!();
     println!("{:>7}  {:<8} {:>4} {:>6} {:>9}  {:>8}", "height", "producer", "rank", "score", "transfers", "final");
