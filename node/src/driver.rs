@@ -600,8 +600,7 @@ impl Server {
         if let Event::MessageReceived { message, .. } = &event {
             let now = Instant::now();
             match message {
-                Message::Transfer(transfer) => self.transfers.seen(transfer_id(transfer), now),
-                Message::Pooled(transfers) => {
+                Message::Transfers(transfers) | Message::Pooled(transfers) => {
                     for transfer in transfers {
                         self.transfers.seen(transfer_id(transfer), now);
                     }
