@@ -68,11 +68,12 @@ pub const LOCATOR_HASHES_MAX: usize = 64;
 /// validators relay to everyone.
 pub const RELAY_FANOUT: usize = 6;
 
-/// Transfer gossip goes out in batches (`Message::Transfers`): a transfer admitted to the mempool
-/// waits at most `GOSSIP_BATCH_WINDOW_MS` for others to go with it, and one message carries at
-/// most `GOSSIP_BATCH_TRANSFERS_MAX` (about 170 KiB; a node takes no more from one message).
-/// One message per batch rather than per transfer: fewer frames, TLS records, system calls and
-/// core steps on every link, for a few milliseconds of latency per hop.
+/// Transfer gossip goes out in batches (`Message::Transfers`, see `node::relay`): a transfer a
+/// client submitted waits at most `GOSSIP_BATCH_WINDOW_MS` for others to go with it (relayed
+/// ones go at the end of their step), and one message carries at most
+/// `GOSSIP_BATCH_TRANSFERS_MAX` (about 170 KiB; a node takes no more from one message). One
+/// message per batch rather than per transfer: fewer frames, TLS records, system calls and
+/// core steps on every link, for at most 20 ms at the first hop.
 pub const GOSSIP_BATCH_WINDOW_MS: u64 = 20;
 pub const GOSSIP_BATCH_TRANSFERS_MAX: usize = 1_024;
 

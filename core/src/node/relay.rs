@@ -4,16 +4,22 @@
 //!
 //! # Transfer batches
 //!
-//! A transfer admitted to the mempool is not sent at once: it joins the outbox under the peers
-//! it goes to, and the outbox goes out as one `Message::Transfers` per destination when the
-//! oldest transfer in it has waited `GOSSIP_BATCH_WINDOW_MS` (the node asks to be woken then),
-//! or at once when it holds `GOSSIP_BATCH_TRANSFERS_MAX`. The deadline is set by the first step
-//! that ends with the outbox non-empty, so it is a function of the steps alone (time is passed
-//! in): the simulator and a replay batch exactly as the server did. A sender's transfers stay
-//! in admission order, so a peer receives its nonces in order. A peer that disconnects before
-//! the flush simply gets nothing (mempool sync on the next link covers it). Transfers a reorg
-//! returns to the pool skip the outbox and go out at once (`chain`): the abandoned block may
-//! have been their only copy, and a crash within the window must not lose it.
+//! Transfers go out as `Message::Transfers`, never one message each:
+//!
+//! - Relayed ones (received from a peer and admitted) leave at the end of the step that
+//!   admitted them, one batch per destination: a batch received is relayed as a batch.
+//! - Our own (submitted by clients) wait in the outbox until the oldest has waited
+//!   `GOSSIP_BATCH_WINDOW_MS` (the node asks to be woken then), or go at once when the outbox
+//!   holds `GOSSIP_BATCH_TRANSFERS_MAX`: a client batch of 500 submits is 500 steps, and
+//!   becomes one message rather than 500.
+//!
+//! The deadline is set by the first step that ends with our own transfers waiting, so it is a
+//! function of the steps alone (time is passed in): the simulator and a replay batch exactly as
+//! the server did. A sender's transfers stay in admission order within each path, so a peer
+//! receives its nonces in order. A peer that disconnects before the flush simply gets nothing
+//! (mempool sync on the next link covers it). Transfers a reorg returns to the pool go out at
+//! once (`chain`): the abandoned block may have been their only copy, and a crash within the
+//! window must not lose it.
 
 use super::{Action, Node};
 use crate::limits::{GOSSIP_BATCH_TRANSFERS_MAX, GOSSIP_BATCH_WINDOW_MS, RELAY_FANOUT, SEEN_MESSAGES_MAX};
@@ -55,14 +61,14 @@ enum Relay {
 /// Transfers waiting to be gossiped, by destination (see the module docs).
 #[derive(Debug, Default)]
 pub(super) struct TransferOutbox {
-    /// To every peer except the key (`None`: to every peer).
-    to_all_except: BTreeMap<Option<NodeId>, Vec<Transfer>>,
-    /// To one peer each.
+    /// Ours, to every peer: they wait for the window.
+    own: Vec<Transfer>,
+    /// When `own` goes out; set at the end of the first step that leaves it non-empty.
+    flush_at_ms: Option<u64>,
+    /// Relayed, to every peer except the key: they go at the end of the step.
+    to_all_except: BTreeMap<NodeId, Vec<Transfer>>,
+    /// Relayed to one peer each: they go at the end of the step.
     to_peer: BTreeMap<NodeId, Vec<Transfer>>,
-    /// Transfers held (a transfer relayed to a window of k peers counts once).
-    transfers: usize,
-    /// When the outbox goes out; set at the end of the first step that leaves it non-empty.
-    pub(super) flush_at_ms: Option<u64>,
 }
 
 impl Node {
@@ -98,33 +104,39 @@ impl Node {
     /// Queues a transfer for gossip to its relay targets, in the next batch (module docs).
     pub(super) fn gossip_transfer(&mut self, id: Hash, transfer: Transfer, from: Option<NodeId>) {
         match self.relay_targets(id, from) {
-            Relay::AllExcept(except) => self.outbox.to_all_except.entry(except).or_default().push(transfer),
+            Relay::AllExcept(None) => self.outbox.own.push(transfer),
+            Relay::AllExcept(Some(sender)) => self.outbox.to_all_except.entry(sender).or_default().push(transfer),
             Relay::Peers(peers) => {
                 for peer in peers {
                     self.outbox.to_peer.entry(peer).or_default().push(transfer.clone());
                 }
             }
         }
-        self.outbox.transfers += 1;
     }
 
-    /// At the end of a step: sends the outbox when it is due or full, else makes sure it has a
-    /// deadline. Returns the deadline left pending, if any (for the wake-up).
+    /// At the end of a step: sends the relayed transfers, and our own when they are due or fill
+    /// a batch (else makes sure they have a deadline). Returns the deadline left pending, if any
+    /// (for the wake-up).
     pub(super) fn flush_outbox_if_due(&mut self, now_ms: u64, actions: &mut Vec<Action>) -> Option<u64> {
-        if self.outbox.transfers == 0 {
-            return None;
-        }
-        let flush_at_ms = *self.outbox.flush_at_ms.get_or_insert(now_ms.saturating_add(GOSSIP_BATCH_WINDOW_MS));
-        if now_ms < flush_at_ms && self.outbox.transfers < GOSSIP_BATCH_TRANSFERS_MAX {
-            return Some(flush_at_ms);
-        }
-        let outbox = std::mem::take(&mut self.outbox);
-        for (except, transfers) in outbox.to_all_except {
-            for batch in batches(transfers) {
-                actions.push(Action::Broadcast { message: Message::Transfers(batch), except });
+        let outbox = &mut self.outbox;
+        let mut pending_until_ms = None;
+        if !outbox.own.is_empty() {
+            let flush_at_ms = *outbox.flush_at_ms.get_or_insert(now_ms.saturating_add(GOSSIP_BATCH_WINDOW_MS));
+            if now_ms >= flush_at_ms || outbox.own.len() >= GOSSIP_BATCH_TRANSFERS_MAX {
+                outbox.flush_at_ms = None;
+                for batch in batches(std::mem::take(&mut outbox.own)) {
+                    actions.push(Action::Broadcast { message: Message::Transfers(batch), except: None });
+                }
+            } else {
+                pending_until_ms = Some(flush_at_ms);
             }
         }
-        for (peer, transfers) in outbox.to_peer {
+        for (sender, transfers) in std::mem::take(&mut outbox.to_all_except) {
+            for batch in batches(transfers) {
+                actions.push(Action::Broadcast { message: Message::Transfers(batch), except: Some(sender) });
+            }
+        }
+        for (peer, transfers) in std::mem::take(&mut outbox.to_peer) {
             if !self.peers.contains_key(&peer) {
                 continue;
             }
@@ -132,7 +144,7 @@ impl Node {
                 actions.push(Action::SendTo { peer, message: Message::Transfers(batch) });
             }
         }
-        None
+        pending_until_ms
     }
 }
 
