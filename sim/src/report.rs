@@ -17,6 +17,7 @@
 use crate::engine::{percentiles, Percentiles, SimReport};
 use crate::scenario::Verdict;
 use crate::series::{FaultBand, HeightPoint, RunFigures};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -58,6 +59,24 @@ where
         root.present().map_err(|error| failed(error.to_string()))?;
     }
     Ok(svg)
+}
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A chart with every plot's caption style, margins and label areas over `x` by `y`.
+fn chart_on<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: impl AsRef<str>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    Ok(ChartBuilder::on(root)
+        .caption(caption, caption_style())
+        .margin(10)
+        .margin_right(25)
+        .x_label_area_size(35)
+        .y_label_area_size(Y_LABEL_AREA_PX)
+        .build_cartesian_2d(x, y)?)
 }
 
 fn seconds(ms: u64) -> f64 {
@@ -140,13 +159,7 @@ fn faults_svg(figures: &RunFigures) -> Result<String, ReportError> {
     let height_px = 90 + 22 * rows as u32;
     draw_svg("faults", height_px, |root| {
         let x_max = seconds(figures.duration_ms).max(1.0);
-        let mut chart = ChartBuilder::on(root)
-            .caption("Faults on the timeline", caption_style())
-            .margin(10)
-            .margin_right(25)
-            .x_label_area_size(35)
-            .y_label_area_size(Y_LABEL_AREA_PX)
-            .build_cartesian_2d(0f64..x_max, 0f64..rows as f64)?;
+        let mut chart = chart_on(root, "Faults on the timeline", 0f64..x_max, 0f64..rows as f64)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -210,13 +223,7 @@ fn intervals_svg(figures: &RunFigures) -> Result<String, ReportError> {
         let x_max = seconds(figures.duration_ms).max(1.0);
         let largest_ms = figures.blocks.iter().map(|block| block.interval_ms).max().unwrap_or(0);
         let y_max = seconds(largest_ms.max(figures.block_interval_ms * 2)) * 1.1;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Block interval over time", caption_style())
-            .margin(10)
-            .margin_right(25)
-            .x_label_area_size(35)
-            .y_label_area_size(Y_LABEL_AREA_PX)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        let mut chart = chart_on(root, "Block interval over time", 0f64..x_max, 0f64..y_max)?;
         chart
             .configure_mesh()
             .x_label_formatter(&|x| format!("{x:.0}"))
@@ -268,13 +275,7 @@ fn heights_svg(figures: &RunFigures) -> Result<String, ReportError> {
         let x_max = seconds(figures.duration_ms).max(1.0);
         let top = figures.heights.iter().flatten().map(|point| point.tip).max().unwrap_or(0);
         let y_max = (top as f64 * 1.05).max(2.0);
-        let mut chart = ChartBuilder::on(root)
-            .caption("Tip and final height of each node", caption_style())
-            .margin(10)
-            .margin_right(25)
-            .x_label_area_size(35)
-            .y_label_area_size(Y_LABEL_AREA_PX)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        let mut chart = chart_on(root, "Tip and final height of each node", 0f64..x_max, 0f64..y_max)?;
         chart
             .configure_mesh()
             .x_label_formatter(&|x| format!("{x:.0}"))
@@ -319,16 +320,8 @@ fn finality_svg(figures: &RunFigures) -> Result<String, ReportError> {
         let x_max = seconds(figures.duration_ms).max(1.0);
         let largest_ms = figures.finality.iter().map(|point| point.lag_ms).max().unwrap_or(0);
         let y_max = (seconds(largest_ms) * 1.1).max(1.0);
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("Finality lag on the reference node ({})", figures.cores[figures.reference]),
-                caption_style(),
-            )
-            .margin(10)
-            .margin_right(25)
-            .x_label_area_size(35)
-            .y_label_area_size(Y_LABEL_AREA_PX)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        let caption = format!("Finality lag on the reference node ({})", figures.cores[figures.reference]);
+        let mut chart = chart_on(root, caption, 0f64..x_max, 0f64..y_max)?;
         chart
             .configure_mesh()
             .x_label_formatter(&|x| format!("{x:.0}"))
@@ -351,13 +344,8 @@ fn production_svg(report: &SimReport, blocks_by_producer: &[u64]) -> Result<Stri
         let fair = 1_000.0 / validators as f64;
         let largest = report.production_share.iter().copied().max().unwrap_or(0) as f64;
         let y_max = (largest.max(fair) * 1.2).max(10.0);
-        let mut chart = ChartBuilder::on(root)
-            .caption("Production share per validator", caption_style())
-            .margin(10)
-            .margin_right(25)
-            .x_label_area_size(35)
-            .y_label_area_size(Y_LABEL_AREA_PX)
-            .build_cartesian_2d(-0.5f64..validators as f64 - 0.5, 0f64..y_max)?;
+        let mut chart =
+            chart_on(root, "Production share per validator", -0.5f64..validators as f64 - 0.5, 0f64..y_max)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -454,13 +442,7 @@ fn histogram_svg(
         let x_min = buckets.first().map_or(0, |bucket| bucket.from) as f64;
         let x_max = buckets.last().map_or(1, |bucket| bucket.to) as f64;
         let y_max = (buckets.iter().map(|bucket| bucket.count).max().unwrap_or(0) as f64 * 1.15).max(1.0);
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, caption_style())
-            .margin(10)
-            .margin_right(25)
-            .x_label_area_size(35)
-            .y_label_area_size(Y_LABEL_AREA_PX)
-            .build_cartesian_2d(x_min..x_max, 0f64..y_max)?;
+        let mut chart = chart_on(root, title, x_min..x_max, 0f64..y_max)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
