@@ -1,6 +1,7 @@
-//! The JSON-RPC 2.0 server over HTTP (jsonrpsee), plus `GET /health` and `GET /metrics`.
-//! Methods, params, answers and error codes are documented in `docs/rpc.md`; the metrics in
-//! `docs/metrics.md`.
+//! The JSON-RPC 2.0 server over HTTP (jsonrpsee), plus `GET /` (the explorer page, see
+//! `explorer`), `GET /health` and `GET /metrics`. Methods, params, answers and error codes are
+//! documented in `docs/rpc.md`; the metrics in `docs/metrics.md`; the explorer in
+//! `docs/explorer.md`.
 //!
 //! Contract:
 //! - The server runs on its own tokio tasks and never touches the node: every method (one per
