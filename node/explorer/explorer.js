@@ -581,18 +581,7 @@ function renderMempool(status) {
       ? "No transfer is waiting."
       : `${mempool.count} transfer(s) waiting; ${Math.min(mempool.count, MEMPOOL_SHOWN)} with the highest fees shown.`,
   );
-  const rows = mempool.transfers.map((transfer) =>
-    el(
-      "tr",
-      { "data-id": transfer.id },
-      el("td", { class: "mono" }, link(`#/tx/${transfer.id}`, shortId(transfer.id))),
-      el("td", { class: "mono" }, accountLink(transfer.from)),
-      el("td", { class: "mono" }, accountLink(transfer.to)),
-      el("td", { class: "num" }, coins(transfer.amount)),
-      el("td", { class: "num" }, coins(transfer.fee)),
-      el("td", { class: "num" }, String(transfer.nonce)),
-    ),
-  );
+  const rows = mempool.transfers.map(transferRow);
   if (rows.length === 0) rows.push(emptyRow(6, "empty"));
   replaceChildren(byId("mempool").tBodies[0], rows);
 }
@@ -677,19 +666,22 @@ async function showBlock(argument, generation) {
   showDetail(generation, "block", argument, parts, state);
 }
 
-function transfersTable(transfers) {
-  const rows = transfers.map((transfer) =>
-    el(
-      "tr",
-      { "data-id": transfer.id },
-      el("td", { class: "mono" }, link(`#/tx/${transfer.id}`, shortId(transfer.id))),
-      el("td", { class: "mono" }, accountLink(transfer.from)),
-      el("td", { class: "mono" }, accountLink(transfer.to)),
-      el("td", { class: "num" }, coins(transfer.amount)),
-      el("td", { class: "num" }, coins(transfer.fee)),
-      el("td", { class: "num" }, String(transfer.nonce)),
-    ),
+/** One transfer as a table row: id, from, to, amount, fee, nonce. */
+function transferRow(transfer) {
+  return el(
+    "tr",
+    { "data-id": transfer.id },
+    el("td", { class: "mono" }, link(`#/tx/${transfer.id}`, shortId(transfer.id))),
+    el("td", { class: "mono" }, accountLink(transfer.from)),
+    el("td", { class: "mono" }, accountLink(transfer.to)),
+    el("td", { class: "num" }, coins(transfer.amount)),
+    el("td", { class: "num" }, coins(transfer.fee)),
+    el("td", { class: "num" }, String(transfer.nonce)),
   );
+}
+
+function transfersTable(transfers) {
+  const rows = transfers.map(transferRow);
   if (rows.length === 0) rows.push(emptyRow(6, "none"));
   return table(["transfer", "from", "to", "amount", "fee", "nonce"], rows);
 }
