@@ -26,10 +26,21 @@
 //!   database another process has open is `InUse`. Nothing is ever overwritten or recreated
 //!   silently; `create` refuses an existing file (it creates the file exclusively).
 //! - Readers (`block_at`, `account`, ...) see the last committed transaction; they may run on
-//!   other threads while the driver commits (`Storage` is `Send + Sync`).
-//! - Per block, a commit writes only what the block touches (its rows, the accounts in its
-//!   delta, the one `chain` row); `restored` reads the account table, the hash index and the
-//!   blocks above the final one, never replaying a block.
+//!   other threads while the driver commits (`Storage` is `Send + Sync`). A reader begins its
+//!   transaction under a read lock the commit holds for writing across its transaction's
+//!   commit, so the pending blocks it reads with are those of that transaction.
+//! - A commit writes what its blocks add (their rows, the accounts each wrote as one
+//!   `account_deltas` row, the one `chain` row) and folds one slice of the settled tables
+//!   (`settled`): a sixteenth of the account chunks at most, and the index records of the
+//!   pending final blocks in that slice. So its cost follows the block, not the ledger: the
+//!   accounts, the transaction index and the address history are keyed by hashes, and written
+//!   row by row a big block rewrote most pages of each (`storage_bench` has the figures).
+//!   Final blocks are folded only: a rollback, which never reaches a final block, only drops
+//!   pending blocks (one that reaches a folded block is `CommitMismatch`).
+//! - `open` rebuilds the pending blocks (`blocks` and `account_deltas` above the lowest folded
+//!   height, about 16 blocks); `restored` reads the account chunks with the pending accounts
+//!   written over them, the hash index and the blocks above the final one, never replaying a
+//!   block.
 //! - The journal holds every transfer this node acknowledged to its own RPC clients and has not
 //!   yet seen settle, so a restart can resubmit them (`journal`, in sender, nonce, id order).
 //!   `journal_add` writes durably before the client is answered. An entry leaves the journal in
@@ -44,28 +55,36 @@
 //! - `dropped` remembers why a pending transfer was let go of, for `get_tx`; it keeps the latest
 //!   `DROPPED_TRANSFERS_KEPT` records and forgets the oldest past that, in the transaction that
 //!   records new ones.
-//! - Schema version: `open` reads only version 3. Versions 1 and 2 are refused untouched with
-//!   `SchemaTooOld`, which tells the operator what to do: the release that introduced version 3
-//!   (evidence and jail: a new header field, new validator-record fields, new genesis
-//!   parameters) changed the genesis hash of every chain, so no older database holds a chain a
-//!   version-3 node can join, and there is nothing to upgrade. Any other version is refused
-//!   untouched with `SchemaVersion`.
+//! - Schema version: `open` reads only version 4. Version 3 (the release before: accounts,
+//!   transaction index and address history row by row) is refused untouched with
+//!   `SchemaNeedsResync`: it holds the same chain, and the error says how to move the node over
+//!   (a new database synced from its peers) and what to mind (its journal). Versions 1 and 2
+//!   are refused untouched with `SchemaTooOld`, which tells the operator what to do: the release
+//!   that introduced version 3 (evidence and jail: a new header field, new validator-record
+//!   fields, new genesis parameters) changed the genesis hash of every chain, so no older
+//!   database holds a chain a later node can join, and there is nothing to upgrade. Any other
+//!   version is refused untouched with `SchemaVersion`.
 //!
-//! Tables (heights are `u64` keys, which redb orders numerically; the `address_history` key is
-//! big-endian bytes so one address's entries are contiguous and in chain order; values are
-//! bincode via `tinychain_core::codec`, and a value that does not decode is `Corrupt` naming
-//! the table and key):
-//! - `meta`: schema version, chain id, genesis hash, tip, justified, finalized, last vote and
-//!   report sequence.
+//! Tables (heights are `u64` keys, which redb orders numerically; values are bincode via
+//! `tinychain_core::codec` but for the settled tables' fixed-width records (`settled`), and a
+//! value that does not decode is `Corrupt` naming the table and key):
+//! - `meta`: schema version, chain id, genesis hash, tip, justified, finalized, last vote,
+//!   report sequence, and `fold` (the slice the next commit folds, and the final height each
+//!   slice was folded through).
 //! - `headers`: height -> block header of the canonical block at that height (genesis included).
 //! - `blocks`: height -> the full canonical block.
 //! - `block_heights`: block hash -> height (canonical blocks only).
 //! - `undo`: height -> the undo delta of the canonical block at that height (height >= 1).
-//! - `accounts`: address -> account, at the tip.
+//! - `account_chunks`: the first 12 bits of an address (a chunk) -> every account in it as of
+//!   the slice's folded height, sorted 48-byte records (address, balance, nonce).
+//! - `account_deltas`: height -> the accounts the canonical block there wrote, for pending
+//!   blocks only (deleted once every slice has folded the block).
 //! - `chain`: the rest of `ChainState` at the tip (tip, timestamp, validator records with their
 //!   jail and production window, finality, supply, committed offences), one row.
-//! - `tx_index`: transfer id -> (height, index in block), canonical blocks only.
-//! - `address_history`: (address, height, index) -> transfer id, for both sender and receiver.
+//! - `tx_index_rows`: (chunk of the transfer id, row number) -> sorted (id, height, index in
+//!   block) records of folded canonical blocks; a chunk's rows follow the chain.
+//! - `address_history_rows`: (chunk of the address, row number) -> sorted (address, height,
+//!   index, id) records, for both sender and receiver, of folded canonical blocks.
 //! - `elections`: height -> the ranking that elected the canonical block at that height
 //!   (`election::rank_candidates` over the parent's validator records).
 //! - `peers`: the verified peer addresses the connection manager asked to keep.
@@ -77,14 +96,16 @@
 //! - `dropped_order`: insertion sequence -> transfer id, one row per `dropped`
 //!   row, so the oldest record is the first row.
 
+mod settled;
+
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use settled::{Pending, PendingBlock, SettledTables};
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use tinychain_core::codec;
 use tinychain_core::crypto::hash_bytes;
 use tinychain_core::election::{self, Candidate};
@@ -94,13 +115,17 @@ use tinychain_core::mempool::DroppedTransfer;
 use tinychain_core::node::{ChainOp, Commit, Restored};
 use tinychain_core::state::{ChainState, StateDelta, ValidatorRecord};
 use tinychain_core::types::{Account, Address, Block, Checkpoint, Hash, Height, Transfer, Vote};
+
+pub use settled::FoldFigures;
 use tinychain_core::validate::{block_hash, transfer_id};
 use tinychain_net::wire::PeerAddress;
 
-/// The schema this build writes and the only one `open` reads. Version 3 came with evidence
-/// and jail, which changed the genesis hash of every chain; versions 1 and 2 are refused with
-/// `SchemaTooOld` (there is no upgrade: their chain is not one this build can join).
-pub const SCHEMA_VERSION: u32 = 3;
+/// The schema this build writes and the only one `open` reads. Version 4 keeps the accounts and
+/// the transfer indexes as settled chunks plus pending blocks (`settled`); version 3 kept them
+/// row by row and is refused with `SchemaNeedsResync` (same chain, so a resync moves a node
+/// over). Version 3 came with evidence and jail, which changed the genesis hash of every chain;
+/// versions 1 and 2 are refused with `SchemaTooOld` (their chain is not one this build can join).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Most entries the pending-transfer journal holds; `journal_add` refuses past it. An entry is
 /// 246 bytes of key and value, some 680 bytes of file with the B-tree's slack (storage_bench),
@@ -114,10 +139,7 @@ const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_HEIGHTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_heights");
 const UNDO: TableDefinition<u64, &[u8]> = TableDefinition::new("undo");
-const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("accounts");
 const CHAIN: TableDefinition<&str, &[u8]> = TableDefinition::new("chain");
-const TX_INDEX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tx_index");
-const ADDRESS_HISTORY: TableDefinition<&[u8; HISTORY_KEY_BYTES], &[u8; 32]> = TableDefinition::new("address_history");
 const ELECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("elections");
 const PEERS: TableDefinition<u32, &[u8]> = TableDefinition::new("peers");
 const JOURNAL: TableDefinition<&[u8; JOURNAL_KEY_BYTES], &[u8]> = TableDefinition::new("journal");
@@ -133,12 +155,10 @@ const META_JUSTIFIED: &str = "justified";
 const META_FINALIZED: &str = "finalized";
 const META_LAST_VOTE: &str = "last_vote";
 const META_REPORT_SEQUENCE: &str = "report_sequence";
+/// Where the settled tables stand (`settled::FoldState`).
+const META_FOLD: &str = "fold";
 /// The one row of the `chain` table.
 const CHAIN_ROW: &str = "state";
-
-/// An `address_history` key: address, then height and index big-endian, so one address's
-/// entries are contiguous and in chain order.
-const HISTORY_KEY_BYTES: usize = 32 + 8 + 4;
 
 /// A `journal` key: sender, nonce big-endian, transfer id, so one sender's entries are
 /// contiguous in nonce order and one (sender, nonce) slot is one key range.
@@ -176,6 +196,19 @@ pub enum StorageError {
          with this release (`tinychain genesis assemble`)"
     )]
     SchemaTooOld { path: PathBuf, found: u32 },
+    /// A database of the release before this one (schema 3): the same chain in the old layout,
+    /// which this build does not convert. Left as it was.
+    #[error(
+        "the database at {path} has schema version {found}, written by an earlier release of tinychain; \
+         this release reads only version {SCHEMA_VERSION}, which keeps the accounts and the transfer indexes \
+         in a new layout, and does not convert it. The file was left unchanged. The chain itself is the same: \
+         to move this node to this release, stop it, move its data directory (the directory holding this \
+         file) aside and start it again; it creates a new database from the genesis file and syncs the \
+         chain from its peers. Transfers the old node acknowledged and had not yet seen final are only in \
+         the old file's journal, so move a node over when it holds none (`journal_transfers` is 0 in the \
+         `status` RPC answer)"
+    )]
+    SchemaNeedsResync { path: PathBuf, found: u32 },
     /// `journal_add` would take the journal past its bound; nothing was written.
     #[error(
         "the pending-transfer journal holds {held} transfers and may hold at most {max}; \
@@ -217,6 +250,25 @@ pub struct Storage {
     id: Identity,
     database: Database,
     journal: JournalSize,
+    /// The pending blocks of the last committed transaction (`settled`). A commit replaces it
+    /// while holding the write lock across its transaction's commit, and readers take the read
+    /// lock to begin their transaction, so a reader always gets the pending blocks of the
+    /// transaction it reads.
+    pending: RwLock<Arc<Pending>>,
+    /// What the last commit's fold did.
+    last_fold: Mutex<FoldFigures>,
+    #[cfg(test)]
+    hooks: TestHooks,
+}
+
+/// Switches for the unit tests: a crash between a commit's last write and its transaction's
+/// commit (the transaction is dropped, as a kill would lose it), and a lower bound on the
+/// pending records (0: `settled::PENDING_RECORDS_MAX`).
+#[cfg(test)]
+#[derive(Default)]
+struct TestHooks {
+    crash_before_commit: std::sync::atomic::AtomicBool,
+    pending_records_max: AtomicUsize,
 }
 
 /// The journal's entry count, kept in memory so `journal_len` reads no table and a commit skips
@@ -270,6 +322,9 @@ impl Identity {
         if found == 1 || found == 2 {
             return Err(StorageError::SchemaTooOld { path: self.path.clone(), found });
         }
+        if found == 3 {
+            return Err(StorageError::SchemaNeedsResync { path: self.path.clone(), found });
+        }
         if found != SCHEMA_VERSION {
             return Err(StorageError::SchemaVersion { path: self.path.clone(), found });
         }
@@ -290,9 +345,10 @@ impl Identity {
         txn.open_table(BLOCKS).map_err(fail.of())?;
         txn.open_table(BLOCK_HEIGHTS).map_err(fail.of())?;
         txn.open_table(UNDO).map_err(fail.of())?;
-        txn.open_table(ACCOUNTS).map_err(fail.of())?;
-        txn.open_table(TX_INDEX).map_err(fail.of())?;
-        txn.open_table(ADDRESS_HISTORY).map_err(fail.of())?;
+        txn.open_table(settled::ACCOUNT_CHUNKS).map_err(fail.of())?;
+        txn.open_table(settled::ACCOUNT_DELTAS).map_err(fail.of())?;
+        txn.open_table(settled::TX_INDEX_ROWS).map_err(fail.of())?;
+        txn.open_table(settled::HISTORY_ROWS).map_err(fail.of())?;
         txn.open_table(ELECTIONS).map_err(fail.of())?;
         txn.open_table(PEERS).map_err(fail.of())?;
         txn.open_table(JOURNAL).map_err(fail.of())?;
@@ -374,11 +430,9 @@ struct WriteTables<'txn> {
     blocks: redb::Table<'txn, u64, &'static [u8]>,
     block_heights: redb::Table<'txn, &'static [u8; 32], u64>,
     undo: redb::Table<'txn, u64, &'static [u8]>,
-    accounts: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
     chain: redb::Table<'txn, &'static str, &'static [u8]>,
-    tx_index: redb::Table<'txn, &'static [u8; 32], &'static [u8]>,
-    address_history: redb::Table<'txn, &'static [u8; HISTORY_KEY_BYTES], &'static [u8; 32]>,
     elections: redb::Table<'txn, u64, &'static [u8]>,
+    settled: SettledTables<'txn>,
     journal: redb::Table<'txn, &'static [u8; JOURNAL_KEY_BYTES], &'static [u8]>,
 }
 
@@ -390,30 +444,12 @@ impl<'txn> WriteTables<'txn> {
             blocks: txn.open_table(BLOCKS)?,
             block_heights: txn.open_table(BLOCK_HEIGHTS)?,
             undo: txn.open_table(UNDO)?,
-            accounts: txn.open_table(ACCOUNTS)?,
             chain: txn.open_table(CHAIN)?,
-            tx_index: txn.open_table(TX_INDEX)?,
-            address_history: txn.open_table(ADDRESS_HISTORY)?,
             elections: txn.open_table(ELECTIONS)?,
+            settled: SettledTables::open(txn)?,
             journal: txn.open_table(JOURNAL)?,
         })
     }
-}
-
-fn history_key(address: &Address, height: Height, index: u32) -> [u8; HISTORY_KEY_BYTES] {
-    let mut key = [0u8; HISTORY_KEY_BYTES];
-    key[..32].copy_from_slice(&address.0);
-    key[32..40].copy_from_slice(&height.to_be_bytes());
-    key[40..].copy_from_slice(&index.to_be_bytes());
-    key
-}
-
-fn location_from_history(key: &[u8; HISTORY_KEY_BYTES], id: &[u8; 32]) -> TxLocation {
-    let mut height = [0u8; 8];
-    height.copy_from_slice(&key[32..40]);
-    let mut index = [0u8; 4];
-    index.copy_from_slice(&key[40..]);
-    TxLocation { id: Hash(*id), height: u64::from_be_bytes(height), index: u32::from_be_bytes(index) }
 }
 
 fn journal_key(sender: &Address, nonce: u64, id: &Hash) -> [u8; JOURNAL_KEY_BYTES] {
@@ -537,6 +573,10 @@ impl Storage {
             id: Identity { path: path.to_path_buf(), genesis: genesis.clone(), genesis_hash: state.tip.hash },
             database,
             journal: JournalSize::default(),
+            pending: RwLock::new(Arc::new(Pending::empty(settled::FoldState::at_genesis()))),
+            last_fold: Mutex::new(FoldFigures::default()),
+            #[cfg(test)]
+            hooks: TestHooks::default(),
         };
         let txn = storage.begin_write()?;
         {
@@ -556,12 +596,11 @@ impl Storage {
             put_meta(&mut tables, META_FINALIZED, codec::encode(&state.tip))?;
             put_meta(&mut tables, META_LAST_VOTE, codec::encode(&None::<Vote>))?;
             put_meta(&mut tables, META_REPORT_SEQUENCE, codec::encode(&0u64))?;
+            put_meta(&mut tables, META_FOLD, codec::encode(&settled::FoldState::at_genesis()))?;
             tables.headers.insert(0, codec::encode(&block.header).as_slice()).map_err(fail.of())?;
             tables.blocks.insert(0, codec::encode(&block).as_slice()).map_err(fail.of())?;
             tables.block_heights.insert(&state.tip.hash.0, 0).map_err(fail.of())?;
-            for (address, account) in &state.accounts {
-                tables.accounts.insert(&address.0, codec::encode(account).as_slice()).map_err(fail.of())?;
-            }
+            settled::write_genesis_accounts(&storage.id, &mut tables.settled, &state.accounts)?;
             let row = ChainRow {
                 tip: state.tip,
                 tip_timestamp_ms: state.tip_timestamp_ms,
@@ -614,13 +653,25 @@ impl Storage {
             }
         }
         let database = opened(&id.path, std::panic::catch_unwind(|| redb::Builder::new().open(path)))?;
-        let storage = Storage { id, database, journal: JournalSize::default() };
-        let txn = storage.begin_read()?;
-        storage.id.check(&txn)?;
-        drop(txn);
-        let txn = storage.begin_read()?;
-        let fail = Failure { path: &storage.id.path, doing: "cannot read the journal" };
+        let txn = database.begin_read().map_err(|error| redb_error(&id.path, "cannot read it", error))?;
+        id.check(&txn)?;
+        let fail = Failure { path: &id.path, doing: "cannot read the journal" };
         let journal_entries = txn.open_table(JOURNAL).map_err(fail.of())?.len().map_err(fail.of())?;
+        let meta = txn.open_table(META).map_err(fail.of())?;
+        let tip: Checkpoint = id.meta_value(&meta, META_TIP)?;
+        let fold: settled::FoldState = id.meta_value(&meta, META_FOLD)?;
+        let pending = settled::load_pending(&id, &txn, fold, tip.height)?;
+        drop(meta);
+        drop(txn);
+        let storage = Storage {
+            id,
+            database,
+            journal: JournalSize::default(),
+            pending: RwLock::new(Arc::new(pending)),
+            last_fold: Mutex::new(FoldFigures::default()),
+            #[cfg(test)]
+            hooks: TestHooks::default(),
+        };
         storage.journal.set_entries(journal_entries);
         Ok(storage)
     }
@@ -640,8 +691,11 @@ impl Storage {
     pub fn commit(&self, commit: &Commit) -> Result<(), StorageError> {
         let _journal_writer = self.journal.lock_writer();
         let journal_entries_before = self.journal.entries();
+        // A copy to work on: it replaces the shared one only once the transaction committed, so
+        // a commit that fails leaves memory as it leaves the database.
+        let mut pending = Pending::clone(&self.pending.read().unwrap_or_else(PoisonError::into_inner));
         let txn = self.begin_write()?;
-        let journal_entries_after = {
+        let (journal_entries_after, fold_figures) = {
             let fail = Failure { path: &self.id.path, doing: "cannot open the tables to commit" };
             let mut tables = WriteTables::open(&txn).map_err(fail.of())?;
             // With the journal empty there is nothing finality could delete: not even this is read.
@@ -653,10 +707,10 @@ impl Storage {
             for op in &commit.ops {
                 match op {
                     ChainOp::Rollback { height, hash, undo } => {
-                        self.roll_back(&mut tables, &mut row, *height, hash, undo)?
+                        self.roll_back(&mut tables, &mut row, &mut pending, *height, hash, undo)?
                     }
                     ChainOp::Apply { block, hash, delta, undo } => {
-                        self.apply(&mut tables, &mut row, block, hash, delta, undo)?
+                        self.apply(&mut tables, &mut row, &mut pending, block, hash, delta, undo)?
                     }
                 }
             }
@@ -666,12 +720,25 @@ impl Storage {
                     row.tip, commit.tip
                 )));
             }
+            if commit.finalized.height > row.tip.height {
+                return Err(self
+                    .id
+                    .refuse(format!("the final checkpoint {:?} is above the tip {:?}", commit.finalized, row.tip)));
+            }
+            let fold_figures = settled::fold(
+                &self.id,
+                &mut tables.settled,
+                &mut pending,
+                commit.finalized.height,
+                self.pending_records_max(),
+            )?;
             let fail = Failure { path: &self.id.path, doing: "cannot write the commit" };
+            tables.meta.insert(META_FOLD, codec::encode(pending.fold_state()).as_slice()).map_err(fail.of())?;
             tables.chain.insert(CHAIN_ROW, codec::encode(&row).as_slice()).map_err(fail.of())?;
             tables.meta.insert(META_TIP, codec::encode(&commit.tip).as_slice()).map_err(fail.of())?;
             tables.meta.insert(META_JUSTIFIED, codec::encode(&commit.justified).as_slice()).map_err(fail.of())?;
             tables.meta.insert(META_FINALIZED, codec::encode(&commit.finalized).as_slice()).map_err(fail.of())?;
-            match stored_final_height {
+            let journal_entries_after = match stored_final_height {
                 Some(stored_final_height) if commit.finalized.height > stored_final_height => {
                     self.forget_settled_journal_entries(
                         &mut tables,
@@ -682,13 +749,46 @@ impl Storage {
                     Some(tables.journal.len().map_err(fail.of())?)
                 }
                 _ => None,
-            }
+            };
+            (journal_entries_after, fold_figures)
         };
-        txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit", error))?;
+        #[cfg(test)]
+        if self.hooks.crash_before_commit.load(Ordering::Acquire) {
+            drop(txn);
+            return Err(StorageError::Io { path: self.id.path.clone(), detail: "a simulated crash".into() });
+        }
+        {
+            // Readers wait for this lock to begin reading, so none sees the new transaction
+            // with the old pending blocks.
+            let mut shared = self.pending.write().unwrap_or_else(PoisonError::into_inner);
+            txn.commit().map_err(|error| redb_error(&self.id.path, "cannot commit", error))?;
+            *shared = Arc::new(pending);
+        }
         if let Some(entries) = journal_entries_after {
             self.journal.set_entries(entries);
         }
+        *self.last_fold.lock().unwrap_or_else(PoisonError::into_inner) = fold_figures;
         Ok(())
+    }
+
+    /// What the last `commit`'s fold did (`settled`): slices, records and rows it wrote.
+    pub fn last_fold(&self) -> FoldFigures {
+        *self.last_fold.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pending_records_max(&self) -> usize {
+        #[cfg(test)]
+        if self.hooks.pending_records_max.load(Ordering::Acquire) > 0 {
+            return self.hooks.pending_records_max.load(Ordering::Acquire);
+        }
+        settled::PENDING_RECORDS_MAX
+    }
+
+    /// A read transaction and the pending blocks of the transaction it reads.
+    fn begin_view(&self) -> Result<(redb::ReadTransaction, Arc<Pending>), StorageError> {
+        let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
+        let txn = self.begin_read()?;
+        Ok((txn, Arc::clone(&pending)))
     }
 
     /// Deletes the journal entries whose (sender, nonce) slot a transfer in the canonical blocks
@@ -758,17 +858,27 @@ impl Storage {
         Ok(())
     }
 
-    /// Undoes the canonical block at the tip: its undo into the state, and every row it added.
+    /// Undoes the canonical block at the tip: its undo into the chain row, its pending block
+    /// dropped (the accounts it wrote were never folded: it is not final), and every row it
+    /// added.
     fn roll_back(
         &self,
         tables: &mut WriteTables,
         row: &mut ChainRow,
+        pending: &mut Pending,
         height: Height,
         hash: &Hash,
         undo: &StateDelta,
     ) -> Result<(), StorageError> {
         if height != row.tip.height || height == 0 {
             return Err(self.id.refuse(format!("a rollback of height {height} while the tip is {:?}", row.tip)));
+        }
+        if height <= pending.highest_folded() {
+            return Err(self.id.refuse(format!(
+                "a rollback of height {height}, a final block whose changes were folded into the settled tables \
+                 (through height {})",
+                pending.highest_folded()
+            )));
         }
         let fail = Failure { path: &self.id.path, doing: "cannot roll a block back" };
         let header =
@@ -780,29 +890,31 @@ impl Storage {
                 "a rollback of block {hash:?} at height {height}, but the stored block there is {stored_hash:?}"
             )));
         }
-        let bytes =
-            tables.blocks.get(height).map_err(fail.of())?.ok_or_else(|| self.id.missing_row("blocks", height))?;
-        let block: Block = self.id.decode("blocks", height, bytes.value())?;
-        drop(bytes);
-        for (index, transfer) in block.transfers.iter().enumerate() {
-            let index = u32::try_from(index).expect("a block holds fewer than 2^32 transfers");
-            tables.tx_index.remove(&transfer_id(transfer).0).map_err(fail.of())?;
-            tables.address_history.remove(&history_key(&transfer.from, height, index)).map_err(fail.of())?;
-            tables.address_history.remove(&history_key(&transfer.to, height, index)).map_err(fail.of())?;
+        let dropped = pending.pop(height).expect("every canonical block above the lowest folded height is pending");
+        if !dropped.account_addresses().eq(settled::delta_addresses(undo).iter()) {
+            return Err(self.id.refuse(format!(
+                "the undo of block {hash:?} at height {height} does not name the accounts the block wrote"
+            )));
         }
-        tables.blocks.remove(height).map_err(fail.of())?;
+        settled::remove_account_delta(&self.id, &mut tables.settled, height)?;
+        if tables.blocks.remove(height).map_err(fail.of())?.is_none() {
+            return Err(self.id.missing_row("blocks", height));
+        }
         tables.headers.remove(height).map_err(fail.of())?;
         tables.block_heights.remove(&hash.0).map_err(fail.of())?;
         tables.undo.remove(height).map_err(fail.of())?;
         tables.elections.remove(height).map_err(fail.of())?;
-        self.apply_delta(tables, row, undo)
+        self.apply_to_row(row, undo)
     }
 
-    /// Makes `block` canonical on top of the tip: its rows, its election, then its delta.
+    /// Makes `block` canonical on top of the tip: its rows, its election, its accounts (a
+    /// pending block and its `account_deltas` row), then the rest of its delta.
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
         tables: &mut WriteTables,
         row: &mut ChainRow,
+        pending: &mut Pending,
         block: &Block,
         hash: &Hash,
         delta: &StateDelta,
@@ -823,34 +935,14 @@ impl Storage {
         tables.block_heights.insert(&hash.0, height).map_err(fail.of())?;
         tables.undo.insert(height, codec::encode(undo).as_slice()).map_err(fail.of())?;
         tables.elections.insert(height, codec::encode(&ranking).as_slice()).map_err(fail.of())?;
-        for (index, transfer) in block.transfers.iter().enumerate() {
-            let index = u32::try_from(index).expect("a block holds fewer than 2^32 transfers");
-            let id = transfer_id(transfer);
-            tables.tx_index.insert(&id.0, codec::encode(&(height, index)).as_slice()).map_err(fail.of())?;
-            tables.address_history.insert(&history_key(&transfer.from, height, index), &id.0).map_err(fail.of())?;
-            tables.address_history.insert(&history_key(&transfer.to, height, index), &id.0).map_err(fail.of())?;
-        }
-        self.apply_delta(tables, row, delta)
+        settled::write_account_delta(&self.id, &mut tables.settled, height, &delta.accounts)?;
+        pending.push(height, PendingBlock::new(block, &delta.accounts));
+        self.apply_to_row(row, delta)
     }
 
-    /// `ChainState::apply_delta` on the tables: only the touched accounts are written.
-    fn apply_delta(
-        &self,
-        tables: &mut WriteTables,
-        row: &mut ChainRow,
-        delta: &StateDelta,
-    ) -> Result<(), StorageError> {
-        let fail = Failure { path: &self.id.path, doing: "cannot write accounts" };
-        for (address, account) in &delta.accounts {
-            match account {
-                Some(account) => {
-                    tables.accounts.insert(&address.0, codec::encode(account).as_slice()).map_err(fail.of())?;
-                }
-                None => {
-                    tables.accounts.remove(&address.0).map_err(fail.of())?;
-                }
-            }
-        }
+    /// `ChainState::apply_delta` on the chain row: everything but the accounts (which are
+    /// pending blocks until folded).
+    fn apply_to_row(&self, row: &mut ChainRow, delta: &StateDelta) -> Result<(), StorageError> {
         for (index, record) in &delta.validators {
             let Some(slot) = row.validators.get_mut(*index as usize) else {
                 return Err(self.id.refuse(format!(
@@ -889,7 +981,7 @@ impl Storage {
     /// reads the tables, never replays blocks: the whole account table, one hash per canonical
     /// block, and the blocks above the final one with their undo.
     pub fn restored(&self) -> Result<Restored, StorageError> {
-        let txn = self.begin_read()?;
+        let (txn, pending) = self.begin_view()?;
         let fail = Failure { path: &self.id.path, doing: "cannot read the stored chain" };
         let meta = txn.open_table(META).map_err(fail.of())?;
         let row = self.id.chain_row(&txn.open_table(CHAIN).map_err(fail.of())?)?;
@@ -897,13 +989,8 @@ impl Storage {
         let last_vote: Option<Vote> = self.id.meta_value(&meta, META_LAST_VOTE)?;
         let report_sequence: u64 = self.id.meta_value(&meta, META_REPORT_SEQUENCE)?;
 
-        let mut accounts = BTreeMap::new();
-        for entry in txn.open_table(ACCOUNTS).map_err(fail.of())?.range::<&[u8; 32]>(..).map_err(fail.of())? {
-            let (address, account) = entry.map_err(fail.of())?;
-            let address = Address(*address.value());
-            let account: Account = self.id.decode("accounts", address, account.value())?;
-            accounts.insert(address, account);
-        }
+        let mut accounts = settled::read_accounts(&self.id, &txn)?;
+        pending.write_accounts_over(&mut accounts);
 
         // Canonical hashes from the hash index, each height exactly once.
         let tip_height =
@@ -1076,22 +1163,29 @@ impl Storage {
 
     /// An account at the tip; `None` if it has never held coins.
     pub fn account(&self, address: &Address) -> Result<Option<Account>, StorageError> {
-        let txn = self.begin_read()?;
-        let fail = Failure { path: &self.id.path, doing: "cannot read an account" };
-        let accounts = txn.open_table(ACCOUNTS).map_err(fail.of())?;
-        let bytes = accounts.get(&address.0).map_err(fail.of())?;
-        bytes.map(|bytes| self.id.decode("accounts", address, bytes.value())).transpose()
+        let (txn, pending) = self.begin_view()?;
+        self.account_in(&txn, &pending, address)
+    }
+
+    fn account_in(
+        &self,
+        txn: &redb::ReadTransaction,
+        pending: &Pending,
+        address: &Address,
+    ) -> Result<Option<Account>, StorageError> {
+        match pending.account(address) {
+            Some(account) => Ok(account),
+            None => settled::settled_account(&self.id, txn, address),
+        }
     }
 
     /// Where a transfer was committed on the canonical chain.
     pub fn tx_location(&self, id: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        let txn = self.begin_read()?;
-        let fail = Failure { path: &self.id.path, doing: "cannot read the transaction index" };
-        let index = txn.open_table(TX_INDEX).map_err(fail.of())?;
-        let bytes = index.get(&id.0).map_err(fail.of())?;
-        let Some(bytes) = bytes else { return Ok(None) };
-        let (height, index): (Height, u32) = self.id.decode("tx_index", id, bytes.value())?;
-        Ok(Some(TxLocation { id: *id, height, index }))
+        let (txn, pending) = self.begin_view()?;
+        match pending.tx_location(id) {
+            Some(location) => Ok(Some(location)),
+            None => settled::settled_tx_location(&self.id, &txn, id),
+        }
     }
 
     /// Transfers sent or received by `address`, newest first, strictly below `before_height`
@@ -1105,25 +1199,22 @@ impl Storage {
         if limit == 0 || before_height == Some(0) {
             return Ok(Vec::new());
         }
-        let txn = self.begin_read()?;
-        let fail = Failure { path: &self.id.path, doing: "cannot read the address history" };
-        let history = txn.open_table(ADDRESS_HISTORY).map_err(fail.of())?;
-        let lower = history_key(address, 0, 0);
-        let upper = match before_height {
-            Some(height) => Bound::Excluded(history_key(address, height, 0)),
-            None => Bound::Included(history_key(address, u64::MAX, u32::MAX)),
-        };
-        let upper = upper.as_ref();
+        let (txn, pending) = self.begin_view()?;
+        self.history_in(&txn, &pending, address, before_height, limit)
+    }
+
+    fn history_in(
+        &self,
+        txn: &redb::ReadTransaction,
+        pending: &Pending,
+        address: &Address,
+        before_height: Option<Height>,
+        limit: usize,
+    ) -> Result<Vec<TxLocation>, StorageError> {
         let mut locations = Vec::new();
-        for entry in
-            history.range::<&[u8; HISTORY_KEY_BYTES]>((Bound::Included(&lower), upper)).map_err(fail.of())?.rev()
-        {
-            let (key, id) = entry.map_err(fail.of())?;
-            locations.push(location_from_history(key.value(), id.value()));
-            if locations.len() == limit {
-                break;
-            }
-        }
+        // The pending blocks are above every settled one.
+        pending.history(address, before_height, limit, &mut locations);
+        settled::settled_history(&self.id, txn, address, before_height, limit, &mut locations)?;
         Ok(locations)
     }
 
@@ -1344,28 +1435,20 @@ impl Storage {
     /// nearer the nonce and stops once it passes it. Each entry visited decodes its block (once
     /// per block), because the index does not say which side of a transfer the address was on.
     pub fn committed_transfer_at(&self, from: &Address, nonce: u64) -> Result<Option<(Hash, Height)>, StorageError> {
-        let txn = self.begin_read()?;
-        let fail = Failure { path: &self.id.path, doing: "cannot look up a committed nonce" };
-        let accounts = txn.open_table(ACCOUNTS).map_err(fail.of())?;
-        let account: Account = match accounts.get(&from.0).map_err(fail.of())? {
-            None => return Ok(None),
-            Some(bytes) => self.id.decode("accounts", from, bytes.value())?,
-        };
+        let (txn, pending) = self.begin_view()?;
+        let Some(account) = self.account_in(&txn, &pending, from)? else { return Ok(None) };
         if nonce >= account.nonce {
             return Ok(None);
         }
-        let history = txn.open_table(ADDRESS_HISTORY).map_err(fail.of())?;
+        let fail = Failure { path: &self.id.path, doing: "cannot look up a committed nonce" };
         let blocks = txn.open_table(BLOCKS).map_err(fail.of())?;
-        let lower = history_key(from, 0, 0);
-        let upper = history_key(from, u64::MAX, u32::MAX);
-        let entries = history.range::<&[u8; HISTORY_KEY_BYTES]>(&lower..=&upper).map_err(fail.of())?;
+        let mut locations = self.history_in(&txn, &pending, from, None, usize::MAX)?;
         let newest_first = nonce >= account.nonce / 2;
-        let entries: Box<dyn Iterator<Item = _>> =
-            if newest_first { Box::new(entries.rev()) } else { Box::new(entries) };
+        if !newest_first {
+            locations.reverse();
+        }
         let mut block: Option<Arc<Block>> = None;
-        for entry in entries {
-            let (key, id) = entry.map_err(fail.of())?;
-            let location = location_from_history(key.value(), id.value());
+        for location in locations {
             if block.as_ref().map(|block| block.header.height) != Some(location.height) {
                 block = Some(
                     self.block_in(&blocks, location.height)?
@@ -1375,7 +1458,7 @@ impl Storage {
             let transfer = block.as_ref().and_then(|block| block.transfers.get(location.index as usize));
             let Some(transfer) = transfer else {
                 return Err(self.id.corrupt(format!(
-                    "table address_history names transfer {} of block {}, which has fewer",
+                    "the address history names transfer {} of block {}, which has fewer",
                     location.index, location.height
                 )));
             };
@@ -1419,8 +1502,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use tinychain_core::genesis::Allocation;
     use tinychain_core::mempool::DropReason;
     use tinychain_core::testkit::{account_key, fast_genesis, sign_transfer};
+    use tinychain_core::types::{BlockHeader, Signature};
 
     fn dropped_of(genesis: &Genesis, nonce: u64) -> DroppedTransfer {
         let transfer = sign_transfer(&account_key(0), &genesis.chain_id, account_key(1).address(), 5, 1, nonce);
@@ -1476,5 +1561,354 @@ mod tests {
         drop(storage);
         let storage = Storage::open(&path, &genesis).unwrap();
         assert_eq!(remembered(&storage), [true; 6]);
+    }
+
+    // ---- the settled tables and the pending blocks ------------------------------------------
+
+    /// Genesis account `index`: an address from a hash (no key derivation), so a test can have
+    /// thousands.
+    fn test_address(index: u64) -> Address {
+        Address(hash_bytes(&index.to_le_bytes()).0)
+    }
+
+    /// A chain built straight from a `ChainState`, as `storage_bench` builds it: random transfers
+    /// between the genesis accounts (a quarter of them from account 0, so its chunk fills
+    /// several index rows; one in ten to a new address), unsigned (storage checks no
+    /// signatures), the deltas and undos `apply_block` would compute.
+    #[derive(Clone)]
+    struct TestChain {
+        genesis: Genesis,
+        accounts: u64,
+        state: ChainState,
+        /// Canonical block hashes, genesis first, and the blocks above genesis with their undo.
+        hashes: Vec<Hash>,
+        blocks: Vec<(Arc<Block>, StateDelta)>,
+        /// Ids of transfers rolled back and not applied again.
+        rolled_back: BTreeSet<Hash>,
+        random: u64,
+    }
+
+    impl TestChain {
+        fn new(accounts: u64, seed: u64) -> TestChain {
+            let mut genesis = fast_genesis(1, 0);
+            genesis.allocations =
+                (0..accounts).map(|index| Allocation { address: test_address(index), amount: 1_000_000_000 }).collect();
+            let mut state = genesis_block(&genesis).1;
+            // Storage computes no roots; neither does this copy.
+            state.account_tree = Default::default();
+            let hashes = vec![state.tip.hash];
+            TestChain {
+                genesis,
+                accounts,
+                state,
+                hashes,
+                blocks: Vec::new(),
+                rolled_back: BTreeSet::new(),
+                random: seed,
+            }
+        }
+
+        fn below(&mut self, bound: u64) -> u64 {
+            self.random ^= self.random << 13;
+            self.random ^= self.random >> 7;
+            self.random ^= self.random << 17;
+            self.random % bound
+        }
+
+        /// The next block, with `transfers` transfers; `variant` changes its timestamp, so two
+        /// blocks on the same parent differ.
+        fn apply(&mut self, transfers: usize, variant: u64) -> ChainOp {
+            let height = self.state.tip.height + 1;
+            let producer = self.genesis.validators[0].id;
+            let mut touched: BTreeMap<Address, Account> = BTreeMap::new();
+            let mut body = Vec::new();
+            for _ in 0..transfers {
+                let from = if self.below(4) == 0 { test_address(0) } else { test_address(self.below(self.accounts)) };
+                let to = if self.below(10) == 0 {
+                    test_address(1 << 40 | self.below(1 << 30))
+                } else {
+                    test_address(self.below(self.accounts))
+                };
+                let mut sender = touched.get(&from).copied().unwrap_or_else(|| self.state.account(&from));
+                let transfer = Transfer {
+                    chain_id: self.genesis.chain_id.clone(),
+                    from,
+                    to,
+                    amount: 1 + variant,
+                    fee: 1,
+                    nonce: sender.nonce,
+                    signature: Signature([7; 64]),
+                };
+                sender.balance -= 2 + variant;
+                sender.nonce += 1;
+                touched.insert(from, sender);
+                let mut recipient = touched.get(&to).copied().unwrap_or_else(|| self.state.account(&to));
+                recipient.balance += 1 + variant;
+                touched.insert(to, recipient);
+                self.rolled_back.remove(&transfer_id(&transfer));
+                body.push(transfer);
+            }
+            let mut producer_account = touched.get(&producer).copied().unwrap_or_else(|| self.state.account(&producer));
+            producer_account.balance += transfers as u64 + self.genesis.parameters.block_reward;
+            touched.insert(producer, producer_account);
+            let header = BlockHeader {
+                chain_id: self.genesis.chain_id.clone(),
+                height,
+                prev_hash: self.state.tip.hash,
+                timestamp_ms: self.state.tip_timestamp_ms + 100 + variant,
+                producer,
+                rank: 0,
+                tx_root: Hash::default(),
+                report_root: Hash::default(),
+                evidence_root: Hash::default(),
+                state_root: Hash::default(),
+                signature: Signature::default(),
+            };
+            let hash = block_hash(&header);
+            let delta = StateDelta {
+                tip: Checkpoint { height, hash },
+                tip_timestamp_ms: header.timestamp_ms,
+                accounts: touched.into_iter().map(|(address, account)| (address, Some(account))).collect(),
+                validators: vec![],
+                finality: self.state.finality.clone(),
+                supply: self.state.supply + self.genesis.parameters.block_reward,
+                offences: vec![],
+            };
+            let undo = self.state.undo_for(&delta);
+            self.state.apply_delta(&delta);
+            let block = Arc::new(Block { header, transfers: body, reports: vec![], evidence: vec![] });
+            self.hashes.push(hash);
+            self.blocks.push((block.clone(), undo.clone()));
+            ChainOp::Apply { block, hash, delta, undo }
+        }
+
+        fn roll_back(&mut self) -> ChainOp {
+            let height = self.state.tip.height;
+            let hash = self.hashes.pop().unwrap();
+            let (block, undo) = self.blocks.pop().unwrap();
+            self.rolled_back.extend(block.transfers.iter().map(transfer_id));
+            self.state.apply_delta(&undo);
+            ChainOp::Rollback { height, hash, undo }
+        }
+
+        fn commit(&self, ops: Vec<ChainOp>, finalized: Height) -> Commit {
+            let finalized = Checkpoint { height: finalized, hash: self.hashes[finalized as usize] };
+            Commit { ops, tip: self.state.tip, justified: finalized, finalized }
+        }
+
+        /// Each canonical transfer's location, and each address's history newest first.
+        fn indexes(&self) -> (BTreeMap<Hash, TxLocation>, BTreeMap<Address, Vec<TxLocation>>) {
+            let mut locations = BTreeMap::new();
+            let mut histories: BTreeMap<Address, Vec<TxLocation>> = BTreeMap::new();
+            for (block, _) in &self.blocks {
+                for (index, transfer) in block.transfers.iter().enumerate() {
+                    let id = transfer_id(transfer);
+                    let location = TxLocation { id, height: block.header.height, index: index as u32 };
+                    locations.insert(id, location);
+                    histories.entry(transfer.from).or_default().push(location);
+                    if transfer.to != transfer.from {
+                        histories.entry(transfer.to).or_default().push(location);
+                    }
+                }
+            }
+            for history in histories.values_mut() {
+                history.reverse();
+            }
+            (locations, histories)
+        }
+    }
+
+    /// Every answer that reads the accounts or the transfer indexes agrees with `chain`.
+    fn assert_answers_like(storage: &Storage, chain: &TestChain, context: &str) {
+        let restored = storage.restored().unwrap();
+        assert_eq!(restored.state, chain.state, "{context}: restored state");
+        for (address, account) in &chain.state.accounts {
+            assert_eq!(storage.account(address).unwrap(), Some(*account), "{context}: account {address:?}");
+        }
+        assert_eq!(storage.account(&test_address(u64::MAX)).unwrap(), None, "{context}: an account never written");
+        let (locations, histories) = chain.indexes();
+        for (id, location) in &locations {
+            assert_eq!(storage.tx_location(id).unwrap(), Some(*location), "{context}: tx_location");
+        }
+        for id in &chain.rolled_back {
+            assert_eq!(storage.tx_location(id).unwrap(), None, "{context}: a rolled-back transfer");
+        }
+        for (address, history) in &histories {
+            assert_eq!(&storage.history(address, None, usize::MAX).unwrap(), history, "{context}: history");
+            assert_eq!(storage.history(address, None, 3).unwrap(), history[..history.len().min(3)], "{context}");
+            let middle = history[history.len() / 2].height;
+            let below: Vec<TxLocation> = history.iter().filter(|location| location.height < middle).copied().collect();
+            assert_eq!(storage.history(address, Some(middle), usize::MAX).unwrap(), below, "{context}: history below");
+        }
+        for (block, _) in chain.blocks.iter().rev().take(3) {
+            for transfer in block.transfers.iter().take(20) {
+                let found = storage.committed_transfer_at(&transfer.from, transfer.nonce).unwrap();
+                assert_eq!(
+                    found,
+                    Some((transfer_id(transfer), block.header.height)),
+                    "{context}: committed_transfer_at"
+                );
+            }
+        }
+    }
+
+    fn pending_of(storage: &Storage) -> Pending {
+        Pending::clone(&storage.pending.read().unwrap())
+    }
+
+    /// Many commits with finality two blocks behind: every commit folds one slice; the answers
+    /// are right after each, the pending blocks stay bounded, and reopening rebuilds the very
+    /// same pending blocks (from `blocks` and `account_deltas`) and answers the same.
+    #[test]
+    fn accounts_and_indexes_read_back_right_across_many_folds_and_reopening() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("chain.redb");
+        let mut chain = TestChain::new(2_000, 0x5eed);
+        let mut storage = Storage::create(&path, &chain.genesis).unwrap();
+        assert_answers_like(&storage, &chain, "at genesis");
+        let mut folded_records = 0;
+        for round in 1..=3 * settled::FOLD_SLICES as u64 + 5 {
+            let op = chain.apply(60, 0);
+            let finalized = chain.state.tip.height.saturating_sub(2);
+            storage.commit(&chain.commit(vec![op], finalized)).unwrap();
+            let fold = storage.last_fold();
+            assert_eq!(fold.slices, 1, "one slice a commit");
+            assert!(fold.blocks_pending <= settled::FOLD_SLICES + 2, "round {round}: {fold:?}");
+            folded_records += fold.account_records + fold.index_records;
+            let tip = chain.state.tip.height;
+            assert!(pending_of(&storage).lowest_folded() + fold.blocks_pending as u64 == tip);
+            if round % 10 == 0 {
+                assert_answers_like(&storage, &chain, &format!("after block {round}"));
+            }
+        }
+        assert!(folded_records > 5_000, "the folds wrote the blocks' changes: {folded_records}");
+        let (_, histories) = chain.indexes();
+        assert!(histories[&test_address(0)].len() > 2 * settled::INDEX_ROW_RECORDS_MAX, "account 0 fills index rows");
+        assert_answers_like(&storage, &chain, "at the end");
+
+        let before = pending_of(&storage);
+        drop(storage);
+        storage = Storage::open(&path, &chain.genesis).unwrap();
+        assert_eq!(pending_of(&storage), before, "reopening rebuilds the same pending blocks");
+        assert_answers_like(&storage, &chain, "reopened");
+        // And it goes on from there.
+        for _ in 0..5 {
+            let op = chain.apply(60, 0);
+            let finalized = chain.state.tip.height - 2;
+            storage.commit(&chain.commit(vec![op], finalized)).unwrap();
+        }
+        assert_answers_like(&storage, &chain, "reopened and continued");
+    }
+
+    /// Blocks above the final one stay pending while slices fold the final blocks below them;
+    /// a reorganisation then rolls them back (their changes must leave no trace in the settled
+    /// rows) and applies another branch. A rollback of a block some slice has folded (a final
+    /// block) is refused and writes nothing.
+    #[test]
+    fn rollbacks_of_blocks_pending_across_folds_leave_no_trace() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("chain.redb");
+        let mut chain = TestChain::new(1_000, 0xfade);
+        let storage = Storage::create(&path, &chain.genesis).unwrap();
+        // Finality five blocks behind: each block stays pending and unfolded for five commits
+        // while slices fold what is below it.
+        for _ in 0..2 * settled::FOLD_SLICES {
+            let op = chain.apply(40, 0);
+            let finalized = chain.state.tip.height.saturating_sub(5);
+            storage.commit(&chain.commit(vec![op], finalized)).unwrap();
+        }
+        let finalized = chain.state.tip.height - 5;
+        assert!(pending_of(&storage).highest_folded() == finalized, "some slice folded through the final block");
+        let mut ops: Vec<ChainOp> = (0..5).map(|_| chain.roll_back()).collect();
+        ops.extend((0..7).map(|_| chain.apply(40, 1)));
+        storage.commit(&chain.commit(ops, finalized)).unwrap();
+        assert_answers_like(&storage, &chain, "after the reorganisation");
+        for _ in 0..settled::FOLD_SLICES + 2 {
+            let op = chain.apply(40, 0);
+            let finalized = chain.state.tip.height - 2;
+            storage.commit(&chain.commit(vec![op], finalized)).unwrap();
+        }
+        assert_answers_like(&storage, &chain, "after the new branch is folded");
+
+        // Down to the highest folded height: the first rollbacks are fine, the one of a folded
+        // block is refused, and nothing of that commit is written.
+        let highest_folded = pending_of(&storage).highest_folded();
+        let before = chain.clone();
+        let pending_before = pending_of(&storage);
+        let ops: Vec<ChainOp> = (highest_folded..=chain.state.tip.height).rev().map(|_| chain.roll_back()).collect();
+        let result = storage.commit(&chain.commit(ops, chain.state.tip.height));
+        assert!(matches!(result, Err(StorageError::CommitMismatch { .. })), "{result:?}");
+        assert_eq!(pending_of(&storage), pending_before, "a refused commit leaves the pending blocks alone");
+        assert_eq!(storage.tip().unwrap(), before.state.tip);
+        assert_answers_like(&storage, &before, "after a refused rollback");
+        drop(storage);
+        let storage = Storage::open(&path, &before.genesis).unwrap();
+        assert_answers_like(&storage, &before, "reopened after a refused rollback");
+    }
+
+    /// A commit whose transaction is dropped after all its writes (a crash before redb commits
+    /// it) leaves the database and the pending blocks as the last commit left them, in memory
+    /// and after reopening; the same commit then goes through.
+    #[test]
+    fn a_crash_before_the_transaction_commits_loses_nothing_committed() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("chain.redb");
+        let mut chain = TestChain::new(500, 0xc0de);
+        let mut storage = Storage::create(&path, &chain.genesis).unwrap();
+        for _ in 0..settled::FOLD_SLICES + 3 {
+            let op = chain.apply(30, 0);
+            let finalized = chain.state.tip.height - 1;
+            storage.commit(&chain.commit(vec![op], finalized)).unwrap();
+        }
+        let committed = chain.clone();
+        let pending_before = pending_of(&storage);
+        // A reorganisation and finality moving: rollbacks, applies and a fold all written, then
+        // lost.
+        let mut ops = vec![chain.roll_back()];
+        ops.extend((0..3).map(|_| chain.apply(30, 2)));
+        let commit = chain.commit(ops, chain.state.tip.height - 1);
+        storage.hooks.crash_before_commit.store(true, Ordering::Release);
+        let result = storage.commit(&commit);
+        assert!(matches!(result, Err(StorageError::Io { .. })), "{result:?}");
+        assert_eq!(pending_of(&storage), pending_before);
+        assert_answers_like(&storage, &committed, "after the crash, before reopening");
+        drop(storage);
+        storage = Storage::open(&path, &chain.genesis).unwrap();
+        assert_eq!(pending_of(&storage), pending_before);
+        assert_answers_like(&storage, &committed, "reopened after the crash");
+        storage.commit(&commit).unwrap();
+        assert_answers_like(&storage, &chain, "the same commit again");
+        drop(storage);
+        let storage = Storage::open(&path, &chain.genesis).unwrap();
+        assert_answers_like(&storage, &chain, "reopened after it");
+    }
+
+    /// Past the bound on pending records a commit folds every slice, so the pending blocks
+    /// shrink to those above the final one; the answers stay right.
+    #[test]
+    fn past_the_pending_bound_a_commit_folds_every_slice() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("chain.redb");
+        let mut chain = TestChain::new(500, 0xb0b);
+        let storage = Storage::create(&path, &chain.genesis).unwrap();
+        storage.hooks.pending_records_max.store(2_000, Ordering::Release);
+        let mut full_folds = 0;
+        for _ in 0..40 {
+            let op = chain.apply(50, 0);
+            let finalized = chain.state.tip.height - 1;
+            storage.commit(&chain.commit(vec![op], finalized)).unwrap();
+            let fold = storage.last_fold();
+            if fold.slices == settled::FOLD_SLICES {
+                full_folds += 1;
+                assert_eq!(fold.blocks_pending, 1, "only the block above the final one is left: {fold:?}");
+            } else {
+                assert_eq!(fold.slices, 1);
+            }
+        }
+        assert!(full_folds >= 3, "{full_folds} full folds");
+        assert_answers_like(&storage, &chain, "after full folds");
+        drop(storage);
+        let storage = Storage::open(&path, &chain.genesis).unwrap();
+        assert_answers_like(&storage, &chain, "reopened");
     }
 }

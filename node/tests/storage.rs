@@ -1201,7 +1201,7 @@ fn downgrade_to_version_1(path: &Path) {
 /// which is why the version is checked first.)
 #[test]
 fn databases_of_schema_1_and_2_are_refused_unchanged_saying_what_to_do() {
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let genesis = fast_genesis(4, 4);
     let directory = tempfile::tempdir().unwrap();
     for version in [2u32, 1] {
@@ -1223,7 +1223,7 @@ fn databases_of_schema_1_and_2_are_refused_unchanged_saying_what_to_do() {
         let message = error.to_string();
         for expected in [
             format!("schema version {version}"),
-            "reads only version 3".to_string(),
+            "reads only version 4".to_string(),
             "genesis hash".to_string(),
             "left unchanged".to_string(),
             "tinychain init".to_string(),
@@ -1235,6 +1235,27 @@ fn databases_of_schema_1_and_2_are_refused_unchanged_saying_what_to_do() {
     }
 }
 
+/// A database of schema 3 holds the same chain in the layout before the settled chunks; this
+/// build does not convert it. It is refused, untouched, with an error that says how to move the
+/// node over (a resync from its peers) and what to mind (the journal).
+#[test]
+fn a_database_of_schema_3_is_refused_unchanged_saying_how_to_resync() {
+    let genesis = fast_genesis(4, 4);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    drop(Storage::create(&path, &genesis).unwrap());
+    write_schema_version(&path, 3);
+    let before = file_bytes(&path);
+    let error = Storage::open(&path, &genesis).err().unwrap();
+    assert!(matches!(error, StorageError::SchemaNeedsResync { found: 3, .. }), "{error}");
+    let message = error.to_string();
+    for expected in ["schema version 3", "reads only version 4", "left unchanged", "data directory", "syncs", "journal"]
+    {
+        assert!(message.contains(expected), "the error says {expected:?}: {message}");
+    }
+    assert!(file_bytes(&path) == before, "a version-3 database is left as it was");
+}
+
 #[test]
 fn a_newer_schema_version_is_refused_and_unchanged() {
     let genesis = fast_genesis(1, 0);
@@ -1244,8 +1265,8 @@ fn a_newer_schema_version_is_refused_and_unchanged() {
     write_schema_version(&path, SCHEMA_VERSION + 1);
     let before = file_bytes(&path);
     let error = Storage::open(&path, &genesis).err().unwrap();
-    assert!(matches!(error, StorageError::SchemaVersion { found: 4, .. }), "{error}");
-    assert!(error.to_string().contains("reads only version 3"), "{error}");
+    assert!(matches!(error, StorageError::SchemaVersion { found: 5, .. }), "{error}");
+    assert!(error.to_string().contains("reads only version 4"), "{error}");
     assert!(file_bytes(&path) == before, "a newer schema is left as it was");
     // Nor is version 0, which no build ever wrote.
     write_schema_version(&path, 0);
