@@ -8,7 +8,7 @@
 //! decode (the input's length, checked before decoding), and trailing bytes rejected.
 
 use crate::limits::MESSAGE_BYTES_MAX;
-use crate::types::{BlockHeader, MetricReport, Transfer};
+use crate::types::{Block, BlockHeader, MetricReport, Transfer};
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -143,21 +143,65 @@ pub fn report_bytes(report: &MetricReport) -> Vec<u8> {
     bytes
 }
 
+/// Writes a header's fields but the signature in the canonical layout, directly (every block
+/// is hashed at each of its deliveries; `codec::tests` checks this matches bincode).
+fn write_header_fields(bytes: &mut Vec<u8>, header: &BlockHeader) {
+    bytes.extend_from_slice(&(header.chain_id.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(header.chain_id.as_bytes());
+    bytes.extend_from_slice(&header.height.to_le_bytes());
+    bytes.extend_from_slice(&header.prev_hash.0);
+    bytes.extend_from_slice(&header.timestamp_ms.to_le_bytes());
+    bytes.extend_from_slice(&header.producer.0);
+    bytes.extend_from_slice(&header.rank.to_le_bytes());
+    bytes.extend_from_slice(&header.tx_root.0);
+    bytes.extend_from_slice(&header.report_root.0);
+    bytes.extend_from_slice(&header.evidence_root.0);
+    bytes.extend_from_slice(&header.state_root.0);
+}
+
 /// The bytes a block producer signs: tag, then every header field but the signature.
 pub fn header_signing_bytes(header: &BlockHeader) -> Vec<u8> {
-    encode(&(
-        BLOCK_TAG,
-        &header.chain_id,
-        header.height,
-        &header.prev_hash,
-        header.timestamp_ms,
-        &header.producer,
-        header.rank,
-        &header.tx_root,
-        &header.report_root,
-        &header.evidence_root,
-        &header.state_root,
-    ))
+    let mut bytes = Vec::with_capacity(8 + BLOCK_TAG.len() + HEADER_FIELDS_FIXED_BYTES + header.chain_id.len());
+    bytes.extend_from_slice(&(BLOCK_TAG.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(BLOCK_TAG.as_bytes());
+    write_header_fields(&mut bytes, header);
+    bytes
+}
+
+/// A header's encoding (`encode(header)`), built directly; its Blake3 is the block hash.
+pub fn header_bytes(header: &BlockHeader) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(header_encoded_len(header));
+    write_header_fields(&mut bytes, header);
+    bytes.extend_from_slice(&header.signature.0);
+    bytes
+}
+
+/// A header's fields but the chain id's bytes and the signature: the chain id's length, height,
+/// previous hash, timestamp, producer, rank and the four roots.
+const HEADER_FIELDS_FIXED_BYTES: usize = 8 + 8 + 32 + 8 + 32 + 4 + 4 * 32;
+
+/// `encoded_len` of each value below, computed from the layout (module docs) rather than by
+/// walking the value: a block's size is checked at every validation. `codec::tests` checks each
+/// against `encoded_len`.
+pub fn header_encoded_len(header: &BlockHeader) -> usize {
+    HEADER_FIELDS_FIXED_BYTES + header.chain_id.len() + 64
+}
+
+pub fn transfer_encoded_len(transfer: &Transfer) -> usize {
+    8 + transfer.chain_id.len() + 32 + 32 + 8 + 8 + 8 + 64
+}
+
+pub fn report_encoded_len(report: &MetricReport) -> usize {
+    let vote_bytes = if report.vote.is_some() { 2 * (8 + 32) } else { 0 };
+    32 + 8 + (8 + 32) + 3 * 2 + 1 + vote_bytes + 64
+}
+
+pub fn block_encoded_len(block: &Block) -> usize {
+    let transfers: usize = block.transfers.iter().map(transfer_encoded_len).sum();
+    let reports: usize = block.reports.iter().map(report_encoded_len).sum();
+    // Evidence is rare (one piece per offence), so it is simply sized by walking it.
+    let evidence: usize = block.evidence.iter().map(encoded_len).sum();
+    header_encoded_len(&block.header) + 8 + transfers + 8 + reports + 8 + evidence
 }
 
 #[cfg(test)]
@@ -186,6 +230,71 @@ mod tests {
         let bytes = (1u64 << 40).to_le_bytes();
         let result = decode_limited::<Vec<u8>>("vec", &bytes, 1024);
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn direct_header_writers_and_sizes_match_bincode() {
+        use crate::types::{Checkpoint, Evidence, Hash, Vote};
+        let header = BlockHeader {
+            chain_id: "chain-x".into(),
+            height: 7,
+            prev_hash: Hash([1; 32]),
+            timestamp_ms: 123_456,
+            producer: Address([2; 32]),
+            rank: 3,
+            tx_root: Hash([4; 32]),
+            report_root: Hash([5; 32]),
+            evidence_root: Hash([6; 32]),
+            state_root: Hash([7; 32]),
+            signature: Signature([8; 64]),
+        };
+        assert_eq!(header_bytes(&header), encode(&header));
+        assert_eq!(header_encoded_len(&header), encoded_len(&header));
+        let expected = encode(&(
+            BLOCK_TAG,
+            &header.chain_id,
+            header.height,
+            &header.prev_hash,
+            header.timestamp_ms,
+            &header.producer,
+            header.rank,
+            &header.tx_root,
+            &header.report_root,
+            &header.evidence_root,
+            &header.state_root,
+        ));
+        assert_eq!(header_signing_bytes(&header), expected);
+
+        let tip = Checkpoint { height: 9, hash: Hash([3; 32]) };
+        let report = |vote: Option<Vote>| MetricReport {
+            node: Address([1; 32]),
+            sequence: 7,
+            tip,
+            cpu: 10,
+            net: 20,
+            score: 15,
+            vote,
+            signature: Signature([5; 64]),
+        };
+        let voted = report(Some(Vote { source: Checkpoint { height: 8, hash: Hash([2; 32]) }, target: tip }));
+        let transfer = Transfer {
+            chain_id: "chain-x".into(),
+            from: Address([1; 32]),
+            to: Address([2; 32]),
+            amount: 3,
+            fee: 4,
+            nonce: 5,
+            signature: Signature([6; 64]),
+        };
+        let mut block = Block { header, transfers: Vec::new(), reports: Vec::new(), evidence: Vec::new() };
+        assert_eq!(block_encoded_len(&block), encoded_len(&block), "an empty block");
+        block.transfers = vec![transfer.clone(), Transfer { chain_id: "c".into(), ..transfer.clone() }];
+        block.reports = vec![report(None), voted.clone()];
+        block.evidence = vec![Evidence::DoubleVote { first: voted.clone(), second: report(None) }];
+        assert_eq!(transfer_encoded_len(&transfer), encoded_len(&transfer));
+        assert_eq!(report_encoded_len(&voted), encoded_len(&voted));
+        assert_eq!(report_encoded_len(&report(None)), encoded_len(&report(None)));
+        assert_eq!(block_encoded_len(&block), encoded_len(&block), "a block with every part");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! ones, ordered by the same tie-break hash; a jailed validator (committed evidence) goes after
 //! those, ordered the same way. Integer arithmetic only.
 
-use crate::codec;
 use crate::crypto::hash_bytes;
 use crate::genesis::{Genesis, Parameters};
 use crate::state::ValidatorRecord;
@@ -15,7 +14,14 @@ use serde::{Deserialize, Serialize};
 const ELECTION_TAG: &str = "tinychain/election/v1";
 
 pub fn tie_break(prev_hash: &Hash, node: &NodeId) -> Hash {
-    hash_bytes(&codec::encode(&(ELECTION_TAG, prev_hash, node)))
+    // `encode(&(ELECTION_TAG, prev_hash, node))`, built directly (a test pins it): every
+    // election hashes one per validator.
+    let mut bytes = [0u8; 8 + ELECTION_TAG.len() + 32 + 32];
+    bytes[..8].copy_from_slice(&(ELECTION_TAG.len() as u64).to_le_bytes());
+    bytes[8..8 + ELECTION_TAG.len()].copy_from_slice(ELECTION_TAG.as_bytes());
+    bytes[8 + ELECTION_TAG.len()..8 + ELECTION_TAG.len() + 32].copy_from_slice(&prev_hash.0);
+    bytes[8 + ELECTION_TAG.len() + 32..].copy_from_slice(&node.0);
+    hash_bytes(&bytes)
 }
 
 /// Why a validator sits at the end of the ranking.
@@ -133,9 +139,16 @@ pub fn eligible_at_ms(parameters: &Parameters, parent_timestamp_ms: u64, rank: u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec;
     use crate::genesis::ValidatorEntry;
     use crate::state::RecordedReport;
     use crate::types::Address;
+
+    #[test]
+    fn tie_break_hashes_the_documented_encoding() {
+        let (prev_hash, node) = (Hash([9; 32]), Address([4; 32]));
+        assert_eq!(tie_break(&prev_hash, &node), hash_bytes(&codec::encode(&(ELECTION_TAG, &prev_hash, &node))));
+    }
 
     fn genesis(count: u8) -> Genesis {
         Genesis {

@@ -15,7 +15,7 @@
 //! drops every later one of that sender too. A gap can still appear when the committed nonce
 //! moves backwards on a reorg; block assembly skips such a sender until the gap is filled.
 
-use crate::codec::encode;
+use crate::codec::transfer_encoded_len;
 use crate::limits::{MEMPOOL_TXS_MAX, MEMPOOL_TXS_PER_SENDER_MAX};
 use crate::types::{Account, Address, Amount, Hash, Height, Transfer};
 use serde::{Deserialize, Serialize};
@@ -456,7 +456,7 @@ impl Mempool {
         for later_nonce in &plan.later_nonces_dropped {
             remove(self, &sender, *later_nonce, RemovalReason::Unaffordable);
         }
-        let size_bytes = encode(&transfer).len();
+        let size_bytes = transfer_encoded_len(&transfer);
         self.add_entry(Entry { transfer, id, size_bytes });
         self.index_tail(&sender);
         if let Some(evicted_sender) = plan.evicted_sender {
@@ -564,6 +564,7 @@ fn unaffordable_from<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::encode;
     use crate::crypto::hash_bytes;
     use crate::types::Signature;
 

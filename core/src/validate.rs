@@ -195,7 +195,7 @@ pub fn report_id(report: &MetricReport) -> Hash {
 }
 
 pub fn block_hash(header: &BlockHeader) -> Hash {
-    hash_bytes(&codec::encode(header))
+    hash_bytes(&codec::header_bytes(header))
 }
 
 pub fn evidence_id(evidence: &Evidence) -> Hash {
@@ -482,7 +482,7 @@ fn check_block_limits(genesis: &Genesis, block: &Block) -> Result<(), BlockError
     if block.evidence.len() > parameters.block_evidence_max as usize {
         return Err(BlockError::TooMuchEvidence { count: block.evidence.len(), max: parameters.block_evidence_max });
     }
-    let bytes = codec::encoded_len(block);
+    let bytes = codec::block_encoded_len(block);
     if bytes > parameters.block_bytes_max as usize {
         return Err(BlockError::TooLarge { bytes, max: parameters.block_bytes_max });
     }
