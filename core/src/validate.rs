@@ -545,6 +545,17 @@ pub fn check_block_shape(genesis: &Genesis, block: &Block, cache: &SignatureCach
 /// Full validation of a block extending `context.state.tip`.
 pub fn validate_block(context: &BlockContext<'_>, block: Arc<Block>) -> Result<ValidBlock, BlockError> {
     let hash = check_block_shape(context.genesis, &block, context.cache)?;
+    validate_shaped_block(context, block, hash)
+}
+
+/// `validate_block` for a block that already passed `check_block_shape`, which returned `hash`:
+/// every check but those (a node shape-checks each block as it arrives, before it enters the
+/// block tree, and validates it when it joins the canonical chain).
+pub fn validate_shaped_block(
+    context: &BlockContext<'_>,
+    block: Arc<Block>,
+    hash: Hash,
+) -> Result<ValidBlock, BlockError> {
     let header = &block.header;
     let parent = context.parent();
     let parameters = &context.genesis.parameters;
@@ -554,9 +565,9 @@ pub fn validate_block(context: &BlockContext<'_>, block: Arc<Block>) -> Result<V
     if header.prev_hash != parent.hash {
         return Err(BlockError::WrongParent { expected: parent.hash, got: header.prev_hash });
     }
+    let ranking = election::rank_candidates(context.genesis, &context.state.validators, &parent);
     let expected_producer =
-        election::producer_at_rank(context.genesis, &context.state.validators, &parent, header.rank)
-            .expect("rank was checked against the validator count");
+        ranking.get(header.rank as usize).expect("rank was checked against the validator count").node;
     if expected_producer != header.producer {
         return Err(BlockError::WrongProducerForRank {
             rank: header.rank,
@@ -577,7 +588,7 @@ pub fn validate_block(context: &BlockContext<'_>, block: Arc<Block>) -> Result<V
     }
     verify_body_signatures(context, &block)?;
     let BlockEffects { mut delta, votes_ignored, state_root, account_patch } =
-        compute_delta(context, header, &block.transfers, &block.reports, &block.evidence)?;
+        compute_delta(context, &ranking, header, &block.transfers, &block.reports, &block.evidence)?;
     if state_root != header.state_root {
         return Err(BlockError::StateRootMismatch { expected: state_root, got: header.state_root });
     }
@@ -628,6 +639,7 @@ struct BlockEffects {
 /// record the reports, mark validators that missed their turn, count the votes.
 fn compute_delta(
     context: &BlockContext<'_>,
+    ranking: &[election::Candidate],
     header: &BlockHeader,
     transfers: &[Transfer],
     reports: &[MetricReport],
@@ -635,7 +647,6 @@ fn compute_delta(
 ) -> Result<BlockEffects, BlockError> {
     let genesis = context.genesis;
     let state = context.state;
-    let parent = context.parent();
     let mut accounts: BTreeMap<Address, Account> = BTreeMap::new();
     let account_of = |accounts: &BTreeMap<Address, Account>, address: &Address| {
         accounts.get(address).copied().unwrap_or_else(|| state.account(address))
@@ -712,8 +723,8 @@ fn compute_delta(
         }
     }
 
-    // Validators ranked ahead of the producer missed their turn at this height.
-    let ranking = election::rank_candidates(genesis, &state.validators, &parent);
+    // Validators ranked ahead of the producer missed their turn at this height (`ranking` is the
+    // election for the block after the parent).
     for candidate in ranking.iter().take(header.rank as usize) {
         let mut record = validators
             .get(&candidate.validator_index)
@@ -835,8 +846,9 @@ pub fn build_block(
         state_root: Hash::default(),
         signature: Signature::default(),
     };
+    let ranking = election::rank_candidates(context.genesis, &context.state.validators, &parent);
     let BlockEffects { mut delta, votes_ignored, state_root, account_patch } =
-        compute_delta(context, &header, &transfers, &reports, &evidence)?;
+        compute_delta(context, &ranking, &header, &transfers, &reports, &evidence)?;
     header.state_root = state_root;
     header.signature = producer.sign(&header_signing_bytes(&header));
     let hash = block_hash(&header);

@@ -175,7 +175,10 @@ impl Node {
             }
             for hash in branch {
                 let block = self.tree[&hash].block.clone();
-                match self.with_tip_context(now_ms, |context| validate::validate_block(context, block.clone())) {
+                // Every block in the tree was shape-checked as it arrived (`on_block`).
+                let validated = self
+                    .with_tip_context(now_ms, |context| validate::validate_shaped_block(context, block.clone(), hash));
+                match validated {
                     Ok(valid) => self.apply_valid(valid, &mut ops, &mut applied),
                     Err(error) => {
                         let is_early = matches!(error, BlockError::TimestampInFuture { .. });

@@ -387,6 +387,8 @@ pub struct Node {
     /// The ranking for the block after `ranking_parent`: computed once per tip, not per event.
     ranking: Vec<election::Candidate>,
     ranking_parent: Option<Checkpoint>,
+    /// This validator's rank in `ranking` (None for an observer).
+    my_rank: Option<u32>,
     /// Offences noticed in what this node sees, and verified evidence waiting for a block.
     evidence_watch: EvidenceWatch,
     evidence_pool: EvidencePool,
@@ -446,6 +448,7 @@ impl Node {
             started_at_ms: None,
             ranking: Vec::new(),
             ranking_parent: None,
+            my_rank: None,
             evidence_watch: EvidenceWatch::default(),
             evidence_pool: EvidencePool::default(),
             finalized: Checkpoint { height: 0, hash: genesis_hash },
@@ -547,7 +550,8 @@ impl Node {
 
     #[must_use]
     pub fn step(&mut self, now_ms: u64, event: Event) -> Vec<Action> {
-        let mut actions = Vec::new();
+        // Most steps end with a wake-up and a few sends: room for them without regrowing.
+        let mut actions = Vec::with_capacity(8);
         if self.started_at_ms.is_none() || matches!(event, Event::Restored(_)) {
             self.started_at_ms = Some(now_ms);
         }

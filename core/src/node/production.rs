@@ -17,13 +17,15 @@ impl Node {
         if self.ranking_parent != Some(self.state.tip) {
             self.ranking = self.next_election();
             self.ranking_parent = Some(self.state.tip);
+            self.my_rank = self.validator_index.and_then(|index| {
+                self.ranking.iter().find(|candidate| candidate.validator_index == index).map(|candidate| candidate.rank)
+            });
         }
     }
 
     fn my_rank(&self) -> Option<u32> {
-        let index = self.validator_index?;
         assert_eq!(self.ranking_parent, Some(self.state.tip), "the ranking is refreshed before it is read");
-        self.ranking.iter().find(|candidate| candidate.validator_index == index).map(|candidate| candidate.rank)
+        self.my_rank
     }
     /// Just (re)started, and fewer validators than make a supermajority with us have told us
     /// their tips, or the first mempool sync is not over. An up-to-date one among them would
