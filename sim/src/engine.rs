@@ -70,6 +70,49 @@ pub const EVIDENCE_BOUND_MS: u64 = 60_000;
 /// could have carried the evidence.
 const EVIDENCE_GOSSIP_MS: u64 = 10_000;
 
+/// A message on its way, shared by every copy of a broadcast or relay, with the digest of its
+/// contents (`content_digest`), taken once when it is sent rather than at each delivery.
+#[derive(Debug)]
+pub struct Sent {
+    pub message: Message,
+    pub digest: Hash,
+}
+
+impl Sent {
+    pub fn new(message: Message) -> Arc<Sent> {
+        let digest = content_digest(&message);
+        Arc::new(Sent { message, digest })
+    }
+}
+
+/// The digest of a message's contents for the trace hash: its kind, then transfers and reports
+/// by their canonical bytes (built directly), a block by its height and producer signature
+/// (which covers its header), anything else by its encoding.
+fn content_digest(message: &Message) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(message.kind().as_bytes());
+    let mut block = |block: &Block| {
+        hasher.update(&block.header.height.to_le_bytes());
+        hasher.update(&block.header.signature.0);
+    };
+    match message {
+        Message::Report(report) => {
+            hasher.update(&codec::report_bytes(report));
+        }
+        Message::Block(one) => block(one),
+        Message::Blocks(blocks) => blocks.iter().for_each(|one| block(one)),
+        Message::Transfers(transfers) | Message::Pooled(transfers) => {
+            for transfer in transfers {
+                hasher.update(&codec::transfer_bytes(transfer));
+            }
+        }
+        other => {
+            hasher.update(&codec::encode(other));
+        }
+    }
+    Hash(*hasher.finalize().as_bytes())
+}
+
 #[derive(Clone, Debug)]
 enum Scheduled {
     /// A message reaches core `to` on the connection `wire`.
@@ -77,7 +120,7 @@ enum Scheduled {
         from: usize,
         to: usize,
         wire: WireId,
-        message: Arc<Message>,
+        message: Arc<Sent>,
     },
     /// The connection model's next step (`links`).
     Link(LinkStep),
@@ -92,7 +135,7 @@ enum Scheduled {
     Release {
         from: usize,
         to_validator: usize,
-        message: Arc<Message>,
+        message: Arc<Sent>,
     },
 }
 
@@ -129,7 +172,7 @@ struct SimNode {
     up: bool,
     paused: bool,
     /// Messages that reached the core while it was paused: (sender, connection, message).
-    held: Vec<(usize, WireId, Arc<Message>)>,
+    held: Vec<(usize, WireId, Arc<Sent>)>,
     tick_at_ms: Option<u64>,
     tick_generation: u64,
     clock: Clock,
@@ -502,7 +545,7 @@ impl Simulation {
                     let peer = self.validator_id(peer);
                     self.step_node(core, Event::PeerDisconnected { peer });
                 }
-                LinkEffect::Deliver { from, to, message } => self.deliver(from, to, Arc::unwrap_or_clone(message)),
+                LinkEffect::Deliver { from, to, message } => self.deliver(from, to, message),
                 LinkEffect::Trace { core, text } => self.trace(Some(core), text),
             }
         }
@@ -548,34 +591,14 @@ impl Simulation {
     }
 
     /// Adds a message delivery to the trace hash (not to the trace's lines): its time, sender,
-    /// receiver and contents (transfers and reports by their canonical bytes, built directly; a
-    /// block by its height and producer signature, which covers its header; anything else by its
-    /// encoding), so two runs with one hash delivered the same messages in the same order.
-    fn hash_delivery(&mut self, from: usize, to: usize, message: &Message) {
+    /// receiver and the digest of its contents (`content_digest`), so two runs with one hash
+    /// delivered the same messages in the same order.
+    fn hash_delivery(&mut self, from: usize, to: usize, digest: &Hash) {
         let hasher = &mut self.trace_hasher;
         hasher.update(&self.now_ms.to_le_bytes());
         hasher.update(&(from as u32).to_le_bytes());
         hasher.update(&(to as u32).to_le_bytes());
-        hasher.update(message.kind().as_bytes());
-        let mut block = |block: &Block| {
-            hasher.update(&block.header.height.to_le_bytes());
-            hasher.update(&block.header.signature.0);
-        };
-        match message {
-            Message::Report(report) => {
-                hasher.update(&codec::report_bytes(report));
-            }
-            Message::Block(one) => block(one),
-            Message::Blocks(blocks) => blocks.iter().for_each(|one| block(one)),
-            Message::Transfers(transfers) | Message::Pooled(transfers) => {
-                for transfer in transfers {
-                    hasher.update(&codec::transfer_bytes(transfer));
-                }
-            }
-            other => {
-                hasher.update(&codec::encode(other));
-            }
-        }
+        hasher.update(&digest.0);
     }
 
     fn node_index(&self, id: &tinychain_core::types::NodeId) -> usize {
@@ -611,7 +634,7 @@ impl Simulation {
             let to_validator = self.node_index(&peer);
             self.schedule(
                 self.now_ms + delay_ms,
-                Scheduled::Release { from: index, to_validator, message: Arc::new(message) },
+                Scheduled::Release { from: index, to_validator, message: Sent::new(message) },
             );
         }
         self.carry_out(index);
@@ -686,17 +709,28 @@ impl Simulation {
 
     /// Carries out what core `index`'s driver owes, in order (its store writes are made).
     fn carry_out(&mut self, index: usize) {
+        // A relay is one `Send` of the same message to each of several peers: they share one
+        // `Sent` (one digest, one copy).
+        let mut last_sent: Option<(Arc<Sent>, usize)> = None;
         for output in self.nodes[index].driver.take_outputs() {
             match output {
                 Output::Committed(commit) => self.on_commit(index, &commit),
                 Output::Send { peer, message } => {
                     if let Some((wire, to)) = self.links.link_to(index, self.node_index(&peer)) {
-                        self.send(index, to, wire, message);
+                        let (sent, bytes) = match last_sent.take() {
+                            Some((sent, bytes)) if sent.message == message => (sent, bytes),
+                            _ => {
+                                let bytes = self.size_of(&message);
+                                (Sent::new(message), bytes)
+                            }
+                        };
+                        self.send_shared(index, to, wire, sent.clone(), bytes);
+                        last_sent = Some((sent, bytes));
                     }
                 }
                 Output::Broadcast { message, except } => {
                     let bytes = self.size_of(&message);
-                    let message = Arc::new(message);
+                    let message = Sent::new(message);
                     for validator in 0..self.options.nodes {
                         let is_other = validator != self.nodes[index].validator;
                         if is_other && Some(self.validator_id(validator)) != except {
@@ -732,11 +766,6 @@ impl Simulation {
         }
     }
 
-    fn send(&mut self, from: usize, to: usize, wire: WireId, message: Message) {
-        let bytes = self.size_of(&message);
-        self.send_shared(from, to, wire, Arc::new(message), bytes);
-    }
-
     /// A message's encoded size, when a model needs it (bandwidth or traffic-derived metrics);
     /// sizing walks the whole message, so it is skipped otherwise.
     fn size_of(&self, message: &Message) -> usize {
@@ -749,7 +778,12 @@ impl Simulation {
 
     /// Sends one message of `bytes` encoded bytes on the connection `wire` (shared, not copied,
     /// between the recipients of a broadcast, and sized once).
-    fn send_shared(&mut self, from: usize, to: usize, wire: WireId, message: Arc<Message>, bytes: usize) {
+    fn send(&mut self, from: usize, to: usize, wire: WireId, message: Message) {
+        let bytes = self.size_of(&message);
+        self.send_shared(from, to, wire, Sent::new(message), bytes);
+    }
+
+    fn send_shared(&mut self, from: usize, to: usize, wire: WireId, message: Arc<Sent>, bytes: usize) {
         self.nodes[from].bytes_sent_since_sample += bytes as u64;
         let crosses_partitions = self.nodes[from].is_split_core() || self.nodes[to].is_split_core();
         let (from_validator, to_validator) = (self.nodes[from].validator, self.nodes[to].validator);
@@ -1016,16 +1050,17 @@ impl Simulation {
     }
 
     /// Hands a message that arrived on a started link to core `to`.
-    fn deliver(&mut self, from: usize, to: usize, message: Message) {
-        self.hash_delivery(from, to, &message);
+    fn deliver(&mut self, from: usize, to: usize, sent: Arc<Sent>) {
+        self.hash_delivery(from, to, &sent.digest);
+        let message = Arc::try_unwrap(sent).map_or_else(|shared| shared.message.clone(), |sent| sent.message);
         let from_id = self.nodes[from].driver.node.node_id();
         self.step_node(to, Event::MessageReceived { from: from_id, message });
     }
 
     /// A message reaches core `to` on `wire`: delivered if that end of the link is started.
-    fn arrive(&mut self, from: usize, to: usize, wire: WireId, message: Arc<Message>) {
+    fn arrive(&mut self, from: usize, to: usize, wire: WireId, message: Arc<Sent>) {
         match self.links.arrival(wire, to) {
-            Arrival::Deliver => self.deliver(from, to, Arc::unwrap_or_clone(message)),
+            Arrival::Deliver => self.deliver(from, to, message),
             Arrival::Wait => self.links.hold(wire, from, to, message),
             Arrival::Drop => {}
         }
@@ -1281,7 +1316,7 @@ impl Simulation {
                 Scheduled::Release { from, to_validator, message } => {
                     if self.nodes[from].up {
                         if let Some((wire, to)) = self.links.link_to(from, to_validator) {
-                            let bytes = self.size_of(&message);
+                            let bytes = self.size_of(&message.message);
                             self.send_shared(from, to, wire, message, bytes);
                         }
                     }

@@ -53,13 +53,13 @@
 //! (the network model has no per-link buffer) and seed or added addresses (the simulator
 //! configures none).
 
+use crate::engine::Sent;
 use crate::network::NetworkModel;
 use crate::rng::SimRng;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use tinychain_core::genesis::Genesis;
-use tinychain_core::message::Message;
 use tinychain_core::types::NodeId;
 use tinychain_net::discovery::PeerAddress;
 use tinychain_net::policy::{
@@ -125,7 +125,7 @@ pub enum LinkEffect {
     /// Tell core `core`'s driver that validator `peer` disconnected.
     Disconnected { core: usize, peer: usize },
     /// Deliver a message that waited for its end to start.
-    Deliver { from: usize, to: usize, message: Arc<Message> },
+    Deliver { from: usize, to: usize, message: Arc<Sent> },
     /// A trace line on core `core`.
     Trace { core: usize, text: String },
 }
@@ -171,7 +171,7 @@ struct End {
     /// The close was a reset (the other core crashed).
     reset: bool,
     /// Messages that arrived while this end was held.
-    waiting: Vec<(usize, Arc<Message>)>,
+    waiting: Vec<(usize, Arc<Sent>)>,
 }
 
 impl End {
@@ -342,7 +342,7 @@ impl Links {
     }
 
     /// Keeps a message for a held end until it starts (see [`Arrival::Wait`]).
-    pub fn hold(&mut self, wire: WireId, from: usize, to: usize, message: Arc<Message>) {
+    pub fn hold(&mut self, wire: WireId, from: usize, to: usize, message: Arc<Sent>) {
         let wire = &mut self.wires[wire];
         let end = wire.end_of(to);
         wire.ends[end].waiting.push((from, message));
