@@ -31,14 +31,14 @@
 //!   commit, so the pending blocks it reads with are those of that transaction.
 //! - A commit writes what its blocks add (their rows, the accounts each wrote as one
 //!   `account_deltas` row, the one `chain` row) and folds one slice of the settled tables
-//!   (`settled`): a sixteenth of the account chunks at most, and the index records of the
+//!   (`settled`): a 32nd of the account chunks at most, and the index records of the
 //!   pending final blocks in that slice. So its cost follows the block, not the ledger: the
 //!   accounts, the transaction index and the address history are keyed by hashes, and written
 //!   row by row a big block rewrote most pages of each (`storage_bench` has the figures).
 //!   Final blocks are folded only: a rollback, which never reaches a final block, only drops
 //!   pending blocks (one that reaches a folded block is `CommitMismatch`).
 //! - `open` rebuilds the pending blocks (`blocks` and `account_deltas` above the lowest folded
-//!   height, about 16 blocks); `restored` reads the account chunks with the pending accounts
+//!   height, about 32 blocks); `restored` reads the account chunks with the pending accounts
 //!   written over them, the hash index and the blocks above the final one, never replaying a
 //!   block.
 //! - The journal holds every transfer this node acknowledged to its own RPC clients and has not
@@ -116,7 +116,7 @@ use tinychain_core::node::{ChainOp, Commit, Restored};
 use tinychain_core::state::{ChainState, StateDelta, ValidatorRecord};
 use tinychain_core::types::{Account, Address, Block, Checkpoint, Hash, Height, Transfer, Vote};
 
-pub use settled::FoldFigures;
+pub use settled::{FoldFigures, FOLD_SLICES};
 use tinychain_core::validate::{block_hash, transfer_id};
 use tinychain_net::wire::PeerAddress;
 

@@ -19,11 +19,12 @@
 //! one slice (in turn, round robin): the pending changes of final blocks whose keys fall in
 //! that slice are merged into its rows. A slice remembers the final height it was folded
 //! through (`folded`); the pending blocks above the lowest of those are kept, the others are
-//! forgotten (and their `account_deltas` rows deleted). So a commit writes its block's own
-//! rows and one slice's rows: a sixteenth of the account chunks at most (one merge per chunk,
-//! however many blocks are pending in it), and the index records of the pending blocks in that
-//! slice appended to the last row of each chunk. Only final blocks are folded, and final blocks
-//! are never rolled back: a rollback drops a pending block and never touches settled rows.
+//! forgotten (and their `account_deltas` rows deleted); a pending block keeps one part per slice
+//! in memory, dropped once that slice folded it. So a commit writes its block's own rows and
+//! one slice's rows: a 32nd of the account chunks at most (one merge per chunk, however many
+//! blocks are pending in it), and the index records of the pending blocks in that slice
+//! appended to the last row of each chunk. Only final blocks are folded, and final blocks are
+//! never rolled back: a rollback drops a pending block and never touches settled rows.
 //!
 //! A reader sees the settled rows plus, for a key in slice `s`, the pending blocks above
 //! `folded[s]` (those at or below are already in its rows), newest first.
@@ -44,16 +45,20 @@ use tinychain_core::validate::transfer_id;
 /// accounts (11.7 KB) each at a million accounts.
 pub(super) const CHUNK_BITS: u32 = 12;
 pub(super) const CHUNKS: usize = 1 << CHUNK_BITS;
-/// Each commit folds one of 16 slices of 256 chunks, so a pending change is settled within
-/// 16 commits after its block is final.
-pub(super) const FOLD_SLICES: usize = 16;
+/// Each commit folds one of 32 slices of 128 chunks, so a pending change is settled within
+/// 32 commits after its block is final. (16 slices wrote twice the account chunks a commit:
+/// 5.4 MiB instead of 2.7 at a million accounts, a 10,000-transfer block's commit 87-93 ms
+/// instead of 60-66 in `storage_bench`; the price is the pending blocks' memory, below.)
+pub const FOLD_SLICES: usize = 32;
 const CHUNKS_PER_SLICE: usize = CHUNKS / FOLD_SLICES;
 /// Records per row of the two indexes: 128 history records are 9.5 KiB, 128 index records
 /// 5.5 KiB.
 pub(super) const INDEX_ROW_RECORDS_MAX: usize = 128;
-/// Past this many records in pending blocks (accounts, transfer ids and history entries; about
-/// 50,000 for a 10,000-transfer block, 2 MiB of memory), a commit folds every slice. Steady
-/// 10,000-transfer blocks keep about 19 blocks pending, under a million records.
+/// Past this many records in pending blocks not yet folded (accounts, transfer ids and history
+/// entries: about 50,000 for a 10,000-transfer block, some 44 bytes each in memory), a commit
+/// folds every slice. Steady 10,000-transfer blocks keep about 930,000 (the two blocks above
+/// the final one whole, and of the 32 below it the parts their slices have not yet folded,
+/// half of them on average): some 40 MiB, at most 66 MiB at the bound.
 pub(super) const PENDING_RECORDS_MAX: usize = 1_500_000;
 
 /// chunk -> records of `ACCOUNT_RECORD_BYTES`, sorted by address, one per account.
@@ -219,18 +224,42 @@ impl<'a> Records<'a> {
     }
 }
 
-/// What the block at one pending height changed, sorted for lookups.
-#[derive(Debug, PartialEq, Eq)]
+/// What the block at one pending height changed, sorted for lookups, in one part per slice:
+/// a slice's part is dropped once the slice has folded it, so the memory pending blocks take
+/// is what no slice holds yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct PendingBlock {
+    /// Its transfers' ids, in block order (position = index in the block).
+    ids: Arc<Vec<Hash>>,
+    /// By slice: `None` once folded.
+    parts: Vec<Option<Arc<PendingPart>>>,
+}
+
+/// The part of a pending block whose keys fall in one slice.
+#[derive(Debug, PartialEq, Eq)]
+struct PendingPart {
     /// The accounts it wrote (`None`: removed), sorted by address, each once.
     accounts: Vec<(Address, Option<Account>)>,
-    /// Its transfers' ids, in block order (position = index in the block).
-    ids: Vec<Hash>,
-    /// Positions in `ids`, sorted by id.
+    /// Positions in the block's `ids` of the transfers whose id is in the slice, sorted by id.
     ids_by_id: Vec<u32>,
     /// (address, index) for the sender and the receiver of each transfer (once for a transfer
-    /// to oneself), sorted.
+    /// to oneself) with the address in the slice, sorted.
     history: Vec<(Address, u32)>,
+}
+
+impl PendingPart {
+    fn records(&self) -> usize {
+        self.accounts.len() + self.ids_by_id.len() + self.history.len()
+    }
+}
+
+/// Splits a list sorted by key into one list per slice, in slice order.
+fn split_by_slice<T>(sorted: Vec<T>, slice: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut parts: Vec<Vec<T>> = (0..FOLD_SLICES).map(|_| Vec::new()).collect();
+    for item in sorted {
+        parts[slice(&item)].push(item);
+    }
+    parts
 }
 
 impl PendingBlock {
@@ -256,33 +285,54 @@ impl PendingBlock {
         }
         history.sort_unstable();
         history.dedup();
-        PendingBlock { accounts: sorted, ids, ids_by_id, history }
+        let accounts = split_by_slice(sorted, |(address, _)| slice_of(&address.0));
+        let ids_by_id = split_by_slice(ids_by_id, |position| slice_of(&ids[*position as usize].0));
+        let history = split_by_slice(history, |(address, _)| slice_of(&address.0));
+        let parts = accounts
+            .into_iter()
+            .zip(ids_by_id)
+            .zip(history)
+            .map(|((accounts, ids_by_id), history)| Some(Arc::new(PendingPart { accounts, ids_by_id, history })))
+            .collect();
+        PendingBlock { ids: Arc::new(ids), parts }
     }
 
+    /// Records not yet folded, for the bound on them.
     fn records(&self) -> usize {
-        self.accounts.len() + self.ids.len() + self.history.len()
+        self.parts.iter().flatten().map(|part| part.records()).sum()
+    }
+
+    fn part_of(&self, key: &[u8; 32]) -> Option<&PendingPart> {
+        self.parts[slice_of(key)].as_deref()
     }
 
     fn account(&self, address: &Address) -> Option<Option<Account>> {
-        let position = self.accounts.binary_search_by_key(address, |(address, _)| *address).ok()?;
-        Some(self.accounts[position].1)
+        let accounts = &self.part_of(&address.0)?.accounts;
+        let position = accounts.binary_search_by_key(address, |(address, _)| *address).ok()?;
+        Some(accounts[position].1)
     }
 
     fn position_of(&self, id: &Hash) -> Option<u32> {
-        let position = self.ids_by_id.binary_search_by_key(id, |position| self.ids[*position as usize]).ok()?;
-        Some(self.ids_by_id[position])
+        let ids_by_id = &self.part_of(&id.0)?.ids_by_id;
+        let position = ids_by_id.binary_search_by_key(id, |position| self.ids[*position as usize]).ok()?;
+        Some(ids_by_id[position])
     }
 
-    /// The range of `history` entries of `address`.
-    fn history_of(&self, address: &Address) -> std::ops::Range<usize> {
-        let first = self.history.partition_point(|(entry, _)| entry < address);
-        let end = self.history.partition_point(|(entry, _)| entry <= address);
-        first..end
+    /// The history entries of `address`: (address, index), ascending.
+    fn history_of(&self, address: &Address) -> &[(Address, u32)] {
+        let Some(part) = self.part_of(&address.0) else { return &[] };
+        let first = part.history.partition_point(|(entry, _)| entry < address);
+        let end = part.history.partition_point(|(entry, _)| entry <= address);
+        &part.history[first..end]
     }
 
-    /// The sorted addresses it wrote, for checking a rollback's undo against it.
+    /// The sorted addresses it wrote (all its parts: it is not folded), for checking a
+    /// rollback's undo against it.
     pub(super) fn account_addresses(&self) -> impl Iterator<Item = &Address> {
-        self.accounts.iter().map(|(address, _)| address)
+        self.parts
+            .iter()
+            .map(|part| part.as_deref().expect("a block rolled back was never folded"))
+            .flat_map(|part| part.accounts.iter().map(|(address, _)| address))
     }
 }
 
@@ -340,6 +390,9 @@ pub struct FoldFigures {
     /// Blocks still pending after the commit, and their records.
     pub blocks_pending: usize,
     pub records_pending: usize,
+    /// Time spent folding (reading, merging and writing rows in the transaction; the disk
+    /// writes of those rows happen with the rest of the commit's).
+    pub elapsed: std::time::Duration,
 }
 
 impl Pending {
@@ -361,11 +414,18 @@ impl Pending {
         self.fold.folded.iter().copied().max().unwrap_or(0)
     }
 
-    pub(super) fn push(&mut self, height: Height, block: PendingBlock) {
+    /// Adds the block at `height`, above the others; the parts of slices already folded
+    /// through it are dropped (a block read back at `open`).
+    pub(super) fn push(&mut self, height: Height, mut block: PendingBlock) {
         assert!(
             self.blocks.last_key_value().is_none_or(|(last, _)| *last + 1 == height),
             "pending blocks are consecutive heights"
         );
+        for (part, folded) in block.parts.iter_mut().zip(&self.fold.folded) {
+            if height <= *folded {
+                *part = None;
+            }
+        }
         self.records += block.records();
         self.blocks.insert(height, Arc::new(block));
     }
@@ -410,12 +470,11 @@ impl Pending {
             if before_height.is_some_and(|before| height >= before) {
                 continue;
             }
-            for position in block.history_of(address).rev() {
+            for (_, index) in block.history_of(address).iter().rev() {
                 if out.len() >= limit {
                     return;
                 }
-                let index = block.history[position].1;
-                out.push(TxLocation { id: block.ids[index as usize], height, index });
+                out.push(TxLocation { id: block.ids[*index as usize], height, index: *index });
             }
         }
     }
@@ -423,14 +482,17 @@ impl Pending {
     /// Writes the pending accounts over the settled ones (`restored`).
     pub(super) fn write_accounts_over(&self, accounts: &mut BTreeMap<Address, Account>) {
         for (height, block) in &self.blocks {
-            for (address, account) in &block.accounts {
-                if *height <= self.fold.folded[slice_of(&address.0)] {
+            for (slice, part) in block.parts.iter().enumerate() {
+                let Some(part) = part else { continue };
+                if *height <= self.fold.folded[slice] {
                     continue;
                 }
-                match account {
-                    Some(account) => accounts.insert(*address, *account),
-                    None => accounts.remove(address),
-                };
+                for (address, account) in &part.accounts {
+                    match account {
+                        Some(account) => accounts.insert(*address, *account),
+                        None => accounts.remove(address),
+                    };
+                }
             }
         }
     }
@@ -589,6 +651,7 @@ pub(super) fn fold(
     final_height: Height,
     records_max: usize,
 ) -> Result<FoldFigures, super::StorageError> {
+    let started = std::time::Instant::now();
     let mut figures = FoldFigures::default();
     let cursor = pending.fold.cursor as usize;
     let slices: Vec<usize> = if pending.records > records_max { (0..FOLD_SLICES).collect() } else { vec![cursor] };
@@ -611,6 +674,7 @@ pub(super) fn fold(
     }
     figures.blocks_pending = pending.blocks.len();
     figures.records_pending = pending.records;
+    figures.elapsed = started.elapsed();
     Ok(figures)
 }
 
@@ -627,40 +691,39 @@ fn fold_slice(
     if final_height <= folded {
         return Ok(());
     }
-    let in_slice = |key: &[u8; 32]| slice_of(key).cmp(&slice);
-    let mut accounts: BTreeMap<Address, Option<Account>> = BTreeMap::new();
+    // Every write in height order; sorted by address below (stably), the last of each address
+    // is its value at the final height.
+    let mut accounts: Vec<(Address, Option<Account>)> = Vec::new();
     let mut tx_records: Vec<(u16, Height, u32, [u8; TX_RECORD_BYTES])> = Vec::new();
     let mut history_records: Vec<(u16, Height, u32, [u8; HISTORY_RECORD_BYTES])> = Vec::new();
-    for (height, block) in pending.blocks.range(folded + 1..=final_height) {
+    for (height, block) in pending.blocks.range_mut(folded + 1..=final_height) {
         figures.blocks += 1;
-        let first = block.accounts.partition_point(|(address, _)| in_slice(&address.0).is_lt());
-        let end = block.accounts.partition_point(|(address, _)| in_slice(&address.0).is_le());
-        for (address, account) in &block.accounts[first..end] {
-            accounts.insert(*address, *account);
-        }
-        let id_of = |position: &u32| &block.ids[*position as usize];
-        let first = block.ids_by_id.partition_point(|position| in_slice(&id_of(position).0).is_lt());
-        let end = block.ids_by_id.partition_point(|position| in_slice(&id_of(position).0).is_le());
-        for position in &block.ids_by_id[first..end] {
-            let id = id_of(position);
+        // Taken out: once folded, the slice's rows hold it.
+        let Some(part) = Arc::make_mut(block).parts[slice].take() else {
+            unreachable!("a slice's part of a block above its folded height is pending")
+        };
+        pending.records -= part.records();
+        accounts.extend_from_slice(&part.accounts);
+        for position in &part.ids_by_id {
+            let id = &block.ids[*position as usize];
             tx_records.push((chunk_of(&id.0), *height, *position, tx_record(id, *height, *position)));
         }
-        let first = block.history.partition_point(|(address, _)| in_slice(&address.0).is_lt());
-        let end = block.history.partition_point(|(address, _)| in_slice(&address.0).is_le());
-        for (address, index) in &block.history[first..end] {
+        for (address, index) in &part.history {
             let record = history_record(address, *height, *index, &block.ids[*index as usize]);
             history_records.push((chunk_of(&address.0), *height, *index, record));
         }
     }
-    let mut updates = accounts.into_iter().peekable();
-    while let Some((address, _)) = updates.peek() {
-        let chunk = chunk_of(&address.0);
-        let mut chunk_updates = Vec::new();
-        while let Some(update) = updates.next_if(|(address, _)| chunk_of(&address.0) == chunk) {
-            chunk_updates.push(update);
+    accounts.sort_by_key(|(address, _)| *address);
+    let mut latest: Vec<(Address, Option<Account>)> = Vec::with_capacity(accounts.len());
+    for (address, account) in accounts {
+        match latest.last_mut() {
+            Some(last) if last.0 == address => last.1 = account,
+            _ => latest.push((address, account)),
         }
-        figures.account_records += chunk_updates.len();
-        merge_account_chunk(id, tables, chunk, &chunk_updates, figures)?;
+    }
+    figures.account_records += latest.len();
+    for updates in latest.chunk_by(|left, right| chunk_of(&left.0 .0) == chunk_of(&right.0 .0)) {
+        merge_account_chunk(id, tables, chunk_of(&updates[0].0 .0), updates, figures)?;
     }
     // In chain order within each chunk: rows of a chunk follow the chain.
     tx_records.sort_unstable();
