@@ -74,14 +74,18 @@ impl EvidenceWatch {
         let mut found = Vec::new();
         let watched = self.votes.entry(report.node).or_default();
         if let Some(earlier) = watched.by_target_height.get(&vote.target.height) {
-            if earlier.vote != Some(vote) {
-                let (first, second) = if report_id(earlier) < report_id(report) {
-                    (earlier.clone(), report.clone())
-                } else {
-                    (report.clone(), earlier.clone())
-                };
-                found.push(Evidence::DoubleVote { first, second });
+            if earlier.vote == Some(vote) {
+                // This very vote is watched (the same report again, from a block or a relay):
+                // it was compared with every vote watched before it when it came first, and
+                // every later one was compared with it. Nothing new can be found.
+                return found;
             }
+            let (first, second) = if report_id(earlier) < report_id(report) {
+                (earlier.clone(), report.clone())
+            } else {
+                (report.clone(), earlier.clone())
+            };
+            found.push(Evidence::DoubleVote { first, second });
         }
         // A vote with a lower target is surrounded by this one only if its source is higher.
         if vote.source.height < watched.source_height_max {
@@ -293,6 +297,19 @@ mod tests {
             let found = watch.observe_header(&header(b)).expect("a second header on the same parent");
             assert_valid(&found);
         }
+    }
+
+    #[test]
+    fn a_vote_seen_again_after_others_finds_nothing_new_and_later_votes_are_still_compared_with_it() {
+        let mut watch = EvidenceWatch::default();
+        // 1 -> 2, then 5 -> 6 (the source maximum rises), then 1 -> 2 again (as a block records
+        // it): nothing, though its source is below the maximum. A later 0 -> 3 surrounds 1 -> 2.
+        assert!(watch.observe_report(&report(2, 1, 1, 2, 9)).is_empty());
+        assert!(watch.observe_report(&report(2, 2, 5, 6, 9)).is_empty());
+        assert!(watch.observe_report(&report(2, 1, 1, 2, 9)).is_empty());
+        let found = watch.observe_report(&report(2, 3, 0, 3, 9));
+        assert!(matches!(found.as_slice(), [Evidence::SurroundVote { .. }]), "{found:?}");
+        found.iter().for_each(assert_valid);
     }
 
     #[test]
