@@ -10,7 +10,7 @@
 //!   row a sorted run of fixed-width records, so a row holds a whole neighbourhood of keys.
 //!   `account_chunks` has one row per chunk (every account whose address falls in it);
 //!   `tx_index_rows` and `address_history_rows` have a list of rows per chunk, appended to in
-//!   chain order, each at most `INDEX_ROW_RECORDS_MAX` records.
+//!   chain order, each at most `INDEX_ROW_BYTES_MAX` bytes.
 //! - **Pending**: the blocks above the point where the settled rows were last brought up to
 //!   date, in memory (`Pending`), rebuilt at `open` from the `blocks` table and the
 //!   `account_deltas` table (height -> the accounts the block wrote, a sequential append).
@@ -51,9 +51,10 @@ pub(super) const CHUNKS: usize = 1 << CHUNK_BITS;
 /// instead of 60-66 in `storage_bench`; the price is the pending blocks' memory, below.)
 pub const FOLD_SLICES: usize = 32;
 const CHUNKS_PER_SLICE: usize = CHUNKS / FOLD_SLICES;
-/// Records per row of the two indexes: 128 history records are 9.5 KiB, 128 index records
-/// 5.5 KiB.
-pub(super) const INDEX_ROW_RECORDS_MAX: usize = 128;
+/// Bytes per row of the two indexes at most: a row fits one 4 KiB redb page (52 history
+/// records, 90 index records). Rows of 128 records (9.5 KiB, 5.5 KiB) took 16 KiB and 8 KiB
+/// allocations, and left 40% of `address_history_rows` fragmented in `storage_bench`.
+pub(super) const INDEX_ROW_BYTES_MAX: usize = 4_000;
 /// Past this many records in pending blocks not yet folded (accounts, transfer ids and history
 /// entries: about 50,000 for a 10,000-transfer block, some 44 bytes each in memory), a commit
 /// folds every slice. Steady 10,000-transfer blocks keep about 930,000 (the two blocks above
@@ -793,7 +794,7 @@ fn merge_account_chunk(
 }
 
 /// Appends `records` (in chain order, all later on the chain than every record of the chunk's
-/// rows) to a chunk's rows: the last row is filled up to `INDEX_ROW_RECORDS_MAX`, the rest go
+/// rows) to a chunk's rows: the last row is filled up to `INDEX_ROW_BYTES_MAX`, the rest go
 /// to new rows. Each row is sorted; row `n + 1` follows row `n` on the chain.
 fn append_index_records<const WIDTH: usize>(
     id: &Identity,
@@ -804,6 +805,7 @@ fn append_index_records<const WIDTH: usize>(
     figures: &mut FoldFigures,
 ) -> Result<(), super::StorageError> {
     let fail = Failure { path: &id.path, doing: "cannot fold a transfer index" };
+    let records_max = INDEX_ROW_BYTES_MAX / WIDTH;
     let last = {
         let mut rows = table.range((chunk, 0)..=(chunk, u32::MAX)).map_err(fail.of())?;
         match rows.next_back() {
@@ -822,8 +824,8 @@ fn append_index_records<const WIDTH: usize>(
     };
     let mut rest = records;
     let next_row = match last {
-        Some((row, mut held)) if held.len() < INDEX_ROW_RECORDS_MAX => {
-            let taken = rest.len().min(INDEX_ROW_RECORDS_MAX - held.len());
+        Some((row, mut held)) if held.len() < records_max => {
+            let taken = rest.len().min(records_max - held.len());
             held.extend_from_slice(&rest[..taken]);
             rest = &rest[taken..];
             write_index_row(table, &fail, chunk, row, held, figures)?;
@@ -835,7 +837,7 @@ fn append_index_records<const WIDTH: usize>(
     let Some(mut next_row) = next_row else {
         return Err(id.corrupt(format!("table {name}: chunk {chunk} has no row number left")));
     };
-    for group in rest.chunks(INDEX_ROW_RECORDS_MAX) {
+    for group in rest.chunks(records_max) {
         write_index_row(table, &fail, chunk, next_row, group.to_vec(), figures)?;
         next_row = match next_row.checked_add(1) {
             Some(row) => row,
