@@ -29,9 +29,10 @@
 //! A reader sees the settled rows plus, for a key in slice `s`, the pending blocks above
 //! `folded[s]` (those at or below are already in its rows), newest first.
 //!
-//! When the pending blocks hold more than `PENDING_RECORDS_MAX` records (a burst of big blocks,
-//! as when syncing), a commit folds every slice, bounding the memory they take at the price
-//! of that commit rewriting every chunk that has pending changes.
+//! When the pending blocks hold more than `PENDING_RECORDS_MAX` records not yet folded (a burst
+//! of big blocks, as when syncing several to a commit), a commit folds the next slices too, until
+//! they hold no more than that or it has folded every slice: memory stays bounded, and the cost
+//! follows the burst rather than falling on one commit.
 
 use super::{Failure, Identity, TxLocation};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -57,7 +58,7 @@ const CHUNKS_PER_SLICE: usize = CHUNKS / FOLD_SLICES;
 pub(super) const INDEX_ROW_BYTES_MAX: usize = 4_000;
 /// Past this many records in pending blocks not yet folded (accounts, transfer ids and history
 /// entries: about 50,000 for a 10,000-transfer block, some 44 bytes each in memory), a commit
-/// folds every slice. Steady 10,000-transfer blocks keep about 930,000 (the two blocks above
+/// folds more slices than one, until they are no more than this. Steady 10,000-transfer blocks keep about 930,000 (the two blocks above
 /// the final one whole, and of the 32 below it the parts their slices have not yet folded,
 /// half of them on average): some 40 MiB, at most 66 MiB at the bound.
 pub(super) const PENDING_RECORDS_MAX: usize = 1_500_000;
@@ -376,7 +377,7 @@ pub(super) struct Pending {
 /// What the last commit's fold did, for the storage bench and for tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FoldFigures {
-    /// Slices folded (1, or all of them past `PENDING_RECORDS_MAX`; 0 before the first commit).
+    /// Slices folded (1, more while past `PENDING_RECORDS_MAX`; 0 before the first commit).
     pub slices: usize,
     /// Pending blocks read (the pending blocks at or below the final height, per slice).
     pub blocks: usize,
@@ -641,10 +642,11 @@ pub(super) fn remove_account_delta(
     }
 }
 
-/// The fold of a commit, after its operations: the slice at the cursor (every slice past
-/// `records_max` pending records: `PENDING_RECORDS_MAX` but in tests) brought up to
-/// `final_height`, the cursor moved on, and the blocks no slice needs any more forgotten. The
-/// caller stores `pending.fold_state()` in the same transaction.
+/// The fold of a commit, after its operations: the slice at the cursor brought up to
+/// `final_height`, and the slices after it while the records not yet folded are more than
+/// `records_max` (`PENDING_RECORDS_MAX` but in tests; every slice at most), the cursor moved
+/// past them, and the blocks no slice needs any more forgotten. The caller stores
+/// `pending.fold_state()` in the same transaction.
 pub(super) fn fold(
     id: &Identity,
     tables: &mut SettledTables,
@@ -654,13 +656,14 @@ pub(super) fn fold(
 ) -> Result<FoldFigures, super::StorageError> {
     let started = std::time::Instant::now();
     let mut figures = FoldFigures::default();
-    let cursor = pending.fold.cursor as usize;
-    let slices: Vec<usize> = if pending.records > records_max { (0..FOLD_SLICES).collect() } else { vec![cursor] };
-    for slice in slices {
-        fold_slice(id, tables, pending, slice, final_height, &mut figures)?;
+    let mut cursor = pending.fold.cursor as usize;
+    // One slice, and the next ones while the records not yet folded are past the bound.
+    while figures.slices == 0 || (pending.records > records_max && figures.slices < FOLD_SLICES) {
+        fold_slice(id, tables, pending, cursor, final_height, &mut figures)?;
         figures.slices += 1;
+        cursor = (cursor + 1) % FOLD_SLICES;
     }
-    pending.fold.cursor = u32::try_from((cursor + 1) % FOLD_SLICES).expect("FOLD_SLICES fits a u32");
+    pending.fold.cursor = u32::try_from(cursor).expect("FOLD_SLICES fits a u32");
 
     let fail = Failure { path: &id.path, doing: "cannot forget settled account deltas" };
     let lowest = pending.lowest_folded();
