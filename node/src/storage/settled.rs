@@ -58,9 +58,10 @@ const CHUNKS_PER_SLICE: usize = CHUNKS / FOLD_SLICES;
 pub(super) const INDEX_ROW_BYTES_MAX: usize = 4_000;
 /// Past this many records in pending blocks not yet folded (accounts, transfer ids and history
 /// entries: about 50,000 for a 10,000-transfer block, some 44 bytes each in memory), a commit
-/// folds more slices than one, until they are no more than this. Steady 10,000-transfer blocks keep about 930,000 (the two blocks above
-/// the final one whole, and of the 32 below it the parts their slices have not yet folded,
-/// half of them on average): some 40 MiB, at most 66 MiB at the bound.
+/// folds more slices than one, until they are no more than this. Steady 10,000-transfer blocks
+/// keep about 900,000 (the two blocks above the final one whole, and of the 32 below it the
+/// parts their slices have not yet folded, half of them on average): roughly 45 MiB with the
+/// blocks' transfer ids (kept until a block is folded whole), 75 MiB at the bound.
 pub(super) const PENDING_RECORDS_MAX: usize = 1_500_000;
 
 /// chunk -> records of `ACCOUNT_RECORD_BYTES`, sorted by address, one per account.
