@@ -208,6 +208,34 @@ pub fn block_encoded_len(block: &Block) -> usize {
 mod tests {
     use super::*;
     use crate::types::{Address, Signature};
+    use crate::types::{Checkpoint, Hash, Vote};
+
+    /// A sample report, with or without a vote (whose target is its tip).
+    fn sample_report(voted: bool) -> MetricReport {
+        let tip = Checkpoint { height: 9, hash: Hash([3; 32]) };
+        MetricReport {
+            node: Address([1; 32]),
+            sequence: 7,
+            tip,
+            cpu: 10,
+            net: 20,
+            score: 15,
+            vote: voted.then_some(Vote { source: Checkpoint { height: 8, hash: Hash([2; 32]) }, target: tip }),
+            signature: Signature([5; 64]),
+        }
+    }
+
+    fn sample_transfer(chain_id: &str, signature_byte: u8) -> Transfer {
+        Transfer {
+            chain_id: chain_id.into(),
+            from: Address([1; 32]),
+            to: Address([2; 32]),
+            amount: 3,
+            fee: 4,
+            nonce: 5,
+            signature: Signature([signature_byte; 64]),
+        }
+    }
 
     #[test]
     fn trailing_bytes_are_rejected() {
@@ -234,7 +262,7 @@ mod tests {
 
     #[test]
     fn direct_header_writers_and_sizes_match_bincode() {
-        use crate::types::{Checkpoint, Evidence, Hash, Vote};
+        use crate::types::Evidence;
         let header = BlockHeader {
             chain_id: "chain-x".into(),
             height: 7,
@@ -265,52 +293,22 @@ mod tests {
         ));
         assert_eq!(header_signing_bytes(&header), expected);
 
-        let tip = Checkpoint { height: 9, hash: Hash([3; 32]) };
-        let report = |vote: Option<Vote>| MetricReport {
-            node: Address([1; 32]),
-            sequence: 7,
-            tip,
-            cpu: 10,
-            net: 20,
-            score: 15,
-            vote,
-            signature: Signature([5; 64]),
-        };
-        let voted = report(Some(Vote { source: Checkpoint { height: 8, hash: Hash([2; 32]) }, target: tip }));
-        let transfer = Transfer {
-            chain_id: "chain-x".into(),
-            from: Address([1; 32]),
-            to: Address([2; 32]),
-            amount: 3,
-            fee: 4,
-            nonce: 5,
-            signature: Signature([6; 64]),
-        };
+        let voted = sample_report(true);
+        let transfer = sample_transfer("chain-x", 6);
         let mut block = Block { header, transfers: Vec::new(), reports: Vec::new(), evidence: Vec::new() };
         assert_eq!(block_encoded_len(&block), encoded_len(&block), "an empty block");
         block.transfers = vec![transfer.clone(), Transfer { chain_id: "c".into(), ..transfer.clone() }];
-        block.reports = vec![report(None), voted.clone()];
-        block.evidence = vec![Evidence::DoubleVote { first: voted.clone(), second: report(None) }];
+        block.reports = vec![sample_report(false), voted.clone()];
+        block.evidence = vec![Evidence::DoubleVote { first: voted.clone(), second: sample_report(false) }];
         assert_eq!(transfer_encoded_len(&transfer), encoded_len(&transfer));
         assert_eq!(report_encoded_len(&voted), encoded_len(&voted));
-        assert_eq!(report_encoded_len(&report(None)), encoded_len(&report(None)));
+        assert_eq!(report_encoded_len(&sample_report(false)), encoded_len(&sample_report(false)));
         assert_eq!(block_encoded_len(&block), encoded_len(&block), "a block with every part");
     }
 
     #[test]
     fn direct_report_writers_match_bincode() {
-        use crate::types::{Checkpoint, Hash, Vote};
-        let tip = Checkpoint { height: 9, hash: Hash([3; 32]) };
-        let mut report = MetricReport {
-            node: Address([1; 32]),
-            sequence: 7,
-            tip,
-            cpu: 10,
-            net: 20,
-            score: 15,
-            vote: Some(Vote { source: Checkpoint { height: 8, hash: Hash([2; 32]) }, target: tip }),
-            signature: Signature([5; 64]),
-        };
+        let mut report = sample_report(true);
         for _ in 0..2 {
             assert_eq!(report_bytes(&report), encode(&report));
             let expected = encode(&(
@@ -331,15 +329,7 @@ mod tests {
 
     #[test]
     fn transfer_signing_bytes_have_the_documented_layout() {
-        let transfer = Transfer {
-            chain_id: "t".into(),
-            from: Address([1; 32]),
-            to: Address([2; 32]),
-            amount: 3,
-            fee: 4,
-            nonce: 5,
-            signature: Signature([9; 64]),
-        };
+        let transfer = sample_transfer("t", 9);
         let bytes = transfer_signing_bytes(&transfer);
         let mut expected = Vec::new();
         expected.extend_from_slice(&(TRANSFER_TAG.len() as u64).to_le_bytes());
