@@ -62,11 +62,18 @@ pub const SYNC_RETRY_MS: u64 = 2_000;
 /// Hashes in a block locator (exponentially spaced back from the tip).
 pub const LOCATOR_HASHES_MAX: usize = 64;
 
-/// Peers a node forwards a gossiped message to when it is not the message's origin. The origin
-/// sends to every peer; relays are the backup for links that failed, so a few suffice, and
+/// Peers a node forwards a block, report or evidence to when it is not the message's origin
+/// (and a transfer, while the sender's links are not known yet; see `node::relay`). The origin
+/// sends to every peer; relays pass on what a dishonest origin sent to some peers only, and
 /// without a bound every message would cost N^2 deliveries. Networks of up to this many + 1
 /// validators relay to everyone.
 pub const RELAY_FANOUT: usize = 6;
+
+/// How long a node waits after a new link before telling its other peers (`Message::Links`),
+/// so a node that comes up and links with everyone announces once, not once per link. Until
+/// then peers believe the link is not there and relay to its far end: duplicates, never a gap.
+/// A link that goes down is announced at once.
+pub const LINKS_ANNOUNCE_DELAY_MS: u64 = 200;
 
 /// Transfer gossip goes out in batches (`Message::Transfers`, see `node::relay`): a transfer a
 /// client submitted waits at most `GOSSIP_BATCH_WINDOW_MS` for others to go with it (relayed

@@ -33,6 +33,11 @@ pub enum Message {
     /// Proof of an offence (see `types::Evidence`), gossiped once by every node that verifies
     /// it and does not yet hold it committed.
     Evidence(Box<Evidence>),
+    /// The validators the sender has a link with: bit `i % 8` of byte `i / 8` is set for
+    /// validator `i` (genesis order). Sent to a peer when the link comes up and to every peer
+    /// when the sender's links change; never relayed. A receiver relays a message it got from
+    /// the sender only to peers the sender is not linked with (see `node::relay`).
+    Links { validators: Vec<u8> },
 }
 
 impl Message {
@@ -49,6 +54,7 @@ impl Message {
             Message::GetPooled { .. } => "get_pooled",
             Message::Pooled(_) => "pooled",
             Message::Evidence(_) => "evidence",
+            Message::Links { .. } => "links",
         }
     }
 

@@ -26,8 +26,8 @@ use crate::validate::transfer_id;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// The version of the log's format, in every `Session`.
-pub const RECORD_FORMAT: u32 = 2;
+/// The version of the log's format, in every `Session` (3: messages may be `Message::Links`).
+pub const RECORD_FORMAT: u32 = 3;
 
 /// The largest entry a log may hold (a `Restored` carries the whole account state).
 pub const RECORD_ENTRY_BYTES_MAX: u64 = 1 << 30;

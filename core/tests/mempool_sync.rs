@@ -196,7 +196,7 @@ fn a_peer_that_never_answers_cannot_hold_readiness_back_past_the_bounded_wait() 
     let actions = node.step(0, Event::PeerConnected { peer });
     assert!(matches!(
         sent_to(&actions, &peer)[..],
-        [Message::Status { .. }, Message::PoolAnnounce { complete: true, .. }]
+        [Message::Status { .. }, Message::Links { .. }, Message::PoolAnnounce { complete: true, .. }]
     ));
     let announce = Message::PoolAnnounce { ids: vec![id], complete: true };
     let actions = node.step(1, Event::MessageReceived { from: peer, message: announce.clone() });

@@ -156,6 +156,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         prop::collection::vec(arb_hash(), 0..8).prop_map(|ids| Message::GetPooled { ids }),
         prop::collection::vec(arb_transfer(), 0..4).prop_map(Message::Pooled),
         arb_evidence().prop_map(|evidence| Message::Evidence(Box::new(evidence))),
+        prop::collection::vec(any::<u8>(), 0..16).prop_map(|validators| Message::Links { validators }),
     ]
 }
 

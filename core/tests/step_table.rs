@@ -208,10 +208,18 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
         &mut node,
         vec![
             Row {
-                desc: "a new peer gets our status and our (empty) pool's announcement",
+                desc: "a new peer gets our status, our links and our (empty) pool's announcement; the \
+                       other peers hear of the new link 200 ms later",
                 now_ms: 0,
                 event: Event::PeerConnected { peer: peer(1) },
-                expected: &["send:status", "send:pool_announce", "persist_sequence", "broadcast:report", "wake:500"],
+                expected: &[
+                    "send:status",
+                    "send:links",
+                    "send:pool_announce",
+                    "persist_sequence",
+                    "broadcast:report",
+                    "wake:200",
+                ],
             },
             Row {
                 desc: "its status names a tip we lack: ask it for blocks",
@@ -220,7 +228,7 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
                     from: peer(1),
                     message: Message::Status { tip: unknown_tip, finalized: genesis_tip },
                 },
-                expected: &["trace:SyncRequested", "send:get_blocks", "wake:500"],
+                expected: &["trace:SyncRequested", "send:get_blocks", "wake:200"],
             },
             Row {
                 desc: "a second reason to sync while the request is out sends nothing more",
@@ -229,7 +237,7 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
                     from: peer(1),
                     message: Message::Status { tip: unknown_tip, finalized: genesis_tip },
                 },
-                expected: &["wake:500"],
+                expected: &["wake:200"],
             },
             Row {
                 desc: "a peer as far as we are is told there is nothing more",
@@ -238,7 +246,13 @@ fn sync_starts_from_a_tip_we_lack_and_is_served_from_storage() {
                     from: peer(2),
                     message: Message::GetBlocks { locator: vec![genesis_tip] },
                 },
-                expected: &["send:blocks", "wake:500"],
+                expected: &["send:blocks", "wake:200"],
+            },
+            Row {
+                desc: "the new link is announced to every peer",
+                now_ms: 200,
+                event: Event::Tick,
+                expected: &["broadcast:links", "wake:500"],
             },
         ],
     );

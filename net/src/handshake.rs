@@ -25,8 +25,9 @@ use tinychain_core::codec::{self, HANDSHAKE_TAG};
 use tinychain_core::crypto::{verify_strict, Keypair};
 use tinychain_core::types::{Hash, NodeId, Signature};
 
-/// The handshake protocol version; a peer announcing another is refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version; a peer announcing another is refused. Version 3 added
+/// `Message::Links` (and relaying by the sender's links), version 2 `Message::Transfers`.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The TLS exporter label both sides derive `K` with.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-tinychain-auth-v1";

@@ -198,7 +198,7 @@ fn regression_seeds_264_and_165_evidence_floods_stay_fast_and_are_judged_fairly(
         options.keep_trace = false;
         let (report, _) = run(options);
         assert!(report.passed(), "seed {seed}: {}", explain(&report));
-        assert!(report.offences_proven >= 500, "seed {seed}: a flood: {}", report.offences_proven);
+        assert!(report.offences_proven >= 400, "seed {seed}: a flood: {}", report.offences_proven);
     }
 }
 

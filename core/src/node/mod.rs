@@ -79,7 +79,9 @@ use crate::election;
 use crate::evidence::{EvidencePool, EvidenceWatch, PooledEvidence};
 use crate::finality::FinalityState;
 use crate::genesis::{genesis_block, Genesis};
-use crate::limits::{GOSSIP_BATCH_TRANSFERS_MAX, POOL_ANNOUNCE_IDS_MAX, POOL_FETCH_TIMEOUT_MS, SYNC_RETRY_MS};
+use crate::limits::{
+    GOSSIP_BATCH_TRANSFERS_MAX, LINKS_ANNOUNCE_DELAY_MS, POOL_ANNOUNCE_IDS_MAX, POOL_FETCH_TIMEOUT_MS, SYNC_RETRY_MS,
+};
 use crate::mempool::{DroppedTransfer, Mempool, MempoolConfig, MempoolError};
 use crate::message::Message;
 use crate::pool_sync::{PoolSync, PoolSyncPhase};
@@ -339,6 +341,10 @@ struct PeerState {
     /// Its final block conflicts with ours: we are reading its chain for evidence, not to
     /// follow it (see `on_status`).
     evidence_walk: bool,
+    /// Its index in the genesis validators (None for a peer that is not one, as in tests).
+    validator_index: Option<u32>,
+    /// The validators it last said it has links with (`Message::Links`); None until it says.
+    links: Option<Vec<u8>>,
 }
 
 pub struct Node {
@@ -363,6 +369,8 @@ pub struct Node {
     /// Transfers admitted and not yet gossiped (see `relay`, "Transfer batches").
     outbox: TransferOutbox,
     peers: BTreeMap<NodeId, PeerState>,
+    /// When our links go out to every peer after a new link (see `relay`, "Links").
+    links_announce_at_ms: Option<u64>,
     /// Peers we asked for blocks and when: one request per peer in flight (kept apart from
     /// `peers` so the per-event wake-up computation does not scan every peer).
     sync_requested_at_ms: BTreeMap<NodeId, u64>,
@@ -435,6 +443,7 @@ impl Node {
             seen: SeenSet::default(),
             outbox: TransferOutbox::default(),
             peers: BTreeMap::new(),
+            links_announce_at_ms: None,
             sync_requested_at_ms: BTreeMap::new(),
             pool_requested_at_ms: BTreeMap::new(),
             mempool_synced: false,
@@ -558,11 +567,12 @@ impl Node {
         match event {
             Event::Tick => self.on_tick(now_ms, &mut actions),
             Event::MessageReceived { from, message } => self.on_message(now_ms, from, message, &mut actions),
-            Event::PeerConnected { peer } => self.on_peer_connected(peer, &mut actions),
+            Event::PeerConnected { peer } => self.on_peer_connected(now_ms, peer, &mut actions),
             Event::PeerDisconnected { peer } => {
                 self.peers.remove(&peer);
                 self.sync_requested_at_ms.remove(&peer);
                 self.pool_requested_at_ms.remove(&peer);
+                self.announce_links(&mut actions);
             }
             Event::TxSubmitted(transfer) => self.on_transfer(None, transfer, &mut actions),
             Event::MetricsSampled { cpu, net } => self.latest_metrics = (cpu.min(1000), net.min(1000)),
@@ -616,6 +626,13 @@ impl Node {
             self.send_report(actions);
         }
         let mut wake_at_ms = self.flush_outbox_if_due(now_ms, actions).unwrap_or(u64::MAX);
+        if let Some(announce_at_ms) = self.links_announce_at_ms {
+            if now_ms >= announce_at_ms {
+                self.announce_links(actions);
+            } else {
+                wake_at_ms = wake_at_ms.min(announce_at_ms);
+            }
+        }
         if let Some(eligible_ms) = self.my_eligible_time() {
             if eligible_ms > now_ms {
                 wake_at_ms = wake_at_ms.min(eligible_ms);
@@ -637,12 +654,16 @@ impl Node {
         actions.push(Action::WakeAt(wake_at_ms.max(now_ms.saturating_add(1))));
     }
 
-    fn on_peer_connected(&mut self, peer: NodeId, actions: &mut Vec<Action>) {
-        self.peers.insert(peer, PeerState::default());
+    fn on_peer_connected(&mut self, now_ms: u64, peer: NodeId, actions: &mut Vec<Action>) {
+        let validator_index = self.config.genesis.validator_index(&peer).map(|index| index as u32);
+        self.peers.insert(peer, PeerState { validator_index, ..PeerState::default() });
         self.sync_requested_at_ms.remove(&peer);
         self.pool_requested_at_ms.remove(&peer);
         actions
             .push(Action::SendTo { peer, message: Message::Status { tip: self.state.tip, finalized: self.finalized } });
+        // The new peer learns our links at once; the others after a short delay (`relay`).
+        actions.push(Action::SendTo { peer, message: self.links_message() });
+        self.links_announce_at_ms.get_or_insert(now_ms.saturating_add(LINKS_ANNOUNCE_DELAY_MS));
         if let Some(index) = self.validator_index {
             if let Some(latest) = self.report_pool.get(&index).and_then(|reports| reports.values().next_back()) {
                 actions.push(Action::SendTo { peer, message: Message::Report(latest.clone()) });
@@ -683,6 +704,7 @@ impl Node {
             Message::GetPooled { ids } => self.on_get_pooled(from, &ids, actions),
             Message::Pooled(transfers) => self.on_pooled(now_ms, from, transfers, actions),
             Message::Blocks(blocks) => self.on_blocks(now_ms, from, blocks, actions),
+            Message::Links { validators } => self.on_links(from, validators),
         }
     }
 }

@@ -10,6 +10,10 @@ use crate::validate::block_hash;
 impl Node {
     pub(super) fn on_restored(&mut self, restored: Restored) {
         let Restored { state, canonical_hashes, final_block, recent_blocks, last_vote, report_sequence } = restored;
+        // A start is a node's first event: links announced from here on describe this run
+        // (a test network that links its nodes before starting them must not make a start
+        // depend on that; see `relay`, "Links").
+        self.links_announce_at_ms = None;
         assert_eq!(canonical_hashes.first(), Some(&self.genesis_hash), "storage belongs to this genesis");
         assert_eq!(canonical_hashes.len() as u64, state.tip.height + 1, "one canonical hash per height");
         let finalized = Checkpoint { height: final_block.header.height, hash: block_hash(&final_block.header) };

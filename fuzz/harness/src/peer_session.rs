@@ -75,6 +75,8 @@ pub enum MessageInput {
     },
     Pooled(Vec<TransferInput>),
     Evidence(EvidenceInput),
+    /// A links bitmap of any length (a relay rule input: which peers the sender reaches).
+    Links(Vec<u8>),
 }
 
 /// A transfer signed by a fixture account, maybe with a byte of its signature changed.
@@ -149,6 +151,9 @@ impl MessageInput {
                 Message::Pooled(transfers.iter().take(64).map(TransferInput::build).collect())
             }
             MessageInput::Evidence(evidence) => Message::Evidence(Box::new(evidence.build())),
+            MessageInput::Links(validators) => {
+                Message::Links { validators: validators.iter().take(256).copied().collect() }
+            }
         }
     }
 }
