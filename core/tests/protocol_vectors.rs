@@ -1004,6 +1004,9 @@ fn block_vector() -> Value {
     })
 }
 
+/// The election's sort key: (0 active, 1 demoted, 2 jailed; the score if active; tie-break hash).
+type RankKey = (u8, u16, [u8; 32]);
+
 /// The election by hand, as docs/protocol.md states it: for each validator, its demotion
 /// class and reason, then sort.
 fn hand_ranking(genesis: &Genesis, records: &[ValidatorRecord], parent: &Checkpoint) -> Vec<(usize, String, [u8; 32])> {
@@ -1013,7 +1016,7 @@ fn hand_ranking(genesis: &Genesis, records: &[ValidatorRecord], parent: &Checkpo
         .then(|| (parameters.production_cap_fair_shares * parameters.production_window_blocks).div_ceil(validators));
     let next_height = parent.height + 1;
     let oldest_in_window = next_height.saturating_sub(parameters.production_window_blocks);
-    let mut rows: Vec<((u8, u16, [u8; 32]), usize, String, [u8; 32])> = records
+    let mut rows: Vec<(RankKey, usize, String, [u8; 32])> = records
         .iter()
         .enumerate()
         .map(|(index, record)| {
