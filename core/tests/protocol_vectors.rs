@@ -1146,6 +1146,58 @@ fn election_vector() -> Value {
     })
 }
 
+fn surround_vote_vector() -> Value {
+    let genesis = parse_genesis(&genesis_file());
+    let chain_id = genesis.chain_id.as_str();
+    let gamma = key(GAMMA_SEED);
+    let checkpoint = |height: u64, byte: u8| Checkpoint { height, hash: Hash([byte; 32]) };
+    // Gamma votes 0 -> 3, then 1 -> 2: the first vote surrounds the second (0 < 1 < 2 < 3).
+    let outer = signed_report(
+        chain_id,
+        &gamma,
+        8,
+        checkpoint(3, 0x33),
+        400,
+        200,
+        Some(Vote { source: checkpoint(0, 0x00), target: checkpoint(3, 0x33) }),
+    );
+    let inner = signed_report(
+        chain_id,
+        &gamma,
+        9,
+        checkpoint(2, 0x22),
+        400,
+        201,
+        Some(Vote { source: checkpoint(1, 0x11), target: checkpoint(2, 0x22) }),
+    );
+    let evidence = Evidence::SurroundVote { outer: outer.clone(), inner: inner.clone() };
+    let facts = validate::check_evidence(&genesis, &evidence, &SignatureCache::new(16)).expect("valid evidence");
+    let (key, height) = hand_offence(&evidence);
+    assert_eq!((facts.key.0, facts.height, facts.offender), (key, height, gamma.address()));
+    assert_eq!(codec::encode(&evidence), hand_evidence(&evidence));
+    assert_eq!(evidence_id(&evidence).0, blake3(&hand_evidence(&evidence)));
+    for report in [&outer, &inner] {
+        assert!(verify_ed25519(&report.node, &hand_report_signing(chain_id, report), &report.signature));
+    }
+    // The swapped pair is no evidence: the outer vote comes first.
+    let swapped = Evidence::SurroundVote { outer: inner, inner: outer };
+    assert!(validate::check_evidence(&genesis, &swapped, &SignatureCache::new(16)).is_err());
+    // Carried by a message: variant 9, then the evidence.
+    let message = Message::Evidence(Box::new(evidence.clone())).encode();
+    assert_eq!(message, [9u32.to_le_bytes().to_vec(), hand_evidence(&evidence)].concat());
+    json!({
+        "description": "A surround vote by gamma of the vector genesis (genesis.json): its report of sequence 8 votes 0 -> 3, its report of sequence 9 votes 1 -> 2, inside it. The evidence's encoding (variant 2, the outer report, the inner report), id, offence key (kind 2, gamma, outer target height 3, inner target height 2) and offence height, and the Message::Evidence encoding. The checkpoint hashes are made up: evidence needs no chain.",
+        "inputs": {
+            "genesis": "genesis.json inputs.genesis_file",
+            "key_seed": hex([GAMMA_SEED; 32]),
+        },
+        "outputs": {
+            "evidence": evidence_json(chain_id, &evidence),
+            "message_encoding": hex(&message),
+        },
+    })
+}
+
 fn messages_vector() -> Value {
     let checkpoint = |height: u64, byte: u8| Checkpoint { height, hash: Hash([byte; 32]) };
     let status = Message::Status { tip: checkpoint(7, 0x07), finalized: checkpoint(5, 0x05) };
@@ -1210,10 +1262,18 @@ fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/vectors")
 }
 
-const VECTOR_FILES: [&str; 5] = ["genesis.json", "state_root.json", "block.json", "election.json", "messages.json"];
+const VECTOR_FILES: [&str; 6] =
+    ["genesis.json", "state_root.json", "block.json", "surround_vote.json", "election.json", "messages.json"];
 
 fn all_vectors() -> Vec<(&'static str, Value)> {
-    let vectors = vec![genesis_vector(), state_root_vector(), block_vector(), election_vector(), messages_vector()];
+    let vectors = vec![
+        genesis_vector(),
+        state_root_vector(),
+        block_vector(),
+        surround_vote_vector(),
+        election_vector(),
+        messages_vector(),
+    ];
     VECTOR_FILES.into_iter().zip(vectors).collect()
 }
 
@@ -1302,7 +1362,10 @@ fn the_address_example_of_docs_protocol_md_is_bech32m_without_a_witness_version(
     // A witness-version symbol in front (as segwit addresses have) is not an address.
     let mut with_version = vec![0u8];
     with_version.extend_from_slice(&alpha.0);
-    assert!(written.parse::<Address>().is_ok());
+    assert_eq!(written.parse::<Address>(), Ok(alpha));
+    assert_eq!(written.to_uppercase().parse::<Address>(), Ok(alpha), "the all-upper-case form is the same address");
+    let mixed = format!("{}{}", &written[..10], written[10..].to_uppercase());
+    assert!(mixed.parse::<Address>().is_err(), "mixed case is refused");
     let segwit_like =
         bech32::encode::<bech32::Bech32m>(bech32::Hrp::parse("tc").expect("hrp"), &with_version).expect("encodes");
     assert!(segwit_like.parse::<Address>().is_err(), "33 bytes are not an address");
