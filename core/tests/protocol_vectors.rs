@@ -1359,6 +1359,9 @@ fn the_address_example_of_docs_protocol_md_is_bech32m_without_a_witness_version(
     assert_eq!(written.len(), 3 + 52 + 6, "tc1, 52 data symbols, 6 checksum symbols");
     assert!(text.contains(&written), "docs/protocol.md shows alpha's address {written}");
     assert!(text.contains(&hex::encode(alpha.0)), "docs/protocol.md shows alpha's key in hex");
+    let all_zero = Address([0; 32]).to_string();
+    assert_eq!(bech32m_address(&[0; 32]), all_zero);
+    assert!(text.contains(&all_zero), "docs/protocol.md shows the all-zero key's address {all_zero}");
     // A witness-version symbol in front (as segwit addresses have) is not an address.
     let mut with_version = vec![0u8];
     with_version.extend_from_slice(&alpha.0);
@@ -1369,6 +1372,53 @@ fn the_address_example_of_docs_protocol_md_is_bech32m_without_a_witness_version(
     let segwit_like =
         bech32::encode::<bech32::Bech32m>(bech32::Hrp::parse("tc").expect("hrp"), &with_version).expect("encodes");
     assert!(segwit_like.parse::<Address>().is_err(), "33 bytes are not an address");
+}
+
+#[test]
+fn accounts_with_nothing_in_them_still_have_leaves_in_the_state_root() {
+    // docs/protocol.md, "Applying a block" step 1 and "The state root": an allocation of 0 and
+    // a producer credited 0 (block_reward 0, no fees) are accounts of balance 0 and nonce 0, and
+    // each has a leaf; an absent address has none.
+    let zero = Address([0x42; 32]);
+    let mut file = genesis_file();
+    file["parameters"]["block_reward"] = json!("0");
+    file["allocations"] = json!([
+        {"address": key(SENDER_SEED).address().to_string(), "amount": "500000000000"},
+        {"address": zero.to_string(), "amount": "0"},
+    ]);
+    let genesis = parse_genesis(&file);
+    let (_, mut state) = genesis_block(&genesis);
+    assert_eq!(state.accounts.get(&zero), Some(&Account::default()), "an allocation of 0 is an account");
+    let mut records = vec![ValidatorRecord::default(); genesis.validators.len()];
+    let hand = hand_state_root(&state.accounts, &records, &BTreeMap::new());
+    assert_eq!(state.root().0, hand.state_root);
+    let mut without = state.accounts.clone();
+    without.remove(&zero);
+    assert_ne!(hand_state_root(&without, &records, &BTreeMap::new()).state_root, hand.state_root);
+
+    // Block 1, empty, with no reward: its producer (no validator holds an allocation here) now
+    // has an account of balance 0, and the block's state root has its leaf.
+    let keys = [key(ALPHA_SEED), key(BETA_SEED), key(GAMMA_SEED)];
+    let producer = election::producer_at_rank(&genesis, &state.validators, &state.tip, 0).expect("rank 0");
+    assert!(!state.accounts.contains_key(&producer));
+    let producer_key = keys.iter().find(|key| key.address() == producer).expect("a validator").clone();
+    let timestamp_ms = state.tip_timestamp_ms + genesis.parameters.block_interval_ms;
+    let cache = SignatureCache::new(16);
+    let hashes = vec![state.tip.hash];
+    let valid = with_canonical_context(&genesis, &state, &hashes, timestamp_ms, &cache, 1, |context| {
+        validate::build_block(context, &producer_key, 0, timestamp_ms, Vec::new(), Vec::new(), Vec::new())
+    })
+    .expect("block 1 builds");
+    let _undo = validate::apply_block(&mut state, &valid);
+    assert_eq!(state.accounts.get(&producer), Some(&Account::default()), "a producer credited 0 is an account");
+    let record = &mut records[genesis.validator_index(&producer).expect("a validator")];
+    record.blocks_produced = 1;
+    record.recent_blocks = vec![1];
+    let hand = hand_state_root(&state.accounts, &records, &BTreeMap::new());
+    assert_eq!(valid.block.header.state_root.0, hand.state_root);
+    let mut without = state.accounts.clone();
+    without.remove(&producer);
+    assert_ne!(hand_state_root(&without, &records, &BTreeMap::new()).state_root, hand.state_root);
 }
 
 /// Writes docs/vectors/*.json from the code (after a deliberate protocol change).
