@@ -19,7 +19,7 @@ use tinychain_wallet::keystore::{KdfParams, Keystore, KeystoreError};
 
 pub const TESTNET_FILE: &str = "testnet.json";
 pub const TESTNET_NODES_MAX: usize = 16;
-pub const TESTNET_BASE_PORT_DEFAULT: u16 = 17740;
+pub const TESTNET_BASE_PORT_DEFAULT: u16 = 7740;
 pub const TESTNET_CHAIN_ID_DEFAULT: &str = "tinychain-local";
 /// The development wallet's key name and its genesis allocation.
 pub const DEV_KEY_NAME: &str = "dev";

@@ -1,5 +1,5 @@
 //! Test vectors for the exact bytes tinychain signs and hashes, so a wallet written in another
-//! language can produce them (ARCHITECTURE.md, "Signed and hashed bytes", explains each field).
+//! language can produce them (docs/protocol.md explains each field).
 //! The byte strings are built here by hand, field by field, as a foreign implementation would;
 //! signatures are cross-checked with `ring`, an Ed25519 implementation independent of
 //! ed25519-dalek.

@@ -1,6 +1,7 @@
 //! The one place bytes are made: bincode 1.3.3 with explicit options, and the exact byte
-//! strings that are signed and hashed. ARCHITECTURE.md documents these bytes and
-//! `tests/vectors.rs` pins them, so a wallet written in another language can produce them.
+//! strings that are signed and hashed. docs/protocol.md documents these bytes, and
+//! `tests/vectors.rs` and `core/tests/protocol_vectors.rs` pin them, so a wallet or node written
+//! in another language can produce them.
 //!
 //! Options, everywhere: little-endian fixed-width integers (u16 = 2 bytes, u32 = 4, u64 = 8),
 //! strings and sequences prefixed by their length as a u64, `Option` as one byte 0/1 then the

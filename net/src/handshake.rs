@@ -36,7 +36,7 @@ pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-tinychain-auth-v1";
 pub const EXPORTER_KEY_BYTES: usize = 32;
 
 /// Largest encoded `Hello` or `Proof` accepted (and the frame limit to read them with): far above
-/// an honest hello (76 bytes plus the chain id, which genesis caps at 32 bytes).
+/// an honest hello (74 bytes plus the chain id, which genesis caps at 32 bytes).
 pub const HANDSHAKE_MESSAGE_BYTES_MAX: u32 = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

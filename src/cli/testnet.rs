@@ -49,7 +49,7 @@ pub struct InitArgs {
     pub dir: PathBuf,
     /// Node i (from 0) listens for peers on BASE+2i and serves RPC on BASE+2i+1, all on
     /// 127.0.0.1; the default puts node-1 on the standard ports 7740 and 7741.
-    #[arg(long, default_value_t = 7740)]
+    #[arg(long, default_value_t = setup::TESTNET_BASE_PORT_DEFAULT)]
     pub base_port: u16,
     /// Block interval written into a new genesis (default: the chain default, 2000 ms).
     #[arg(long)]
