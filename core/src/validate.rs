@@ -368,6 +368,35 @@ pub fn check_transfer_alone_identified(
     Ok(())
 }
 
+/// Checks the signatures of transfers about to be stepped into a core, split across `threads`
+/// scoped threads, so that the core's own check (`check_transfer_alone_identified`) finds each
+/// valid one in `cache` instead of verifying it on the core's thread. A server runs this beside
+/// its event loop, on transfers from the network and from RPC (see `tinychain_node::driver`):
+/// the core then spends its turn on the mempool and the chain while the signatures, most of a
+/// transfer's cost, use the other cores. Only successes are cached, so this changes how fast
+/// the core's check is, never its answer; an invalid signature is simply checked again there.
+pub fn warm_transfer_signatures(cache: &SignatureCache, transfers: &[Transfer], threads: usize) {
+    // Below this many transfers a thread costs more than it saves.
+    const TRANSFERS_PER_THREAD_MIN: usize = 32;
+    let warm = |chunk: &[Transfer]| {
+        for transfer in chunk {
+            let id = transfer_id(transfer);
+            let _ =
+                cache.verify_identified(&id, &transfer.from, || transfer_signing_bytes(transfer), &transfer.signature);
+        }
+    };
+    let threads = threads.clamp(1, 64).min(transfers.len().div_ceil(TRANSFERS_PER_THREAD_MIN)).max(1);
+    if threads == 1 {
+        warm(transfers);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for chunk in transfers.chunks(transfers.len().div_ceil(threads)) {
+            scope.spawn(move || warm(chunk));
+        }
+    });
+}
+
 fn check_transfer_fields(chain_id: &str, transfer: &Transfer) -> Result<(), TxError> {
     if transfer.chain_id != chain_id {
         return Err(TxError::WrongChainId { expected: chain_id.to_string(), got: transfer.chain_id.clone() });
@@ -858,4 +887,32 @@ pub fn build_block(
     // its own validation would refuse.
     check_block_limits(context.genesis, &block)?;
     Ok(ValidBlock { block, hash, delta, votes_ignored, account_patch })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warming_remembers_exactly_the_valid_signatures_and_changes_no_answer() {
+        let chain_id = "warm";
+        let keys: Vec<Keypair> = (1..=3u8).map(|seed| Keypair::from_secret_bytes(&[seed; 32])).collect();
+        let mut transfers: Vec<Transfer> = (0..100u64)
+            .map(|nonce| sign_transfer(&keys[(nonce % 3) as usize], chain_id, keys[0].address(), 5, 1, nonce))
+            .collect();
+        transfers[37].amount += 1;
+        for threads in [1, 4] {
+            let cache = SignatureCache::new(1_000);
+            warm_transfer_signatures(&cache, &transfers, threads);
+            assert_eq!(cache.len(), 99, "every valid signature and no other is remembered ({threads} threads)");
+            for (index, transfer) in transfers.iter().enumerate() {
+                let id = transfer_id(transfer);
+                let cold = check_transfer_alone_identified(chain_id, transfer, &id, &SignatureCache::new(0));
+                let warm = check_transfer_alone_identified(chain_id, transfer, &id, &cache);
+                assert_eq!(format!("{warm:?}"), format!("{cold:?}"), "transfer {index}");
+                assert_eq!(warm.is_ok(), index != 37, "transfer {index}");
+            }
+            assert_eq!(cache.len(), 99, "the core's checks found every valid one already there");
+        }
+    }
 }

@@ -39,7 +39,7 @@ fn main() {
             }
         });
         let config = RpcConfig { listen: "127.0.0.1:0".parse().unwrap(), ..RpcConfig::default() };
-        rpc::start(config, sender, Arc::new(Telemetry::new(None))).await.unwrap()
+        rpc::start(config, sender, Arc::new(Telemetry::new(None)), None).await.unwrap()
     });
     let url = format!("http://{}/", server.local_addr());
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

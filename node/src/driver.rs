@@ -78,7 +78,7 @@ use tinychain_core::node::Restored;
 use tinychain_core::node::{ChainOp, Commit, Event, Node, NodeConfig, TraceEvent};
 use tinychain_core::record::{self, Entry, Session};
 use tinychain_core::types::{Address, Block, Evidence, Hash, Height, NodeId, Transfer, Vote};
-use tinychain_core::validate::{evidence_id, transfer_id};
+use tinychain_core::validate::{self, evidence_id, transfer_id};
 use tinychain_net::discovery::PeerStore;
 use tinychain_net::handle::{NetEvent, NetHandle};
 use tinychain_net::manager::{NetConfig, NetLimits};
@@ -348,7 +348,8 @@ pub async fn run(
         mempool: options.mempool.clone(),
         unmeasured_metrics: UNMEASURED_METRICS,
     };
-    let node = Node::new(config, Arc::new(SignatureCache::new(SIGNATURE_CACHE_ENTRIES_MAX)));
+    let signatures = Arc::new(SignatureCache::new(SIGNATURE_CACHE_ENTRIES_MAX));
+    let node = Node::new(config, signatures.clone());
     let node_id = node.node_id();
     let genesis_hash = node.genesis_hash();
 
@@ -368,9 +369,10 @@ pub async fn run(
         seeds: options.seeds.clone(),
         limits: NetLimits::default(),
     };
-    let (net, mut net_events, net_task) = tinychain_net::manager::start(net_config, peer_store)
+    let (net, net_events, net_task) = tinychain_net::manager::start(net_config, peer_store)
         .await
         .map_err(|error| DriverError::Net { addr: options.p2p_listen, detail: error.to_string() })?;
+    let mut net_events = warm_signatures_stage(net_events, signatures.clone(), verify_threads);
     let p2p_addr = net_task.local_addr();
     let telemetry = Arc::new(Telemetry::new(Some(net_task.traffic())));
 
@@ -378,7 +380,7 @@ pub async fn run(
     let rpc_server = match options.rpc.clone() {
         Some(rpc_config) => {
             let addr = rpc_config.listen;
-            let server = rpc::start(rpc_config, calls_sender.clone(), telemetry.clone())
+            let server = rpc::start(rpc_config, calls_sender.clone(), telemetry.clone(), Some(signatures.clone()))
                 .await
                 .map_err(|error| DriverError::Rpc { addr, detail: error.to_string() })?;
             Some(server)
@@ -526,6 +528,58 @@ pub async fn run(
     }
     log_stopped(&driver.driver.node, &driver.storage);
     result
+}
+
+/// Net events waiting between the signature stage and the event loop: enough to keep the stage
+/// busy while the loop commits a block, few enough that the transport's own bound (the one a
+/// flooding peer meets) stays what limits memory.
+const WARMED_EVENTS_CAPACITY: usize = 64;
+
+/// The stage between the transport and the event loop: it checks the signatures of the transfers
+/// a message carries (`validate::warm_transfer_signatures`, on the blocking pool and
+/// `threads` threads) and then hands the event on unchanged, every event in the order it
+/// came. The core finds those signatures in the cache and spends its turn on the mempool and
+/// the chain, while the next message's signatures are checked beside it: a block waiting in the
+/// loop's queue no longer waits for a backlog of signature checks, and the node uses more than
+/// one core. What the core decides is unchanged (the cache only remembers successes).
+fn warm_signatures_stage(
+    mut events: mpsc::Receiver<NetEvent>,
+    signatures: Arc<SignatureCache>,
+    threads: usize,
+) -> mpsc::Receiver<NetEvent> {
+    let (sender, warmed) = mpsc::channel(WARMED_EVENTS_CAPACITY);
+    tokio::spawn(async move {
+        while let Some(mut event) = events.recv().await {
+            if transfers_carried(&event).is_some_and(|transfers| !transfers.is_empty()) {
+                let signatures = signatures.clone();
+                let checked = tokio::task::spawn_blocking(move || {
+                    if let Some(transfers) = transfers_carried(&event) {
+                        validate::warm_transfer_signatures(&signatures, transfers, threads);
+                    }
+                    event
+                });
+                match checked.await {
+                    Ok(checked) => event = checked,
+                    // The blocking pool is gone: the runtime is shutting down.
+                    Err(_) => return,
+                }
+            }
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    warmed
+}
+
+/// The transfers a network event carries: gossip (`Transfers`) and mempool sync (`Pooled`).
+fn transfers_carried(event: &NetEvent) -> Option<&[Transfer]> {
+    match event {
+        NetEvent::MessageReceived { message: Message::Transfers(transfers) | Message::Pooled(transfers), .. } => {
+            Some(transfers)
+        }
+        _ => None,
+    }
 }
 
 /// The last line: the heights the database holds, which a restart resumes from. After a failed

@@ -37,7 +37,7 @@
 //! with hyper, answers the two GET routes, and hands everything else to jsonrpsee's per-connection
 //! service with the connection's admin rule in the request extensions.
 
-use crate::query::{self, Call, QueryError, Request};
+use crate::query::{self, Call, Command, QueryError, Request};
 use crate::telemetry::{self, Telemetry};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -54,6 +54,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tinychain_core::crypto::SignatureCache;
+use tinychain_core::validate;
 use tinychain_rpc::{code, data_code, ErrorData, HealthRefusal, HealthStatus, Method};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
@@ -188,6 +190,8 @@ fn admin_rule(access: AdminAccess, peer: IpAddr) -> AdminRule {
 struct MethodContext {
     calls: mpsc::Sender<QueuedCall>,
     telemetry: Arc<Telemetry>,
+    /// Where submitted transfers' signatures are checked before their call is queued.
+    signatures: Option<Arc<SignatureCache>>,
 }
 
 /// A call in the queue to the driver, with the claim that decides whether the driver runs it or
@@ -322,12 +326,43 @@ async fn handle_method(
         Some(text) => serde_json::from_str(text)
             .map_err(|error| error_object(QueryError::InvalidParams(format!("params are not valid JSON: {error}"))))?,
     };
-    let request = query::parse_request(method, &params_value).map_err(error_object)?;
+    let mut request = query::parse_request(method, &params_value).map_err(error_object)?;
+    if let Some(signatures) = &context.signatures {
+        request = warm_submitted_signatures(request, signatures.clone()).await?;
+    }
     ask(&context.calls, request, QUEUE_WAIT_MAX, CALL_TIMEOUT).await.map_err(AskError::into_error_object)
 }
 
-fn methods(calls: mpsc::Sender<QueuedCall>, telemetry: Arc<Telemetry>) -> Result<RpcModule<MethodContext>, RpcError> {
-    let mut module = RpcModule::new(MethodContext { calls, telemetry });
+/// Checks the signatures of the transfers a submit carries, on the blocking pool (one thread
+/// each: the handlers of several connections run at once), and hands the request back unchanged.
+async fn warm_submitted_signatures(
+    request: Request,
+    signatures: Arc<SignatureCache>,
+) -> Result<Request, ErrorObjectOwned> {
+    if !matches!(request, Request::Command(Command::SubmitTx { .. } | Command::SubmitTxs { .. })) {
+        return Ok(request);
+    }
+    tokio::task::spawn_blocking(move || {
+        match &request {
+            Request::Command(Command::SubmitTxs { txs }) => validate::warm_transfer_signatures(&signatures, txs, 1),
+            Request::Command(Command::SubmitTx { tx }) => {
+                validate::warm_transfer_signatures(&signatures, std::slice::from_ref(tx), 1)
+            }
+            _ => {}
+        }
+        request
+    })
+    .await
+    // Only a runtime shutting down cancels a blocking task (signature checks do not panic).
+    .map_err(|_| error_object(QueryError::ShuttingDown))
+}
+
+fn methods(
+    calls: mpsc::Sender<QueuedCall>,
+    telemetry: Arc<Telemetry>,
+    signatures: Option<Arc<SignatureCache>>,
+) -> Result<RpcModule<MethodContext>, RpcError> {
+    let mut module = RpcModule::new(MethodContext { calls, telemetry, signatures });
     for method in Method::ALL {
         module
             .register_async_method(method.as_str(), move |params, context, extensions| async move {
@@ -344,10 +379,15 @@ fn methods(calls: mpsc::Sender<QueuedCall>, telemetry: Arc<Telemetry>) -> Result
 
 /// Binds `config.listen` and serves until `RpcServer::stop`; every method becomes a `Call` sent
 /// on `calls`. `telemetry` is where call durations go and what `GET /metrics` encodes.
+///
+/// With `signatures` (the node's signature cache), the signatures of submitted transfers are
+/// checked on the blocking pool before the call is queued (`validate::warm_transfer_signatures`),
+/// so the driver's event loop, which admits them, finds them in the cache.
 pub async fn start(
     config: RpcConfig,
     calls: mpsc::Sender<QueuedCall>,
     telemetry: Arc<Telemetry>,
+    signatures: Option<Arc<SignatureCache>>,
 ) -> Result<RpcServer, RpcError> {
     if config.body_bytes_max < 1024 {
         return Err(RpcError::BadConfig {
@@ -358,7 +398,7 @@ pub async fn start(
     if config.connections_max == 0 {
         return Err(RpcError::BadConfig { field: "connections_max", reason: "must be at least 1".into() });
     }
-    let module = methods(calls.clone(), telemetry.clone())?;
+    let module = methods(calls.clone(), telemetry.clone(), signatures)?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| RpcError::Bind { listen: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| RpcError::Bind { listen: config.listen, source })?;

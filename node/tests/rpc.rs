@@ -178,7 +178,7 @@ fn fake_driver(delay: Duration) -> mpsc::Sender<QueuedCall> {
 }
 
 async fn fake_server(config: RpcConfig) -> RpcServer {
-    rpc::start(config, fake_driver(Duration::ZERO), telemetry()).await.unwrap()
+    rpc::start(config, fake_driver(Duration::ZERO), telemetry(), None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +380,7 @@ async fn health_and_metrics() {
     // A driver that is gone: health is 503, RPC calls an internal error, nothing panics.
     let (calls, receiver) = mpsc::channel::<QueuedCall>(1);
     drop(receiver);
-    let orphan = rpc::start(loopback_config(), calls, telemetry()).await.unwrap();
+    let orphan = rpc::start(loopback_config(), calls, telemetry(), None).await.unwrap();
     let health = http(orphan.local_addr(), "GET", "/health", Vec::new()).await;
     assert_eq!(health.status, 503, "{}", health.body);
     assert_eq!(http(orphan.local_addr(), "GET", "/metrics", Vec::new()).await.status, 503);
@@ -400,7 +400,7 @@ async fn a_driver_that_does_not_answer_times_out() {
             held.push(call.take());
         }
     });
-    let server = rpc::start(loopback_config(), calls, telemetry()).await.unwrap();
+    let server = rpc::start(loopback_config(), calls, telemetry(), None).await.unwrap();
     let started = Instant::now();
     let health = http(server.local_addr(), "GET", "/health", Vec::new()).await;
     assert_eq!(health.status, 503);
@@ -422,7 +422,7 @@ async fn a_driver_that_does_not_answer_times_out() {
 async fn an_overloaded_driver_answers_busy_and_never_runs_what_it_answered_busy() {
     // A driver stuck in a long step: it takes nothing from a queue of one.
     let (calls, mut receiver) = mpsc::channel::<QueuedCall>(1);
-    let server = rpc::start(loopback_config(), calls, telemetry()).await.unwrap();
+    let server = rpc::start(loopback_config(), calls, telemetry(), None).await.unwrap();
     let addr = server.local_addr();
     let transfer = sign_transfer(&account_key(1), "busy-test", account_key(2).address(), 5, 0, 0);
     let started = Instant::now();
@@ -458,7 +458,7 @@ async fn an_overloaded_driver_answers_busy_and_never_runs_what_it_answered_busy(
             let _ = reply.send(fake_answer(&request));
         }
     });
-    let server = rpc::start(loopback_config(), calls, telemetry()).await.unwrap();
+    let server = rpc::start(loopback_config(), calls, telemetry(), None).await.unwrap();
     assert_eq!(result(server.local_addr(), "status", json!([])).await, json!({ "fake": true }));
     server.stop().await;
     slow.abort();
@@ -551,7 +551,8 @@ async fn hostile_bytes_do_not_stop_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_lets_requests_in_flight_finish_then_refuses_connections() {
-    let server = rpc::start(loopback_config(), fake_driver(Duration::from_millis(500)), telemetry()).await.unwrap();
+    let server =
+        rpc::start(loopback_config(), fake_driver(Duration::from_millis(500)), telemetry(), None).await.unwrap();
     let addr = server.local_addr();
     let in_flight = tokio::spawn(async move { call(addr, "status", json!([])).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -669,7 +670,7 @@ impl Chain {
 /// A server whose calls `drive` answers from `chain`.
 async fn serve(chain: Chain) -> RpcServer {
     let telemetry = telemetry();
-    rpc::start(loopback_config(), drive(chain, telemetry.clone()), telemetry).await.unwrap()
+    rpc::start(loopback_config(), drive(chain, telemetry.clone()), telemetry, None).await.unwrap()
 }
 
 /// A test driver: read-only calls go to `query::answer`, transfers to the node, the figures of
