@@ -28,6 +28,12 @@
 //!    then 80% of it (issue 16 asks for a latency to final of 6 s or less there), then R equal to
 //!    it. These rows carry every figure above but the peak memory (the peak is the saturated
 //!    run's).
+//! 4. **Overload** on the same testnet: `load --rate max` from
+//!    `TINYCHAIN_THROUGHPUT_OVERLOAD_ACCOUNTS` accounts with `--max-pending` at 128 per account
+//!    (65,536 by default), more pending transfers than a node's mempool holds (`MEMPOOL_TXS_MAX`, 50,000). Its rejections and uncommitted
+//!    transfers are what overload means, not problems; what it checks is that no node's
+//!    mempool grew past its cap (load's `mempool_max`), and it reports the nodes' memory
+//!    meanwhile (`VmRSS`) and their peak over the testnet's life (`VmHWM`).
 //!
 //! Then a markdown table of every run and one line holding a JSON object with the same figures
 //! (`{"bench":"throughput",...}`), for scripts.
@@ -44,6 +50,7 @@
 //! | `TINYCHAIN_THROUGHPUT_BLOCK_INTERVAL_MS` | 200 | the genesis's block interval |
 //! | `TINYCHAIN_THROUGHPUT_PRODUCER_TIMEOUT_MS` | 1000 | the genesis's producer timeout |
 //! | `TINYCHAIN_THROUGHPUT_VERIFY_SECONDS` | 3 | rounds of one second of `verify_strict` |
+//! | `TINYCHAIN_THROUGHPUT_OVERLOAD_ACCOUNTS` | 512 | the overload run's accounts (`0`: no overload run) |
 //! | `TINYCHAIN_THROUGHPUT_KEEP` | unset | `1` keeps every testnet directory (logs included) |
 //!
 //! 64 accounts rather than load's default 256: each account keeps up to 128 transfers pending, and
@@ -80,6 +87,7 @@ use std::time::{Duration, Instant};
 use support::{env_or, free_ports, load_average, node_log_filter, rpc_call, EXE, RPC_TIMEOUT};
 use tinychain_core::codec::transfer_signing_bytes;
 use tinychain_core::crypto::verify_strict;
+use tinychain_core::limits::MEMPOOL_TXS_MAX;
 use tinychain_core::testkit::seeded_key;
 use tinychain_core::types::{Address, Signature};
 use tinychain_core::validate::sign_transfer;
@@ -96,6 +104,9 @@ const LOAD_OVERHEAD_MAX: Duration = Duration::from_secs(240);
 /// How long the runner gets to stop its nodes after SIGTERM (it gives them 10 s) before every
 /// process is killed.
 const RUNNER_STOP_GRACE: Duration = Duration::from_secs(20);
+/// `tinychain load` keeps at most this many transfers of one account pending (its
+/// `PENDING_PER_ACCOUNT_MAX`): the overload run's `--max-pending` is its accounts times this.
+const LOAD_PENDING_PER_ACCOUNT_MAX: usize = 128;
 /// How often the nodes' resident memory is sampled while load runs.
 const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -107,6 +118,7 @@ struct Settings {
     block_interval_ms: u64,
     producer_timeout_ms: u64,
     verify_rounds: usize,
+    overload_accounts: usize,
     keep: bool,
 }
 
@@ -130,6 +142,7 @@ impl Settings {
             block_interval_ms: env_or("TINYCHAIN_THROUGHPUT_BLOCK_INTERVAL_MS", 200),
             producer_timeout_ms: env_or("TINYCHAIN_THROUGHPUT_PRODUCER_TIMEOUT_MS", 1_000),
             verify_rounds: env_or("TINYCHAIN_THROUGHPUT_VERIFY_SECONDS", 3),
+            overload_accounts: env_or("TINYCHAIN_THROUGHPUT_OVERLOAD_ACCOUNTS", 512),
             keep: std::env::var("TINYCHAIN_THROUGHPUT_KEEP").is_ok_and(|value| value == "1"),
         };
         assert!(
@@ -176,7 +189,7 @@ fn main() {
     let mut problems: Vec<String> = Vec::new();
     for &nodes in &settings.node_counts {
         let mut net = RunningTestnet::start(nodes, &settings);
-        let saturated = net.run_load(&settings, "saturation", None);
+        let saturated = net.run_load(&settings, "saturation", None, None);
         let saturated_tps = saturated.committed_tps;
         problems.extend(saturated.problems.iter().cloned());
         rows.push(saturated);
@@ -187,7 +200,12 @@ fn main() {
             );
             for (label, share) in [("50% of saturation", 0.5), ("80% of saturation", 0.8), ("100% of saturation", 1.0)]
             {
-                let row = net.run_load(&settings, label, Some(saturated_tps * share));
+                let row = net.run_load(&settings, label, Some(saturated_tps * share), None);
+                problems.extend(row.problems.iter().cloned());
+                rows.push(row);
+            }
+            if settings.overload_accounts > 0 {
+                let row = net.run_load(&settings, "overload", None, Some(settings.overload_accounts));
                 problems.extend(row.problems.iter().cloned());
                 rows.push(row);
             }
@@ -460,22 +478,34 @@ impl RunningTestnet {
     }
 
     /// `tinychain load --testnet D/testnet.json --rate R|max --json` for one window, sampling
-    /// the nodes' memory meanwhile. Panics if load fails outright.
-    fn run_load(&mut self, settings: &Settings, label: &str, rate: Option<f64>) -> Row {
+    /// the nodes' memory meanwhile. Panics if load fails outright. With `overload_accounts`,
+    /// load sends from that many accounts with `--max-pending` at their limit (128 each), more
+    /// than any node's mempool holds: rejections and transfers left uncommitted are then what
+    /// is being measured, not problems, but a node whose mempool grew past its cap is one.
+    fn run_load(
+        &mut self,
+        settings: &Settings,
+        label: &str,
+        rate: Option<f64>,
+        overload_accounts: Option<usize>,
+    ) -> Row {
         let nodes = self.nodes.len();
         let rate_text = rate.map_or("max".to_string(), |rate| format!("{rate:.1}"));
+        let accounts = overload_accounts.unwrap_or(settings.accounts);
+        let max_pending = overload_accounts.map(|accounts| accounts * LOAD_PENDING_PER_ACCOUNT_MAX);
         let load_average_before = load_average();
         println!(
-            "{label}: tinychain load --rate {rate_text} --duration {:.0}s --accounts {} on {nodes} node(s); load \
-             average {load_average_before}",
+            "{label}: tinychain load --rate {rate_text} --duration {:.0}s --accounts {accounts}{} on {nodes} node(s); \
+             load average {load_average_before}",
             settings.window.as_secs_f64(),
-            settings.accounts
+            max_pending.map_or(String::new(), |pending| format!(" --max-pending {pending}"))
         );
         let wall = Instant::now();
         let mut load = Command::new(EXE)
             .args(["load", "--testnet", self.testnet_dir.join("testnet.json").to_str().unwrap()])
             .args(["--rate", &rate_text, "--duration", &format!("{}ms", settings.window.as_millis())])
-            .args(["--accounts", &settings.accounts.to_string(), "--json"])
+            .args(["--accounts", &accounts.to_string(), "--json"])
+            .args(max_pending.map(|pending| ["--max-pending".to_string(), pending.to_string()]).into_iter().flatten())
             .env_remove("TINYCHAIN_PASSPHRASE")
             .env_remove("TINYCHAIN_WALLET")
             .stdin(Stdio::null())
@@ -555,10 +585,18 @@ impl RunningTestnet {
             problems
                 .push(format!("{context}: {} failed calls (last: {})", report["failed_calls"], report["last_failure"]));
         }
-        if rejected > 0 {
+        let mempool_max: Vec<u64> = report["mempool_max"]
+            .as_array()
+            .map(|sizes| sizes.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        if let Some(size) = mempool_max.iter().find(|size| **size > MEMPOOL_TXS_MAX as u64) {
+            problems
+                .push(format!("{context}: a node's mempool held {size} transfers, past its cap of {MEMPOOL_TXS_MAX}"));
+        }
+        if rejected > 0 && overload_accounts.is_none() {
             problems.push(format!("{context}: {rejected} transfers rejected: {}", report["rejected"]));
         }
-        if report["not_committed"].as_u64() != Some(0) {
+        if report["not_committed"].as_u64() != Some(0) && overload_accounts.is_none() {
             problems.push(format!(
                 "{context}: {} accepted transfers not committed within load's drain",
                 report["not_committed"]
@@ -590,7 +628,7 @@ impl RunningTestnet {
         };
         println!(
             "  offered {:.0}/s, committed {:.0}/s; to final p50 {} p90 {}; nodes' CPU {} of one core (each), load's \
-             {}; CPU per transfer per node {}; VmRSS max {}{}; rejected {}; {:.0} s of wall time",
+             {}; CPU per transfer per node {}; VmRSS max {}{}; mempools' largest {}; rejected {}; {:.0} s of wall time",
             row.offered_tps,
             row.committed_tps,
             seconds_text(row.latency_final_ms.0),
@@ -600,6 +638,7 @@ impl RunningTestnet {
             row.cpu_us_per_transfer_per_node().map_or("-".to_string(), |us| format!("{us:.0} µs")),
             mib_text(row.rss_max_kib),
             row.hwm_max_kib.map_or(String::new(), |kib| format!(", VmHWM max {}", mib_text(kib))),
+            mempool_max.iter().max().map_or("-".to_string(), u64::to_string),
             row.rejected,
             wall.elapsed().as_secs_f64()
         );

@@ -17,6 +17,11 @@ pub enum AddressError {
     WrongPrefix { text: String, prefix: String },
     #[error("address {text:?} holds {length} bytes; an address is a 32-byte public key")]
     WrongLength { text: String, length: usize },
+    #[error(
+        "address {text:?} is not in canonical form: its last character before the checksum sets padding bits that \
+         must be zero (check for a typo)"
+    )]
+    NonZeroPadding { text: String },
 }
 
 impl std::fmt::Display for Address {
@@ -47,6 +52,9 @@ impl std::str::FromStr for Address {
         if prefix != ADDRESS_PREFIX {
             return Err(AddressError::WrongPrefix { text: text.to_string(), prefix });
         }
+        // The decoder drops the 4 bits that pad 256 bits to 52 characters without looking at
+        // them; refused unless zero, so each address has exactly one text form (up to case).
+        checked.validate_segwit_padding().map_err(|_| AddressError::NonZeroPadding { text: text.to_string() })?;
         let bytes: Vec<u8> = checked.byte_iter().collect();
         let key: [u8; 32] = bytes
             .as_slice()
@@ -66,6 +74,24 @@ mod tests {
         let text = address.to_string();
         assert!(text.starts_with("tc1"), "{text}");
         assert_eq!(text.parse::<Address>(), Ok(address));
+    }
+
+    #[test]
+    fn a_text_with_padding_bits_set_is_refused_even_with_a_valid_checksum() {
+        use bech32::primitives::iter::{ByteIterExt, Fe32IterExt};
+        use bech32::Fe32;
+        let address = Address([42u8; 32]);
+        let hrp = Hrp::parse_unchecked(ADDRESS_PREFIX);
+        let mut fes: Vec<Fe32> = address.0.iter().copied().bytes_to_fes().collect();
+        assert_eq!(fes.len(), 52, "256 bits in 5-bit characters: 51 full ones and one holding 1 bit and 4 of padding");
+        let canonical: String = fes.iter().copied().with_checksum::<Bech32m>(&hrp).chars().collect();
+        assert_eq!(canonical, address.to_string());
+        let last = fes.len() - 1;
+        fes[last] = Fe32::try_from(fes[last].to_u8() | 0b0001).expect("below 32");
+        let padded: String = fes.into_iter().with_checksum::<Bech32m>(&hrp).chars().collect();
+        assert_ne!(padded, canonical);
+        assert_eq!(padded.parse::<Address>(), Err(AddressError::NonZeroPadding { text: padded.clone() }));
+        assert_eq!(canonical.to_uppercase().parse::<Address>(), Ok(address), "one form up to case");
     }
 
     #[test]

@@ -61,7 +61,26 @@ pub struct LinkSender {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueFull;
 
+/// A sheddable frame was left out: the link's queue is at least half full (or gone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shed;
+
 impl LinkSender {
+    /// Enqueues a frame the peer can do without (transfer gossip: the block that includes those
+    /// transfers, and mempool sync, bring them anyway) only while the queue is less than half
+    /// full in frames and in bytes. A peer too busy to keep up then gets fewer transfers instead
+    /// of a queue full of them and a closed link: the other half stays for blocks, reports and
+    /// evidence, and a link is closed only when those fill it.
+    pub fn try_push_sheddable(&self, frame: Frame) -> Result<(), Shed> {
+        let queued_frames = self.frames.max_capacity() - self.frames.capacity();
+        if queued_frames * 2 >= self.frames.max_capacity()
+            || self.queued_bytes.load(Ordering::Acquire) * 2 >= self.queued_bytes_max
+        {
+            return Err(Shed);
+        }
+        self.try_push(frame).map_err(|_| Shed)
+    }
+
     /// Enqueues a frame without waiting. Fails if the link already holds `queued_bytes_max`
     /// bytes or its maximum number of frames.
     pub fn try_push(&self, frame: Frame) -> Result<(), QueueFull> {

@@ -24,6 +24,12 @@
 //!   link instead of growing memory: the peer is slow or stuck, the link is redialed with backoff,
 //!   and the core's sync fills whatever was lost. Sending is best effort in general: a message
 //!   for a peer without a link is dropped.
+//! - **Gossip gives way.** Transfer gossip (`Message::Transfers`) is queued on a link only while
+//!   its queue is less than half full; past that it is left out (`NetStats::transfer_batches_shed`)
+//!   and the peer gets those transfers in the block, or by mempool sync. Under overload a peer
+//!   that is busy rather than stuck thus keeps its link (blocks, reports and evidence have the
+//!   other half of the queue); before, a flood of gossip filled the queue, closed the link and
+//!   split the network into branches that later had to be reorganised.
 //! - **Shutdown.** `NetCommand::Shutdown` (or dropping every `NetHandle`) closes every link, stops
 //!   listening and ends every task; no event is delivered after it, and the events channel closes
 //!   when the last task has ended. [`NetTask::join`] waits for that.
@@ -451,6 +457,8 @@ struct Manager {
     tasks: JoinSet<TaskExit>,
     owners: HashMap<tokio::task::Id, TaskOwner>,
     counters: Arc<Mutex<NetStats>>,
+    /// `NetStats::transfer_batches_shed`: counted here, where the queues are.
+    transfer_batches_shed: u64,
     traffic: TrafficTable,
     commands: mpsc::Receiver<NetCommand>,
     peer_lists: mpsc::Receiver<(NodeId, Vec<PeerAddress>)>,
@@ -511,6 +519,7 @@ pub async fn start(
         tasks: JoinSet::new(),
         owners: HashMap::new(),
         counters: Arc::clone(&counters),
+        transfer_batches_shed: 0,
         traffic: traffic.clone(),
         commands,
         peer_lists,
@@ -727,18 +736,20 @@ impl Manager {
     fn on_command(&mut self, command: NetCommand) {
         match command {
             NetCommand::SendTo { peer, message } => {
+                let sheddable = is_sheddable(&message);
                 if let Some(frame) = core_frame(message) {
-                    self.enqueue(peer, frame);
+                    self.enqueue(peer, frame, sheddable);
                 }
             }
             NetCommand::Broadcast { message, except } => {
+                let sheddable = is_sheddable(&message);
                 let Some(frame) = core_frame(message) else {
                     return;
                 };
                 let targets: Vec<NodeId> =
                     self.policy.links_up().map(|(peer, _)| peer).filter(|peer| Some(*peer) != except).collect();
                 for peer in targets {
-                    self.enqueue(peer, Arc::clone(&frame));
+                    self.enqueue(peer, Arc::clone(&frame), sheddable);
                 }
             }
             NetCommand::Disconnect { peer, reason } => self.step(PolicyInput::DisconnectRequested { peer, reason }),
@@ -748,20 +759,28 @@ impl Manager {
         }
     }
 
-    /// Queues a frame on a peer's link; a full queue closes the link (see the module docs).
-    fn enqueue(&mut self, peer: NodeId, frame: Frame) {
+    /// Queues a frame on a peer's link; a full queue closes the link, and a sheddable frame
+    /// finding the queue half full is left out instead (see the module docs).
+    fn enqueue(&mut self, peer: NodeId, frame: Frame, sheddable: bool) {
         let Some(connection) = self.policy.link_of(&peer) else {
             debug!(%peer, "dropping a message: no link with the peer");
             return;
         };
         let link = self.links.get(&connection).expect("the policy's links are started");
+        if sheddable {
+            if link.sender.try_push_sheddable(frame).is_err() {
+                self.transfer_batches_shed += 1;
+                debug!(%peer, "shedding a transfer batch: the link's queue is half full");
+            }
+            return;
+        }
         if link.sender.try_push(frame).is_err() {
             self.step(PolicyInput::LinkQueueFilled { connection });
         }
     }
 
     fn publish_stats(&self) {
-        *lock(&self.counters) = self.policy.stats();
+        *lock(&self.counters) = NetStats { transfer_batches_shed: self.transfer_batches_shed, ..self.policy.stats() };
     }
 
     async fn shut_down(mut self) {
@@ -794,6 +813,11 @@ impl Manager {
 
 /// A core message's frame, or `None` (logged) if it does not fit, which the core's limits rule
 /// out: dropping it is safer than taking the transport down.
+/// Whether a message may be left out when the peer's queue is half full: transfer gossip only.
+fn is_sheddable(message: &Message) -> bool {
+    matches!(message, Message::Transfers(_))
+}
+
 fn core_frame(message: Message) -> Option<Frame> {
     let kind = message.kind();
     match Wire::Core(message).to_frame() {

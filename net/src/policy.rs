@@ -295,6 +295,9 @@ pub struct NetStats {
     pub links_dropped_queue_full: u64,
     /// Times a peer was scored down.
     pub peers_scored_down: u64,
+    /// Transfer gossip messages left out because the link's queue was half full (counted by the
+    /// shell, which holds the queues; the policy leaves it 0).
+    pub transfer_batches_shed: u64,
 }
 
 /// Exponential backoff: each failure returns the current wait and doubles the next, up to a cap.

@@ -327,6 +327,59 @@ async fn an_authenticated_peer_that_goes_silent_is_dropped_at_the_idle_timeout()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_gossip_to_a_peer_that_falls_behind_is_shed_and_its_link_kept() {
+    let cluster = Cluster::new(6);
+    let mut config = cluster.config(0);
+    config.limits.link_queue_bytes_max = 4 * 1024 * 1024;
+    let mut first = TestNode::start(0, config, tinychain_net::discovery::PeerStore::none()).await;
+    let mut second = cluster.start(1).await;
+    first.wait_connected_to(&cluster.ids([1])).await;
+    second.wait_connected_to(&cluster.ids([0])).await;
+    // Authenticates, then never reads, as a peer whose event loop is far behind.
+    let (stuck, _, _) = authenticate_as(&cluster, &validator_key(2), 0).await;
+    first.wait_connected_to(&cluster.ids([1, 2])).await;
+
+    // 48 batches of about 1 MiB: far more than socket buffers and the 4 MiB queue hold.
+    let batch = |nonce: u64| {
+        let transfer = tinychain_core::types::Transfer {
+            chain_id: "hostile".into(),
+            from: validator_key(3).address(),
+            to: validator_key(4).address(),
+            amount: 1,
+            fee: 1,
+            nonce,
+            signature: tinychain_core::types::Signature([9; 64]),
+        };
+        tinychain_core::message::Message::Transfers(vec![transfer; 1024 * 1024 / 180])
+    };
+    for nonce in 0..48 {
+        first.handle.broadcast(batch(nonce), None).await.unwrap();
+        assert_eq!(second.next_message().await, (first.id, batch(nonce)), "the peer that keeps up gets everything");
+    }
+    let stats = first.stats();
+    assert!(stats.transfer_batches_shed > 0, "the stuck peer's half-full queue sheds gossip: {stats:?}");
+    assert_eq!(stats.links_dropped_queue_full, 0, "gossip alone never closes a link");
+    assert_eq!(stats.links, 2, "both links are up: {stats:?}");
+    assert!(first.history.iter().all(|event| !matches!(event, NetEvent::PeerDisconnected(_))));
+
+    // What is not gossip still fills the queue and closes the link, as before.
+    let big = |height: u64| tinychain_core::message::Message::GetBlocks {
+        locator: vec![
+            tinychain_core::types::Checkpoint { height, hash: tinychain_core::types::Hash([7; 32]) };
+            1024 * 1024 / 40
+        ],
+    };
+    for height in 0..8 {
+        first.handle.broadcast(big(height), None).await.unwrap();
+        assert_eq!(second.next_message().await, (first.id, big(height)));
+    }
+    first.wait_connected_to(&cluster.ids([1])).await;
+    assert_eq!(first.stats().links_dropped_queue_full, 1);
+    drop(stuck);
+    still_talking(&mut first, &mut second, 120).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_loses_its_link_instead_of_growing_our_memory() {
     let cluster = Cluster::new(6);
     let mut config = cluster.config(0);

@@ -137,6 +137,13 @@ pub const JOURNAL_TRANSFERS_MAX: usize = 100_000;
 /// Dropped transfers remembered; the oldest are forgotten past this.
 pub const DROPPED_TRANSFERS_KEPT: usize = 100_000;
 
+/// redb's page cache, the largest part of a node's memory that grows with its database: redb's
+/// own default is 1 GiB, so a long-running node's resident memory crept towards it as the chain
+/// grew. The core keeps the state in memory and reads storage only to fold and to answer
+/// queries, so a small cache serves it (the operating system's page cache still holds recent
+/// pages).
+pub const CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -569,6 +576,7 @@ impl Storage {
         let backend = redb::backends::FileBackend::new(file)
             .map_err(|error| redb_error(path, "cannot use the new file", error))?;
         let database = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
             .create_with_backend(backend)
             .map_err(|error| redb_error(path, "cannot initialise the database", error))?;
         let (block, state) = genesis_block(genesis);
@@ -646,7 +654,8 @@ impl Storage {
         // read-write open rewrites redb's header even when nothing is committed.) A database
         // that was not closed cleanly cannot be read this way; redb repairs it in the
         // read-write open below, and it is checked there.
-        let read_only = std::panic::catch_unwind(|| redb::Builder::new().open_read_only(path));
+        let read_only =
+            std::panic::catch_unwind(|| redb::Builder::new().set_cache_size(CACHE_BYTES).open_read_only(path));
         match read_only {
             Ok(Err(redb::DatabaseError::RepairAborted)) => {}
             caught => {
@@ -655,7 +664,8 @@ impl Storage {
                 id.check(&txn)?;
             }
         }
-        let database = opened(&id.path, std::panic::catch_unwind(|| redb::Builder::new().open(path)))?;
+        let database =
+            opened(&id.path, std::panic::catch_unwind(|| redb::Builder::new().set_cache_size(CACHE_BYTES).open(path)))?;
         let txn = database.begin_read().map_err(|error| redb_error(&id.path, "cannot read it", error))?;
         id.check(&txn)?;
         let fail = Failure { path: &id.path, doing: "cannot read the journal" };
