@@ -223,6 +223,37 @@ impl SignatureCache {
         valid
     }
 
+    /// `verify_identified` for `count` items split across `threads` scoped threads, for its
+    /// effect on the cache only: `item(index)` gives an object's id, signer and signature, and
+    /// `message(index)` its signed bytes (built only for an id not yet known). Used to check
+    /// signatures before the objects reach a core (`validate::warm_transfer_signatures`).
+    pub fn verify_identified_all<I, M>(&self, count: usize, threads: usize, item: I, message: M)
+    where
+        I: Fn(usize) -> (Hash, Address, Signature) + Sync,
+        M: Fn(usize) -> Vec<u8> + Sync,
+    {
+        // Below this many items a thread costs more than it saves.
+        const ITEMS_PER_THREAD_MIN: usize = 32;
+        let check = |range: std::ops::Range<usize>| {
+            for index in range {
+                let (id, signer, signature) = item(index);
+                let _ = self.verify_identified(&id, &signer, || message(index), &signature);
+            }
+        };
+        let threads = threads.clamp(1, 64).min(count.div_ceil(ITEMS_PER_THREAD_MIN)).max(1);
+        if threads == 1 {
+            check(0..count);
+            return;
+        }
+        let chunk_len = count.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for thread in 0..threads {
+                let range = (thread * chunk_len).min(count)..((thread + 1) * chunk_len).min(count);
+                scope.spawn(move || check(range));
+            }
+        });
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().expect("cache lock is never poisoned: no panics while held").order.len()
     }

@@ -376,25 +376,15 @@ pub fn check_transfer_alone_identified(
 /// transfer's cost, use the other cores. Only successes are cached, so this changes how fast
 /// the core's check is, never its answer; an invalid signature is simply checked again there.
 pub fn warm_transfer_signatures(cache: &SignatureCache, transfers: &[Transfer], threads: usize) {
-    // Below this many transfers a thread costs more than it saves.
-    const TRANSFERS_PER_THREAD_MIN: usize = 32;
-    let warm = |chunk: &[Transfer]| {
-        for transfer in chunk {
-            let id = transfer_id(transfer);
-            let _ =
-                cache.verify_identified(&id, &transfer.from, || transfer_signing_bytes(transfer), &transfer.signature);
-        }
-    };
-    let threads = threads.clamp(1, 64).min(transfers.len().div_ceil(TRANSFERS_PER_THREAD_MIN)).max(1);
-    if threads == 1 {
-        warm(transfers);
-        return;
-    }
-    std::thread::scope(|scope| {
-        for chunk in transfers.chunks(transfers.len().div_ceil(threads)) {
-            scope.spawn(move || warm(chunk));
-        }
-    });
+    cache.verify_identified_all(
+        transfers.len(),
+        threads,
+        |index| {
+            let transfer = &transfers[index];
+            (transfer_id(transfer), transfer.from, transfer.signature)
+        },
+        |index| transfer_signing_bytes(&transfers[index]),
+    );
 }
 
 fn check_transfer_fields(chain_id: &str, transfer: &Transfer) -> Result<(), TxError> {
