@@ -49,9 +49,17 @@
 //! | `TINYCHAIN_THROUGHPUT_ACCOUNTS` | 64 | sending accounts (`load --accounts`; see below) |
 //! | `TINYCHAIN_THROUGHPUT_BLOCK_INTERVAL_MS` | 200 | the genesis's block interval |
 //! | `TINYCHAIN_THROUGHPUT_PRODUCER_TIMEOUT_MS` | 1000 | the genesis's producer timeout |
+//! | `TINYCHAIN_THROUGHPUT_BLOCK_TRANSFERS_MAX` | 2500 | the genesis's `block_transfers_max` (see below) |
 //! | `TINYCHAIN_THROUGHPUT_VERIFY_SECONDS` | 3 | rounds of one second of `verify_strict` |
 //! | `TINYCHAIN_THROUGHPUT_OVERLOAD_ACCOUNTS` | 512 | the overload run's accounts (`0`: no overload run) |
 //! | `TINYCHAIN_THROUGHPUT_KEEP` | unset | `1` keeps every testnet directory (logs included) |
+//!
+//! `block_transfers_max` 2,500 rather than the default 10,000, which is sized for 2 s blocks: with
+//! 200 ms blocks and a deep mempool (the overload run) a producer fills 10,000-transfer blocks,
+//! and four nodes on two cores take longer than the 1 s producer timeout to pass one along
+//! (fallback producers, short reorganisations, finality tens of seconds behind, memory
+//! following it to about 1 GiB a node). 2,500 per 200 ms is 12,500 transfers/s, above what
+//! the machine commits.
 //!
 //! 64 accounts rather than load's default 256: each account keeps up to 128 transfers pending, and
 //! 8,192 pending already keep every node's mempool full at saturation, whereas 32,768 make the
@@ -117,6 +125,7 @@ struct Settings {
     accounts: usize,
     block_interval_ms: u64,
     producer_timeout_ms: u64,
+    block_transfers_max: u32,
     verify_rounds: usize,
     overload_accounts: usize,
     keep: bool,
@@ -141,6 +150,7 @@ impl Settings {
             accounts: env_or("TINYCHAIN_THROUGHPUT_ACCOUNTS", 64),
             block_interval_ms: env_or("TINYCHAIN_THROUGHPUT_BLOCK_INTERVAL_MS", 200),
             producer_timeout_ms: env_or("TINYCHAIN_THROUGHPUT_PRODUCER_TIMEOUT_MS", 1_000),
+            block_transfers_max: env_or("TINYCHAIN_THROUGHPUT_BLOCK_TRANSFERS_MAX", 2_500),
             verify_rounds: env_or("TINYCHAIN_THROUGHPUT_VERIFY_SECONDS", 3),
             overload_accounts: env_or("TINYCHAIN_THROUGHPUT_OVERLOAD_ACCOUNTS", 512),
             keep: std::env::var("TINYCHAIN_THROUGHPUT_KEEP").is_ok_and(|value| value == "1"),
@@ -216,10 +226,11 @@ fn main() {
     println!();
     println!(
         "summary (cargo bench --bench throughput; fresh `tinychain testnet` per node count, {} ms blocks, \
-         {} ms producer timeout, `tinychain load` with {} accounts, {:.0} s windows; {cores} cores; load average \
-         {load_average_at_start} at the start, {} at the end):",
+         {} ms producer timeout, at most {} transfers a block, `tinychain load` with {} accounts, {:.0} s windows; \
+         {cores} cores; load average {load_average_at_start} at the start, {} at the end):",
         settings.block_interval_ms,
         settings.producer_timeout_ms,
+        settings.block_transfers_max,
         settings.accounts,
         settings.window.as_secs_f64(),
         load_average()
@@ -344,9 +355,11 @@ impl RunningTestnet {
         let wall = Instant::now();
         println!();
         println!(
-            "== {nodes} node(s): tinychain testnet, {} ms blocks, {} ms producer timeout; load average {}",
+            "== {nodes} node(s): tinychain testnet, {} ms blocks, {} ms producer timeout, at most {} transfers a \
+             block; load average {}",
             settings.block_interval_ms,
             settings.producer_timeout_ms,
+            settings.block_transfers_max,
             load_average()
         );
         let dir = tempfile::tempdir().unwrap();
@@ -359,6 +372,7 @@ impl RunningTestnet {
             .args(["--nodes", &nodes.to_string(), "--base-port", &base_port.to_string()])
             .args(["--block-interval-ms", &settings.block_interval_ms.to_string()])
             .args(["--producer-timeout-ms", &settings.producer_timeout_ms.to_string()])
+            .args(["--block-transfers-max", &settings.block_transfers_max.to_string()])
             .env("RUST_LOG", node_log_filter())
             .stdin(Stdio::null())
             .stdout(runner_log.try_clone().unwrap())
@@ -828,6 +842,7 @@ fn summary_json(
         "load_average_at_end": load_average(),
         "block_interval_ms": settings.block_interval_ms,
         "producer_timeout_ms": settings.producer_timeout_ms,
+        "block_transfers_max": settings.block_transfers_max,
         "accounts": settings.accounts,
         "window_ms": settings.window.as_millis() as u64,
         "verify_strict_per_second": round1(verify.best_per_second),

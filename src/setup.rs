@@ -192,6 +192,8 @@ pub struct AssembleOptions {
     /// Without it: `PRODUCER_TIMEOUT_INTERVALS_DEFAULT` × the block interval when an interval is
     /// given, else the default.
     pub producer_timeout_ms: Option<u64>,
+    /// Without it: the default (`limits::BLOCK_TRANSFERS_MAX_DEFAULT`).
+    pub block_transfers_max: Option<u32>,
     pub genesis_time_ms: u64,
 }
 
@@ -202,14 +204,22 @@ pub fn assemble_genesis(options: &AssembleOptions) -> Result<Genesis, SetupError
         genesis_time_ms: options.genesis_time_ms,
         validators: options.validators.clone(),
         allocations: options.allocations.clone(),
-        parameters: parameters_with(options.block_interval_ms, options.producer_timeout_ms),
+        parameters: parameters_with(
+            options.block_interval_ms,
+            options.producer_timeout_ms,
+            options.block_transfers_max,
+        ),
     };
     genesis.validate()?;
     Ok(genesis)
 }
 
-/// Default parameters with the given block interval and producer timeout.
-pub fn parameters_with(block_interval_ms: Option<u64>, producer_timeout_ms: Option<u64>) -> Parameters {
+/// Default parameters with the given block interval, producer timeout and block size.
+pub fn parameters_with(
+    block_interval_ms: Option<u64>,
+    producer_timeout_ms: Option<u64>,
+    block_transfers_max: Option<u32>,
+) -> Parameters {
     let mut parameters = Parameters::default();
     if let Some(interval) = block_interval_ms {
         parameters.block_interval_ms = interval;
@@ -217,6 +227,9 @@ pub fn parameters_with(block_interval_ms: Option<u64>, producer_timeout_ms: Opti
     }
     if let Some(timeout) = producer_timeout_ms {
         parameters.producer_timeout_ms = timeout;
+    }
+    if let Some(transfers) = block_transfers_max {
+        parameters.block_transfers_max = transfers;
     }
     parameters
 }
@@ -274,6 +287,7 @@ pub struct TestnetOptions {
     pub base_port: u16,
     pub block_interval_ms: Option<u64>,
     pub producer_timeout_ms: Option<u64>,
+    pub block_transfers_max: Option<u32>,
     pub chain_id: String,
 }
 
@@ -285,6 +299,7 @@ impl Default for TestnetOptions {
             base_port: TESTNET_BASE_PORT_DEFAULT,
             block_interval_ms: None,
             producer_timeout_ms: None,
+            block_transfers_max: None,
             chain_id: TESTNET_CHAIN_ID_DEFAULT.to_string(),
         }
     }
@@ -364,6 +379,7 @@ pub fn init_testnet(options: &TestnetOptions) -> Result<TestnetLayout, SetupErro
         allocations: vec![Allocation { address: dev_key.address(), amount: DEV_ALLOCATION }],
         block_interval_ms: options.block_interval_ms,
         producer_timeout_ms: options.producer_timeout_ms,
+        block_transfers_max: options.block_transfers_max,
         genesis_time_ms: tinychain_node::driver::now_unix_ms(),
     })?;
     let genesis_path = dir.join(home::GENESIS_FILE);
@@ -452,11 +468,12 @@ mod tests {
 
     #[test]
     fn an_explicit_interval_scales_the_default_timeout() {
-        assert_eq!(parameters_with(None, None), Parameters::default());
-        let fast = parameters_with(Some(200), None);
+        assert_eq!(parameters_with(None, None, None), Parameters::default());
+        let fast = parameters_with(Some(200), None, None);
         assert_eq!((fast.block_interval_ms, fast.producer_timeout_ms), (200, 1_000));
-        let both = parameters_with(Some(200), Some(700));
-        assert_eq!((both.block_interval_ms, both.producer_timeout_ms), (200, 700));
+        assert_eq!(fast.block_transfers_max, Parameters::default().block_transfers_max);
+        let both = parameters_with(Some(200), Some(700), Some(2_500));
+        assert_eq!((both.block_interval_ms, both.producer_timeout_ms, both.block_transfers_max), (200, 700, 2_500));
     }
 
     #[test]

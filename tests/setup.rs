@@ -57,6 +57,7 @@ fn three_validator_network(root: &Path) -> (Vec<Home>, tinychain_core::genesis::
         ],
         block_interval_ms: Some(500),
         producer_timeout_ms: None,
+        block_transfers_max: None,
         genesis_time_ms: 1_700_000_000_000,
     })
     .unwrap();
@@ -206,6 +207,7 @@ fn assembly_refuses_a_validator_given_twice_naming_both_files() {
         allocations: vec![],
         block_interval_ms: None,
         producer_timeout_ms: None,
+        block_transfers_max: None,
         genesis_time_ms: 0,
     })
     .unwrap_err()
@@ -274,6 +276,7 @@ fn init_testnet_writes_the_exact_layout_and_funds_the_dev_wallet() {
         base_port: 27_800,
         block_interval_ms: Some(300),
         producer_timeout_ms: Some(1_500),
+        block_transfers_max: Some(3_000),
         chain_id: "tinychain-local".into(),
     };
     let layout = setup::init_testnet(&options).unwrap();
@@ -302,6 +305,7 @@ fn init_testnet_writes_the_exact_layout_and_funds_the_dev_wallet() {
     let genesis = home::load_genesis(&layout.genesis_path).unwrap();
     assert_eq!(genesis.chain_id, "tinychain-local");
     assert_eq!((genesis.parameters.block_interval_ms, genesis.parameters.producer_timeout_ms), (300, 1_500));
+    assert_eq!(genesis.parameters.block_transfers_max, 3_000);
     let keystore = Keystore::open(&layout.wallet_dir).unwrap();
     let dev = keystore.address("dev").unwrap();
     let dev_key = keystore.key("dev", setup::DEV_WALLET_PASSPHRASE).unwrap();

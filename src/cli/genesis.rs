@@ -30,6 +30,12 @@ pub struct AssembleArgs {
     /// interval when --block-interval-ms is given, else 10000].
     #[arg(long)]
     pub producer_timeout_ms: Option<u64>,
+    /// Most transfers in one block [default: 10000, sized for the default 2 s interval]. With a
+    /// much shorter interval lower it (2500 at 200 ms on a 2-core test machine), or under
+    /// overload a full block can take longer than the producer timeout to pass through the
+    /// network: fallback producers, short reorganisations, finality lagging.
+    #[arg(long, value_name = "N")]
+    pub block_transfers_max: Option<u32>,
     /// The genesis timestamp, in ms since the Unix epoch [default: now].
     #[arg(long)]
     pub genesis_time_ms: Option<u64>,
@@ -57,6 +63,7 @@ fn assemble(args: &AssembleArgs) -> anyhow::Result<()> {
         allocations,
         block_interval_ms: args.block_interval_ms,
         producer_timeout_ms: args.producer_timeout_ms,
+        block_transfers_max: args.block_transfers_max,
         genesis_time_ms: args.genesis_time_ms.unwrap_or_else(tinychain_node::driver::now_unix_ms),
     })?;
     let overwrite = if args.force { Overwrite::Replace } else { Overwrite::Refuse };

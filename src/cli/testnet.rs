@@ -57,6 +57,12 @@ pub struct InitArgs {
     /// Producer timeout written into a new genesis (default: the chain default, 10000 ms).
     #[arg(long)]
     pub producer_timeout_ms: Option<u64>,
+    /// Most transfers in one block, written into a new genesis [default: 10000, sized for the default 2 s interval]. With a
+    /// much shorter interval lower it (2500 at 200 ms on a 2-core test machine), or under
+    /// overload a full block can take longer than the producer timeout to pass through the
+    /// network: fallback producers, short reorganisations, finality lagging.
+    #[arg(long, value_name = "N")]
+    pub block_transfers_max: Option<u32>,
     /// Chain id of a new testnet.
     #[arg(long, default_value = "tinychain-local")]
     pub chain_id: String,
@@ -76,6 +82,7 @@ fn options(args: &InitArgs) -> TestnetOptions {
         base_port: args.base_port,
         block_interval_ms: args.block_interval_ms,
         producer_timeout_ms: args.producer_timeout_ms,
+        block_transfers_max: args.block_transfers_max,
         chain_id: args.chain_id.clone(),
     }
 }
