@@ -154,6 +154,31 @@ impl CacheInner {
     }
 }
 
+/// Runs `work` over `0..count` cut into one contiguous range per thread, on up to `threads`
+/// scoped threads (at most 64, and no more than leave each `per_thread_min` items; one thread
+/// runs on the caller's), joined before returning; the results in range order.
+fn on_scoped_threads<R, W>(count: usize, threads: usize, per_thread_min: usize, work: W) -> Vec<R>
+where
+    R: Send,
+    W: Fn(std::ops::Range<usize>) -> R + Sync,
+{
+    let threads = threads.clamp(1, 64).min(count.div_ceil(per_thread_min)).max(1);
+    if threads == 1 {
+        return vec![work(0..count)];
+    }
+    let chunk_len = count.div_ceil(threads);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let range = (thread * chunk_len).min(count)..((thread + 1) * chunk_len).min(count);
+                scope.spawn(move || work(range))
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().expect("signature verification does not panic")).collect()
+    })
+}
+
 fn cache_key(signer: &Address, message: &[u8], signature: &Signature) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&signer.0);
@@ -232,24 +257,10 @@ impl SignatureCache {
         I: Fn(usize) -> (Hash, Address, Signature) + Sync,
         M: Fn(usize) -> Vec<u8> + Sync,
     {
-        // Below this many items a thread costs more than it saves.
-        const ITEMS_PER_THREAD_MIN: usize = 32;
-        let check = |range: std::ops::Range<usize>| {
+        on_scoped_threads(count, threads, 32, |range| {
             for index in range {
                 let (id, signer, signature) = item(index);
                 let _ = self.verify_identified(&id, &signer, || message(index), &signature);
-            }
-        };
-        let threads = threads.clamp(1, 64).min(count.div_ceil(ITEMS_PER_THREAD_MIN)).max(1);
-        if threads == 1 {
-            check(0..count);
-            return;
-        }
-        let chunk_len = count.div_ceil(threads);
-        std::thread::scope(|scope| {
-            for thread in 0..threads {
-                let range = (thread * chunk_len).min(count)..((thread + 1) * chunk_len).min(count);
-                scope.spawn(move || check(range));
             }
         });
     }
@@ -305,24 +316,7 @@ impl SignatureCache {
             }
             (verified, None)
         };
-        let threads = threads.clamp(1, 64).min(count.div_ceil(ITEMS_PER_THREAD_MIN)).max(1);
-        let results: Vec<(Vec<Hash>, Option<usize>)> = if threads == 1 {
-            vec![check(0..count)]
-        } else {
-            let chunk_len = count.div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|thread| {
-                        let range = (thread * chunk_len).min(count)..((thread + 1) * chunk_len).min(count);
-                        scope.spawn(move || check(range))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|handle| handle.join().expect("signature verification does not panic"))
-                    .collect()
-            })
-        };
+        let results = on_scoped_threads(count, threads, ITEMS_PER_THREAD_MIN, check);
         let mut first_invalid: Option<usize> = None;
         for (verified, invalid) in results {
             for key in verified {

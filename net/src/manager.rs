@@ -811,13 +811,13 @@ impl Manager {
     }
 }
 
-/// A core message's frame, or `None` (logged) if it does not fit, which the core's limits rule
-/// out: dropping it is safer than taking the transport down.
 /// Whether a message may be left out when the peer's queue is half full: transfer gossip only.
 fn is_sheddable(message: &Message) -> bool {
     matches!(message, Message::Transfers(_))
 }
 
+/// A core message's frame, or `None` (logged) if it does not fit, which the core's limits rule
+/// out: dropping it is safer than taking the transport down.
 fn core_frame(message: Message) -> Option<Frame> {
     let kind = message.kind();
     match Wire::Core(message).to_frame() {
