@@ -326,18 +326,35 @@ async fn an_authenticated_peer_that_goes_silent_is_dropped_at_the_idle_timeout()
     still_talking(&mut first, &mut second, 100).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transfer_gossip_to_a_peer_that_falls_behind_is_shed_and_its_link_kept() {
-    let cluster = Cluster::new(6);
+/// Node 0 (its link queues bounded at 4 MiB) linked with node 1, which reads, and with a
+/// validator-2 connection that authenticates and then never reads: its socket buffers fill,
+/// then its link's queue, as a peer whose event loop is far behind.
+async fn linked_with_a_stuck_peer(cluster: &Cluster) -> (TestNode, TestNode, TlsStream<TcpStream>) {
     let mut config = cluster.config(0);
     config.limits.link_queue_bytes_max = 4 * 1024 * 1024;
     let mut first = TestNode::start(0, config, tinychain_net::discovery::PeerStore::none()).await;
     let mut second = cluster.start(1).await;
     first.wait_connected_to(&cluster.ids([1])).await;
     second.wait_connected_to(&cluster.ids([0])).await;
-    // Authenticates, then never reads, as a peer whose event loop is far behind.
-    let (stuck, _, _) = authenticate_as(&cluster, &validator_key(2), 0).await;
+    let (stuck, _, _) = authenticate_as(cluster, &validator_key(2), 0).await;
     first.wait_connected_to(&cluster.ids([1, 2])).await;
+    (first, second, stuck)
+}
+
+/// A message of about 1 MiB that is not gossip (a sync request with a long locator).
+fn big_message(height: u64) -> tinychain_core::message::Message {
+    tinychain_core::message::Message::GetBlocks {
+        locator: vec![
+            tinychain_core::types::Checkpoint { height, hash: tinychain_core::types::Hash([7; 32]) };
+            1024 * 1024 / 40
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_gossip_to_a_peer_that_falls_behind_is_shed_and_its_link_kept() {
+    let cluster = Cluster::new(6);
+    let (mut first, mut second, stuck) = linked_with_a_stuck_peer(&cluster).await;
 
     // 48 batches of about 1 MiB: far more than socket buffers and the 4 MiB queue hold.
     let batch = |nonce: u64| {
@@ -363,15 +380,9 @@ async fn transfer_gossip_to_a_peer_that_falls_behind_is_shed_and_its_link_kept()
     assert!(first.history.iter().all(|event| !matches!(event, NetEvent::PeerDisconnected(_))));
 
     // What is not gossip still fills the queue and closes the link, as before.
-    let big = |height: u64| tinychain_core::message::Message::GetBlocks {
-        locator: vec![
-            tinychain_core::types::Checkpoint { height, hash: tinychain_core::types::Hash([7; 32]) };
-            1024 * 1024 / 40
-        ],
-    };
     for height in 0..8 {
-        first.handle.broadcast(big(height), None).await.unwrap();
-        assert_eq!(second.next_message().await, (first.id, big(height)));
+        first.handle.broadcast(big_message(height), None).await.unwrap();
+        assert_eq!(second.next_message().await, (first.id, big_message(height)));
     }
     first.wait_connected_to(&cluster.ids([1])).await;
     assert_eq!(first.stats().links_dropped_queue_full, 1);
@@ -382,28 +393,14 @@ async fn transfer_gossip_to_a_peer_that_falls_behind_is_shed_and_its_link_kept()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_loses_its_link_instead_of_growing_our_memory() {
     let cluster = Cluster::new(6);
-    let mut config = cluster.config(0);
-    config.limits.link_queue_bytes_max = 4 * 1024 * 1024;
-    let mut first = TestNode::start(0, config, tinychain_net::discovery::PeerStore::none()).await;
-    let mut second = cluster.start(1).await;
-    first.wait_connected_to(&cluster.ids([1])).await;
-    second.wait_connected_to(&cluster.ids([0])).await;
-    // Authenticates, then never reads: the socket buffers fill, then the link's queue.
-    let (stuck, _, _) = authenticate_as(&cluster, &validator_key(2), 0).await;
-    first.wait_connected_to(&cluster.ids([1, 2])).await;
+    let (mut first, mut second, stuck) = linked_with_a_stuck_peer(&cluster).await;
 
     // 48 messages of 1 MiB each: far more than socket buffers and the 4 MiB queue hold.
-    let big = |height: u64| tinychain_core::message::Message::GetBlocks {
-        locator: vec![
-            tinychain_core::types::Checkpoint { height, hash: tinychain_core::types::Hash([7; 32]) };
-            1024 * 1024 / 40
-        ],
-    };
     // One at a time, so the honest peer's queue never holds more than one; the stuck peer's
     // only grows.
     for height in 0..48 {
-        first.handle.broadcast(big(height), None).await.unwrap();
-        assert_eq!(second.next_message().await, (first.id, big(height)), "the honest peer gets everything");
+        first.handle.broadcast(big_message(height), None).await.unwrap();
+        assert_eq!(second.next_message().await, (first.id, big_message(height)), "the honest peer gets everything");
     }
     first.wait_connected_to(&cluster.ids([1])).await;
     assert_eq!(first.stats().links_dropped_queue_full, 1);
