@@ -55,6 +55,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tinychain_core::crypto::SignatureCache;
+use tinychain_core::types::Transfer;
 use tinychain_core::validate;
 use tinychain_rpc::{code, data_code, ErrorData, HealthRefusal, HealthStatus, Method};
 use tokio::net::{TcpListener, TcpStream};
@@ -339,22 +340,27 @@ async fn warm_submitted_signatures(
     request: Request,
     signatures: Arc<SignatureCache>,
 ) -> Result<Request, ErrorObjectOwned> {
-    if !matches!(request, Request::Command(Command::SubmitTx { .. } | Command::SubmitTxs { .. })) {
+    if submitted_transfers(&request).is_none() {
         return Ok(request);
     }
     tokio::task::spawn_blocking(move || {
-        match &request {
-            Request::Command(Command::SubmitTxs { txs }) => validate::warm_transfer_signatures(&signatures, txs, 1),
-            Request::Command(Command::SubmitTx { tx }) => {
-                validate::warm_transfer_signatures(&signatures, std::slice::from_ref(tx), 1)
-            }
-            _ => {}
+        if let Some(transfers) = submitted_transfers(&request) {
+            validate::warm_transfer_signatures(&signatures, transfers, 1);
         }
         request
     })
     .await
     // Only a runtime shutting down cancels a blocking task (signature checks do not panic).
     .map_err(|_| error_object(QueryError::ShuttingDown))
+}
+
+/// The transfers a `submit_tx` or `submit_txs` call carries.
+fn submitted_transfers(request: &Request) -> Option<&[Transfer]> {
+    match request {
+        Request::Command(Command::SubmitTxs { txs }) => Some(txs),
+        Request::Command(Command::SubmitTx { tx }) => Some(std::slice::from_ref(tx)),
+        _ => None,
+    }
 }
 
 fn methods(
